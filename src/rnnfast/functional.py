@@ -1,0 +1,290 @@
+"""Validation and backend dispatch: the only door to the kernels.
+
+Every array is checked here (dtype, rank, every dimension against the others) and made
+C-contiguous, aligned and native-endian before a kernel sees it, because the kernels run without
+bounds checks. A bad argument is a ``TypeError`` (wrong kind or dtype) or ``ValueError`` (wrong
+shape or value) naming the argument, the expected and the actual.
+
+Backends: ``"cython"`` (compiled kernels), ``"numpy"`` (the reference in ``_reference.py``) and
+``"auto"``: compiled if the extension imported, else the reference with one warning. The
+environment variable ``RNNFAST_BACKEND`` (``auto``, ``cython`` or ``numpy``) sets what ``"auto"``
+means, so ``RNNFAST_BACKEND=numpy`` runs a whole program on the reference.
+
+Input policy: array-likes (lists, other array types) are converted with ``np.asarray``; the
+result must then be float32 or float64 like ``x``. Non-contiguous, Fortran-ordered, unaligned,
+byte-swapped and read-only arrays are accepted (copied once where needed). NaN and Inf are not
+checked: they propagate as in NumPy.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from rnnfast import _reference
+
+try:
+    from rnnfast import _blas, _kernels
+except ImportError as _exc:  # a source checkout without a build, or a broken wheel
+    _kernels = None
+    _COMPILED_IMPORT_ERROR: ImportError | None = _exc
+    BLAS_INT_MAX = np.iinfo(np.int32).max
+else:
+    _COMPILED_IMPORT_ERROR = None
+    BLAS_INT_MAX = int(_blas.BLAS_INT_MAX)
+
+HAVE_COMPILED: bool = _kernels is not None
+"""True when the compiled kernels imported."""
+
+BACKENDS = ("auto", "cython", "numpy")
+NONLINEARITIES = ("tanh", "relu")
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+_warned_fallback = False
+
+
+class RNNGrads(NamedTuple):
+    """Gradients of the loss, summed over all time steps, in the dtype of ``x``."""
+
+    dx: np.ndarray
+    """(T, B, D): gradient with respect to the input."""
+    dh0: np.ndarray
+    """(B, H): gradient with respect to the initial state (also when h0 was None)."""
+    dw_ih: np.ndarray
+    """(H, D): gradient with respect to ``w_ih``."""
+    dw_hh: np.ndarray
+    """(H, H): gradient with respect to ``w_hh``."""
+    db: np.ndarray
+    """(H,): gradient with respect to the bias (PyTorch's b_ih and b_hh each receive it)."""
+
+
+def _resolve_backend(backend: str) -> tuple[str, ModuleType]:
+    """Turn a backend name into ("cython" | "numpy", implementing module)."""
+    global _warned_fallback
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        backend = os.environ.get("RNNFAST_BACKEND", "auto").strip().lower() or "auto"
+        if backend not in BACKENDS:
+            raise ValueError(
+                f"environment variable RNNFAST_BACKEND must be one of {BACKENDS}, "
+                f"got {os.environ['RNNFAST_BACKEND']!r}"
+            )
+    if backend == "numpy":
+        return "numpy", _reference
+    if _kernels is not None:
+        return "cython", _kernels
+    if backend == "cython":
+        raise RuntimeError(
+            "backend='cython' was requested but rnnfast's compiled extension did not import "
+            f"({_COMPILED_IMPORT_ERROR}); reinstall with `pip install .` or use backend='numpy'"
+        )
+    if not _warned_fallback:
+        _warned_fallback = True
+        warnings.warn(
+            "rnnfast's compiled extension did not import "
+            f"({_COMPILED_IMPORT_ERROR}); using the NumPy reference, which is slower",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return "numpy", _reference
+
+
+def _check_nonlinearity(nonlinearity: str) -> None:
+    if not isinstance(nonlinearity, str) or nonlinearity not in NONLINEARITIES:
+        raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
+
+
+def _as_array(name: str, value: Any, dtype: np.dtype | None) -> np.ndarray:
+    """``value`` as an ndarray of a native float dtype: ``dtype``, or float32/64 if None."""
+    if value is None:
+        raise TypeError(f"{name} must be an array, got None")
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:  # ragged lists, objects NumPy cannot read
+        raise TypeError(f"{name} must be an array of float32 or float64: {exc}") from None
+    if dtype is None:
+        if arr.dtype.kind != "f" or arr.dtype.newbyteorder("=") not in FLOAT_DTYPES:
+            raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
+    elif arr.dtype.kind != "f" or arr.dtype.newbyteorder("=") != dtype:
+        raise TypeError(
+            f"{name} has dtype {arr.dtype} but x has dtype {dtype}; "
+            "all arrays must share one dtype, float32 or float64"
+        )
+    return arr
+
+
+def _check_shape(name: str, arr: np.ndarray, labels: Sequence[str], sizes: dict[str, int]) -> None:
+    """Check ``arr.shape`` against the named dimensions, learning unknown ones from it."""
+    expected_text = "(" + ", ".join(labels) + ("," if len(labels) == 1 else "") + ")"
+    if arr.ndim != len(labels):
+        raise ValueError(
+            f"{name} must have {len(labels)} dimensions {expected_text}, "
+            f"got {arr.ndim} with shape {arr.shape}"
+        )
+    for label, actual in zip(labels, arr.shape, strict=True):
+        sizes.setdefault(label, actual)
+    expected = tuple(sizes[label] for label in labels)
+    if arr.shape != expected:
+        known = ", ".join(f"{label}={sizes[label]}" for label in dict.fromkeys(labels))
+        raise ValueError(
+            f"{name} must have shape {expected_text} = {expected} ({known}), got {arr.shape}"
+        )
+
+
+def _kernel_ready(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """C-contiguous, aligned, native-endian: copies only when ``arr`` is not already."""
+    return np.require(arr, dtype=dtype, requirements=("C", "A"))
+
+
+def _check_blas_sizes(sizes: dict[str, int]) -> None:
+    """Refuse sizes whose GEMM operands would overflow the BLAS integer."""
+    rows = sizes["T"] * sizes["B"]
+    for label, count in (
+        ("T * B * D (the input x)", rows * sizes["D"]),
+        ("T * B * H (the states h)", rows * sizes["H"]),
+        ("H * D (w_ih)", sizes["H"] * sizes["D"]),
+        ("H * H (w_hh)", sizes["H"] * sizes["H"]),
+    ):
+        if count > BLAS_INT_MAX:
+            raise ValueError(
+                f"{label} = {count} elements exceeds the BLAS limit of {BLAS_INT_MAX} "
+                "elements per matrix; split the sequence or the batch"
+            )
+
+
+def _prepare(
+    named: dict[str, Any],
+    layout: dict[str, tuple[str, ...]],
+    nonlinearity: str,
+    backend: str,
+) -> tuple[dict[str, np.ndarray | None], dict[str, int], ModuleType]:
+    """Validate all arrays of a call; return them kernel-ready, the sizes and the backend."""
+    _check_nonlinearity(nonlinearity)
+    backend_name, impl = _resolve_backend(backend)
+    x = _as_array("x", named["x"], None)
+    dtype = x.dtype.newbyteorder("=")
+    sizes: dict[str, int] = {}
+    arrays: dict[str, np.ndarray | None] = {}
+    for name, labels in layout.items():
+        value = named[name]
+        if value is None and name in ("h0", "b"):
+            arrays[name] = None
+            continue
+        arr = x if name == "x" else _as_array(name, value, dtype)
+        _check_shape(name, arr, labels, sizes)
+        arrays[name] = arr
+    if backend_name == "cython" and min(sizes.values()) == 0:
+        # Empty sizes involve no arithmetic worth compiling, and would hand BLAS zero leading
+        # dimensions: the reference computes them.
+        impl = _reference
+    if impl is _kernels:
+        _check_blas_sizes(sizes)
+    ready = {k: (None if v is None else _kernel_ready(v, dtype)) for k, v in arrays.items()}
+    return ready, sizes, impl
+
+
+# The dimensions of every argument, in the order they are checked: x and the weights fix
+# T, B, D, H before the arrays that must agree with them.
+_FORWARD_LAYOUT = {
+    "x": ("T", "B", "D"),
+    "w_ih": ("H", "D"),
+    "w_hh": ("H", "H"),
+    "h0": ("B", "H"),
+    "b": ("H",),
+}
+_BACKWARD_LAYOUT = {**_FORWARD_LAYOUT, "h": ("T", "B", "H"), "dh": ("T", "B", "H")}
+del _BACKWARD_LAYOUT["b"]
+
+
+def rnn_forward(
+    x: Any,
+    h0: Any | None,
+    w_ih: Any,
+    w_hh: Any,
+    b: Any | None = None,
+    *,
+    nonlinearity: str = "tanh",
+    backend: str = "auto",
+) -> np.ndarray:
+    """Run an Elman RNN over a whole sequence.
+
+    ``h[t] = act(x[t] @ w_ih.T + h[t-1] @ w_hh.T + b)``, with ``h[-1] = h0``.
+
+    Args:
+        x: (T, B, D) inputs, time-major, float32 or float64.
+        h0: (B, H) initial state, or None for zeros.
+        w_ih: (H, D) input-to-hidden weights (PyTorch's ``weight_ih_l0``).
+        w_hh: (H, H) hidden-to-hidden weights (PyTorch's ``weight_hh_l0``).
+        b: (H,) bias, or None. For PyTorch weights pass ``bias_ih_l0 + bias_hh_l0``.
+        nonlinearity: ``"tanh"`` or ``"relu"``.
+        backend: ``"auto"``, ``"cython"`` or ``"numpy"`` (see the module docstring).
+
+    Returns:
+        h: (T, B, H), the state after every step, in the dtype of ``x``; ``h[-1]`` is the final
+        state.
+
+    Raises:
+        TypeError: an argument is not a float32/float64 array, or dtypes differ.
+        ValueError: a shape disagrees with the others, or an unknown nonlinearity or backend.
+    """
+    arrays, _, impl = _prepare(
+        {"x": x, "h0": h0, "w_ih": w_ih, "w_hh": w_hh, "b": b},
+        _FORWARD_LAYOUT,
+        nonlinearity,
+        backend,
+    )
+    return impl.rnn_forward(
+        arrays["x"], arrays["h0"], arrays["w_ih"], arrays["w_hh"], arrays["b"], nonlinearity
+    )
+
+
+def rnn_backward(
+    dh: Any,
+    x: Any,
+    h0: Any | None,
+    h: Any,
+    w_ih: Any,
+    w_hh: Any,
+    *,
+    nonlinearity: str = "tanh",
+    backend: str = "auto",
+) -> RNNGrads:
+    """Backpropagation through time for :func:`rnn_forward`.
+
+    Args:
+        dh: (T, B, H), dL/dh[t] for every step from outside the recurrence (a per-step loss;
+            a gradient on the final state is added into ``dh[-1]``).
+        x, h0, w_ih, w_hh: the forward pass's arguments (h0 may be None).
+        h: (T, B, H), the forward pass's output.
+        nonlinearity, backend: as in :func:`rnn_forward`.
+
+    Returns:
+        RNNGrads(dx, dh0, dw_ih, dw_hh, db): each summed over all time steps, in the dtype of
+        ``x``. ``db`` is the gradient of a single bias; PyTorch's ``bias_ih`` and ``bias_hh``
+        each receive it whole.
+
+    Raises:
+        TypeError, ValueError: as in :func:`rnn_forward`.
+    """
+    arrays, _, impl = _prepare(
+        {"dh": dh, "x": x, "h0": h0, "h": h, "w_ih": w_ih, "w_hh": w_hh},
+        _BACKWARD_LAYOUT,
+        nonlinearity,
+        backend,
+    )
+    grads = impl.rnn_backward(
+        arrays["dh"],
+        arrays["x"],
+        arrays["h0"],
+        arrays["h"],
+        arrays["w_ih"],
+        arrays["w_hh"],
+        nonlinearity,
+    )
+    return RNNGrads(*grads)
