@@ -14,12 +14,15 @@ dw_ih, dw_hh, dx are one GEMM each over all steps after it, and db one reduction
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport tanh, tanhf
 from libc.string cimport memcpy
 
 import numpy as np
 
 from rnnfast._blas cimport BLAS_Trans, NoTrans, Trans, gemm
+
+cdef extern from "_fastmath.h" nogil:
+    double rnnfast_tanh(double x)
+    float rnnfast_tanhf(float x)
 
 cdef enum:
     TANH = 0
@@ -27,8 +30,9 @@ cdef enum:
 
 # Per-step recurrent products with fewer multiply-adds than this (B * H * H) use a
 # hand-written loop: there a BLAS call's fixed cost outweighs its arithmetic.
-# Chosen by measurement (bench/test_kernels_bench.py, small vs medium sizes).
-SMALL_STEP_MAX_MACS = 16384
+# Measured with both paths forced (_set_tuning) on T=100 forward+backward: the axpy loop won
+# only at B*H*H = 256 (float32 0.75x of BLAS time) and lost from 1024 up.
+SMALL_STEP_MAX_MACS = 512
 
 # Steps with at least this many hidden units (B * H) split the bias + activation pass over
 # OpenMP threads; below it, waking threads costs more than the tanh evaluations.
@@ -48,9 +52,9 @@ cdef int _activation_code(str nonlinearity) except -1:
 
 cdef inline floating _tanh(floating v) noexcept nogil:
     if floating is float:
-        return tanhf(v)
+        return rnnfast_tanhf(v)
     else:
-        return tanh(v)
+        return rnnfast_tanh(v)
 
 
 cdef inline void _add_matmul(floating* out, const floating* a, const floating* w,
@@ -79,25 +83,25 @@ cdef inline void _add_matmul(floating* out, const floating* a, const floating* w
 
 cdef inline void _bias_act_rows(floating* a, const floating* b, Py_ssize_t rows, Py_ssize_t h,
                                 int act) noexcept nogil:
+    """a = act(a + b) for ``rows`` rows of ``h``; one plain loop per activation, vectorized."""
     cdef Py_ssize_t r, i
     cdef floating v
     cdef floating* row
     for r in range(rows):
         row = a + r * h
-        for i in range(h):
-            v = row[i]
-            if b != NULL:
-                v = v + b[i]
-            if act == TANH:
-                row[i] = _tanh(v)
-            else:
+        if act == TANH:
+            for i in range(h):
+                row[i] = _tanh(row[i] + b[i])
+        else:
+            for i in range(h):
+                v = row[i] + b[i]
                 # `v <= 0` is False for NaN, so NaN propagates as in np.maximum.
                 row[i] = 0 if v <= 0 else v
 
 
 cdef void _bias_act(floating* a, const floating* b, Py_ssize_t rows, Py_ssize_t h,
                     int act) noexcept nogil:
-    """a = act(a + b) in place, row by row; large steps spread rows over OpenMP threads."""
+    """a = act(a + b) in place; large steps spread rows over OpenMP threads."""
     cdef Py_ssize_t r
     if rows > 1 and rows * h >= _parallel_min_elements:
         for r in prange(rows, schedule="static"):
@@ -127,7 +131,7 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_ih.shape[0]
     cdef Py_ssize_t step = B * H, t
     cdef const floating* h0_ptr = NULL if h0 is None else &h0[0, 0]
-    cdef const floating* b_ptr = NULL if b is None else &b[0]
+    cdef const floating* b_ptr = &b[0]
     cdef const floating* wt_ptr = NULL if w_hh_t is None else &w_hh_t[0, 0]
     cdef floating* out = &h[0, 0, 0]
     cdef floating* h_t
@@ -203,6 +207,8 @@ def rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity):
     cdef bint use_blas = _use_blas_step(B, H)
     # The loop form of the recurrent product wants w_hh.T row-major; small, made once per call.
     w_hh_t = None if use_blas else np.ascontiguousarray(w_hh.T)
+    if b is None:
+        b = np.zeros(H, dtype=x.dtype)  # adding zeros keeps one loop per activation
     h = np.empty((T, B, H), dtype=x.dtype)
     if x.dtype == np.float32:
         _forward[float](x, h0, w_ih, w_hh, b, h, w_hh_t, act, use_blas)
