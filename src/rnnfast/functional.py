@@ -11,9 +11,21 @@ environment variable ``RNNFAST_BACKEND`` (``auto``, ``cython`` or ``numpy``) set
 means, so ``RNNFAST_BACKEND=numpy`` runs a whole program on the reference.
 
 Input policy: array-likes (lists, other array types) are converted with ``np.asarray``; the
-result must then be float32 or float64 like ``x``. Non-contiguous, Fortran-ordered, unaligned,
-byte-swapped and read-only arrays are accepted (copied once where needed). NaN and Inf are not
-checked: they propagate as in NumPy.
+result must then be float32 or float64 like ``x``. Anything ``np.asarray`` cannot turn into such
+an array (None, ragged lists, strings, arbitrary objects, an object whose ``__array__`` raises)
+is a ``TypeError`` naming the argument; masked arrays are refused rather than silently unmasked.
+Non-contiguous, Fortran-ordered, zero-strided (``np.broadcast_to``), unaligned, byte-swapped and
+read-only arrays are accepted (copied once where needed); inputs are never written to.
+
+Sizes: a GEMM operand of more than ``BLAS_INT_MAX`` elements is a ``ValueError`` before any
+kernel runs (the BLAS integer would wrap around). An allocation the system refuses (an output,
+a workspace, or the contiguous copy of a huge broadcast input) is NumPy's ``MemoryError``, raised
+before any compiled code runs.
+
+NaN and Inf: by default they are not checked and propagate as in NumPy (a NaN or Inf input makes
+the affected states and gradients NaN or Inf; ReLU can overflow to Inf). ``check_finite=True``
+scans every input once and raises a ``ValueError`` naming the first argument holding a NaN or an
+Inf.
 """
 
 from __future__ import annotations
@@ -104,10 +116,20 @@ def _as_array(name: str, value: Any, dtype: np.dtype | None) -> np.ndarray:
     """``value`` as an ndarray of a native float dtype: ``dtype``, or float32/64 if None."""
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} must be a plain array, got a masked array: its mask would be ignored; "
+            f"pass {name}.filled(...) or {name}.data explicitly"
+        )
     try:
         arr = np.asarray(value)
-    except (TypeError, ValueError) as exc:  # ragged lists, objects NumPy cannot read
-        raise TypeError(f"{name} must be an array of float32 or float64: {exc}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # ragged lists, objects whose __array__ raises anything at all
+        raise TypeError(
+            f"{name} must be an array of float32 or float64, got {type(value).__name__} "
+            f"that NumPy cannot convert ({type(exc).__name__}: {exc})"
+        ) from exc
     if dtype is None:
         if arr.dtype.kind != "f" or arr.dtype.newbyteorder("=") not in FLOAT_DTYPES:
             raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
@@ -158,13 +180,46 @@ def _check_blas_sizes(sizes: dict[str, int]) -> None:
             )
 
 
+def _check_flag(name: str, value: Any) -> bool:
+    """A keyword that must be a bool (``np.bool_`` too): not a truthy string or a number."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _all_finite(arr: np.ndarray) -> bool:
+    """True when ``arr`` holds no NaN and no Inf.
+
+    min and max propagate NaN and reach any infinity, and unlike ``np.isfinite(arr).all()`` they
+    allocate no temporary the size of ``arr``.
+    """
+    return arr.size == 0 or bool(np.isfinite(arr.min()) and np.isfinite(arr.max()))
+
+
+def _check_all_finite(arrays: dict[str, np.ndarray | None]) -> None:
+    """Raise a ValueError naming the first array (in argument order) with a NaN or an Inf."""
+    for name, arr in arrays.items():
+        if arr is not None and not _all_finite(arr):
+            raise ValueError(
+                f"{name} contains NaN or Inf (check_finite=True); pass check_finite=False to let "
+                "non-finite values propagate as in NumPy"
+            )
+
+
 def _prepare(
     named: dict[str, Any],
     layout: dict[str, tuple[str, ...]],
     nonlinearity: str,
     backend: str,
+    check_finite: bool = False,
 ) -> tuple[dict[str, np.ndarray | None], dict[str, int], ModuleType]:
-    """Validate all arrays of a call; return them kernel-ready, the sizes and the backend."""
+    """Validate all arrays of a call; return them kernel-ready, the sizes and the backend.
+
+    Order: options, then each array's conversion, dtype and shape, then sizes against the BLAS
+    integer, then the copies that make arrays kernel-ready (where a huge zero-strided input would
+    hit ``MemoryError``), then, if asked, finiteness on those copies.
+    """
+    check_finite = _check_flag("check_finite", check_finite)
     _check_nonlinearity(nonlinearity)
     backend_name, impl = _resolve_backend(backend)
     x = _as_array("x", named["x"], None)
@@ -186,6 +241,8 @@ def _prepare(
     if impl is _kernels:
         _check_blas_sizes(sizes)
     ready = {k: (None if v is None else _kernel_ready(v, dtype)) for k, v in arrays.items()}
+    if check_finite:
+        _check_all_finite({name: ready[name] for name in named})  # in argument order
     return ready, sizes, impl
 
 
@@ -211,6 +268,7 @@ def rnn_forward(
     *,
     nonlinearity: str = "tanh",
     backend: str = "auto",
+    check_finite: bool = False,
 ) -> np.ndarray:
     """Run an Elman RNN over a whole sequence.
 
@@ -224,20 +282,28 @@ def rnn_forward(
         b: (H,) bias, or None. For PyTorch weights pass ``bias_ih_l0 + bias_hh_l0``.
         nonlinearity: ``"tanh"`` or ``"relu"``.
         backend: ``"auto"``, ``"cython"`` or ``"numpy"`` (see the module docstring).
+        check_finite: if True, raise a ``ValueError`` naming the first input that holds a NaN
+            or an Inf (one extra pass over each input). If False (the default), NaN and Inf
+            propagate as in NumPy: a NaN reaches every later state of its sequence, a huge ReLU
+            pre-activation overflows to Inf, and tanh saturates to exactly +-1.
 
     Returns:
         h: (T, B, H), the state after every step, in the dtype of ``x``; ``h[-1]`` is the final
         state.
 
     Raises:
-        TypeError: an argument is not a float32/float64 array, or dtypes differ.
-        ValueError: a shape disagrees with the others, or an unknown nonlinearity or backend.
+        TypeError: an argument is not a float32/float64 array (or array-like), dtypes differ,
+            or ``check_finite`` is not a bool.
+        ValueError: a shape disagrees with the others, an unknown nonlinearity or backend, a
+            size beyond the BLAS integer, or (``check_finite=True``) a NaN or Inf input.
+        MemoryError: an output, workspace or contiguous copy cannot be allocated.
     """
     arrays, _, impl = _prepare(
         {"x": x, "h0": h0, "w_ih": w_ih, "w_hh": w_hh, "b": b},
         _FORWARD_LAYOUT,
         nonlinearity,
         backend,
+        check_finite,
     )
     return impl.rnn_forward(
         arrays["x"], arrays["h0"], arrays["w_ih"], arrays["w_hh"], arrays["b"], nonlinearity
@@ -254,6 +320,7 @@ def rnn_backward(
     *,
     nonlinearity: str = "tanh",
     backend: str = "auto",
+    check_finite: bool = False,
 ) -> RNNGrads:
     """Backpropagation through time for :func:`rnn_forward`.
 
@@ -262,7 +329,8 @@ def rnn_backward(
             a gradient on the final state is added into ``dh[-1]``).
         x, h0, w_ih, w_hh: the forward pass's arguments (h0 may be None).
         h: (T, B, H), the forward pass's output.
-        nonlinearity, backend: as in :func:`rnn_forward`.
+        nonlinearity, backend, check_finite: as in :func:`rnn_forward` (``check_finite``
+            also covers ``dh`` and ``h``).
 
     Returns:
         RNNGrads(dx, dh0, dw_ih, dw_hh, db): each summed over all time steps, in the dtype of
@@ -270,13 +338,14 @@ def rnn_backward(
         each receive it whole.
 
     Raises:
-        TypeError, ValueError: as in :func:`rnn_forward`.
+        TypeError, ValueError, MemoryError: as in :func:`rnn_forward`.
     """
     arrays, _, impl = _prepare(
         {"dh": dh, "x": x, "h0": h0, "h": h, "w_ih": w_ih, "w_hh": w_hh},
         _BACKWARD_LAYOUT,
         nonlinearity,
         backend,
+        check_finite,
     )
     grads = impl.rnn_backward(
         arrays["dh"],
