@@ -16,30 +16,76 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy
 
+import os
+
 import numpy as np
 
 from rnnfast._blas cimport BLAS_Trans, NoTrans, Trans, gemm
 
-cdef extern from "_fastmath.h" nogil:
-    double rnnfast_tanh(double x)
-    float rnnfast_tanhf(float x)
+cdef extern from "_simd.h" nogil:
+    ctypedef struct rnnfast_simd_t:
+        const char* name
+        void (*bias_act_f32)(float*, const float*, Py_ssize_t, Py_ssize_t, int) noexcept nogil
+        void (*bias_act_f64)(double*, const double*, Py_ssize_t, Py_ssize_t, int) noexcept nogil
+        void (*mul_act_grad_f32)(float*, const float*, Py_ssize_t, int) noexcept nogil
+        void (*mul_act_grad_f64)(double*, const double*, Py_ssize_t, int) noexcept nogil
+        # out (rows, n) += a (rows, k) @ m (k, n), m zero-padded to ldm columns
+        void (*small_addmm_f32)(float*, const float*, const float*, Py_ssize_t, Py_ssize_t,
+                                Py_ssize_t, Py_ssize_t, float*) noexcept nogil
+        void (*small_addmm_f64)(double*, const double*, const double*, Py_ssize_t, Py_ssize_t,
+                                Py_ssize_t, Py_ssize_t, double*) noexcept nogil
+        Py_ssize_t vector_bytes
+        Py_ssize_t max_vectors
+    const rnnfast_simd_t* rnnfast_simd
+    const rnnfast_simd_t rnnfast_simd_levels[]
+    int RNNFAST_SIMD_NLEVELS
+    int rnnfast_simd_supported(int level)
+    int rnnfast_simd_select(int level)
 
 cdef enum:
     TANH = 0
     RELU = 1
 
-# Per-step recurrent products with fewer multiply-adds than this (B * H * H) use a
-# hand-written loop: there a BLAS call's fixed cost outweighs its arithmetic.
-# Measured with both paths forced (_set_tuning) on T=100 forward+backward: the axpy loop won
-# only at B*H*H = 256 (float32 0.75x of BLAS time) and lost from 1024 up.
-SMALL_STEP_MAX_MACS = 512
+# The per-step recurrent product h[t-1] @ w_hh.T (and da[t+1] @ w_hh backward) goes either to
+# BLAS GEMM or to the register-blocked small product of _simd_impl.h, which holds each output
+# row in vector registers (up to 256 float32 / 128 float64 columns with AVX-512).
+# "auto" picks the small product where it measured faster than OpenBLAS per step
+# (bench/tune_small_step.py, AVX-512): a batch of 1 at any H it fits (0.7-0.9x BLAS time),
+# and batches up to 8 when a row is at most 4 vectors (H <= 64 float32: ~0.5x); from 2 rows
+# of 7+ vectors on, BLAS's packed GEMM wins.
+SMALL_STEP_MODES = ("auto", "never", "always")
+cdef int _small_step_mode = 0
+cdef Py_ssize_t SMALL_MAX_BATCH = 8
+cdef Py_ssize_t SMALL_MAX_VECTORS_BATCHED = 4
 
 # Steps with at least this many hidden units (B * H) split the bias + activation pass over
 # OpenMP threads; below it, waking threads costs more than the tanh evaluations.
 PARALLEL_MIN_ELEMENTS = 32768
-
-cdef Py_ssize_t _small_step_max_macs = SMALL_STEP_MAX_MACS
 cdef Py_ssize_t _parallel_min_elements = PARALLEL_MIN_ELEMENTS
+
+SIMD_LEVELS = tuple(rnnfast_simd_levels[i].name.decode() for i in range(RNNFAST_SIMD_NLEVELS))
+
+
+def simd_level():
+    """The instruction set the vector loops run with: 'avx512', 'avx2' or 'baseline'."""
+    return rnnfast_simd.name.decode()
+
+
+def set_simd_level(name=None):
+    """Run the vector loops with ``name`` (one of SIMD_LEVELS; None: the widest the CPU has).
+
+    Returns the previous level's name. For tests and benchmarks of every code path.
+    """
+    previous = simd_level()
+    level = -1 if name is None else SIMD_LEVELS.index(name) if name in SIMD_LEVELS else -2
+    if level == -2:
+        raise ValueError(f"SIMD level must be one of {SIMD_LEVELS} or None, got {name!r}")
+    if rnnfast_simd_select(level) < 0:
+        raise ValueError(f"this CPU cannot run SIMD level {name!r}")
+    return previous
+
+
+set_simd_level(os.environ.get("RNNFAST_SIMD") or None)
 
 
 cdef int _activation_code(str nonlinearity) except -1:
@@ -50,53 +96,35 @@ cdef int _activation_code(str nonlinearity) except -1:
     raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
 
 
-cdef inline floating _tanh(floating v) noexcept nogil:
-    if floating is float:
-        return rnnfast_tanhf(v)
-    else:
-        return rnnfast_tanh(v)
+cdef struct StepProduct:
+    # How to add a (B, H) @ op(w_hh) in a time step: BLAS, or the small product over a
+    # zero-padded (H, ldm) copy of op(w_hh) laid out (in, out), with a staging buffer.
+    bint use_blas
+    Py_ssize_t ldm
+    const void* padded
+    void* stage
 
 
 cdef inline void _add_matmul(floating* out, const floating* a, const floating* w,
-                             BLAS_Trans trans_w, const floating* w_in_out,
-                             Py_ssize_t rows, Py_ssize_t h, bint use_blas) noexcept nogil:
-    """out (rows, h) += a (rows, h) @ op(w), op(w) being (h, h).
-
-    The loop form needs op(w) laid out row-major as (in, out) = ``w_in_out``; its inner loop is
-    an axpy over contiguous memory, which the compiler vectorizes.
-    """
-    cdef Py_ssize_t r, j, i
-    cdef floating v
-    cdef floating* o
-    cdef const floating* w_row
-    if use_blas:
+                             BLAS_Trans trans_w, StepProduct* how,
+                             Py_ssize_t rows, Py_ssize_t h) noexcept nogil:
+    """out (rows, h) += a (rows, h) @ op(w), op(w) being (h, h)."""
+    if how.use_blas:
         gemm(NoTrans, trans_w, rows, h, h, <floating>1, a, h, w, h, <floating>1, out, h)
-        return
-    for r in range(rows):
-        o = out + r * h
-        for j in range(h):
-            v = a[r * h + j]
-            w_row = w_in_out + j * h
-            for i in range(h):
-                o[i] += v * w_row[i]
+    elif floating is float:
+        rnnfast_simd.small_addmm_f32(out, a, <const float*>how.padded, rows, h, h, how.ldm,
+                                     <float*>how.stage)
+    else:
+        rnnfast_simd.small_addmm_f64(out, a, <const double*>how.padded, rows, h, h, how.ldm,
+                                     <double*>how.stage)
 
 
 cdef inline void _bias_act_rows(floating* a, const floating* b, Py_ssize_t rows, Py_ssize_t h,
                                 int act) noexcept nogil:
-    """a = act(a + b) for ``rows`` rows of ``h``; one plain loop per activation, vectorized."""
-    cdef Py_ssize_t r, i
-    cdef floating v
-    cdef floating* row
-    for r in range(rows):
-        row = a + r * h
-        if act == TANH:
-            for i in range(h):
-                row[i] = _tanh(row[i] + b[i])
-        else:
-            for i in range(h):
-                v = row[i] + b[i]
-                # `v <= 0` is False for NaN, so NaN propagates as in np.maximum.
-                row[i] = 0 if v <= 0 else v
+    if floating is float:
+        rnnfast_simd.bias_act_f32(a, b, rows, h, act)
+    else:
+        rnnfast_simd.bias_act_f64(a, b, rows, h, act)
 
 
 cdef void _bias_act(floating* a, const floating* b, Py_ssize_t rows, Py_ssize_t h,
@@ -113,26 +141,30 @@ cdef void _bias_act(floating* a, const floating* b, Py_ssize_t rows, Py_ssize_t 
 cdef inline void _mul_act_grad(floating* g, const floating* h, Py_ssize_t n,
                                int act) noexcept nogil:
     """g *= act'(pre-activation), written in terms of the output h = act(pre-activation)."""
-    cdef Py_ssize_t i
-    if act == TANH:
-        for i in range(n):
-            g[i] = g[i] * (1 - h[i] * h[i])
+    if floating is float:
+        rnnfast_simd.mul_act_grad_f32(g, h, n, act)
     else:
-        for i in range(n):
-            # An inactive unit passes no gradient, not even an infinite one (as PyTorch).
-            if not h[i] > 0:
-                g[i] = 0
+        rnnfast_simd.mul_act_grad_f64(g, h, n, act)
+
+
+cdef StepProduct _step_product(const floating[:, ::1] padded, floating[::1] stage):
+    cdef StepProduct how
+    how.use_blas = padded is None
+    how.ldm = 0 if padded is None else padded.shape[1]
+    how.padded = NULL if padded is None else &padded[0, 0]
+    how.stage = NULL if padded is None else &stage[0]
+    return how
 
 
 cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                    const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
                    const floating[::1] b, floating[:, :, ::1] h,
-                   const floating[:, ::1] w_hh_t, int act, bint use_blas) noexcept:
+                   const floating[:, ::1] padded, floating[::1] stage, int act) noexcept:
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_ih.shape[0]
     cdef Py_ssize_t step = B * H, t
+    cdef StepProduct how = _step_product(padded, stage)
     cdef const floating* h0_ptr = NULL if h0 is None else &h0[0, 0]
     cdef const floating* b_ptr = &b[0]
-    cdef const floating* wt_ptr = NULL if w_hh_t is None else &w_hh_t[0, 0]
     cdef floating* out = &h[0, 0, 0]
     cdef floating* h_t
     cdef const floating* h_prev
@@ -144,7 +176,7 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
             h_t = out + t * step
             h_prev = h0_ptr if t == 0 else h_t - step
             if h_prev != NULL:  # a None h0 is zeros: nothing to add at t = 0
-                _add_matmul(h_t, h_prev, &w_hh[0, 0], Trans, wt_ptr, B, H, use_blas)
+                _add_matmul(h_t, h_prev, &w_hh[0, 0], Trans, &how, B, H)
             _bias_act(h_t, b_ptr, B, H, act)
 
 
@@ -153,9 +185,10 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                     const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
                     floating[:, :, ::1] da, floating[:, :, ::1] dx, floating[:, ::1] dh0,
                     floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db,
-                    int act, bint use_blas) noexcept:
+                    const floating[:, ::1] padded, floating[::1] stage, int act) noexcept:
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_ih.shape[0]
     cdef Py_ssize_t step = B * H, t, r, i
+    cdef StepProduct how = _step_product(padded, stage)
     cdef const floating* h0_ptr = NULL if h0 is None else &h0[0, 0]
     cdef const floating* w_hh_ptr = &w_hh[0, 0]
     cdef floating* da_ptr = &da[0, 0, 0]
@@ -167,8 +200,7 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
             da_t = da_ptr + t * step
             memcpy(da_t, &dh[t, 0, 0], step * sizeof(floating))
             if t < T - 1:
-                # w_hh is already op(w_hh) = w_hh laid out (in, out) for the loop form.
-                _add_matmul(da_t, da_t + step, w_hh_ptr, NoTrans, w_hh_ptr, B, H, use_blas)
+                _add_matmul(da_t, da_t + step, w_hh_ptr, NoTrans, &how, B, H)
             _mul_act_grad(da_t, &h[t, 0, 0], step, act)
 
         # Everything else is one GEMM over all steps. Rows of da are (t, b) pairs.
@@ -196,24 +228,35 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                 db_ptr[i] += da_t[i]
 
 
-cdef bint _use_blas_step(Py_ssize_t B, Py_ssize_t H):
-    return B * H * H > _small_step_max_macs
+def _small_step_operands(w_in_out, Py_ssize_t B):
+    """(padded op(w_hh), stage) for the small product, or (None, None) to use BLAS.
+
+    ``w_in_out`` is op(w_hh) as (in, out): w_hh.T forward, w_hh backward.
+    """
+    cdef Py_ssize_t H = w_in_out.shape[0]
+    cdef Py_ssize_t vector_len = rnnfast_simd.vector_bytes // w_in_out.dtype.itemsize
+    cdef Py_ssize_t vectors = (H + vector_len - 1) // vector_len
+    cdef bint fits = vectors <= rnnfast_simd.max_vectors
+    cdef bint faster = B == 1 or (B <= SMALL_MAX_BATCH and vectors <= SMALL_MAX_VECTORS_BATCHED)
+    if _small_step_mode == 1 or not fits or (_small_step_mode == 0 and not faster):
+        return None, None
+    padded = np.zeros((H, vectors * vector_len), dtype=w_in_out.dtype)
+    padded[:, :H] = w_in_out
+    return padded, np.zeros(4 * vectors * vector_len, dtype=w_in_out.dtype)  # 4-row blocks
 
 
 def rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity):
     """Compiled forward pass; see rnnfast.functional.rnn_forward for the contract."""
     cdef int act = _activation_code(nonlinearity)
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], H = w_ih.shape[0]
-    cdef bint use_blas = _use_blas_step(B, H)
-    # The loop form of the recurrent product wants w_hh.T row-major; small, made once per call.
-    w_hh_t = None if use_blas else np.ascontiguousarray(w_hh.T)
+    padded, stage = _small_step_operands(w_hh.T, B)
     if b is None:
         b = np.zeros(H, dtype=x.dtype)  # adding zeros keeps one loop per activation
     h = np.empty((T, B, H), dtype=x.dtype)
     if x.dtype == np.float32:
-        _forward[float](x, h0, w_ih, w_hh, b, h, w_hh_t, act, use_blas)
+        _forward[float](x, h0, w_ih, w_hh, b, h, padded, stage, act)
     else:
-        _forward[double](x, h0, w_ih, w_hh, b, h, w_hh_t, act, use_blas)
+        _forward[double](x, h0, w_ih, w_hh, b, h, padded, stage, act)
     return h
 
 
@@ -221,7 +264,7 @@ def rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity):
     """Compiled BPTT; returns (dx, dh0, dw_ih, dw_hh, db). See rnnfast.functional.rnn_backward."""
     cdef int act = _activation_code(nonlinearity)
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_ih.shape[0]
-    cdef bint use_blas = _use_blas_step(B, H)
+    padded, stage = _small_step_operands(w_hh, B)
     dtype = x.dtype
     da = np.empty((T, B, H), dtype=dtype)  # the one (T, B, H) workspace
     dx = np.empty((T, B, D), dtype=dtype)
@@ -230,18 +273,27 @@ def rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity):
     dw_hh = np.empty((H, H), dtype=dtype)
     db = np.empty(H, dtype=dtype)
     if dtype == np.float32:
-        _backward[float](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db, act, use_blas)
+        _backward[float](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db,
+                         padded, stage, act)
     else:
-        _backward[double](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db, act, use_blas)
+        _backward[double](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db,
+                          padded, stage, act)
     return dx, dh0, dw_ih, dw_hh, db
 
 
-def _set_tuning(small_step_max_macs=None, parallel_min_elements=None):
-    """Override the size thresholds (for benchmarks choosing them); returns the previous pair."""
-    global _small_step_max_macs, _parallel_min_elements
-    previous = (_small_step_max_macs, _parallel_min_elements)
-    if small_step_max_macs is not None:
-        _small_step_max_macs = small_step_max_macs
+def _set_tuning(small_step=None, parallel_min_elements=None):
+    """Override the size rules (for tests and tuning); returns the previous pair.
+
+    ``small_step``: "auto" (the measured rule), "never" (every recurrent product to BLAS) or
+    "always" (the small product whenever H fits it). ``parallel_min_elements=1`` splits every
+    bias + activation pass over OpenMP threads.
+    """
+    global _small_step_mode, _parallel_min_elements
+    previous = (SMALL_STEP_MODES[_small_step_mode], _parallel_min_elements)
+    if small_step is not None:
+        if small_step not in SMALL_STEP_MODES:
+            raise ValueError(f"small_step must be one of {SMALL_STEP_MODES}, got {small_step!r}")
+        _small_step_mode = SMALL_STEP_MODES.index(small_step)
     if parallel_min_elements is not None:
         _parallel_min_elements = parallel_min_elements
     return previous

@@ -1,0 +1,105 @@
+/* Runtime dispatch of the vector loops in _simd_impl.h.
+ *
+ * The wheel is built for baseline x86-64 (no -march=native), so the loops are compiled three
+ * times, for AVX-512 (skylake-avx512), AVX2 + FMA (haswell) and the build's baseline, and
+ * rnnfast_simd_select() picks the widest the CPU has, once, at import. Elsewhere (non-x86 or
+ * non-GCC compilers) only the baseline exists.
+ */
+#ifndef RNNFAST_SIMD_H
+#define RNNFAST_SIMD_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define RF_PASTE2(a, b) a##b
+#define RF_PASTE(a, b) RF_PASTE2(a, b)
+#define RF(name) RF_PASTE(name, RF_SUFFIX)
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define RNNFAST_X86_DISPATCH 1
+
+#pragma GCC push_options
+#pragma GCC target("arch=skylake-avx512")
+#define RF_SUFFIX _avx512
+#define RF_VBYTES 64
+#include "_simd_impl.h"
+#undef RF_SUFFIX
+#undef RF_VBYTES
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("arch=haswell")
+#define RF_SUFFIX _avx2
+#define RF_VBYTES 32
+#include "_simd_impl.h"
+#undef RF_SUFFIX
+#undef RF_VBYTES
+#pragma GCC pop_options
+#endif
+
+#define RF_SUFFIX _base
+#define RF_VBYTES 16
+#include "_simd_impl.h"
+#undef RF_SUFFIX
+#undef RF_VBYTES
+
+typedef struct {
+    const char *name;
+    void (*bias_act_f32)(float *, const float *, ptrdiff_t, ptrdiff_t, int);
+    void (*bias_act_f64)(double *, const double *, ptrdiff_t, ptrdiff_t, int);
+    void (*mul_act_grad_f32)(float *, const float *, ptrdiff_t, int);
+    void (*mul_act_grad_f64)(double *, const double *, ptrdiff_t, int);
+    void (*small_addmm_f32)(float *, const float *, const float *, ptrdiff_t, ptrdiff_t,
+                            ptrdiff_t, ptrdiff_t, float *);
+    void (*small_addmm_f64)(double *, const double *, const double *, ptrdiff_t, ptrdiff_t,
+                            ptrdiff_t, ptrdiff_t, double *);
+    ptrdiff_t vector_bytes; /* the small product pads its columns to whole vectors */
+    ptrdiff_t max_vectors;  /* ... and holds at most this many per row in registers */
+} rnnfast_simd_t;
+
+#define RF_LEVEL(SFX, NAME, VBYTES, NV_MAX)                                                      \
+    {NAME, bias_act_f32##SFX, bias_act_f64##SFX, mul_act_grad_f32##SFX, mul_act_grad_f64##SFX, \
+     small_addmm_f32##SFX, small_addmm_f64##SFX, VBYTES, NV_MAX}
+
+/* Index = level: 0 baseline, 1 AVX2 + FMA, 2 AVX-512. */
+static const rnnfast_simd_t rnnfast_simd_levels[] = {
+    RF_LEVEL(_base, "baseline", 16, 12),
+#ifdef RNNFAST_X86_DISPATCH
+    RF_LEVEL(_avx2, "avx2", 32, 12),
+    RF_LEVEL(_avx512, "avx512", 64, 16),
+#endif
+};
+#define RNNFAST_SIMD_NLEVELS ((int)(sizeof rnnfast_simd_levels / sizeof rnnfast_simd_levels[0]))
+
+static const rnnfast_simd_t *rnnfast_simd = &rnnfast_simd_levels[0];
+
+/* Can this CPU run `level`? */
+static int rnnfast_simd_supported(int level)
+{
+    if (level < 0 || level >= RNNFAST_SIMD_NLEVELS) return 0;
+#ifdef RNNFAST_X86_DISPATCH
+    __builtin_cpu_init();
+    if (level >= 1 && !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
+        return 0;
+    if (level >= 2 && !(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+                        && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")))
+        return 0;
+#endif
+    return 1;
+}
+
+/* Use `level` (-1: the widest supported). Returns the level in use, or -1 if unsupported. */
+static int rnnfast_simd_select(int level)
+{
+    if (level < 0) {
+        for (level = RNNFAST_SIMD_NLEVELS - 1; level > 0 && !rnnfast_simd_supported(level); level--)
+            ;
+    }
+    if (!rnnfast_simd_supported(level)) return -1;
+    rnnfast_simd = &rnnfast_simd_levels[level];
+    return level;
+}
+
+#endif /* RNNFAST_SIMD_H */
