@@ -1,0 +1,293 @@
+"""Optimizers and gradient clipping over dicts of NumPy parameters and gradients.
+
+An optimizer holds a mapping of parameters and a mapping of gradients with the same keys (a
+module's ``parameters()`` and ``grads``, or any dicts of arrays) and updates the parameters in
+place; the gradients are looked up at every ``step()``, so a dict whose arrays are replaced
+between steps works too. The updates are PyTorch's (``torch.optim``), hyperparameter for
+hyperparameter::
+
+    opt = rnnfast.Adam(model.parameters(), model.grads, lr=1e-3)
+    for batch in data:
+        opt.zero_grad()
+        loss, d = loss_fn(model(batch.x)[0], batch.y)
+        model.backward(d)
+        rnnfast.clip_grad_norm(model.grads, 5.0)
+        opt.step()
+
+``lr`` and the other hyperparameters are plain attributes, so a schedule sets ``opt.lr``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SGD", "Adagrad", "Adam", "Optimizer", "clip_grad_norm", "clip_grad_value"]
+
+
+def _check_hyper(name: str, value: Any, below: float | None = None) -> float:
+    """A real number >= 0 (and < ``below`` if given)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not value >= 0 or (below is not None and value >= below):  # NaN fails too
+        bound = "" if below is None else f" and < {below}"
+        raise ValueError(f"{name} must be >= 0{bound}, got {value}")
+    return value
+
+
+class Optimizer:
+    """Base class: keeps the parameter and gradient mappings, the step count and per-parameter
+    state; subclasses define ``_update``.
+
+    Args:
+        params: name -> parameter array (float, writable: it is updated in place).
+        grads: name -> gradient array of the same shape, same keys as params.
+        lr: learning rate, >= 0.
+    """
+
+    def __init__(self, params: Mapping[str, np.ndarray], grads: Mapping[str, Any], lr: float):
+        if not isinstance(params, Mapping) or not isinstance(grads, Mapping):
+            raise TypeError(
+                "params and grads must be mappings of name -> array, e.g. "
+                "(model.parameters(), model.grads)"
+            )
+        if not params:
+            raise ValueError("params is empty: nothing to optimize")
+        for name, p in params.items():
+            if not isinstance(p, np.ndarray) or p.dtype.kind != "f":
+                raise TypeError(f"params[{name!r}] must be a float NumPy array, got {type(p)}")
+            if not p.flags.writeable:
+                raise ValueError(f"params[{name!r}] is read-only; it must be updated in place")
+        if set(params) != set(grads):
+            only_params, only_grads = set(params) - set(grads), set(grads) - set(params)
+            raise ValueError(
+                "params and grads must have the same keys: only in params "
+                f"{sorted(only_params)}, only in grads {sorted(only_grads)}"
+            )
+        self.params = params
+        self.grads = grads
+        self.lr = _check_hyper("lr", lr)
+        self.steps = 0
+        """Number of ``step()`` calls so far (PyTorch's per-parameter ``state["step"]``)."""
+        self.state: dict[str, dict[str, np.ndarray]] = {name: {} for name in params}
+        for name in params:
+            self._grad(name)
+
+    def _grad(self, name: str) -> np.ndarray:
+        g = np.asarray(self.grads[name])
+        if g.shape != self.params[name].shape:
+            raise ValueError(
+                f"grads[{name!r}] has shape {g.shape}, but params[{name!r}] has shape "
+                f"{self.params[name].shape}"
+            )
+        return g
+
+    def zero_grad(self) -> None:
+        """Set every gradient to zero, in place."""
+        for name in self.params:
+            self.grads[name][...] = 0
+
+    def step(self) -> None:
+        """Update every parameter in place from its current gradient."""
+        self.steps += 1
+        for name, p in self.params.items():
+            self._update(p, self._grad(name).astype(p.dtype, copy=False), self.state[name])
+
+    def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def _decayed(self, p: np.ndarray, g: np.ndarray, weight_decay: float) -> np.ndarray:
+        """The gradient with L2 weight decay added (never modifying g in place)."""
+        return g + p.dtype.type(weight_decay) * p if weight_decay else g
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum, dampening, Nesterov momentum and L2
+    weight decay; exactly ``torch.optim.SGD``::
+
+        g = grad + weight_decay * p
+        buf = g (first step), else momentum * buf + (1 - dampening) * g
+        g = g + momentum * buf if nesterov else buf        (when momentum > 0)
+        p -= lr * g
+    """
+
+    def __init__(
+        self,
+        params: Mapping[str, np.ndarray],
+        grads: Mapping[str, Any],
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
+        super().__init__(params, grads, lr)
+        self.momentum = _check_hyper("momentum", momentum)
+        self.dampening = _check_hyper("dampening", dampening)
+        self.weight_decay = _check_hyper("weight_decay", weight_decay)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("nesterov momentum requires momentum > 0 and dampening = 0")
+
+    def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        g = self._decayed(p, g, self.weight_decay)
+        if self.momentum:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = g.copy()
+            else:
+                buf *= p.dtype.type(self.momentum)
+                buf += p.dtype.type(1 - self.dampening) * g
+            g = g + p.dtype.type(self.momentum) * buf if self.nesterov else buf
+        p -= p.dtype.type(self.lr) * g
+
+
+class Adagrad(Optimizer):
+    """Adagrad, the optimizer of the classic from-scratch char-RNN; exactly
+    ``torch.optim.Adagrad``::
+
+        g = grad + weight_decay * p
+        sum += g * g                       (sum starts at initial_accumulator_value)
+        p -= lr / (1 + (step - 1) * lr_decay) * g / (sqrt(sum) + eps)
+    """
+
+    def __init__(
+        self,
+        params: Mapping[str, np.ndarray],
+        grads: Mapping[str, Any],
+        lr: float = 1e-2,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+    ) -> None:
+        super().__init__(params, grads, lr)
+        self.lr_decay = _check_hyper("lr_decay", lr_decay)
+        self.weight_decay = _check_hyper("weight_decay", weight_decay)
+        self.initial_accumulator_value = _check_hyper(
+            "initial_accumulator_value", initial_accumulator_value
+        )
+        self.eps = _check_hyper("eps", eps)
+
+    def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        g = self._decayed(p, g, self.weight_decay)
+        if "sum" not in state:
+            state["sum"] = np.full_like(p, self.initial_accumulator_value)
+        acc = state["sum"]
+        acc += g * g
+        clr = self.lr / (1 + (self.steps - 1) * self.lr_decay)
+        p -= p.dtype.type(clr) * g / (np.sqrt(acc) + p.dtype.type(self.eps))
+
+
+class Adam(Optimizer):
+    """Adam with bias correction and optional L2 weight decay (not AdamW's decoupled one);
+    exactly ``torch.optim.Adam``::
+
+        g = grad + weight_decay * p
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        p -= lr * (m / (1 - beta1**step)) / (sqrt(v / (1 - beta2**step)) + eps)
+    """
+
+    def __init__(
+        self,
+        params: Mapping[str, np.ndarray],
+        grads: Mapping[str, Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(params, grads, lr)
+        if len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.betas = (_check_hyper("betas[0]", betas[0], 1), _check_hyper("betas[1]", betas[1], 1))
+        self.eps = _check_hyper("eps", eps)
+        self.weight_decay = _check_hyper("weight_decay", weight_decay)
+
+    def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        g = self._decayed(p, g, self.weight_decay)
+        beta1, beta2 = self.betas
+        if "exp_avg" not in state:
+            state["exp_avg"] = np.zeros_like(p)
+            state["exp_avg_sq"] = np.zeros_like(p)
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        t = p.dtype.type
+        m *= t(beta1)
+        m += t(1 - beta1) * g
+        v *= t(beta2)
+        v += t(1 - beta2) * g * g
+        step_size = self.lr / (1 - beta1**self.steps)
+        denom = np.sqrt(v) / t(math.sqrt(1 - beta2**self.steps)) + t(self.eps)
+        p -= t(step_size) * m / denom
+
+
+def _arrays(grads: Mapping[str, np.ndarray] | Iterable[np.ndarray]) -> list[np.ndarray]:
+    """The gradient arrays of a mapping (its values) or an iterable; they must be ndarrays, as
+    they are modified in place."""
+    values = list(grads.values() if isinstance(grads, Mapping) else grads)
+    for g in values:
+        if not isinstance(g, np.ndarray):
+            raise TypeError(f"gradients must be NumPy arrays (clipped in place), got {type(g)}")
+    return values
+
+
+def clip_grad_norm(
+    grads: Mapping[str, np.ndarray] | Iterable[np.ndarray],
+    max_norm: float,
+    norm_type: float = 2.0,
+    error_if_nonfinite: bool = False,
+) -> float:
+    """Scale all gradients together, in place, so that their joint norm is at most ``max_norm``.
+
+    As ``torch.nn.utils.clip_grad_norm_``: the norm is over all gradients concatenated; when it
+    exceeds ``max_norm`` every gradient is multiplied by ``max_norm / (norm + 1e-6)``.
+
+    Args:
+        grads: a dict of gradient arrays (e.g. ``model.grads``) or an iterable of arrays.
+        max_norm: the largest norm allowed.
+        norm_type: p of the p-norm, or ``math.inf`` for the largest absolute value.
+        error_if_nonfinite: raise instead of clipping when the norm is NaN or infinite (then
+            nothing is changed; otherwise the gradients become NaN, as in PyTorch).
+
+    Returns:
+        The total norm *before* clipping, as a float.
+    """
+    max_norm = _check_hyper("max_norm", max_norm)
+    norm_type = _check_hyper("norm_type", norm_type)
+    if norm_type == 0:
+        raise ValueError("norm_type must be > 0")
+    arrays = _arrays(grads)
+    if not arrays:
+        return 0.0
+    if norm_type == math.inf:
+        total = max(float(np.max(np.abs(g), initial=0.0)) for g in arrays)
+    elif norm_type == 2:
+        total = math.sqrt(sum(float(np.linalg.norm(g.ravel())) ** 2 for g in arrays))
+    else:
+        powers = (float(np.sum(np.abs(g.astype(np.float64)) ** norm_type)) for g in arrays)
+        total = sum(powers) ** (1.0 / norm_type)
+    if not math.isfinite(total) and error_if_nonfinite:
+        raise RuntimeError(
+            f"the total norm of order {norm_type} of the gradients is {total}, so they cannot "
+            "be clipped; set error_if_nonfinite=False to clip anyway"
+        )
+    coef = max_norm / (total + 1e-6)
+    if not coef >= 1.0:  # also when total is NaN: NaN gradients, as in PyTorch
+        for g in arrays:
+            g *= g.dtype.type(coef)
+    return total
+
+
+def clip_grad_value(
+    grads: Mapping[str, np.ndarray] | Iterable[np.ndarray], clip_value: float
+) -> None:
+    """Clip every gradient element into [-clip_value, clip_value], in place
+    (``torch.nn.utils.clip_grad_value_``)."""
+    clip_value = _check_hyper("clip_value", clip_value)
+    for g in _arrays(grads):
+        np.clip(g, -clip_value, clip_value, out=g)
