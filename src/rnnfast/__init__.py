@@ -1,7 +1,33 @@
 """rnnfast: a fast, correct plain (Elman) RNN and backpropagation through time on the CPU."""
 
 from rnnfast.functional import HAVE_COMPILED, RNNGrads, rnn_backward, rnn_forward
+from rnnfast.losses import mse, softmax_cross_entropy
+from rnnfast.models import CharRNN, SequenceRegressor
+from rnnfast.nn import RNN, Embedding, Linear, RNNCell, one_hot
+from rnnfast.optim import SGD, Adagrad, Adam, clip_grad_norm, clip_grad_value
+from rnnfast.training import truncated_bptt
 
 __version__ = "0.1.0"
 
-__all__ = ["HAVE_COMPILED", "RNNGrads", "__version__", "rnn_backward", "rnn_forward"]
+__all__ = [
+    "HAVE_COMPILED",
+    "RNN",
+    "SGD",
+    "Adagrad",
+    "Adam",
+    "CharRNN",
+    "Embedding",
+    "Linear",
+    "RNNCell",
+    "RNNGrads",
+    "SequenceRegressor",
+    "__version__",
+    "clip_grad_norm",
+    "clip_grad_value",
+    "mse",
+    "one_hot",
+    "rnn_backward",
+    "rnn_forward",
+    "softmax_cross_entropy",
+    "truncated_bptt",
+]
