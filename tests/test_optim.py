@@ -1,0 +1,185 @@
+"""Optimizers against their textbook updates worked out by hand (and torch.optim where
+installed); gradient clipping; argument checks."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import assert_close
+
+import rnnfast
+from rnnfast import SGD, Adagrad, Adam, clip_grad_norm, clip_grad_value
+
+
+def run(opt_cls, p0: float, grads: list[float], **kw) -> list[float]:
+    """Parameter values after each step of ``opt_cls`` on one scalar parameter."""
+    p = {"w": np.array([p0])}
+    g = {"w": np.zeros(1)}
+    opt = opt_cls(p, g, **kw)
+    values = []
+    for gi in grads:
+        g["w"][0] = gi
+        opt.step()
+        values.append(float(p["w"][0]))
+    return values
+
+
+@pytest.mark.parametrize(
+    ("opt_cls", "kw", "p0", "grads", "expected"),
+    [
+        # p -= lr * g
+        (SGD, {"lr": 0.1}, 1.0, [0.5, -1.0], [0.95, 1.05]),
+        # buf = g, then 0.9 * buf + g:  1 - 0.1 * 1 = 0.9;  0.9 - 0.1 * 1.9 = 0.71
+        (SGD, {"lr": 0.1, "momentum": 0.9}, 1.0, [1.0, 1.0], [0.9, 0.71]),
+        # dampening 0.5: buf = 1, then 0.9 + 0.5 = 1.4:  0.9;  0.9 - 0.14 = 0.76
+        (SGD, {"lr": 0.1, "momentum": 0.9, "dampening": 0.5}, 1.0, [1.0, 1.0], [0.9, 0.76]),
+        # nesterov: g + 0.9 * buf = 1.9, then 1 + 0.9 * 1.9 = 2.71:  0.81;  0.81 - 0.271
+        (SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True}, 1.0, [1.0, 1.0], [0.81, 0.539]),
+        # weight decay: g + 0.1 * p = 1.2;  2 - 0.5 * 1.2 = 1.4
+        (SGD, {"lr": 0.5, "weight_decay": 0.1}, 2.0, [1.0], [1.4]),
+        # sum = 4: 1 - 0.1 * 2 / (2 + eps);  sum = 8: then - 0.1 * 2 / (sqrt(8) + eps)
+        (Adagrad, {"lr": 0.1}, 1.0, [2.0, 2.0], [0.900000000005, 0.8292893218888453]),
+        # lr_decay: the second step's lr is 0.1 / (1 + 0.5)
+        (
+            Adagrad,
+            {"lr": 0.1, "lr_decay": 0.5},
+            1.0,
+            [2.0, 2.0],
+            [0.900000000005, 0.8528595479275636],
+        ),
+        # sum starts at 1: 1 - 0.1 * 2 / (sqrt(5) + eps)
+        (Adagrad, {"lr": 0.1, "initial_accumulator_value": 1.0}, 1.0, [2.0], [0.9105572809040084]),
+        # step 1: m = 0.2, v = 0.004, m^ = 2, v^ = 4: 1 - 0.1 * 2 / (2 + 1e-8)
+        # step 2: m = 0.08, v = 0.004996, m^ = 0.08 / 0.19, v^ = 0.004996 / 0.001999
+        (Adam, {"lr": 0.1}, 1.0, [2.0, -1.0], [0.9000000005, 0.8733662967024315]),
+    ],
+)
+def test_textbook_update(opt_cls, kw, p0, grads, expected):
+    assert run(opt_cls, p0, grads, **kw) == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("name", "kw"),
+    [
+        ("SGD", {"lr": 0.1, "momentum": 0.8, "dampening": 0.1, "weight_decay": 0.01}),
+        ("SGD", {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
+        ("Adagrad", {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.1, "eps": 1e-6}),
+        ("Adam", {"lr": 0.01, "betas": (0.8, 0.99), "weight_decay": 0.1}),
+    ],
+)
+def test_matches_torch_optim(name, kw):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    shapes = {"w": (3, 4), "b": (4,)}
+    params = {k: rng.standard_normal(s) for k, s in shapes.items()}
+    grads = {k: np.zeros(s) for k, s in shapes.items()}
+    tparams = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    opt = getattr(rnnfast, name)(params, grads, **kw)
+    topt = getattr(torch.optim, name)(list(tparams.values()), **kw)
+    for _ in range(5):
+        for k, s in shapes.items():
+            grads[k][...] = rng.standard_normal(s)
+            tparams[k].grad = torch.from_numpy(grads[k].copy())
+        opt.step()
+        topt.step()
+    for k in shapes:
+        assert_close(params[k], tparams[k].detach().numpy(), 1e-14, k)
+
+
+def test_optimizer_trains_a_module_through_its_live_dicts(dtype):
+    rng = np.random.default_rng(1)
+    lin = rnnfast.Linear(3, 2, dtype=dtype, seed=0)
+    x = rng.standard_normal((8, 3)).astype(dtype)
+    y = rng.standard_normal((8, 2)).astype(dtype)
+    opt = Adam(lin.parameters(), lin.grads, lr=0.05)
+    losses = []
+    for _ in range(50):
+        opt.zero_grad()
+        loss, d = rnnfast.mse(lin(x), y)
+        lin.backward(d)
+        opt.step()
+        losses.append(loss)
+    assert losses[-1] < 0.8 * losses[0]
+    assert opt.steps == 50
+    assert lin.parameters()["weight"].dtype == dtype
+    opt.zero_grad()
+    assert not any(g.any() for g in lin.grads.values())
+
+
+def test_clip_grad_norm_returns_the_norm_before_clipping():
+    grads = {"a": np.array([3.0, 0.0]), "b": np.array([[4.0]])}
+    assert clip_grad_norm(grads, 10.0) == 5.0
+    np.testing.assert_array_equal(grads["a"], [3.0, 0.0])  # within the limit: untouched
+    assert clip_grad_norm(grads, 1.0) == 5.0
+    assert_close(grads["a"], [3 / (5 + 1e-6), 0], 1e-15, "a")
+    assert_close(grads["b"], [[4 / (5 + 1e-6)]], 1e-15, "b")
+    assert clip_grad_norm(grads, 1.0) == pytest.approx(1.0, abs=1e-6)
+
+    listed = [np.array([3.0, -4.0]), np.array([1.0])]
+    assert clip_grad_norm(listed, 100.0, norm_type=math.inf) == 4.0
+    assert clip_grad_norm(listed, 100.0, norm_type=1) == 8.0
+    assert clip_grad_norm([], 1.0) == 0.0
+
+
+def test_clip_grad_norm_nonfinite():
+    grads = [np.array([1.0, np.nan])]
+    with pytest.raises(RuntimeError, match="nan"):
+        clip_grad_norm(grads, 1.0, error_if_nonfinite=True)
+    np.testing.assert_array_equal(grads[0], [1.0, np.nan])
+    assert math.isnan(clip_grad_norm(grads, 1.0))
+    assert np.isnan(grads[0]).all()  # as PyTorch
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf])
+def test_clip_grad_norm_matches_torch(norm_type):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    grads = [rng.standard_normal((3, 4)), rng.standard_normal(5)]
+    tparams = [torch.zeros(g.shape, dtype=torch.float64, requires_grad=True) for g in grads]
+    for p, g in zip(tparams, grads, strict=True):
+        p.grad = torch.from_numpy(g.copy())
+    expected = torch.nn.utils.clip_grad_norm_(tparams, 0.5, norm_type=norm_type)
+    assert clip_grad_norm(grads, 0.5, norm_type=norm_type) == pytest.approx(expected.item())
+    for p, g in zip(tparams, grads, strict=True):
+        assert_close(g, p.grad.numpy(), 1e-14)
+
+
+def test_clip_grad_value():
+    grads = {"a": np.array([-3.0, 0.5, 2.0]), "b": np.array([[-0.2]], dtype=np.float32)}
+    clip_grad_value(grads, 1.0)
+    np.testing.assert_array_equal(grads["a"], [-1.0, 0.5, 1.0])
+    np.testing.assert_array_equal(grads["b"], np.float32([[-0.2]]))
+    assert grads["b"].dtype == np.float32
+
+
+def test_optimizer_argument_checks():
+    p = {"w": np.zeros(3)}
+    with pytest.raises(
+        ValueError, match=r"same keys: only in params \['w'\], only in grads \['v'\]"
+    ):
+        SGD(p, {"v": np.zeros(3)}, lr=0.1)
+    with pytest.raises(ValueError, match=r"grads\['w'\] has shape \(2,\)"):
+        SGD(p, {"w": np.zeros(2)}, lr=0.1)
+    with pytest.raises(TypeError, match="mappings"):
+        SGD([np.zeros(3)], [np.zeros(3)], lr=0.1)
+    with pytest.raises(TypeError, match="float NumPy array"):
+        SGD({"w": [0.0]}, {"w": [0.0]}, lr=0.1)
+    readonly = np.zeros(3)
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        SGD({"w": readonly}, {"w": np.zeros(3)}, lr=0.1)
+    with pytest.raises(ValueError, match="lr must be >= 0"):
+        Adam(p, {"w": np.zeros(3)}, lr=-1)
+    with pytest.raises(ValueError, match=r"betas\[0\] must be >= 0 and < 1"):
+        Adam(p, {"w": np.zeros(3)}, betas=(1.0, 0.999))
+    with pytest.raises(ValueError, match="nesterov"):
+        SGD(p, {"w": np.zeros(3)}, lr=0.1, nesterov=True)
+    with pytest.raises(ValueError, match="empty"):
+        SGD({}, {}, lr=0.1)
+    grads = {"w": np.zeros(3)}
+    opt = SGD(p, grads, lr=0.1)
+    grads["w"] = np.zeros(4)  # replaced by something of the wrong shape
+    with pytest.raises(ValueError, match=r"grads\['w'\] has shape \(4,\)"):
+        opt.step()
