@@ -10,13 +10,13 @@ file can never run code, and every part is checked (a clear ``ValueError`` other
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-import tempfile
-import zipfile
+import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
@@ -40,6 +40,8 @@ __all__ = ["FORMAT_VERSION", "CharRNN", "SequenceRegressor"]
 
 FORMAT_VERSION = 1
 """Version of the model file layout written by ``save``; ``load`` reads exactly this one."""
+
+_R = TypeVar("_R", bound="_RecurrentModel")
 
 # Optimizer names accepted by fit, with their default learning rates.
 OPTIMIZERS: dict[str, tuple[type[Optimizer], float]] = {
@@ -71,13 +73,14 @@ def _write_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -
     """Write ``arrays`` to exactly ``path`` (no ``.npz`` appended), atomically: a crash never
     leaves a half-written model file behind."""
     path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
+    tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex}.tmp"  # beside path, for os.replace
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:  # created with the usual permissions (umask)
             np.savez(f, **arrays)
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
 
 
@@ -85,7 +88,7 @@ def _read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` file, read with ``allow_pickle=False``.
 
     Raises:
-        FileNotFoundError: no such file.
+        FileNotFoundError, IsADirectoryError, PermissionError: the file cannot be opened.
         ValueError: the file is not a readable npz archive (truncated, corrupted, a pickle...).
     """
     try:
@@ -94,9 +97,9 @@ def _read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             raise ValueError("it holds a single array, not an .npz archive")
         with loaded:
             return {name: loaded[name] for name in loaded.files}
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    except Exception as exc:  # whatever zipfile, zlib or np.lib.format fail with
         raise ValueError(
             f"{os.fspath(path)!r} is not a readable rnnfast model file: {exc}"
         ) from exc
@@ -228,7 +231,7 @@ class _RecurrentModel(Module):
         return {}
 
     @classmethod
-    def _from_file(cls, config: dict[str, Any], extras: dict[str, np.ndarray]) -> Any:
+    def _from_file(cls: type[_R], config: dict[str, Any], extras: dict[str, np.ndarray]) -> _R:
         raise NotImplementedError
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -244,7 +247,7 @@ class _RecurrentModel(Module):
         _write_npz(path, arrays)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Any:
+    def load(cls: type[_R], path: str | os.PathLike[str]) -> _R:
         """Read a model written by ``save``; the model comes back in eval mode.
 
         The file is read with ``allow_pickle=False`` (it can never run code) and checked: its
@@ -571,7 +574,9 @@ class SequenceRegressor(_RecurrentModel):
     with mean squared error.
 
     The series is standardized with the mean and standard deviation of the first ``fit``'s data
-    (kept and saved with the model); predictions come back in the series' units.
+    (kept and saved with the model); ``predict`` takes and returns the series' own units, while
+    ``forward``/``backward`` (the :class:`rnnfast.training.SequenceModel` interface that
+    ``fit`` trains through) work on standardized, time-major (T, B, input_size) arrays.
 
     Args:
         input_size: features per step (1 for a plain series); the model predicts all of them.

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from rnnfast import functional
 __all__ = ["RNN", "Embedding", "IncompatibleKeys", "Linear", "Module", "RNNCell", "one_hot"]
 
 Seed = int | np.random.Generator | None
+_M = TypeVar("_M", bound="Module")
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,7 +161,7 @@ class Module:
         self._grads[name] = np.zeros_like(value)
         return value
 
-    def _add_module(self, name: str, module: Module) -> Any:
+    def _add_module(self, name: str, module: _M) -> _M:
         self._modules[name] = module
         return module
 
@@ -236,14 +237,14 @@ class Module:
             np.copyto(params[key], value, casting="unsafe")
         return IncompatibleKeys(missing, unexpected)
 
-    def train(self, mode: bool = True) -> Module:
+    def train(self: _M, mode: bool = True) -> _M:
         """Set training mode (dropout on) for this module and its sub-modules; returns self."""
         self.training = bool(mode)
         for module in self._modules.values():
             module.train(mode)
         return self
 
-    def eval(self) -> Module:
+    def eval(self: _M) -> _M:
         """Set evaluation mode (dropout off); returns self."""
         return self.train(False)
 
@@ -832,6 +833,7 @@ class Linear(Module):
         )
 
     def forward(self, x: Any) -> np.ndarray:
+        """y (..., out_features) for x (..., in_features)."""
         x = _as_float_array("x", x, self.dtype)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(
@@ -900,11 +902,13 @@ class Embedding(Module):
         return s + ("" if self.padding_idx is None else f", padding_idx={self.padding_idx}")
 
     def forward(self, ids: Any) -> np.ndarray:
+        """The rows of ``weight`` for integer ``ids`` of any shape: (*ids.shape, dim)."""
         ids = _as_ids("ids", ids, self.num_embeddings)
         self._ids = ids
         return self._parameters["weight"][ids]
 
     def backward(self, d_out: Any) -> None:
+        """Add dL/dweight for dL/d(output) ``d_out`` into ``grads`` (each id's rows summed)."""
         if self._ids is None:
             raise RuntimeError("backward() needs a forward() first")
         ids = self._ids
