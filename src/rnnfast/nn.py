@@ -252,10 +252,12 @@ class Module:
         return ""
 
     def __repr__(self) -> str:
-        children = "".join(
-            f"\n  ({name}): " + repr(m).replace("\n", "\n  ") for name, m in self._modules.items()
-        )
-        return f"{type(self).__name__}({self.extra_repr()}{children}{chr(10) if children else ''})"
+        """PyTorch's layout: ``Name(extra_repr)``, sub-modules indented one per line."""
+        lines = [
+            f"  ({name}): " + repr(m).replace("\n", "\n  ") for name, m in self._modules.items()
+        ]
+        body = "\n".join([self.extra_repr(), *lines, ""]) if lines else self.extra_repr()
+        return f"{type(self).__name__}({body})"
 
 
 # --------------------------------------------------------------------------------------------
