@@ -2,6 +2,11 @@
 
 This is the oracle of the parity tests and the fallback backend. It has the signatures of
 rnnfast._kernels and, like them, expects arrays already checked by rnnfast.functional.
+
+Terms that are not there are not computed, as in the kernels: a None h0 adds no recurrent
+product at step 0, and no gradient comes from beyond the last step. With finite inputs that is
+the same as multiplying zeros; with a NaN or Inf in ``w_hh`` it keeps ``0 * Inf`` from making a
+NaN that the mathematics does not have, so both backends propagate non-finite values alike.
 """
 
 from __future__ import annotations
@@ -38,9 +43,11 @@ def rnn_forward(
     T, B, _ = x.shape
     H = w_ih.shape[0]
     h = np.empty((T, B, H), dtype=x.dtype)
-    h_prev = np.zeros((B, H), dtype=x.dtype) if h0 is None else h0
+    h_prev = h0  # None: zeros, whose product with w_hh is not computed
     for t in range(T):
-        a = x[t] @ w_ih.T + h_prev @ w_hh.T
+        a = x[t] @ w_ih.T
+        if h_prev is not None:
+            a = a + h_prev @ w_hh.T
         if b is not None:
             a = a + b
         h[t] = _activate(a, nonlinearity)
@@ -64,17 +71,19 @@ def rnn_backward(
     """
     T, B, _ = x.shape
     H = w_ih.shape[0]
-    h0_or_zeros = np.zeros((B, H), dtype=x.dtype) if h0 is None else h0
     dx = np.empty_like(x)
     dw_ih = np.zeros_like(w_ih)
     dw_hh = np.zeros_like(w_hh)
     db = np.zeros(H, dtype=x.dtype)
     da_next = np.zeros((B, H), dtype=x.dtype)  # da[t+1]; none beyond the last step
     for t in reversed(range(T)):
-        da = _activation_grad(dh[t] + da_next @ w_hh, h[t], nonlinearity)
-        h_prev = h[t - 1] if t > 0 else h0_or_zeros
+        upstream = dh[t] if t == T - 1 else dh[t] + da_next @ w_hh
+        da = _activation_grad(upstream, h[t], nonlinearity)
         dw_ih += da.T @ x[t]
-        dw_hh += da.T @ h_prev
+        if t > 0:
+            dw_hh += da.T @ h[t - 1]
+        elif h0 is not None:
+            dw_hh += da.T @ h0
         db += da.sum(axis=0)
         dx[t] = da @ w_ih
         da_next = da

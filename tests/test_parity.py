@@ -1,0 +1,208 @@
+"""The compiled kernels agree with the NumPy reference on the forward pass and all gradients.
+
+The kernels pick a path per call: the recurrent product of a step through BLAS or through their
+own small-product code, the bias + activation pass serial or over OpenMP threads, and (in builds
+with runtime SIMD dispatch) one of several instruction sets. The tests here reach every path,
+by size and by the kernels' test hooks ``_set_tuning`` and (where it exists) ``set_simd_level``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from conftest import RTOL, assert_close, assert_grads_close, make_problem
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import rnnfast
+
+pytestmark = pytest.mark.usefixtures("compiled")
+
+KERNELS = rnnfast.functional._kernels  # None when the extension did not import
+
+
+def check_parity(problem, nonlinearity: str) -> None:
+    """Compiled vs reference: h, then the five gradients given the same h (the reference's,
+    so that a relu unit sitting exactly at 0 cannot flip between the two backward passes)."""
+    rtol = RTOL[problem.dtype]
+    h_ref = problem.forward(nonlinearity, "numpy")
+    h_cy = problem.forward(nonlinearity, "cython")
+    assert h_ref.dtype == h_cy.dtype == problem.dtype
+    assert_close(h_cy, h_ref, rtol, "h")
+
+    g_ref = problem.backward(h_ref, nonlinearity, "numpy")
+    g_cy = problem.backward(h_ref, nonlinearity, "cython")
+    for name, a, e in zip(rnnfast.RNNGrads._fields, g_cy, g_ref, strict=True):
+        assert a.dtype == e.dtype == problem.dtype, f"{name}: {a.dtype} / {e.dtype}"
+    assert_grads_close(g_cy, g_ref, rtol)
+
+
+def size_id(size: tuple[int, int, int, int]) -> str:
+    return "T{}-B{}-D{}-H{}".format(*size)
+
+
+# ---------------------------------------------------------------------------------------------
+# SIMD levels (kernels with runtime dispatch have set_simd_level; others run one default path).
+
+
+def supported_simd_levels() -> list[str | None]:
+    """Every instruction set this CPU can run the kernels with; [None] without dispatch."""
+    if KERNELS is None or not hasattr(KERNELS, "set_simd_level"):
+        return [None]
+    levels = []
+    original = KERNELS.simd_level()
+    try:
+        for level in KERNELS.SIMD_LEVELS:
+            try:
+                KERNELS.set_simd_level(level)
+            except ValueError:  # this CPU cannot run it
+                continue
+            levels.append(level)
+    finally:
+        KERNELS.set_simd_level(original)
+    return levels
+
+
+SIMD_LEVELS = supported_simd_levels()
+
+
+@contextmanager
+def simd_level(level: str | None):
+    """Run the kernels with ``level`` inside the block (None: leave the default)."""
+    if level is None:
+        yield
+        return
+    previous = KERNELS.set_simd_level(level)
+    try:
+        assert KERNELS.simd_level() == level
+        yield
+    finally:
+        KERNELS.set_simd_level(previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# Random problems.
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    T=st.integers(1, 40),
+    B=st.integers(1, 8),
+    D=st.integers(1, 32),
+    H=st.integers(1, 64),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    nonlinearity=st.sampled_from(["tanh", "relu"]),
+    bias=st.booleans(),
+    h0=st.booleans(),
+    level=st.sampled_from(SIMD_LEVELS),
+)
+def test_parity_random(seed, T, B, D, H, dtype, nonlinearity, bias, h0, level):
+    problem = make_problem(np.random.default_rng(seed), T, B, D, H, dtype, bias=bias, h0=h0)
+    with simd_level(level):
+        check_parity(problem, nonlinearity)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizes on both sides of the step-product switch.
+
+
+def threshold_sizes() -> list[tuple[int, int, int, int]]:
+    """(T, B, D, H) on both sides of the switch between BLAS and the kernels' own small product
+    for a step's recurrent product, whichever rule this build uses: B * H * H around 16384 (the
+    original rule, and at and above this build's SMALL_STEP_MAX_MACS if it has one), batches of
+    1, up to 8 and beyond, and H at and beyond the register widths of a SIMD small product (24 to
+    256 columns, by SIMD level and dtype)."""
+    sizes = [(6, 1, 16, 128), (6, 4, 16, 64), (6, 8, 16, 64), (4, 32, 24, 256)]
+    max_macs = getattr(KERNELS, "SMALL_STEP_MAX_MACS", None)
+    if max_macs is not None:
+        for batch in (1, 2):
+            at = math.isqrt(max_macs // batch)
+            sizes += [(5, batch, 7, at), (5, batch, 7, at + 1)]
+    sizes += [(5, 8, 7, 20), (5, 9, 7, 20)]
+    sizes += [(4, 3, 5, h) for h in (1, 3, 7, 24, 25, 48, 49, 96, 97, 129, 255, 257)]
+    return list(dict.fromkeys(sizes))
+
+
+THRESHOLD_SIZES = threshold_sizes()
+
+
+@pytest.mark.parametrize("size", THRESHOLD_SIZES, ids=size_id)
+@pytest.mark.parametrize("h0", [True, False], ids=["h0", "no_h0"])
+def test_parity_across_step_threshold(size, h0, dtype, nonlinearity):
+    problem = make_problem(np.random.default_rng(sum(size)), *size, dtype, h0=h0)
+    check_parity(problem, nonlinearity)
+
+
+@pytest.mark.parametrize("level", SIMD_LEVELS, ids=str)
+@pytest.mark.parametrize("size", THRESHOLD_SIZES, ids=size_id)
+def test_parity_at_each_simd_level(level, size, dtype, nonlinearity):
+    problem = make_problem(np.random.default_rng(sum(size) + 1), *size, dtype)
+    with simd_level(level):
+        check_parity(problem, nonlinearity)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths forced with _set_tuning, which returns the previous (step rule, parallel_min_elements).
+# Its step-rule keyword has had two forms: a multiply-add threshold, and a mode.
+
+
+@dataclass(frozen=True)
+class StepRule:
+    keyword: str
+    default: Callable[[], object]
+    always_blas: object
+    always_small: object  # the small product wherever it can take the step
+
+
+STEP_RULES = [
+    StepRule("small_step_max_macs", lambda: KERNELS.SMALL_STEP_MAX_MACS, 0, 2**62),
+    StepRule("small_step", lambda: "auto", "never", "always"),
+]
+
+
+def step_rule() -> StepRule:
+    parameters = inspect.signature(KERNELS._set_tuning).parameters
+    rules = [rule for rule in STEP_RULES if rule.keyword in parameters]
+    assert rules, f"unknown step rule: _set_tuning{inspect.signature(KERNELS._set_tuning)}"
+    return rules[0]
+
+
+FORCED = {
+    "always_blas": lambda rule: {rule.keyword: rule.always_blas},
+    "always_small": lambda rule: {rule.keyword: rule.always_small},
+    "openmp": lambda rule: {"parallel_min_elements": 1},  # bias + activation over threads
+}
+
+
+@pytest.fixture(params=list(FORCED))
+def tuning(request):
+    previous = KERNELS._set_tuning(**FORCED[request.param](step_rule()))
+    try:
+        yield request.param
+    finally:
+        KERNELS._set_tuning(*previous)
+
+
+def test_set_tuning_returns_previous_values():
+    rule = step_rule()
+    defaults = (rule.default(), KERNELS.PARALLEL_MIN_ELEMENTS)
+    previous = KERNELS._set_tuning(**{rule.keyword: rule.always_small, "parallel_min_elements": 11})
+    try:
+        assert tuple(previous) == defaults
+        assert tuple(KERNELS._set_tuning()) == (rule.always_small, 11)
+    finally:
+        KERNELS._set_tuning(*previous)
+    assert tuple(KERNELS._set_tuning()) == defaults
+
+
+@pytest.mark.parametrize("size", [(5, 1, 3, 1), (7, 3, 5, 9), *THRESHOLD_SIZES], ids=size_id)
+def test_parity_with_forced_paths(tuning, size, dtype, nonlinearity):
+    problem = make_problem(np.random.default_rng(len(tuning) + sum(size)), *size, dtype)
+    check_parity(problem, nonlinearity)
