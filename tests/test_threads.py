@@ -1,0 +1,107 @@
+"""Threads: the kernels release the GIL and keep no shared mutable state between calls.
+
+Results are compared bit for bit with single-threaded ones. No timing is asserted here unless
+RNNFAST_TIMING_TESTS=1 (the machine may be shared); ``bench/gil_speedup.py`` measures and prints
+the speed-up of two threads over two sequential calls.
+
+BLAS pools are capped at one thread with threadpoolctl where it is installed (OpenBLAS's cap is
+process-wide); results do not depend on it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import Problem, blas_threads, forward_backward, make_problem
+
+import rnnfast
+
+pytestmark = pytest.mark.usefixtures("compiled")
+
+
+def assert_identical(actual: tuple, expected: tuple, what: str) -> None:
+    """(h, grads) pairs equal bit for bit."""
+    (h_a, g_a), (h_e, g_e) = actual, expected
+    np.testing.assert_array_equal(h_a, h_e, err_msg=f"{what}: h")
+    for name, a, e in zip(rnnfast.RNNGrads._fields, g_a, g_e, strict=True):
+        np.testing.assert_array_equal(a, e, err_msg=f"{what}: {name}")
+
+
+# (T, B, D, H): a BLAS-sized step; and B * H = 32768, where the activation pass is OpenMP-split.
+LARGE = {"blas": (40, 32, 64, 256), "openmp": (6, 128, 32, 256)}
+
+
+@pytest.mark.parametrize("size", list(LARGE.values()), ids=list(LARGE))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_same_large_problem_in_two_threads_is_bit_identical(size, dtype):
+    p = make_problem(np.random.default_rng(0), *size, dtype)
+    with blas_threads(1):
+        expected = forward_backward(p, "tanh", "cython")
+        barrier = threading.Barrier(2)
+
+        def worker(_: int):
+            barrier.wait(timeout=60)  # both threads enter the kernels together
+            return [forward_backward(p, "tanh", "cython") for _ in range(3)]
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            rounds = list(pool.map(worker, range(2)))
+    for thread, results in enumerate(rounds):
+        for i, result in enumerate(results):
+            assert_identical(result, expected, f"thread {thread}, call {i}")
+
+
+def test_shared_read_only_weights_from_four_threads():
+    """4 threads x 20 calls, each with its own inputs, on one set of read-only weights: every
+    result equals the sequential one. Sizes and nonlinearities vary between calls so that
+    the loop and BLAS forms of the recurrent product run at the same time."""
+    H, D = 16, 12
+    rng = np.random.default_rng(1)
+    shared = make_problem(rng, 1, 1, D, H, np.float64)
+    for w in (shared.w_ih, shared.w_hh, shared.b):
+        w.flags.writeable = False
+    weights_before = [w.copy() for w in (shared.w_ih, shared.w_hh, shared.b)]
+
+    def job(thread: int, call: int):
+        # B = 1 gives B * H * H = 256 (the loop form), B = 6 gives 1536 (BLAS).
+        B = 1 if call % 2 else 6
+        own = make_problem(np.random.default_rng(1000 * thread + call), 7, B, D, H)
+        p = Problem(own.x, own.h0, shared.w_ih, shared.w_hh, shared.b, own.dh)
+        return forward_backward(p, "relu" if thread % 2 else "tanh", "cython")
+
+    jobs = [(thread, call) for thread in range(4) for call in range(20)]
+    with blas_threads(1):
+        expected = {j: job(*j) for j in jobs}
+        barrier = threading.Barrier(4)
+
+        def worker(thread: int):
+            barrier.wait(timeout=60)
+            return {(thread, call): job(thread, call) for call in range(20)}
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            threaded = {k: v for part in pool.map(worker, range(4)) for k, v in part.items()}
+    assert threaded.keys() == expected.keys()
+    for j in jobs:
+        assert_identical(threaded[j], expected[j], f"thread {j[0]}, call {j[1]}")
+    for before, w in zip(weights_before, (shared.w_ih, shared.w_hh, shared.b), strict=True):
+        np.testing.assert_array_equal(w, before)
+
+
+@pytest.mark.skipif(
+    os.environ.get("RNNFAST_TIMING_TESTS") != "1",
+    reason="timing assertion: opt in with RNNFAST_TIMING_TESTS=1 on an idle machine",
+)
+def test_two_threads_are_faster_than_two_sequential_calls():
+    """Loose: two calls in two threads take at most 1.5x one call (2x would mean no overlap)."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
+    from gil_speedup import measure
+
+    with blas_threads(1):
+        timing = measure(size=LARGE["blas"], dtype=np.float64, repeats=5)
+    print(timing)
+    assert timing.threaded_pair <= 1.5 * timing.one_call, timing
