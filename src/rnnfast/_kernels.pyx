@@ -20,6 +20,10 @@ import os
 
 import numpy as np
 
+cimport numpy as cnp
+
+cnp.import_array()
+
 from rnnfast._blas cimport BLAS_Trans, NoTrans, Trans, gemm
 
 cdef extern from "_simd.h" nogil:
@@ -34,6 +38,11 @@ cdef extern from "_simd.h" nogil:
                                 Py_ssize_t, Py_ssize_t, float*) noexcept nogil
         void (*small_addmm_f64)(double*, const double*, const double*, Py_ssize_t, Py_ssize_t,
                                 Py_ssize_t, Py_ssize_t, double*) noexcept nogil
+        # out (rows, n) += a (rows, k) @ w.T, w (n, k) row-major
+        void (*dot_addmm_f32)(float*, const float*, const float*, Py_ssize_t, Py_ssize_t,
+                              Py_ssize_t) noexcept nogil
+        void (*dot_addmm_f64)(double*, const double*, const double*, Py_ssize_t, Py_ssize_t,
+                              Py_ssize_t) noexcept nogil
         Py_ssize_t vector_bytes
         Py_ssize_t max_vectors
     const rnnfast_simd_t* rnnfast_simd
@@ -297,3 +306,149 @@ def _set_tuning(small_step=None, parallel_min_elements=None):
     if parallel_min_elements is not None:
         _parallel_min_elements = parallel_min_elements
     return previous
+
+
+# ---------------------------------------------------------------------------------------------
+# One step of a stack of layers, for streaming inference: called once per time step from
+# Python, so per-call overhead is what counts. The checks are C-level; anything that is not
+# already exactly right (dtype, contiguity, shapes) returns None, and functional.rnn_step then
+# takes the general path, which converts or raises a clear error.
+
+cdef enum:
+    # Batches up to this use the dot-form product on the weights as stored; larger ones GEMM.
+    STEP_DOT_MAX_BATCH = 4
+    # Steps with at least this many multiply-adds release the GIL (below, that costs more).
+    STEP_NOGIL_MIN_MACS = 65536
+
+
+cdef inline bint _ready(object a, int typenum, int ndim):
+    """An ndarray of exactly this dtype and rank, C-contiguous, aligned, native byte order."""
+    if type(a) is not np.ndarray:
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    return (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_NDIM(arr) == ndim
+            and cnp.PyArray_ISCARRAY_RO(arr) and cnp.PyArray_ISNOTSWAPPED(arr))
+
+
+cdef inline void* _data(object a) noexcept:
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef inline Py_ssize_t _dim(object a, int i) noexcept:
+    return cnp.PyArray_DIM(<cnp.ndarray>a, i)
+
+
+cdef void _step_layer(floating* out, const floating* inp, const floating* h_prev,
+                      const floating* w_ih, const floating* w_hh, const floating* b_ih,
+                      const floating* b_hh, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
+                      int act) noexcept nogil:
+    """out (B, H) = act(inp @ w_ih.T + h_prev @ w_hh.T + b_hh + b_ih).
+
+    ``h_prev`` NULL means zeros; ``b_hh`` NULL means no bias, and then ``b_ih`` is zeros.
+    """
+    cdef Py_ssize_t r, i
+    for r in range(B):
+        for i in range(H):
+            out[r * H + i] = 0 if b_hh == NULL else b_hh[i]
+    if B <= STEP_DOT_MAX_BATCH:
+        if floating is float:
+            rnnfast_simd.dot_addmm_f32(out, inp, w_ih, B, D, H)
+            if h_prev != NULL:
+                rnnfast_simd.dot_addmm_f32(out, h_prev, w_hh, B, H, H)
+        else:
+            rnnfast_simd.dot_addmm_f64(out, inp, w_ih, B, D, H)
+            if h_prev != NULL:
+                rnnfast_simd.dot_addmm_f64(out, h_prev, w_hh, B, H, H)
+    else:
+        gemm(NoTrans, Trans, B, H, D, <floating>1, inp, D, w_ih, D, <floating>1, out, H)
+        if h_prev != NULL:
+            gemm(NoTrans, Trans, B, H, H, <floating>1, h_prev, H, w_hh, H, <floating>1, out, H)
+    _bias_act_rows(out, b_ih, B, H, act)
+
+
+cdef bint _step_stack(floating* dummy, object x, object h, tuple params, int act,
+                      cnp.ndarray h_new) except -1:
+    """Check every operand of a stack step at C level and run it; False: not fast-path ready."""
+    cdef int typenum = cnp.NPY_FLOAT if floating is float else cnp.NPY_DOUBLE
+    cdef Py_ssize_t L = len(params), B = _dim(x, 0), D = _dim(x, 1), H = _dim(h_new, 2)
+    cdef Py_ssize_t k, d_in = D, macs = 0
+    cdef tuple layer
+    cdef object w_ih, w_hh, b_ih, b_hh
+    # Check everything before computing anything.
+    for k in range(L):
+        layer = <tuple?>params[k]
+        if len(layer) != 4:
+            return False
+        w_ih, w_hh, b_ih, b_hh = layer
+        if not (_ready(w_ih, typenum, 2) and _ready(w_hh, typenum, 2)):
+            return False
+        if _dim(w_ih, 0) != H or _dim(w_ih, 1) != d_in or _dim(w_hh, 0) != H or _dim(w_hh, 1) != H:
+            return False
+        if (b_ih is None) != (b_hh is None):
+            return False
+        if b_ih is not None and not (_ready(b_ih, typenum, 1) and _ready(b_hh, typenum, 1)
+                                     and _dim(b_ih, 0) == H and _dim(b_hh, 0) == H):
+            return False
+        macs += B * H * (d_in + H)
+        d_in = H
+    if h is not None and not (_ready(h, typenum, 3) and _dim(h, 0) == L and _dim(h, 1) == B
+                              and _dim(h, 2) == H):
+        return False
+    zeros = None
+    for k in range(L):
+        if params[k][2] is None:
+            zeros = np.zeros(H, dtype=h_new.dtype)
+            break
+
+    cdef floating* out = <floating*>_data(h_new)
+    cdef const floating* inp = <const floating*>_data(x)
+    cdef const floating* h_ptr = NULL if h is None else <const floating*>_data(h)
+    cdef const floating* zeros_ptr = NULL if zeros is None else <const floating*>_data(zeros)
+    cdef const floating* b_ih_ptr
+    cdef const floating* b_hh_ptr
+    cdef const floating* w_ih_ptr
+    cdef const floating* w_hh_ptr
+    cdef const floating* h_prev
+    d_in = D
+    for k in range(L):
+        w_ih, w_hh, b_ih, b_hh = params[k]
+        b_ih_ptr = zeros_ptr if b_ih is None else <const floating*>_data(b_ih)
+        b_hh_ptr = NULL if b_hh is None else <const floating*>_data(b_hh)
+        w_ih_ptr = <const floating*>_data(w_ih)
+        w_hh_ptr = <const floating*>_data(w_hh)
+        h_prev = NULL if h_ptr == NULL else h_ptr + k * B * H
+        if macs >= STEP_NOGIL_MIN_MACS:
+            with nogil:
+                _step_layer(out + k * B * H, inp, h_prev, w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr,
+                            B, d_in, H, act)
+        else:
+            _step_layer(out + k * B * H, inp, h_prev, w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr,
+                        B, d_in, H, act)
+        inp = out + k * B * H
+        d_in = H
+    return True
+
+
+def rnn_step(x, h, tuple params, str nonlinearity):
+    """One step of a stack of layers: (output (B, H) = h_new[-1], h_new (L, B, H)), or None.
+
+    x (B, D); h (L, B, H) or None for zeros; params: per layer (w_ih, w_hh, b_ih, b_hh) with
+    both biases None for no bias. None means an operand is not exactly a C-contiguous array of
+    the right dtype and shape: the caller must take the validating path.
+    """
+    cdef int act = _activation_code(nonlinearity)
+    cdef Py_ssize_t L = len(params)
+    if L == 0 or not (_ready(x, cnp.NPY_FLOAT, 2) or _ready(x, cnp.NPY_DOUBLE, 2)):
+        return None
+    first = params[0]
+    if type(first) is not tuple or len(<tuple>first) != 4 or type((<tuple>first)[1]) is not np.ndarray:
+        return None
+    cdef Py_ssize_t B = _dim(x, 0), H = _dim((<tuple>first)[1], 0)
+    if B == 0 or H == 0 or _dim(x, 1) == 0:
+        return None
+    h_new = np.empty((L, B, H), dtype=x.dtype)
+    if cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT:
+        ok = _step_stack[float](NULL, x, h, params, act, h_new)
+    else:
+        ok = _step_stack[double](NULL, x, h, params, act, h_new)
+    return (h_new[L - 1], h_new) if ok else None

@@ -1,7 +1,7 @@
 /* Runtime dispatch of the vector loops in _simd_impl.h.
  *
  * The wheel is built for baseline x86-64 (no -march=native), so the loops are compiled three
- * times, for AVX-512 (skylake-avx512), AVX2 + FMA (haswell) and the build's baseline, and
+ * times, for AVX-512 (F, VL, BW, DQ), AVX2 + FMA and the build's baseline, and
  * rnnfast_simd_select() picks the widest the CPU has, once, at import. Elsewhere (non-x86 or
  * non-GCC compilers) only the baseline exists.
  */
@@ -17,11 +17,15 @@
 #define RF_PASTE(a, b) RF_PASTE2(a, b)
 #define RF(name) RF_PASTE(name, RF_SUFFIX)
 
+#if defined(__x86_64__) || defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define RNNFAST_X86_DISPATCH 1
 
 #pragma GCC push_options
-#pragma GCC target("arch=skylake-avx512")
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
 #define RF_SUFFIX _avx512
 #define RF_VBYTES 64
 #include "_simd_impl.h"
@@ -30,7 +34,7 @@
 #pragma GCC pop_options
 
 #pragma GCC push_options
-#pragma GCC target("arch=haswell")
+#pragma GCC target("avx2,fma")
 #define RF_SUFFIX _avx2
 #define RF_VBYTES 32
 #include "_simd_impl.h"
@@ -55,13 +59,17 @@ typedef struct {
                             ptrdiff_t, ptrdiff_t, float *);
     void (*small_addmm_f64)(double *, const double *, const double *, ptrdiff_t, ptrdiff_t,
                             ptrdiff_t, ptrdiff_t, double *);
+    void (*dot_addmm_f32)(float *, const float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
+    void (*dot_addmm_f64)(double *, const double *, const double *, ptrdiff_t, ptrdiff_t,
+                          ptrdiff_t);
     ptrdiff_t vector_bytes; /* the small product pads its columns to whole vectors */
     ptrdiff_t max_vectors;  /* ... and holds at most this many per row in registers */
 } rnnfast_simd_t;
 
 #define RF_LEVEL(SFX, NAME, VBYTES, NV_MAX)                                                      \
     {NAME, bias_act_f32##SFX, bias_act_f64##SFX, mul_act_grad_f32##SFX, mul_act_grad_f64##SFX, \
-     small_addmm_f32##SFX, small_addmm_f64##SFX, VBYTES, NV_MAX}
+     small_addmm_f32##SFX, small_addmm_f64##SFX, dot_addmm_f32##SFX, dot_addmm_f64##SFX,       \
+     VBYTES, NV_MAX}
 
 /* Index = level: 0 baseline, 1 AVX2 + FMA, 2 AVX-512. */
 static const rnnfast_simd_t rnnfast_simd_levels[] = {

@@ -144,20 +144,19 @@ RF_ELEMENTWISE(double, f64)
         VT acc[RB][NV];                                                                          \
         _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                                    \
             _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++)                                \
-                memcpy(&acc[r][v], stage + r * ldm + v * VL, sizeof(VT));                        \
+                acc[r][v] = *(const VT *)(stage + r * ldm + v * VL);                             \
         for (ptrdiff_t j = 0; j < k; j++) {                                                      \
             const T *mr = m + j * ldm;                                                           \
             T aj[RB];                                                                            \
             _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++) aj[r] = a[r * lda + j];        \
             _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) {                              \
-                VT w;                                                                            \
-                memcpy(&w, mr + v * VL, sizeof(VT));                                             \
+                VT w = *(const VT *)(mr + v * VL);                                               \
                 _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++) acc[r][v] += aj[r] * w;    \
             }                                                                                    \
         }                                                                                        \
         _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                                    \
             _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++)                                \
-                memcpy(stage + r * ldm + v * VL, &acc[r][v], sizeof(VT));                        \
+                *(VT *)(stage + r * ldm + v * VL) = acc[r][v];                                   \
     }
 
 /* Rows in blocks of RF_RB(NV), the rest one by one; each block goes through `stage`
@@ -182,8 +181,13 @@ RF_ELEMENTWISE(double, f64)
         }                                                                                        \
     }
 
-typedef float RF(vec_f32) __attribute__((vector_size(RF_VBYTES), aligned(4)));
-typedef double RF(vec_f64) __attribute__((vector_size(RF_VBYTES), aligned(8)));
+/* Vectors loaded and stored through pointers of these types: element alignment makes every
+ * access an unaligned vector move and may_alias makes it legal on float/double arrays.
+ * (memcpy into a vector variable instead was lowered to split copies through the stack
+ * under the AVX targets, stalling every FMA on store forwarding.) */
+typedef float RF(vec_f32) __attribute__((vector_size(RF_VBYTES), aligned(4), may_alias));
+typedef double RF(vec_f64) __attribute__((vector_size(RF_VBYTES), aligned(8), may_alias));
+
 
 /* NV = 1..12 for every target; 13..16 only with 32 vector registers. */
 #define RF_ALL_NV(T, SFX)                                                                        \
@@ -227,11 +231,94 @@ RF_ROWS(double, f64, 13) RF_ROWS(double, f64, 14) RF_ROWS(double, f64, 15) RF_RO
 RF_SMALL_ADDMM(float, f32)
 RF_SMALL_ADDMM(double, f64)
 
-/* The widest output (columns) the small product handles for this target. */
-static const ptrdiff_t RF(small_max_cols_f32) = RF_NV_MAX * (RF_VBYTES / 4);
-static const ptrdiff_t RF(small_max_cols_f64) = RF_NV_MAX * (RF_VBYTES / 8);
-static const ptrdiff_t RF(vector_len_f32) = RF_VBYTES / 4;
-static const ptrdiff_t RF(vector_len_f64) = RF_VBYTES / 8;
+/* ---- horizontal sums: the lanes of one vector, in registers --------------------------------- */
+static inline __attribute__((always_inline)) float RF(hsum_f32)(RF(vec_f32) v)
+{
+#if RF_VBYTES >= 32
+#if RF_VBYTES == 64
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256((__m512)v),
+                             (__m256)_mm512_extractf64x4_pd((__m512d)v, 1));
+#else
+    __m256 h = (__m256)v;
+#endif
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
+#elif defined(__SSE2__)
+    __m128 s = _mm_add_ps((__m128)v, _mm_movehl_ps((__m128)v, (__m128)v));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
+#else
+    float sum = 0;
+    for (int l = 0; l < (int)(RF_VBYTES / sizeof(float)); l++) sum += v[l];
+    return sum;
+#endif
+}
+
+static inline __attribute__((always_inline)) double RF(hsum_f64)(RF(vec_f64) v)
+{
+#if RF_VBYTES >= 32
+#if RF_VBYTES == 64
+    __m256d h = _mm256_add_pd(_mm512_castpd512_pd256((__m512d)v), _mm512_extractf64x4_pd((__m512d)v, 1));
+#else
+    __m256d h = (__m256d)v;
+#endif
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+#elif defined(__SSE2__)
+    return _mm_cvtsd_f64(_mm_add_sd((__m128d)v, _mm_unpackhi_pd((__m128d)v, (__m128d)v)));
+#else
+    double sum = 0;
+    for (int l = 0; l < (int)(RF_VBYTES / sizeof(double)); l++) sum += v[l];
+    return sum;
+#endif
+}
+
+/* ---- dot-form product: out (rows, n) += a (rows, k) @ w.T, w (n, k) row-major ---------------
+ * For a single step on the weights as they are stored (PyTorch's (out, in) layout), so the
+ * streaming path needs no transposed or padded copies. Eight rows of w at a time share each
+ * vector of a; each accumulator's lanes are summed in registers, the k tail in scalars.
+ */
+#define RF_DOT(T, SFX)                                                                           \
+    static void RF(dot_addmm_##SFX)(T *restrict out, const T *restrict a, const T *restrict w,  \
+                                    ptrdiff_t rows, ptrdiff_t k, ptrdiff_t n)                    \
+    {                                                                                            \
+        typedef RF(vec_##SFX) VT;                                                                \
+        enum { VL = RF_VBYTES / sizeof(T), RB = 8 };                                             \
+        const ptrdiff_t k_full = k - k % VL;                                                     \
+        for (ptrdiff_t r = 0; r < rows; r++) {                                                   \
+            const T *ar = a + r * k;                                                             \
+            T *o = out + r * n;                                                                  \
+            ptrdiff_t i = 0;                                                                     \
+            for (; i + RB <= n; i += RB) {                                                       \
+                VT acc[RB];                                                                      \
+                _Pragma("GCC unroll 8") for (int q = 0; q < RB; q++) acc[q] = (VT){0};           \
+                for (ptrdiff_t c = 0; c < k_full; c += VL) {                                     \
+                    VT av = *(const VT *)(ar + c);                                               \
+                    _Pragma("GCC unroll 8") for (int q = 0; q < RB; q++)                         \
+                        acc[q] += av * *(const VT *)(w + (i + q) * k + c);                       \
+                }                                                                                \
+                _Pragma("GCC unroll 8") for (int q = 0; q < RB; q++) {                           \
+                    T sum = RF(hsum_##SFX)(acc[q]);                                              \
+                    const T *wr = w + (i + q) * k;                                               \
+                    for (ptrdiff_t c = k_full; c < k; c++) sum += ar[c] * wr[c];                 \
+                    o[i + q] += sum;                                                             \
+                }                                                                                \
+            }                                                                                    \
+            for (; i < n; i++) {                                                                 \
+                const T *wr = w + i * k;                                                         \
+                VT acc = {0};                                                                    \
+                for (ptrdiff_t c = 0; c < k_full; c += VL) {                                     \
+                    acc += *(const VT *)(ar + c) * *(const VT *)(wr + c);                        \
+                }                                                                                \
+                T sum = RF(hsum_##SFX)(acc);                                                     \
+                for (ptrdiff_t c = k_full; c < k; c++) sum += ar[c] * wr[c];                     \
+                o[i] += sum;                                                                     \
+            }                                                                                    \
+        }                                                                                        \
+    }
+
+RF_DOT(float, f32)
+RF_DOT(double, f64)
 
 #undef RF_RB
 #undef RF_BLOCK
@@ -242,3 +329,4 @@ static const ptrdiff_t RF(vector_len_f64) = RF_VBYTES / 8;
 #undef RF_SMALL_ADDMM
 #undef RF_CASES_WIDE
 #undef RF_ELEMENTWISE
+#undef RF_DOT

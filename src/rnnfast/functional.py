@@ -357,3 +357,91 @@ def rnn_backward(
         nonlinearity,
     )
     return RNNGrads(*grads)
+
+
+StepParams = Sequence[tuple[Any, Any, Any | None, Any | None]]
+
+
+def rnn_step(
+    x: Any,
+    h: Any | None,
+    params: StepParams,
+    *,
+    nonlinearity: str = "tanh",
+    backend: str = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
+    """One time step of a stack of RNN layers, for streaming inference.
+
+    Layer k computes ``h_new[k] = act(inp @ w_ih.T + b_ih + h[k] @ w_hh.T + b_hh)``, its input
+    being ``x`` for the first layer and ``h_new[k-1]`` after.
+
+    Args:
+        x: (B, D) input of this step.
+        h: (L, B, H) state of every layer, or None for zeros.
+        params: L tuples ``(w_ih, w_hh, b_ih, b_hh)`` with PyTorch's shapes (w_ih of the first
+            layer (H, D), later (H, H)); both biases None for a layer without bias.
+        nonlinearity, backend: as in :func:`rnn_forward`.
+
+    Returns:
+        ``(output, h_new)``: the last layer's new state (B, H), a view of ``h_new[-1]``, and
+        the new states (L, B, H), in the dtype of ``x``.
+
+    Operands that are already C-contiguous arrays of one float dtype with matching shapes go
+    straight to a compiled loop with C-level checks (about a microsecond per call); anything
+    else takes the validating path, which converts or raises like :func:`rnn_forward`.
+    """
+    _check_nonlinearity(nonlinearity)
+    _, impl = _resolve_backend(backend)
+    layers = params if type(params) is tuple else tuple(params)
+    if impl is _kernels and all(type(layer) is tuple for layer in layers):
+        result = _kernels.rnn_step(x, h, layers, nonlinearity)
+        if result is not None:
+            return result
+    return _rnn_step_checked(x, h, layers, nonlinearity, backend)
+
+
+def _rnn_step_checked(
+    x: Any, h: Any | None, layers: tuple, nonlinearity: str, backend: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """rnn_step through rnn_forward (length-1 sequences), with every argument validated."""
+    if not layers:
+        raise ValueError("params must hold at least one layer's (w_ih, w_hh, b_ih, b_hh)")
+    x = _as_array("x", x, None)
+    dtype = x.dtype.newbyteorder("=")
+    sizes: dict[str, int] = {}
+    _check_shape("x", x, ("B", "D"), sizes)
+    first = layers[0]
+    if not isinstance(first, Sequence) or len(first) != 4:
+        raise ValueError("params[0] must be a tuple (w_ih, w_hh, b_ih, b_hh)")
+    w_hh0 = _as_array("params[0] w_hh", first[1], dtype)
+    _check_shape("params[0] w_hh", w_hh0, ("H", "H"), sizes)
+    sizes["L"] = len(layers)
+    if h is not None:
+        h = _as_array("h", h, dtype)
+        _check_shape("h", h, ("L", "B", "H"), sizes)
+    h_new = np.empty((sizes["L"], sizes["B"], sizes["H"]), dtype=dtype)
+    inp = x
+    for k, layer in enumerate(layers):
+        if not isinstance(layer, Sequence) or len(layer) != 4:
+            raise ValueError(f"params[{k}] must be a tuple (w_ih, w_hh, b_ih, b_hh)")
+        w_ih, w_hh, b_ih, b_hh = layer
+        if (b_ih is None) != (b_hh is None):
+            raise ValueError(f"params[{k}]: b_ih and b_hh must both be arrays or both None")
+        b = None
+        if b_ih is not None:
+            b_ih = _as_array(f"params[{k}] b_ih", b_ih, dtype)
+            b_hh = _as_array(f"params[{k}] b_hh", b_hh, dtype)
+            _check_shape(f"params[{k}] b_ih", b_ih, ("H",), sizes)
+            _check_shape(f"params[{k}] b_hh", b_hh, ("H",), sizes)
+            b = b_ih + b_hh
+        h_new[k] = rnn_forward(
+            inp[None],
+            None if h is None else h[k],
+            w_ih,
+            w_hh,
+            b,
+            nonlinearity=nonlinearity,
+            backend=backend,
+        )[0]
+        inp = h_new[k]
+    return h_new[-1], h_new

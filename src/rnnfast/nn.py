@@ -264,22 +264,43 @@ class Module:
 # The single step: the streaming path (RNNCell, RNN.step)
 
 
+def _step_params(
+    parameters: dict[str, np.ndarray], names: list[tuple[str, str, str | None, str | None]]
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], ...]:
+    """The live (w_ih, w_hh, b_ih, b_hh) of each layer, in the form functional.rnn_step takes."""
+    p = parameters
+    return tuple(
+        (p[w_ih], p[w_hh], None if b_ih is None else p[b_ih], None if b_hh is None else p[b_hh])
+        for w_ih, w_hh, b_ih, b_hh in names
+    )
+
+
+def _plain_step_args(
+    x: Any, h: Any, input_size: int, hidden_size: int, layers: int, dtype: np.dtype
+) -> bool:
+    """True when x (B, D) and h (layers, B, H) or None are already arrays of the layer's dtype and
+    shape: they go to functional.rnn_step as they are, with no Python-level conversion."""
+    if type(x) is not np.ndarray or x.ndim != 2 or x.dtype != dtype or x.shape[1] != input_size:
+        return False
+    return h is None or (
+        type(h) is np.ndarray
+        and h.dtype == dtype
+        and h.shape == (layers, x.shape[0], hidden_size)
+    )
+
+
 def _cell_step(
-    x: np.ndarray,
-    h: np.ndarray | None,
-    w_ih: np.ndarray,
-    w_hh: np.ndarray,
-    b: np.ndarray | None,
+    x: Any,
+    h: Any | None,
+    params: tuple[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], ...],
     nonlinearity: str,
     backend: str,
-) -> np.ndarray:
-    """One step ``act(x @ w_ih.T + h @ w_hh.T + b)`` for x (B, D), h (B, H) or None: (B, H).
+) -> tuple[np.ndarray, np.ndarray]:
+    """One step of a stack: x (B, D), h (L, B, H) or None -> (output (B, H), h_new (L, B, H)).
 
-    The one place a single step is computed; it runs the sequence kernel on a length-1 sequence.
+    The one place a single step is computed: the streaming path of RNN.step and RNNCell.
     """
-    return functional.rnn_forward(
-        x[None], h, w_ih, w_hh, b, nonlinearity=nonlinearity, backend=backend
-    )[0]
+    return functional.rnn_step(x, h, params, nonlinearity=nonlinearity, backend=backend)
 
 
 def _combined_bias(b_ih: np.ndarray | None, b_hh: np.ndarray | None) -> np.ndarray | None:
@@ -690,16 +711,11 @@ class RNN(Module):
                 "step() runs forward in time, but a bidirectional RNN's reverse direction "
                 "needs the whole sequence: call rnn(x) instead"
             )
-        x2, h3, batched = _step_args(
-            x_t, h, self.input_size, self.hidden_size, (self.num_layers,), self.dtype
-        )
-        h_new = np.empty((self.num_layers, x2.shape[0], self.hidden_size), dtype=self.dtype)
-        inp = x2
-        for k in range(self.num_layers):
-            w_ih, w_hh, b = self._weights(k)
-            h_prev = None if h3 is None else h3[k]
-            h_new[k] = inp = _cell_step(inp, h_prev, w_ih, w_hh, b, self.nonlinearity, self.backend)
-        output = h_new[-1].copy()
+        L, params = self.num_layers, _step_params(self._parameters, self._names)
+        if _plain_step_args(x_t, h, self.input_size, self.hidden_size, L, self.dtype):
+            return _cell_step(x_t, h, params, self.nonlinearity, self.backend)
+        x2, h3, batched = _step_args(x_t, h, self.input_size, self.hidden_size, (L,), self.dtype)
+        output, h_new = _cell_step(x2, h3, params, self.nonlinearity, self.backend)
         return (output, h_new) if batched else (output[0], h_new[:, 0])
 
 
@@ -752,16 +768,13 @@ class RNNCell(Module):
         s += "" if self.bias else ", bias=False"
         return s + ("" if self.nonlinearity == "tanh" else f", nonlinearity={self.nonlinearity!r}")
 
-    def _bias(self) -> np.ndarray | None:
-        p = self._parameters
-        return _combined_bias(p["bias_ih"], p["bias_hh"]) if self.bias else None
-
     def forward(self, x: Any, h: Any | None = None) -> np.ndarray:
         """h' (B, H), or (H,) for an unbatched x."""
         x2, h2, batched = _step_args(x, h, self.input_size, self.hidden_size, (), self.dtype)
         p = self._parameters
-        h_new = _cell_step(
-            x2, h2, p["weight_ih"], p["weight_hh"], self._bias(), self.nonlinearity, self.backend
+        params = ((p["weight_ih"], p["weight_hh"], p.get("bias_ih"), p.get("bias_hh")),)
+        h_new, _ = _cell_step(
+            x2, None if h2 is None else h2[None], params, self.nonlinearity, self.backend
         )
         self._cache = (x2.copy(), None if h2 is None else h2.copy(), h_new.copy(), batched)
         return h_new if batched else h_new[0]
