@@ -5,6 +5,7 @@ from rnnfast.losses import mse, softmax_cross_entropy
 from rnnfast.models import CharRNN, SequenceRegressor
 from rnnfast.nn import RNN, Embedding, Linear, RNNCell, one_hot
 from rnnfast.optim import SGD, Adagrad, Adam, clip_grad_norm, clip_grad_value
+from rnnfast.threads import get_num_threads, set_num_threads
 from rnnfast.training import truncated_bptt
 
 __version__ = "0.1.0"
@@ -24,10 +25,12 @@ __all__ = [
     "__version__",
     "clip_grad_norm",
     "clip_grad_value",
+    "get_num_threads",
     "mse",
     "one_hot",
     "rnn_backward",
     "rnn_forward",
+    "set_num_threads",
     "softmax_cross_entropy",
     "truncated_bptt",
 ]

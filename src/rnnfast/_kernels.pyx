@@ -51,6 +51,20 @@ cdef extern from "_simd.h" nogil:
     int rnnfast_simd_supported(int level)
     int rnnfast_simd_select(int level)
 
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int rnnfast_omp_max_threads(void) { return omp_get_max_threads(); }
+    static void rnnfast_omp_set_threads(int n) { omp_set_num_threads(n); }
+    #else
+    static int rnnfast_omp_max_threads(void) { return 1; }
+    static void rnnfast_omp_set_threads(int n) { (void)n; }
+    #endif
+    """
+    int rnnfast_omp_max_threads() nogil
+    void rnnfast_omp_set_threads(int n) nogil
+
 cdef enum:
     TANH = 0
     RELU = 1
@@ -71,6 +85,55 @@ cdef Py_ssize_t SMALL_MAX_VECTORS_BATCHED = 4
 # OpenMP threads; below it, waking threads costs more than the tanh evaluations.
 PARALLEL_MIN_ELEMENTS = 32768
 cdef Py_ssize_t _parallel_min_elements = PARALLEL_MIN_ELEMENTS
+
+# GEMMs with fewer multiply-adds than this run on one BLAS thread (a time step's recurrent
+# GEMMs are judged together, by B * H * H). Up to ~0.2 ms of work, a second thread saves little
+# and its wake-up costs 2 * T times per call; worse, when the other cores are busy each wake-up
+# can wait a scheduler tick (seen on the loaded 2-core dev machine: 3.3 s instead of 28 ms for
+# T=100, B=32, H=256, and 12 ms for one 800x64x128 GEMM). rnnfast.threads finds OpenBLAS's
+# thread-local setter and hands it over; without it BLAS decides alone.
+SERIAL_GEMM_MAX_MACS = 1 << 24
+cdef Py_ssize_t _serial_gemm_max_macs = SERIAL_GEMM_MAX_MACS
+ctypedef int (*set_threads_local_fn)(int) noexcept nogil
+cdef set_threads_local_fn _blas_set_threads_local = NULL
+
+
+def _set_blas_local_threads(size_t address):
+    """Install OpenBLAS's openblas_set_num_threads_local (its address; 0 to remove)."""
+    global _blas_set_threads_local
+    _blas_set_threads_local = <set_threads_local_fn>address
+
+
+def _omp_max_threads():
+    return rnnfast_omp_max_threads()
+
+
+def _omp_set_threads(int n):
+    rnnfast_omp_set_threads(n)
+
+
+cdef inline int _serial_blas_begin(bint serial) noexcept nogil:
+    """Make this thread's BLAS calls single-threaded if ``serial``; returns what to restore."""
+    if serial and _blas_set_threads_local != NULL:
+        return _blas_set_threads_local(1)
+    return -1
+
+
+cdef inline void _serial_blas_end(int saved) noexcept nogil:
+    if saved > 0:
+        _blas_set_threads_local(saved)
+
+
+cdef inline void _bulk_gemm(BLAS_Trans trans_a, BLAS_Trans trans_b,
+                            Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                            floating alpha, const floating* a, Py_ssize_t lda,
+                            const floating* b, Py_ssize_t ldb,
+                            floating beta, floating* c, Py_ssize_t ldc) noexcept nogil:
+    """gemm, on one BLAS thread when it is small (see SERIAL_GEMM_MAX_MACS)."""
+    cdef int saved = _serial_blas_begin(m * n * k < _serial_gemm_max_macs)
+    gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    _serial_blas_end(saved)
+
 
 SIMD_LEVELS = tuple(rnnfast_simd_levels[i].name.decode() for i in range(RNNFAST_SIMD_NLEVELS))
 
@@ -177,16 +240,19 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef floating* out = &h[0, 0, 0]
     cdef floating* h_t
     cdef const floating* h_prev
+    cdef int saved
     with nogil:
         # The input projection of every step at once: h (T*B, H) = x (T*B, D) @ w_ih.T.
-        gemm(NoTrans, Trans, T * B, H, D, <floating>1, &x[0, 0, 0], D, &w_ih[0, 0], D,
-             <floating>0, out, H)
+        _bulk_gemm(NoTrans, Trans, T * B, H, D, <floating>1, &x[0, 0, 0], D, &w_ih[0, 0], D,
+                   <floating>0, out, H)
+        saved = _serial_blas_begin(how.use_blas and B * H * H < _serial_gemm_max_macs)
         for t in range(T):
             h_t = out + t * step
             h_prev = h0_ptr if t == 0 else h_t - step
             if h_prev != NULL:  # a None h0 is zeros: nothing to add at t = 0
                 _add_matmul(h_t, h_prev, &w_hh[0, 0], Trans, &how, B, H)
             _bias_act(h_t, b_ptr, B, H, act)
+        _serial_blas_end(saved)
 
 
 cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
@@ -203,31 +269,34 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     cdef floating* da_ptr = &da[0, 0, 0]
     cdef floating* da_t
     cdef floating* db_ptr = &db[0]
+    cdef int saved
     with nogil:
         # The sequential part: da[t] = (dh[t] + da[t+1] @ w_hh) * act'(h[t]).
+        saved = _serial_blas_begin(how.use_blas and B * H * H < _serial_gemm_max_macs)
         for t in range(T - 1, -1, -1):
             da_t = da_ptr + t * step
             memcpy(da_t, &dh[t, 0, 0], step * sizeof(floating))
             if t < T - 1:
                 _add_matmul(da_t, da_t + step, w_hh_ptr, NoTrans, &how, B, H)
             _mul_act_grad(da_t, &h[t, 0, 0], step, act)
+        _serial_blas_end(saved)
 
         # Everything else is one GEMM over all steps. Rows of da are (t, b) pairs.
         # dh0 (B, H) = da[0] @ w_hh
-        gemm(NoTrans, NoTrans, B, H, H, <floating>1, da_ptr, H, w_hh_ptr, H,
-             <floating>0, &dh0[0, 0], H)
+        _bulk_gemm(NoTrans, NoTrans, B, H, H, <floating>1, da_ptr, H, w_hh_ptr, H,
+                   <floating>0, &dh0[0, 0], H)
         # dw_ih (H, D) = da^T (H, T*B) @ x (T*B, D)
-        gemm(Trans, NoTrans, H, D, T * B, <floating>1, da_ptr, H, &x[0, 0, 0], D,
-             <floating>0, &dw_ih[0, 0], D)
+        _bulk_gemm(Trans, NoTrans, H, D, T * B, <floating>1, da_ptr, H, &x[0, 0, 0], D,
+                   <floating>0, &dw_ih[0, 0], D)
         # dw_hh (H, H) = da[1:]^T @ h[:-1]  (+ da[0]^T @ h0; a None h0 contributes nothing)
-        gemm(Trans, NoTrans, H, H, (T - 1) * B, <floating>1, da_ptr + step, H, &h[0, 0, 0], H,
-             <floating>0, &dw_hh[0, 0], H)
+        _bulk_gemm(Trans, NoTrans, H, H, (T - 1) * B, <floating>1, da_ptr + step, H,
+                   &h[0, 0, 0], H, <floating>0, &dw_hh[0, 0], H)
         if h0_ptr != NULL:
-            gemm(Trans, NoTrans, H, H, B, <floating>1, da_ptr, H, h0_ptr, H,
-                 <floating>1, &dw_hh[0, 0], H)
+            _bulk_gemm(Trans, NoTrans, H, H, B, <floating>1, da_ptr, H, h0_ptr, H,
+                       <floating>1, &dw_hh[0, 0], H)
         # dx (T*B, D) = da (T*B, H) @ w_ih (H, D)
-        gemm(NoTrans, NoTrans, T * B, D, H, <floating>1, da_ptr, H, &w_ih[0, 0], D,
-             <floating>0, &dx[0, 0, 0], D)
+        _bulk_gemm(NoTrans, NoTrans, T * B, D, H, <floating>1, da_ptr, H, &w_ih[0, 0], D,
+                   <floating>0, &dx[0, 0, 0], D)
         # db (H,) = sum of da over all rows
         for i in range(H):
             db_ptr[i] = 0
@@ -360,9 +429,10 @@ cdef void _step_layer(floating* out, const floating* inp, const floating* h_prev
             if h_prev != NULL:
                 rnnfast_simd.dot_addmm_f64(out, h_prev, w_hh, B, H, H)
     else:
-        gemm(NoTrans, Trans, B, H, D, <floating>1, inp, D, w_ih, D, <floating>1, out, H)
+        _bulk_gemm(NoTrans, Trans, B, H, D, <floating>1, inp, D, w_ih, D, <floating>1, out, H)
         if h_prev != NULL:
-            gemm(NoTrans, Trans, B, H, H, <floating>1, h_prev, H, w_hh, H, <floating>1, out, H)
+            _bulk_gemm(NoTrans, Trans, B, H, H, <floating>1, h_prev, H, w_hh, H, <floating>1,
+                       out, H)
     _bias_act_rows(out, b_ih, B, H, act)
 
 
@@ -441,9 +511,12 @@ def rnn_step(x, h, tuple params, str nonlinearity):
     if L == 0 or not (_ready(x, cnp.NPY_FLOAT, 2) or _ready(x, cnp.NPY_DOUBLE, 2)):
         return None
     first = params[0]
-    if type(first) is not tuple or len(<tuple>first) != 4 or type((<tuple>first)[1]) is not np.ndarray:
+    if type(first) is not tuple or len(<tuple>first) != 4:
         return None
-    cdef Py_ssize_t B = _dim(x, 0), H = _dim((<tuple>first)[1], 0)
+    w_hh0 = (<tuple>first)[1]
+    if type(w_hh0) is not np.ndarray or cnp.PyArray_NDIM(<cnp.ndarray>w_hh0) != 2:
+        return None
+    cdef Py_ssize_t B = _dim(x, 0), H = _dim(w_hh0, 0)
     if B == 0 or H == 0 or _dim(x, 1) == 0:
         return None
     h_new = np.empty((L, B, H), dtype=x.dtype)

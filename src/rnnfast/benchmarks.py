@@ -1,0 +1,313 @@
+"""Forward + BPTT benchmarks: rnnfast against NumPy, PyTorch and JAX, in the same run.
+
+Every peer computes the same thing: one tanh layer over (T, B, D) inputs, the loss
+``sum(h * g)`` for a fixed g, and the gradients of x, h0, w_ih, w_hh and the bias. Timings are
+medians over repeats interleaved across peers, so that load on a shared machine hits all of
+them alike; compare ratios, not absolute times.
+
+Peers (those not installed are left out):
+  rnnfast  compiled kernels through rnnfast.rnn_forward / rnn_backward
+  numpy    NumPy with the input projection hoisted out of the time loop (a strong NumPy)
+  torch    torch.nn.RNN, autograd backward
+  jax      jax.jit(jax.grad(...)) of a lax.scan
+Used by ``bench/`` (pytest-benchmark) and ``rnnfast bench``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from rnnfast import functional
+
+PEERS = ("rnnfast", "numpy", "torch", "jax")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark size: T steps, batch B, input size D, hidden size H."""
+
+    T: int
+    B: int
+    D: int
+    H: int
+    dtype: str = "float32"
+
+    @property
+    def flops(self) -> int:
+        """Forward + backward floating-point operations: 6 * T * B * H * (D + H)."""
+        return 6 * self.T * self.B * self.H * (self.D + self.H)
+
+    @property
+    def label(self) -> str:
+        return f"{self.T},{self.B},{self.D},{self.H}"
+
+
+ISSUE_GRID = [
+    Case(25, 1, 65, 100),  # a classic char-RNN
+    Case(100, 1, 32, 64),
+    Case(100, 8, 64, 128),
+    Case(100, 32, 128, 256),
+    Case(50, 64, 512, 512),
+    Case(50, 64, 1024, 1024),
+]
+QUICK_GRID = [Case(25, 1, 65, 100), Case(100, 8, 64, 128), Case(100, 32, 128, 256)]
+
+
+def available_peers() -> list[str]:
+    """The peers that can run here, in PEERS order."""
+    have = {"rnnfast": True, "numpy": True}
+    have["torch"] = importlib.util.find_spec("torch") is not None
+    have["jax"] = importlib.util.find_spec("jax") is not None
+    return [p for p in PEERS if have[p]]
+
+
+def make_problem(case: Case, seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs, PyTorch-initialized weights and the loss weights g of one case."""
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(case.dtype)
+    bound = 1 / np.sqrt(case.H)
+
+    def uniform(*shape: int) -> np.ndarray:
+        return rng.uniform(-bound, bound, shape).astype(dtype)
+
+    return {
+        "x": rng.standard_normal((case.T, case.B, case.D)).astype(dtype),
+        "h0": rng.standard_normal((case.B, case.H)).astype(dtype),
+        "w_ih": uniform(case.H, case.D),
+        "w_hh": uniform(case.H, case.H),
+        "b_ih": uniform(case.H),
+        "b_hh": uniform(case.H),
+        "g": rng.standard_normal((case.T, case.B, case.H)).astype(dtype),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# One forward + backward per peer. Each factory does its setup once and returns the timed call.
+
+
+def _rnnfast(p: dict[str, np.ndarray]) -> Callable[[], Any]:
+    b = p["b_ih"] + p["b_hh"]
+
+    def run() -> Any:
+        h = functional.rnn_forward(p["x"], p["h0"], p["w_ih"], p["w_hh"], b, backend="cython")
+        return functional.rnn_backward(
+            p["g"], p["x"], p["h0"], h, p["w_ih"], p["w_hh"], backend="cython"
+        )
+
+    return run
+
+
+def _numpy(p: dict[str, np.ndarray]) -> Callable[[], Any]:
+    x, h0, w_ih, w_hh, g = p["x"], p["h0"], p["w_ih"], p["w_hh"], p["g"]
+    b = p["b_ih"] + p["b_hh"]
+    T, B, D = x.shape
+    H = w_ih.shape[0]
+
+    def run() -> Any:
+        h = (x.reshape(T * B, D) @ w_ih.T + b).reshape(T, B, H)  # input GEMM hoisted
+        h_prev = h0
+        for t in range(T):
+            h[t] += h_prev @ w_hh.T
+            np.tanh(h[t], out=h[t])
+            h_prev = h[t]
+        da = np.empty_like(h)
+        da_next = None
+        for t in reversed(range(T)):
+            up = g[t] if da_next is None else g[t] + da_next @ w_hh
+            da[t] = up * (1 - h[t] * h[t])
+            da_next = da[t]
+        da2 = da.reshape(T * B, H)
+        h_prev_all = np.concatenate([h0[None], h[:-1]]).reshape(T * B, H)
+        return (
+            da2 @ w_ih,
+            da[0] @ w_hh,
+            da2.T @ x.reshape(T * B, D),
+            da2.T @ h_prev_all,
+            da2.sum(0),
+        )
+
+    return run
+
+
+def _torch(p: dict[str, np.ndarray]) -> Callable[[], Any]:
+    import torch
+
+    H, D = p["w_ih"].shape
+    dtype = torch.float32 if p["x"].dtype == np.float32 else torch.float64
+    rnn = torch.nn.RNN(D, H, dtype=dtype)
+    with torch.no_grad():
+        for name in ("w_ih", "w_hh", "b_ih", "b_hh"):
+            getattr(rnn, f"{name.replace('w_', 'weight_').replace('b_', 'bias_')}_l0").copy_(
+                torch.from_numpy(p[name])
+            )
+    x = torch.from_numpy(p["x"]).requires_grad_()
+    h0 = torch.from_numpy(p["h0"])[None].clone().requires_grad_()
+    g = torch.from_numpy(p["g"])
+
+    def run() -> Any:
+        rnn.zero_grad(set_to_none=True)
+        x.grad = h0.grad = None
+        out, _ = rnn(x, h0)
+        (out * g).sum().backward()
+        return x.grad
+
+    return run
+
+
+def _jax(p: dict[str, np.ndarray]) -> Callable[[], Any]:
+    import jax
+
+    if p["x"].dtype == np.float64:
+        jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    def loss(x, h0, w_ih, w_hh, b, g):
+        xw = jnp.einsum("tbd,hd->tbh", x, w_ih) + b
+
+        def step(h, xw_t):
+            h = jnp.tanh(xw_t + h @ w_hh.T)
+            return h, h
+
+        _, hs = jax.lax.scan(step, h0, xw)
+        return jnp.sum(hs * g)
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3, 4)))
+    args = [jnp.asarray(p[k]) for k in ("x", "h0", "w_ih", "w_hh")]
+    args += [jnp.asarray(p["b_ih"] + p["b_hh"]), jnp.asarray(p["g"])]
+
+    def run() -> Any:
+        return jax.block_until_ready(grad(*args))
+
+    return run
+
+
+_FACTORIES: dict[str, Callable[[dict[str, np.ndarray]], Callable[[], Any]]] = {
+    "rnnfast": _rnnfast,
+    "numpy": _numpy,
+    "torch": _torch,
+    "jax": _jax,
+}
+
+
+def make_runner(peer: str, case: Case, seed: int = 0) -> Callable[[], Any]:
+    """The timed call of ``peer`` for ``case`` (setup done, compiled where the peer compiles)."""
+    if peer not in _FACTORIES:
+        raise ValueError(f"peer must be one of {PEERS}, got {peer!r}")
+    return _FACTORIES[peer](make_problem(case, seed))
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def run(
+    cases: Sequence[Case],
+    peers: Sequence[str] | None = None,
+    repeats: int | None = None,
+    min_time: float = 0.2,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Time forward + backward of every case on every peer; one result dict per (case, peer).
+
+    Repeats alternate between the peers. Without ``repeats``, each case repeats until every
+    peer has run for ``min_time`` seconds (at least 5 and at most 1000 times).
+    """
+    peers = available_peers() if peers is None else list(peers)
+    results = []
+    for i, case in enumerate(cases):
+        runners = {peer: make_runner(peer, case) for peer in peers}
+        times: dict[str, list[float]] = {peer: [] for peer in peers}
+        for peer, fn in runners.items():  # warm-up: caches, JIT compilation, thread pools
+            times[peer].append(_timed(fn))
+        slowest = max(ts[0] for ts in times.values())
+        count = repeats or int(min(1000, max(5, min_time / max(slowest, 1e-7))))
+        for peer in times:
+            times[peer].clear()
+        for _ in range(count):
+            for peer, fn in runners.items():
+                times[peer].append(_timed(fn))
+        for peer in peers:
+            median = statistics.median(times[peer])
+            results.append(
+                {
+                    **asdict(case),
+                    "peer": peer,
+                    "median_ms": median * 1e3,
+                    "gflops": case.flops / median / 1e9,
+                    "repeats": count,
+                }
+            )
+        if progress is not None:
+            progress(i + 1, len(cases))
+    return results
+
+
+def sgemm_gflops(dtype: str = "float32", n: int = 2048, repeats: int = 7) -> float:
+    """This machine's BLAS GEMM rate (NumPy's BLAS, n x n), measured now: the roof to compare to."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(dtype)
+    b = rng.standard_normal((n, n)).astype(dtype)
+    out = np.empty((n, n), dtype)
+    np.matmul(a, b, out=out)
+    best = min(_timed(lambda: np.matmul(a, b, out=out)) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def machine() -> str:
+    """One line about this machine: processor, cores, Python, NumPy."""
+    import os
+
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, NumPy {np.__version__}"
+    )
+
+
+def format_table(results: Sequence[dict[str, Any]], sgemm_gflops: float | None = None) -> str:
+    """A text table: per case, each peer's median ms and GFLOP/s, and rnnfast's speed-up over it.
+
+    With ``sgemm_gflops``, rnnfast's GFLOP/s is also given as a share of the GEMM rate.
+    """
+    by_case: dict[tuple, dict[str, dict[str, Any]]] = {}
+    for r in results:
+        by_case.setdefault((r["T"], r["B"], r["D"], r["H"], r["dtype"]), {})[r["peer"]] = r
+    peers = [p for p in PEERS if any(p in row for row in by_case.values())]
+    head = ["T,B,D,H", "dtype"]
+    for p in peers:
+        head += [f"{p} ms", f"{p} GF/s"]
+    head += [f"x vs {p}" for p in peers if p != "rnnfast"]
+    if sgemm_gflops:
+        head.append("% of GEMM")
+    rows = [head]
+    for (T, B, D, H, dtype), row in by_case.items():
+        line = [f"{T},{B},{D},{H}", dtype]
+        for p in peers:
+            r = row.get(p)
+            line += ["-", "-"] if r is None else [f"{r['median_ms']:.3f}", f"{r['gflops']:.1f}"]
+        ours = row.get("rnnfast")
+        for p in peers:
+            if p == "rnnfast":
+                continue
+            other = row.get(p)
+            line.append(
+                "-"
+                if ours is None or other is None
+                else f"{other['median_ms'] / ours['median_ms']:.2f}"
+            )
+        if sgemm_gflops:
+            line.append("-" if ours is None else f"{100 * ours['gflops'] / sgemm_gflops:.0f}%")
+        rows.append(line)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    text = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(text)

@@ -1,0 +1,111 @@
+"""Thread control: the BLAS rnnfast's kernels call (SciPy's OpenBLAS) and their OpenMP loops.
+
+Two kinds of threads do rnnfast's work: the BLAS library behind ``scipy.linalg.cython_blas``
+(the GEMMs) and OpenMP (the bias + activation pass of large steps). ``set_num_threads(n)`` caps
+both for the whole process; the environment variables ``OPENBLAS_NUM_THREADS`` and
+``OMP_NUM_THREADS``, read at start-up, do the same from outside, and threadpoolctl works too.
+
+The kernels also decide per call: a time step too small to split well runs its recurrent GEMM
+on one thread (through OpenBLAS's thread-local setting, so other threads' BLAS calls are not
+affected), because waking a second BLAS thread 2 * T times costs more than it saves, and
+stalls outright when the other cores are busy.
+
+The BLAS is found by looking for SciPy's OpenBLAS among the loaded libraries (Linux); with
+another BLAS only ``OMP_NUM_THREADS``-style controls of that BLAS apply.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+
+from rnnfast import functional
+
+__all__ = ["blas_library", "get_num_threads", "set_num_threads"]
+
+
+def _loaded_libraries() -> list[str]:
+    """Paths of the shared libraries mapped into this process (Linux), else []."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return []
+    paths = {line.split(None, 5)[-1] for line in maps.splitlines() if line.count(" ") >= 5}
+    return sorted(p for p in paths if ".so" in p and os.path.isfile(p))
+
+
+def _find_scipy_openblas() -> tuple[str, ctypes.CDLL] | None:
+    """SciPy's OpenBLAS (the one cython_blas calls), if it is loaded."""
+    import scipy
+    import scipy.linalg.cython_blas  # loads the library
+
+    scipy_dir = str(Path(scipy.__file__).resolve().parent)
+    candidates = [p for p in _loaded_libraries() if "openblas" in Path(p).name.lower()]
+    # SciPy's own copy first (wheels keep it in scipy.libs beside the package).
+    candidates.sort(key=lambda p: not str(Path(p).resolve()).startswith(scipy_dir))
+    for path in candidates:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_", ""):
+            if hasattr(lib, f"{prefix}openblas_set_num_threads"):
+                return path, lib
+    return None
+
+
+_found = _find_scipy_openblas()
+_lib = None if _found is None else _found[1]
+
+
+def _symbol(*names: str) -> ctypes._CFuncPtr | None:
+    for name in names:
+        if _lib is not None and hasattr(_lib, name):
+            return getattr(_lib, name)
+    return None
+
+
+_blas_set = _symbol("scipy_openblas_set_num_threads", "openblas_set_num_threads")
+_blas_get = _symbol("scipy_openblas_get_num_threads", "openblas_get_num_threads")
+_blas_set_local = _symbol("openblas_set_num_threads_local", "scipy_openblas_set_num_threads_local")
+for _fn in (_blas_set, _blas_get, _blas_set_local):
+    if _fn is not None:
+        _fn.restype = ctypes.c_int
+if _blas_set_local is not None and functional.HAVE_COMPILED:
+    _blas_set_local.argtypes = [ctypes.c_int]
+    functional._kernels._set_blas_local_threads(ctypes.cast(_blas_set_local, ctypes.c_void_p).value)
+
+
+def blas_library() -> str | None:
+    """Path of the BLAS whose threads rnnfast controls, or None if it was not found."""
+    return None if _found is None else _found[0]
+
+
+def get_num_threads() -> dict[str, int | None]:
+    """The thread counts in force: {"blas": ..., "openmp": ...} (None where unknown)."""
+    blas = int(_blas_get()) if _blas_get is not None else None
+    openmp = functional._kernels._omp_max_threads() if functional.HAVE_COMPILED else None
+    return {"blas": blas, "openmp": openmp}
+
+
+def set_num_threads(n: int) -> dict[str, int | None]:
+    """Use at most ``n`` threads in BLAS and in rnnfast's OpenMP loops, process-wide.
+
+    Returns the previous counts (as :func:`get_num_threads`), so that
+    ``set_num_threads(**...)``-style restoring is ``set_num_threads(prev["blas"])``.
+
+    Raises:
+        TypeError, ValueError: ``n`` is not an integer >= 1.
+    """
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    previous = get_num_threads()
+    if _blas_set is not None:
+        _blas_set.argtypes = [ctypes.c_int]
+        _blas_set(n)
+    if functional.HAVE_COMPILED:
+        functional._kernels._omp_set_threads(n)
+    return previous
