@@ -6,8 +6,9 @@ medians over repeats interleaved across peers, so that load on a shared machine 
 them alike; compare ratios, not absolute times.
 
 Peers (those not installed are left out):
-  rnnfast  compiled kernels through rnnfast.rnn_forward / rnn_backward
-  numpy    NumPy with the input projection hoisted out of the time loop (a strong NumPy)
+  rnnfast    compiled kernels through rnnfast.rnn_forward / rnn_backward
+  reference  the same functions on rnnfast's NumPy reference backend (a per-step loop)
+  numpy      NumPy with the input projection hoisted out of the time loop (a strong NumPy)
   torch    torch.nn.RNN, autograd backward
   jax      jax.jit(jax.grad(...)) of a lax.scan
 Used by ``bench/`` (pytest-benchmark) and ``rnnfast bench``.
@@ -27,7 +28,7 @@ import numpy as np
 
 from rnnfast import functional
 
-PEERS = ("rnnfast", "numpy", "torch", "jax")
+PEERS = ("rnnfast", "reference", "numpy", "torch", "jax")
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ QUICK_GRID = [Case(25, 1, 65, 100), Case(100, 8, 64, 128), Case(100, 32, 128, 25
 
 def available_peers() -> list[str]:
     """The peers that can run here, in PEERS order."""
-    have = {"rnnfast": True, "numpy": True}
+    have = {"rnnfast": functional.HAVE_COMPILED, "reference": True, "numpy": True}
     have["torch"] = importlib.util.find_spec("torch") is not None
     have["jax"] = importlib.util.find_spec("jax") is not None
     return [p for p in PEERS if have[p]]
@@ -93,16 +94,19 @@ def make_problem(case: Case, seed: int = 0) -> dict[str, np.ndarray]:
 # One forward + backward per peer. Each factory does its setup once and returns the timed call.
 
 
-def _rnnfast(p: dict[str, np.ndarray]) -> Callable[[], Any]:
-    b = p["b_ih"] + p["b_hh"]
+def _rnnfast_backend(backend: str) -> Callable[[dict[str, np.ndarray]], Callable[[], Any]]:
+    def factory(p: dict[str, np.ndarray]) -> Callable[[], Any]:
+        b = p["b_ih"] + p["b_hh"]
 
-    def run() -> Any:
-        h = functional.rnn_forward(p["x"], p["h0"], p["w_ih"], p["w_hh"], b, backend="cython")
-        return functional.rnn_backward(
-            p["g"], p["x"], p["h0"], h, p["w_ih"], p["w_hh"], backend="cython"
-        )
+        def run() -> Any:
+            h = functional.rnn_forward(p["x"], p["h0"], p["w_ih"], p["w_hh"], b, backend=backend)
+            return functional.rnn_backward(
+                p["g"], p["x"], p["h0"], h, p["w_ih"], p["w_hh"], backend=backend
+            )
 
-    return run
+        return run
+
+    return factory
 
 
 def _numpy(p: dict[str, np.ndarray]) -> Callable[[], Any]:
@@ -127,7 +131,7 @@ def _numpy(p: dict[str, np.ndarray]) -> Callable[[], Any]:
         da2 = da.reshape(T * B, H)
         h_prev_all = np.concatenate([h0[None], h[:-1]]).reshape(T * B, H)
         return (
-            da2 @ w_ih,
+            (da2 @ w_ih).reshape(T, B, D),
             da[0] @ w_hh,
             da2.T @ x.reshape(T * B, D),
             da2.T @ h_prev_all,
@@ -190,7 +194,8 @@ def _jax(p: dict[str, np.ndarray]) -> Callable[[], Any]:
 
 
 _FACTORIES: dict[str, Callable[[dict[str, np.ndarray]], Callable[[], Any]]] = {
-    "rnnfast": _rnnfast,
+    "rnnfast": _rnnfast_backend("cython"),
+    "reference": _rnnfast_backend("numpy"),
     "numpy": _numpy,
     "torch": _torch,
     "jax": _jax,
@@ -285,8 +290,9 @@ def format_table(results: Sequence[dict[str, Any]], sgemm_gflops: float | None =
     head = ["T,B,D,H", "dtype"]
     for p in peers:
         head += [f"{p} ms", f"{p} GF/s"]
-    head += [f"x vs {p}" for p in peers if p != "rnnfast"]
-    if sgemm_gflops:
+    others = [p for p in peers if p != "rnnfast"] if "rnnfast" in peers else []
+    head += [f"x vs {p}" for p in others]
+    if sgemm_gflops and "rnnfast" in peers:
         head.append("% of GEMM")
     rows = [head]
     for (T, B, D, H, dtype), row in by_case.items():
@@ -295,16 +301,14 @@ def format_table(results: Sequence[dict[str, Any]], sgemm_gflops: float | None =
             r = row.get(p)
             line += ["-", "-"] if r is None else [f"{r['median_ms']:.3f}", f"{r['gflops']:.1f}"]
         ours = row.get("rnnfast")
-        for p in peers:
-            if p == "rnnfast":
-                continue
+        for p in others:
             other = row.get(p)
             line.append(
                 "-"
                 if ours is None or other is None
                 else f"{other['median_ms'] / ours['median_ms']:.2f}"
             )
-        if sgemm_gflops:
+        if sgemm_gflops and "rnnfast" in peers:
             line.append("-" if ours is None else f"{100 * ours['gflops'] / sgemm_gflops:.0f}%")
         rows.append(line)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

@@ -1,0 +1,54 @@
+"""The benchmark peers compute the same gradients, and the runner and table are well formed."""
+
+import numpy as np
+import pytest
+from conftest import assert_close
+
+from rnnfast import benchmarks
+
+
+def _grads(peer, case):
+    out = benchmarks.make_runner(peer, case)()
+    if peer == "torch":  # the torch runner returns dx only (the rest stays in the module)
+        return [out.numpy()]
+    return [np.asarray(g) for g in out]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_peer_computes_the_same_gradients(dtype):
+    case = benchmarks.Case(6, 3, 5, 7, dtype)
+    peers = benchmarks.available_peers()
+    assert {"reference", "numpy"} <= set(peers)
+    expected = _grads("reference", case)
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    for peer in peers:
+        for got, want in zip(_grads(peer, case), expected, strict=False):
+            assert got.shape == want.shape
+            assert_close(got, want, rtol, f"{peer} {dtype}")
+
+
+def test_run_and_table_are_well_formed():
+    cases = [benchmarks.Case(3, 2, 4, 5), benchmarks.Case(2, 1, 3, 4, "float64")]
+    peers = ["reference", "numpy"]
+    seen = []
+    results = benchmarks.run(cases, peers, repeats=3, progress=lambda i, n: seen.append((i, n)))
+    assert seen == [(1, 2), (2, 2)]
+    assert len(results) == len(cases) * len(peers)
+    for r in results:
+        assert r["median_ms"] > 0 and r["gflops"] > 0 and r["repeats"] == 3
+        case = benchmarks.Case(r["T"], r["B"], r["D"], r["H"], r["dtype"])
+        assert r["gflops"] == pytest.approx(case.flops / r["median_ms"] / 1e6)
+    table = benchmarks.format_table(results, sgemm_gflops=100.0)
+    lines = table.splitlines()
+    assert len(lines) == 2 + len(cases)
+    assert "3,2,4,5" in lines[2] and "2,1,3,4" in lines[3]
+    assert "reference ms" in lines[0] and "x vs numpy" not in lines[0]  # no rnnfast: no ratios
+
+
+def test_unknown_peer_is_refused():
+    with pytest.raises(ValueError, match="peer must be one of"):
+        benchmarks.make_runner("tensorflow", benchmarks.Case(1, 1, 1, 1))
+
+
+def test_flops_count():
+    assert benchmarks.Case(2, 3, 4, 5).flops == 6 * 2 * 3 * 5 * (4 + 5)
