@@ -22,6 +22,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -156,13 +157,17 @@ def _torch(p: dict[str, np.ndarray]) -> Callable[[], Any]:
     h0 = torch.from_numpy(p["h0"])[None].clone().requires_grad_()
     g = torch.from_numpy(p["g"])
 
-    def run() -> Any:
+    def release() -> None:
         rnn.zero_grad(set_to_none=True)
         x.grad = h0.grad = None
+
+    def run() -> Any:
+        release()
         out, _ = rnn(x, h0)
         (out * g).sum().backward()
         return x.grad
 
+    run.release = release  # type: ignore[attr-defined]  # frees the gradients it holds
     return run
 
 
@@ -315,3 +320,158 @@ def format_table(results: Sequence[dict[str, Any]], sgemm_gflops: float | None =
     text = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     text.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming inference: one step from Python, B=1 (the real-time path).
+
+
+def step_runners(
+    B: int = 1, D: int = 32, H: int = 128, dtype: str = "float32", peers: Sequence[str] = ()
+) -> dict[str, Callable[[], Any]]:
+    """One inference step per call: rnnfast ``RNN.step``, a NumPy one-liner, torch RNNCell.
+
+    ``peers`` limits the set (default: all available among rnnfast, numpy, torch).
+    """
+    from rnnfast.nn import RNN
+
+    rnn = RNN(D, H, dtype=dtype, seed=0)
+    sd = rnn.state_dict()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((B, D)).astype(dtype)
+    h = rng.standard_normal((1, B, H)).astype(dtype)
+    w_ih, w_hh, b_ih, b_hh = (
+        sd[f"{n}_l0"] for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    )
+    h2 = h[0]
+    runners: dict[str, Callable[[], Any]] = {
+        "rnnfast": lambda: rnn.step(x, h),
+        "numpy": lambda: np.tanh(x @ w_ih.T + b_ih + h2 @ w_hh.T + b_hh),
+    }
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        cell = torch.nn.RNNCell(D, H, dtype=getattr(torch, dtype))
+        cell.load_state_dict({k: torch.from_numpy(sd[f"{k}_l0"]) for k in cell.state_dict()})
+        tx, th = torch.from_numpy(x), torch.from_numpy(h2)
+
+        def torch_step() -> Any:
+            with torch.no_grad():
+                return cell(tx, th)
+
+        runners["torch"] = torch_step
+    return {k: v for k, v in runners.items() if not peers or k in peers}
+
+
+def time_per_call(fn: Callable[[], Any], calls: int = 2000, repeats: int = 15) -> float:
+    """Median over ``repeats`` of the mean time of one call in a batch of ``calls``, in us."""
+    fn()
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        samples.append((time.perf_counter() - t0) / calls)
+    return statistics.median(samples) * 1e6
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference-only forward: the output sequence, nothing kept for a backward pass.
+
+
+def forward_runners(case: Case, peers: Sequence[str] = ()) -> dict[str, Callable[[], Any]]:
+    """Forward only: rnnfast.rnn_forward, and torch.nn.RNN under torch.no_grad()."""
+    p = make_problem(case)
+    b = p["b_ih"] + p["b_hh"]
+    runners: dict[str, Callable[[], Any]] = {
+        "rnnfast": lambda: functional.rnn_forward(
+            p["x"], p["h0"], p["w_ih"], p["w_hh"], b, backend="cython"
+        ),
+    }
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        rnn = torch.nn.RNN(case.D, case.H, dtype=getattr(torch, case.dtype))
+        with torch.no_grad():
+            for name in ("w_ih", "w_hh", "b_ih", "b_hh"):
+                attr = name.replace("w_", "weight_").replace("b_", "bias_") + "_l0"
+                getattr(rnn, attr).copy_(torch.from_numpy(p[name]))
+        x, h0 = torch.from_numpy(p["x"]), torch.from_numpy(p["h0"])[None]
+
+        def torch_forward() -> Any:
+            with torch.no_grad():
+                return rnn(x, h0)
+
+        runners["torch"] = torch_forward
+    return {k: v for k, v in runners.items() if not peers or k in peers}
+
+
+def time_median(fn: Callable[[], Any], repeats: int = 11) -> float:
+    """Median wall time of ``fn()`` in ms, after one warm-up call."""
+    fn()
+    return statistics.median(_timed(fn) for _ in range(repeats)) * 1e3
+
+
+# ---------------------------------------------------------------------------------------------
+# Peak memory of forward + backward, beyond inputs, weights, outputs and gradients.
+
+
+def _peak_extra_memory_child(case: Case, peer: str) -> None:
+    """Run in a fresh process: print the peak extra bytes of one forward + backward."""
+    import json
+    import re
+
+    def rss(field: str) -> int:
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(rf"{field}:\s+(\d+) kB", status).group(1)) * 1024
+
+    fn = make_runner(peer, case)
+    fn()  # load everything, warm allocators
+    getattr(fn, "release", lambda: None)()  # a peer holding its last gradients lets go
+    Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current RSS
+    before = rss("VmRSS")
+    grads = fn()
+    peak = rss("VmHWM")
+    # What the caller keeps: the states h (forward output) and all gradients.
+    item = np.dtype(case.dtype).itemsize
+    kept_bytes = item * (
+        case.T * case.B * case.H  # h
+        + case.T * case.B * case.D  # dx
+        + case.B * case.H  # dh0
+        + case.H * (case.D + case.H + 1)  # dw_ih, dw_hh, db
+    )
+    del grads
+    print(
+        json.dumps(
+            {
+                "peak_extra_bytes": peak - before - kept_bytes,
+                "tbh_bytes": item * case.T * case.B * case.H,
+            }
+        )
+    )
+
+
+def peak_extra_memory(case: Case, peer: str) -> dict[str, int]:
+    """Peak memory of one forward + backward beyond inputs, weights, outputs and gradients.
+
+    Measured in a fresh process from the resident-set high-water mark (Linux), for any peer;
+    ``tbh_bytes`` is the size of one (T, B, H) buffer, for scale.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from rnnfast.benchmarks import Case, _peak_extra_memory_child;"
+        f"_peak_extra_memory_child(Case{(case.T, case.B, case.D, case.H, case.dtype)!r}, "
+        f"{peer!r})"
+    )
+    # A fixed mmap threshold: every large array is its own mapping, returned to the system when
+    # freed, so the resident set follows what is alive (glibc otherwise raises the threshold
+    # after the first free and keeps freed memory resident).
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
