@@ -283,9 +283,7 @@ def _plain_step_args(
     if type(x) is not np.ndarray or x.ndim != 2 or x.dtype != dtype or x.shape[1] != input_size:
         return False
     return h is None or (
-        type(h) is np.ndarray
-        and h.dtype == dtype
-        and h.shape == (layers, x.shape[0], hidden_size)
+        type(h) is np.ndarray and h.dtype == dtype and h.shape == (layers, x.shape[0], hidden_size)
     )
 
 
