@@ -1,0 +1,142 @@
+"""Write bench/RESULTS.md: every measurement of the performance issue, from one run.
+
+    python bench/make_results.py [--out bench/RESULTS.md] [--repeats N]
+
+Needs the peers installed for their columns (pip install torch==2.13.0 jax jaxlib). Run it
+on a quiet machine: the tables report medians and ratios measured in this same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import rnnfast
+from rnnfast import benchmarks
+from rnnfast.benchmarks import Case
+
+
+def grid_section(dtype: str, repeats: int | None) -> tuple[str, list[dict]]:
+    cases = [Case(c.T, c.B, c.D, c.H, dtype) for c in benchmarks.ISSUE_GRID]
+    roof = benchmarks.sgemm_gflops(dtype)
+    results = benchmarks.run(cases, repeats=repeats, min_time=1.0)
+    head = f"### Forward + BPTT, {dtype} (BLAS GEMM rate measured in this run: {roof:.0f} GFLOP/s)"
+    return f"{head}\n\n```\n{benchmarks.format_table(results, roof)}\n```\n", results
+
+
+def step_section() -> str:
+    lines = ["| peer | us per call | rnnfast speed-up |", "|---|---|---|"]
+    times = {k: benchmarks.time_per_call(f) for k, f in benchmarks.step_runners().items()}
+    for peer, us in times.items():
+        lines.append(f"| {peer} | {us:.2f} | {us / times['rnnfast']:.1f}x |")
+    return (
+        "### Streaming step (B=1, D=32, H=128, float32, one call from Python)\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
+def inference_section(training: list[dict]) -> str:
+    lines = [
+        "| T,B,D,H | rnnfast forward ms | torch no_grad ms | x vs torch | rnnfast fwd+bwd ms |",
+        "|---|---|---|---|---|",
+    ]
+    train_ms = {
+        (r["T"], r["B"], r["D"], r["H"]): r["median_ms"] for r in training if r["peer"] == "rnnfast"
+    }
+    for case in benchmarks.ISSUE_GRID:
+        runners = benchmarks.forward_runners(case)
+        ms = {peer: benchmarks.time_median(fn, repeats=21) for peer, fn in runners.items()}
+        torch_ms = ms.get("torch")
+        ratio = "-" if torch_ms is None else f"{torch_ms / ms['rnnfast']:.2f}"
+        lines.append(
+            f"| {case.label} | {ms['rnnfast']:.3f} | "
+            f"{'-' if torch_ms is None else f'{torch_ms:.3f}'} | {ratio} | "
+            f"{train_ms.get((case.T, case.B, case.D, case.H), float('nan')):.3f} |"
+        )
+    return "### Inference-only forward (float32)\n\n" + "\n".join(lines) + "\n"
+
+
+def memory_section() -> str:
+    lines = ["| T,B,D,H | " + " | ".join(benchmarks.available_peers()) + " |"]
+    lines.append("|---" * (1 + len(benchmarks.available_peers())) + "|")
+    for case in benchmarks.ISSUE_GRID[3:]:
+        cells = []
+        for peer in benchmarks.available_peers():
+            m = benchmarks.peak_extra_memory(case, peer)
+            extra = m["peak_extra_bytes"]
+            cells.append(f"{extra / 2**20:.1f} MiB ({extra / m['tbh_bytes']:.2f})")
+        lines.append(f"| {case.label} | " + " | ".join(cells) + " |")
+    return (
+        "### Peak extra memory of forward + backward (float32)\n\n"
+        "Beyond inputs, weights, outputs and gradients; in parentheses, in units of one "
+        "(T, B, H) buffer.\n\n" + "\n".join(lines) + "\n"
+    )
+
+
+def threads_section() -> str:
+    lines = ["| T,B,D,H | peer | 1 thread ms | 2 threads ms | speed-up |", "|---|---|---|---|---|"]
+    peers = [p for p in ("rnnfast", "torch") if p in benchmarks.available_peers()]
+    for case in benchmarks.ISSUE_GRID[4:]:
+        for peer in peers:
+            fn = benchmarks.make_runner(peer, case)
+            ms = {}
+            for n in (1, 2):
+                if peer == "torch":
+                    import torch
+
+                    torch.set_num_threads(n)
+                else:
+                    rnnfast.set_num_threads(n)
+                ms[n] = statistics.median(benchmarks.time_median(fn, repeats=7) for _ in range(3))
+            lines.append(
+                f"| {case.label} | {peer} | {ms[1]:.1f} | {ms[2]:.1f} | {ms[1] / ms[2]:.2f}x |"
+            )
+    rnnfast.set_num_threads(2)
+    return "### Two threads against one (float32)\n\n" + "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
+    parser.add_argument("--repeats", type=int, default=None)
+    args = parser.parse_args()
+
+    from rnnfast import _kernels
+
+    sections = [
+        "# rnnfast benchmark results\n",
+        f"- Command: `python {' '.join(sys.argv)}`",
+        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- Machine: {benchmarks.machine()}; rnnfast SIMD level {_kernels.simd_level()}; "
+        f"threads {rnnfast.get_num_threads()}",
+        f"- Peers: {', '.join(benchmarks.available_peers())}"
+        + "".join(
+            f"; {m} {__import__(m).__version__}"
+            for m in ("torch", "jax")
+            if m in benchmarks.available_peers()
+        ),
+        "- Times are medians of repeats interleaved across peers; `x vs P` is P's time over "
+        "rnnfast's (above 1: rnnfast is faster). FLOPs counted as 6*T*B*H*(D+H).\n",
+    ]
+    grid32, train32 = grid_section("float32", args.repeats)
+    print(grid32, flush=True)
+    grid64, _ = grid_section("float64", args.repeats)
+    print(grid64, flush=True)
+    sections += [grid32, grid64]
+    for make in (step_section, lambda: inference_section(train32), memory_section, threads_section):
+        text = make()
+        print(text, flush=True)
+        sections.append(text)
+    Path(args.out).write_text("\n".join(sections))
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

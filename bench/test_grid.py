@@ -1,0 +1,43 @@
+"""Forward + BPTT of one tanh layer over the grid, every peer, float32 and float64."""
+
+import pytest
+
+from rnnfast import benchmarks
+
+PEERS = benchmarks.available_peers()
+CASES = [
+    benchmarks.Case(c.T, c.B, c.D, c.H, dtype)
+    for dtype in ("float32", "float64")
+    for c in benchmarks.ISSUE_GRID
+]
+
+
+@pytest.mark.parametrize("peer", benchmarks.PEERS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.label}-{c.dtype}")
+def test_forward_backward(benchmark, case, peer):
+    if peer not in PEERS:
+        pytest.skip(f"{peer} is not installed")
+    if peer == "reference" and case.flops > 1e10:
+        pytest.skip("the per-step reference takes seconds here; it is timed on the smaller rows")
+    benchmark.group = f"forward+backward {case.label} {case.dtype}"
+    benchmark.extra_info["gflop"] = case.flops / 1e9
+    benchmark(benchmarks.make_runner(peer, case))
+
+
+@pytest.mark.parametrize("peer", ["rnnfast", "numpy", "torch"])
+def test_streaming_step(benchmark, peer):
+    runners = benchmarks.step_runners(B=1, D=32, H=128)
+    if peer not in runners:
+        pytest.skip(f"{peer} is not installed")
+    benchmark.group = "streaming step B=1 D=32 H=128"
+    benchmark(runners[peer])
+
+
+@pytest.mark.parametrize("peer", ["rnnfast", "torch"])
+@pytest.mark.parametrize("case", benchmarks.ISSUE_GRID[3:], ids=lambda c: c.label)
+def test_inference_forward(benchmark, case, peer):
+    runners = benchmarks.forward_runners(case)
+    if peer not in runners:
+        pytest.skip(f"{peer} is not installed")
+    benchmark.group = f"inference forward {case.label}"
+    benchmark(runners[peer])
