@@ -33,11 +33,14 @@ cdef extern from "_simd.h" nogil:
         void (*bias_act_f64)(double*, const double*, Py_ssize_t, Py_ssize_t, int) noexcept nogil
         void (*mul_act_grad_f32)(float*, const float*, Py_ssize_t, int) noexcept nogil
         void (*mul_act_grad_f64)(double*, const double*, Py_ssize_t, int) noexcept nogil
-        # out (rows, n) += a (rows, k) @ m (k, n), m zero-padded to ldm columns
-        void (*small_addmm_f32)(float*, const float*, const float*, Py_ssize_t, Py_ssize_t,
-                                Py_ssize_t, Py_ssize_t, float*) noexcept nogil
-        void (*small_addmm_f64)(double*, const double*, const double*, Py_ssize_t, Py_ssize_t,
-                                Py_ssize_t, Py_ssize_t, double*) noexcept nogil
+        # out (rows, n) += a (rows, k) @ m (k, n), m rows of stride ldm, its last k_tail rows
+        # zero-padded to whole vectors in tail (see _simd_impl.h)
+        void (*small_addmm_f32)(float*, const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                const float*, Py_ssize_t, const float*, Py_ssize_t,
+                                float*) noexcept nogil
+        void (*small_addmm_f64)(double*, const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                const double*, Py_ssize_t, const double*, Py_ssize_t,
+                                double*) noexcept nogil
         # out (rows, n) += a (rows, k) @ w.T, w (n, k) row-major
         void (*dot_addmm_f32)(float*, const float*, const float*, Py_ssize_t, Py_ssize_t,
                               Py_ssize_t) noexcept nogil
@@ -169,26 +172,28 @@ cdef int _activation_code(str nonlinearity) except -1:
 
 
 cdef struct StepProduct:
-    # How to add a (B, H) @ op(w_hh) in a time step: BLAS, or the small product over a
-    # zero-padded (H, ldm) copy of op(w_hh) laid out (in, out), with a staging buffer.
+    # How a time step adds (B, H) @ op(w_hh): BLAS GEMM, or the register-blocked small product
+    # of _simd_impl.h on op(w_hh) laid out (in, out) (forward: a transposed copy of w_hh;
+    # backward: w_hh itself), with its last rows zero-padded (`tail`) and a staging buffer.
     bint use_blas
-    Py_ssize_t ldm
-    const void* padded
+    const void* tail
+    Py_ssize_t tail_rows
     void* stage
 
 
 cdef inline void _add_matmul(floating* out, const floating* a, const floating* w,
                              BLAS_Trans trans_w, StepProduct* how,
                              Py_ssize_t rows, Py_ssize_t h) noexcept nogil:
-    """out (rows, h) += a (rows, h) @ op(w), op(w) being (h, h)."""
+    """out (rows, h) += a (rows, h) @ op(w), op(w) being (h, h); for the small product, ``w``
+    must already be op(w) laid out (in, out)."""
     if how.use_blas:
         gemm(NoTrans, trans_w, rows, h, h, <floating>1, a, h, w, h, <floating>1, out, h)
     elif floating is float:
-        rnnfast_simd.small_addmm_f32(out, a, <const float*>how.padded, rows, h, h, how.ldm,
-                                     <float*>how.stage)
+        rnnfast_simd.small_addmm_f32(out, a, rows, h, h, w, h, <const float*>how.tail,
+                                     how.tail_rows, <float*>how.stage)
     else:
-        rnnfast_simd.small_addmm_f64(out, a, <const double*>how.padded, rows, h, h, how.ldm,
-                                     <double*>how.stage)
+        rnnfast_simd.small_addmm_f64(out, a, rows, h, h, w, h, <const double*>how.tail,
+                                     how.tail_rows, <double*>how.stage)
 
 
 cdef inline void _bias_act_rows(floating* a, const floating* b, Py_ssize_t rows, Py_ssize_t h,
@@ -219,22 +224,25 @@ cdef inline void _mul_act_grad(floating* g, const floating* h, Py_ssize_t n,
         rnnfast_simd.mul_act_grad_f64(g, h, n, act)
 
 
-cdef StepProduct _step_product(const floating[:, ::1] padded, floating[::1] stage):
+cdef StepProduct _step_product(const floating[:, ::1] tail, floating[::1] stage):
     cdef StepProduct how
-    how.use_blas = padded is None
-    how.ldm = 0 if padded is None else padded.shape[1]
-    how.padded = NULL if padded is None else &padded[0, 0]
-    how.stage = NULL if padded is None else &stage[0]
+    how.use_blas = stage is None
+    how.tail_rows = 0 if tail is None else tail.shape[0]
+    how.tail = NULL if how.tail_rows == 0 else &tail[0, 0]
+    how.stage = NULL if stage is None else &stage[0]
     return how
 
 
 cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                    const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
                    const floating[::1] b, floating[:, :, ::1] h,
-                   const floating[:, ::1] padded, floating[::1] stage, int act) noexcept:
+                   const floating[:, ::1] w_hh_t, const floating[:, ::1] tail,
+                   floating[::1] stage, int act) noexcept:
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_ih.shape[0]
     cdef Py_ssize_t step = B * H, t
-    cdef StepProduct how = _step_product(padded, stage)
+    cdef StepProduct how = _step_product(tail, stage)
+    # BLAS takes w_hh with a transpose flag; the small product wants w_hh.T laid out.
+    cdef const floating* w_op = &w_hh[0, 0] if how.use_blas else &w_hh_t[0, 0]
     cdef const floating* h0_ptr = NULL if h0 is None else &h0[0, 0]
     cdef const floating* b_ptr = &b[0]
     cdef floating* out = &h[0, 0, 0]
@@ -250,7 +258,7 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
             h_t = out + t * step
             h_prev = h0_ptr if t == 0 else h_t - step
             if h_prev != NULL:  # a None h0 is zeros: nothing to add at t = 0
-                _add_matmul(h_t, h_prev, &w_hh[0, 0], Trans, &how, B, H)
+                _add_matmul(h_t, h_prev, w_op, Trans, &how, B, H)
             _bias_act(h_t, b_ptr, B, H, act)
         _serial_blas_end(saved)
 
@@ -260,10 +268,10 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                     const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
                     floating[:, :, ::1] da, floating[:, :, ::1] dx, floating[:, ::1] dh0,
                     floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db,
-                    const floating[:, ::1] padded, floating[::1] stage, int act) noexcept:
+                    const floating[:, ::1] tail, floating[::1] stage, int act) noexcept:
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_ih.shape[0]
     cdef Py_ssize_t step = B * H, t, r, i
-    cdef StepProduct how = _step_product(padded, stage)
+    cdef StepProduct how = _step_product(tail, stage)
     cdef const floating* h0_ptr = NULL if h0 is None else &h0[0, 0]
     cdef const floating* w_hh_ptr = &w_hh[0, 0]
     cdef floating* da_ptr = &da[0, 0, 0]
@@ -307,34 +315,42 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
 
 
 def _small_step_operands(w_in_out, Py_ssize_t B):
-    """(padded op(w_hh), stage) for the small product, or (None, None) to use BLAS.
+    """(tail, stage) for the small product of a time step, or (None, None) to use BLAS.
 
-    ``w_in_out`` is op(w_hh) as (in, out): w_hh.T forward, w_hh backward.
+    ``w_in_out`` is op(w_hh) laid out (in, out); ``tail`` its last rows zero-padded to whole
+    vectors, as many as the whole-vector reads would otherwise run past its end (often one).
     """
-    cdef Py_ssize_t H = w_in_out.shape[0]
-    cdef Py_ssize_t vector_len = rnnfast_simd.vector_bytes // w_in_out.dtype.itemsize
+    w_hh = w_in_out
+    cdef Py_ssize_t H = w_hh.shape[0]
+    cdef Py_ssize_t vector_len = rnnfast_simd.vector_bytes // w_hh.dtype.itemsize
     cdef Py_ssize_t vectors = (H + vector_len - 1) // vector_len
+    cdef Py_ssize_t padded_len = vectors * vector_len, overrun = padded_len - H
     cdef bint fits = vectors <= rnnfast_simd.max_vectors
     cdef bint faster = B == 1 or (B <= SMALL_MAX_BATCH and vectors <= SMALL_MAX_VECTORS_BATCHED)
     if _small_step_mode == 1 or not fits or (_small_step_mode == 0 and not faster):
         return None, None
-    padded = np.zeros((H, vectors * vector_len), dtype=w_in_out.dtype)
-    padded[:, :H] = w_in_out
-    return padded, np.zeros(4 * vectors * vector_len, dtype=w_in_out.dtype)  # 4-row blocks
+    cdef Py_ssize_t tail_rows = min(H, (overrun + H - 1) // H)
+    tail = np.zeros((tail_rows, padded_len), dtype=w_hh.dtype)
+    tail[:, :H] = w_hh[H - tail_rows:]
+    return tail, np.empty(4 * padded_len, dtype=w_hh.dtype)  # up to 4-row blocks
 
 
 def rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity):
     """Compiled forward pass; see rnnfast.functional.rnn_forward for the contract."""
     cdef int act = _activation_code(nonlinearity)
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], H = w_ih.shape[0]
-    padded, stage = _small_step_operands(w_hh.T, B)
+    # The small product runs on op(w_hh) = w_hh.T laid out: one small copy per call.
+    w_hh_t = np.ascontiguousarray(w_hh.T)
+    tail, stage = _small_step_operands(w_hh_t, B)
+    if stage is None:
+        w_hh_t = None
     if b is None:
         b = np.zeros(H, dtype=x.dtype)  # adding zeros keeps one loop per activation
     h = np.empty((T, B, H), dtype=x.dtype)
     if x.dtype == np.float32:
-        _forward[float](x, h0, w_ih, w_hh, b, h, padded, stage, act)
+        _forward[float](x, h0, w_ih, w_hh, b, h, w_hh_t, tail, stage, act)
     else:
-        _forward[double](x, h0, w_ih, w_hh, b, h, padded, stage, act)
+        _forward[double](x, h0, w_ih, w_hh, b, h, w_hh_t, tail, stage, act)
     return h
 
 
@@ -342,7 +358,7 @@ def rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity):
     """Compiled BPTT; returns (dx, dh0, dw_ih, dw_hh, db). See rnnfast.functional.rnn_backward."""
     cdef int act = _activation_code(nonlinearity)
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_ih.shape[0]
-    padded, stage = _small_step_operands(w_hh, B)
+    tail, stage = _small_step_operands(w_hh, B)
     dtype = x.dtype
     da = np.empty((T, B, H), dtype=dtype)  # the one (T, B, H) workspace
     dx = np.empty((T, B, D), dtype=dtype)
@@ -352,10 +368,10 @@ def rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity):
     db = np.empty(H, dtype=dtype)
     if dtype == np.float32:
         _backward[float](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db,
-                         padded, stage, act)
+                         tail, stage, act)
     else:
         _backward[double](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db,
-                          padded, stage, act)
+                          tail, stage, act)
     return dx, dh0, dw_ih, dw_hh, db
 
 

@@ -55,10 +55,12 @@ typedef struct {
     void (*bias_act_f64)(double *, const double *, ptrdiff_t, ptrdiff_t, int);
     void (*mul_act_grad_f32)(float *, const float *, ptrdiff_t, int);
     void (*mul_act_grad_f64)(double *, const double *, ptrdiff_t, int);
-    void (*small_addmm_f32)(float *, const float *, const float *, ptrdiff_t, ptrdiff_t,
-                            ptrdiff_t, ptrdiff_t, float *);
-    void (*small_addmm_f64)(double *, const double *, const double *, ptrdiff_t, ptrdiff_t,
-                            ptrdiff_t, ptrdiff_t, double *);
+    /* out (rows, n) += a (rows, k) @ m (k, n): m rows of stride ldm, its last k_tail rows
+     * zero-padded to whole vectors in `tail`; see _simd_impl.h */
+    void (*small_addmm_f32)(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                            const float *, ptrdiff_t, const float *, ptrdiff_t, float *);
+    void (*small_addmm_f64)(double *, const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                            const double *, ptrdiff_t, const double *, ptrdiff_t, double *);
     void (*dot_addmm_f32)(float *, const float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
     void (*dot_addmm_f64)(double *, const double *, const double *, ptrdiff_t, ptrdiff_t,
                           ptrdiff_t);

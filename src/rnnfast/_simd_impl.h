@@ -126,9 +126,14 @@ RF_ELEMENTWISE(double, f64)
 
 /* ---- small matrix product: out (rows, n) += a (rows, k) @ m (k, n) --------------------------
  * For the per-step recurrent product at small sizes, where a BLAS call costs more than its
- * arithmetic. m is zero-padded to ldm = NV * (vector length) columns, so each output row is
- * NV whole vectors, held in registers for the whole k loop; RB rows share each load of m.
- * Register budget: RB * NV accumulators + RB broadcasts + 1 load <= the register file.
+ * arithmetic. Each output row is NV = ceil(n / VL) whole vectors held in registers for the
+ * whole k loop (through `stage`, lds = NV * VL elements a row, so the lanes past n never touch
+ * `out`); RB rows share each load of m. Register budget: RB * NV accumulators + RB broadcasts
+ * + 1 load <= the register file.
+ * m is used in place, rows of stride ldm, whole vectors read from each: past a row's end they
+ * read the next row's first elements, which only feed the discarded lanes. The last
+ * `k_tail` rows, where such a read would run past the end of m, come zero-padded in `tail`
+ * (stride lds) instead.
  */
 #if RF_VBYTES == 64
 #define RF_RB(NV) ((NV) <= 5 ? 4 : (NV) <= 8 ? 3 : (NV) <= 12 ? 2 : 1) /* 32 registers */
@@ -138,45 +143,52 @@ RF_ELEMENTWISE(double, f64)
 
 #define RF_BLOCK(T, SFX, VT, NV, RB, TAG)                                                        \
     static inline __attribute__((always_inline)) void RF(block_##SFX##_##NV##_##TAG)(          \
-        T *stage, const T *a, ptrdiff_t lda, const T *m, ptrdiff_t k, ptrdiff_t ldm)             \
+        T *stage, ptrdiff_t lds, const T *a, ptrdiff_t lda, const T *m, ptrdiff_t ldm,           \
+        ptrdiff_t k_direct, const T *tail, ptrdiff_t k_tail)                                     \
     {                                                                                            \
         enum { VL = RF_VBYTES / sizeof(T) };                                                     \
         VT acc[RB][NV];                                                                          \
         _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                                    \
             _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++)                                \
-                acc[r][v] = *(const VT *)(stage + r * ldm + v * VL);                             \
-        for (ptrdiff_t j = 0; j < k; j++) {                                                      \
-            const T *mr = m + j * ldm;                                                           \
-            T aj[RB];                                                                            \
-            _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++) aj[r] = a[r * lda + j];        \
-            _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) {                              \
-                VT w = *(const VT *)(mr + v * VL);                                               \
-                _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++) acc[r][v] += aj[r] * w;    \
+                acc[r][v] = *(const VT *)(stage + r * lds + v * VL);                             \
+        for (int part = 0; part < 2; part++) {                                                   \
+            const T *rows_of_m = part == 0 ? m : tail;                                           \
+            const ptrdiff_t stride = part == 0 ? ldm : lds, j0 = part == 0 ? 0 : k_direct;       \
+            const ptrdiff_t count = part == 0 ? k_direct : k_tail;                               \
+            for (ptrdiff_t j = 0; j < count; j++) {                                              \
+                const T *mr = rows_of_m + j * stride;                                            \
+                T aj[RB];                                                                        \
+                _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++) aj[r] = a[r * lda + j0 + j]; \
+                _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) {                          \
+                    VT w = *(const VT *)(mr + v * VL);                                           \
+                    _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++) acc[r][v] += aj[r] * w; \
+                }                                                                                \
             }                                                                                    \
         }                                                                                        \
         _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                                    \
             _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++)                                \
-                *(VT *)(stage + r * ldm + v * VL) = acc[r][v];                                   \
+                *(VT *)(stage + r * lds + v * VL) = acc[r][v];                                   \
     }
 
-/* Rows in blocks of RF_RB(NV), the rest one by one; each block goes through `stage`
- * (RB_max * ldm elements) so the padded columns never touch `out`. */
+/* Rows in blocks of RF_RB(NV), the rest one by one; `stage` holds RB_max rows of lds. */
 #define RF_ROWS(T, SFX, NV)                                                                      \
     RF_BLOCK(T, SFX, RF(vec_##SFX), NV, RF_RB(NV), wide)                                         \
     RF_BLOCK(T, SFX, RF(vec_##SFX), NV, 1, one)                                                  \
-    static void RF(rows_##SFX##_##NV)(T *out, const T *a, const T *m, ptrdiff_t rows,           \
-                                      ptrdiff_t k, ptrdiff_t n, ptrdiff_t ldm, T *stage)         \
+    static void RF(rows_##SFX##_##NV)(T *out, const T *a, ptrdiff_t rows, ptrdiff_t k,          \
+                                      ptrdiff_t n, const T *m, ptrdiff_t ldm, const T *tail,     \
+                                      ptrdiff_t k_tail, T *stage)                                \
     {                                                                                            \
-        enum { RB = RF_RB(NV) };                                                                 \
+        enum { RB = RF_RB(NV), LDS = NV * (RF_VBYTES / sizeof(T)) };                             \
+        const ptrdiff_t k_direct = k - k_tail;                                                   \
         ptrdiff_t r = 0;                                                                         \
         for (; r + RB <= rows; r += RB) {                                                        \
-            for (int i = 0; i < RB; i++) memcpy(stage + i * ldm, out + (r + i) * n, n * sizeof(T)); \
-            RF(block_##SFX##_##NV##_wide)(stage, a + r * k, k, m, k, ldm);                       \
-            for (int i = 0; i < RB; i++) memcpy(out + (r + i) * n, stage + i * ldm, n * sizeof(T)); \
+            for (int i = 0; i < RB; i++) memcpy(stage + i * LDS, out + (r + i) * n, n * sizeof(T)); \
+            RF(block_##SFX##_##NV##_wide)(stage, LDS, a + r * k, k, m, ldm, k_direct, tail, k_tail); \
+            for (int i = 0; i < RB; i++) memcpy(out + (r + i) * n, stage + i * LDS, n * sizeof(T)); \
         }                                                                                        \
         for (; r < rows; r++) {                                                                  \
             memcpy(stage, out + r * n, n * sizeof(T));                                           \
-            RF(block_##SFX##_##NV##_one)(stage, a + r * k, k, m, k, ldm);                        \
+            RF(block_##SFX##_##NV##_one)(stage, LDS, a + r * k, k, m, ldm, k_direct, tail, k_tail); \
             memcpy(out + r * n, stage, n * sizeof(T));                                           \
         }                                                                                        \
     }
@@ -206,14 +218,16 @@ RF_ROWS(double, f64, 13) RF_ROWS(double, f64, 14) RF_ROWS(double, f64, 15) RF_RO
 #endif
 
 #define RF_CASE(SFX, NV)                                                                         \
-    case NV: RF(rows_##SFX##_##NV)(out, a, m, rows, k, n, ldm, stage); return;
+    case NV: RF(rows_##SFX##_##NV)(out, a, rows, k, n, m, ldm, tail, k_tail, stage); return;
 
 #define RF_SMALL_ADDMM(T, SFX)                                                                   \
-    /* Returns without work when ldm is not a whole number (1..RF_NV_MAX) of vectors. */         \
-    static void RF(small_addmm_##SFX)(T *out, const T *a, const T *m, ptrdiff_t rows,           \
-                                      ptrdiff_t k, ptrdiff_t n, ptrdiff_t ldm, T *stage)         \
+    /* Does nothing when n needs more than RF_NV_MAX vectors (callers check the limit). */     \
+    static void RF(small_addmm_##SFX)(T *out, const T *a, ptrdiff_t rows, ptrdiff_t k,          \
+                                      ptrdiff_t n, const T *m, ptrdiff_t ldm, const T *tail,     \
+                                      ptrdiff_t k_tail, T *stage)                                \
     {                                                                                            \
-        switch (ldm / (RF_VBYTES / (ptrdiff_t)sizeof(T))) {                                      \
+        const ptrdiff_t vl = RF_VBYTES / (ptrdiff_t)sizeof(T);                                   \
+        switch ((n + vl - 1) / vl) {                                                             \
             RF_CASE(SFX, 1) RF_CASE(SFX, 2) RF_CASE(SFX, 3) RF_CASE(SFX, 4)                      \
             RF_CASE(SFX, 5) RF_CASE(SFX, 6) RF_CASE(SFX, 7) RF_CASE(SFX, 8)                      \
             RF_CASE(SFX, 9) RF_CASE(SFX, 10) RF_CASE(SFX, 11) RF_CASE(SFX, 12)                   \

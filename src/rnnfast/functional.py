@@ -56,6 +56,7 @@ HAVE_COMPILED: bool = _kernels is not None
 BACKENDS = ("auto", "cython", "numpy")
 NONLINEARITIES = ("tanh", "relu")
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_FLOAT32, _FLOAT64 = FLOAT_DTYPES
 
 _warned_fallback = False
 
@@ -114,6 +115,10 @@ def _check_nonlinearity(nonlinearity: str) -> None:
 
 def _as_array(name: str, value: Any, dtype: np.dtype | None) -> np.ndarray:
     """``value`` as an ndarray of a native float dtype: ``dtype``, or float32/64 if None."""
+    if type(value) is np.ndarray:  # the common case, decided without conversions
+        dt = value.dtype
+        if (dt == _FLOAT64 or dt == _FLOAT32) if dtype is None else dt == dtype:
+            return value
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
     if isinstance(value, np.ma.MaskedArray):
@@ -143,6 +148,12 @@ def _as_array(name: str, value: Any, dtype: np.dtype | None) -> np.ndarray:
 
 def _check_shape(name: str, arr: np.ndarray, labels: Sequence[str], sizes: dict[str, int]) -> None:
     """Check ``arr.shape`` against the named dimensions, learning unknown ones from it."""
+    if arr.ndim == len(labels):  # the common case: no message to build
+        for label, actual in zip(labels, arr.shape, strict=True):
+            if sizes.setdefault(label, actual) != actual:
+                break
+        else:
+            return
     expected_text = "(" + ", ".join(labels) + ("," if len(labels) == 1 else "") + ")"
     if arr.ndim != len(labels):
         raise ValueError(
@@ -161,12 +172,17 @@ def _check_shape(name: str, arr: np.ndarray, labels: Sequence[str], sizes: dict[
 
 def _kernel_ready(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """C-contiguous, aligned, native-endian: copies only when ``arr`` is not already."""
+    flags = arr.flags
+    if flags.c_contiguous and flags.aligned and arr.dtype == dtype:
+        return arr
     return np.require(arr, dtype=dtype, requirements=("C", "A"))
 
 
 def _check_blas_sizes(sizes: dict[str, int]) -> None:
     """Refuse sizes whose GEMM operands would overflow the BLAS integer."""
     rows = sizes["T"] * sizes["B"]
+    if max(rows, sizes["H"]) * max(sizes["D"], sizes["H"]) <= BLAS_INT_MAX:
+        return
     for label, count in (
         ("T * B * D (the input x)", rows * sizes["D"]),
         ("T * B * H (the states h)", rows * sizes["H"]),
