@@ -1,5 +1,6 @@
 """rnnfast: a fast, correct plain (Elman) RNN and backpropagation through time on the CPU."""
 
+from rnnfast import datasets, diagnostics
 from rnnfast.functional import HAVE_COMPILED, RNNGrads, rnn_backward, rnn_forward
 from rnnfast.losses import mse, softmax_cross_entropy
 from rnnfast.models import CharRNN, SequenceRegressor
@@ -25,6 +26,8 @@ __all__ = [
     "__version__",
     "clip_grad_norm",
     "clip_grad_value",
+    "datasets",
+    "diagnostics",
     "get_num_threads",
     "mse",
     "one_hot",
