@@ -336,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         nargs="+",
         default=None,
-        help="spectral radii of the recurrent weights (default: 0.5 1.0 1.5)",
+        help="spectral radii of the recurrent weights (default: 0.5 1.0 2.0)",
     )
     p.add_argument(
         "--input-scale",
@@ -1083,7 +1083,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
             rows = diagnostics.scale_sweep(
                 hidden=hidden,
                 seq_len=args.seq_len,
-                scales=args.scale or (0.5, 1.0, 1.5),
+                scales=args.scale or (0.5, 1.0, 2.0),
                 nonlinearities=(args.nonlinearity,) if args.nonlinearity else ("tanh", "relu"),
                 batch=args.batch,
                 input_scale=input_scale,
@@ -1116,6 +1116,12 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     print(
         f"\nflat units: saturated tanh (|h| > {diagnostics.SATURATION_THRESHOLD}) or inactive "
         "ReLU (h <= 0) states, through which no gradient passes."
+        + (
+            " ReLU passes gradients through its active units only, about half of them, so its "
+            "gradients hold steady near a spectral radius of sqrt(2) rather than 1."
+            if any(r.nonlinearity == "relu" for r in rows)
+            else ""
+        )
     )
     _write_json(
         out / "gradient_norms.json",

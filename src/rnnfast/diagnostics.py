@@ -18,7 +18,7 @@ activation (saturated tanh units, inactive ReLU units).
 
 Example:
     >>> from rnnfast import diagnostics
-    >>> rows = diagnostics.scale_sweep(hidden=64, seq_len=100, scales=(0.5, 1.0, 1.5))
+    >>> rows = diagnostics.scale_sweep(hidden=64, seq_len=100, scales=(0.5, 1.0, 2.0))
     >>> [(r.label, round(r.decay_rate, 2)) for r in rows]  # doctest: +SKIP
 """
 
@@ -241,7 +241,7 @@ def _diagnosis(label: str, nonlinearity: str, w_hh: np.ndarray, norms: GradientN
 def scale_sweep(
     hidden: int = 64,
     seq_len: int = 100,
-    scales: Iterable[float] = (0.5, 1.0, 1.5),
+    scales: Iterable[float] = (0.5, 1.0, 2.0),
     nonlinearities: Iterable[str] = ("tanh", "relu"),
     batch: int = 16,
     input_scale: float = 0.1,
@@ -257,8 +257,9 @@ def scale_sweep(
     ``input_scale``; no bias. A weak drive (the default) shows the linear picture: the
     gradient shrinks or grows by about the spectral radius per step. A strong drive pushes tanh
     units into saturation, where gradients vanish whatever the radius. ReLU (positively
-    homogeneous, no bias) does not depend on it. Computed in float64, so that an exploding
-    curve can grow far without overflowing.
+    homogeneous, no bias) does not depend on it; as it passes gradients through only the
+    active units, about half of them, its critical radius is nearer sqrt(2) than 1. Computed
+    in float64, so that an exploding curve can grow far without overflowing.
 
     Returns:
         One :class:`Diagnosis` per (nonlinearity, scale), in that order.
