@@ -1,0 +1,498 @@
+"""The ``rnnfast`` command line, end to end: every command in a subprocess with small settings
+(files written, loss falling, output well formed, exit codes), Ctrl-C, and the bad-argument
+cases (one line on stderr, status 2, no traceback)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rnnfast
+from rnnfast import benchmarks, cli, datasets
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+COMMANDS = ("train", "sample", "demo", "bench", "diagnose")
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -m rnnfast ARGS`` in a subprocess (the environment, RNNFAST_BACKEND included,
+    is inherited)."""
+    return subprocess.run(
+        [sys.executable, "-m", "rnnfast", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def assert_ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr
+
+
+def assert_png(path: Path) -> None:
+    assert path.is_file(), f"{path} was not written"
+    assert path.read_bytes().startswith(PNG_MAGIC)
+
+
+def strict_json(path: Path):
+    """JSON as the standard has it: NaN and Infinity are refused."""
+
+    def refuse(name: str):
+        raise AssertionError(f"{path} holds {name}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+
+
+def test_python_m_rnnfast_lists_every_command(tmp_path):
+    proc = run_cli("--help", cwd=tmp_path)
+    assert_ok(proc)
+    for command in COMMANDS:
+        assert re.search(rf"^\s+{command}\s+\S", proc.stdout, re.M), command
+
+
+def test_console_script_is_installed(tmp_path):
+    script = Path(sys.executable).with_name("rnnfast")
+    assert script.is_file(), "the `rnnfast` console script is not installed beside python"
+    proc = subprocess.run(
+        [str(script), "--version"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert_ok(proc)
+    assert proc.stdout.strip() == f"rnnfast {rnnfast.__version__}"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    assert cli.main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: rnnfast {command}")
+    assert "--threads" in out or command == "bench"
+
+
+# --------------------------------------------------------------------------------------------
+# train and sample
+
+
+TRAIN_ARGS = ("--steps", "80", "--hidden", "32", "--bptt", "25", "--batch", "16")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """One small `rnnfast train` run on the embedded corpus, shared by the tests below."""
+    out = tmp_path_factory.mktemp("train")
+    proc = run_cli("train", *TRAIN_ARGS, "--sample-every", "40", "--out", str(out), cwd=out)
+    assert_ok(proc)
+    return proc, out
+
+
+def test_train_writes_model_plot_and_history(trained):
+    _, out = trained
+    model = rnnfast.CharRNN.load(out / "model.npz")
+    assert model.vocab == datasets.corpus().vocab
+    assert model.rnn.hidden_size == 32
+    assert_png(out / "loss.png")
+    history = strict_json(out / "train.json")
+    assert history["steps"] == 80 and not history["interrupted"]
+    assert history["data"] == "the embedded corpus"
+    assert history["uniform_loss"] == pytest.approx(math.log(len(model.vocab)))
+    losses = history["losses"]
+    assert len(losses) == 80
+    first, last = np.mean(losses[:10]), np.mean(losses[-10:])
+    assert last < first - 0.5, "the loss did not fall"
+    assert last < history["uniform_loss"] - 0.5, "no better than a uniform guess"
+    assert [s for s, _ in history["held_out_losses"]] == [40, 80]
+    assert all(loss < history["uniform_loss"] for _, loss in history["held_out_losses"])
+
+
+def test_train_prints_progress_samples_and_summary(trained):
+    proc, out = trained
+    assert proc.stdout.startswith("Training a 1-layer CharRNN (hidden 32")
+    assert "--- step 40: smoothed loss" in proc.stdout
+    assert "--- sample after 80 steps" in proc.stdout
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert summary.startswith("Trained for 80 steps")
+    assert "held-out text" in summary and str(out / "model.npz") in summary
+    assert summary == strict_json(out / "train.json")["summary"]
+    bar = proc.stderr.replace("\r", "\n")
+    assert re.search(r"train: 100%.*80/80.*loss \d\.\d{3}, smoothed \d\.\d{3}, \S+ chars/s", bar)
+
+
+def test_train_on_a_file(tmp_path):
+    text = "the cat sat on the mat. the dog sat on the log. " * 60
+    data = tmp_path / "tiny.txt"
+    data.write_text(text, encoding="utf-8")
+    proc = run_cli(
+        "train", "--data", str(data), "--steps", "60", "--hidden", "16", "--bptt", "20",
+        "--batch", "8", "--optimizer", "adagrad", "--clip", "0", "--val-fraction", "0",
+        "--sample-every", "0", "--seed", "3", "--out", "run", cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(proc)
+    model = rnnfast.CharRNN.load(tmp_path / "run" / "model.npz")
+    assert model.vocab == "".join(sorted(set(text)))
+    history = strict_json(tmp_path / "run" / "train.json")
+    assert history["held_out"] == 0 and history["held_out_losses"] == []
+    assert history["config"]["optimizer"] == "adagrad" and history["config"]["clip"] == 0
+    assert np.mean(history["losses"][-10:]) < np.mean(history["losses"][:10]) - 0.5
+    assert "--- step" not in proc.stdout  # --sample-every 0: only the final sample
+
+
+def test_ctrl_c_stops_training_and_saves(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnfast", "train", "--steps", "1000000", "--hidden", "16",
+         "--bptt", "20", "--batch", "8", "--sample-every", "1", "--out", str(out)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline().startswith("Training")
+        assert proc.stdout.readline().startswith("--- step 1:")  # a step has been trained
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "Ctrl-C: stopping after this step" in stderr
+    history = strict_json(out / "train.json")
+    assert history["interrupted"]
+    assert 1 <= history["steps"] < 1000000
+    assert len(history["losses"]) == history["steps"]
+    assert f"Stopped by Ctrl-C after {history['steps']} of 1000000 steps" in stdout
+    model = rnnfast.CharRNN.load(out / "model.npz")
+    assert model.rnn.hidden_size == 16
+
+
+def test_sample_matches_the_library(trained, tmp_path):
+    _, out = trained
+    model_file = str(out / "model.npz")
+    args = ("sample", "--model", model_file, "--prefix", "The ", "--length", "120")
+    first = run_cli(*args, "--seed", "3", cwd=tmp_path)
+    assert_ok(first)
+    expected = rnnfast.CharRNN.load(model_file).sample("The ", 120, temperature=0.8, seed=3)
+    assert first.stdout.rstrip("\n") == ("The " + expected).rstrip("\n")
+    assert run_cli(*args, "--seed", "3", cwd=tmp_path).stdout == first.stdout
+    greedy = run_cli(*args, "--temperature", "0", cwd=tmp_path)
+    assert_ok(greedy)
+    assert greedy.stdout.startswith("The ")
+    assert greedy.stdout == run_cli(*args, "--temperature", "0", cwd=tmp_path).stdout
+
+
+def test_sample_default_prefix_starts_a_line(trained, capsys):
+    _, out = trained
+    code = cli.main(["sample", "--model", str(out / "model.npz"), "--length", "50", "--seed", "1"])
+    assert code == 0
+    expected = rnnfast.CharRNN.load(out / "model.npz").sample("\n", 50, temperature=0.8, seed=1)
+    assert capsys.readouterr().out.rstrip("\n") == expected.rstrip("\n")
+
+
+# --------------------------------------------------------------------------------------------
+# demo
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path_factory.mktemp("demo")
+    proc = run_cli("demo", "--out", str(out), cwd=out)
+    assert_ok(proc)
+    return proc, out
+
+
+def test_demo_completes_the_alphabet_both_ways(demo):
+    proc, _ = demo
+    lines = re.findall(r"^   ([A-Z](?:, [A-Z])+)\s+-> (.*?)\s{3}(\S.*)$", proc.stdout, re.M)
+    prompts = {prompt.replace(", ", "") for prompt, _, _ in lines}
+    assert {"ABCDEF", "ZYXWV"} <= prompts and len(lines) >= 6
+    for prompt, completion, verdict in lines:
+        letters = prompt.replace(", ", "")
+        forward = letters[1] > letters[0]
+        alphabet = datasets.ALPHABET if forward else datasets.ALPHABET[::-1]
+        expected = alphabet[alphabet.index(letters[-1]) + 1 :]
+        assert completion.replace(", ", "") == expected, prompt
+        assert verdict == "correct"
+    assert re.search(
+        r"Accuracy over all 48 two-letter prompts: 100\.0% of \d+ letters right \(forward: "
+        r"24/24 completions exact, backward: 24/24\)",
+        proc.stdout,
+    )
+
+
+def test_demo_alphabet_model_is_right_on_every_prompt(demo):
+    """Graded again here, independently of the demo's own grading."""
+    _, out = demo
+    model = rnnfast.CharRNN.load(out / "alphabet.npz")
+    for q in datasets.alphabet_prompts(2) + datasets.alphabet_prompts(5):
+        assert model.sample(q.prompt, len(q.answer), temperature=0) == q.answer, q
+
+
+def test_demo_series_beats_the_naive_forecast(demo):
+    proc, out = demo
+    rnn = float(re.search(r"^\s+RNN\s+(\d+\.\d+)$", proc.stdout, re.M).group(1))
+    naive = float(re.search(r"^\s+naive \(last value\)\s+(\d+\.\d+)$", proc.stdout, re.M).group(1))
+    assert rnn < 0.8 * naive
+    series = datasets.synthetic_series(4000, seed=0)
+    t = np.arange(3199, 3999)
+    assert naive == pytest.approx(np.sqrt(np.mean((series[t] - series[t + 1]) ** 2)), abs=1e-3)
+    model = rnnfast.SequenceRegressor.load(out / "series.npz")
+    pred = model.predict(series)
+    assert rnn == pytest.approx(np.sqrt(np.mean((pred[t] - series[t + 1]) ** 2)), abs=1e-3)
+    for name in ("alphabet_loss.png", "series.png"):
+        assert_png(out / name)
+
+
+# --------------------------------------------------------------------------------------------
+# diagnose
+
+
+def parse_diagnose_table(stdout: str) -> list[dict]:
+    rows = re.findall(
+        r"^(tanh|relu)\s+(scale \S+|layer \d+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)%\s+(\S.*)$",
+        stdout,
+        re.M,
+    )
+    keys = ("nonlinearity", "label", "radius", "factor", "norm", "flat", "verdict")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def test_diagnose_random_weights(tmp_path):
+    proc = run_cli(
+        "diagnose", "--hidden", "32", "--seq-len", "40", "--batch", "4", "--out", "d",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(proc)
+    rows = parse_diagnose_table(proc.stdout)
+    assert [(r["nonlinearity"], r["label"]) for r in rows] == [
+        (nl, f"scale {s}") for nl in ("tanh", "relu") for s in ("0.5", "1", "2")
+    ]
+    factor = {(r["nonlinearity"], r["label"]): float(r["factor"]) for r in rows}
+    assert factor["tanh", "scale 0.5"] < factor["tanh", "scale 1"] < 1 < factor["tanh", "scale 2"]
+    assert factor["relu", "scale 2"] > 1
+    for r in rows:
+        assert float(r["radius"]) == pytest.approx(float(r["label"].split()[1]), abs=1e-3)
+        expected = "vanishing" if float(r["factor"]) < 1 else "exploding"
+        assert r["verdict"].startswith(expected)
+    data = strict_json(tmp_path / "d" / "gradient_norms.json")
+    assert len(data["curves"]) == 6
+    for curve, row in zip(data["curves"], rows, strict=True):
+        assert len(curve["norms"]) == 41 and curve["norms"][0] == pytest.approx(1.0)
+        assert curve["decay_rate"] == pytest.approx(float(row["factor"]), rel=1e-3)
+    assert_png(tmp_path / "d" / "gradient_norms.png")
+
+
+def test_diagnose_a_trained_model(trained, tmp_path):
+    _, out = trained
+    proc = run_cli(
+        "diagnose", "--model", str(out / "model.npz"), "--seq-len", "30", "--batch", "3",
+        "--out", "d", cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(proc)
+    (row,) = parse_diagnose_table(proc.stdout)
+    assert row["label"] == "layer 0" and row["nonlinearity"] == "tanh"
+    w_hh = rnnfast.CharRNN.load(out / "model.npz").rnn.parameters()["weight_hh_l0"]
+    radius = rnnfast.diagnostics.spectral_radius(w_hh)
+    assert float(row["radius"]) == pytest.approx(radius, abs=1e-3)
+    assert_png(tmp_path / "d" / "gradient_norms.png")
+
+
+def test_plots_are_skipped_with_one_notice_without_matplotlib(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    args = ["diagnose", "--hidden", "8", "--seq-len", "10", "--batch", "2", "--out", str(tmp_path)]
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("note: matplotlib is not installed")
+    assert "pip install 'rnnfast[plot]'" in err[0]
+    assert (tmp_path / "gradient_norms.json").is_file()
+    assert not (tmp_path / "gradient_norms.png").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# bench
+
+
+def test_bench_end_to_end(tmp_path):
+    peers = [p for p in ("rnnfast", "numpy") if p in benchmarks.available_peers()]
+    proc = run_cli(
+        "bench", "--sizes", "5,2,3,4", "6,1,2,3", "--peers", *peers, "--repeats", "3",
+        "--json", "bench.json", "--plot", "bench.png", cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(proc)
+    assert "5,2,3,4" in proc.stdout and "6,1,2,3" in proc.stdout
+    assert "$ rnnfast bench --sizes 5,2,3,4 6,1,2,3" in proc.stdout
+    data = strict_json(tmp_path / "bench.json")
+    assert set(data) == {"date", "machine", "command", "sgemm_gflops", "results"}
+    assert data["command"].startswith("rnnfast bench --sizes")
+    assert data["sgemm_gflops"] > 0
+    assert len(data["results"]) == 2 * len(peers)
+    for r in data["results"]:
+        assert {"T", "B", "D", "H", "dtype", "peer", "median_ms", "gflops"} <= set(r)
+        assert r["median_ms"] > 0 and r["dtype"] == "float32" and r["peer"] in peers
+    assert_png(tmp_path / "bench.png")
+
+
+@pytest.fixture
+def fake_bench(monkeypatch):
+    """benchmarks.run and sgemm_gflops replaced by instant fakes that record their calls."""
+    calls: list[dict] = []
+
+    def run(cases, peers=None, repeats=None, min_time=0.2, progress=None):
+        calls.append({"cases": list(cases), "peers": peers, "repeats": repeats})
+        peers = peers or ["rnnfast", "numpy"]
+        results = []
+        for i, case in enumerate(cases):
+            for j, peer in enumerate(peers):
+                ms = 1.0 + j
+                results.append(
+                    {**vars(case), "peer": peer, "median_ms": ms, "gflops": case.flops / ms / 1e6}
+                )
+            if progress:
+                progress(i + 1, len(cases))
+        return results
+
+    monkeypatch.setattr(benchmarks, "run", run)
+    monkeypatch.setattr(benchmarks, "sgemm_gflops", lambda dtype="float32": 100.0)
+    monkeypatch.setattr(benchmarks, "available_peers", lambda: ["rnnfast", "numpy"])
+    return calls
+
+
+def test_bench_grids_and_options(fake_bench, tmp_path, capsys):
+    assert cli.main(["bench", "--quick", "--dtype", "float64"]) == 0
+    (call,) = fake_bench
+    assert [(c.T, c.B, c.D, c.H) for c in call["cases"]] == [
+        (c.T, c.B, c.D, c.H) for c in benchmarks.QUICK_GRID
+    ]
+    assert {c.dtype for c in call["cases"]} == {"float64"}
+    assert call["peers"] is None and call["repeats"] is None
+    out = capsys.readouterr().out
+    assert "x vs numpy" in out and "float64" in out
+
+    assert cli.main(["bench", "--peers", "numpy", "--repeats", "4", "--json", "b.json"]) == 0
+    call = fake_bench[-1]
+    assert len(call["cases"]) == len(benchmarks.ISSUE_GRID)
+    assert call["peers"] == ["numpy"] and call["repeats"] == 4
+
+    json_path = tmp_path / "r.json"
+    assert cli.main(["bench", "--sizes", "3,2,1,4", "--json", str(json_path)]) == 0
+    data = strict_json(json_path)
+    assert data["sgemm_gflops"] == 100.0
+    assert [(r["T"], r["B"], r["D"], r["H"]) for r in data["results"]] == [(3, 2, 1, 4)] * 2
+
+
+def test_bench_refuses_peers_not_installed(fake_bench, capsys):
+    assert cli.main(["bench", "--quick", "--peers", "rnnfast", "jax"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["rnnfast bench: error: --peers: jax not installed here (available: "
+                   "rnnfast, numpy)"]  # fmt: skip
+    assert fake_bench == []  # nothing was timed
+
+
+# --------------------------------------------------------------------------------------------
+# Bad arguments: one line on stderr, exit status 2, no traceback
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("files")
+    char_model = rnnfast.CharRNN("abc\n", hidden_size=4, seed=0)
+    char_model.save(d / "char.npz")
+    reg = rnnfast.SequenceRegressor(hidden_size=4, seed=0)
+    reg.fit(np.sin(np.arange(100) * 0.3), steps=1, bptt=10, batch_size=2)
+    reg.save(d / "series.npz")
+    (d / "garbage.npz").write_bytes(b"PK\x03\x04 this is not a zip archive")
+    (d / "empty.npz").write_bytes(b"")
+    (d / "binary.txt").write_bytes(b"\xff\xfe\x00\x81 not utf-8")
+    (d / "tiny.txt").write_text("ab")
+    (d / "a_file").write_text("I am a file")
+    return {
+        "char": str(d / "char.npz"),
+        "series": str(d / "series.npz"),
+        "garbage": str(d / "garbage.npz"),
+        "empty": str(d / "empty.npz"),
+        "binary": str(d / "binary.txt"),
+        "tiny": str(d / "tiny.txt"),
+        "file": str(d / "a_file"),
+        "dir": str(d),
+        "missing": str(d / "missing.npz"),
+    }
+
+
+BAD_ARGUMENTS = {
+    "no command": ([], "required"),
+    "unknown command": (["frobnicate"], "invalid choice"),
+    "unknown option": (["train", "--bogus"], "unrecognized arguments: --bogus"),
+    "negative size": (["train", "--hidden", "-3"], "--hidden: must be >= 1, got -3"),
+    "not a number": (["train", "--steps", "many"], "--steps: expected an integer"),
+    "zero steps": (["train", "--steps", "0"], "must be >= 1"),
+    "negative lr": (["train", "--lr", "-1"], "--lr"),
+    "nan lr": (["train", "--lr", "nan"], "--lr"),
+    "bad fraction": (["train", "--val-fraction", "1.5"], "--val-fraction"),
+    "bad optimizer": (["train", "--optimizer", "rmsprop"], "--optimizer"),
+    "missing data": (["train", "--data", "{missing}"], "no such file"),
+    "data is a directory": (["train", "--data", "{dir}"], "is a directory"),
+    "data not utf-8": (["train", "--data", "{binary}"], "not UTF-8"),
+    "data too short": (["train", "--data", "{tiny}"], "needs at least 33"),
+    "out is a file": (["train", "--data", "{file}", "--batch", "2", "--out", "{file}"], "--out"),
+    "sample without model": (["sample"], "--model"),
+    "missing model": (["sample", "--model", "{missing}"], "no such file"),
+    "model is a directory": (["sample", "--model", "{dir}"], "is a directory"),
+    "garbage model": (["sample", "--model", "{garbage}"], "not a readable rnnfast model"),
+    "empty model": (["sample", "--model", "{empty}"], "--model"),
+    "text file as model": (["sample", "--model", "{tiny}"], "--model"),
+    "wrong kind of model": (["sample", "--model", "{series}"], "SequenceRegressor"),
+    "unknown prefix": (["sample", "--model", "{char}", "--prefix", "xyz€"], "'xyz€'"),
+    "empty prefix": (["sample", "--model", "{char}", "--prefix", ""], "--prefix"),
+    "negative temperature": (["sample", "--model", "{char}", "--temperature", "-1"], "--temp"),
+    "negative length": (["sample", "--model", "{char}", "--length", "-5"], "--length"),
+    "negative scale": (["diagnose", "--scale", "-1"], "--scale"),
+    "bad activation": (["diagnose", "--nonlinearity", "sigmoid"], "--nonlinearity"),
+    "garbage model to diagnose": (["diagnose", "--model", "{garbage}"], "--model"),
+    "options for random weights": (["diagnose", "--model", "{char}", "--hidden", "8"], "--hidden"),
+    "three sizes": (["bench", "--sizes", "1,2,3"], "T,B,D,H"),
+    "zero size": (["bench", "--sizes", "1,2,3,0"], "T,B,D,H"),
+    "bad dtype": (["bench", "--dtype", "float16"], "--dtype"),
+    "quick and sizes": (["bench", "--quick", "--sizes", "1,1,1,1"], "not allowed with"),
+    "unknown peer": (["bench", "--peers", "caffe"], "--peers"),
+    "json in a missing directory": (["bench", "--json", "{missing}/r.json"], "does not exist"),
+    "zero demo steps": (["demo", "--series-steps", "0"], "--series-steps"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ARGUMENTS, ids=list(BAD_ARGUMENTS))
+def test_bad_arguments_exit_2_with_one_line(case, files, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(benchmarks, "run", lambda *a, **k: pytest.fail("bench ran"))
+    argv, expected = BAD_ARGUMENTS[case]
+    argv = [a.format(**files) for a in argv]
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert re.match(r"rnnfast( \w+)?: error: ", lines[0]), lines[0]
+    assert expected.format(**files) in lines[0]
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["train", "--hidden", "-3"], ["sample", "--model", "{garbage}"], ["bench", "--nope"]],
+    ids=["negative size", "garbage model", "unknown option"],
+)
+def test_bad_arguments_in_a_real_process(argv, files, tmp_path):
+    proc = run_cli(*[a.format(**files) for a in argv], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "error:" in lines[0] and "Traceback" not in proc.stderr
