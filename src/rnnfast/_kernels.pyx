@@ -26,6 +26,7 @@ cnp.import_array()
 
 from rnnfast._blas cimport BLAS_Trans, NoTrans, Trans, gemm
 
+
 cdef extern from "_simd.h" nogil:
     ctypedef struct rnnfast_simd_t:
         const char* name
@@ -541,3 +542,63 @@ def rnn_step(x, h, tuple params, str nonlinearity):
     else:
         ok = _step_stack[double](NULL, x, h, params, act, h_new)
     return (h_new[L - 1], h_new) if ok else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain-array entry points: rnn_forward / rnn_backward for arguments that are already exactly
+# what the kernels need, checked at C level in about a microsecond. They return None for
+# anything else (a conversion, a copy, an error message or an empty size is needed), and
+# functional.py then takes its validating path; they never raise for bad arguments.
+
+cdef inline bint _shaped(object a, int typenum, Py_ssize_t d0, Py_ssize_t d1=-1,
+                         Py_ssize_t d2=-1):
+    """_ready, with the given dimensions (-1 ends the shape)."""
+    cdef int ndim = 1 if d1 < 0 else 2 if d2 < 0 else 3
+    if not _ready(a, typenum, ndim) or _dim(a, 0) != d0:
+        return False
+    return (ndim < 2 or _dim(a, 1) == d1) and (ndim < 3 or _dim(a, 2) == d2)
+
+
+cdef int _plain_sizes(object x, object h0, object w_ih, object w_hh, Py_ssize_t blas_int_max,
+                     Py_ssize_t* sizes):
+    """Check x, h0, w_ih, w_hh; fill sizes = (T, B, D, H); return the dtype's typenum or -1."""
+    cdef int typenum
+    if _ready(x, cnp.NPY_FLOAT, 3):
+        typenum = cnp.NPY_FLOAT
+    elif _ready(x, cnp.NPY_DOUBLE, 3):
+        typenum = cnp.NPY_DOUBLE
+    else:
+        return -1
+    if not _ready(w_ih, typenum, 2):
+        return -1
+    cdef Py_ssize_t T = _dim(x, 0), B = _dim(x, 1), D = _dim(x, 2), H = _dim(w_ih, 0)
+    if T == 0 or B == 0 or D == 0 or H == 0 or _dim(w_ih, 1) != D:
+        return -1
+    if not _shaped(w_hh, typenum, H, H) or not (h0 is None or _shaped(h0, typenum, B, H)):
+        return -1
+    # The BLAS integer limit (functional._check_blas_sizes words the error).
+    if max(T * B, H) * max(D, H) > blas_int_max:
+        return -1
+    sizes[0], sizes[1], sizes[2], sizes[3] = T, B, D, H
+    return typenum
+
+
+def rnn_forward_plain(x, h0, w_ih, w_hh, b, nonlinearity, Py_ssize_t blas_int_max):
+    """rnn_forward if every argument is plain (see above), else None."""
+    cdef Py_ssize_t sizes[4]
+    cdef int typenum = _plain_sizes(x, h0, w_ih, w_hh, blas_int_max, sizes)
+    if typenum < 0 or not (b is None or _shaped(b, typenum, sizes[3])):
+        return None
+    return rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity)
+
+
+def rnn_backward_plain(dh, x, h0, h, w_ih, w_hh, nonlinearity, Py_ssize_t blas_int_max):
+    """rnn_backward if every argument is plain (see above), else None."""
+    cdef Py_ssize_t sizes[4]
+    cdef int typenum = _plain_sizes(x, h0, w_ih, w_hh, blas_int_max, sizes)
+    if typenum < 0:
+        return None
+    if not (_shaped(h, typenum, sizes[0], sizes[1], sizes[3])
+            and _shaped(dh, typenum, sizes[0], sizes[1], sizes[3])):
+        return None
+    return rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity)

@@ -222,6 +222,16 @@ def _check_all_finite(arrays: dict[str, np.ndarray | None]) -> None:
             )
 
 
+def _plain_path(nonlinearity: str, backend: str, check_finite: Any) -> bool:
+    """Whether to try the kernels' plain-array entry points (which check the arrays in C and
+    decline anything needing conversion or an error message). The options are checked here
+    first, in _prepare's order, so errors are the same either way."""
+    if check_finite is not False:
+        return False  # _prepare checks the flag and the finiteness
+    _check_nonlinearity(nonlinearity)
+    return _resolve_backend(backend)[1] is _kernels
+
+
 def _prepare(
     named: dict[str, Any],
     layout: dict[str, tuple[str, ...]],
@@ -314,6 +324,10 @@ def rnn_forward(
             size beyond the BLAS integer, or (``check_finite=True``) a NaN or Inf input.
         MemoryError: an output, workspace or contiguous copy cannot be allocated.
     """
+    if _plain_path(nonlinearity, backend, check_finite):
+        h = _kernels.rnn_forward_plain(x, h0, w_ih, w_hh, b, nonlinearity, BLAS_INT_MAX)
+        if h is not None:
+            return h
     arrays, _, impl = _prepare(
         {"x": x, "h0": h0, "w_ih": w_ih, "w_hh": w_hh, "b": b},
         _FORWARD_LAYOUT,
@@ -356,6 +370,10 @@ def rnn_backward(
     Raises:
         TypeError, ValueError, MemoryError: as in :func:`rnn_forward`.
     """
+    if _plain_path(nonlinearity, backend, check_finite):
+        grads = _kernels.rnn_backward_plain(dh, x, h0, h, w_ih, w_hh, nonlinearity, BLAS_INT_MAX)
+        if grads is not None:
+            return RNNGrads(*grads)
     arrays, _, impl = _prepare(
         {"dh": dh, "x": x, "h0": h0, "h": h, "w_ih": w_ih, "w_hh": w_hh},
         _BACKWARD_LAYOUT,
