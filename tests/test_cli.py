@@ -368,7 +368,8 @@ def fake_bench(monkeypatch):
     return calls
 
 
-def test_bench_grids_and_options(fake_bench, tmp_path, capsys):
+def test_bench_grids_and_options(fake_bench, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert cli.main(["bench", "--quick", "--dtype", "float64"]) == 0
     (call,) = fake_bench
     assert [(c.T, c.B, c.D, c.H) for c in call["cases"]] == [
@@ -383,6 +384,9 @@ def test_bench_grids_and_options(fake_bench, tmp_path, capsys):
     call = fake_bench[-1]
     assert len(call["cases"]) == len(benchmarks.ISSUE_GRID)
     assert call["peers"] == ["numpy"] and call["repeats"] == 4
+    assert strict_json(tmp_path / "b.json")["command"] == (
+        "rnnfast bench --peers numpy --repeats 4 --json b.json"
+    )
 
     json_path = tmp_path / "r.json"
     assert cli.main(["bench", "--sizes", "3,2,1,4", "--json", str(json_path)]) == 0

@@ -667,6 +667,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             line += f", held-out {val_history[-1][1]:.3f}"
         sample = model.sample(prefix, 200, temperature=0.8, seed=args.seed + progress.step)
         tqdm.write(f"{line} ---\n{prefix}{sample}\n", file=sys.stdout)
+        sys.stdout.flush()  # as it happens, also into a pipe or a log file
 
     model_path = out / "model.npz"
     start = time.perf_counter()
