@@ -713,7 +713,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     summary = f"{stopped} ({_si(chars)} characters) in {seconds:.1f} s ({_si(rate)} characters/s)."
     if losses:
         summary += (
-            f" The loss fell from {losses[0]:.2f} to {smoothed:.2f} nats per character "
+            f" The loss {'fell' if smoothed < losses[0] else 'went'} from {losses[0]:.2f} to "
+            f"{smoothed:.2f} nats per character "
             f"(smoothed), against {uniform:.2f} for a uniform guess over the {vocab_size} "
             f"characters"
             + (f"; on the held-out text it is {final_val:.2f}." if final_val is not None else ".")
@@ -1073,6 +1074,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     with threadpool_limits(args.threads):
         if args.model is not None:
             rows = diagnostics.model_diagnosis(model, _model_inputs(model, args), seed=args.seed)
+            title = f"rnnfast diagnose: {type(model).__name__} in {Path(args.model).name}"
             what = (
                 f"the {type(model).__name__} in {args.model} ({model.rnn.num_layers} "
                 f"layer{'s' if model.rnn.num_layers > 1 else ''}, hidden {model.rnn.hidden_size}, "
@@ -1089,6 +1091,9 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
                 batch=args.batch,
                 input_scale=input_scale,
                 seed=args.seed,
+            )
+            title = (
+                f"rnnfast diagnose: random weights, hidden {hidden}, input scale {input_scale:g}"
             )
             what = (
                 f"random RNNs (hidden {hidden}, input scale {input_scale:g}) whose recurrent "
@@ -1145,9 +1150,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         },
     )
     plot = out / "gradient_norms.png"
-    drawn = _save_plot(
-        plot, lambda p: diagnostics.plot_gradient_norms(rows, p, title=f"rnnfast diagnose: {what}")
-    )
+    drawn = _save_plot(plot, lambda p: diagnostics.plot_gradient_norms(rows, p, title=title))
     print(f"Wrote {out / 'gradient_norms.json'}" + (f" and {plot}" if drawn else ""))
     return EXIT_OK
 
