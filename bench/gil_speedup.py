@@ -21,6 +21,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import statistics  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -34,23 +35,30 @@ from conftest import forward_backward, make_problem  # noqa: E402
 
 
 class GilTiming(NamedTuple):
-    """Wall times in seconds, each the best (minimum) over the repeats: on a shared machine
-    the minimum is the run least disturbed by other work."""
+    """Wall times in seconds over the repeats: the best (least disturbed by other work on a
+    shared machine) and the median of each."""
 
     one_call: float
     sequential_pair: float
     threaded_pair: float
+    median_sequential_pair: float
+    median_threaded_pair: float
 
     @property
     def speedup(self) -> float:
-        """Sequential pair / threaded pair: 2.0 is perfect overlap, 1.0 none."""
+        """Best sequential pair / best threaded pair: 2.0 is perfect overlap, 1.0 none."""
         return self.sequential_pair / self.threaded_pair
+
+    @property
+    def median_speedup(self) -> float:
+        """The same ratio of the medians."""
+        return self.median_sequential_pair / self.median_threaded_pair
 
     def __str__(self) -> str:
         return (
             f"one call {self.one_call * 1e3:.1f} ms, two sequential "
             f"{self.sequential_pair * 1e3:.1f} ms, two threads {self.threaded_pair * 1e3:.1f} ms: "
-            f"speed-up {self.speedup:.2f}x"
+            f"speed-up {self.speedup:.2f}x (of the medians: {self.median_speedup:.2f}x)"
         )
 
 
@@ -91,7 +99,14 @@ def measure(
 
     once()  # warm-up: first-call allocations, BLAS thread start
     runs = [[timed(fn) for fn in (once, sequential_pair, threaded_pair)] for _ in range(repeats)]
-    return GilTiming(*(min(column) for column in zip(*runs, strict=True)))
+    one, sequential, threaded = zip(*runs, strict=True)
+    return GilTiming(
+        min(one),
+        min(sequential),
+        min(threaded),
+        statistics.median(sequential),
+        statistics.median(threaded),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
