@@ -92,6 +92,49 @@ def test_shared_read_only_weights_from_four_threads():
         np.testing.assert_array_equal(w, before)
 
 
+@pytest.mark.parametrize("B", [1, 64], ids=["gil_held", "gil_released"])
+def test_streaming_steps_on_shared_weights_from_four_threads(B):
+    """functional.rnn_step from 4 threads x 50 steps, each thread its own input and state, one
+    set of read-only weights: the same states as stepping sequentially. B = 64 makes each step
+    large enough (B * H * (D + H) multiply-adds) that the compiled step releases the GIL."""
+    D, H, L = 16, 48, 2
+    rng = np.random.default_rng(2)
+    params = tuple(
+        (
+            rng.standard_normal((H, D if k == 0 else H)) / 4,
+            rng.standard_normal((H, H)) / H,
+            rng.standard_normal(H),
+            rng.standard_normal(H),
+        )
+        for k in range(L)
+    )
+    for layer in params:
+        for w in layer:
+            w.flags.writeable = False
+
+    def stream(thread: int) -> list[np.ndarray]:
+        xs = np.random.default_rng(100 + thread).standard_normal((50, B, D))
+        h, states = None, []
+        for x in xs:
+            _, h = rnnfast.functional.rnn_step(x, h, params, backend="cython")
+            states.append(h)
+        return states
+
+    with blas_threads(1):
+        expected = [stream(t) for t in range(4)]
+        barrier = threading.Barrier(4)
+
+        def worker(thread: int) -> list[np.ndarray]:
+            barrier.wait(timeout=60)
+            return stream(thread)
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            threaded = list(pool.map(worker, range(4)))
+    for thread in range(4):
+        for step, (a, e) in enumerate(zip(threaded[thread], expected[thread], strict=True)):
+            np.testing.assert_array_equal(a, e, err_msg=f"thread {thread}, step {step}")
+
+
 @pytest.mark.skipif(
     os.environ.get("RNNFAST_TIMING_TESTS") != "1",
     reason="timing assertion: opt in with RNNFAST_TIMING_TESTS=1 on an idle machine",
