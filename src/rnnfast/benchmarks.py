@@ -273,12 +273,22 @@ def sgemm_gflops(dtype: str = "float32", n: int = 2048, repeats: int = 7) -> flo
     return 2 * n**3 / best / 1e9
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> str:
     """One line about this machine: processor, cores, Python, NumPy."""
     import os
 
     return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{_cpu_model()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, NumPy {np.__version__}"
     )
 

@@ -1,9 +1,10 @@
 """Thread control: the BLAS rnnfast's kernels call (SciPy's OpenBLAS) and their OpenMP loops.
 
 Two kinds of threads do rnnfast's work: the BLAS library behind ``scipy.linalg.cython_blas``
-(the GEMMs) and OpenMP (the bias + activation pass of large steps). ``set_num_threads(n)`` caps
-both for the whole process; the environment variables ``OPENBLAS_NUM_THREADS`` and
-``OMP_NUM_THREADS``, read at start-up, do the same from outside, and threadpoolctl works too.
+(the GEMMs) and OpenMP (the bias + activation pass of large steps); NumPy's own BLAS does the
+layers' small products (Linear, losses). ``set_num_threads(n)`` caps all of them for the whole
+process (through threadpoolctl); the environment variables ``OPENBLAS_NUM_THREADS`` and
+``OMP_NUM_THREADS``, read at start-up, do the same from outside.
 
 The kernels also decide per call: a time step too small to split well runs its recurrent GEMM
 on one thread (through OpenBLAS's thread-local setting, so other threads' BLAS calls are not
@@ -83,17 +84,18 @@ def blas_library() -> str | None:
 
 
 def get_num_threads() -> dict[str, int | None]:
-    """The thread counts in force: {"blas": ..., "openmp": ...} (None where unknown)."""
+    """The thread counts in force for rnnfast's kernels: {"blas": ..., "openmp": ...}."""
     blas = int(_blas_get()) if _blas_get is not None else None
     openmp = functional._kernels._omp_max_threads() if functional.HAVE_COMPILED else None
     return {"blas": blas, "openmp": openmp}
 
 
 def set_num_threads(n: int) -> dict[str, int | None]:
-    """Use at most ``n`` threads in BLAS and in rnnfast's OpenMP loops, process-wide.
+    """Use at most ``n`` threads in every BLAS and OpenMP pool of the process.
 
-    Returns the previous counts (as :func:`get_num_threads`), so that
-    ``set_num_threads(**...)``-style restoring is ``set_num_threads(prev["blas"])``.
+    That is SciPy's OpenBLAS (the kernels' GEMMs), NumPy's (the layers' small products) and
+    OpenMP (rnnfast's loops and any other library's). Returns the previous counts of the
+    kernels' pools, as :func:`get_num_threads`.
 
     Raises:
         TypeError, ValueError: ``n`` is not an integer >= 1.
@@ -102,10 +104,10 @@ def set_num_threads(n: int) -> dict[str, int | None]:
         raise TypeError(f"n must be an int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    import threadpoolctl
+
     previous = get_num_threads()
-    if _blas_set is not None:
-        _blas_set.argtypes = [ctypes.c_int]
-        _blas_set(n)
-    if functional.HAVE_COMPILED:
+    threadpoolctl.threadpool_limits(limits=n)
+    if functional.HAVE_COMPILED:  # in case threadpoolctl did not see this module's OpenMP
         functional._kernels._omp_set_threads(n)
     return previous
