@@ -1107,7 +1107,10 @@ def rnn_step_function_cases(draw: st.DrawFn, fault: tuple[str, str] | None = Non
         elif kind in ARRAY_FAULTS:
             k = 0 if name.startswith("params[0]") else L - 1
             w = STEP_WEIGHTS.index(name.split()[-1])
-            valid = layers[k][w] if layers[k][w] is not None else arr(H)
+            if w >= len(layers[k]):
+                continue  # the layer was shortened by an earlier fault
+            shape = [(H, D if k == 0 else H), (H, H), (H,), (H,)][w]
+            valid = arr(*shape)  # fresh: the slot may hold an earlier fault already
             layers[k][w], note = break_array(draw, kind, valid, value_seed)
             notes.append(note)
         elif kind == "option":
@@ -1127,7 +1130,7 @@ def rnn_step_function_cases(draw: st.DrawFn, fault: tuple[str, str] | None = Non
             params = draw(st.sampled_from([None, 3, "params", object(), (None,), ((),)]))
         elif name == "mixed_dtype_layer":
             other = FLOATS[1] if dtype == FLOATS[0] else FLOATS[0]
-            layers[-1] = [None if a is None else a.astype(other) for a in layers[-1]]
+            layers[-1] = [a.astype(other) if isinstance(a, np.ndarray) else a for a in layers[-1]]
         else:  # h_layers: h for a different number of layers
             h = arr(L + 1, B, H)
     if params is None:
