@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import faulthandler
+import functools
 import inspect
 import json
 import pickle
@@ -1158,9 +1159,9 @@ def rnn_step_function_cases(draw: st.DrawFn, fault: tuple[str, str] | None = Non
 
 
 # ---------------------------------------------------------------------------------------------
-# Model files: CharRNN.load on damaged, tampered and foreign files. The outcome must be a
-# ValueError or a model; loading must never unpickle (a pickled payload records it if it ever
-# runs).
+# Model files: CharRNN.load and SequenceRegressor.load on damaged, tampered and foreign files.
+# The outcome must be a ValueError or a model; loading must never unpickle (a pickled payload
+# records it if it ever runs).
 
 UNPICKLED: list[str] = []
 
@@ -1176,15 +1177,23 @@ MODEL_FILE_DIR = Path(tempfile.mkdtemp(prefix="rnnfast-fuzz-"))
 atexit.register(shutil.rmtree, MODEL_FILE_DIR, True)
 
 
-def model_file_entries() -> dict[str, np.ndarray]:
-    """The entries of a small saved CharRNN (made once per process)."""
-    if not hasattr(model_file_entries, "cache"):
-        path = MODEL_FILE_DIR / "good.npz"
-        rnnfast.CharRNN("abc\n", hidden_size=4, num_layers=2, seed=0).save(path)
-        with np.load(path, allow_pickle=False) as f:
-            model_file_entries.cache = {k: f[k] for k in f.files}
-        model_file_entries.raw = path.read_bytes()
-    return model_file_entries.cache
+def make_model(kind: str) -> Any:
+    """A small model of ``kind``, "CharRNN" or "SequenceRegressor" (with a normalization, as
+    after fitting)."""
+    if kind == "CharRNN":
+        return rnnfast.CharRNN("abc\n", hidden_size=4, num_layers=2, seed=0)
+    model = rnnfast.SequenceRegressor(2, hidden_size=4, seed=0)
+    model.mean, model.std = np.zeros(2), np.ones(2)
+    return model
+
+
+@functools.cache
+def model_file(kind: str) -> tuple[dict[str, np.ndarray], bytes]:
+    """The entries and the bytes of a saved model of ``kind`` (made once per process)."""
+    path = MODEL_FILE_DIR / f"good-{kind}.npz"
+    make_model(kind).save(path)
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}, path.read_bytes()
 
 
 MODEL_FILE_DAMAGE = ("truncate", "flip_bytes", "append", "empty", "random_bytes", "pickle_file")
@@ -1208,11 +1217,13 @@ MODEL_FILE_TARGETS = [
 
 @st.composite
 def model_file_cases(draw: st.DrawFn, fault: tuple[str, str] | None = None) -> Case:
-    """CharRNN.load(path) of a saved model with damage or tampering (or none)."""
-    entries = dict(model_file_entries())
-    raw = model_file_entries.raw
+    """CharRNN.load or SequenceRegressor.load of a saved model, damaged or tampered (or not)."""
+    kind = draw(st.sampled_from(["CharRNN", "SequenceRegressor"]))
+    loader = getattr(rnnfast, kind).load
+    entries, raw = model_file(kind)
+    entries = dict(entries)
     faults = draw_faults(draw, MODEL_FILE_TARGETS, fault)
-    notes = ["CharRNN.load"]
+    notes = [f"{kind}.load"]
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     weight = draw(st.sampled_from(sorted(k for k in entries if k.startswith("param/"))))
     data: bytes | None = None
@@ -1266,7 +1277,7 @@ def model_file_cases(draw: st.DrawFn, fault: tuple[str, str] | None = None) -> C
 
     def call() -> tuple[np.ndarray, ...]:
         try:
-            model = rnnfast.CharRNN.load(path)
+            model = loader(path)
         finally:
             path.unlink()
         return tuple(model.state_dict().values())
@@ -1322,7 +1333,7 @@ ENTRY_POINTS: dict[str, EntryPoint] = {
     "RNNCell": EntryPoint(rnn_cell_cases, tuple(RNN_CELL_TARGETS), ci_cases=200),
     "losses": EntryPoint(loss_cases, tuple(LOSS_TARGETS), ci_cases=300),
     "optimizers": EntryPoint(optimizer_cases, tuple(OPTIMIZER_TARGETS), ci_cases=200),
-    "CharRNN.load": EntryPoint(model_file_cases, tuple(MODEL_FILE_TARGETS), ci_cases=200),
+    "model files": EntryPoint(model_file_cases, tuple(MODEL_FILE_TARGETS), ci_cases=200),
 }
 """Every fuzzed entry point. CI runs each one's ``ci_cases``; their sum is at least 2,000."""
 
