@@ -30,7 +30,9 @@ scratch="${RNNFAST_SANITIZE_DIR:-$(mktemp -d)}"
 if [[ -z "${RNNFAST_SANITIZE_DIR:-}" ]]; then
     trap 'rm -rf "$scratch"' EXIT
 fi
-deps=(numpy scipy "Cython>=3.0.10" setuptools wheel pytest hypothesis threadpoolctl)
+# The build requirements (the build runs without isolation, to take CFLAGS and the debug
+# switch); the test requirements come from the project's own [test] extra.
+deps=(numpy scipy "Cython>=3.0.10" setuptools wheel)
 
 # make_env NAME: a venv at $scratch/NAME with the build and test dependencies, and a copy of
 # the working tree at $scratch/NAME-src.
@@ -52,7 +54,7 @@ run_debug() {
     echo "== debug build (RNNFAST_DEBUG=1) and the whole test suite"
     make_env debug
     (cd "$scratch/debug-src" && RNNFAST_DEBUG=1 "$scratch/debug/bin/python" -m pip install -q \
-        --no-build-isolation .)
+        --no-build-isolation ".[test]")
     (cd "$scratch/debug-src" && "$scratch/debug/bin/python" -m pytest -q -p no:cacheprovider)
 }
 
@@ -64,7 +66,7 @@ run_asan() {
     (cd "$scratch/asan-src" \
         && CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g" \
             LDFLAGS="-fsanitize=address" \
-            "$scratch/asan/bin/python" -m pip install -q --no-build-isolation .)
+            "$scratch/asan/bin/python" -m pip install -q --no-build-isolation ".[test]")
     (cd "$scratch/asan-src" \
         && LD_PRELOAD="$libasan" PYTHONMALLOC=malloc \
             ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:allocator_may_return_null=1" \
