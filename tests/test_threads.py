@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -133,6 +135,73 @@ def test_streaming_steps_on_shared_weights_from_four_threads(B):
     for thread in range(4):
         for step, (a, e) in enumerate(zip(threaded[thread], expected[thread], strict=True)):
             np.testing.assert_array_equal(a, e, err_msg=f"thread {thread}, step {step}")
+
+
+def main_thread_progress(work: Callable[[], object]) -> int:
+    """How many times the main thread gets to run while ``work`` runs in another thread.
+
+    The switch interval is made so long that a thread holding the GIL is never made to give
+    it up, and the main thread gives it up at every iteration (``time.sleep(0)``): so the
+    main thread runs during ``work`` only while ``work`` has released the GIL. No timing.
+    """
+    started, done = threading.Event(), threading.Event()
+
+    def run() -> None:
+        started.set()
+        work()
+        done.set()
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(60.0)
+    try:
+        worker = threading.Thread(target=run)
+        worker.start()
+        started.wait()
+        progress = 0
+        while not done.is_set():
+            progress += 1
+            time.sleep(0)  # releases the GIL, so the worker can take it back at once
+        worker.join()
+    finally:
+        sys.setswitchinterval(previous)
+    return progress
+
+
+def hold_the_gil() -> None:
+    end = time.perf_counter() + 0.2
+    while time.perf_counter() < end:
+        pass
+
+
+def test_gil_probe_sees_a_thread_that_holds_the_gil():
+    """The control of the test below: pure Python work lets the main thread run 0 times."""
+    assert main_thread_progress(hold_the_gil) == 0
+
+
+@pytest.mark.parametrize("which", ["forward_backward", "rnn_step"])
+def test_kernels_release_the_gil(which):
+    """While the compiled kernels run in a worker thread, the main thread runs."""
+    if which == "forward_backward":
+        p = make_problem(np.random.default_rng(3), *LARGE["blas"], np.float64)
+
+        def work() -> None:
+            for _ in range(3):
+                forward_backward(p, "tanh", "cython")
+
+    else:
+        B, D, H = 64, 64, 256  # B * H * (D + H) multiply-adds: above the step's GIL threshold
+        rng = np.random.default_rng(4)
+        params = ((rng.standard_normal((H, D)), rng.standard_normal((H, H)) / H, None, None),)
+        x = rng.standard_normal((B, D))
+
+        def work() -> None:
+            h = None
+            for _ in range(300):
+                _, h = rnnfast.functional.rnn_step(x, h, params, backend="cython")
+
+    with blas_threads(1):
+        progress = main_thread_progress(work)
+    assert progress > 0, "the main thread never ran: the GIL was held throughout"
 
 
 @pytest.mark.skipif(
