@@ -463,7 +463,9 @@ cdef bint _step_stack(floating* dummy, object x, object h, tuple params, int act
     cdef object w_ih, w_hh, b_ih, b_hh
     # Check everything before computing anything.
     for k in range(L):
-        layer = <tuple?>params[k]
+        if type(params[k]) is not tuple:
+            return False
+        layer = <tuple>params[k]
         if len(layer) != 4:
             return False
         w_ih, w_hh, b_ih, b_hh = layer
@@ -517,7 +519,8 @@ cdef bint _step_stack(floating* dummy, object x, object h, tuple params, int act
 
 
 def rnn_step(x, h, tuple params, str nonlinearity):
-    """One step of a stack of layers: (output (B, H) = h_new[-1], h_new (L, B, H)), or None.
+    """One step of a stack of layers: (output (B, H), a copy of h_new[-1]; h_new (L, B, H)),
+    or None.
 
     x (B, D); h (L, B, H) or None for zeros; params: per layer (w_ih, w_hh, b_ih, b_hh) with
     both biases None for no bias. None means an operand is not exactly a C-contiguous array of
@@ -536,12 +539,23 @@ def rnn_step(x, h, tuple params, str nonlinearity):
     cdef Py_ssize_t B = _dim(x, 0), H = _dim(w_hh0, 0)
     if B == 0 or H == 0 or _dim(x, 1) == 0:
         return None
-    h_new = np.empty((L, B, H), dtype=x.dtype)
-    if cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_FLOAT:
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>x)
+    cdef cnp.npy_intp dims[3]
+    dims[0], dims[1], dims[2] = L, B, H
+    # C-API allocations: np.empty and a slice for the output cost half the call at B = 1.
+    h_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
+    output = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
+    if typenum == cnp.NPY_FLOAT:
         ok = _step_stack[float](NULL, x, h, params, act, h_new)
     else:
         ok = _step_stack[double](NULL, x, h, params, act, h_new)
-    return (h_new[L - 1], h_new) if ok else None
+    if not ok:
+        return None
+    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(<cnp.ndarray>x)
+    memcpy(cnp.PyArray_DATA(<cnp.ndarray>output),
+           <char*>cnp.PyArray_DATA(<cnp.ndarray>h_new) + (L - 1) * B * H * itemsize,
+           B * H * itemsize)
+    return output, h_new
 
 
 # ---------------------------------------------------------------------------------------------

@@ -76,13 +76,27 @@ class RNNGrads(NamedTuple):
     """(H,): gradient with respect to the bias (PyTorch's b_ih and b_hh each receive it)."""
 
 
+_ENV_KEY = os.environ.encodekey("RNNFAST_BACKEND") if hasattr(os.environ, "encodekey") else None
+
+
+def _environment_backend() -> str:
+    """RNNFAST_BACKEND, read at every call (programs and tests change it), but cheaply:
+    ``os.environ.get`` costs about a microsecond, a lookup in the dict behind it (which
+    os.environ keeps current) a twentieth of that, which matters to the streaming step."""
+    data = getattr(os.environ, "_data", None)
+    if _ENV_KEY is None or not isinstance(data, dict):
+        return os.environ.get("RNNFAST_BACKEND", "auto")
+    raw = data.get(_ENV_KEY)
+    return "auto" if raw is None else os.environ.decodevalue(raw)
+
+
 def _resolve_backend(backend: str) -> tuple[str, ModuleType]:
     """Turn a backend name into ("cython" | "numpy", implementing module)."""
     global _warned_fallback
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        backend = os.environ.get("RNNFAST_BACKEND", "auto").strip().lower() or "auto"
+        backend = _environment_backend().strip().lower() or "auto"
         if backend not in BACKENDS:
             raise ValueError(
                 f"environment variable RNNFAST_BACKEND must be one of {BACKENDS}, "
@@ -417,7 +431,7 @@ def rnn_step(
         nonlinearity, backend: as in :func:`rnn_forward`.
 
     Returns:
-        ``(output, h_new)``: the last layer's new state (B, H), a view of ``h_new[-1]``, and
+        ``(output, h_new)``: the last layer's new state (B, H), equal to ``h_new[-1]``, and
         the new states (L, B, H), in the dtype of ``x``.
 
     Operands that are already C-contiguous arrays of one float dtype with matching shapes go
@@ -427,7 +441,7 @@ def rnn_step(
     _check_nonlinearity(nonlinearity)
     _, impl = _resolve_backend(backend)
     layers = params if type(params) is tuple else tuple(params)
-    if impl is _kernels and all(type(layer) is tuple for layer in layers):
+    if impl is _kernels:
         result = _kernels.rnn_step(x, h, layers, nonlinearity)
         if result is not None:
             return result
@@ -478,4 +492,4 @@ def _rnn_step_checked(
             backend=backend,
         )[0]
         inp = h_new[k]
-    return h_new[-1], h_new
+    return h_new[-1].copy(), h_new

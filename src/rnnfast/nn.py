@@ -270,8 +270,10 @@ def _step_params(
     """The live (w_ih, w_hh, b_ih, b_hh) of each layer, in the form functional.rnn_step takes."""
     p = parameters
     return tuple(
-        (p[w_ih], p[w_hh], None if b_ih is None else p[b_ih], None if b_hh is None else p[b_hh])
-        for w_ih, w_hh, b_ih, b_hh in names
+        [
+            (p[w_ih], p[w_hh], None if b_ih is None else p[b_ih], None if b_hh is None else p[b_hh])
+            for w_ih, w_hh, b_ih, b_hh in names
+        ]
     )
 
 
