@@ -4,16 +4,10 @@ Environment switches:
   RNNFAST_DEBUG=1     bounds checks, wraparound and initialization checks on, -O0 -g: for debugging
                       a crash or running under a sanitizer. Slow.
   RNNFAST_NATIVE=1    add -march=native (opt-in: such a wheel only runs on CPUs like the build's).
-  RNNFAST_OPENMP=0    build without OpenMP even where the compiler has it.
 """
 
 import os
 import re
-import shutil
-import subprocess
-import sys
-import sysconfig
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +24,6 @@ def _flag(name: str, default: str = "0") -> bool:
 
 DEBUG = _flag("RNNFAST_DEBUG")
 NATIVE = _flag("RNNFAST_NATIVE")
-WANT_OPENMP = _flag("RNNFAST_OPENMP", "1")
 
 
 def scipy_blas_int() -> str:
@@ -59,26 +52,7 @@ def write_blas_int_pxi() -> None:
         target.write_text(content)
 
 
-def compiler_has_openmp() -> bool:
-    """Try to compile and link a tiny OpenMP program with the compiler Python was built with."""
-    if not WANT_OPENMP or sys.platform == "win32":
-        return False
-    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    if shutil.which(cc) is None:
-        return False
-    src = "#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
-    with tempfile.TemporaryDirectory() as tmp:
-        c_file = Path(tmp) / "t.c"
-        c_file.write_text(src)
-        result = subprocess.run(
-            [cc, "-fopenmp", str(c_file), "-o", str(Path(tmp) / "t")],
-            capture_output=True,
-        )
-    return result.returncode == 0
-
-
 write_blas_int_pxi()
-HAVE_OPENMP = compiler_has_openmp()
 
 compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
 # Neither flag changes a result: no errno from libm, and no FP-exception side effects, which
@@ -86,10 +60,8 @@ compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
 compile_args += ["-fno-math-errno", "-fno-trapping-math"]
 if NATIVE:
     compile_args.append("-march=native")
-link_args: list[str] = []
-if HAVE_OPENMP:
-    compile_args.append("-fopenmp")
-    link_args.append("-fopenmp")
+# No OpenMP: the kernels' threads are BLAS's. (An OpenMP split of the activation pass was
+# tried and measured 5x slower on two cores: its spinning workers stalled the BLAS threads.)
 
 macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 
@@ -110,7 +82,6 @@ def extension(name: str) -> Extension:
         include_dirs=[np.get_include(), "src/rnnfast"],
         define_macros=macros,
         extra_compile_args=compile_args,
-        extra_link_args=link_args,
     )
 
 

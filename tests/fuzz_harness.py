@@ -542,7 +542,7 @@ RNN_SIZE_CLASSES = (
             }
         ),
     ),
-    # B * H >= 32768: bias + activation split over OpenMP threads.
+    # B * H >= 32768: wide steps.
     (
         "parallel",
         st.fixed_dictionaries(

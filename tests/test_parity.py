@@ -1,18 +1,15 @@
 """The compiled kernels agree with the NumPy reference on the forward pass and all gradients.
 
 The kernels pick a path per call: the recurrent product of a step through BLAS or through their
-own small-product code, the bias + activation pass serial or over OpenMP threads, and (in builds
-with runtime SIMD dispatch) one of several instruction sets. The tests here reach every path,
+own small-product code, and (in builds with runtime SIMD dispatch) one of several instruction
+sets. The tests here reach every path,
 by size and by the kernels' test hooks ``_set_tuning`` and (where it exists) ``set_simd_level``.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
-from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -149,57 +146,30 @@ def test_parity_at_each_simd_level(level, size, dtype, nonlinearity):
 
 
 # ---------------------------------------------------------------------------------------------
-# Paths forced with _set_tuning, which returns the previous (step rule, parallel_min_elements).
-# Its step-rule keyword has had two forms: a multiply-add threshold, and a mode.
+# Paths forced with _set_tuning(small_step=...), which returns the previous rule.
 
-
-@dataclass(frozen=True)
-class StepRule:
-    keyword: str
-    default: Callable[[], object]
-    always_blas: object
-    always_small: object  # the small product wherever it can take the step
-
-
-STEP_RULES = [
-    StepRule("small_step_max_macs", lambda: KERNELS.SMALL_STEP_MAX_MACS, 0, 2**62),
-    StepRule("small_step", lambda: "auto", "never", "always"),
-]
-
-
-def step_rule() -> StepRule:
-    parameters = inspect.signature(KERNELS._set_tuning).parameters
-    rules = [rule for rule in STEP_RULES if rule.keyword in parameters]
-    assert rules, f"unknown step rule: _set_tuning{inspect.signature(KERNELS._set_tuning)}"
-    return rules[0]
-
-
-FORCED = {
-    "always_blas": lambda rule: {rule.keyword: rule.always_blas},
-    "always_small": lambda rule: {rule.keyword: rule.always_small},
-    "openmp": lambda rule: {"parallel_min_elements": 1},  # bias + activation over threads
-}
+FORCED = {"always_blas": "never", "always_small": "always"}
 
 
 @pytest.fixture(params=list(FORCED))
 def tuning(request):
-    previous = KERNELS._set_tuning(**FORCED[request.param](step_rule()))
+    previous = KERNELS._set_tuning(small_step=FORCED[request.param])
     try:
         yield request.param
     finally:
-        KERNELS._set_tuning(*previous)
+        KERNELS._set_tuning(small_step=previous)
 
 
 def test_set_tuning_returns_previous_values():
-    rule = step_rule()
-    defaults = (rule.default(), KERNELS.PARALLEL_MIN_ELEMENTS)
-    previous = KERNELS._set_tuning(**{rule.keyword: rule.always_small, "parallel_min_elements": 11})
+    previous = KERNELS._set_tuning(small_step="always")
     try:
-        assert tuple(previous) == defaults
-        assert tuple(KERNELS._set_tuning()) == (rule.always_small, 11)
+        assert previous == "auto"
+        assert KERNELS._set_tuning() == "always"
     finally:
-        KERNELS._set_tuning(*previous)
-    assert tuple(KERNELS._set_tuning()) == defaults
+        KERNELS._set_tuning(small_step=previous)
+    assert KERNELS._set_tuning() == "auto"
+    with pytest.raises(ValueError, match="small_step must be one of"):
+        KERNELS._set_tuning(small_step="sometimes")
 
 
 @pytest.mark.parametrize("size", [(5, 1, 3, 1), (7, 3, 5, 9), *THRESHOLD_SIZES], ids=size_id)

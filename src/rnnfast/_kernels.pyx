@@ -13,7 +13,6 @@ Backward: only the recursion da[t] = (dh[t] + da[t+1] @ w_hh) * act'(h[t]) is se
 dw_ih, dw_hh, dx are one GEMM each over all steps after it, and db one reduction.
 """
 from cython cimport floating
-from cython.parallel cimport prange
 from libc.string cimport memcpy
 
 import os
@@ -55,20 +54,6 @@ cdef extern from "_simd.h" nogil:
     int rnnfast_simd_supported(int level)
     int rnnfast_simd_select(int level)
 
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    static int rnnfast_omp_max_threads(void) { return omp_get_max_threads(); }
-    static void rnnfast_omp_set_threads(int n) { omp_set_num_threads(n); }
-    #else
-    static int rnnfast_omp_max_threads(void) { return 1; }
-    static void rnnfast_omp_set_threads(int n) { (void)n; }
-    #endif
-    """
-    int rnnfast_omp_max_threads() nogil
-    void rnnfast_omp_set_threads(int n) nogil
-
 cdef enum:
     TANH = 0
     RELU = 1
@@ -84,11 +69,6 @@ SMALL_STEP_MODES = ("auto", "never", "always")
 cdef int _small_step_mode = 0
 cdef Py_ssize_t SMALL_MAX_BATCH = 8
 cdef Py_ssize_t SMALL_MAX_VECTORS_BATCHED = 4
-
-# Steps with at least this many hidden units (B * H) split the bias + activation pass over
-# OpenMP threads; below it, waking threads costs more than the tanh evaluations.
-PARALLEL_MIN_ELEMENTS = 32768
-cdef Py_ssize_t _parallel_min_elements = PARALLEL_MIN_ELEMENTS
 
 # GEMMs with fewer multiply-adds than this run on one BLAS thread (a time step's recurrent
 # GEMMs are judged together, by B * H * H). Up to ~0.2 ms of work, a second thread saves little
@@ -106,14 +86,6 @@ def _set_blas_local_threads(size_t address):
     """Install OpenBLAS's openblas_set_num_threads_local (its address; 0 to remove)."""
     global _blas_set_threads_local
     _blas_set_threads_local = <set_threads_local_fn>address
-
-
-def _omp_max_threads():
-    return rnnfast_omp_max_threads()
-
-
-def _omp_set_threads(int n):
-    rnnfast_omp_set_threads(n)
 
 
 cdef inline int _serial_blas_begin(bint serial) noexcept nogil:
@@ -197,23 +169,16 @@ cdef inline void _add_matmul(floating* out, const floating* a, const floating* w
                                      how.tail_rows, <double*>how.stage)
 
 
-cdef inline void _bias_act_rows(floating* a, const floating* b, Py_ssize_t rows, Py_ssize_t h,
-                                int act) noexcept nogil:
+cdef inline void _bias_act(floating* a, const floating* b, Py_ssize_t rows, Py_ssize_t h,
+                           int act) noexcept nogil:
+    """a = act(a + b) in place, for rows x h.
+
+    On one thread: splitting it over OpenMP threads (tried) stalled the BLAS threads of the
+    next step's GEMM behind OpenMP's spinning workers, 5x slower on two cores."""
     if floating is float:
         rnnfast_simd.bias_act_f32(a, b, rows, h, act)
     else:
         rnnfast_simd.bias_act_f64(a, b, rows, h, act)
-
-
-cdef void _bias_act(floating* a, const floating* b, Py_ssize_t rows, Py_ssize_t h,
-                    int act) noexcept nogil:
-    """a = act(a + b) in place; large steps spread rows over OpenMP threads."""
-    cdef Py_ssize_t r
-    if rows > 1 and rows * h >= _parallel_min_elements:
-        for r in prange(rows, schedule="static"):
-            _bias_act_rows(a + r * h, b, 1, h, act)
-    else:
-        _bias_act_rows(a, b, rows, h, act)
 
 
 cdef inline void _mul_act_grad(floating* g, const floating* h, Py_ssize_t n,
@@ -376,21 +341,18 @@ def rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity):
     return dx, dh0, dw_ih, dw_hh, db
 
 
-def _set_tuning(small_step=None, parallel_min_elements=None):
-    """Override the size rules (for tests and tuning); returns the previous pair.
+def _set_tuning(small_step=None):
+    """Override the small-step rule (for tests and tuning); returns the previous one.
 
     ``small_step``: "auto" (the measured rule), "never" (every recurrent product to BLAS) or
-    "always" (the small product whenever H fits it). ``parallel_min_elements=1`` splits every
-    bias + activation pass over OpenMP threads.
+    "always" (the small product whenever H fits it).
     """
-    global _small_step_mode, _parallel_min_elements
-    previous = (SMALL_STEP_MODES[_small_step_mode], _parallel_min_elements)
+    global _small_step_mode
+    previous = SMALL_STEP_MODES[_small_step_mode]
     if small_step is not None:
         if small_step not in SMALL_STEP_MODES:
             raise ValueError(f"small_step must be one of {SMALL_STEP_MODES}, got {small_step!r}")
         _small_step_mode = SMALL_STEP_MODES.index(small_step)
-    if parallel_min_elements is not None:
-        _parallel_min_elements = parallel_min_elements
     return previous
 
 
@@ -450,7 +412,7 @@ cdef void _step_layer(floating* out, const floating* inp, const floating* h_prev
         if h_prev != NULL:
             _bulk_gemm(NoTrans, Trans, B, H, H, <floating>1, h_prev, H, w_hh, H, <floating>1,
                        out, H)
-    _bias_act_rows(out, b_ih, B, H, act)
+    _bias_act(out, b_ih, B, H, act)
 
 
 cdef bint _step_stack(floating* dummy, object x, object h, tuple params, int act,

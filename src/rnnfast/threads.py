@@ -1,10 +1,9 @@
-"""Thread control: the BLAS rnnfast's kernels call (SciPy's OpenBLAS) and their OpenMP loops.
+"""Thread control: the BLAS threads that do rnnfast's work.
 
-Two kinds of threads do rnnfast's work: the BLAS library behind ``scipy.linalg.cython_blas``
-(the GEMMs) and OpenMP (the bias + activation pass of large steps); NumPy's own BLAS does the
-layers' small products (Linear, losses). ``set_num_threads(n)`` caps all of them for the whole
-process (through threadpoolctl); the environment variables ``OPENBLAS_NUM_THREADS`` and
-``OMP_NUM_THREADS``, read at start-up, do the same from outside.
+The kernels' GEMMs run on the BLAS behind ``scipy.linalg.cython_blas`` (SciPy's OpenBLAS);
+NumPy's own BLAS does the layers' small products (Linear, losses). The kernels' own loops are
+single-threaded. ``set_num_threads(n)`` caps every BLAS and OpenMP pool of the process
+(through threadpoolctl); ``OPENBLAS_NUM_THREADS``, read at start-up, does the same from outside.
 
 The kernels also decide per call: a time step too small to split well runs its recurrent GEMM
 on one thread (through OpenBLAS's thread-local setting, so other threads' BLAS calls are not
@@ -83,19 +82,17 @@ def blas_library() -> str | None:
     return None if _found is None else _found[0]
 
 
-def get_num_threads() -> dict[str, int | None]:
-    """The thread counts in force for rnnfast's kernels: {"blas": ..., "openmp": ...}."""
-    blas = int(_blas_get()) if _blas_get is not None else None
-    openmp = functional._kernels._omp_max_threads() if functional.HAVE_COMPILED else None
-    return {"blas": blas, "openmp": openmp}
+def get_num_threads() -> int | None:
+    """The kernels' BLAS thread count (None if their BLAS was not found)."""
+    return int(_blas_get()) if _blas_get is not None else None
 
 
-def set_num_threads(n: int) -> dict[str, int | None]:
-    """Use at most ``n`` threads in every BLAS and OpenMP pool of the process.
+def set_num_threads(n: int) -> int | None:
+    """Use at most ``n`` threads in every BLAS (and OpenMP) pool of the process.
 
     That is SciPy's OpenBLAS (the kernels' GEMMs), NumPy's (the layers' small products) and
-    OpenMP (rnnfast's loops and any other library's). Returns the previous counts of the
-    kernels' pools, as :func:`get_num_threads`.
+    any OpenMP runtime another library brought. Returns the kernels' previous BLAS thread
+    count, as :func:`get_num_threads`.
 
     Raises:
         TypeError, ValueError: ``n`` is not an integer >= 1.
@@ -108,6 +105,4 @@ def set_num_threads(n: int) -> dict[str, int | None]:
 
     previous = get_num_threads()
     threadpoolctl.threadpool_limits(limits=n)
-    if functional.HAVE_COMPILED:  # in case threadpoolctl did not see this module's OpenMP
-        functional._kernels._omp_set_threads(n)
     return previous
