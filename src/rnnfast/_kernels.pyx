@@ -71,12 +71,13 @@ cdef Py_ssize_t SMALL_MAX_BATCH = 8
 cdef Py_ssize_t SMALL_MAX_VECTORS_BATCHED = 4
 
 # GEMMs with fewer multiply-adds than this run on one BLAS thread (a time step's recurrent
-# GEMMs are judged together, by B * H * H). Up to ~0.2 ms of work, a second thread saves little
-# and its wake-up costs 2 * T times per call; worse, when the other cores are busy each wake-up
-# can wait a scheduler tick (seen on the loaded 2-core dev machine: 3.3 s instead of 28 ms for
-# T=100, B=32, H=256, and 12 ms for one 800x64x128 GEMM). rnnfast.threads finds OpenBLAS's
-# thread-local setter and hands it over; without it BLAS decides alone.
-SERIAL_GEMM_MAX_MACS = 1 << 24
+# GEMMs are judged together, by B * H * H): below ~10 us of work a second thread's wake-up,
+# 2 * T times per call, costs more than it saves. Measured on the idle 2-core machine
+# (forward + backward, T=100, B=32, H=256, float32): 18.7 ms with this threshold, 23.9 ms at
+# 2^24, 20.0 ms at 0. (On a machine whose other core is busy, every multi-threaded call can
+# wait a scheduler tick: there rnnfast.set_num_threads(1) is the cure.) rnnfast.threads finds
+# OpenBLAS's thread-local setter and hands it over; without it BLAS decides alone.
+SERIAL_GEMM_MAX_MACS = 1 << 20
 cdef Py_ssize_t _serial_gemm_max_macs = SERIAL_GEMM_MAX_MACS
 ctypedef int (*set_threads_local_fn)(int) noexcept nogil
 cdef set_threads_local_fn _blas_set_threads_local = NULL
@@ -341,18 +342,21 @@ def rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity):
     return dx, dh0, dw_ih, dw_hh, db
 
 
-def _set_tuning(small_step=None):
-    """Override the small-step rule (for tests and tuning); returns the previous one.
+def _set_tuning(small_step=None, serial_gemm_max_macs=None):
+    """Override the size rules (for tests and tuning); returns the previous small-step rule.
 
     ``small_step``: "auto" (the measured rule), "never" (every recurrent product to BLAS) or
-    "always" (the small product whenever H fits it).
+    "always" (the small product whenever H fits it). ``serial_gemm_max_macs``: the GEMM size
+    below which BLAS runs on one thread (see SERIAL_GEMM_MAX_MACS).
     """
-    global _small_step_mode
+    global _small_step_mode, _serial_gemm_max_macs
     previous = SMALL_STEP_MODES[_small_step_mode]
     if small_step is not None:
         if small_step not in SMALL_STEP_MODES:
             raise ValueError(f"small_step must be one of {SMALL_STEP_MODES}, got {small_step!r}")
         _small_step_mode = SMALL_STEP_MODES.index(small_step)
+    if serial_gemm_max_macs is not None:
+        _serial_gemm_max_macs = serial_gemm_max_macs
     return previous
 
 
