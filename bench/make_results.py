@@ -121,8 +121,9 @@ def main() -> None:
             for m in ("torch", "jax")
             if m in benchmarks.available_peers()
         ),
-        "- Times are medians of repeats interleaved across peers; `x vs P` is P's time over "
-        "rnnfast's (above 1: rnnfast is faster). FLOPs counted as 6*T*B*H*(D+H).\n",
+        "- Times are medians of repeats, each peer in its own block after a pause; `x vs P` is "
+        "P's time over rnnfast's (above 1: rnnfast is faster). FLOPs counted as "
+        "6*T*B*H*(D+H).\n",
     ]
     grid32, train32 = grid_section("float32", args.repeats)
     print(grid32, flush=True)

@@ -2,8 +2,8 @@
 
 Every peer computes the same thing: one tanh layer over (T, B, D) inputs, the loss
 ``sum(h * g)`` for a fixed g, and the gradients of x, h0, w_ih, w_hh and the bias. Timings are
-medians over repeats interleaved across peers, so that load on a shared machine hits all of
-them alike; compare ratios, not absolute times.
+medians of repeats, each peer in its own block after a pause (see ``run``); compare ratios,
+not absolute times.
 
 Peers (those not installed are left out):
   rnnfast    compiled kernels through rnnfast.rnn_forward / rnn_backward
@@ -30,6 +30,7 @@ import numpy as np
 from rnnfast import functional
 
 PEERS = ("rnnfast", "reference", "numpy", "torch", "jax")
+_PAUSE_S = 0.3  # between peers; OpenMP runtimes spin up to 200 ms after a parallel region
 
 
 @dataclass(frozen=True)
@@ -229,25 +230,22 @@ def run(
 ) -> list[dict[str, Any]]:
     """Time forward + backward of every case on every peer; one result dict per (case, peer).
 
-    Repeats alternate between the peers. Without ``repeats``, each case repeats until every
-    peer has run for ``min_time`` seconds (at least 5 and at most 1000 times).
+    Each peer runs its repeats in one block, after a warm-up and a pause: peers keep thread
+    pools that spin for a while after each call (OpenMP, OpenBLAS), and a peer timed while the
+    previous one's threads still spin on the other core loses (interleaving peers call by call
+    measured 5x slowdowns this way). Without ``repeats``, each peer repeats until it has run
+    for ``min_time`` seconds (at least 5 and at most 1000 times).
     """
     peers = available_peers() if peers is None else list(peers)
     results = []
     for i, case in enumerate(cases):
-        runners = {peer: make_runner(peer, case) for peer in peers}
-        times: dict[str, list[float]] = {peer: [] for peer in peers}
-        for peer, fn in runners.items():  # warm-up: caches, JIT compilation, thread pools
-            times[peer].append(_timed(fn))
-        slowest = max(ts[0] for ts in times.values())
-        count = repeats or int(min(1000, max(5, min_time / max(slowest, 1e-7))))
-        for peer in times:
-            times[peer].clear()
-        for _ in range(count):
-            for peer, fn in runners.items():
-                times[peer].append(_timed(fn))
         for peer in peers:
-            median = statistics.median(times[peer])
+            fn = make_runner(peer, case)
+            first = _timed(fn)  # warm-up: caches, JIT compilation, thread pools
+            count = repeats or int(min(1000, max(5, min_time / max(first, 1e-7))))
+            time.sleep(_PAUSE_S)  # let the previous peer's spinning threads go to sleep
+            times = [_timed(fn) for _ in range(count)]
+            median = statistics.median(times)
             results.append(
                 {
                     **asdict(case),
