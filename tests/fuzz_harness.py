@@ -633,11 +633,7 @@ RNN_BACKWARD = ArrayFunction(
 # result or raise a ValueError or TypeError.
 
 LAYER_ARRAY_FAULTS = ("shape", "dtype", "garbage", "nonfinite")
-KNOWN_LAYER_ISSUES = {
-    "array_raises": "nn, losses and optim let np.asarray's own exception (a RuntimeError from an "
-    "object's __array__, as a torch tensor that requires grad raises in optim) escape instead "
-    "of a TypeError; reported, to be fixed in those modules, then removed from here",
-}
+KNOWN_LAYER_ISSUES: dict[str, str] = {}
 """Garbage kinds not yet thrown at the layer stack, each with the reason."""
 LAYER_GARBAGE = {k: v for k, v in GARBAGE.items() if k not in KNOWN_LAYER_ISSUES}
 BAD_INTS = (0, -1, 2.5, True, "3", None, np.float64(2.0), 10**30)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnfast.nn import _as_ids, _check_choice, _to_numpy
+from rnnfast.nn import _as_ids, _asarray, _check_choice
 
 __all__ = ["mse", "softmax_cross_entropy"]
 
@@ -19,7 +19,7 @@ REDUCTIONS = ("mean", "sum", "none")
 
 def _as_prediction(name: str, value: Any) -> np.ndarray:
     """A float array (float32 and float64 are kept; other numbers become float64)."""
-    arr = np.asarray(_to_numpy(value))
+    arr = _asarray(name, value)
     if arr.dtype.kind in "iub":
         arr = arr.astype(np.float64)
     if arr.dtype.kind != "f":

@@ -59,13 +59,26 @@ def _float_dtype(dtype: Any) -> np.dtype:
     return dt
 
 
+def _asarray(name: str, value: Any, dtype: Any = None) -> np.ndarray:
+    """``np.asarray`` (torch tensors through ``.detach().cpu().numpy()``); any failure to
+    convert, whatever the object raised, is a TypeError naming the argument."""
+    try:
+        return np.asarray(_to_numpy(value), dtype=dtype)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise TypeError(
+            f"{name} must be an array of numbers, got {type(value).__name__} that NumPy cannot "
+            f"convert ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
 def _as_float_array(name: str, value: Any, dtype: np.dtype) -> np.ndarray:
     """``value`` as an array of ``dtype``: lists are converted, arrays must already have it."""
     if value is None:
         raise TypeError(f"{name} must be an array, got None")
-    value = _to_numpy(value)
-    if isinstance(value, np.ndarray) or hasattr(value, "__array__"):
-        arr = np.asarray(value)
+    if isinstance(value, np.ndarray) or hasattr(value, "__array__") or hasattr(value, "detach"):
+        arr = _asarray(name, value)
         if arr.dtype.kind != "f":
             raise TypeError(f"{name} must be a float array, got dtype {arr.dtype}")
         if arr.dtype.newbyteorder("=") != dtype:
@@ -74,17 +87,14 @@ def _as_float_array(name: str, value: Any, dtype: np.dtype) -> np.ndarray:
                 f"{name}.astype(np.{dtype.name}) or build the layer with dtype=np.{arr.dtype.name}"
             )
         return arr
-    try:
-        return np.asarray(value, dtype=dtype)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be an array of numbers: {exc}") from None
+    return _asarray(name, value, dtype)
 
 
 def _as_int_array(name: str, value: Any) -> np.ndarray:
     """``value`` as an int64 array; floats and booleans are a TypeError."""
     if value is None:
         raise TypeError(f"{name} must be an array of integers, got None")
-    arr = np.asarray(_to_numpy(value))
+    arr = _asarray(name, value)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
     return arr.astype(np.int64, copy=False)

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from rnnfast.nn import _asarray
+
 __all__ = ["SGD", "Adagrad", "Adam", "Optimizer", "clip_grad_norm", "clip_grad_value"]
 
 
@@ -78,7 +80,7 @@ class Optimizer:
             self._grad(name)
 
     def _grad(self, name: str) -> np.ndarray:
-        g = np.asarray(self.grads[name])
+        g = _asarray(f"grads[{name!r}]", self.grads[name])
         if g.shape != self.params[name].shape:
             raise ValueError(
                 f"grads[{name!r}] has shape {g.shape}, but params[{name!r}] has shape "
