@@ -6,7 +6,7 @@ functional.py checks every size against ``BLAS_INT_MAX`` before a kernel runs, s
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 # Largest size (and leading dimension) one BLAS call accepts.
-BLAS_INT_MAX = (1 << (8 * sizeof(blas_int) - 1)) - 1
+BLAS_INT_MAX = (<unsigned long long>1 << (8 * sizeof(blas_int) - 1)) - 1
 
 
 cdef void gemm(BLAS_Trans trans_a, BLAS_Trans trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
