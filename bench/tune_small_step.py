@@ -63,7 +63,7 @@ def main():
                         f"{s_ms / b_ms:10.2f}"
                     )
     finally:
-        _kernels._set_tuning(*previous)
+        _kernels._set_tuning(small_step=previous)
 
 
 if __name__ == "__main__":

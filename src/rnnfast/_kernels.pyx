@@ -61,13 +61,15 @@ cdef enum:
 # The per-step recurrent product h[t-1] @ w_hh.T (and da[t+1] @ w_hh backward) goes either to
 # BLAS GEMM or to the register-blocked small product of _simd_impl.h, which holds each output
 # row in vector registers (up to 256 float32 / 128 float64 columns with AVX-512).
-# "auto" picks the small product where it measured faster than OpenBLAS per step
-# (bench/tune_small_step.py, AVX-512): a batch of 1 at any H it fits (0.7-0.9x BLAS time),
-# and batches up to 8 when a row is at most 4 vectors (H <= 64 float32: ~0.5x); from 2 rows
-# of 7+ vectors on, BLAS's packed GEMM wins.
+# "auto" picks the small product where it measured faster than OpenBLAS (forward + backward,
+# T=100, idle machine, AVX-512; bench/tune_small_step.py): a batch of 1 while w_hh fits in
+# 128 KB (float32 H=100/128: 0.75x the BLAS time; H=256, 256 KB: 1.09x), and batches up to 32
+# when a row is at most 4 vectors (float32 H <= 64: 0.88-0.94x); with more vectors and rows,
+# BLAS's packed GEMM wins (float32 B=8, H=128: 1.31x).
 SMALL_STEP_MODES = ("auto", "never", "always")
 cdef int _small_step_mode = 0
-cdef Py_ssize_t SMALL_MAX_BATCH = 8
+cdef Py_ssize_t SMALL_MAX_WEIGHT_BYTES = 1 << 17
+cdef Py_ssize_t SMALL_MAX_BATCH = 32
 cdef Py_ssize_t SMALL_MAX_VECTORS_BATCHED = 4
 
 # GEMMs with fewer multiply-adds than this run on one BLAS thread (a time step's recurrent
@@ -293,7 +295,9 @@ def _small_step_operands(w_in_out, Py_ssize_t B):
     cdef Py_ssize_t vectors = (H + vector_len - 1) // vector_len
     cdef Py_ssize_t padded_len = vectors * vector_len, overrun = padded_len - H
     cdef bint fits = vectors <= rnnfast_simd.max_vectors
-    cdef bint faster = B == 1 or (B <= SMALL_MAX_BATCH and vectors <= SMALL_MAX_VECTORS_BATCHED)
+    cdef bint faster = (
+        (B == 1 and H * H * w_hh.dtype.itemsize <= SMALL_MAX_WEIGHT_BYTES)
+        or (B <= SMALL_MAX_BATCH and vectors <= SMALL_MAX_VECTORS_BATCHED))
     if _small_step_mode == 1 or not fits or (_small_step_mode == 0 and not faster):
         return None, None
     cdef Py_ssize_t tail_rows = min(H, (overrun + H - 1) // H)
