@@ -283,38 +283,41 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                 db_ptr[i] += da_t[i]
 
 
-def _small_step_operands(w_in_out, Py_ssize_t B):
-    """(tail, stage) for the small product of a time step, or (None, None) to use BLAS.
-
-    ``w_in_out`` is op(w_hh) laid out (in, out); ``tail`` its last rows zero-padded to whole
-    vectors, as many as the whole-vector reads would otherwise run past its end (often one).
-    """
-    w_hh = w_in_out
-    cdef Py_ssize_t H = w_hh.shape[0]
-    cdef Py_ssize_t vector_len = rnnfast_simd.vector_bytes // w_hh.dtype.itemsize
+cdef bint _use_small_step(Py_ssize_t B, Py_ssize_t H, Py_ssize_t itemsize):
+    """Whether a time step's recurrent product goes to the small product (else BLAS)."""
+    cdef Py_ssize_t vector_len = rnnfast_simd.vector_bytes // itemsize
     cdef Py_ssize_t vectors = (H + vector_len - 1) // vector_len
-    cdef Py_ssize_t padded_len = vectors * vector_len, overrun = padded_len - H
-    cdef bint fits = vectors <= rnnfast_simd.max_vectors
-    cdef bint faster = (
-        (B == 1 and H * H * w_hh.dtype.itemsize <= SMALL_MAX_WEIGHT_BYTES)
+    if _small_step_mode == 1 or vectors > rnnfast_simd.max_vectors:
+        return False
+    return _small_step_mode == 2 or (
+        (B == 1 and H * H * itemsize <= SMALL_MAX_WEIGHT_BYTES)
         or (B <= SMALL_MAX_BATCH and vectors <= SMALL_MAX_VECTORS_BATCHED))
-    if _small_step_mode == 1 or not fits or (_small_step_mode == 0 and not faster):
-        return None, None
-    cdef Py_ssize_t tail_rows = min(H, (overrun + H - 1) // H)
-    tail = np.zeros((tail_rows, padded_len), dtype=w_hh.dtype)
-    tail[:, :H] = w_hh[H - tail_rows:]
-    return tail, np.empty(4 * padded_len, dtype=w_hh.dtype)  # up to 4-row blocks
+
+
+def _small_step_operands(w_in_out):
+    """(tail, stage) for the small product on ``w_in_out``, op(w_hh) laid out (in, out).
+
+    ``tail``: its last rows zero-padded to whole vectors, as many as the whole-vector reads
+    would otherwise run past its end (often one); ``stage``: room for a 4-row block.
+    """
+    cdef Py_ssize_t H = w_in_out.shape[0]
+    cdef Py_ssize_t vector_len = rnnfast_simd.vector_bytes // w_in_out.dtype.itemsize
+    cdef Py_ssize_t padded_len = (H + vector_len - 1) // vector_len * vector_len
+    cdef Py_ssize_t tail_rows = min(H, (padded_len - H + H - 1) // H)
+    tail = np.zeros((tail_rows, padded_len), dtype=w_in_out.dtype)
+    tail[:, :H] = w_in_out[H - tail_rows:]
+    return tail, np.empty(4 * padded_len, dtype=w_in_out.dtype)
 
 
 def rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity):
     """Compiled forward pass; see rnnfast.functional.rnn_forward for the contract."""
     cdef int act = _activation_code(nonlinearity)
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], H = w_ih.shape[0]
-    # The small product runs on op(w_hh) = w_hh.T laid out: one small copy per call.
-    w_hh_t = np.ascontiguousarray(w_hh.T)
-    tail, stage = _small_step_operands(w_hh_t, B)
-    if stage is None:
-        w_hh_t = None
+    w_hh_t = tail = stage = None
+    if _use_small_step(B, H, x.dtype.itemsize):
+        # The small product runs on op(w_hh) = w_hh.T laid out: one small copy per call.
+        w_hh_t = np.ascontiguousarray(w_hh.T)
+        tail, stage = _small_step_operands(w_hh_t)
     if b is None:
         b = np.zeros(H, dtype=x.dtype)  # adding zeros keeps one loop per activation
     h = np.empty((T, B, H), dtype=x.dtype)
@@ -329,7 +332,9 @@ def rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity):
     """Compiled BPTT; returns (dx, dh0, dw_ih, dw_hh, db). See rnnfast.functional.rnn_backward."""
     cdef int act = _activation_code(nonlinearity)
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_ih.shape[0]
-    tail, stage = _small_step_operands(w_hh, B)
+    tail = stage = None
+    if _use_small_step(B, H, x.dtype.itemsize):
+        tail, stage = _small_step_operands(w_hh)
     dtype = x.dtype
     da = np.empty((T, B, H), dtype=dtype)  # the one (T, B, H) workspace
     dx = np.empty((T, B, D), dtype=dtype)
