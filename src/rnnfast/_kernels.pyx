@@ -72,14 +72,19 @@ cdef Py_ssize_t SMALL_MAX_WEIGHT_BYTES = 1 << 17
 cdef Py_ssize_t SMALL_MAX_BATCH = 32
 cdef Py_ssize_t SMALL_MAX_VECTORS_BATCHED = 4
 
-# GEMMs with fewer multiply-adds than this run on one BLAS thread (a time step's recurrent
-# GEMMs are judged together, by B * H * H): below ~10 us of work a second thread's wake-up,
-# 2 * T times per call, costs more than it saves. Measured on the idle 2-core machine
-# (forward + backward, T=100, B=32, H=256, float32): 18.7 ms with this threshold, 23.9 ms at
-# 2^24, 20.0 ms at 0. (On a machine whose other core is busy, every multi-threaded call can
-# wait a scheduler tick: there rnnfast.set_num_threads(1) is the cure.) rnnfast.threads finds
-# OpenBLAS's thread-local setter and hands it over; without it BLAS decides alone.
-SERIAL_GEMM_MAX_MACS = 1 << 20
+# Small GEMMs run on one BLAS thread: there a second thread's wake-up costs more than it saves,
+# and on a machine whose other core is busy it can wait a scheduler tick (there
+# rnnfast.set_num_threads(1) is the cure). Two thresholds, in multiply-adds, measured on the
+# idle 2-core machine with bench/tune_serial_gemm.py (forward + backward, float32):
+# - a time step's recurrent GEMM, paid 2 * T times a call (judged by B * H * H): one thread
+#   below 2^20 (T=100, B=32, H=256, whose 2M steps then use two: 19-22 ms, 25.2 ms at 2^24);
+# - the GEMMs before and after the time loop: one thread below 2^24 (T=100, B=8, H=128, whose
+#   6.5M and 13M multiply-add GEMMs: 1.64 ms, against 2.36 ms at 2^20).
+# rnnfast.threads finds OpenBLAS's thread-local setter and hands it over; without it BLAS
+# decides alone.
+SERIAL_STEP_MAX_MACS = 1 << 20
+SERIAL_GEMM_MAX_MACS = 1 << 24
+cdef Py_ssize_t _serial_step_max_macs = SERIAL_STEP_MAX_MACS
 cdef Py_ssize_t _serial_gemm_max_macs = SERIAL_GEMM_MAX_MACS
 ctypedef int (*set_threads_local_fn)(int) noexcept nogil
 cdef set_threads_local_fn _blas_set_threads_local = NULL
@@ -222,7 +227,7 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
         # The input projection of every step at once: h (T*B, H) = x (T*B, D) @ w_ih.T.
         _bulk_gemm(NoTrans, Trans, T * B, H, D, <floating>1, &x[0, 0, 0], D, &w_ih[0, 0], D,
                    <floating>0, out, H)
-        saved = _serial_blas_begin(how.use_blas and B * H * H < _serial_gemm_max_macs)
+        saved = _serial_blas_begin(how.use_blas and B * H * H < _serial_step_max_macs)
         for t in range(T):
             h_t = out + t * step
             h_prev = h0_ptr if t == 0 else h_t - step
@@ -249,7 +254,7 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     cdef int saved
     with nogil:
         # The sequential part: da[t] = (dh[t] + da[t+1] @ w_hh) * act'(h[t]).
-        saved = _serial_blas_begin(how.use_blas and B * H * H < _serial_gemm_max_macs)
+        saved = _serial_blas_begin(how.use_blas and B * H * H < _serial_step_max_macs)
         for t in range(T - 1, -1, -1):
             da_t = da_ptr + t * step
             memcpy(da_t, &dh[t, 0, 0], step * sizeof(floating))
@@ -351,19 +356,21 @@ def rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity):
     return dx, dh0, dw_ih, dw_hh, db
 
 
-def _set_tuning(small_step=None, serial_gemm_max_macs=None):
+def _set_tuning(small_step=None, serial_step_max_macs=None, serial_gemm_max_macs=None):
     """Override the size rules (for tests and tuning); returns the previous small-step rule.
 
     ``small_step``: "auto" (the measured rule), "never" (every recurrent product to BLAS) or
-    "always" (the small product whenever H fits it). ``serial_gemm_max_macs``: the GEMM size
-    below which BLAS runs on one thread (see SERIAL_GEMM_MAX_MACS).
+    "always" (the small product whenever H fits it). ``serial_step_max_macs`` and
+    ``serial_gemm_max_macs``: the one-BLAS-thread thresholds (see SERIAL_STEP_MAX_MACS).
     """
-    global _small_step_mode, _serial_gemm_max_macs
+    global _small_step_mode, _serial_step_max_macs, _serial_gemm_max_macs
     previous = SMALL_STEP_MODES[_small_step_mode]
     if small_step is not None:
         if small_step not in SMALL_STEP_MODES:
             raise ValueError(f"small_step must be one of {SMALL_STEP_MODES}, got {small_step!r}")
         _small_step_mode = SMALL_STEP_MODES.index(small_step)
+    if serial_step_max_macs is not None:
+        _serial_step_max_macs = serial_step_max_macs
     if serial_gemm_max_macs is not None:
         _serial_gemm_max_macs = serial_gemm_max_macs
     return previous

@@ -66,10 +66,9 @@ def _symbol(*names: str) -> ctypes._CFuncPtr | None:
     return None
 
 
-_blas_set = _symbol("scipy_openblas_set_num_threads", "openblas_set_num_threads")
 _blas_get = _symbol("scipy_openblas_get_num_threads", "openblas_get_num_threads")
 _blas_set_local = _symbol("openblas_set_num_threads_local", "scipy_openblas_set_num_threads_local")
-for _fn in (_blas_set, _blas_get, _blas_set_local):
+for _fn in (_blas_get, _blas_set_local):
     if _fn is not None:
         _fn.restype = ctypes.c_int
 if _blas_set_local is not None and functional.HAVE_COMPILED:
