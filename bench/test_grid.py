@@ -1,4 +1,11 @@
-"""Forward + BPTT of one tanh layer over the grid, every peer, float32 and float64."""
+"""pytest-benchmark suite: rnnfast against its peers over the performance issue's grid.
+
+    pytest bench/ --benchmark-only --benchmark-columns=median,iqr,rounds
+
+Forward + BPTT of one tanh layer (every peer, float32 and float64), the streaming step and the
+inference forward, one benchmark group per case: compare the medians within a group (ratios,
+not absolute times: the machine is shared and noisy). Peers not installed are skipped.
+"""
 
 import pytest
 

@@ -739,15 +739,12 @@ def rnn_layer_cases(draw: st.DrawFn, fault: tuple[str, str] | None = None) -> Ca
     notes = [f"RNN {config} T={T} B={B} batched={batched} values_seed={value_seed}"]
     faults = draw_faults(draw, RNN_LAYER_TARGETS, fault)
     for kind, name in faults:
-        if kind == "config":
-            notes.append(apply_config_fault(draw, config, name))
-        elif kind == "lengths":
+        if kind == "lengths":
             base = lengths if lengths is not None else np.ones(B, np.int64)
             lengths = BAD_LENGTHS[name](base, T)
             notes.append(f"FAULT lengths {name}: {lengths!r}")
         else:
-            values[name], note = break_array(draw, kind, valid[name], value_seed, LAYER_GARBAGE)
-            notes.append(f"FAULT {name}: {note}")
+            notes.append(apply_layer_fault(draw, kind, name, config, values, valid, value_seed))
     notes.append(f"lengths={lengths!r}")
 
     def run(backend: str):
@@ -757,6 +754,22 @@ def rnn_layer_cases(draw: st.DrawFn, fault: tuple[str, str] | None = None) -> Ca
         return output, h_n, dx, dh0, *(rnn.grads[k] for k in sorted(rnn.grads))
 
     return layer_case(run, values, notes, faults, dtype)
+
+
+def apply_layer_fault(
+    draw: st.DrawFn,
+    kind: str,
+    name: str,
+    config: dict[str, Any],
+    values: dict[str, Any],
+    valid: dict[str, np.ndarray],
+    value_seed: int,
+) -> str:
+    """Apply one constructor-argument or array fault of a layer case; return its note."""
+    if kind == "config":
+        return apply_config_fault(draw, config, name)
+    values[name], note = break_array(draw, kind, valid[name], value_seed, LAYER_GARBAGE)
+    return f"FAULT {name}: {note}"
 
 
 def layer_case(
@@ -802,11 +815,7 @@ def rnn_step_cases(draw: st.DrawFn, fault: tuple[str, str] | None = None) -> Cas
     notes = [f"RNN.step {config} B={B} batched={batched} values_seed={value_seed}"]
     faults = draw_faults(draw, RNN_STEP_TARGETS, fault)
     for kind, name in faults:
-        if kind == "config":
-            notes.append(apply_config_fault(draw, config, name))
-        else:
-            values[name], note = break_array(draw, kind, valid[name], value_seed, LAYER_GARBAGE)
-            notes.append(f"FAULT {name}: {note}")
+        notes.append(apply_layer_fault(draw, kind, name, config, values, valid, value_seed))
 
     def run(backend: str):
         rnn = rnnfast.RNN(**config, backend=backend)
@@ -845,11 +854,7 @@ def rnn_cell_cases(draw: st.DrawFn, fault: tuple[str, str] | None = None) -> Cas
     notes = [f"RNNCell {config} B={B} batched={batched} values_seed={value_seed}"]
     faults = draw_faults(draw, RNN_CELL_TARGETS, fault)
     for kind, name in faults:
-        if kind == "config":
-            notes.append(apply_config_fault(draw, config, name))
-        else:
-            values[name], note = break_array(draw, kind, valid[name], value_seed, LAYER_GARBAGE)
-            notes.append(f"FAULT {name}: {note}")
+        notes.append(apply_layer_fault(draw, kind, name, config, values, valid, value_seed))
 
     def run(backend: str):
         cell = rnnfast.RNNCell(**config, backend=backend)
