@@ -111,11 +111,12 @@ def test_parity_random(seed, T, B, D, H, dtype, nonlinearity, bias, h0, level):
 
 
 def threshold_sizes() -> list[tuple[int, int, int, int]]:
-    """(T, B, D, H) on both sides of the switch between BLAS and the kernels' own small product
-    for a step's recurrent product, whichever rule this build uses: B * H * H around 16384 (the
-    original rule, and at and above this build's SMALL_STEP_MAX_MACS if it has one), batches of
-    1, up to 8 and beyond, and H at and beyond the register widths of a SIMD small product (24 to
-    256 columns, by SIMD level and dtype)."""
+    """(T, B, D, H) on both sides of the switches between a step's recurrent products (BLAS,
+    the small product, the panel product), whichever rule this build uses: B * H * H around
+    16384 (the original rule, and at and above this build's SMALL_STEP_MAX_MACS if it has one),
+    batches of 1, up to 8 and beyond, batches of 3/4 and 32/33 (the panel product's range),
+    batches that leave a partial block of rows, and H at and beyond the register widths of the
+    small product and the widths of the panels (12 to 256 columns, by SIMD level and dtype)."""
     sizes = [(6, 1, 16, 128), (6, 4, 16, 64), (6, 8, 16, 64), (4, 32, 24, 256)]
     max_macs = getattr(KERNELS, "SMALL_STEP_MAX_MACS", None)
     if max_macs is not None:
@@ -124,6 +125,9 @@ def threshold_sizes() -> list[tuple[int, int, int, int]]:
             sizes += [(5, batch, 7, at), (5, batch, 7, at + 1)]
     sizes += [(5, 8, 7, 20), (5, 9, 7, 20)]
     sizes += [(4, 3, 5, h) for h in (1, 3, 7, 24, 25, 48, 49, 96, 97, 129, 255, 257)]
+    sizes += [(3, b, 5, 100) for b in (3, 4, 5, 11, 13, 32, 33)]
+    sizes += [(3, 9, 4, h) for h in (12, 13, 47, 65, 144, 145)]
+    sizes += [(2, 32, 3, 512), (2, 32, 3, 513)]
     return list(dict.fromkeys(sizes))
 
 
@@ -146,33 +150,49 @@ def test_parity_at_each_simd_level(level, size, dtype, nonlinearity):
 
 
 # ---------------------------------------------------------------------------------------------
-# Paths forced with _set_tuning(small_step=...), which returns the previous rule.
+# Paths forced with _set_tuning(step_product=...), which returns the previous rule.
 
-FORCED = {"always_blas": "never", "always_small": "always"}
+FORCED = ("blas", "small", "panel")
 
 
-@pytest.fixture(params=list(FORCED))
+@pytest.fixture(params=FORCED)
 def tuning(request):
-    previous = KERNELS._set_tuning(small_step=FORCED[request.param])
+    previous = KERNELS._set_tuning(step_product=request.param)
     try:
         yield request.param
     finally:
-        KERNELS._set_tuning(small_step=previous)
+        KERNELS._set_tuning(step_product=previous)
 
 
 def test_set_tuning_returns_previous_values():
-    previous = KERNELS._set_tuning(small_step="always")
+    previous = KERNELS._set_tuning(step_product="panel")
     try:
         assert previous == "auto"
-        assert KERNELS._set_tuning() == "always"
+        assert KERNELS._set_tuning() == "panel"
     finally:
-        KERNELS._set_tuning(small_step=previous)
+        KERNELS._set_tuning(step_product=previous)
     assert KERNELS._set_tuning() == "auto"
-    with pytest.raises(ValueError, match="small_step must be one of"):
-        KERNELS._set_tuning(small_step="sometimes")
+    with pytest.raises(ValueError, match="step_product must be one of"):
+        KERNELS._set_tuning(step_product="sometimes")
 
 
 @pytest.mark.parametrize("size", [(5, 1, 3, 1), (7, 3, 5, 9), *THRESHOLD_SIZES], ids=size_id)
 def test_parity_with_forced_paths(tuning, size, dtype, nonlinearity):
     problem = make_problem(np.random.default_rng(len(tuning) + sum(size)), *size, dtype)
     check_parity(problem, nonlinearity)
+
+
+@pytest.mark.parametrize("level", SIMD_LEVELS, ids=str)
+@pytest.mark.parametrize(
+    "size", [(3, 1, 4, 5), (3, 7, 5, 33), (3, 13, 6, 100), (2, 9, 3, 145)], ids=size_id
+)
+def test_panel_product_at_each_simd_level(level, size, dtype, nonlinearity):
+    """Every block height (a partial last block of rows) and panel (a partial last panel) of the
+    panel product, at each SIMD level's register blocking."""
+    previous = KERNELS._set_tuning(step_product="panel")
+    try:
+        problem = make_problem(np.random.default_rng(sum(size)), *size, dtype)
+        with simd_level(level):
+            check_parity(problem, nonlinearity)
+    finally:
+        KERNELS._set_tuning(step_product=previous)

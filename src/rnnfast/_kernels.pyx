@@ -46,8 +46,20 @@ cdef extern from "_simd.h" nogil:
                               Py_ssize_t) noexcept nogil
         void (*dot_addmm_f64)(double*, const double*, const double*, Py_ssize_t, Py_ssize_t,
                               Py_ssize_t) noexcept nogil
+        # out (rows, n) += a (rows, k) @ m (k, n), m packed into column panels by
+        # pack_panels(dst, src, k, n, ld, transposed)
+        void (*panel_addmm_f32)(float*, const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                const float*, float*) noexcept nogil
+        void (*panel_addmm_f64)(double*, const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                const double*, double*) noexcept nogil
+        void (*pack_panels_f32)(float*, const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                int) noexcept nogil
+        void (*pack_panels_f64)(double*, const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                int) noexcept nogil
         Py_ssize_t vector_bytes
         Py_ssize_t max_vectors
+        Py_ssize_t panel_vectors
+        Py_ssize_t panel_rows
     const rnnfast_simd_t* rnnfast_simd
     const rnnfast_simd_t rnnfast_simd_levels[]
     int RNNFAST_SIMD_NLEVELS
@@ -58,16 +70,27 @@ cdef enum:
     TANH = 0
     RELU = 1
 
-# The per-step recurrent product h[t-1] @ w_hh.T (and da[t+1] @ w_hh backward) goes either to
-# BLAS GEMM or to the register-blocked small product of _simd_impl.h, which holds each output
-# row in vector registers (up to 256 float32 / 128 float64 columns with AVX-512).
-# "auto" picks the small product where it measured faster than OpenBLAS (forward + backward,
-# T=100, idle machine, AVX-512; bench/tune_small_step.py): a batch of 1 while w_hh fits in
-# 128 KB (float32 H=100/128: 0.75x the BLAS time; H=256, 256 KB: 1.09x), and batches up to 32
-# when a row is at most 4 vectors (float32 H <= 64: 0.88-0.94x); with more vectors and rows,
-# BLAS's packed GEMM wins (float32 B=8, H=128: 1.31x).
-SMALL_STEP_MODES = ("auto", "never", "always")
-cdef int _small_step_mode = 0
+# The per-step recurrent product h[t-1] @ w_hh.T (and da[t+1] @ w_hh backward) goes to one of
+# three products, chosen per call by _step_kind:
+# - BLAS GEMM;
+# - the small product of _simd_impl.h, which holds whole output rows in vector registers (up to
+#   256 float32 / 128 float64 columns with AVX-512): batches of 1 while w_hh fits in 128 KB,
+#   and batches up to 32 when a row is at most 4 vectors;
+# - the panel product, on w_hh packed once per call (oneDNN's packed-weights GEMM; OpenBLAS
+#   packs w_hh again every step): batches of 4 to 32 while B * H * H * itemsize <= 32 MiB
+#   (a step of 8M multiply-adds in float32, 4M in float64); beyond, two-threaded BLAS wins.
+# Measured forward + backward, T=100, AVX-512, with bench/tune_step_product.py (time over
+# BLAS's, float32): small at B=1 H=100 0.81, B=16 H=64 0.86; panel at B=8 H=128 0.84,
+# B=8 H=256 0.53, B=32 H=128 0.76, B=32 H=512 0.84, but B=64 H=256 1.10 and B=2 H=100 1.83.
+cdef enum:
+    STEP_BLAS = 0
+    STEP_SMALL = 1
+    STEP_PANEL = 2
+STEP_PRODUCTS = ("auto", "blas", "small", "panel")  # _step_product_mode - 1 = STEP_*
+cdef int _step_product_mode = 0
+cdef Py_ssize_t PANEL_MIN_BATCH = 4
+cdef Py_ssize_t PANEL_MAX_BATCH = 32
+cdef Py_ssize_t PANEL_MAX_STEP_BYTES = 1 << 25
 cdef Py_ssize_t SMALL_MAX_WEIGHT_BYTES = 1 << 17
 cdef Py_ssize_t SMALL_MAX_BATCH = 32
 cdef Py_ssize_t SMALL_MAX_VECTORS_BATCHED = 4
@@ -153,12 +176,14 @@ cdef int _activation_code(str nonlinearity) except -1:
 
 
 cdef struct StepProduct:
-    # How a time step adds (B, H) @ op(w_hh): BLAS GEMM, or the register-blocked small product
-    # of _simd_impl.h on op(w_hh) laid out (in, out) (forward: a transposed copy of w_hh;
-    # backward: w_hh itself), with its last rows zero-padded (`tail`) and a staging buffer.
-    bint use_blas
+    # How a time step adds (B, H) @ op(w_hh) (see STEP_PRODUCTS): with BLAS GEMM; with the
+    # small product of _simd_impl.h on op(w_hh) laid out (in, out) (forward: a transposed copy
+    # of w_hh; backward: w_hh itself), its last rows zero-padded in `tail`; or with the panel
+    # product on op(w_hh) packed once per call into `packed`. `stage`: their staging buffer.
+    int kind
     const void* tail
     Py_ssize_t tail_rows
+    const void* packed
     void* stage
 
 
@@ -166,9 +191,16 @@ cdef inline void _add_matmul(floating* out, const floating* a, const floating* w
                              BLAS_Trans trans_w, StepProduct* how,
                              Py_ssize_t rows, Py_ssize_t h) noexcept nogil:
     """out (rows, h) += a (rows, h) @ op(w), op(w) being (h, h); for the small product, ``w``
-    must already be op(w) laid out (in, out)."""
-    if how.use_blas:
+    must already be op(w) laid out (in, out); the panel product ignores it for how.packed."""
+    if how.kind == STEP_BLAS:
         gemm(NoTrans, trans_w, rows, h, h, <floating>1, a, h, w, h, <floating>1, out, h)
+    elif how.kind == STEP_PANEL:
+        if floating is float:
+            rnnfast_simd.panel_addmm_f32(out, a, rows, h, h, <const float*>how.packed,
+                                         <float*>how.stage)
+        else:
+            rnnfast_simd.panel_addmm_f64(out, a, rows, h, h, <const double*>how.packed,
+                                         <double*>how.stage)
     elif floating is float:
         rnnfast_simd.small_addmm_f32(out, a, rows, h, h, w, h, <const float*>how.tail,
                                      how.tail_rows, <float*>how.stage)
@@ -198,11 +230,13 @@ cdef inline void _mul_act_grad(floating* g, const floating* h, Py_ssize_t n,
         rnnfast_simd.mul_act_grad_f64(g, h, n, act)
 
 
-cdef StepProduct _step_product(const floating[:, ::1] tail, floating[::1] stage):
+cdef StepProduct _step_product(int kind, const floating[:, ::1] tail,
+                               const floating[::1] packed, floating[::1] stage):
     cdef StepProduct how
-    how.use_blas = stage is None
+    how.kind = kind
     how.tail_rows = 0 if tail is None else tail.shape[0]
     how.tail = NULL if how.tail_rows == 0 else &tail[0, 0]
+    how.packed = NULL if packed is None else &packed[0]
     how.stage = NULL if stage is None else &stage[0]
     return how
 
@@ -210,13 +244,13 @@ cdef StepProduct _step_product(const floating[:, ::1] tail, floating[::1] stage)
 cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                    const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
                    const floating[::1] b, floating[:, :, ::1] h,
-                   const floating[:, ::1] w_hh_t, const floating[:, ::1] tail,
-                   floating[::1] stage, int act) noexcept:
+                   int kind, const floating[:, ::1] w_hh_t, const floating[:, ::1] tail,
+                   const floating[::1] packed, floating[::1] stage, int act) noexcept:
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_ih.shape[0]
     cdef Py_ssize_t step = B * H, t
-    cdef StepProduct how = _step_product(tail, stage)
+    cdef StepProduct how = _step_product(kind, tail, packed, stage)
     # BLAS takes w_hh with a transpose flag; the small product wants w_hh.T laid out.
-    cdef const floating* w_op = &w_hh[0, 0] if how.use_blas else &w_hh_t[0, 0]
+    cdef const floating* w_op = &w_hh[0, 0] if w_hh_t is None else &w_hh_t[0, 0]
     cdef const floating* h0_ptr = NULL if h0 is None else &h0[0, 0]
     cdef const floating* b_ptr = &b[0]
     cdef floating* out = &h[0, 0, 0]
@@ -227,7 +261,7 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
         # The input projection of every step at once: h (T*B, H) = x (T*B, D) @ w_ih.T.
         _bulk_gemm(NoTrans, Trans, T * B, H, D, <floating>1, &x[0, 0, 0], D, &w_ih[0, 0], D,
                    <floating>0, out, H)
-        saved = _serial_blas_begin(how.use_blas and B * H * H < _serial_step_max_macs)
+        saved = _serial_blas_begin(kind == STEP_BLAS and B * H * H < _serial_step_max_macs)
         for t in range(T):
             h_t = out + t * step
             h_prev = h0_ptr if t == 0 else h_t - step
@@ -242,10 +276,11 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                     const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
                     floating[:, :, ::1] da, floating[:, :, ::1] dx, floating[:, ::1] dh0,
                     floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db,
-                    const floating[:, ::1] tail, floating[::1] stage, int act) noexcept:
+                    int kind, const floating[:, ::1] tail, const floating[::1] packed,
+                    floating[::1] stage, int act) noexcept:
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_ih.shape[0]
     cdef Py_ssize_t step = B * H, t, r, i
-    cdef StepProduct how = _step_product(tail, stage)
+    cdef StepProduct how = _step_product(kind, tail, packed, stage)
     cdef const floating* h0_ptr = NULL if h0 is None else &h0[0, 0]
     cdef const floating* w_hh_ptr = &w_hh[0, 0]
     cdef floating* da_ptr = &da[0, 0, 0]
@@ -254,7 +289,7 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     cdef int saved
     with nogil:
         # The sequential part: da[t] = (dh[t] + da[t+1] @ w_hh) * act'(h[t]).
-        saved = _serial_blas_begin(how.use_blas and B * H * H < _serial_step_max_macs)
+        saved = _serial_blas_begin(kind == STEP_BLAS and B * H * H < _serial_step_max_macs)
         for t in range(T - 1, -1, -1):
             da_t = da_ptr + t * step
             memcpy(da_t, &dh[t, 0, 0], step * sizeof(floating))
@@ -288,48 +323,79 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                 db_ptr[i] += da_t[i]
 
 
-cdef bint _use_small_step(Py_ssize_t B, Py_ssize_t H, Py_ssize_t itemsize):
-    """Whether a time step's recurrent product goes to the small product (else BLAS)."""
+cdef int _step_kind(Py_ssize_t B, Py_ssize_t H, Py_ssize_t itemsize):
+    """Which product a call's time steps use (STEP_BLAS, STEP_SMALL or STEP_PANEL)."""
     cdef Py_ssize_t vector_len = rnnfast_simd.vector_bytes // itemsize
     cdef Py_ssize_t vectors = (H + vector_len - 1) // vector_len
-    if _small_step_mode == 1 or vectors > rnnfast_simd.max_vectors:
-        return False
-    return _small_step_mode == 2 or (
-        (B == 1 and H * H * itemsize <= SMALL_MAX_WEIGHT_BYTES)
-        or (B <= SMALL_MAX_BATCH and vectors <= SMALL_MAX_VECTORS_BATCHED))
+    cdef bint small_fits = vectors <= rnnfast_simd.max_vectors
+    if _step_product_mode != 0:  # forced (tests, tuning); "small" only where it fits
+        if _step_product_mode == STEP_SMALL + 1 and not small_fits:
+            return STEP_BLAS
+        return _step_product_mode - 1
+    if small_fits and B <= SMALL_MAX_BATCH and (
+            (B == 1 and H * H * itemsize <= SMALL_MAX_WEIGHT_BYTES)
+            or vectors <= SMALL_MAX_VECTORS_BATCHED):
+        return STEP_SMALL
+    if (PANEL_MIN_BATCH <= B <= PANEL_MAX_BATCH
+            and B * H * H * itemsize <= PANEL_MAX_STEP_BYTES):
+        return STEP_PANEL
+    return STEP_BLAS
 
 
-def _small_step_operands(w_in_out):
-    """(tail, stage) for the small product on ``w_in_out``, op(w_hh) laid out (in, out).
+def _step_operands(w_hh, Py_ssize_t B, bint transposed):
+    """(kind, w_in_out, tail, packed, stage): what a call's recurrent products need.
 
-    ``tail``: its last rows zero-padded to whole vectors, as many as the whole-vector reads
-    would otherwise run past its end (often one); ``stage``: room for a 4-row block.
+    The product is ``h @ op(w_hh)``, op(w_hh) = w_hh.T when ``transposed`` (forward), else w_hh
+    (backward). The small product reads op(w_hh) laid out (in, out), ``w_in_out`` (None when
+    that is w_hh itself), with its last rows zero-padded in ``tail``; the panel product reads
+    it ``packed`` into column panels. ``stage``: their staging buffer.
     """
-    cdef Py_ssize_t H = w_in_out.shape[0]
-    cdef Py_ssize_t vector_len = rnnfast_simd.vector_bytes // w_in_out.dtype.itemsize
-    cdef Py_ssize_t padded_len = (H + vector_len - 1) // vector_len * vector_len
-    cdef Py_ssize_t tail_rows = min(H, (padded_len - H + H - 1) // H)
-    tail = np.zeros((tail_rows, padded_len), dtype=w_in_out.dtype)
-    tail[:, :H] = w_in_out[H - tail_rows:]
-    return tail, np.empty(4 * padded_len, dtype=w_in_out.dtype)
+    cdef Py_ssize_t H = w_hh.shape[0], itemsize = w_hh.dtype.itemsize
+    cdef int kind = _step_kind(B, H, itemsize)
+    cdef Py_ssize_t vector_len = rnnfast_simd.vector_bytes // itemsize
+    cdef Py_ssize_t padded_len, tail_rows, width, panels
+    cdef cnp.ndarray packed = None
+    w_in_out = tail = stage = None
+    if kind == STEP_SMALL:
+        # One small copy per call: op(w_hh) laid out (in, out).
+        w_in_out = np.ascontiguousarray(w_hh.T) if transposed else None
+        m = w_hh if w_in_out is None else w_in_out
+        padded_len = (H + vector_len - 1) // vector_len * vector_len
+        # The last rows zero-padded to whole vectors, as many as the whole-vector reads would
+        # otherwise run past the end of m (often one); `stage` has room for a 4-row block.
+        tail_rows = min(H, (padded_len - H + H - 1) // H)
+        tail = np.zeros((tail_rows, padded_len), dtype=w_hh.dtype)
+        tail[:, :H] = m[H - tail_rows:]
+        stage = np.empty(4 * padded_len, dtype=w_hh.dtype)
+    elif kind == STEP_PANEL:
+        # Packed once per call, read by every time step.
+        width = rnnfast_simd.panel_vectors * vector_len
+        panels = (H + width - 1) // width
+        packed = np.empty(panels * H * width, dtype=w_hh.dtype)
+        stage = np.empty(rnnfast_simd.panel_rows * width, dtype=w_hh.dtype)
+        if itemsize == 4:
+            rnnfast_simd.pack_panels_f32(<float*>cnp.PyArray_DATA(packed),
+                                         <const float*>cnp.PyArray_DATA(w_hh), H, H, H,
+                                         transposed)
+        else:
+            rnnfast_simd.pack_panels_f64(<double*>cnp.PyArray_DATA(packed),
+                                         <const double*>cnp.PyArray_DATA(w_hh), H, H, H,
+                                         transposed)
+    return kind, w_in_out, tail, packed, stage
 
 
 def rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity):
     """Compiled forward pass; see rnnfast.functional.rnn_forward for the contract."""
     cdef int act = _activation_code(nonlinearity)
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], H = w_ih.shape[0]
-    w_hh_t = tail = stage = None
-    if _use_small_step(B, H, x.dtype.itemsize):
-        # The small product runs on op(w_hh) = w_hh.T laid out: one small copy per call.
-        w_hh_t = np.ascontiguousarray(w_hh.T)
-        tail, stage = _small_step_operands(w_hh_t)
+    kind, w_hh_t, tail, packed, stage = _step_operands(w_hh, B, True)
     if b is None:
         b = np.zeros(H, dtype=x.dtype)  # adding zeros keeps one loop per activation
     h = np.empty((T, B, H), dtype=x.dtype)
     if x.dtype == np.float32:
-        _forward[float](x, h0, w_ih, w_hh, b, h, w_hh_t, tail, stage, act)
+        _forward[float](x, h0, w_ih, w_hh, b, h, kind, w_hh_t, tail, packed, stage, act)
     else:
-        _forward[double](x, h0, w_ih, w_hh, b, h, w_hh_t, tail, stage, act)
+        _forward[double](x, h0, w_ih, w_hh, b, h, kind, w_hh_t, tail, packed, stage, act)
     return h
 
 
@@ -337,9 +403,7 @@ def rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity):
     """Compiled BPTT; returns (dx, dh0, dw_ih, dw_hh, db). See rnnfast.functional.rnn_backward."""
     cdef int act = _activation_code(nonlinearity)
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_ih.shape[0]
-    tail = stage = None
-    if _use_small_step(B, H, x.dtype.itemsize):
-        tail, stage = _small_step_operands(w_hh)
+    kind, _, tail, packed, stage = _step_operands(w_hh, B, False)
     dtype = x.dtype
     da = np.empty((T, B, H), dtype=dtype)  # the one (T, B, H) workspace
     dx = np.empty((T, B, D), dtype=dtype)
@@ -349,26 +413,27 @@ def rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity):
     db = np.empty(H, dtype=dtype)
     if dtype == np.float32:
         _backward[float](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db,
-                         tail, stage, act)
+                         kind, tail, packed, stage, act)
     else:
         _backward[double](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db,
-                          tail, stage, act)
+                          kind, tail, packed, stage, act)
     return dx, dh0, dw_ih, dw_hh, db
 
 
-def _set_tuning(small_step=None, serial_step_max_macs=None, serial_gemm_max_macs=None):
-    """Override the size rules (for tests and tuning); returns the previous small-step rule.
+def _set_tuning(step_product=None, serial_step_max_macs=None, serial_gemm_max_macs=None):
+    """Override the size rules (for tests and tuning); returns the previous step-product rule.
 
-    ``small_step``: "auto" (the measured rule), "never" (every recurrent product to BLAS) or
-    "always" (the small product whenever H fits it). ``serial_step_max_macs`` and
+    ``step_product``: "auto" (the measured rule) or one product for every time step: "blas",
+    "small" (where H fits it; BLAS elsewhere) or "panel". ``serial_step_max_macs`` and
     ``serial_gemm_max_macs``: the one-BLAS-thread thresholds (see SERIAL_STEP_MAX_MACS).
     """
-    global _small_step_mode, _serial_step_max_macs, _serial_gemm_max_macs
-    previous = SMALL_STEP_MODES[_small_step_mode]
-    if small_step is not None:
-        if small_step not in SMALL_STEP_MODES:
-            raise ValueError(f"small_step must be one of {SMALL_STEP_MODES}, got {small_step!r}")
-        _small_step_mode = SMALL_STEP_MODES.index(small_step)
+    global _step_product_mode, _serial_step_max_macs, _serial_gemm_max_macs
+    previous = STEP_PRODUCTS[_step_product_mode]
+    if step_product is not None:
+        if step_product not in STEP_PRODUCTS:
+            raise ValueError(
+                f"step_product must be one of {STEP_PRODUCTS}, got {step_product!r}")
+        _step_product_mode = STEP_PRODUCTS.index(step_product)
     if serial_step_max_macs is not None:
         _serial_step_max_macs = serial_step_max_macs
     if serial_gemm_max_macs is not None:

@@ -17,6 +17,9 @@
 #define RF_PASTE(a, b) RF_PASTE2(a, b)
 #define RF(name) RF_PASTE(name, RF_SUFFIX)
 
+/* The panel product's panels are this many vectors wide at every level (_simd_impl.h). */
+#define RF_PANEL_NR 3
+
 #if defined(__x86_64__) || defined(__SSE2__)
 #include <immintrin.h>
 #endif
@@ -64,21 +67,32 @@ typedef struct {
     void (*dot_addmm_f32)(float *, const float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
     void (*dot_addmm_f64)(double *, const double *, const double *, ptrdiff_t, ptrdiff_t,
                           ptrdiff_t);
+    /* out (rows, n) += a (rows, k) @ m (k, n), m packed into column panels by pack_panels
+     * (dst, src, k, n, ld, transposed); see _simd_impl.h */
+    void (*panel_addmm_f32)(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                            const float *, float *);
+    void (*panel_addmm_f64)(double *, const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                            const double *, double *);
+    void (*pack_panels_f32)(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
+    void (*pack_panels_f64)(double *, const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
     ptrdiff_t vector_bytes; /* the small product pads its columns to whole vectors */
     ptrdiff_t max_vectors;  /* ... and holds at most this many per row in registers */
+    ptrdiff_t panel_vectors; /* a panel is this many vectors wide */
+    ptrdiff_t panel_rows;    /* ... and the panel product's register block this many rows */
 } rnnfast_simd_t;
 
-#define RF_LEVEL(SFX, NAME, VBYTES, NV_MAX)                                                      \
+#define RF_LEVEL(SFX, NAME, VBYTES, NV_MAX, PANEL_ROWS)                                          \
     {NAME, bias_act_f32##SFX, bias_act_f64##SFX, mul_act_grad_f32##SFX, mul_act_grad_f64##SFX, \
      small_addmm_f32##SFX, small_addmm_f64##SFX, dot_addmm_f32##SFX, dot_addmm_f64##SFX,       \
-     VBYTES, NV_MAX}
+     panel_addmm_f32##SFX, panel_addmm_f64##SFX, pack_panels_f32##SFX, pack_panels_f64##SFX,   \
+     VBYTES, NV_MAX, RF_PANEL_NR, PANEL_ROWS}
 
 /* Index = level: 0 baseline, 1 AVX2 + FMA, 2 AVX-512. */
 static const rnnfast_simd_t rnnfast_simd_levels[] = {
-    RF_LEVEL(_base, "baseline", 16, 12),
+    RF_LEVEL(_base, "baseline", 16, 12, 4),
 #ifdef RNNFAST_X86_DISPATCH
-    RF_LEVEL(_avx2, "avx2", 32, 12),
-    RF_LEVEL(_avx512, "avx512", 64, 16),
+    RF_LEVEL(_avx2, "avx2", 32, 12, 4),
+    RF_LEVEL(_avx512, "avx512", 64, 16, 8),
 #endif
 };
 #define RNNFAST_SIMD_NLEVELS ((int)(sizeof rnnfast_simd_levels / sizeof rnnfast_simd_levels[0]))

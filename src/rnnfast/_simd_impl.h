@@ -245,6 +245,121 @@ RF_ROWS(double, f64, 13) RF_ROWS(double, f64, 14) RF_ROWS(double, f64, 15) RF_RO
 RF_SMALL_ADDMM(float, f32)
 RF_SMALL_ADDMM(double, f64)
 
+/* ---- panel product: out (rows, n) += a (rows, k) @ m (k, n), m packed once -----------------
+ * For the per-step product of batched steps. m is packed once per call (pack_panels) into
+ * column panels of RF_PANEL_NR (_simd.h) whole vectors, NRW elements: panel q is (k, NRW),
+ * contiguous, zero-padded past column n. A step then reads every weight once, sequentially, and the
+ * micro-kernel keeps an MR x NR block of out in registers, MR rows of `a` sharing each load of
+ * a panel row: MR * NR accumulators + NR loads + 1 broadcast <= the register file. This is the
+ * packed-weights GEMM of oneDNN's RNN: OpenBLAS packs w_hh again on every step's call.
+ * A last partial panel goes through `stage` (MR x NRW), so lanes past n never touch out.
+ */
+#if RF_VBYTES == 64
+#define RF_PANEL_MR 8 /* 24 accumulators of 32 registers */
+#else
+#define RF_PANEL_MR 4 /* 12 of 16 */
+#endif
+
+#define RF_PANEL_KERNEL(T, SFX, MR)                                                              \
+    static inline __attribute__((always_inline)) void RF(panel_##SFX##_##MR)(                   \
+        T *out, ptrdiff_t ldo, const T *a, ptrdiff_t lda, const T *panel, ptrdiff_t k)           \
+    {                                                                                            \
+        typedef RF(vec_##SFX) VT;                                                                \
+        enum { VL = RF_VBYTES / sizeof(T), NR = RF_PANEL_NR };                                   \
+        VT acc[MR][NR];                                                                          \
+        _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)                                     \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NR; v++)                                 \
+                acc[r][v] = *(const VT *)(out + r * ldo + v * VL);                               \
+        for (ptrdiff_t j = 0; j < k; j++) {                                                      \
+            const T *row = panel + j * (NR * VL);                                                \
+            VT w[NR];                                                                            \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NR; v++)                                 \
+                w[v] = *(const VT *)(row + v * VL);                                              \
+            _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++) {                               \
+                T s = a[r * lda + j];                                                            \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NR; v++) acc[r][v] += s * w[v];      \
+            }                                                                                    \
+        }                                                                                        \
+        _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)                                     \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NR; v++)                                 \
+                *(VT *)(out + r * ldo + v * VL) = acc[r][v];                                     \
+    }
+
+#define RF_PANEL_CASE(SFX, MR)                                                                   \
+    case MR: RF(panel_##SFX##_##MR)(out, ldo, a, lda, panel, k); return;
+
+#if RF_PANEL_MR == 8
+#define RF_PANEL_KERNELS(T, SFX)                                                                 \
+    RF_PANEL_KERNEL(T, SFX, 1) RF_PANEL_KERNEL(T, SFX, 2) RF_PANEL_KERNEL(T, SFX, 3)            \
+    RF_PANEL_KERNEL(T, SFX, 4) RF_PANEL_KERNEL(T, SFX, 5) RF_PANEL_KERNEL(T, SFX, 6)            \
+    RF_PANEL_KERNEL(T, SFX, 7) RF_PANEL_KERNEL(T, SFX, 8)
+#define RF_PANEL_CASES(SFX)                                                                      \
+    RF_PANEL_CASE(SFX, 1) RF_PANEL_CASE(SFX, 2) RF_PANEL_CASE(SFX, 3) RF_PANEL_CASE(SFX, 4)     \
+    RF_PANEL_CASE(SFX, 5) RF_PANEL_CASE(SFX, 6) RF_PANEL_CASE(SFX, 7) RF_PANEL_CASE(SFX, 8)
+#else
+#define RF_PANEL_KERNELS(T, SFX)                                                                 \
+    RF_PANEL_KERNEL(T, SFX, 1) RF_PANEL_KERNEL(T, SFX, 2) RF_PANEL_KERNEL(T, SFX, 3)            \
+    RF_PANEL_KERNEL(T, SFX, 4)
+#define RF_PANEL_CASES(SFX)                                                                      \
+    RF_PANEL_CASE(SFX, 1) RF_PANEL_CASE(SFX, 2) RF_PANEL_CASE(SFX, 3) RF_PANEL_CASE(SFX, 4)
+#endif
+
+#define RF_PANEL(T, SFX)                                                                         \
+    RF_PANEL_KERNELS(T, SFX)                                                                     \
+    /* One block of mr <= RF_PANEL_MR rows against one panel. */                                 \
+    static void RF(panel_block_##SFX)(int mr, T *out, ptrdiff_t ldo, const T *a, ptrdiff_t lda, \
+                                      const T *panel, ptrdiff_t k)                               \
+    {                                                                                            \
+        switch (mr) {                                                                            \
+            RF_PANEL_CASES(SFX)                                                                  \
+        default: return;                                                                         \
+        }                                                                                        \
+    }                                                                                            \
+    /* dst[q, j, c] = m[j, q * NRW + c] (0 past n), m[j, i] = src[j * ld + i], or                \
+     * src[i * ld + j] when `transposed` (the forward packs w_hh.T from w_hh as stored). */      \
+    static void RF(pack_panels_##SFX)(T *restrict dst, const T *restrict src, ptrdiff_t k,      \
+                                      ptrdiff_t n, ptrdiff_t ld, int transposed)                 \
+    {                                                                                            \
+        enum { NRW = RF_PANEL_NR * (RF_VBYTES / sizeof(T)) };                                    \
+        const ptrdiff_t panels = (n + NRW - 1) / NRW;                                            \
+        for (ptrdiff_t q = 0; q < panels; q++) {                                                 \
+            for (ptrdiff_t j = 0; j < k; j++) {                                                  \
+                T *d = dst + (q * k + j) * NRW;                                                  \
+                for (ptrdiff_t c = 0; c < NRW; c++) {                                            \
+                    const ptrdiff_t i = q * NRW + c;                                             \
+                    d[c] = i >= n ? (T)0 : transposed ? src[i * ld + j] : src[j * ld + i];       \
+                }                                                                                \
+            }                                                                                    \
+        }                                                                                        \
+    }                                                                                            \
+    /* out (rows, n) += a (rows, k) @ m (k, n), m packed by pack_panels. */                      \
+    static void RF(panel_addmm_##SFX)(T *out, const T *a, ptrdiff_t rows, ptrdiff_t k,          \
+                                      ptrdiff_t n, const T *packed, T *stage)                    \
+    {                                                                                            \
+        enum { NRW = RF_PANEL_NR * (RF_VBYTES / sizeof(T)), MR = RF_PANEL_MR };                  \
+        const ptrdiff_t panels = (n + NRW - 1) / NRW;                                            \
+        for (ptrdiff_t q = 0; q < panels; q++) {                                                 \
+            const T *panel = packed + q * k * NRW;                                               \
+            const ptrdiff_t c0 = q * NRW, width = n - c0 < NRW ? n - c0 : NRW;                   \
+            for (ptrdiff_t r = 0; r < rows; r += MR) {                                           \
+                const int mr = rows - r < MR ? (int)(rows - r) : MR;                             \
+                T *o = out + r * n + c0;                                                         \
+                if (width == NRW) {                                                              \
+                    RF(panel_block_##SFX)(mr, o, n, a + r * k, k, panel, k);                     \
+                    continue;                                                                    \
+                }                                                                                \
+                for (int i = 0; i < mr; i++)                                                     \
+                    memcpy(stage + i * NRW, o + i * n, width * sizeof(T));                       \
+                RF(panel_block_##SFX)(mr, stage, NRW, a + r * k, k, panel, k);                   \
+                for (int i = 0; i < mr; i++)                                                     \
+                    memcpy(o + i * n, stage + i * NRW, width * sizeof(T));                       \
+            }                                                                                    \
+        }                                                                                        \
+    }
+
+RF_PANEL(float, f32)
+RF_PANEL(double, f64)
+
 /* ---- horizontal sums: the lanes of one vector, in registers --------------------------------- */
 static inline __attribute__((always_inline)) float RF(hsum_f32)(RF(vec_f32) v)
 {
@@ -378,3 +493,9 @@ RF_DOT(double, f64)
 #undef RF_CASES_WIDE
 #undef RF_ELEMENTWISE
 #undef RF_DOT
+#undef RF_PANEL_MR
+#undef RF_PANEL_KERNEL
+#undef RF_PANEL_CASE
+#undef RF_PANEL_KERNELS
+#undef RF_PANEL_CASES
+#undef RF_PANEL
