@@ -448,6 +448,23 @@ def rnn_step(
     return _rnn_step_checked(x, h, layers, nonlinearity, backend)
 
 
+def _rnn_step_plain(
+    x: Any, h: Any | None, layers: tuple, nonlinearity: str, backend: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """rnn_step for the streaming path of the layers, or None.
+
+    Runs the compiled step when the compiled backend is in use and every operand is already
+    exactly what it needs (checked in C: dtype, contiguity, shapes); None otherwise, and the
+    caller then converts its arguments its own way and calls :func:`rnn_step`. ``layers`` must
+    be a tuple of 4-tuples and ``nonlinearity`` valid: the layers check both once, when built.
+    """
+    if _kernels is None or backend == "numpy":
+        return None
+    if backend == "auto" and _environment_backend() != "auto":
+        return None  # the environment chooses: rnn_step's general path resolves it
+    return _kernels.rnn_step(x, h, layers, nonlinearity)
+
+
 def _rnn_step_checked(
     x: Any, h: Any | None, layers: tuple, nonlinearity: str, backend: str
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -287,18 +287,6 @@ def _step_params(
     )
 
 
-def _plain_step_args(
-    x: Any, h: Any, input_size: int, hidden_size: int, layers: int, dtype: np.dtype
-) -> bool:
-    """True when x (B, D) and h (layers, B, H) or None are already arrays of the layer's dtype and
-    shape: they go to functional.rnn_step as they are, with no Python-level conversion."""
-    if type(x) is not np.ndarray or x.ndim != 2 or x.dtype != dtype or x.shape[1] != input_size:
-        return False
-    return h is None or (
-        type(h) is np.ndarray and h.dtype == dtype and h.shape == (layers, x.shape[0], hidden_size)
-    )
-
-
 def _cell_step(
     x: Any,
     h: Any | None,
@@ -476,6 +464,9 @@ class RNN(Module):
                 names = list(shapes) + ([] if self.bias else [None, None])
                 self._names.append(tuple(names))
         self._cache: _ForwardCache | None = None
+        # step()'s per-layer (w_ih, w_hh, b_ih, b_hh), built at its first call. Parameters are
+        # never replaced after construction (loads and optimizers write into them).
+        self._step_layers: tuple | None = None
 
     @property
     def _num_directions(self) -> int:
@@ -721,9 +712,15 @@ class RNN(Module):
                 "step() runs forward in time, but a bidirectional RNN's reverse direction "
                 "needs the whole sequence: call rnn(x) instead"
             )
-        L, params = self.num_layers, _step_params(self._parameters, self._names)
-        if _plain_step_args(x_t, h, self.input_size, self.hidden_size, L, self.dtype):
-            return _cell_step(x_t, h, params, self.nonlinearity, self.backend)
+        params = self._step_layers
+        if params is None:  # the live arrays: in-place updates (optimizers, loads) show through
+            params = self._step_layers = _step_params(self._parameters, self._names)
+        if type(x_t) is np.ndarray and x_t.ndim == 2:
+            # Arrays already of the layer's dtype and shapes: checked in C, about 1 us a call.
+            result = functional._rnn_step_plain(x_t, h, params, self.nonlinearity, self.backend)
+            if result is not None:
+                return result
+        L = self.num_layers
         x2, h3, batched = _step_args(x_t, h, self.input_size, self.hidden_size, (L,), self.dtype)
         output, h_new = _cell_step(x2, h3, params, self.nonlinearity, self.backend)
         return (output, h_new) if batched else (output[0], h_new[:, 0])
