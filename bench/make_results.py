@@ -121,7 +121,8 @@ def main() -> None:
             for m in ("torch", "jax")
             if m in benchmarks.available_peers()
         ),
-        "- Times are medians of repeats, each peer in its own block after a pause; `x vs P` is "
+        "- Times: each peer's repeats run in blocks after a pause, three rounds over the peers; "
+        "a peer's time is the lowest of its blocks' medians (see `benchmarks.run`); `x vs P` is "
         "P's time over rnnfast's (above 1: rnnfast is faster). FLOPs counted as "
         "6*T*B*H*(D+H).\n",
     ]

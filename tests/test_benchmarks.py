@@ -35,7 +35,7 @@ def test_run_and_table_are_well_formed():
     assert seen == [(1, 2), (2, 2)]
     assert len(results) == len(cases) * len(peers)
     for r in results:
-        assert r["median_ms"] > 0 and r["gflops"] > 0 and r["repeats"] == 3
+        assert r["median_ms"] > 0 and r["gflops"] > 0 and r["repeats"] == 3 and r["rounds"] == 3
         case = benchmarks.Case(r["T"], r["B"], r["D"], r["H"], r["dtype"])
         assert r["gflops"] == pytest.approx(case.flops / r["median_ms"] / 1e6)
     table = benchmarks.format_table(results, sgemm_gflops=100.0)

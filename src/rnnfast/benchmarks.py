@@ -227,34 +227,47 @@ def run(
     repeats: int | None = None,
     min_time: float = 0.2,
     progress: Callable[[int, int], None] | None = None,
+    rounds: int = 3,
 ) -> list[dict[str, Any]]:
     """Time forward + backward of every case on every peer; one result dict per (case, peer).
 
-    Each peer runs its repeats in one block, after a warm-up and a pause: peers keep thread
-    pools that spin for a while after each call (OpenMP, OpenBLAS), and a peer timed while the
+    Each peer runs its repeats in blocks, after a warm-up and a pause: peers keep thread pools
+    that spin for a while after each call (OpenMP, OpenBLAS), and a peer timed while the
     previous one's threads still spin on the other core loses (interleaving peers call by call
-    measured 5x slowdowns this way). Without ``repeats``, each peer repeats until it has run
-    for ``min_time`` seconds (at least 5 and at most 1000 times).
+    measured 5x slowdowns this way). The blocks go round the peers ``rounds`` times, and a
+    peer's time is the lowest of its blocks' medians: on a shared machine whose load changes
+    over seconds, every peer gets the same chances of a quiet block. Without ``repeats``, a
+    block repeats until it has run for ``min_time / rounds`` seconds (at least 3 and at most
+    1000 times).
     """
     peers = available_peers() if peers is None else list(peers)
+    rounds = max(1, rounds)
     results = []
     for i, case in enumerate(cases):
-        for peer in peers:
-            fn = make_runner(peer, case)
+        runners = {peer: make_runner(peer, case) for peer in peers}
+        counts = {}
+        for peer, fn in runners.items():
             first = _timed(fn)  # warm-up: caches, JIT compilation, thread pools
-            count = repeats or int(min(1000, max(5, min_time / max(first, 1e-7))))
-            time.sleep(_PAUSE_S)  # let the previous peer's spinning threads go to sleep
-            times = [_timed(fn) for _ in range(count)]
-            median = statistics.median(times)
+            budget = min_time / rounds / max(first, 1e-7)
+            counts[peer] = repeats or int(min(1000, max(3, budget)))
+        best = dict.fromkeys(runners, float("inf"))
+        for _ in range(rounds):
+            for peer, fn in runners.items():
+                time.sleep(_PAUSE_S)  # let the previous peer's spinning threads go to sleep
+                times = [_timed(fn) for _ in range(counts[peer])]
+                best[peer] = min(best[peer], statistics.median(times))
+        for peer in peers:
             results.append(
                 {
                     **asdict(case),
                     "peer": peer,
-                    "median_ms": median * 1e3,
-                    "gflops": case.flops / median / 1e9,
-                    "repeats": count,
+                    "median_ms": best[peer] * 1e3,
+                    "gflops": case.flops / best[peer] / 1e9,
+                    "repeats": counts[peer],
+                    "rounds": rounds,
                 }
             )
+        del runners
         if progress is not None:
             progress(i + 1, len(cases))
     return results

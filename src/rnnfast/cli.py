@@ -277,8 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "bench",
         "time forward + backward against the NumPy reference, PyTorch and JAX",
-        "Time forward + backward (median of repeats) of rnnfast's compiled kernels and of "
-        "each peer installed, in the same run, and print ms, GFLOP/s and rnnfast's speed-up.",
+        "Time forward + backward (the best of three rounds' medians) of rnnfast's compiled "
+        "kernels and of each peer installed, in the same run, and print ms, GFLOP/s and "
+        "rnnfast's speed-up.",
     )
     grid = p.add_mutually_exclusive_group()
     grid.add_argument("--quick", action="store_true", help="3 small cases instead of the full grid")
@@ -301,7 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"implementations to time, of {', '.join(benchmarks.PEERS)} (default: all installed)",
     )
     p.add_argument(
-        "--repeats", type=POSITIVE, metavar="N", default=None, help="timed repeats per case"
+        "--repeats",
+        type=POSITIVE,
+        metavar="N",
+        default=None,
+        help="timed repeats per case and round",
     )
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--plot", metavar="FILE", help="draw a bar chart (needs matplotlib)")
