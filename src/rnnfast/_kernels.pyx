@@ -353,7 +353,7 @@ def _step_operands(w_hh, Py_ssize_t B, bint transposed):
     cdef Py_ssize_t H = w_hh.shape[0], itemsize = w_hh.dtype.itemsize
     cdef int kind = _step_kind(B, H, itemsize)
     cdef Py_ssize_t vector_len = rnnfast_simd.vector_bytes // itemsize
-    cdef Py_ssize_t padded_len, tail_rows, width, panels
+    cdef Py_ssize_t padded_len, tail_rows
     cdef cnp.ndarray packed = None
     w_in_out = tail = stage = None
     if kind == STEP_SMALL:
@@ -369,10 +369,10 @@ def _step_operands(w_hh, Py_ssize_t B, bint transposed):
         stage = np.empty(4 * padded_len, dtype=w_hh.dtype)
     elif kind == STEP_PANEL:
         # Packed once per call, read by every time step.
-        width = rnnfast_simd.panel_vectors * vector_len
-        panels = (H + width - 1) // width
-        packed = np.empty(panels * H * width, dtype=w_hh.dtype)
-        stage = np.empty(rnnfast_simd.panel_rows * width, dtype=w_hh.dtype)
+        padded_len = (H + vector_len - 1) // vector_len * vector_len
+        packed = np.empty(H * padded_len, dtype=w_hh.dtype)
+        stage = np.empty(rnnfast_simd.panel_rows * rnnfast_simd.panel_vectors * vector_len,
+                         dtype=w_hh.dtype)
         if itemsize == 4:
             rnnfast_simd.pack_panels_f32(<float*>cnp.PyArray_DATA(packed),
                                          <const float*>cnp.PyArray_DATA(w_hh), H, H, H,

@@ -247,12 +247,13 @@ RF_SMALL_ADDMM(double, f64)
 
 /* ---- panel product: out (rows, n) += a (rows, k) @ m (k, n), m packed once -----------------
  * For the per-step product of batched steps. m is packed once per call (pack_panels) into
- * column panels of RF_PANEL_NR (_simd.h) whole vectors, NRW elements: panel q is (k, NRW),
- * contiguous, zero-padded past column n. A step then reads every weight once, sequentially, and the
- * micro-kernel keeps an MR x NR block of out in registers, MR rows of `a` sharing each load of
- * a panel row: MR * NR accumulators + NR loads + 1 broadcast <= the register file. This is the
+ * column panels of RF_PANEL_NR (_simd.h) whole vectors, and a last narrower panel of as many
+ * vectors as the remaining columns need: panel q is (k, its width), contiguous, zero-padded
+ * past column n. A step then reads every weight once, sequentially, and the micro-kernel keeps
+ * an MR x NR block of out in registers, MR rows of `a` sharing each load of a panel row:
+ * MR * NR accumulators + NR loads + 1 broadcast <= the register file. This is the
  * packed-weights GEMM of oneDNN's RNN: OpenBLAS packs w_hh again on every step's call.
- * A last partial panel goes through `stage` (MR x NRW), so lanes past n never touch out.
+ * A last partial vector goes through `stage` (MR x NRW), so lanes past n never touch out.
  */
 #if RF_VBYTES == 64
 #define RF_PANEL_MR 8 /* 24 accumulators of 32 registers */
@@ -260,12 +261,12 @@ RF_SMALL_ADDMM(double, f64)
 #define RF_PANEL_MR 4 /* 12 of 16 */
 #endif
 
-#define RF_PANEL_KERNEL(T, SFX, MR)                                                              \
-    static inline __attribute__((always_inline)) void RF(panel_##SFX##_##MR)(                   \
+#define RF_PANEL_KERNEL(T, SFX, NR, MR)                                                          \
+    static inline __attribute__((always_inline)) void RF(panel_##SFX##_##NR##_##MR)(            \
         T *out, ptrdiff_t ldo, const T *a, ptrdiff_t lda, const T *panel, ptrdiff_t k)           \
     {                                                                                            \
         typedef RF(vec_##SFX) VT;                                                                \
-        enum { VL = RF_VBYTES / sizeof(T), NR = RF_PANEL_NR };                                   \
+        enum { VL = RF_VBYTES / sizeof(T) };                                                     \
         VT acc[MR][NR];                                                                          \
         _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)                                     \
             _Pragma("GCC unroll 4") for (int v = 0; v < NR; v++)                                 \
@@ -285,48 +286,78 @@ RF_SMALL_ADDMM(double, f64)
                 *(VT *)(out + r * ldo + v * VL) = acc[r][v];                                     \
     }
 
-#define RF_PANEL_CASE(SFX, MR)                                                                   \
-    case MR: RF(panel_##SFX##_##MR)(out, ldo, a, lda, panel, k); return;
+#define RF_PANEL_CASE(SFX, NR, MR)                                                               \
+    case MR: RF(panel_##SFX##_##NR##_##MR)(out, ldo, a, lda, panel, k); return;
 
 #if RF_PANEL_MR == 8
-#define RF_PANEL_KERNELS(T, SFX)                                                                 \
-    RF_PANEL_KERNEL(T, SFX, 1) RF_PANEL_KERNEL(T, SFX, 2) RF_PANEL_KERNEL(T, SFX, 3)            \
-    RF_PANEL_KERNEL(T, SFX, 4) RF_PANEL_KERNEL(T, SFX, 5) RF_PANEL_KERNEL(T, SFX, 6)            \
-    RF_PANEL_KERNEL(T, SFX, 7) RF_PANEL_KERNEL(T, SFX, 8)
-#define RF_PANEL_CASES(SFX)                                                                      \
-    RF_PANEL_CASE(SFX, 1) RF_PANEL_CASE(SFX, 2) RF_PANEL_CASE(SFX, 3) RF_PANEL_CASE(SFX, 4)     \
-    RF_PANEL_CASE(SFX, 5) RF_PANEL_CASE(SFX, 6) RF_PANEL_CASE(SFX, 7) RF_PANEL_CASE(SFX, 8)
+#define RF_PANEL_WIDTH(T, SFX, NR)                                                               \
+    RF_PANEL_KERNEL(T, SFX, NR, 1) RF_PANEL_KERNEL(T, SFX, NR, 2)                                \
+    RF_PANEL_KERNEL(T, SFX, NR, 3) RF_PANEL_KERNEL(T, SFX, NR, 4)                                \
+    RF_PANEL_KERNEL(T, SFX, NR, 5) RF_PANEL_KERNEL(T, SFX, NR, 6)                                \
+    RF_PANEL_KERNEL(T, SFX, NR, 7) RF_PANEL_KERNEL(T, SFX, NR, 8)                                \
+    static void RF(panel_block_##SFX##_##NR)(int mr, T *out, ptrdiff_t ldo, const T *a,         \
+                                             ptrdiff_t lda, const T *panel, ptrdiff_t k)         \
+    {                                                                                            \
+        switch (mr) {                                                                            \
+            RF_PANEL_CASE(SFX, NR, 1) RF_PANEL_CASE(SFX, NR, 2) RF_PANEL_CASE(SFX, NR, 3)        \
+            RF_PANEL_CASE(SFX, NR, 4) RF_PANEL_CASE(SFX, NR, 5) RF_PANEL_CASE(SFX, NR, 6)        \
+            RF_PANEL_CASE(SFX, NR, 7) RF_PANEL_CASE(SFX, NR, 8)                                  \
+        default: return;                                                                         \
+        }                                                                                        \
+    }
 #else
-#define RF_PANEL_KERNELS(T, SFX)                                                                 \
-    RF_PANEL_KERNEL(T, SFX, 1) RF_PANEL_KERNEL(T, SFX, 2) RF_PANEL_KERNEL(T, SFX, 3)            \
-    RF_PANEL_KERNEL(T, SFX, 4)
-#define RF_PANEL_CASES(SFX)                                                                      \
-    RF_PANEL_CASE(SFX, 1) RF_PANEL_CASE(SFX, 2) RF_PANEL_CASE(SFX, 3) RF_PANEL_CASE(SFX, 4)
+#define RF_PANEL_WIDTH(T, SFX, NR)                                                               \
+    RF_PANEL_KERNEL(T, SFX, NR, 1) RF_PANEL_KERNEL(T, SFX, NR, 2)                                \
+    RF_PANEL_KERNEL(T, SFX, NR, 3) RF_PANEL_KERNEL(T, SFX, NR, 4)                                \
+    static void RF(panel_block_##SFX##_##NR)(int mr, T *out, ptrdiff_t ldo, const T *a,         \
+                                             ptrdiff_t lda, const T *panel, ptrdiff_t k)         \
+    {                                                                                            \
+        switch (mr) {                                                                            \
+            RF_PANEL_CASE(SFX, NR, 1) RF_PANEL_CASE(SFX, NR, 2) RF_PANEL_CASE(SFX, NR, 3)        \
+            RF_PANEL_CASE(SFX, NR, 4)                                                            \
+        default: return;                                                                         \
+        }                                                                                        \
+    }
+#endif
+
+#if RF_PANEL_NR != 3
+#error "the panel product instantiates panel widths 1 to 3 vectors"
 #endif
 
 #define RF_PANEL(T, SFX)                                                                         \
-    RF_PANEL_KERNELS(T, SFX)                                                                     \
-    /* One block of mr <= RF_PANEL_MR rows against one panel. */                                 \
-    static void RF(panel_block_##SFX)(int mr, T *out, ptrdiff_t ldo, const T *a, ptrdiff_t lda, \
-                                      const T *panel, ptrdiff_t k)                               \
+    RF_PANEL_WIDTH(T, SFX, 1) RF_PANEL_WIDTH(T, SFX, 2) RF_PANEL_WIDTH(T, SFX, 3)                \
+    /* One block of mr <= RF_PANEL_MR rows against one panel of nr vectors. */                   \
+    static void RF(panel_block_##SFX)(int nr, int mr, T *out, ptrdiff_t ldo, const T *a,        \
+                                      ptrdiff_t lda, const T *panel, ptrdiff_t k)                \
     {                                                                                            \
-        switch (mr) {                                                                            \
-            RF_PANEL_CASES(SFX)                                                                  \
-        default: return;                                                                         \
-        }                                                                                        \
+        if (nr == 3) RF(panel_block_##SFX##_3)(mr, out, ldo, a, lda, panel, k);                  \
+        else if (nr == 2) RF(panel_block_##SFX##_2)(mr, out, ldo, a, lda, panel, k);             \
+        else RF(panel_block_##SFX##_1)(mr, out, ldo, a, lda, panel, k);                          \
     }                                                                                            \
-    /* dst[q, j, c] = m[j, q * NRW + c] (0 past n), m[j, i] = src[j * ld + i], or                \
-     * src[i * ld + j] when `transposed` (the forward packs w_hh.T from w_hh as stored). */      \
+    /* Panel q: its first column c0 and width in vectors (NR, the last one fewer). */            \
+    static inline void RF(panel_span_##SFX)(ptrdiff_t q, ptrdiff_t n, ptrdiff_t *c0, int *nr)   \
+    {                                                                                            \
+        enum { VL = RF_VBYTES / sizeof(T), NRW = RF_PANEL_NR * VL };                             \
+        *c0 = q * NRW;                                                                           \
+        const ptrdiff_t left = n - *c0;                                                          \
+        *nr = left >= NRW ? RF_PANEL_NR : (int)((left + VL - 1) / VL);                           \
+    }                                                                                            \
+    /* dst: panel q at dst + c0 * k, dst[c0 * k + j * w + c] = m[j, c0 + c] (0 past n), w its    \
+     * width; m[j, i] = src[j * ld + i], or src[i * ld + j] when `transposed` (the forward     \
+     * packs w_hh.T from w_hh as stored). dst holds k * (n rounded up to whole vectors). */     \
     static void RF(pack_panels_##SFX)(T *restrict dst, const T *restrict src, ptrdiff_t k,      \
                                       ptrdiff_t n, ptrdiff_t ld, int transposed)                 \
     {                                                                                            \
-        enum { NRW = RF_PANEL_NR * (RF_VBYTES / sizeof(T)) };                                    \
-        const ptrdiff_t panels = (n + NRW - 1) / NRW;                                            \
-        for (ptrdiff_t q = 0; q < panels; q++) {                                                 \
+        enum { VL = RF_VBYTES / sizeof(T), NRW = RF_PANEL_NR * VL };                             \
+        for (ptrdiff_t q = 0; q * NRW < n; q++) {                                                \
+            ptrdiff_t c0;                                                                        \
+            int nr;                                                                              \
+            RF(panel_span_##SFX)(q, n, &c0, &nr);                                                \
+            const ptrdiff_t w = nr * VL;                                                         \
             for (ptrdiff_t j = 0; j < k; j++) {                                                  \
-                T *d = dst + (q * k + j) * NRW;                                                  \
-                for (ptrdiff_t c = 0; c < NRW; c++) {                                            \
-                    const ptrdiff_t i = q * NRW + c;                                             \
+                T *d = dst + c0 * k + j * w;                                                     \
+                for (ptrdiff_t c = 0; c < w; c++) {                                              \
+                    const ptrdiff_t i = c0 + c;                                                  \
                     d[c] = i >= n ? (T)0 : transposed ? src[i * ld + j] : src[j * ld + i];       \
                 }                                                                                \
             }                                                                                    \
@@ -336,23 +367,25 @@ RF_SMALL_ADDMM(double, f64)
     static void RF(panel_addmm_##SFX)(T *out, const T *a, ptrdiff_t rows, ptrdiff_t k,          \
                                       ptrdiff_t n, const T *packed, T *stage)                    \
     {                                                                                            \
-        enum { NRW = RF_PANEL_NR * (RF_VBYTES / sizeof(T)), MR = RF_PANEL_MR };                  \
-        const ptrdiff_t panels = (n + NRW - 1) / NRW;                                            \
-        for (ptrdiff_t q = 0; q < panels; q++) {                                                 \
-            const T *panel = packed + q * k * NRW;                                               \
-            const ptrdiff_t c0 = q * NRW, width = n - c0 < NRW ? n - c0 : NRW;                   \
+        enum { VL = RF_VBYTES / sizeof(T), NRW = RF_PANEL_NR * VL, MR = RF_PANEL_MR };           \
+        for (ptrdiff_t q = 0; q * NRW < n; q++) {                                                \
+            ptrdiff_t c0;                                                                        \
+            int nr;                                                                              \
+            RF(panel_span_##SFX)(q, n, &c0, &nr);                                                \
+            const T *panel = packed + c0 * k;                                                    \
+            const ptrdiff_t width = n - c0 < NRW ? n - c0 : NRW, w = nr * VL;                    \
             for (ptrdiff_t r = 0; r < rows; r += MR) {                                           \
                 const int mr = rows - r < MR ? (int)(rows - r) : MR;                             \
                 T *o = out + r * n + c0;                                                         \
-                if (width == NRW) {                                                              \
-                    RF(panel_block_##SFX)(mr, o, n, a + r * k, k, panel, k);                     \
+                if (width == w) {                                                                \
+                    RF(panel_block_##SFX)(nr, mr, o, n, a + r * k, k, panel, k);                 \
                     continue;                                                                    \
                 }                                                                                \
                 for (int i = 0; i < mr; i++)                                                     \
-                    memcpy(stage + i * NRW, o + i * n, width * sizeof(T));                       \
-                RF(panel_block_##SFX)(mr, stage, NRW, a + r * k, k, panel, k);                   \
+                    memcpy(stage + i * w, o + i * n, width * sizeof(T));                         \
+                RF(panel_block_##SFX)(nr, mr, stage, w, a + r * k, k, panel, k);                 \
                 for (int i = 0; i < mr; i++)                                                     \
-                    memcpy(o + i * n, stage + i * NRW, width * sizeof(T));                       \
+                    memcpy(o + i * n, stage + i * w, width * sizeof(T));                         \
             }                                                                                    \
         }                                                                                        \
     }
@@ -496,6 +529,5 @@ RF_DOT(double, f64)
 #undef RF_PANEL_MR
 #undef RF_PANEL_KERNEL
 #undef RF_PANEL_CASE
-#undef RF_PANEL_KERNELS
-#undef RF_PANEL_CASES
+#undef RF_PANEL_WIDTH
 #undef RF_PANEL
