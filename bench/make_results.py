@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import statistics
+import functools
 import sys
 from pathlib import Path
 
@@ -31,7 +31,7 @@ def grid_section(dtype: str, repeats: int | None) -> tuple[str, list[dict]]:
 
 def step_section() -> str:
     lines = ["| peer | us per call | rnnfast speed-up |", "|---|---|---|"]
-    times = {k: benchmarks.time_per_call(f) for k, f in benchmarks.step_runners().items()}
+    times = benchmarks.time_per_call(benchmarks.step_runners())
     for peer, us in times.items():
         lines.append(f"| {peer} | {us:.2f} | {us / times['rnnfast']:.1f}x |")
     return (
@@ -51,7 +51,7 @@ def inference_section(training: list[dict]) -> str:
     }
     for case in benchmarks.ISSUE_GRID:
         runners = benchmarks.forward_runners(case)
-        ms = {peer: benchmarks.time_median(fn, repeats=21) for peer, fn in runners.items()}
+        ms = benchmarks.time_blocks(runners, repeats=11)
         torch_ms = ms.get("torch")
         ratio = "-" if torch_ms is None else f"{torch_ms / ms['rnnfast']:.2f}"
         lines.append(
@@ -79,21 +79,21 @@ def memory_section() -> str:
     )
 
 
+def _torch_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+
+
 def threads_section() -> str:
     lines = ["| T,B,D,H | peer | 1 thread ms | 2 threads ms | speed-up |", "|---|---|---|---|---|"]
     peers = [p for p in ("rnnfast", "torch") if p in benchmarks.available_peers()]
     for case in benchmarks.ISSUE_GRID[4:]:
         for peer in peers:
             fn = benchmarks.make_runner(peer, case)
-            ms = {}
-            for n in (1, 2):
-                if peer == "torch":
-                    import torch
-
-                    torch.set_num_threads(n)
-                else:
-                    rnnfast.set_num_threads(n)
-                ms[n] = statistics.median(benchmarks.time_median(fn, repeats=7) for _ in range(3))
+            setter = _torch_threads if peer == "torch" else rnnfast.set_num_threads
+            setup = {n: functools.partial(setter, n) for n in (1, 2)}
+            ms = benchmarks.time_blocks(dict.fromkeys(setup, fn), repeats=5, setup=setup)
             lines.append(
                 f"| {case.label} | {peer} | {ms[1]:.1f} | {ms[2]:.1f} | {ms[1] / ms[2]:.2f}x |"
             )

@@ -20,7 +20,7 @@ import importlib.util
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -221,6 +221,39 @@ def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
+def best_block_medians(
+    runners: Mapping[str, Callable[[], Any]],
+    repeats: Mapping[str, int],
+    rounds: int = 3,
+    calls: int = 1,
+    setup: Mapping[str, Callable[[], Any]] | None = None,
+) -> dict[str, float]:
+    """Each runner's time per call in seconds: the lowest of its blocks' medians.
+
+    The runners take turns, ``rounds`` times: a runner's block is ``setup[name]()`` (if any), a
+    pause, then ``repeats[name]`` samples, each the mean of ``calls`` calls. Blocks rather than
+    call-by-call interleaving, because runners keep thread pools that spin for a while after
+    each call (OpenMP, OpenBLAS), and one timed while the previous one's threads still spin on
+    the other core loses (interleaving call by call measured 5x slowdowns); rounds, and the
+    lowest block median, because on a shared machine whose load changes over seconds every
+    runner then gets the same chances of a quiet block.
+    """
+    best = dict.fromkeys(runners, float("inf"))
+    for _ in range(max(1, rounds)):
+        for name, fn in runners.items():
+            if setup is not None and name in setup:
+                setup[name]()
+            time.sleep(_PAUSE_S)  # let the previous runner's spinning threads go to sleep
+            samples = []
+            for _ in range(repeats[name]):
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    fn()
+                samples.append((time.perf_counter() - t0) / calls)
+            best[name] = min(best[name], statistics.median(samples))
+    return best
+
+
 def run(
     cases: Sequence[Case],
     peers: Sequence[str] | None = None,
@@ -231,14 +264,10 @@ def run(
 ) -> list[dict[str, Any]]:
     """Time forward + backward of every case on every peer; one result dict per (case, peer).
 
-    Each peer runs its repeats in blocks, after a warm-up and a pause: peers keep thread pools
-    that spin for a while after each call (OpenMP, OpenBLAS), and a peer timed while the
-    previous one's threads still spin on the other core loses (interleaving peers call by call
-    measured 5x slowdowns this way). The blocks go round the peers ``rounds`` times, and a
-    peer's time is the lowest of its blocks' medians: on a shared machine whose load changes
-    over seconds, every peer gets the same chances of a quiet block. Without ``repeats``, a
+    Timed by :func:`best_block_medians`: each peer's repeats in a block, the peers taking turns
+    ``rounds`` times, a peer's time the lowest of its blocks' medians. Without ``repeats``, a
     block repeats until it has run for ``min_time / rounds`` seconds (at least 3 and at most
-    1000 times).
+    1000 times), judged from a warm-up call.
     """
     peers = available_peers() if peers is None else list(peers)
     rounds = max(1, rounds)
@@ -250,12 +279,7 @@ def run(
             first = _timed(fn)  # warm-up: caches, JIT compilation, thread pools
             budget = min_time / rounds / max(first, 1e-7)
             counts[peer] = repeats or int(min(1000, max(3, budget)))
-        best = dict.fromkeys(runners, float("inf"))
-        for _ in range(rounds):
-            for peer, fn in runners.items():
-                time.sleep(_PAUSE_S)  # let the previous peer's spinning threads go to sleep
-                times = [_timed(fn) for _ in range(counts[peer])]
-                best[peer] = min(best[peer], statistics.median(times))
+        best = best_block_medians(runners, counts, rounds)
         for peer in peers:
             results.append(
                 {
@@ -384,16 +408,14 @@ def step_runners(
     return {k: v for k, v in runners.items() if not peers or k in peers}
 
 
-def time_per_call(fn: Callable[[], Any], calls: int = 2000, repeats: int = 15) -> float:
-    """Median over ``repeats`` of the mean time of one call in a batch of ``calls``, in us."""
-    fn()
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        samples.append((time.perf_counter() - t0) / calls)
-    return statistics.median(samples) * 1e6
+def time_per_call(
+    runners: Mapping[str, Callable[[], Any]], calls: int = 2000, repeats: int = 5, rounds: int = 3
+) -> dict[str, float]:
+    """Each runner's time per call in us (:func:`best_block_medians`, samples of ``calls``)."""
+    for fn in runners.values():
+        fn()
+    best = best_block_medians(runners, dict.fromkeys(runners, repeats), rounds, calls)
+    return {name: t * 1e6 for name, t in best.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,9 +450,24 @@ def forward_runners(case: Case, peers: Sequence[str] = ()) -> dict[str, Callable
 
 
 def time_median(fn: Callable[[], Any], repeats: int = 11) -> float:
-    """Median wall time of ``fn()`` in ms, after one warm-up call."""
+    """Median wall time of ``fn()`` in ms, after one warm-up call (a single quick block)."""
     fn()
     return statistics.median(_timed(fn) for _ in range(repeats)) * 1e3
+
+
+def time_blocks(
+    runners: Mapping[str, Callable[[], Any]],
+    repeats: int = 7,
+    rounds: int = 3,
+    setup: Mapping[str, Callable[[], Any]] | None = None,
+) -> dict[str, float]:
+    """Each runner's time per call in ms (:func:`best_block_medians`), after a warm-up call."""
+    for name, fn in runners.items():
+        if setup is not None and name in setup:
+            setup[name]()
+        fn()
+    best = best_block_medians(runners, dict.fromkeys(runners, repeats), rounds, setup=setup)
+    return {name: t * 1e3 for name, t in best.items()}
 
 
 # ---------------------------------------------------------------------------------------------
