@@ -12,8 +12,8 @@
  *         $L/libscipy_openblas-*.so -Wl,-rpath,$L
  *     ./panel_threads B H [blas]   (H a multiple of 48, B of 8; e.g. 32 288, 64 1008)
  *
- * Not part of the package: it decided against a thread pool of our own (see the closing note
- * of issue 5 and README "Performance notes").
+ * Not part of the package: it decided against a thread pool of our own (README, "What the
+ * kernels do").
  */
 #include <stdio.h>
 #include <stdlib.h>
