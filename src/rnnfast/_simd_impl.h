@@ -289,36 +289,26 @@ RF_SMALL_ADDMM(double, f64)
 #define RF_PANEL_CASE(SFX, NR, MR)                                                               \
     case MR: RF(panel_##SFX##_##NR##_##MR)(out, ldo, a, lda, panel, k); return;
 
+/* One kernel per block height 1..RF_PANEL_MR, and the switch that picks one. */
 #if RF_PANEL_MR == 8
-#define RF_PANEL_WIDTH(T, SFX, NR)                                                               \
-    RF_PANEL_KERNEL(T, SFX, NR, 1) RF_PANEL_KERNEL(T, SFX, NR, 2)                                \
-    RF_PANEL_KERNEL(T, SFX, NR, 3) RF_PANEL_KERNEL(T, SFX, NR, 4)                                \
-    RF_PANEL_KERNEL(T, SFX, NR, 5) RF_PANEL_KERNEL(T, SFX, NR, 6)                                \
-    RF_PANEL_KERNEL(T, SFX, NR, 7) RF_PANEL_KERNEL(T, SFX, NR, 8)                                \
-    static void RF(panel_block_##SFX##_##NR)(int mr, T *out, ptrdiff_t ldo, const T *a,         \
-                                             ptrdiff_t lda, const T *panel, ptrdiff_t k)         \
-    {                                                                                            \
-        switch (mr) {                                                                            \
-            RF_PANEL_CASE(SFX, NR, 1) RF_PANEL_CASE(SFX, NR, 2) RF_PANEL_CASE(SFX, NR, 3)        \
-            RF_PANEL_CASE(SFX, NR, 4) RF_PANEL_CASE(SFX, NR, 5) RF_PANEL_CASE(SFX, NR, 6)        \
-            RF_PANEL_CASE(SFX, NR, 7) RF_PANEL_CASE(SFX, NR, 8)                                  \
-        default: return;                                                                         \
-        }                                                                                        \
-    }
+#define RF_PANEL_HEIGHTS(X, ...)                                                                 \
+    X(__VA_ARGS__, 1) X(__VA_ARGS__, 2) X(__VA_ARGS__, 3) X(__VA_ARGS__, 4)                      \
+    X(__VA_ARGS__, 5) X(__VA_ARGS__, 6) X(__VA_ARGS__, 7) X(__VA_ARGS__, 8)
 #else
+#define RF_PANEL_HEIGHTS(X, ...)                                                                 \
+    X(__VA_ARGS__, 1) X(__VA_ARGS__, 2) X(__VA_ARGS__, 3) X(__VA_ARGS__, 4)
+#endif
+
 #define RF_PANEL_WIDTH(T, SFX, NR)                                                               \
-    RF_PANEL_KERNEL(T, SFX, NR, 1) RF_PANEL_KERNEL(T, SFX, NR, 2)                                \
-    RF_PANEL_KERNEL(T, SFX, NR, 3) RF_PANEL_KERNEL(T, SFX, NR, 4)                                \
+    RF_PANEL_HEIGHTS(RF_PANEL_KERNEL, T, SFX, NR)                                                \
     static void RF(panel_block_##SFX##_##NR)(int mr, T *out, ptrdiff_t ldo, const T *a,         \
                                              ptrdiff_t lda, const T *panel, ptrdiff_t k)         \
     {                                                                                            \
         switch (mr) {                                                                            \
-            RF_PANEL_CASE(SFX, NR, 1) RF_PANEL_CASE(SFX, NR, 2) RF_PANEL_CASE(SFX, NR, 3)        \
-            RF_PANEL_CASE(SFX, NR, 4)                                                            \
+            RF_PANEL_HEIGHTS(RF_PANEL_CASE, SFX, NR)                                             \
         default: return;                                                                         \
         }                                                                                        \
     }
-#endif
 
 #if RF_PANEL_NR != 3
 #error "the panel product instantiates panel widths 1 to 3 vectors"
@@ -530,4 +520,5 @@ RF_DOT(double, f64)
 #undef RF_PANEL_KERNEL
 #undef RF_PANEL_CASE
 #undef RF_PANEL_WIDTH
+#undef RF_PANEL_HEIGHTS
 #undef RF_PANEL
