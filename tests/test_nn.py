@@ -399,6 +399,24 @@ def test_cell_backward_matches_finite_differences():
     assert dx1.shape == (3,) and dh1.shape == (4,)
 
 
+def test_cell_backward_ignores_later_changes_to_its_arrays(backend):
+    """backward uses the values of the forward call, whatever the caller then does in place to
+    x, h or the returned h' (the plain-array fast path keeps no reference to them)."""
+    rng = np.random.default_rng(12)
+    cell = rnnfast.RNNCell(3, 4, dtype=F64, seed=0, backend=backend)
+    x, h, g = randn(rng, 2, 3), randn(rng, 2, 4), randn(rng, 2, 4)
+    cell(x.copy(), h.copy())
+    expected = cell.backward(g)
+    cell.zero_grad()
+    x2, h2 = x.copy(), h.copy()
+    out = cell(x2, h2)
+    x2.fill(7.0)
+    h2.fill(-3.0)
+    out.fill(0.5)
+    for got, want in zip(cell.backward(g), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 # --------------------------------------------------------------------------------------------
 # Linear, Embedding, one_hot
 

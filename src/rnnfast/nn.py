@@ -769,6 +769,7 @@ class RNNCell(Module):
         for name, shape in shapes.items():
             self._add_parameter(name, _uniform(rng, shape, bound, self.dtype))
         self._cache: tuple[np.ndarray, np.ndarray | None, np.ndarray, bool] | None = None
+        self._step_layers: tuple | None = None  # built at the first call
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -777,13 +778,25 @@ class RNNCell(Module):
 
     def forward(self, x: Any, h: Any | None = None) -> np.ndarray:
         """h' (B, H), or (H,) for an unbatched x."""
-        x2, h2, batched = _step_args(x, h, self.input_size, self.hidden_size, (), self.dtype)
-        p = self._parameters
-        params = ((p["weight_ih"], p["weight_hh"], p.get("bias_ih"), p.get("bias_hh")),)
-        h_new, _ = _cell_step(
-            x2, None if h2 is None else h2[None], params, self.nonlinearity, self.backend
-        )
-        self._cache = (x2.copy(), None if h2 is None else h2.copy(), h_new.copy(), batched)
+        params = self._step_layers
+        if params is None:  # the live arrays, as RNN.step
+            p = self._parameters
+            params = ((p["weight_ih"], p["weight_hh"], p.get("bias_ih"), p.get("bias_hh")),)
+            self._step_layers = params
+        result = None
+        if type(x) is np.ndarray and x.ndim == 2 and (h is None or type(h) is np.ndarray):
+            # Arrays already of the cell's dtype and shapes: checked in C.
+            h3 = None if h is None else h[None]
+            result = functional._rnn_step_plain(x, h3, params, self.nonlinearity, self.backend)
+            x2, h2, batched = x, h, True
+        if result is None:
+            x2, h2, batched = _step_args(x, h, self.input_size, self.hidden_size, (), self.dtype)
+            h3 = None if h2 is None else h2[None]
+            result = _cell_step(x2, h3, params, self.nonlinearity, self.backend)
+        h_new, h_stack = result
+        # Copies for backward, safe from changes the caller makes to its arrays; h_stack[0]
+        # already is one (the same values as h_new, which the caller gets).
+        self._cache = (x2.copy(), None if h2 is None else h2.copy(), h_stack[0], batched)
         return h_new if batched else h_new[0]
 
     def backward(self, d_h_new: Any) -> tuple[np.ndarray, np.ndarray]:
