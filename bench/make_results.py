@@ -30,12 +30,20 @@ def grid_section(dtype: str, repeats: int | None) -> tuple[str, list[dict]]:
 
 
 def step_section() -> str:
-    lines = ["| peer | us per call | rnnfast speed-up |", "|---|---|---|"]
+    lines = [
+        "| peer | us per call | rnnfast RNN.step speed-up | rnnfast RNNCell speed-up |",
+        "|---|---|---|---|",
+    ]
     times = benchmarks.time_per_call(benchmarks.step_runners())
     for peer, us in times.items():
-        lines.append(f"| {peer} | {us:.2f} | {us / times['rnnfast']:.1f}x |")
+        lines.append(
+            f"| {peer} | {us:.2f} | {us / times['rnnfast']:.1f}x | "
+            f"{us / times['rnnfast-cell']:.1f}x |"
+        )
     return (
         "### Streaming step (B=1, D=32, H=128, float32, one call from Python)\n\n"
+        "rnnfast is `RNN.step`, rnnfast-cell `RNNCell` (which also keeps copies of its inputs "
+        "for a backward pass), torch `torch.nn.RNNCell` under `no_grad`.\n\n"
         + "\n".join(lines)
         + "\n"
     )

@@ -31,7 +31,7 @@ def test_forward_backward(benchmark, case, peer):
     benchmark(benchmarks.make_runner(peer, case))
 
 
-@pytest.mark.parametrize("peer", ["rnnfast", "numpy", "torch"])
+@pytest.mark.parametrize("peer", ["rnnfast", "rnnfast-cell", "numpy", "torch"])
 def test_streaming_step(benchmark, peer):
     runners = benchmarks.step_runners(B=1, D=32, H=128)
     if peer not in runners:

@@ -52,3 +52,25 @@ def test_unknown_peer_is_refused():
 
 def test_flops_count():
     assert benchmarks.Case(2, 3, 4, 5).flops == 6 * 2 * 3 * 5 * (4 + 5)
+
+
+def test_every_streaming_step_runner_computes_the_same_step():
+    """The streaming-step table compares like with like: every runner's new state agrees."""
+    runners = benchmarks.step_runners(B=2, D=5, H=7, dtype="float64")
+    assert {"rnnfast", "rnnfast-cell", "numpy"} <= set(runners)
+    expected = runners["numpy"]()
+    for peer, fn in runners.items():
+        got = fn()
+        got = got[0] if isinstance(got, tuple) else got  # RNN.step: (output, h_new)
+        got = got.numpy() if hasattr(got, "numpy") else got
+        assert_close(np.asarray(got), expected, 1e-12, peer)
+
+
+def test_time_blocks_runs_setup_before_each_block():
+    calls = []
+    runners = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    setup = {"a": lambda: calls.append("setup a")}
+    ms = benchmarks.time_blocks(runners, repeats=2, rounds=2, setup=setup)
+    assert set(ms) == {"a", "b"} and all(t >= 0 for t in ms.values())
+    # warm-up (setup a, a, b), then per round: setup a, a, a, b, b
+    assert calls == ["setup a", "a", "b"] + ["setup a", "a", "a", "b", "b"] * 2

@@ -374,11 +374,12 @@ def format_table(results: Sequence[dict[str, Any]], sgemm_gflops: float | None =
 def step_runners(
     B: int = 1, D: int = 32, H: int = 128, dtype: str = "float32", peers: Sequence[str] = ()
 ) -> dict[str, Callable[[], Any]]:
-    """One inference step per call: rnnfast ``RNN.step``, a NumPy one-liner, torch RNNCell.
+    """One inference step per call: rnnfast ``RNN.step`` and ``RNNCell``, a NumPy one-liner,
+    torch RNNCell under ``no_grad``.
 
-    ``peers`` limits the set (default: all available among rnnfast, numpy, torch).
+    ``peers`` limits the set (default: all available among rnnfast, rnnfast-cell, numpy, torch).
     """
-    from rnnfast.nn import RNN
+    from rnnfast.nn import RNN, RNNCell
 
     rnn = RNN(D, H, dtype=dtype, seed=0)
     sd = rnn.state_dict()
@@ -389,8 +390,12 @@ def step_runners(
         sd[f"{n}_l0"] for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
     )
     h2 = h[0]
+    rnn_cell = RNNCell(D, H, dtype=dtype, seed=0)
+    rnn_cell.load_state_dict({k: sd[f"{k}_l0"] for k in rnn_cell.state_dict()})
     runners: dict[str, Callable[[], Any]] = {
         "rnnfast": lambda: rnn.step(x, h),
+        # RNNCell also keeps copies of its inputs for a backward pass
+        "rnnfast-cell": lambda: rnn_cell(x, h2),
         "numpy": lambda: np.tanh(x @ w_ih.T + b_ih + h2 @ w_hh.T + b_hh),
     }
     if importlib.util.find_spec("torch") is not None:
