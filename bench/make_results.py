@@ -25,7 +25,11 @@ def grid_section(dtype: str, repeats: int | None) -> tuple[str, list[dict]]:
     cases = [Case(c.T, c.B, c.D, c.H, dtype) for c in benchmarks.ISSUE_GRID]
     roof = benchmarks.sgemm_gflops(dtype)
     results = benchmarks.run(cases, repeats=repeats, min_time=1.0)
-    head = f"### Forward + BPTT, {dtype} (BLAS GEMM rate measured in this run: {roof:.0f} GFLOP/s)"
+    roof = max(roof, benchmarks.sgemm_gflops(dtype))  # the roof measured before and after
+    head = (
+        f"### Forward + BPTT, {dtype} (BLAS GEMM rate measured in this run, the better of before "
+        f"and after the table: {roof:.0f} GFLOP/s)"
+    )
     return f"{head}\n\n```\n{benchmarks.format_table(results, roof)}\n```\n", results
 
 
