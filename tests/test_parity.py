@@ -185,13 +185,17 @@ def test_parity_with_forced_paths(tuning, size, dtype, nonlinearity):
 @pytest.mark.parametrize("level", SIMD_LEVELS, ids=str)
 @pytest.mark.parametrize(
     "size",
-    [(3, 1, 4, 5), (3, 7, 5, 33), (3, 6, 4, 64), (3, 5, 4, 128), (3, 13, 6, 100), (2, 9, 3, 145)],
+    [
+        *[(3, 1, 4, 5), (3, 7, 5, 33), (3, 6, 4, 64), (3, 5, 4, 128), (3, 13, 6, 100)],
+        *[(2, 9, 3, 145), (40, 9, 40, 100)],  # the last: packed w_hh held in dx's memory
+    ],
     ids=size_id,
 )
 def test_panel_product_at_each_simd_level(level, size, dtype, nonlinearity):
     """Every block height (a partial last block of rows) and panel width (whole and partial
     last vectors, last panels of 1 to 3 vectors) of the panel product, at each SIMD level's
-    register blocking."""
+    register blocking; backward's packed w_hh in memory of its own or of an output written
+    after the time loop."""
     previous = KERNELS._set_tuning(step_product="panel")
     try:
         problem = make_problem(np.random.default_rng(sum(size)), *size, dtype)

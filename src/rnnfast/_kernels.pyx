@@ -342,13 +342,15 @@ cdef int _step_kind(Py_ssize_t B, Py_ssize_t H, Py_ssize_t itemsize):
     return STEP_BLAS
 
 
-def _step_operands(w_hh, Py_ssize_t B, bint transposed):
+def _step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=()):
     """(kind, w_in_out, tail, packed, stage): what a call's recurrent products need.
 
     The product is ``h @ op(w_hh)``, op(w_hh) = w_hh.T when ``transposed`` (forward), else w_hh
     (backward). The small product reads op(w_hh) laid out (in, out), ``w_in_out`` (None when
     that is w_hh itself), with its last rows zero-padded in ``tail``; the panel product reads
-    it ``packed`` into column panels. ``stage``: their staging buffer.
+    it ``packed`` into column panels. ``stage``: their staging buffer. ``scratch``: arrays of
+    w_hh's dtype whose memory is free until the time loop ends (outputs written after it); the
+    packed panels and their stage go in the first large enough, so that they cost no memory.
     """
     cdef Py_ssize_t H = w_hh.shape[0], itemsize = w_hh.dtype.itemsize
     cdef int kind = _step_kind(B, H, itemsize)
@@ -370,9 +372,12 @@ def _step_operands(w_hh, Py_ssize_t B, bint transposed):
     elif kind == STEP_PANEL:
         # Packed once per call, read by every time step.
         padded_len = (H + vector_len - 1) // vector_len * vector_len
-        packed = np.empty(H * padded_len, dtype=w_hh.dtype)
-        stage = np.empty(rnnfast_simd.panel_rows * rnnfast_simd.panel_vectors * vector_len,
-                         dtype=w_hh.dtype)
+        stage_len = rnnfast_simd.panel_rows * rnnfast_simd.panel_vectors * vector_len
+        room = next((a.reshape(-1) for a in scratch if a.size >= H * padded_len + stage_len),
+                    None)
+        if room is None:
+            room = np.empty(H * padded_len + stage_len, dtype=w_hh.dtype)
+        packed, stage = room[:H * padded_len], room[H * padded_len:H * padded_len + stage_len]
         if itemsize == 4:
             rnnfast_simd.pack_panels_f32(<float*>cnp.PyArray_DATA(packed),
                                          <const float*>cnp.PyArray_DATA(w_hh), H, H, H,
@@ -403,7 +408,6 @@ def rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity):
     """Compiled BPTT; returns (dx, dh0, dw_ih, dw_hh, db). See rnnfast.functional.rnn_backward."""
     cdef int act = _activation_code(nonlinearity)
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_ih.shape[0]
-    kind, _, tail, packed, stage = _step_operands(w_hh, B, False)
     dtype = x.dtype
     da = np.empty((T, B, H), dtype=dtype)  # the one (T, B, H) workspace
     dx = np.empty((T, B, D), dtype=dtype)
@@ -411,6 +415,9 @@ def rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity):
     dw_ih = np.empty((H, D), dtype=dtype)
     dw_hh = np.empty((H, H), dtype=dtype)
     db = np.empty(H, dtype=dtype)
+    # dx, dw_ih and dw_hh are written only after the time loop: until then their memory can
+    # hold the packed w_hh (the peak extra memory stays one (T, B, H) buffer).
+    kind, _, tail, packed, stage = _step_operands(w_hh, B, False, (dx, dw_ih, dw_hh))
     if dtype == np.float32:
         _backward[float](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db,
                          kind, tail, packed, stage, act)
