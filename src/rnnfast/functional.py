@@ -76,6 +76,7 @@ class RNNGrads(NamedTuple):
     """(H,): gradient with respect to the bias (PyTorch's b_ih and b_hh each receive it)."""
 
 
+_COMPILED = ("cython", _kernels)
 _ENV_KEY = os.environ.encodekey("RNNFAST_BACKEND") if hasattr(os.environ, "encodekey") else None
 
 
@@ -93,6 +94,10 @@ def _environment_backend() -> str:
 def _resolve_backend(backend: str) -> tuple[str, ModuleType]:
     """Turn a backend name into ("cython" | "numpy", implementing module)."""
     global _warned_fallback
+    # The common case first, in a few tens of ns: it is paid by every streaming step.
+    if type(backend) is str and backend == "auto" and _kernels is not None:
+        if _environment_backend() == "auto":
+            return _COMPILED
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
@@ -439,29 +444,25 @@ def rnn_step(
     else takes the validating path, which converts or raises like :func:`rnn_forward`.
     """
     _check_nonlinearity(nonlinearity)
-    _, impl = _resolve_backend(backend)
     layers = params if type(params) is tuple else tuple(params)
-    if impl is _kernels:
-        result = _kernels.rnn_step(x, h, layers, nonlinearity)
-        if result is not None:
-            return result
+    result = _rnn_step_plain(x, h, layers, nonlinearity, backend)
+    if result is not None:
+        return result
     return _rnn_step_checked(x, h, layers, nonlinearity, backend)
 
 
 def _rnn_step_plain(
     x: Any, h: Any | None, layers: tuple, nonlinearity: str, backend: str
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """rnn_step for the streaming path of the layers, or None.
+    """The compiled step when that backend is in use and every operand is already exactly
+    what it needs (checked in C: dtype, contiguity, shapes); else None.
 
-    Runs the compiled step when the compiled backend is in use and every operand is already
-    exactly what it needs (checked in C: dtype, contiguity, shapes); None otherwise, and the
-    caller then converts its arguments its own way and calls :func:`rnn_step`. ``layers`` must
-    be a tuple of 4-tuples and ``nonlinearity`` valid: the layers check both once, when built.
+    rnn_step's fast half, and the layers' streaming path: they then convert their arguments
+    their own way (to the layer's dtype) and call :func:`rnn_step`. ``layers`` must be a tuple
+    and ``nonlinearity`` valid (rnn_step and the layers' constructors check it).
     """
-    if _kernels is None or backend == "numpy":
+    if _resolve_backend(backend)[1] is not _kernels:
         return None
-    if backend == "auto" and _environment_backend() != "auto":
-        return None  # the environment chooses: rnn_step's general path resolves it
     return _kernels.rnn_step(x, h, layers, nonlinearity)
 
 

@@ -287,23 +287,17 @@ def _step_params(
     )
 
 
-def _cell_step(
-    x: Any,
-    h: Any | None,
-    params: tuple[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], ...],
-    nonlinearity: str,
-    backend: str,
-) -> tuple[np.ndarray, np.ndarray]:
-    """One step of a stack: x (B, D), h (L, B, H) or None -> (output (B, H), h_new (L, B, H)).
-
-    The one place a single step is computed: the streaming path of RNN.step and RNNCell.
-    """
-    return functional.rnn_step(x, h, params, nonlinearity=nonlinearity, backend=backend)
-
-
-def _combined_bias(b_ih: np.ndarray | None, b_hh: np.ndarray | None) -> np.ndarray | None:
-    """PyTorch's two biases enter the recurrence as their sum."""
-    return None if b_ih is None else b_ih + b_hh
+def _accumulate_grads(
+    g: dict[str, np.ndarray], names: tuple[str, str, str | None, str | None], grads: Any
+) -> None:
+    """Add one layer's RNNGrads into its parameters' gradients: PyTorch's two biases both
+    receive db (they enter the recurrence as their sum)."""
+    w_ih, w_hh, b_ih, b_hh = names
+    g[w_ih] += grads.dw_ih
+    g[w_hh] += grads.dw_hh
+    if b_ih is not None:
+        g[b_ih] += grads.db
+        g[b_hh] += grads.db
 
 
 def _step_args(
@@ -464,9 +458,9 @@ class RNN(Module):
                 names = list(shapes) + ([] if self.bias else [None, None])
                 self._names.append(tuple(names))
         self._cache: _ForwardCache | None = None
-        # step()'s per-layer (w_ih, w_hh, b_ih, b_hh), built at its first call. Parameters are
-        # never replaced after construction (loads and optimizers write into them).
-        self._step_layers: tuple | None = None
+        # step()'s per-layer (w_ih, w_hh, b_ih, b_hh): the live arrays, as parameters are never
+        # replaced after construction (loads and optimizers write into them).
+        self._step_layers = _step_params(self._parameters, self._names)
 
     @property
     def _num_directions(self) -> int:
@@ -491,16 +485,7 @@ class RNN(Module):
         """(w_ih, w_hh, b_ih + b_hh or None) of layer-direction k."""
         p = self._parameters
         w_ih, w_hh, b_ih, b_hh = self._names[k]
-        return p[w_ih], p[w_hh], None if b_ih is None else _combined_bias(p[b_ih], p[b_hh])
-
-    def _accumulate(self, k: int, grads: functional.RNNGrads) -> None:
-        g = self._grads
-        w_ih, w_hh, b_ih, b_hh = self._names[k]
-        g[w_ih] += grads.dw_ih
-        g[w_hh] += grads.dw_hh
-        if b_ih is not None:
-            g[b_ih] += grads.db
-            g[b_hh] += grads.db
+        return p[w_ih], p[w_hh], None if b_ih is None else p[b_ih] + p[b_hh]
 
     def _check_lengths(self, lengths: Any, B: int, T: int) -> np.ndarray:
         lens = _as_int_array("lengths", lengths)
@@ -662,7 +647,7 @@ class RNN(Module):
             d_in = None
             for d in range(dirs):
                 k = layer * dirs + d
-                w_ih, w_hh, _ = self._weights(k)
+                w_ih, w_hh = self._step_layers[k][:2]  # (the biases' sum is not needed)
                 dh = d_out[..., d * H : (d + 1) * H]
                 # Contiguous; for one direction d_out itself, which is ours to change.
                 dh = np.ascontiguousarray(dh) if d == 0 else _reverse_time(dh, c.rev)
@@ -678,7 +663,7 @@ class RNN(Module):
                     nonlinearity=self.nonlinearity,
                     backend=self.backend,
                 )
-                self._accumulate(k, g)
+                _accumulate_grads(self._grads, self._names[k], g)
                 dh0[k] = g.dh0
                 dx = g.dx if d == 0 else _reverse_time(g.dx, c.rev)
                 d_in = dx if d_in is None else np.add(d_in, dx, out=d_in)
@@ -712,17 +697,15 @@ class RNN(Module):
                 "step() runs forward in time, but a bidirectional RNN's reverse direction "
                 "needs the whole sequence: call rnn(x) instead"
             )
-        params = self._step_layers
-        if params is None:  # the live arrays: in-place updates (optimizers, loads) show through
-            params = self._step_layers = _step_params(self._parameters, self._names)
+        params, nl, backend = self._step_layers, self.nonlinearity, self.backend
         if type(x_t) is np.ndarray and x_t.ndim == 2:
             # Arrays already of the layer's dtype and shapes: checked in C, about 1 us a call.
-            result = functional._rnn_step_plain(x_t, h, params, self.nonlinearity, self.backend)
+            result = functional._rnn_step_plain(x_t, h, params, nl, backend)
             if result is not None:
                 return result
         L = self.num_layers
         x2, h3, batched = _step_args(x_t, h, self.input_size, self.hidden_size, (L,), self.dtype)
-        output, h_new = _cell_step(x2, h3, params, self.nonlinearity, self.backend)
+        output, h_new = functional.rnn_step(x2, h3, params, nonlinearity=nl, backend=backend)
         return (output, h_new) if batched else (output[0], h_new[:, 0])
 
 
@@ -769,7 +752,9 @@ class RNNCell(Module):
         for name, shape in shapes.items():
             self._add_parameter(name, _uniform(rng, shape, bound, self.dtype))
         self._cache: tuple[np.ndarray, np.ndarray | None, np.ndarray, bool] | None = None
-        self._step_layers: tuple | None = None  # built at the first call
+        names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if self.bias else (None, None))
+        self._names = [names]
+        self._step_layers = _step_params(self._parameters, self._names)  # live, as RNN's
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -778,21 +763,17 @@ class RNNCell(Module):
 
     def forward(self, x: Any, h: Any | None = None) -> np.ndarray:
         """h' (B, H), or (H,) for an unbatched x."""
-        params = self._step_layers
-        if params is None:  # the live arrays, as RNN.step
-            p = self._parameters
-            params = ((p["weight_ih"], p["weight_hh"], p.get("bias_ih"), p.get("bias_hh")),)
-            self._step_layers = params
+        params, nl, backend = self._step_layers, self.nonlinearity, self.backend
         result = None
         if type(x) is np.ndarray and x.ndim == 2 and (h is None or type(h) is np.ndarray):
             # Arrays already of the cell's dtype and shapes: checked in C.
             h3 = None if h is None else h[None]
-            result = functional._rnn_step_plain(x, h3, params, self.nonlinearity, self.backend)
+            result = functional._rnn_step_plain(x, h3, params, nl, backend)
             x2, h2, batched = x, h, True
         if result is None:
             x2, h2, batched = _step_args(x, h, self.input_size, self.hidden_size, (), self.dtype)
             h3 = None if h2 is None else h2[None]
-            result = _cell_step(x2, h3, params, self.nonlinearity, self.backend)
+            result = functional.rnn_step(x2, h3, params, nonlinearity=nl, backend=backend)
         h_new, h_stack = result
         # Copies for backward, safe from changes the caller makes to its arrays; h_stack[0]
         # already is one (the same values as h_new, which the caller gets).
@@ -808,22 +789,18 @@ class RNNCell(Module):
         x2, h2, h_new, batched = self._cache
         d = _as_float_array("d_h_new", d_h_new, self.dtype)
         _check_shape("d_h_new", d, h_new.shape if batched else h_new.shape[1:], "h' shape")
-        p, g = self._parameters, self._grads
+        w_ih, w_hh = self._step_layers[0][:2]
         grads = functional.rnn_backward(
             d.reshape(1, *h_new.shape),
             x2[None],
             h2,
             h_new[None],
-            p["weight_ih"],
-            p["weight_hh"],
+            w_ih,
+            w_hh,
             nonlinearity=self.nonlinearity,
             backend=self.backend,
         )
-        g["weight_ih"] += grads.dw_ih
-        g["weight_hh"] += grads.dw_hh
-        if self.bias:
-            g["bias_ih"] += grads.db
-            g["bias_hh"] += grads.db
+        _accumulate_grads(self._grads, self._names[0], grads)
         dx, dh = grads.dx[0], grads.dh0
         return (dx, dh) if batched else (dx[0], dh[0])
 
