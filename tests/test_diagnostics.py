@@ -169,6 +169,22 @@ def test_scale_sweep_rejects_bad_arguments():
         diagnostics.scale_sweep(hidden=0)
 
 
+def test_scale_sweep_takes_one_shot_iterables():
+    """Every (nonlinearity, scale) row, also when both come as generators (read once)."""
+    rows = diagnostics.scale_sweep(
+        hidden=4,
+        seq_len=5,
+        scales=(s for s in (0.5, 1.0)),
+        nonlinearities=(n for n in ("tanh", "relu")),
+    )
+    assert [(r.nonlinearity, r.label) for r in rows] == [
+        ("tanh", "scale 0.5"),
+        ("tanh", "scale 1"),
+        ("relu", "scale 0.5"),
+        ("relu", "scale 1"),
+    ]
+
+
 def test_model_diagnosis_per_layer():
     model = rnnfast.CharRNN("abc\n", hidden_size=8, num_layers=2, seed=0)
     ids = np.random.default_rng(0).integers(0, 4, (25, 3))

@@ -133,6 +133,15 @@ def test_max_grad_norm_clips_before_every_step():
         assert norm == pytest.approx(0.5, rel=1e-5)
 
 
+def test_bad_max_grad_norm_fails_before_any_step():
+    rnn, x, y = problem()
+    opt = Recorder(rnn.parameters(), rnn.grads)
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        truncated_bptt(rnn, x, y, rnnfast.mse, opt, bptt=3, max_grad_norm=-1.0)
+    assert opt.seen == []  # no update ran
+    assert all(not g.any() for g in rnn.grads.values())  # nor a forward and backward
+
+
 def test_checks_the_shapes():
     rnn, x, y = problem()
     opt = Recorder(rnn.parameters(), rnn.grads)

@@ -1,7 +1,7 @@
 """Small datasets that ship with rnnfast or are generated on the spot, seeded: no download.
 
 - :func:`corpus`: the embedded English corpus (original prose written for this project, about
-  30 KB) for character-level language models; :func:`text_data` does the same for any text.
+  48 KB) for character-level language models; :func:`text_data` does the same for any text.
 - :func:`alphabet`: the alphabet forward and backward ("A B C D..." and "Z Y X W..."), the
   classic sequence-completion puzzle, with :func:`alphabet_prompts` to grade completions.
 - :func:`synthetic_series`: a price-like series, trend + seasonality + noise.

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rnnfast import functional
-from rnnfast.nn import RNN, Module, Seed, _check_choice, _check_int, _to_numpy, one_hot
+from rnnfast.nn import RNN, Module, Seed, _check_choice, _check_int, _to_numpy
 
 __all__ = [
     "Diagnosis",
@@ -268,6 +268,11 @@ def scale_sweep(
     seq_len = _check_int("seq_len", seq_len, 1)
     batch = _check_int("batch", batch, 1)
     input_scale = _check_scale("input_scale", input_scale)
+    # Checked up front (a bad value fails before any work) and kept (one-shot iterables).
+    nonlinearities = [
+        _check_choice("nonlinearity", nl, functional.NONLINEARITIES) for nl in nonlinearities
+    ]
+    scales = [_check_scale("scales", scale) for scale in scales]
     rng = np.random.default_rng(seed)
     q = scaled_orthogonal(hidden, 1.0, rng)
     w_ih = rng.standard_normal((hidden, hidden)) * (input_scale / math.sqrt(hidden))
@@ -275,9 +280,8 @@ def scale_sweep(
     g_seed = int(rng.integers(2**32))
     rows = []
     for nl in nonlinearities:
-        _check_choice("nonlinearity", nl, functional.NONLINEARITIES)
         for scale in scales:
-            w_hh = _check_scale("scales", scale) * q
+            w_hh = scale * q
             norms = gradient_norms(x, w_ih, w_hh, nonlinearity=nl, seed=g_seed, backend=backend)
             rows.append(_diagnosis(f"scale {scale:g}", nl, w_hh, norms))
     return rows
@@ -307,24 +311,19 @@ def model_diagnosis(
         raise ValueError("a bidirectional RNN has no single distance from the loss")
     x = np.asarray(inputs)
     if x.dtype.kind in "iu":
-        embedding = getattr(model, "embedding", None)
-        vocab = getattr(model, "vocab", None)
-        if embedding is not None:
-            x = embedding(x)
-        elif vocab is not None:
-            x = one_hot(x, len(vocab), dtype=rnn.dtype)
-        else:
+        from rnnfast.models import CharRNN  # models imports this module's helpers lazily too
+
+        if not isinstance(model, CharRNN):
             raise TypeError("integer inputs need a model with a vocabulary (a CharRNN)")
+        x = model._encode(x)  # one-hot or the model's embedding, as the model reads them
     x = np.asarray(x, dtype=rnn.dtype)
     if x.ndim != 3 or x.shape[2] != rnn.input_size:
         raise ValueError(
             f"inputs must be (T, B, {rnn.input_size}) for this RNN, got shape {x.shape}"
         )
-    params = rnn.parameters()
     rows = []
     for layer in range(rnn.num_layers):
-        w_ih, w_hh = params[f"weight_ih_l{layer}"], params[f"weight_hh_l{layer}"]
-        b = params[f"bias_ih_l{layer}"] + params[f"bias_hh_l{layer}"] if rnn.bias else None
+        w_ih, w_hh, b = rnn._weights(layer)  # unidirectional: layer-direction k = layer
         norms = gradient_norms(
             x, w_ih, w_hh, b, nonlinearity=rnn.nonlinearity, seed=seed, backend=backend
         )

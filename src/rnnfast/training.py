@@ -16,7 +16,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from rnnfast.nn import _check_int
-from rnnfast.optim import Optimizer, clip_grad_norm
+from rnnfast.optim import Optimizer, _check_hyper, clip_grad_norm
 
 __all__ = [
     "Progress",
@@ -159,26 +159,31 @@ def truncated_bptt(
         )
     windows = bptt_windows(inputs.shape[0], bptt)
     total = len(windows) if steps is None else _check_int("steps", steps, 0)
+    if max_grad_norm is not None:
+        max_grad_norm = _check_hyper("max_grad_norm", max_grad_norm)  # before any work
+    grads = model.grads  # live arrays: built once, not per step
     losses: list[float] = []
     h = state
     tokens = 0
     start = time.perf_counter()
     for step in range(total):
-        w = windows[step % len(windows)]
-        if step % len(windows) == 0:
+        i = step % len(windows)
+        w = windows[i]
+        if i == 0:
             h = state
         model.zero_grad()
         prediction, h_n = model.forward(inputs[w], h)
         loss, d_prediction = loss_fn(prediction, targets[w])
         model.backward(d_prediction)
         if max_grad_norm is not None:
-            clip_grad_norm(model.grads, max_grad_norm)
+            clip_grad_norm(grads, max_grad_norm)
         optimizer.step()
         h = h_n
-        losses.append(float(loss))
+        loss = float(loss)
+        losses.append(loss)
         tokens += (w.stop - w.start) * inputs.shape[1]
         if callback is not None:
-            progress = Progress(step + 1, float(loss), tokens, time.perf_counter() - start)
+            progress = Progress(step + 1, loss, tokens, time.perf_counter() - start)
             if callback(progress):
                 break
     return TBPTTResult(losses, h)
