@@ -114,6 +114,14 @@ class Problem:
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 
+def step_product(w_hh: np.ndarray, B: int) -> str:
+    """Which product the compiled kernels use for this w_hh's time steps at batch B, under the
+    current rule and SIMD level: "blas", "small" or "panel"."""
+    from rnnfast import _kernels
+
+    return ("blas", "small", "panel")[_kernels._step_operands(w_hh, B, True)[0]]
+
+
 def make_problem(
     rng: np.random.Generator,
     T: int,

@@ -28,10 +28,15 @@ def test_extension_modules_are_shared_libraries():
     assert functional._kernels is _kernels
 
 
-def test_cython_backend_runs_the_kernels(nonlinearity):
+def test_cython_backend_runs_the_kernels(nonlinearity, monkeypatch):
     require_compiled()
     from rnnfast import _kernels
 
+    def reference_used(*args, **kwargs):
+        raise AssertionError("backend='cython' ran the NumPy reference")
+
+    for name in ("rnn_forward", "rnn_backward", "rnn_step"):
+        monkeypatch.setattr(functional._reference, name, reference_used, raising=False)
     p = make_problem(np.random.default_rng(0), 4, 3, 5, 6)
     h = p.forward(nonlinearity, "cython")
     direct = _kernels.rnn_forward(p.x, p.h0, p.w_ih, p.w_hh, p.b, nonlinearity)

@@ -21,6 +21,9 @@ from pathlib import Path
 import pytest
 from fuzz_harness import ENTRY_POINTS, SWEEP_CASES_PER_FAULT
 
+# Without the extension every case would compare the reference with itself.
+pytestmark = pytest.mark.usefixtures("compiled")
+
 HARNESS = Path(__file__).with_name("fuzz_harness.py")
 CI_MINIMUM_CASES = 2000
 CHILD_TIMEOUT_S = 600

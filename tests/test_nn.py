@@ -407,6 +407,7 @@ def test_cell_backward_ignores_later_changes_to_its_arrays(backend):
     x, h, g = randn(rng, 2, 3), randn(rng, 2, 4), randn(rng, 2, 4)
     cell(x.copy(), h.copy())
     expected = cell.backward(g)
+    expected_grads = {k: v.copy() for k, v in cell.grads.items()}  # dw_ih, dw_hh read x, h
     cell.zero_grad()
     x2, h2 = x.copy(), h.copy()
     out = cell(x2, h2)
@@ -415,6 +416,8 @@ def test_cell_backward_ignores_later_changes_to_its_arrays(backend):
     out.fill(0.5)
     for got, want in zip(cell.backward(g), expected, strict=True):
         np.testing.assert_array_equal(got, want)
+    for name, want in expected_grads.items():
+        np.testing.assert_array_equal(cell.grads[name], want, err_msg=name)
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,12 +8,11 @@ by size and by the kernels' test hooks ``_set_tuning`` and (where it exists) ``s
 
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 
 import numpy as np
 import pytest
-from conftest import RTOL, assert_close, assert_grads_close, make_problem
+from conftest import RTOL, assert_close, assert_grads_close, make_problem, step_product
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -112,17 +111,13 @@ def test_parity_random(seed, T, B, D, H, dtype, nonlinearity, bias, h0, level):
 
 def threshold_sizes() -> list[tuple[int, int, int, int]]:
     """(T, B, D, H) on both sides of the switches between a step's recurrent products (BLAS,
-    the small product, the panel product), whichever rule this build uses: B * H * H around
-    16384 (the original rule, and at and above this build's SMALL_STEP_MAX_MACS if it has one),
-    batches of 1, up to 8 and beyond, batches of 3/4 and 32/33 (the panel product's range),
-    batches that leave a partial block of rows, and H at and beyond the register widths of the
-    small product and the widths of the panels (12 to 256 columns, by SIMD level and dtype)."""
+    the small product, the panel product): a batch of 1 with w_hh at and above 128 KB (float32
+    H 181/182, float64 128/129), batches up to 8 and beyond, batches of 3/4 and 32/33 (the
+    panel product's range), batches that leave a partial block of rows, and H at and beyond the
+    register widths of the small product and the widths of the panels (12 to 256 columns, by
+    SIMD level and dtype)."""
     sizes = [(6, 1, 16, 128), (6, 4, 16, 64), (6, 8, 16, 64), (4, 32, 24, 256)]
-    max_macs = getattr(KERNELS, "SMALL_STEP_MAX_MACS", None)
-    if max_macs is not None:
-        for batch in (1, 2):
-            at = math.isqrt(max_macs // batch)
-            sizes += [(5, batch, 7, at), (5, batch, 7, at + 1)]
+    sizes += [(5, 1, 7, h) for h in (128, 129, 181, 182)]
     sizes += [(5, 8, 7, 20), (5, 9, 7, 20)]
     sizes += [(4, 3, 5, h) for h in (1, 3, 7, 24, 25, 48, 49, 96, 97, 129, 255, 257)]
     sizes += [(3, b, 5, 100) for b in (3, 4, 5, 11, 13, 32, 33)]
@@ -179,7 +174,34 @@ def test_set_tuning_returns_previous_values():
 @pytest.mark.parametrize("size", [(5, 1, 3, 1), (7, 3, 5, 9), *THRESHOLD_SIZES], ids=size_id)
 def test_parity_with_forced_paths(tuning, size, dtype, nonlinearity):
     problem = make_problem(np.random.default_rng(len(tuning) + sum(size)), *size, dtype)
+    # The forced product runs, except "small" where H is wider than its registers: BLAS then.
+    assert step_product(problem.w_hh, size[1]) in (
+        {tuning, "blas"} if tuning == "small" else {tuning}
+    )
     check_parity(problem, nonlinearity)
+
+
+@pytest.mark.parametrize("level", SIMD_LEVELS, ids=str)
+@pytest.mark.parametrize("size", [(4, 1, 3, 5), (4, 3, 5, 20), (3, 9, 4, 13)], ids=size_id)
+def test_small_product_at_each_simd_level(level, size, dtype, nonlinearity):
+    """The small product forced, on sizes that fit its registers at every level (at most 20
+    columns: 10 float64 vectors of the baseline level)."""
+    previous = KERNELS._set_tuning(step_product="small")
+    try:
+        problem = make_problem(np.random.default_rng(sum(size)), *size, dtype)
+        with simd_level(level):
+            assert step_product(problem.w_hh, size[1]) == "small"
+            check_parity(problem, nonlinearity)
+    finally:
+        KERNELS._set_tuning(step_product=previous)
+
+
+@pytest.mark.parametrize("level", SIMD_LEVELS, ids=str)
+def test_threshold_sizes_reach_every_product(level, dtype):
+    """Under the measured rule, THRESHOLD_SIZES put steps on each of the three products."""
+    with simd_level(level):
+        reached = {step_product(np.zeros((s[3], s[3]), dtype), s[1]) for s in THRESHOLD_SIZES}
+    assert reached == {"blas", "small", "panel"}
 
 
 @pytest.mark.parametrize("level", SIMD_LEVELS, ids=str)

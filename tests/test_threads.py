@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import Problem, blas_threads, forward_backward, make_problem
+from conftest import Problem, blas_threads, forward_backward, make_problem, step_product
 
 import rnnfast
 
@@ -33,14 +33,15 @@ def assert_identical(actual: tuple, expected: tuple, what: str) -> None:
         np.testing.assert_array_equal(a, e, err_msg=f"{what}: {name}")
 
 
-# (T, B, D, H): a BLAS-sized step; and a wide one (B * H = 32768).
-LARGE = {"blas": (40, 32, 64, 256), "wide": (6, 128, 32, 256)}
+# (T, B, D, H): steps on the packed-panel product; and wide ones on BLAS (B * H = 32768).
+LARGE = {"panel": (40, 32, 64, 256), "blas": (6, 128, 32, 256)}
 
 
-@pytest.mark.parametrize("size", list(LARGE.values()), ids=list(LARGE))
+@pytest.mark.parametrize("product", list(LARGE))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-def test_same_large_problem_in_two_threads_is_bit_identical(size, dtype):
-    p = make_problem(np.random.default_rng(0), *size, dtype)
+def test_same_large_problem_in_two_threads_is_bit_identical(product, dtype):
+    p = make_problem(np.random.default_rng(0), *LARGE[product], dtype)
+    assert step_product(p.w_hh, p.x.shape[1]) == product
     with blas_threads(1):
         expected = forward_backward(p, "tanh", "cython")
         barrier = threading.Barrier(2)
@@ -59,17 +60,18 @@ def test_same_large_problem_in_two_threads_is_bit_identical(size, dtype):
 def test_shared_read_only_weights_from_four_threads():
     """4 threads x 20 calls, each with its own inputs, on one set of read-only weights: every
     result equals the sequential one. Sizes and nonlinearities vary between calls so that
-    the loop and BLAS forms of the recurrent product run at the same time."""
+    the small-product and BLAS forms of the recurrent product run at the same time."""
     H, D = 16, 12
     rng = np.random.default_rng(1)
     shared = make_problem(rng, 1, 1, D, H, np.float64)
     for w in (shared.w_ih, shared.w_hh, shared.b):
         w.flags.writeable = False
     weights_before = [w.copy() for w in (shared.w_ih, shared.w_hh, shared.b)]
+    # B = 1: the small product; B = 33: above the small and panel products' batches, BLAS.
+    assert [step_product(shared.w_hh, B) for B in (1, 33)] == ["small", "blas"]
 
     def job(thread: int, call: int):
-        # B = 1 gives B * H * H = 256 (the loop form), B = 6 gives 1536 (BLAS).
-        B = 1 if call % 2 else 6
+        B = 1 if call % 2 else 33
         own = make_problem(np.random.default_rng(1000 * thread + call), 7, B, D, H)
         p = Problem(own.x, own.h0, shared.w_ih, shared.w_hh, shared.b, own.dh)
         return forward_backward(p, "relu" if thread % 2 else "tanh", "cython")
@@ -180,7 +182,7 @@ def test_gil_probe_sees_a_thread_that_holds_the_gil():
 def test_kernels_release_the_gil(which):
     """While the compiled kernels run in a worker thread, the main thread runs."""
     if which == "forward_backward":
-        p = make_problem(np.random.default_rng(3), *LARGE["blas"], np.float64)
+        p = make_problem(np.random.default_rng(3), *LARGE["panel"], np.float64)
 
         def work() -> None:
             for _ in range(3):
