@@ -1,12 +1,16 @@
 """Choose SERIAL_STEP_MAX_MACS and SERIAL_GEMM_MAX_MACS: below them GEMMs use one BLAS thread.
 
 Times forward + backward (rnnfast.benchmarks cases), sweeping one threshold with the other at
-its default, against the hoisted NumPy loop, median of repeats; run it on an idle machine.
+its default, against the hoisted NumPy loop (benchmarks.time_blocks: the thresholds take
+turns in blocks, three rounds, lowest block median). The time-step threshold only concerns
+steps that go to BLAS, so its sweep forces every step there (_set_tuning(step_product="blas"));
+under the measured rule, batches of 4 to 32 run the panel product instead.
 
-    python bench/tune_serial_gemm.py [--repeats 9]
+    python bench/tune_serial_gemm.py [--repeats 5]
 """
 
 import argparse
+import functools
 
 from rnnfast import _kernels, benchmarks
 
@@ -16,26 +20,38 @@ CASES = [
     benchmarks.Case(50, 64, 512, 512),
     benchmarks.Case(100, 32, 128, 256, "float64"),
 ]
-THRESHOLDS = [1 << 24, 1 << 20, 1 << 18, 0]
+THRESHOLDS = [1 << 26, 1 << 24, 1 << 22, 1 << 20, 1 << 18, 0]
+SWEEPS = {"serial_step_max_macs": "blas", "serial_gemm_max_macs": "auto"}  # step product
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     try:
         for case in CASES:
             run = benchmarks.make_runner("rnnfast", case)
-            for which in ("serial_step_max_macs", "serial_gemm_max_macs"):
+            for which, product in SWEEPS.items():
+                _kernels._set_tuning(step_product=product)
+                setup = {
+                    t: functools.partial(_kernels._set_tuning, **{which: t}) for t in THRESHOLDS
+                }
+                ms = benchmarks.time_blocks(
+                    dict.fromkeys(THRESHOLDS, run), args.repeats, setup=setup
+                )
                 for threshold in THRESHOLDS:
-                    _kernels._set_tuning(**{which: threshold})
-                    ms = benchmarks.time_median(run, args.repeats)
-                    print(f"{case.label} {case.dtype}: {which} {threshold:>9}: {ms:8.2f} ms")
+                    print(
+                        f"{case.label} {case.dtype}: steps on {product}, {which} "
+                        f"{threshold:>9}: {ms[threshold]:8.2f} ms"
+                    )
                 _kernels._set_tuning(**{which: getattr(_kernels, which.upper())})
-            numpy_ms = benchmarks.time_median(benchmarks.make_runner("numpy", case), args.repeats)
+            numpy_ms = benchmarks.time_blocks(
+                {"numpy": benchmarks.make_runner("numpy", case)}, args.repeats
+            )["numpy"]
             print(f"{case.label} {case.dtype}: hoisted NumPy loop: {numpy_ms:8.2f} ms")
     finally:
         _kernels._set_tuning(
+            step_product="auto",
             serial_step_max_macs=_kernels.SERIAL_STEP_MAX_MACS,
             serial_gemm_max_macs=_kernels.SERIAL_GEMM_MAX_MACS,
         )

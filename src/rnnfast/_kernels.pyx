@@ -79,9 +79,12 @@ cdef enum:
 # - the panel product, on w_hh packed once per call (oneDNN's packed-weights GEMM; OpenBLAS
 #   packs w_hh again every step): batches of 4 to 32 while B * H * H * itemsize <= 32 MiB
 #   (a step of 8M multiply-adds in float32, 4M in float64); beyond, two-threaded BLAS wins.
-# Measured forward + backward, T=100, AVX-512, with bench/tune_step_product.py (time over
-# BLAS's, float32): small at B=1 H=100 0.81, B=16 H=64 0.86; panel at B=8 H=128 0.84,
-# B=8 H=256 0.53, B=32 H=128 0.76, B=32 H=512 0.84, but B=64 H=256 1.10 and B=2 H=100 1.83.
+# Measured forward + backward, T=100, AVX-512, float32, with `bench/tune_step_product.py
+# --dtype float32 --batches 1 2 8 16 32 64 --hidden 64 100 128 256 512` (time over BLAS's,
+# 2026-11-26, after the last change to the panel product): small at B=1 H=100 0.84 (H=64
+# 1.13, H=128 1.01: within this shared machine's run-to-run noise of 10-20%); panel at
+# B=8 H=128 0.88, B=8 H=256 0.52, B=16 H=256 0.59, B=32 H=128 0.82, B=32 H=512 0.85, but
+# B=64 H=256 1.04, B=64 H=512 1.10 and B=2 H=128 1.57.
 cdef enum:
     STEP_BLAS = 0
     STEP_SMALL = 1
@@ -97,12 +100,17 @@ cdef Py_ssize_t SMALL_MAX_VECTORS_BATCHED = 4
 
 # Small GEMMs run on one BLAS thread: there a second thread's wake-up costs more than it saves,
 # and on a machine whose other core is busy it can wait a scheduler tick (there
-# rnnfast.set_num_threads(1) is the cure). Two thresholds, in multiply-adds, measured on the
-# idle 2-core machine with bench/tune_serial_gemm.py (forward + backward, float32):
+# rnnfast.set_num_threads(1) is the cure). Two thresholds, in multiply-adds, chosen with
+# bench/tune_serial_gemm.py (forward + backward, float32) before the panel product existed,
+# when every batched step went to BLAS:
 # - a time step's recurrent GEMM, paid 2 * T times a call (judged by B * H * H): one thread
-#   below 2^20 (T=100, B=32, H=256, whose 2M steps then use two: 19-22 ms, 25.2 ms at 2^24);
+#   below 2^20 (T=100, B=32, H=256: 19-22 ms, against 25.2 ms at 2^24);
 # - the GEMMs before and after the time loop: one thread below 2^24 (T=100, B=8, H=128, whose
 #   6.5M and 13M multiply-add GEMMs: 1.64 ms, against 2.36 ms at 2^20).
+# The script now forces BLAS steps for the first sweep (the panel product takes B 4-32 under
+# the rule). Rerun on 2026-11-26 it did not separate the candidates: the times moved without
+# a trend by more than the differences (T=100 B=32 H=256 with BLAS steps: 14.6-18.7 ms over
+# thresholds 0 to 2^26), so the values stay.
 # rnnfast.threads finds OpenBLAS's thread-local setter and hands it over; without it BLAS
 # decides alone.
 SERIAL_STEP_MAX_MACS = 1 << 20
