@@ -219,7 +219,7 @@ cdef inline void _add_matmul(floating* out, const floating* a, const floating* w
 
 cdef inline void _bias_act(floating* a, const floating* b, Py_ssize_t rows, Py_ssize_t h,
                            int act) noexcept nogil:
-    """a = act(a + b) in place, for rows x h.
+    """a = act(a + b) in place, for rows x h (b NULL: no bias).
 
     On one thread: splitting it over OpenMP threads (tried) stalled the BLAS threads of the
     next step's GEMM behind OpenMP's spinning workers, 5x slower on two cores."""
@@ -260,7 +260,7 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     # BLAS takes w_hh with a transpose flag; the small product wants w_hh.T laid out.
     cdef const floating* w_op = &w_hh[0, 0] if w_hh_t is None else &w_hh_t[0, 0]
     cdef const floating* h0_ptr = NULL if h0 is None else &h0[0, 0]
-    cdef const floating* b_ptr = &b[0]
+    cdef const floating* b_ptr = NULL if b is None else &b[0]
     cdef floating* out = &h[0, 0, 0]
     cdef floating* h_t
     cdef const floating* h_prev
@@ -402,8 +402,6 @@ def rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity):
     cdef int act = _activation_code(nonlinearity)
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], H = w_ih.shape[0]
     kind, w_hh_t, tail, packed, stage = _step_operands(w_hh, B, True)
-    if b is None:
-        b = np.zeros(H, dtype=x.dtype)  # adding zeros keeps one loop per activation
     h = np.empty((T, B, H), dtype=x.dtype)
     if x.dtype == np.float32:
         _forward[float](x, h0, w_ih, w_hh, b, h, kind, w_hh_t, tail, packed, stage, act)
@@ -492,7 +490,7 @@ cdef void _step_layer(floating* out, const floating* inp, const floating* h_prev
                       int act) noexcept nogil:
     """out (B, H) = act(inp @ w_ih.T + h_prev @ w_hh.T + b_hh + b_ih).
 
-    ``h_prev`` NULL means zeros; ``b_hh`` NULL means no bias, and then ``b_ih`` is zeros.
+    ``h_prev`` NULL means zeros; ``b_hh`` and ``b_ih`` NULL mean no bias.
     """
     cdef Py_ssize_t r, i
     for r in range(B):
@@ -545,16 +543,10 @@ cdef bint _step_stack(floating* dummy, object x, object h, tuple params, int act
     if h is not None and not (_ready(h, typenum, 3) and _dim(h, 0) == L and _dim(h, 1) == B
                               and _dim(h, 2) == H):
         return False
-    zeros = None
-    for k in range(L):
-        if params[k][2] is None:
-            zeros = np.zeros(H, dtype=h_new.dtype)
-            break
 
     cdef floating* out = <floating*>_data(h_new)
     cdef const floating* inp = <const floating*>_data(x)
     cdef const floating* h_ptr = NULL if h is None else <const floating*>_data(h)
-    cdef const floating* zeros_ptr = NULL if zeros is None else <const floating*>_data(zeros)
     cdef const floating* b_ih_ptr
     cdef const floating* b_hh_ptr
     cdef const floating* w_ih_ptr
@@ -563,7 +555,7 @@ cdef bint _step_stack(floating* dummy, object x, object h, tuple params, int act
     d_in = D
     for k in range(L):
         w_ih, w_hh, b_ih, b_hh = params[k]
-        b_ih_ptr = zeros_ptr if b_ih is None else <const floating*>_data(b_ih)
+        b_ih_ptr = NULL if b_ih is None else <const floating*>_data(b_ih)
         b_hh_ptr = NULL if b_hh is None else <const floating*>_data(b_hh)
         w_ih_ptr = <const floating*>_data(w_ih)
         w_hh_ptr = <const floating*>_data(w_hh)

@@ -93,22 +93,30 @@ static inline __attribute__((always_inline)) float RF(tanh_f32)(float x)
 
 /* ---- elementwise passes, for T in {float, double} ------------------------------------------ */
 #define RF_ELEMENTWISE(T, SFX)                                                                   \
-    /* a[r, i] = act(a[r, i] + b[i]) for rows x n; act 0 = tanh, 1 = relu */                     \
-    static void RF(bias_act_##SFX)(T *restrict a, const T *restrict b, ptrdiff_t rows,          \
-                                   ptrdiff_t n, int act)                                         \
+    /* a[r, i] = act(a[r, i] + b[i]) for rows x n, b NULL for no bias; act 0 tanh, 1 relu */  \
+    static inline __attribute__((always_inline)) void RF(bias_act_rows_##SFX)(                  \
+        T *restrict a, const T *restrict b, ptrdiff_t rows, ptrdiff_t n, int act, int biased)   \
     {                                                                                            \
         for (ptrdiff_t r = 0; r < rows; r++) {                                                   \
             T *restrict row = a + r * n;                                                         \
             if (act == 0) {                                                                      \
-                for (ptrdiff_t i = 0; i < n; i++) row[i] = RF(tanh_##SFX)(row[i] + b[i]);        \
+                for (ptrdiff_t i = 0; i < n; i++)                                                \
+                    row[i] = RF(tanh_##SFX)(biased ? row[i] + b[i] : row[i]);                    \
             } else {                                                                             \
                 /* `v <= 0` is false for NaN, so NaN propagates as in np.maximum */              \
                 for (ptrdiff_t i = 0; i < n; i++) {                                              \
-                    T v = row[i] + b[i];                                                         \
+                    T v = biased ? row[i] + b[i] : row[i];                                       \
                     row[i] = v <= 0 ? (T)0 : v;                                                  \
                 }                                                                                \
             }                                                                                    \
         }                                                                                        \
+    }                                                                                            \
+    static void RF(bias_act_##SFX)(T *restrict a, const T *restrict b, ptrdiff_t rows,          \
+                                   ptrdiff_t n, int act)                                         \
+    {                                                                                            \
+        /* two instances, so that `biased` is a constant in each loop */                         \
+        if (b != NULL) RF(bias_act_rows_##SFX)(a, b, rows, n, act, 1);                           \
+        else RF(bias_act_rows_##SFX)(a, b, rows, n, act, 0);                                     \
     }                                                                                            \
     /* g *= act'(pre-activation), from the output h = act(pre-activation) */                     \
     static void RF(mul_act_grad_##SFX)(T *restrict g, const T *restrict h, ptrdiff_t n, int act) \
