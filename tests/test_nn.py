@@ -337,16 +337,20 @@ def test_dropout_only_in_training_seeded_and_scaled():
 # Streaming: RNNCell and step
 
 
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-def test_step_and_cell_agree_with_the_full_forward(nonlinearity):
+def test_step_and_cell_agree_with_the_full_forward(nonlinearity, bias):
     rng = np.random.default_rng(9)
     T, B, D, H, L = 7, 3, 4, 5, 3
-    rnn = rnnfast.RNN(D, H, L, nonlinearity=nonlinearity, seed=2)
+    rnn = rnnfast.RNN(D, H, L, nonlinearity=nonlinearity, bias=bias, seed=2)
     x = randn(rng, T, B, D, dtype=np.float32)
     h0 = randn(rng, L, B, H, dtype=np.float32)
     out, h_n = rnn(x, h0)
 
-    cells = [rnnfast.RNNCell(D if k == 0 else H, H, nonlinearity=nonlinearity) for k in range(L)]
+    cells = [
+        rnnfast.RNNCell(D if k == 0 else H, H, bias=bias, nonlinearity=nonlinearity)
+        for k in range(L)
+    ]
     sd = rnn.state_dict()
     for k, cell in enumerate(cells):
         cell.load_state_dict({name: sd[f"{name}_l{k}"] for name in cell.state_dict()})
