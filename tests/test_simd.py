@@ -1,7 +1,9 @@
 """The vectorized tanh of _simd_impl.h against numpy.tanh, at every SIMD level this CPU has.
 
-tanh is reached through the forward kernel itself: with D = H = 1, w_ih = 1, w_hh = 0 and no
-bias, h[0, b, 0] = tanh(x[0, b, 0]).
+tanh is reached through the forward kernel itself: one step with w_ih the identity, w_hh = 0
+and no bias gives h = tanh(x). With D = H = 1 each row is one element, which the compiled loop
+takes in its scalar remainder; with D = H = 71 each row runs through its vector body (and a
+remainder), at each level's width.
 """
 
 import numpy as np
@@ -9,13 +11,16 @@ import pytest
 from conftest import require_compiled
 
 
-def _kernel_tanh(values: np.ndarray) -> np.ndarray:
+def _kernel_tanh(values: np.ndarray, width: int = 1) -> np.ndarray:
+    """tanh of every value through rnn_forward, ``width`` values a row (x @ I is exact)."""
     from rnnfast import _kernels
 
     dtype = values.dtype
-    x = values.reshape(1, -1, 1)
-    one, zero = np.ones((1, 1), dtype), np.zeros((1, 1), dtype)
-    return _kernels.rnn_forward(x, None, one, zero, None, "tanh").ravel()
+    padded = np.zeros(-(-values.size // width) * width, dtype)
+    padded[: values.size] = values
+    x = padded.reshape(1, -1, width)
+    eye, zero = np.eye(width, dtype=dtype), np.zeros((width, width), dtype)
+    return _kernels.rnn_forward(x, None, eye, zero, None, "tanh").ravel()[: values.size]
 
 
 def _grid(dtype) -> np.ndarray:
@@ -25,8 +30,9 @@ def _grid(dtype) -> np.ndarray:
     ).astype(dtype)
 
 
+@pytest.mark.parametrize("width", [1, 71], ids=["scalar_rows", "vector_rows"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-def test_tanh_is_within_two_ulp_of_numpy_at_every_simd_level(dtype):
+def test_tanh_is_within_two_ulp_of_numpy_at_every_simd_level(dtype, width):
     require_compiled()
     from rnnfast import _kernels
 
@@ -40,7 +46,7 @@ def test_tanh_is_within_two_ulp_of_numpy_at_every_simd_level(dtype):
                 _kernels.set_simd_level(level)
             except ValueError:
                 continue  # this CPU cannot run it
-            got = _kernel_tanh(values).astype(np.float64)
+            got = _kernel_tanh(values, width).astype(np.float64)
             err = np.abs(got - exact) / ulp
             assert err.max() <= 2.0, (level, values[np.argmax(err)], err.max())
             assert np.all(np.abs(got) <= 1.0), level
