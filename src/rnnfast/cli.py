@@ -594,12 +594,8 @@ def _heldout_loss(model: CharRNN, ids: np.ndarray) -> float:
     up to 8 parallel streams."""
     streams = max(1, min(8, (len(ids) - 1) // 64))
     x, y = batchify(ids[:-1], streams), batchify(ids[1:], streams)
-    was_training = model.training
-    model.eval()
-    try:
+    with model._evaluating():
         logits, _ = model.forward(x)
-    finally:
-        model.train(was_training)
     return float(softmax_cross_entropy(logits, y)[0])
 
 
@@ -758,11 +754,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
 # sample
 
 
+def _default_prefix(model: CharRNN) -> str:
+    """Where sampling starts without a prefix: a line break (the start of a line of text), or
+    the first character of a vocabulary without one."""
+    return "\n" if "\n" in model.vocab else model.vocab[0]
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     model = _load_model(args.model, (CharRNN,))
     prefix, show_prefix = args.prefix, True
     if prefix is None:
-        prefix, show_prefix = ("\n", False) if "\n" in model.vocab else (model.vocab[0], True)
+        prefix = _default_prefix(model)
+        show_prefix = prefix != "\n"
     if prefix == "":
         raise UsageError("--prefix must have at least one character")
     unknown = sorted({c for c in prefix if c not in model.vocab})
@@ -1050,7 +1053,7 @@ def _model_inputs(model: CharRNN | SequenceRegressor, args: argparse.Namespace) 
     values (its standardized units)."""
     rng = np.random.default_rng(args.seed)
     if isinstance(model, CharRNN):
-        prefix = "\n" if "\n" in model.vocab else model.vocab[0]
+        prefix = _default_prefix(model)
         texts = [
             model.sample(prefix, args.seq_len, temperature=1.0, seed=rng) for _ in range(args.batch)
         ]

@@ -518,9 +518,7 @@ class CharRNN(_RecurrentModel):
         if len(ids) == 0:
             raise ValueError("prefix must have at least one character")
         rng = np.random.default_rng(seed)
-        was_training = self.training
-        self.eval()
-        try:
+        with self._evaluating():
             logits, h = self.forward(ids[:, None])
             logits = logits[-1, 0]
             out = []
@@ -529,8 +527,6 @@ class CharRNN(_RecurrentModel):
                 out.append(token)
                 step_logits, h = self._step(self._encode([token]), h)
                 logits = step_logits[0]
-        finally:
-            self.train(was_training)
         return self.decode(out)
 
     def _config(self) -> dict[str, Any]:
@@ -694,12 +690,8 @@ class SequenceRegressor(_RecurrentModel):
         ``series[:t + 1]``, shaped like ``series`` (float64). Dropout is off (eval mode)."""
         arr, flat = self._series(series)
         z = self._standardized(arr)
-        was_training = self.training
-        self.eval()
-        try:
+        with self._evaluating():
             pred, _ = self.forward(z[:, None])
-        finally:
-            self.train(was_training)
         out = pred[:, 0].astype(np.float64) * self.std + self.mean
         return out[:, 0] if flat else out
 

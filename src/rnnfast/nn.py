@@ -22,6 +22,7 @@ tensors are accepted wherever an array is (converted with ``.detach().cpu().nump
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections.abc import Iterator, Mapping
@@ -257,6 +258,16 @@ class Module:
     def eval(self: _M) -> _M:
         """Set evaluation mode (dropout off); returns self."""
         return self.train(False)
+
+    @contextlib.contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """Evaluation mode inside the block, the previous mode restored after it."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
 
     def extra_repr(self) -> str:
         return ""
