@@ -36,7 +36,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 import rnnfast
-from rnnfast import benchmarks, datasets, diagnostics
+from rnnfast import benchmarks, datasets, diagnostics, models
 from rnnfast.losses import softmax_cross_entropy
 from rnnfast.models import OPTIMIZERS, CharRNN, SequenceRegressor
 from rnnfast.training import Progress, batchify
@@ -401,23 +401,11 @@ def _read_text(path: str) -> str:
         raise UsageError(f"--data {path}: cannot read it ({exc.strerror})") from None
 
 
-def _peek_format(path: str) -> str | None:
-    """The format name stored in a model file, or None if it cannot be read."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return archive["format"].tobytes().decode("utf-8")
-    except Exception:  # anything unreadable: the model class's load reports it properly
-        return None
-
-
 def _load_model(path: str, kinds: Sequence[type[CharRNN] | type[SequenceRegressor]]) -> Any:
-    """Load a model file as whichever of ``kinds`` it holds (else as ``kinds[0]``, whose
-    error then says what the file holds); a missing, unreadable or wrong file is a
-    UsageError."""
-    fmt = _peek_format(path)
-    cls = next((k for k in kinds if k._FORMAT == fmt), kinds[0])
+    """Load a model file as whichever of ``kinds`` it holds; a missing, unreadable or wrong
+    file (one that holds another kind says which) is a UsageError."""
     try:
-        return cls.load(path)
+        return models._load_any(path, kinds)
     except FileNotFoundError:
         raise UsageError(f"--model {path}: no such file") from None
     except IsADirectoryError:

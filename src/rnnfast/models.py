@@ -258,14 +258,11 @@ class _RecurrentModel(Module):
             ValueError: anything else wrong, saying what (not a model file, another model's
                 file, another format version, truncated or tampered content).
         """
-        where = repr(os.fspath(path))
-        arrays = _read_npz(path)
-        for key in ("format", "version", "config"):
-            if key not in arrays:
-                raise ValueError(f"{where} is not an rnnfast model file (no {key!r} entry)")
-        fmt = _array_to_text("format", arrays.pop("format"))
-        if fmt != cls._FORMAT:
-            raise ValueError(f"{where} holds a {fmt!r} model, not {cls._FORMAT!r}")
+        return _load_any(path, (cls,))
+
+    @classmethod
+    def _from_arrays(cls: type[_R], where: str, arrays: dict[str, np.ndarray]) -> _R:
+        """The model in a model file's arrays (format entry already read and removed)."""
         version = arrays.pop("version")
         if version.shape != () or version.dtype.kind not in "iu":
             raise ValueError(f"{where}: the version must be an integer scalar, got {version!r}")
@@ -312,6 +309,28 @@ class _RecurrentModel(Module):
                 raise ValueError(f"{where}: weight {key!r} has non-finite values")
         model.load_state_dict(params)
         return model.eval()
+
+
+def _load_any(path: str | os.PathLike[str], kinds: Iterable[type[_R]]) -> _R:
+    """Read a model file as whichever of ``kinds`` its format names (the file read once).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: anything else wrong, as in ``_RecurrentModel.load``; a model of another
+            kind names the kind it holds.
+    """
+    where = repr(os.fspath(path))
+    arrays = _read_npz(path)
+    for key in ("format", "version", "config"):
+        if key not in arrays:
+            raise ValueError(f"{where} is not an rnnfast model file (no {key!r} entry)")
+    fmt = _array_to_text("format", arrays.pop("format"))
+    kinds = tuple(kinds)
+    cls = next((k for k in kinds if k._FORMAT == fmt), None)
+    if cls is None:
+        wanted = " or ".join(repr(k._FORMAT) for k in kinds)
+        raise ValueError(f"{where} holds a {fmt!r} model, not {wanted}")
+    return cls._from_arrays(where, arrays)
 
 
 # --------------------------------------------------------------------------------------------
