@@ -105,6 +105,10 @@ def _read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         ) from exc
 
 
+# What every model file's configuration holds about its RNN (_RecurrentModel._config).
+_RNN_CONFIG_KEYS = ("hidden_size", "num_layers", "nonlinearity", "dropout", "dtype")
+
+
 class _RecurrentModel(Module):
     """An input encoding, an RNN and a Linear decoder, trained with truncated BPTT and saved to
     one ``.npz``: what CharRNN and SequenceRegressor share.
@@ -225,6 +229,18 @@ class _RecurrentModel(Module):
     # Model files.
 
     def _config(self) -> dict[str, Any]:
+        """The configuration saved in a model file: the RNN's, then the model's own."""
+        rnn = self.rnn
+        config = {
+            "hidden_size": rnn.hidden_size,
+            "num_layers": rnn.num_layers,
+            "nonlinearity": rnn.nonlinearity,
+            "dropout": rnn.dropout,
+            "dtype": self.dtype.name,
+        }
+        return config | self._own_config()
+
+    def _own_config(self) -> dict[str, Any]:
         raise NotImplementedError
 
     def _extras(self) -> dict[str, np.ndarray]:
@@ -364,14 +380,7 @@ class CharRNN(_RecurrentModel):
     """
 
     _FORMAT = "rnnfast.CharRNN"
-    _CONFIG_KEYS = (
-        "hidden_size",
-        "num_layers",
-        "embedding_dim",
-        "nonlinearity",
-        "dropout",
-        "dtype",
-    )
+    _CONFIG_KEYS = (*_RNN_CONFIG_KEYS, "embedding_dim")
     _EXTRA_KEYS = ("vocab",)
 
     def __init__(
@@ -548,15 +557,8 @@ class CharRNN(_RecurrentModel):
                 logits = step_logits[0]
         return self.decode(out)
 
-    def _config(self) -> dict[str, Any]:
-        return {
-            "hidden_size": self.rnn.hidden_size,
-            "num_layers": self.rnn.num_layers,
-            "embedding_dim": self.embedding_dim,
-            "nonlinearity": self.rnn.nonlinearity,
-            "dropout": self.rnn.dropout,
-            "dtype": self.dtype.name,
-        }
+    def _own_config(self) -> dict[str, Any]:
+        return {"embedding_dim": self.embedding_dim}
 
     def _extras(self) -> dict[str, np.ndarray]:
         return {"vocab": np.array([ord(c) for c in self.vocab], dtype=np.uint32)}
@@ -607,7 +609,7 @@ class SequenceRegressor(_RecurrentModel):
     """
 
     _FORMAT = "rnnfast.SequenceRegressor"
-    _CONFIG_KEYS = ("input_size", "hidden_size", "num_layers", "nonlinearity", "dropout", "dtype")
+    _CONFIG_KEYS = (*_RNN_CONFIG_KEYS, "input_size")
     _EXTRA_KEYS = ("mean", "std")
 
     def __init__(
@@ -720,15 +722,8 @@ class SequenceRegressor(_RecurrentModel):
         series[t]``), shaped like ``series``."""
         return np.array(series, dtype=np.float64)
 
-    def _config(self) -> dict[str, Any]:
-        return {
-            "input_size": self.input_size,
-            "hidden_size": self.rnn.hidden_size,
-            "num_layers": self.rnn.num_layers,
-            "nonlinearity": self.rnn.nonlinearity,
-            "dropout": self.rnn.dropout,
-            "dtype": self.dtype.name,
-        }
+    def _own_config(self) -> dict[str, Any]:
+        return {"input_size": self.input_size}
 
     def _extras(self) -> dict[str, np.ndarray]:
         if self.mean is None or self.std is None:
