@@ -98,8 +98,7 @@ def _resolve_backend(backend: str) -> tuple[str, ModuleType]:
     if type(backend) is str and backend == "auto" and _kernels is not None:
         if _environment_backend() == "auto":
             return _COMPILED
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    _check_choice("backend", backend, BACKENDS)
     if backend == "auto":
         backend = _environment_backend().strip().lower() or "auto"
         if backend not in BACKENDS:
@@ -127,9 +126,15 @@ def _resolve_backend(backend: str) -> tuple[str, ModuleType]:
     return "numpy", _reference
 
 
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of the strings ``choices``, else a ValueError naming ``name``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
 def _check_nonlinearity(nonlinearity: str) -> None:
-    if not isinstance(nonlinearity, str) or nonlinearity not in NONLINEARITIES:
-        raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
+    _check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
 
 
 def _as_array(name: str, value: Any, dtype: np.dtype | None) -> np.ndarray:

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple, TypeVar
 import numpy as np
 
 from rnnfast import functional
+from rnnfast.functional import _check_choice
 
 __all__ = ["RNN", "Embedding", "IncompatibleKeys", "Linear", "Module", "RNNCell", "one_hot"]
 
@@ -129,12 +130,6 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
 def _check_shape(name: str, arr: np.ndarray, expected: tuple[int, ...], meaning: str) -> None:
     if arr.shape != expected:
         raise ValueError(f"{name} must have shape {meaning} = {expected}, got {arr.shape}")
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return value
 
 
 def _uniform(rng: np.random.Generator, shape: tuple[int, ...], bound: float, dtype: np.dtype):
