@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import math
-import numbers
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -33,7 +32,15 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rnnfast import functional
-from rnnfast.nn import RNN, Module, Seed, _check_choice, _check_int, _to_numpy
+from rnnfast.nn import (
+    RNN,
+    Module,
+    Seed,
+    _check_choice,
+    _check_finite_nonnegative,
+    _check_int,
+    _to_numpy,
+)
 
 __all__ = [
     "Diagnosis",
@@ -76,15 +83,6 @@ class Diagnosis(NamedTuple):
     saturation: float
     """Fraction of saturated (tanh) or inactive (ReLU) units over the forward pass."""
     norms: GradientNorms
-
-
-def _check_scale(name: str, value: Any) -> float:
-    """A finite real number >= 0, as a float."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-    return float(value)
 
 
 def spectral_radius(w_hh: Any) -> float:
@@ -144,7 +142,7 @@ def scaled_orthogonal(hidden: int, scale: float, seed: Seed = None, dtype: Any =
     Drawn from the Haar distribution (QR of a Gaussian matrix, signs fixed by R's diagonal).
     """
     hidden = _check_int("hidden", hidden, 1)
-    scale = _check_scale("scale", scale)
+    scale = _check_finite_nonnegative("scale", scale)
     rng = np.random.default_rng(seed)
     q, r = np.linalg.qr(rng.standard_normal((hidden, hidden)))
     q *= np.where(np.diag(r) < 0, -1.0, 1.0)
@@ -267,12 +265,12 @@ def scale_sweep(
     hidden = _check_int("hidden", hidden, 1)
     seq_len = _check_int("seq_len", seq_len, 1)
     batch = _check_int("batch", batch, 1)
-    input_scale = _check_scale("input_scale", input_scale)
+    input_scale = _check_finite_nonnegative("input_scale", input_scale)
     # Checked up front (a bad value fails before any work) and kept (one-shot iterables).
     nonlinearities = [
         _check_choice("nonlinearity", nl, functional.NONLINEARITIES) for nl in nonlinearities
     ]
-    scales = [_check_scale("scales", scale) for scale in scales]
+    scales = [_check_finite_nonnegative("scales", scale) for scale in scales]
     rng = np.random.default_rng(seed)
     q = scaled_orthogonal(hidden, 1.0, rng)
     w_ih = rng.standard_normal((hidden, hidden)) * (input_scale / math.sqrt(hidden))

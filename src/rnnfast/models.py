@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -29,6 +28,7 @@ from rnnfast.nn import (
     Seed,
     _as_float_array,
     _check_choice,
+    _check_finite_nonnegative,
     _check_int,
     _float_dtype,
     one_hot,
@@ -538,10 +538,7 @@ class CharRNN(_RecurrentModel):
             The generated characters (without the prefix).
         """
         length = _check_int("length", length, 0)
-        if isinstance(temperature, bool) or not isinstance(temperature, int | float):
-            raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
-        if not temperature >= 0 or math.isinf(temperature):
-            raise ValueError(f"temperature must be finite and >= 0, got {temperature}")
+        temperature = _check_finite_nonnegative("temperature", temperature)
         ids = self.encode(prefix)
         if len(ids) == 0:
             raise ValueError("prefix must have at least one character")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple, TypeVar
@@ -125,6 +126,15 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def _check_finite_nonnegative(name: str, value: Any) -> float:
+    """``value`` as a float, finite and >= 0; booleans and non-numbers are a TypeError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return float(value)
 
 
 def _check_shape(name: str, arr: np.ndarray, expected: tuple[int, ...], meaning: str) -> None:
