@@ -359,6 +359,15 @@ def _reverse_time(a: np.ndarray, rev: np.ndarray | None) -> np.ndarray:
     return np.take_along_axis(a, rev[:, :, None], axis=0)
 
 
+def _write_reversed(out: np.ndarray, a: np.ndarray, rev: np.ndarray | None) -> None:
+    """``out[...] = _reverse_time(a, rev)`` without the intermediate copy (``rev`` is its own
+    inverse, so scattering ``a`` through it reverses too)."""
+    if rev is None:
+        out[::-1] = a
+    else:
+        np.put_along_axis(out, rev[:, :, None], a, axis=0)
+
+
 class _LayerCache(NamedTuple):
     inputs: list[np.ndarray]  # per direction, (T, B, D_l), in that direction's time order
     states: list[np.ndarray]  # per direction, (T, B, H), zero beyond each sequence's end
@@ -600,7 +609,10 @@ class RNN(Module):
                 h_n[k] = h[last, batch]
                 inputs.append(seq)
                 states.append(h)
-                out[..., d * H : (d + 1) * H] = h if d == 0 else _reverse_time(h, rev)
+                if d == 0:
+                    out[..., :H] = h
+                else:
+                    _write_reversed(out[..., H:], h, rev)
             mask = None
             if self.training and self.dropout > 0 and layer < L - 1:
                 mask = self._dropout_mask(out.shape)
