@@ -8,6 +8,7 @@ Environment switches:
 
 import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +61,10 @@ compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
 compile_args += ["-fno-math-errno", "-fno-trapping-math"]
 if NATIVE:
     compile_args.append("-march=native")
-# No OpenMP: the kernels' threads are BLAS's. (An OpenMP split of the activation pass was
-# tried and measured 5x slower on two cores: its spinning workers stalled the BLAS threads.)
+# No OpenMP: the kernels' threads are BLAS's and, beside a time loop, one helper thread of
+# their own (_overlap.h, POSIX threads). (An OpenMP split of the activation pass was tried and
+# measured 5x slower on two cores: its spinning workers stalled the BLAS threads.)
+link_args = [] if sys.platform == "win32" else ["-pthread"]
 
 macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 
@@ -82,6 +85,7 @@ def extension(name: str) -> Extension:
         include_dirs=[np.get_include(), "src/rnnfast"],
         define_macros=macros,
         extra_compile_args=compile_args,
+        extra_link_args=link_args,
     )
 
 

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
+import threadpoolctl
 from conftest import RTOL, assert_close, assert_grads_close, make_problem, step_product
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -225,3 +226,84 @@ def test_panel_product_at_each_simd_level(level, size, dtype, nonlinearity):
             check_parity(problem, nonlinearity)
     finally:
         KERNELS._set_tuning(step_product=previous)
+
+
+# ---------------------------------------------------------------------------------------------
+# Overlap: a helper thread does the GEMMs around the time loop, a chunk of steps at a time
+# (_set_overlap(mode, chunk_rows), which returns the previous pair).
+
+
+@contextmanager
+def overlap(mode: str, chunk_rows: int | None = None):
+    previous = KERNELS._set_overlap(mode, chunk_rows)
+    try:
+        yield
+    finally:
+        KERNELS._set_overlap(*previous)
+
+
+def test_set_overlap_returns_previous_values_and_checks_them():
+    assert KERNELS._set_overlap() == ("auto", 48)
+    with overlap("on", 7):
+        assert KERNELS._set_overlap() == ("on", 7)
+    assert KERNELS._set_overlap() == ("auto", 48)
+    with pytest.raises(ValueError, match="overlap mode must be one of"):
+        KERNELS._set_overlap("sometimes")
+    with pytest.raises(ValueError, match="chunk_rows must be >= 1"):
+        KERNELS._set_overlap(chunk_rows=0)
+
+
+def test_overlap_rule():
+    """Auto: a helper for the mid-sized grid rows when BLAS may use two threads; never for tiny
+    calls, for steps on BLAS (which threads them itself) or within a single chunk."""
+    two_threads = (rnnfast.get_num_threads() or 1) >= 2
+    assert (KERNELS._overlap_steps(100, 8, 64, 128, 4) > 0) == two_threads
+    assert (KERNELS._overlap_steps(100, 32, 128, 256, 4) > 0) == two_threads
+    assert KERNELS._overlap_steps(100, 32, 128, 256, 4) == 1  # 48 rows: one step of 32
+    assert KERNELS._overlap_steps(25, 1, 65, 100, 4) == 0  # too small to pay for a thread
+    assert KERNELS._overlap_steps(50, 64, 1024, 1024, 4) == 0  # BLAS steps
+    assert KERNELS._overlap_steps(6, 8, 64, 1024, 4) == 0  # one chunk of 6 steps
+    with threadpoolctl.threadpool_limits(1):
+        assert KERNELS._overlap_steps(100, 8, 64, 128, 4) == 0
+    with overlap("on"):
+        assert KERNELS._overlap_steps(25, 1, 65, 100, 4) == 0  # 48 steps a chunk: T < 2 chunks
+        assert KERNELS._overlap_steps(100, 1, 32, 64, 4) == 48
+        assert KERNELS._overlap_steps(50, 64, 1024, 1024, 4) == 0  # still BLAS steps
+    with overlap("off"):
+        assert KERNELS._overlap_steps(100, 8, 64, 128, 4) == 0
+
+
+OVERLAP_SIZES = [(20, 1, 3, 5), (40, 4, 5, 12), (33, 8, 7, 20), (12, 3, 4, 130), (12, 3, 1, 40)]
+
+
+@pytest.mark.parametrize("product", ["small", "panel"])
+@pytest.mark.parametrize("chunk_rows", [1, 5, 16])
+@pytest.mark.parametrize("size", OVERLAP_SIZES, ids=size_id)
+def test_parity_with_overlap(product, chunk_rows, size, dtype, nonlinearity):
+    """Every chunk split (one step, several, a partial last chunk), both products, backward's
+    packed w_hh in dx's memory and in its own (the last size: dx is too small)."""
+    previous = KERNELS._set_tuning(step_product=product)
+    try:
+        with overlap("on", chunk_rows):
+            T, B = size[:2]
+            assert 0 < KERNELS._overlap_steps(*size, np.dtype(dtype).itemsize) < T or (
+                product == "small" and step_product(np.zeros((size[3],) * 2, dtype), B) == "blas"
+            )
+            problem = make_problem(np.random.default_rng(chunk_rows + sum(size)), *size, dtype)
+            check_parity(problem, nonlinearity)
+    finally:
+        KERNELS._set_tuning(step_product=previous)
+
+
+def test_overlap_results_do_not_depend_on_timing(dtype):
+    """The chunks are fixed by the sizes, not by which thread gets where first: repeated calls
+    give the same bits."""
+    problem = make_problem(np.random.default_rng(3), 60, 8, 16, 64, dtype)
+    with overlap("on", 8):
+        runs = []
+        for _ in range(5):
+            h = problem.forward("tanh", "cython")
+            runs.append([h, *problem.backward(h, "tanh", "cython")])
+    for run in runs[1:]:
+        for a, e in zip(run, runs[0], strict=True):
+            np.testing.assert_array_equal(a, e)

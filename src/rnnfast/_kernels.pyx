@@ -66,6 +66,16 @@ cdef extern from "_simd.h" nogil:
     int rnnfast_simd_supported(int level)
     int rnnfast_simd_select(int level)
 
+cdef extern from "_overlap.h" nogil:
+    ctypedef struct rf_thread:
+        int running
+    ctypedef void* (*rf_thread_fn)(void*) noexcept nogil
+    int RF_HAVE_THREADS
+    int rf_thread_start(rf_thread* thread, rf_thread_fn fn, void* arg)
+    void rf_thread_join(rf_thread* thread)
+    void rf_publish(Py_ssize_t* counter, Py_ssize_t value)
+    void rf_wait_for(Py_ssize_t* counter, Py_ssize_t value)
+
 cdef enum:
     TANH = 0
     RELU = 1
@@ -118,13 +128,17 @@ SERIAL_GEMM_MAX_MACS = 1 << 24
 cdef Py_ssize_t _serial_step_max_macs = SERIAL_STEP_MAX_MACS
 cdef Py_ssize_t _serial_gemm_max_macs = SERIAL_GEMM_MAX_MACS
 ctypedef int (*set_threads_local_fn)(int) noexcept nogil
+ctypedef int (*get_threads_fn)() noexcept nogil
 cdef set_threads_local_fn _blas_set_threads_local = NULL
+cdef get_threads_fn _blas_get_threads = NULL
 
 
-def _set_blas_local_threads(size_t address):
-    """Install OpenBLAS's openblas_set_num_threads_local (its address; 0 to remove)."""
-    global _blas_set_threads_local
-    _blas_set_threads_local = <set_threads_local_fn>address
+def _set_blas_thread_functions(size_t set_local_address, size_t get_address):
+    """Install OpenBLAS's openblas_set_num_threads_local and openblas_get_num_threads (their
+    addresses; 0 to remove)."""
+    global _blas_set_threads_local, _blas_get_threads
+    _blas_set_threads_local = <set_threads_local_fn>set_local_address
+    _blas_get_threads = <get_threads_fn>get_address
 
 
 cdef inline int _serial_blas_begin(bint serial) noexcept nogil:
@@ -249,6 +263,122 @@ cdef StepProduct _step_product(int kind, const floating[:, ::1] tail,
     return how
 
 
+# Overlap. Only the recursion is sequential; the GEMMs around it need only finished steps. So
+# when the steps use our own products (small or panel: no BLAS inside the loop), a helper
+# thread does them beside the loop, a chunk of steps at a time, while the calling thread runs
+# the recursion: forward, the input projection of the chunks ahead; backward, dw_ih, dw_hh and
+# db of the chunks behind (the caller then does dx and dh0 while the helper finishes). Every
+# GEMM in both threads then runs on one BLAS thread, so that the two cores do different work
+# instead of waking BLAS's pool 2 * T times. Chunks are fixed by T and B, not by timing: the
+# results are the same on every run. Chosen with `bench/tune_overlap.py` (see there).
+OVERLAP_MODES = ("auto", "off", "on")
+cdef int _overlap_mode = 0
+# A hand-over is about this many rows (steps * B): the chunk GEMMs' efficiency against the
+# time the helper lags behind.
+cdef Py_ssize_t _overlap_chunk_rows = 48
+# Below this many multiply-adds in a pass (T*B*H*(D+H)), starting a thread costs more than
+# the overlap saves.
+cdef Py_ssize_t OVERLAP_MIN_MACS = 1 << 22
+
+
+cdef struct Overlap:
+    # The helper's share of one call (see "Overlap" above). `progress` counts steps handed over:
+    # forward, projected by the helper (from `chunk` on: the caller projects the first chunk
+    # itself); backward, finished by the caller, from the end.
+    bint is_double
+    bint backward
+    Py_ssize_t T, B, D, H, chunk
+    Py_ssize_t progress
+    const void* x
+    const void* w_ih
+    void* out       # forward: the output, which holds the projection until each step
+    const void* h   # backward: the forward's states
+    const void* da
+    const void* h0
+    void* dw_ih
+    void* dw_hh
+    void* db
+
+
+cdef Py_ssize_t _overlap_chunk(int kind, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D,
+                               Py_ssize_t H) noexcept nogil:
+    """Steps per hand-over if this call overlaps, else 0."""
+    cdef Py_ssize_t chunk = max(1, _overlap_chunk_rows // B)
+    if _overlap_mode == 1 or kind == STEP_BLAS or T <= chunk:
+        return 0
+    if _overlap_mode == 2:
+        return chunk
+    if not RF_HAVE_THREADS or _blas_set_threads_local == NULL or _blas_get_threads == NULL:
+        return 0
+    if _blas_get_threads() < 2 or T * B * H * (D + H) < OVERLAP_MIN_MACS:
+        return 0
+    return chunk
+
+
+cdef void _project_steps(floating* dummy, Overlap* job, Py_ssize_t t0,
+                         Py_ssize_t t1) noexcept nogil:
+    """h[t0:t1] = x[t0:t1] @ w_ih.T (the forward's input projection of those steps)."""
+    cdef Py_ssize_t B = job.B, D = job.D, H = job.H
+    _bulk_gemm(NoTrans, Trans, (t1 - t0) * B, H, D, <floating>1,
+               <const floating*>job.x + t0 * B * D, D, <const floating*>job.w_ih, D,
+               <floating>0, <floating*>job.out + t0 * B * H, H)
+
+
+cdef void _weight_grads_steps(floating* dummy, Overlap* job, Py_ssize_t t0, Py_ssize_t t1,
+                              bint first) noexcept nogil:
+    """dw_ih, dw_hh and db of steps t0..t1-1 (set by the ``first`` chunk, added by the rest)."""
+    cdef Py_ssize_t B = job.B, D = job.D, H = job.H, step = job.B * job.H, r, i
+    cdef const floating* da = <const floating*>job.da
+    cdef const floating* row
+    cdef floating* db = <floating*>job.db
+    cdef floating beta = 0 if first else 1
+    cdef Py_ssize_t hh0 = max(t0, 1)  # dw_hh pairs da[t] with h[t-1]; step 0 with h0
+    _bulk_gemm(Trans, NoTrans, H, D, (t1 - t0) * B, <floating>1, da + t0 * step, H,
+               <const floating*>job.x + t0 * B * D, D, beta, <floating*>job.dw_ih, D)
+    if first or t1 > hh0:  # with no rows (T = 1), the first GEMM still sets dw_hh to zero
+        _bulk_gemm(Trans, NoTrans, H, H, max(0, t1 - hh0) * B, <floating>1, da + hh0 * step, H,
+                   <const floating*>job.h + (hh0 - 1) * step, H, beta, <floating*>job.dw_hh, H)
+    if t0 == 0 and job.h0 != NULL:
+        _bulk_gemm(Trans, NoTrans, H, H, B, <floating>1, da, H, <const floating*>job.h0, H,
+                   <floating>1, <floating*>job.dw_hh, H)
+    if first:
+        for i in range(H):
+            db[i] = 0
+    for r in range(t0 * B, t1 * B):
+        row = da + r * H
+        for i in range(H):
+            db[i] += row[i]
+
+
+cdef void _overlap_work(floating* dummy, Overlap* job) noexcept nogil:
+    cdef Py_ssize_t T = job.T, chunk = job.chunk, done, n, t0
+    if not job.backward:
+        t0 = chunk
+        while t0 < T:
+            _project_steps(dummy, job, t0, min(T, t0 + chunk))
+            t0 += chunk
+            rf_publish(&job.progress, min(T, t0))
+        return
+    done = 0
+    while done < T:
+        n = min(chunk, T - done)
+        rf_wait_for(&job.progress, done + n)
+        _weight_grads_steps(dummy, job, T - done - n, T - done, done == 0)
+        done += n
+
+
+cdef void* _overlap_helper(void* arg) noexcept nogil:
+    """The helper thread's body: its GEMMs on one BLAS thread (the caller runs the other)."""
+    cdef Overlap* job = <Overlap*>arg
+    if _blas_set_threads_local != NULL:
+        _blas_set_threads_local(1)
+    if job.is_double:
+        _overlap_work[double](NULL, job)
+    else:
+        _overlap_work[float](NULL, job)
+    return NULL
+
+
 cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                    const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
                    const floating[::1] b, floating[:, :, ::1] h,
@@ -265,18 +395,33 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef floating* h_t
     cdef const floating* h_prev
     cdef int saved
+    cdef Overlap job
+    cdef rf_thread helper
+    job.is_double, job.backward = floating is double, False
+    job.T, job.B, job.D, job.H = T, B, D, H
+    job.x, job.w_ih, job.out = &x[0, 0, 0], &w_ih[0, 0], out
     with nogil:
-        # The input projection of every step at once: h (T*B, H) = x (T*B, D) @ w_ih.T.
-        _bulk_gemm(NoTrans, Trans, T * B, H, D, <floating>1, &x[0, 0, 0], D, &w_ih[0, 0], D,
-                   <floating>0, out, H)
-        saved = _serial_blas_begin(kind == STEP_BLAS and B * H * H < _serial_step_max_macs)
+        job.chunk = job.progress = _overlap_chunk(kind, T, B, D, H)
+        if job.chunk > 0:
+            saved = _serial_blas_begin(True)
+            if not rf_thread_start(&helper, _overlap_helper, &job):
+                _overlap_work(out, &job)  # no thread: project every chunk now
+            _project_steps(out, &job, 0, job.chunk)
+        else:
+            # The input projection of every step at once: h (T*B, H) = x (T*B, D) @ w_ih.T.
+            _project_steps(out, &job, 0, T)
+            saved = _serial_blas_begin(kind == STEP_BLAS and B * H * H < _serial_step_max_macs)
         for t in range(T):
             h_t = out + t * step
+            if t >= job.chunk > 0:
+                rf_wait_for(&job.progress, t + 1)
             h_prev = h0_ptr if t == 0 else h_t - step
             if h_prev != NULL:  # a None h0 is zeros: nothing to add at t = 0
                 _add_matmul(h_t, h_prev, w_op, Trans, &how, B, H)
             _bias_act(h_t, b_ptr, B, H, act)
         _serial_blas_end(saved)
+        if job.chunk > 0:
+            rf_thread_join(&helper)
 
 
 cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
@@ -285,50 +430,55 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                     floating[:, :, ::1] da, floating[:, :, ::1] dx, floating[:, ::1] dh0,
                     floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db,
                     int kind, const floating[:, ::1] tail, const floating[::1] packed,
-                    floating[::1] stage, int act) noexcept:
+                    floating[::1] stage, int act, Py_ssize_t chunk) noexcept:
+    """``chunk`` > 0: overlap the weight gradients in chunks of that many steps (the caller
+    decided, with _overlap_chunk, before placing the packed w_hh in dx's memory only)."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_ih.shape[0]
-    cdef Py_ssize_t step = B * H, t, r, i
+    cdef Py_ssize_t step = B * H, t
     cdef StepProduct how = _step_product(kind, tail, packed, stage)
-    cdef const floating* h0_ptr = NULL if h0 is None else &h0[0, 0]
     cdef const floating* w_hh_ptr = &w_hh[0, 0]
     cdef floating* da_ptr = &da[0, 0, 0]
     cdef floating* da_t
-    cdef floating* db_ptr = &db[0]
     cdef int saved
+    cdef Overlap job
+    cdef rf_thread helper
+    job.is_double, job.backward = floating is double, True
+    job.T, job.B, job.D, job.H, job.chunk, job.progress = T, B, D, H, chunk, 0
+    job.x, job.h, job.da = &x[0, 0, 0], &h[0, 0, 0], da_ptr
+    job.h0 = NULL if h0 is None else &h0[0, 0]
+    job.dw_ih, job.dw_hh, job.db = &dw_ih[0, 0], &dw_hh[0, 0], &db[0]
     with nogil:
+        if chunk > 0:
+            saved = _serial_blas_begin(True)
+            rf_thread_start(&helper, _overlap_helper, &job)
+        else:
+            saved = _serial_blas_begin(kind == STEP_BLAS and B * H * H < _serial_step_max_macs)
         # The sequential part: da[t] = (dh[t] + da[t+1] @ w_hh) * act'(h[t]).
-        saved = _serial_blas_begin(kind == STEP_BLAS and B * H * H < _serial_step_max_macs)
         for t in range(T - 1, -1, -1):
             da_t = da_ptr + t * step
             memcpy(da_t, &dh[t, 0, 0], step * sizeof(floating))
             if t < T - 1:
                 _add_matmul(da_t, da_t + step, w_hh_ptr, NoTrans, &how, B, H)
             _mul_act_grad(da_t, &h[t, 0, 0], step, act)
-        _serial_blas_end(saved)
-
-        # Everything else is one GEMM over all steps. Rows of da are (t, b) pairs.
-        # dh0 (B, H) = da[0] @ w_hh
+            if chunk > 0 and ((T - t) % chunk == 0 or t == 0):
+                rf_publish(&job.progress, T - t)
+        if chunk == 0:
+            _serial_blas_end(saved)
+            # dw_ih (H, D) = da^T @ x, dw_hh (H, H) = da[1:]^T @ h[:-1] (+ da[0]^T @ h0), db:
+            # each one GEMM or reduction over all steps.
+            job.chunk = T
+            _weight_grads_steps(da_ptr, &job, 0, T, True)
+        elif not helper.running:
+            _overlap_work(da_ptr, &job)  # no thread: the chunks now, in the same order
+        # Rows of da are (t, b) pairs. dh0 (B, H) = da[0] @ w_hh
         _bulk_gemm(NoTrans, NoTrans, B, H, H, <floating>1, da_ptr, H, w_hh_ptr, H,
                    <floating>0, &dh0[0, 0], H)
-        # dw_ih (H, D) = da^T (H, T*B) @ x (T*B, D)
-        _bulk_gemm(Trans, NoTrans, H, D, T * B, <floating>1, da_ptr, H, &x[0, 0, 0], D,
-                   <floating>0, &dw_ih[0, 0], D)
-        # dw_hh (H, H) = da[1:]^T @ h[:-1]  (+ da[0]^T @ h0; a None h0 contributes nothing)
-        _bulk_gemm(Trans, NoTrans, H, H, (T - 1) * B, <floating>1, da_ptr + step, H,
-                   &h[0, 0, 0], H, <floating>0, &dw_hh[0, 0], H)
-        if h0_ptr != NULL:
-            _bulk_gemm(Trans, NoTrans, H, H, B, <floating>1, da_ptr, H, h0_ptr, H,
-                       <floating>1, &dw_hh[0, 0], H)
         # dx (T*B, D) = da (T*B, H) @ w_ih (H, D)
         _bulk_gemm(NoTrans, NoTrans, T * B, D, H, <floating>1, da_ptr, H, &w_ih[0, 0], D,
                    <floating>0, &dx[0, 0, 0], D)
-        # db (H,) = sum of da over all rows
-        for i in range(H):
-            db_ptr[i] = 0
-        for r in range(T * B):
-            da_t = da_ptr + r * H
-            for i in range(H):
-                db_ptr[i] += da_t[i]
+        if chunk > 0:
+            rf_thread_join(&helper)
+            _serial_blas_end(saved)
 
 
 cdef int _step_kind(Py_ssize_t B, Py_ssize_t H, Py_ssize_t itemsize):
@@ -421,16 +571,45 @@ def rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity):
     dw_ih = np.empty((H, D), dtype=dtype)
     dw_hh = np.empty((H, H), dtype=dtype)
     db = np.empty(H, dtype=dtype)
-    # dx, dw_ih and dw_hh are written only after the time loop: until then their memory can
-    # hold the packed w_hh (the peak extra memory stays one (T, B, H) buffer).
-    kind, _, tail, packed, stage = _step_operands(w_hh, B, False, (dx, dw_ih, dw_hh))
+    cdef Py_ssize_t chunk = _overlap_chunk(_step_kind(B, H, dtype.itemsize), T, B, D, H)
+    # dx is written only after the time loop, and so are dw_ih and dw_hh unless a helper
+    # thread writes them beside it (see "Overlap"): until then their memory can hold the
+    # packed w_hh (the peak extra memory stays one (T, B, H) buffer).
+    kind, _, tail, packed, stage = _step_operands(w_hh, B, False,
+                                                  (dx,) if chunk else (dx, dw_ih, dw_hh))
     if dtype == np.float32:
         _backward[float](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db,
-                         kind, tail, packed, stage, act)
+                         kind, tail, packed, stage, act, chunk)
     else:
         _backward[double](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db,
-                          kind, tail, packed, stage, act)
+                          kind, tail, packed, stage, act, chunk)
     return dx, dh0, dw_ih, dw_hh, db
+
+
+def _overlap_steps(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssize_t itemsize):
+    """Steps per hand-over to a helper thread in a call of these sizes (0: no helper), under
+    the current rule and BLAS thread count."""
+    return _overlap_chunk(_step_kind(B, H, itemsize), T, B, D, H)
+
+
+def _set_overlap(mode=None, chunk_rows=None):
+    """Override the overlap rule (for tests and tuning); returns the previous (mode, chunk_rows).
+
+    ``mode``: "auto" (the measured rule), "off" or "on" (a helper thread whenever the steps use
+    our own products and T spans two chunks, whatever the size or BLAS thread count).
+    ``chunk_rows``: rows (steps * B) per hand-over.
+    """
+    global _overlap_mode, _overlap_chunk_rows
+    previous = (OVERLAP_MODES[_overlap_mode], _overlap_chunk_rows)
+    if mode is not None:
+        if mode not in OVERLAP_MODES:
+            raise ValueError(f"overlap mode must be one of {OVERLAP_MODES}, got {mode!r}")
+        _overlap_mode = OVERLAP_MODES.index(mode)
+    if chunk_rows is not None:
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+        _overlap_chunk_rows = chunk_rows
+    return previous
 
 
 def _set_tuning(step_product=None, serial_step_max_macs=None, serial_gemm_max_macs=None):

@@ -71,9 +71,11 @@ _blas_set_local = _symbol("openblas_set_num_threads_local", "scipy_openblas_set_
 for _fn in (_blas_get, _blas_set_local):
     if _fn is not None:
         _fn.restype = ctypes.c_int
-if _blas_set_local is not None and functional.HAVE_COMPILED:
+if _blas_set_local is not None and _blas_get is not None and functional.HAVE_COMPILED:
     _blas_set_local.argtypes = [ctypes.c_int]
-    functional._kernels._set_blas_local_threads(ctypes.cast(_blas_set_local, ctypes.c_void_p).value)
+    functional._kernels._set_blas_thread_functions(
+        *(ctypes.cast(fn, ctypes.c_void_p).value for fn in (_blas_set_local, _blas_get))
+    )
 
 
 def blas_library() -> str | None:
