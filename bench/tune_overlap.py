@@ -1,0 +1,71 @@
+"""Choose the overlap rule: when a helper thread does the GEMMs around the time loop, and in
+chunks of how many rows (see "Overlap" in src/rnnfast/_kernels.pyx).
+
+Times forward + backward with the overlap off and forced on at each chunk size, under the
+step-product rule, in blocks that take turns (benchmarks.best_block_medians: call-by-call
+interleaving would time "on" beside the BLAS threads that "off" leaves spinning), and prints
+each one's best block median and its time over "off". Below 1: the overlap is faster.
+
+    python bench/tune_overlap.py [--reps 15] [--dtype float32] [--chunk-rows 16 48 128]
+        [--sizes T,B,D,H ...]
+"""
+
+import argparse
+
+import numpy as np
+from tune_step_product import forward_backward, problem
+
+from rnnfast import _kernels
+from rnnfast.benchmarks import best_block_medians
+
+SIZES = [
+    "100,1,32,64",
+    "100,2,32,100",
+    "100,4,32,64",
+    "100,4,64,128",
+    "100,8,64,128",
+    "100,16,64,256",
+    "100,32,128,256",
+]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--dtype", nargs="+", default=["float32", "float64"])
+    parser.add_argument("--chunk-rows", type=int, nargs="+", default=[16, 32, 48, 96, 192])
+    parser.add_argument("--sizes", nargs="+", default=SIZES)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    previous = _kernels._set_overlap()
+    variants = {"off": ("off", previous[1])}
+    variants.update({f"on/{rows}": ("on", rows) for rows in args.chunk_rows})
+    names = list(variants)
+    print(f"SIMD level: {_kernels.simd_level()}; times in ms, then over 'off'")
+    print(f"{'dtype':8} {'T,B,D,H':>15} {'MACs':>6} " + " ".join(f"{n:>8}" for n in names))
+    try:
+        for dtype in args.dtype:
+            for size in args.sizes:
+                T, B, D, H = map(int, size.split(","))
+                p = problem(T, B, D, H, dtype, rng)
+                forward_backward(p)
+                best = best_block_medians(
+                    dict.fromkeys(names, lambda p=p: forward_backward(p)),
+                    dict.fromkeys(names, args.reps),
+                    setup={n: lambda v=v: _kernels._set_overlap(*v) for n, v in variants.items()},
+                )
+                ms = [best[n] * 1e3 for n in names]
+                macs = T * B * H * (D + H)
+                print(
+                    f"{dtype:8} {size:>15} {macs / 1e6:5.1f}M "
+                    + " ".join(f"{m:8.3f}" for m in ms)
+                    + "\n"
+                    + " " * 32
+                    + " ".join(f"{m / ms[0]:8.2f}" for m in ms)
+                )
+    finally:
+        _kernels._set_overlap(*previous)
+
+
+if __name__ == "__main__":
+    main()
