@@ -6,8 +6,11 @@ step-product rule, in blocks that take turns (benchmarks.best_block_medians: cal
 interleaving would time "on" beside the BLAS threads that "off" leaves spinning), and prints
 each one's best block median and its time over "off". Below 1: the overlap is faster.
 
+With --panel-vs-blas it times, instead, the panel product with the helper thread against
+BLAS steps without it (the pair the helped panel range of _step_kind chooses between).
+
     python bench/tune_overlap.py [--reps 15] [--dtype float32] [--chunk-rows 16 48 128]
-        [--sizes T,B,D,H ...]
+        [--panel-vs-blas] [--sizes T,B,D,H ...]
 """
 
 import argparse
@@ -18,6 +21,17 @@ from tune_step_product import forward_backward, problem
 from rnnfast import _kernels
 from rnnfast.benchmarks import best_block_medians
 
+LARGE_SIZES = [
+    "100,64,64,128",
+    "100,48,128,256",
+    "100,64,128,384",
+    "50,128,256,256",
+    "50,256,128,256",
+    "50,64,512,512",
+    "30,128,512,512",
+    "50,64,512,768",
+    "50,64,1024,1024",
+]
 SIZES = [
     "100,1,32,64",
     "100,2,32,100",
@@ -29,30 +43,41 @@ SIZES = [
 ]
 
 
+def use(step_product, mode, chunk_rows):
+    _kernels._set_tuning(step_product=step_product)
+    _kernels._set_overlap(mode, chunk_rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--dtype", nargs="+", default=["float32", "float64"])
     parser.add_argument("--chunk-rows", type=int, nargs="+", default=[16, 32, 48, 96, 192])
-    parser.add_argument("--sizes", nargs="+", default=SIZES)
+    parser.add_argument("--panel-vs-blas", action="store_true")
+    parser.add_argument("--sizes", nargs="+")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     previous = _kernels._set_overlap()
-    variants = {"off": ("off", previous[1])}
-    variants.update({f"on/{rows}": ("on", rows) for rows in args.chunk_rows})
+    previous_product = _kernels._set_tuning()
+    # name: (step product, overlap mode, chunk rows); the first is the baseline
+    if args.panel_vs_blas:
+        variants = {"blas": ("blas", "auto", previous[1]), "panel+": ("panel", "on", previous[1])}
+    else:
+        variants = {"off": (previous_product, "off", previous[1])}
+        variants.update({f"on/{n}": (previous_product, "on", n) for n in args.chunk_rows})
     names = list(variants)
-    print(f"SIMD level: {_kernels.simd_level()}; times in ms, then over 'off'")
+    print(f"SIMD level: {_kernels.simd_level()}; times in ms, then over {names[0]!r}")
     print(f"{'dtype':8} {'T,B,D,H':>15} {'MACs':>6} " + " ".join(f"{n:>8}" for n in names))
     try:
         for dtype in args.dtype:
-            for size in args.sizes:
+            for size in args.sizes or (LARGE_SIZES if args.panel_vs_blas else SIZES):
                 T, B, D, H = map(int, size.split(","))
                 p = problem(T, B, D, H, dtype, rng)
                 forward_backward(p)
                 best = best_block_medians(
                     dict.fromkeys(names, lambda p=p: forward_backward(p)),
                     dict.fromkeys(names, args.reps),
-                    setup={n: lambda v=v: _kernels._set_overlap(*v) for n, v in variants.items()},
+                    setup={n: lambda v=v: use(*v) for n, v in variants.items()},
                 )
                 ms = [best[n] * 1e3 for n in names]
                 macs = T * B * H * (D + H)
@@ -64,7 +89,7 @@ def main():
                     + " ".join(f"{m / ms[0]:8.2f}" for m in ms)
                 )
     finally:
-        _kernels._set_overlap(*previous)
+        use(previous_product, *previous)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,9 @@ def assert_identical(actual: tuple, expected: tuple, what: str) -> None:
         np.testing.assert_array_equal(a, e, err_msg=f"{what}: {name}")
 
 
-# (T, B, D, H): steps on the packed-panel product; and wide ones on BLAS (B * H = 32768).
-LARGE = {"panel": (40, 32, 64, 256), "blas": (6, 128, 32, 256)}
+# (T, B, D, H): steps on the packed-panel product; and on BLAS (B above the panel product's
+# batches even with a helper thread: 257).
+LARGE = {"panel": (40, 32, 64, 256), "blas": (6, 257, 32, 256)}
 
 
 @pytest.mark.parametrize("product", list(LARGE))
@@ -67,11 +68,11 @@ def test_shared_read_only_weights_from_four_threads():
     for w in (shared.w_ih, shared.w_hh, shared.b):
         w.flags.writeable = False
     weights_before = [w.copy() for w in (shared.w_ih, shared.w_hh, shared.b)]
-    # B = 1: the small product; B = 33: above the small and panel products' batches, BLAS.
-    assert [step_product(shared.w_hh, B) for B in (1, 33)] == ["small", "blas"]
+    # B = 1: the small product; B = 257: above the small and panel products' batches, BLAS.
+    assert [step_product(shared.w_hh, B) for B in (1, 257)] == ["small", "blas"]
 
     def job(thread: int, call: int):
-        B = 1 if call % 2 else 33
+        B = 1 if call % 2 else 257
         own = make_problem(np.random.default_rng(1000 * thread + call), 7, B, D, H)
         p = Problem(own.x, own.h0, shared.w_ih, shared.w_hh, shared.b, own.dh)
         return forward_backward(p, "relu" if thread % 2 else "tanh", "cython")

@@ -75,6 +75,12 @@ cdef extern from "_overlap.h" nogil:
     void rf_thread_join(rf_thread* thread)
     void rf_publish(Py_ssize_t* counter, Py_ssize_t value)
     void rf_wait_for(Py_ssize_t* counter, Py_ssize_t value)
+    ctypedef int (*rf_set_threads_fn)(int) noexcept nogil
+    ctypedef int (*rf_get_threads_fn)() noexcept nogil
+    void rf_use_blas_threads(rf_set_threads_fn set_threads, rf_get_threads_fn get_threads)
+    void rf_serial_enter()
+    void rf_serial_leave()
+    int rf_blas_threads()
 
 cdef enum:
     TANH = 0
@@ -88,7 +94,9 @@ cdef enum:
 #   and batches up to 32 when a row is at most 4 vectors;
 # - the panel product, on w_hh packed once per call (oneDNN's packed-weights GEMM; OpenBLAS
 #   packs w_hh again every step): batches of 4 to 32 while B * H * H * itemsize <= 32 MiB
-#   (a step of 8M multiply-adds in float32, 4M in float64); beyond, two-threaded BLAS wins.
+#   (a step of 8M multiply-adds in float32, 4M in float64); beyond, two-threaded BLAS wins,
+#   unless a helper thread takes the GEMMs around the loop: then batches up to 256 while w_hh
+#   is under 4 MiB (PANEL_HELPED_MAX_BATCH).
 # Measured forward + backward, T=100, AVX-512, float32, with `bench/tune_step_product.py
 # --dtype float32 --batches 1 2 8 16 32 64 --hidden 64 100 128 256 512` (time over BLAS's,
 # 2026-11-26, after the last change to the panel product): small at B=1 H=100 0.84 (H=64
@@ -104,6 +112,16 @@ cdef int _step_product_mode = 0
 cdef Py_ssize_t PANEL_MIN_BATCH = 4
 cdef Py_ssize_t PANEL_MAX_BATCH = 32
 cdef Py_ssize_t PANEL_MAX_STEP_BYTES = 1 << 25
+# With a helper thread for the GEMMs around the loop (see "Overlap"), the panel product also
+# beats two-threaded BLAS steps on larger batches. Measured forward + backward, panel with the
+# helper over BLAS steps without it, `python bench/tune_overlap.py --panel-vs-blas` (2026-11-26,
+# AVX-512, two runs of float32 --reps 7, one of float64 --reps 5): float32 T=100 B=64 H=128
+# 0.64/0.62, B=48 H=256 0.77/0.83, B=64 H=384 0.88/0.84; T=50 B=128 H=256 0.84/0.82, B=256
+# H=256 0.88/0.84, B=64 H=512 0.90/0.89, B=64 H=768 0.87/0.69, T=30 B=128 H=512 1.13/0.69;
+# B=64 H=1024 (T=50) 0.96/1.14, a tie, so w_hh under 4 MiB. float64: B=64 H=128 0.76, B=48
+# H=256 0.72, B=128 H=256 0.86, B=64 H=512 0.94, B=128 H=512 0.79. Not measured beyond B=256.
+cdef Py_ssize_t PANEL_HELPED_MAX_BATCH = 256
+cdef Py_ssize_t PANEL_HELPED_MAX_WEIGHT_BYTES = 1 << 22
 cdef Py_ssize_t SMALL_MAX_WEIGHT_BYTES = 1 << 17
 cdef Py_ssize_t SMALL_MAX_BATCH = 32
 cdef Py_ssize_t SMALL_MAX_VECTORS_BATCHED = 4
@@ -127,30 +145,23 @@ SERIAL_STEP_MAX_MACS = 1 << 20
 SERIAL_GEMM_MAX_MACS = 1 << 24
 cdef Py_ssize_t _serial_step_max_macs = SERIAL_STEP_MAX_MACS
 cdef Py_ssize_t _serial_gemm_max_macs = SERIAL_GEMM_MAX_MACS
-ctypedef int (*set_threads_local_fn)(int) noexcept nogil
-ctypedef int (*get_threads_fn)() noexcept nogil
-cdef set_threads_local_fn _blas_set_threads_local = NULL
-cdef get_threads_fn _blas_get_threads = NULL
-
-
 def _set_blas_thread_functions(size_t set_local_address, size_t get_address):
     """Install OpenBLAS's openblas_set_num_threads_local and openblas_get_num_threads (their
     addresses; 0 to remove)."""
-    global _blas_set_threads_local, _blas_get_threads
-    _blas_set_threads_local = <set_threads_local_fn>set_local_address
-    _blas_get_threads = <get_threads_fn>get_address
+    rf_use_blas_threads(<rf_set_threads_fn>set_local_address, <rf_get_threads_fn>get_address)
 
 
-cdef inline int _serial_blas_begin(bint serial) noexcept nogil:
-    """Make this thread's BLAS calls single-threaded if ``serial``; returns what to restore."""
-    if serial and _blas_set_threads_local != NULL:
-        return _blas_set_threads_local(1)
-    return -1
+cdef inline bint _serial_blas_begin(bint serial) noexcept nogil:
+    """Make BLAS calls single-threaded if ``serial`` (see rf_serial_enter in _overlap.h: the
+    setting is process-wide); returns what to pass to _serial_blas_end."""
+    if serial:
+        rf_serial_enter()
+    return serial
 
 
-cdef inline void _serial_blas_end(int saved) noexcept nogil:
-    if saved > 0:
-        _blas_set_threads_local(saved)
+cdef inline void _serial_blas_end(bint entered) noexcept nogil:
+    if entered:
+        rf_serial_leave()
 
 
 cdef inline void _bulk_gemm(BLAS_Trans trans_a, BLAS_Trans trans_b,
@@ -159,7 +170,7 @@ cdef inline void _bulk_gemm(BLAS_Trans trans_a, BLAS_Trans trans_b,
                             const floating* b, Py_ssize_t ldb,
                             floating beta, floating* c, Py_ssize_t ldc) noexcept nogil:
     """gemm, on one BLAS thread when it is small (see SERIAL_GEMM_MAX_MACS)."""
-    cdef int saved = _serial_blas_begin(m * n * k < _serial_gemm_max_macs)
+    cdef bint saved = _serial_blas_begin(m * n * k < _serial_gemm_max_macs)
     gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     _serial_blas_end(saved)
 
@@ -306,17 +317,21 @@ cdef struct Overlap:
     void* db
 
 
+cdef bint _helper_available() noexcept nogil:
+    """May a call start a helper thread? Forced, or: threads exist, BLAS may use two, and its
+    thread count can be set per thread (so that the two threads' GEMMs stay on one each)."""
+    if _overlap_mode != 0:
+        return _overlap_mode == 2
+    return RF_HAVE_THREADS and rf_blas_threads() >= 2
+
+
 cdef Py_ssize_t _overlap_chunk(int kind, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D,
                                Py_ssize_t H) noexcept nogil:
     """Steps per hand-over if this call overlaps, else 0."""
     cdef Py_ssize_t chunk = max(1, _overlap_chunk_rows // B)
-    if _overlap_mode == 1 or kind == STEP_BLAS or T <= chunk:
+    if kind == STEP_BLAS or T <= chunk or not _helper_available():
         return 0
-    if _overlap_mode == 2:
-        return chunk
-    if not RF_HAVE_THREADS or _blas_set_threads_local == NULL or _blas_get_threads == NULL:
-        return 0
-    if _blas_get_threads() < 2 or T * B * H * (D + H) < OVERLAP_MIN_MACS:
+    if _overlap_mode == 0 and T * B * H * (D + H) < OVERLAP_MIN_MACS:
         return 0
     return chunk
 
@@ -374,10 +389,8 @@ cdef void _overlap_work(floating* dummy, Overlap* job) noexcept nogil:
 
 
 cdef void* _overlap_helper(void* arg) noexcept nogil:
-    """The helper thread's body: its GEMMs on one BLAS thread (the caller runs the other)."""
+    """The helper thread's body; the caller keeps BLAS on one thread until it has joined."""
     cdef Overlap* job = <Overlap*>arg
-    if _blas_set_threads_local != NULL:
-        _blas_set_threads_local(1)
     if job.is_double:
         _overlap_work[double](NULL, job)
     else:
@@ -400,7 +413,7 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef floating* out = &h[0, 0, 0]
     cdef floating* h_t
     cdef const floating* h_prev
-    cdef int saved
+    cdef bint saved
     cdef Overlap job
     cdef rf_thread helper
     job.is_double, job.backward = floating is double, False
@@ -425,9 +438,9 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
             if h_prev != NULL:  # a None h0 is zeros: nothing to add at t = 0
                 _add_matmul(h_t, h_prev, w_op, Trans, &how, B, H)
             _bias_act(h_t, b_ptr, B, H, act)
-        _serial_blas_end(saved)
         if job.chunk > 0:
             rf_thread_join(&helper)
+        _serial_blas_end(saved)
 
 
 cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
@@ -445,7 +458,7 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     cdef const floating* w_hh_ptr = &w_hh[0, 0]
     cdef floating* da_ptr = &da[0, 0, 0]
     cdef floating* da_t
-    cdef int saved
+    cdef bint saved
     cdef Overlap job
     cdef rf_thread helper
     job.is_double, job.backward = floating is double, True
@@ -500,8 +513,10 @@ cdef int _step_kind(Py_ssize_t B, Py_ssize_t H, Py_ssize_t itemsize):
             (B == 1 and H * H * itemsize <= SMALL_MAX_WEIGHT_BYTES)
             or vectors <= SMALL_MAX_VECTORS_BATCHED):
         return STEP_SMALL
-    if (PANEL_MIN_BATCH <= B <= PANEL_MAX_BATCH
-            and B * H * H * itemsize <= PANEL_MAX_STEP_BYTES):
+    if B >= PANEL_MIN_BATCH and (
+            (B <= PANEL_MAX_BATCH and B * H * H * itemsize <= PANEL_MAX_STEP_BYTES)
+            or (B <= PANEL_HELPED_MAX_BATCH and H * H * itemsize < PANEL_HELPED_MAX_WEIGHT_BYTES
+                and _helper_available())):
         return STEP_PANEL
     return STEP_BLAS
 

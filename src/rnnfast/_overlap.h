@@ -70,4 +70,63 @@ static inline void rf_wait_for(ptrdiff_t *counter, ptrdiff_t value)
     }
 }
 
+/* ---- one BLAS thread while any call needs it ----------------------------------------------
+ * OpenBLAS's pthreads build keeps one thread count for the whole process: its
+ * openblas_set_num_threads_local sets that same count (checked with SciPy's OpenBLAS 0.3.30:
+ * a thread's set_local(1) is seen by every other thread, and stays after it exits). So calls
+ * that run at the same time, in several Python threads, share one serial section: the first
+ * to enter saves the count and sets 1, the last to leave restores it. Without the BLAS's
+ * functions (rf_use_blas_threads not called) these do nothing.
+ */
+typedef int (*rf_set_threads_fn)(int); /* sets the count, returns the previous one */
+typedef int (*rf_get_threads_fn)(void);
+static rf_set_threads_fn rf_blas_set_threads = NULL;
+static rf_get_threads_fn rf_blas_get_threads = NULL;
+static int rf_serial_depth = 0, rf_serial_saved = 0;
+#if RF_HAVE_THREADS
+static pthread_mutex_t rf_serial_lock = PTHREAD_MUTEX_INITIALIZER;
+#define RF_LOCK() pthread_mutex_lock(&rf_serial_lock)
+#define RF_UNLOCK() pthread_mutex_unlock(&rf_serial_lock)
+#else
+#define RF_LOCK() ((void)0)
+#define RF_UNLOCK() ((void)0)
+#endif
+
+static void rf_use_blas_threads(rf_set_threads_fn set_threads, rf_get_threads_fn get_threads)
+{
+    RF_LOCK();
+    rf_blas_set_threads = set_threads;
+    rf_blas_get_threads = get_threads;
+    RF_UNLOCK();
+}
+
+static int rf_blas_known(void) { return rf_blas_set_threads != NULL && rf_blas_get_threads != NULL; }
+
+static void rf_serial_enter(void)
+{
+    if (!rf_blas_known()) return;
+    RF_LOCK();
+    if (rf_serial_depth++ == 0) rf_serial_saved = rf_blas_set_threads(1);
+    RF_UNLOCK();
+}
+
+static void rf_serial_leave(void)
+{
+    if (!rf_blas_known()) return;
+    RF_LOCK();
+    if (--rf_serial_depth == 0 && rf_serial_saved > 0) rf_blas_set_threads(rf_serial_saved);
+    RF_UNLOCK();
+}
+
+/* The BLAS thread count as set from outside (the saved one while serial sections run);
+ * 0 if the BLAS's functions are unknown. */
+static int rf_blas_threads(void)
+{
+    if (!rf_blas_known()) return 0;
+    RF_LOCK();
+    int n = rf_serial_depth > 0 ? rf_serial_saved : rf_blas_get_threads();
+    RF_UNLOCK();
+    return n;
+}
+
 #endif /* RNNFAST_OVERLAP_H */

@@ -1,14 +1,19 @@
 """Thread control: the BLAS threads that do rnnfast's work.
 
 The kernels' GEMMs run on the BLAS behind ``scipy.linalg.cython_blas`` (SciPy's OpenBLAS);
-NumPy's own BLAS does the layers' small products (Linear, losses). The kernels' own loops are
-single-threaded. ``set_num_threads(n)`` caps every BLAS and OpenMP pool of the process
-(through threadpoolctl); ``OPENBLAS_NUM_THREADS``, read at start-up, does the same from outside.
+NumPy's own BLAS does the layers' small products (Linear, losses). The kernels' own loops run
+on the calling thread, with at most one helper thread beside the time loop for the GEMMs
+around it, started only when this BLAS may use two threads. ``set_num_threads(n)`` caps every
+BLAS and OpenMP pool of the process (through threadpoolctl), and ``set_num_threads(1)`` also
+keeps the helper from starting; ``OPENBLAS_NUM_THREADS``, read at start-up, does the same from
+outside.
 
 The kernels also decide per call: a time step too small to split well runs its recurrent GEMM
-on one thread (through OpenBLAS's thread-local setting, so other threads' BLAS calls are not
-affected), because waking a second BLAS thread 2 * T times costs more than it saves, and
-stalls outright when the other cores are busy.
+on one thread, because waking a second BLAS thread 2 * T times costs more than it saves, and
+stalls outright when the other cores are busy; and a call with a helper thread runs every GEMM
+on one. OpenBLAS keeps one thread count for the whole process (its
+``openblas_set_num_threads_local`` sets that same count), so concurrent calls share one
+single-threaded section and the last to leave restores the count (``_overlap.h``).
 
 The BLAS is found by looking for SciPy's OpenBLAS among the loaded libraries (Linux); with
 another BLAS only ``OMP_NUM_THREADS``-style controls of that BLAS apply.
