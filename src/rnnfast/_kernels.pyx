@@ -75,6 +75,8 @@ cdef extern from "_overlap.h" nogil:
     void rf_thread_join(rf_thread* thread)
     void rf_publish(Py_ssize_t* counter, Py_ssize_t value)
     void rf_wait_for(Py_ssize_t* counter, Py_ssize_t value)
+    bint rf_claim(Py_ssize_t* next, Py_ssize_t index)
+    Py_ssize_t rf_load(Py_ssize_t* counter)
     ctypedef int (*rf_set_threads_fn)(int) noexcept nogil
     ctypedef int (*rf_get_threads_fn)() noexcept nogil
     void rf_use_blas_threads(rf_set_threads_fn set_threads, rf_get_threads_fn get_threads)
@@ -298,6 +300,12 @@ cdef Py_ssize_t _overlap_chunk_rows = 48
 cdef Py_ssize_t OVERLAP_MIN_MACS = 1 << 22
 
 
+cdef enum:
+    # The weight gradients' two chunk sequences, which either thread may continue (below).
+    GRAD_IH = 0
+    GRAD_HH = 1
+
+
 cdef struct Overlap:
     # The helper's share of one call (see "Overlap" above). `progress` counts steps handed over:
     # forward, projected by the helper (from `chunk` on: the caller projects the first chunk
@@ -306,6 +314,13 @@ cdef struct Overlap:
     bint backward
     Py_ssize_t T, B, D, H, chunk
     Py_ssize_t progress
+    # Backward: dw_ih and dw_hh are each a sequence of per-chunk GEMMs, chunk 0 the last steps.
+    # The helper runs them as the chunks arrive; the caller, once its own work is done, claims
+    # the chunks still unclaimed in order. claimed[g]: the next chunk of sequence g to claim;
+    # done[g]: chunks of it finished (a claimer waits for the one before, as both add to one
+    # matrix). The same GEMMs run in the same order whoever runs them: same results.
+    Py_ssize_t claimed[2]
+    Py_ssize_t done[2]
     const void* x
     const void* w_ih
     void* out       # forward: the output, which holds the projection until each step
@@ -345,34 +360,73 @@ cdef void _project_steps(floating* dummy, Overlap* job, Py_ssize_t t0,
                <floating>0, <floating*>job.out + t0 * B * H, H)
 
 
-cdef void _weight_grads_steps(floating* dummy, Overlap* job, Py_ssize_t t0, Py_ssize_t t1,
-                              bint first) noexcept nogil:
-    """dw_ih, dw_hh and db of steps t0..t1-1 (set by the ``first`` chunk, added by the rest)."""
-    cdef Py_ssize_t B = job.B, D = job.D, H = job.H, step = job.B * job.H, r, i
+cdef void _grad_steps(floating* dummy, Overlap* job, int which, Py_ssize_t t0, Py_ssize_t t1,
+                      bint first) noexcept nogil:
+    """dw_ih (which = GRAD_IH) or dw_hh (GRAD_HH) of steps t0..t1-1, set by the ``first``
+    chunk and added to by the rest."""
+    cdef Py_ssize_t B = job.B, D = job.D, H = job.H, step = job.B * job.H
     cdef const floating* da = <const floating*>job.da
-    cdef const floating* row
-    cdef floating* db = <floating*>job.db
     cdef floating beta = 0 if first else 1
     cdef Py_ssize_t hh0 = max(t0, 1)  # dw_hh pairs da[t] with h[t-1]; step 0 with h0
-    _bulk_gemm(Trans, NoTrans, H, D, (t1 - t0) * B, <floating>1, da + t0 * step, H,
-               <const floating*>job.x + t0 * B * D, D, beta, <floating*>job.dw_ih, D)
+    if which == GRAD_IH:
+        _bulk_gemm(Trans, NoTrans, H, D, (t1 - t0) * B, <floating>1, da + t0 * step, H,
+                   <const floating*>job.x + t0 * B * D, D, beta, <floating*>job.dw_ih, D)
+        return
     if first or t1 > hh0:  # with no rows (T = 1), the first GEMM still sets dw_hh to zero
         _bulk_gemm(Trans, NoTrans, H, H, max(0, t1 - hh0) * B, <floating>1, da + hh0 * step, H,
                    <const floating*>job.h + (hh0 - 1) * step, H, beta, <floating*>job.dw_hh, H)
     if t0 == 0 and job.h0 != NULL:
         _bulk_gemm(Trans, NoTrans, H, H, B, <floating>1, da, H, <const floating*>job.h0, H,
                    <floating>1, <floating*>job.dw_hh, H)
+
+
+cdef void _bias_grad_steps(floating* dummy, Overlap* job, Py_ssize_t t0, Py_ssize_t t1,
+                           bint first) noexcept nogil:
+    """db of steps t0..t1-1: the sum of their rows of da (set by the ``first`` chunk)."""
+    cdef Py_ssize_t H = job.H, r, i
+    cdef const floating* row
+    cdef floating* db = <floating*>job.db
     if first:
         for i in range(H):
             db[i] = 0
-    for r in range(t0 * B, t1 * B):
-        row = da + r * H
+    for r in range(t0 * job.B, t1 * job.B):
+        row = <const floating*>job.da + r * H
         for i in range(H):
             db[i] += row[i]
 
 
+cdef inline void _chunk_steps(Overlap* job, Py_ssize_t k, Py_ssize_t* t0, Py_ssize_t* t1) noexcept nogil:
+    """Backward chunk k: steps t0..t1-1 (chunk 0 holds the last steps)."""
+    t1[0] = job.T - k * job.chunk
+    t0[0] = max(0, t1[0] - job.chunk)
+
+
+cdef bint _run_grad_chunk(floating* dummy, Overlap* job, int which, Py_ssize_t k) noexcept nogil:
+    """Chunk k of weight-gradient sequence ``which``, if this thread claims it; True if it did."""
+    cdef Py_ssize_t t0, t1
+    if not rf_claim(&job.claimed[which], k):
+        return False
+    rf_wait_for(&job.done[which], k)  # the chunk before, maybe on the other thread
+    _chunk_steps(job, k, &t0, &t1)
+    _grad_steps(dummy, job, which, t0, t1, k == 0)
+    rf_publish(&job.done[which], k + 1)
+    return True
+
+
+cdef void _finish_grads(floating* dummy, Overlap* job) noexcept nogil:
+    """The caller, after the time loop: run the weight-gradient chunks nobody has claimed."""
+    cdef Py_ssize_t chunks = (job.T + job.chunk - 1) // job.chunk, k
+    cdef int which
+    for which in range(2):
+        k = rf_load(&job.claimed[which])
+        while k < chunks:
+            _run_grad_chunk(dummy, job, which, k)  # if the helper took k, it is past it now
+            k = rf_load(&job.claimed[which])
+        rf_wait_for(&job.done[which], chunks)
+
+
 cdef void _overlap_work(floating* dummy, Overlap* job) noexcept nogil:
-    cdef Py_ssize_t T = job.T, chunk = job.chunk, done, n, t0
+    cdef Py_ssize_t T = job.T, chunk = job.chunk, t0, t1, k
     if not job.backward:
         t0 = chunk
         while t0 < T:
@@ -380,12 +434,14 @@ cdef void _overlap_work(floating* dummy, Overlap* job) noexcept nogil:
             t0 += chunk
             rf_publish(&job.progress, min(T, t0))
         return
-    done = 0
-    while done < T:
-        n = min(chunk, T - done)
-        rf_wait_for(&job.progress, done + n)
-        _weight_grads_steps(dummy, job, T - done - n, T - done, done == 0)
-        done += n
+    k = 0
+    while k * chunk < T:
+        _chunk_steps(job, k, &t0, &t1)
+        rf_wait_for(&job.progress, T - t0)
+        _run_grad_chunk(dummy, job, GRAD_IH, k)
+        _run_grad_chunk(dummy, job, GRAD_HH, k)
+        _bias_grad_steps(dummy, job, t0, t1, k == 0)
+        k += 1
 
 
 cdef void* _overlap_helper(void* arg) noexcept nogil:
@@ -463,6 +519,7 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     cdef rf_thread helper
     job.is_double, job.backward = floating is double, True
     job.T, job.B, job.D, job.H, job.chunk, job.progress = T, B, D, H, chunk, 0
+    job.claimed[0] = job.claimed[1] = job.done[0] = job.done[1] = 0
     job.x, job.h, job.da = &x[0, 0, 0], &h[0, 0, 0], da_ptr
     job.h0 = NULL if h0 is None else &h0[0, 0]
     job.dw_ih, job.dw_hh, job.db = &dw_ih[0, 0], &dw_hh[0, 0], &db[0]
@@ -485,8 +542,9 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
             _serial_blas_end(saved)
             # dw_ih (H, D) = da^T @ x, dw_hh (H, H) = da[1:]^T @ h[:-1] (+ da[0]^T @ h0), db:
             # each one GEMM or reduction over all steps.
-            job.chunk = T
-            _weight_grads_steps(da_ptr, &job, 0, T, True)
+            _grad_steps(da_ptr, &job, GRAD_IH, 0, T, True)
+            _grad_steps(da_ptr, &job, GRAD_HH, 0, T, True)
+            _bias_grad_steps(da_ptr, &job, 0, T, True)
         elif not helper.running:
             _overlap_work(da_ptr, &job)  # no thread: the chunks now, in the same order
         # Rows of da are (t, b) pairs. dh0 (B, H) = da[0] @ w_hh
@@ -496,6 +554,7 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
         _bulk_gemm(NoTrans, NoTrans, T * B, D, H, <floating>1, da_ptr, H, &w_ih[0, 0], D,
                    <floating>0, &dx[0, 0, 0], D)
         if chunk > 0:
+            _finish_grads(da_ptr, &job)  # help with the weight gradients the helper has left
             rf_thread_join(&helper)
             _serial_blas_end(saved)
 

@@ -53,6 +53,20 @@ static inline void rf_publish(ptrdiff_t *counter, ptrdiff_t value)
     __atomic_store_n(counter, value, __ATOMIC_RELEASE);
 }
 
+/* Claim item `index` of a sequence whose next unclaimed item is *next: 1 if this thread got
+ * it (and *next moved on), 0 if another thread had. */
+static inline int rf_claim(ptrdiff_t *next, ptrdiff_t index)
+{
+    ptrdiff_t expected = index;
+    return __atomic_compare_exchange_n(next, &expected, index + 1, 0, __ATOMIC_ACQ_REL,
+                                       __ATOMIC_ACQUIRE);
+}
+
+static inline ptrdiff_t rf_load(ptrdiff_t *counter)
+{
+    return __atomic_load_n(counter, __ATOMIC_ACQUIRE);
+}
+
 /* Wait until *counter >= value. Spins briefly (the other side is usually microseconds
  * away), then yields the core, so that a process confined to one core still progresses. */
 static inline void rf_wait_for(ptrdiff_t *counter, ptrdiff_t value)
