@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Manual check, too slow for every CI run: the compiled extension under a debug build and under
-# AddressSanitizer (and, if valgrind is installed, a small run under valgrind memcheck).
+# AddressSanitizer and ThreadSanitizer (and, if valgrind is installed, a small run under
+# valgrind memcheck).
 #
-#   bash .ci/debug-and-sanitize.sh            # all three steps
-#   bash .ci/debug-and-sanitize.sh debug      # or any of: debug asan valgrind
+#   bash .ci/debug-and-sanitize.sh            # all four steps
+#   bash .ci/debug-and-sanitize.sh debug      # or any of: debug asan tsan valgrind
 #
 # Each step copies the working tree (tracked and untracked, not ignored files) into a scratch
 # directory and builds there, in its own virtual environment, so nothing is written into the
@@ -16,6 +17,10 @@
 #             compiled subset: parity, validation, reliability, threads and a fifth of the fuzz.
 #             Leak detection is off (the interpreter frees little at exit by design), and an
 #             impossible allocation returns NULL (NumPy's MemoryError, as tested) instead of aborting.
+#   tsan      -fsanitize=thread build, libtsan preloaded: the tests that run threads (the
+#             overlap's helper thread forced on, Python threads in the kernels at once).
+#             Only rnnfast's extension is instrumented, so its own accesses are checked
+#             against each other and against the threads' synchronization.
 #   valgrind  memcheck on a short script of forward/backward calls (valgrind is ~50x slower).
 #
 # Set RNNFAST_SANITIZE_DIR to keep the scratch directory; it is deleted otherwise. Set
@@ -23,7 +28,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
-steps=("${@:-debug asan valgrind}")
+steps=("${@:-debug asan tsan valgrind}")
 read -r -a steps <<<"${steps[*]}"
 
 scratch="${RNNFAST_SANITIZE_DIR:-$(mktemp -d)}"
@@ -74,6 +79,20 @@ run_asan() {
             "$scratch/asan/bin/python" -m pytest -q -p no:cacheprovider \
             tests/test_parity.py tests/test_validation.py tests/test_reliability.py \
             tests/test_threads.py tests/test_compiled.py tests/test_fuzz.py)
+}
+
+run_tsan() {
+    echo "== ThreadSanitizer build and the tests that run threads"
+    make_env tsan
+    local libtsan
+    libtsan=$(gcc -print-file-name=libtsan.so)
+    (cd "$scratch/tsan-src" \
+        && CFLAGS="-fsanitize=thread -g" LDFLAGS="-fsanitize=thread" \
+            "$scratch/tsan/bin/python" -m pip install -q --no-build-isolation ".[test]")
+    (cd "$scratch/tsan-src" \
+        && LD_PRELOAD="$libtsan" TSAN_OPTIONS="halt_on_error=1:report_signal_unsafe=0" \
+            "$scratch/tsan/bin/python" -m pytest -q -s -p no:cacheprovider \
+            -k "overlap or thread" tests/test_parity.py tests/test_threads.py tests/test_compiled.py)
 }
 
 run_valgrind() {

@@ -280,10 +280,11 @@ cdef StepProduct _step_product(int kind, const floating[:, ::1] tail,
 # when the steps use our own products (small or panel: no BLAS inside the loop), a helper
 # thread does them beside the loop, a chunk of steps at a time, while the calling thread runs
 # the recursion: forward, the input projection of the chunks ahead; backward, dw_ih, dw_hh and
-# db of the chunks behind (the caller then does dx and dh0 while the helper finishes). Every
-# GEMM in both threads then runs on one BLAS thread, so that the two cores do different work
-# instead of waking BLAS's pool 2 * T times. Chunks are fixed by T and B, not by timing: the
-# results are the same on every run. Measured forward + backward with
+# db of the chunks behind (the caller then does dx and dh0, and then continues the weight
+# gradients' chunks the helper has not reached). Every GEMM in both threads then runs on one
+# BLAS thread, so that the two cores do different work instead of waking BLAS's pool 2 * T
+# times. Chunks are fixed by T and B, not by timing, and each gradient's chunks run in one
+# order whichever thread runs them: the results are the same on every run. Measured forward + backward with
 # `bench/tune_overlap.py --dtype float32 --reps 21` (time with the helper over time without,
 # 2026-11-26, AVX-512, two cores; chunks of 16 to 192 rows): T=100 B=1 H=64 1.43-1.67 (0.6M
 # multiply-adds: the thread costs more than it saves), B=2 H=100 and B=4 H=64 0.92-1.20 (2.5M),
@@ -333,8 +334,8 @@ cdef struct Overlap:
 
 
 cdef bint _helper_available() noexcept nogil:
-    """May a call start a helper thread? Forced, or: threads exist, BLAS may use two, and its
-    thread count can be set per thread (so that the two threads' GEMMs stay on one each)."""
+    """May a call start a helper thread? Forced, or: threads exist, and BLAS, whose thread
+    count we know and can hold at one, may use two."""
     if _overlap_mode != 0:
         return _overlap_mode == 2
     return RF_HAVE_THREADS and rf_blas_threads() >= 2
