@@ -261,14 +261,15 @@ def test_overlap_rule():
     assert (KERNELS._overlap_steps(100, 32, 128, 256, 4) > 0) == two_threads
     assert KERNELS._overlap_steps(100, 32, 128, 256, 4) == 1  # 48 rows: one step of 32
     assert KERNELS._overlap_steps(25, 1, 65, 100, 4) == 0  # too small to pay for a thread
-    assert KERNELS._overlap_steps(50, 64, 1024, 1024, 4) == 0  # BLAS steps
+    assert KERNELS._overlap_steps(50, 64, 1024, 1500, 4) == 0  # BLAS steps: w_hh 9 MB
+    assert KERNELS._overlap_steps(50, 300, 64, 256, 4) == 0  # BLAS steps: B > 256
     assert KERNELS._overlap_steps(6, 8, 64, 1024, 4) == 0  # one chunk of 6 steps
     with threadpoolctl.threadpool_limits(1):
         assert KERNELS._overlap_steps(100, 8, 64, 128, 4) == 0
     with overlap("on"):
         assert KERNELS._overlap_steps(25, 1, 65, 100, 4) == 0  # 48 steps a chunk: T < 2 chunks
         assert KERNELS._overlap_steps(100, 1, 32, 64, 4) == 48
-        assert KERNELS._overlap_steps(50, 64, 1024, 1024, 4) == 0  # still BLAS steps
+        assert KERNELS._overlap_steps(50, 64, 1024, 1500, 4) == 0  # still BLAS steps
     with overlap("off"):
         assert KERNELS._overlap_steps(100, 8, 64, 128, 4) == 0
 

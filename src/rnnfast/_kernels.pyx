@@ -98,7 +98,7 @@ cdef enum:
 #   packs w_hh again every step): batches of 4 to 32 while B * H * H * itemsize <= 32 MiB
 #   (a step of 8M multiply-adds in float32, 4M in float64); beyond, two-threaded BLAS wins,
 #   unless a helper thread takes the GEMMs around the loop: then batches up to 256 while w_hh
-#   is under 4 MiB (PANEL_HELPED_MAX_BATCH).
+#   is at most 8 MiB (PANEL_HELPED_MAX_BATCH).
 # Measured forward + backward, T=100, AVX-512, float32, with `bench/tune_step_product.py
 # --dtype float32 --batches 1 2 8 16 32 64 --hidden 64 100 128 256 512` (time over BLAS's,
 # 2026-11-26, after the last change to the panel product): small at B=1 H=100 0.84 (H=64
@@ -117,13 +117,15 @@ cdef Py_ssize_t PANEL_MAX_STEP_BYTES = 1 << 25
 # With a helper thread for the GEMMs around the loop (see "Overlap"), the panel product also
 # beats two-threaded BLAS steps on larger batches. Measured forward + backward, panel with the
 # helper over BLAS steps without it, `python bench/tune_overlap.py --panel-vs-blas` (2026-11-26,
-# AVX-512, two runs of float32 --reps 7, one of float64 --reps 5): float32 T=100 B=64 H=128
-# 0.64/0.62, B=48 H=256 0.77/0.83, B=64 H=384 0.88/0.84; T=50 B=128 H=256 0.84/0.82, B=256
-# H=256 0.88/0.84, B=64 H=512 0.90/0.89, B=64 H=768 0.87/0.69, T=30 B=128 H=512 1.13/0.69;
-# B=64 H=1024 (T=50) 0.96/1.14, a tie, so w_hh under 4 MiB. float64: B=64 H=128 0.76, B=48
-# H=256 0.72, B=128 H=256 0.86, B=64 H=512 0.94, B=128 H=512 0.79. Not measured beyond B=256.
+# AVX-512; float32 --reps 7 twice, then --reps 3 to 5 for H >= 1024; float64 --reps 3 to 5):
+# float32 T=100 B=64 H=128 0.64/0.62, B=48 H=256 0.77/0.83, B=64 H=384 0.88/0.84; T=50 B=128
+# H=256 0.84/0.82, B=256 H=256 0.88/0.84, B=64 H=512 0.90/0.89, B=64 H=768 0.87/0.69, T=30
+# B=128 H=512 1.13/0.69; T=50 B=64 H=1024 0.96/1.14/0.92/1.06 (a tie), H=1408 0.78. float64:
+# B=64 H=128 0.76, B=48 H=256 0.72, B=128 H=256 0.86, B=64 H=512 0.94, B=128 H=512 0.79,
+# B=64 H=768 0.90, B=64 H=1024 0.88/0.81. Hence up to B=256 and w_hh of 8 MiB; beyond, not
+# measured: BLAS.
 cdef Py_ssize_t PANEL_HELPED_MAX_BATCH = 256
-cdef Py_ssize_t PANEL_HELPED_MAX_WEIGHT_BYTES = 1 << 22
+cdef Py_ssize_t PANEL_HELPED_MAX_WEIGHT_BYTES = 1 << 23
 cdef Py_ssize_t SMALL_MAX_WEIGHT_BYTES = 1 << 17
 cdef Py_ssize_t SMALL_MAX_BATCH = 32
 cdef Py_ssize_t SMALL_MAX_VECTORS_BATCHED = 4
@@ -575,7 +577,7 @@ cdef int _step_kind(Py_ssize_t B, Py_ssize_t H, Py_ssize_t itemsize):
         return STEP_SMALL
     if B >= PANEL_MIN_BATCH and (
             (B <= PANEL_MAX_BATCH and B * H * H * itemsize <= PANEL_MAX_STEP_BYTES)
-            or (B <= PANEL_HELPED_MAX_BATCH and H * H * itemsize < PANEL_HELPED_MAX_WEIGHT_BYTES
+            or (B <= PANEL_HELPED_MAX_BATCH and H * H * itemsize <= PANEL_HELPED_MAX_WEIGHT_BYTES
                 and _helper_available())):
         return STEP_PANEL
     return STEP_BLAS
