@@ -7,10 +7,11 @@ interleaving would time "on" beside the BLAS threads that "off" leaves spinning)
 each one's best block median and its time over "off". Below 1: the overlap is faster.
 
 With --panel-vs-blas it times, instead, the panel product with the helper thread against
-BLAS steps without it (the pair the helped panel range of _step_kind chooses between).
+BLAS steps without it (the pair the helped panel range of _step_kind chooses between); with
+--forward, the forward pass alone.
 
     python bench/tune_overlap.py [--reps 15] [--dtype float32] [--chunk-rows 16 48 128]
-        [--panel-vs-blas] [--sizes T,B,D,H ...]
+        [--panel-vs-blas] [--forward] [--sizes T,B,D,H ...]
 """
 
 import argparse
@@ -43,6 +44,10 @@ SIZES = [
 ]
 
 
+def forward(p):
+    return _kernels.rnn_forward(p["x"], p["h0"], p["w_ih"], p["w_hh"], p["b"], "tanh")
+
+
 def use(step_product, mode, chunk_rows):
     _kernels._set_tuning(step_product=step_product)
     _kernels._set_overlap(mode, chunk_rows)
@@ -54,6 +59,7 @@ def main():
     parser.add_argument("--dtype", nargs="+", default=["float32", "float64"])
     parser.add_argument("--chunk-rows", type=int, nargs="+", default=[16, 32, 48, 96, 192])
     parser.add_argument("--panel-vs-blas", action="store_true")
+    parser.add_argument("--forward", action="store_true")
     parser.add_argument("--sizes", nargs="+")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
@@ -73,9 +79,12 @@ def main():
             for size in args.sizes or (LARGE_SIZES if args.panel_vs_blas else SIZES):
                 T, B, D, H = map(int, size.split(","))
                 p = problem(T, B, D, H, dtype, rng)
-                forward_backward(p)
+                call = (
+                    (lambda p=p: forward(p)) if args.forward else (lambda p=p: forward_backward(p))
+                )
+                call()
                 best = best_block_medians(
-                    dict.fromkeys(names, lambda p=p: forward_backward(p)),
+                    dict.fromkeys(names, call),
                     dict.fromkeys(names, args.reps),
                     setup={n: lambda v=v: use(*v) for n, v in variants.items()},
                 )
