@@ -1,0 +1,41 @@
+"""Run one case's forward (or forward + backward) in a loop, for a profiler to sample.
+
+    perf record -o case.data python bench/profile_case.py 100,8,64,128 [--forward] [--seconds 8]
+    perf report -i case.data --no-children --sort comm,dso,sym
+
+Prints the mean time per call at the end (the profiler's overhead included).
+"""
+
+import argparse
+import time
+
+from rnnfast import benchmarks, functional
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("size", help="T,B,D,H")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--forward", action="store_true", help="the forward pass only")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args()
+    T, B, D, H = map(int, args.size.split(","))
+    case = benchmarks.Case(T, B, D, H, args.dtype)
+    if args.forward:
+        p = benchmarks.make_problem(case)
+        b = p["b_ih"] + p["b_hh"]
+
+        def call():
+            return functional.rnn_forward(p["x"], p["h0"], p["w_ih"], p["w_hh"], b)
+
+    else:
+        call = benchmarks.make_runner("rnnfast", case)
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < args.seconds:
+        call()
+        calls += 1
+    print(f"{(time.perf_counter() - start) / calls * 1e3:.3f} ms per call ({calls} calls)")
+
+
+if __name__ == "__main__":
+    main()
