@@ -122,8 +122,10 @@ cdef Py_ssize_t PANEL_MAX_STEP_BYTES = 1 << 25
 # H=256 0.84/0.82, B=256 H=256 0.88/0.84, B=64 H=512 0.90/0.89, B=64 H=768 0.87/0.69, T=30
 # B=128 H=512 1.13/0.69; T=50 B=64 H=1024 0.96/1.14/0.92/1.06 (a tie), H=1408 0.78. float64:
 # B=64 H=128 0.76, B=48 H=256 0.72, B=128 H=256 0.86, B=64 H=512 0.94, B=128 H=512 0.79,
-# B=64 H=768 0.90, B=64 H=1024 0.88/0.81. Hence up to B=256 and w_hh of 8 MiB; beyond, not
-# measured: BLAS.
+# B=64 H=768 0.90, B=64 H=1024 0.88/0.81. Rerun on the final code (float32 --reps 5, float64
+# --reps 3): float32 T=100 B=64 H=128 0.50, B=48 H=256 0.68; T=50 B=128 H=256 0.86, B=64
+# H=512 0.79, B=64 H=1024 0.75; float64 B=64 H=512 0.99, B=64 H=1024 0.94. Hence up to B=256
+# and w_hh of 8 MiB; beyond, not measured: BLAS.
 cdef Py_ssize_t PANEL_HELPED_MAX_BATCH = 256
 cdef Py_ssize_t PANEL_HELPED_MAX_WEIGHT_BYTES = 1 << 23
 cdef Py_ssize_t SMALL_MAX_WEIGHT_BYTES = 1 << 17
@@ -292,7 +294,11 @@ cdef StepProduct _step_product(int kind, const floating[:, ::1] tail,
 # multiply-adds: the thread costs more than it saves), B=2 H=100 and B=4 H=64 0.92-1.20 (2.5M),
 # B=4 H=128 0.70-0.88, B=8 H=128 0.45-0.82, B=16 H=256 0.85-1.11, B=32 H=256 0.65-0.84; chunks
 # of 16 to 48 rows did best.
-# float64 (chunks of 32 and 48): B=8 H=128 0.49-0.52, B=32 H=256 0.78.
+# float64 (chunks of 32 and 48): B=8 H=128 0.49-0.52, B=32 H=256 0.78. Rerun with
+# `--chunk-rows 16 48 192` on the final code (one process-wide serial section, the caller
+# taking the gradient chunks the helper has not reached), 48 rows: B=1 H=64 1.41, B=2 H=100
+# 0.98, B=4 H=64 0.69, B=4 H=128 0.72, B=8 H=128 0.73, B=16 H=256 0.91, B=32 H=256 0.98
+# (0.84 with 16 rows, 0.83 with 192: this machine's noise is of that order).
 OVERLAP_MODES = ("auto", "off", "on")
 cdef int _overlap_mode = 0
 # A hand-over is about this many rows (steps * B): the chunk GEMMs' efficiency against the
