@@ -57,13 +57,13 @@ write_blas_int_pxi()
 
 compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
 # Neither flag changes a result: no errno from libm, and no FP-exception side effects, which
-# lets gcc if-convert and so vectorize the branch-free tanh of _fastmath.h.
+# lets gcc if-convert and so vectorize the branch-free tanh of _simd_impl.h.
 compile_args += ["-fno-math-errno", "-fno-trapping-math"]
 if NATIVE:
     compile_args.append("-march=native")
 # No OpenMP: the kernels' threads are BLAS's and, beside a time loop, one helper thread of
-# their own (_overlap.h, POSIX threads). (An OpenMP split of the activation pass was tried and
-# measured 5x slower on two cores: its spinning workers stalled the BLAS threads.)
+# their own (_overlap.h, POSIX threads). (An OpenMP split of the activation pass was tried in
+# an earlier version and rejected: its spinning workers stalled the BLAS threads.)
 link_args = [] if sys.platform == "win32" else ["-pthread"]
 
 macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]

@@ -252,8 +252,9 @@ cdef inline void _bias_act(floating* a, const floating* b, Py_ssize_t rows, Py_s
                            int act) noexcept nogil:
     """a = act(a + b) in place, for rows x h (b NULL: no bias).
 
-    On one thread: splitting it over OpenMP threads (tried) stalled the BLAS threads of the
-    next step's GEMM behind OpenMP's spinning workers, 5x slower on two cores."""
+    On one thread: splitting it over OpenMP threads was tried in an earlier version and
+    rejected, because OpenMP's spinning workers stalled the BLAS threads of the next step's
+    GEMM (that experiment was not kept, so no figure is given here)."""
     if floating is float:
         rnnfast_simd.bias_act_f32(a, b, rows, h, act)
     else:
@@ -288,9 +289,9 @@ cdef StepProduct _step_product(int kind, const floating[:, ::1] tail,
 # gradients' chunks the helper has not reached). Every GEMM in both threads then runs on one
 # BLAS thread, so that the two cores do different work instead of waking BLAS's pool 2 * T
 # times. Chunks are fixed by T and B, not by timing, and each gradient's chunks run in one
-# order whichever thread runs them: the results are the same on every run. Measured forward + backward with
-# `bench/tune_overlap.py --dtype float32 --reps 21` (time with the helper over time without,
-# 2026-11-26, AVX-512, two cores; chunks of 16 to 192 rows): T=100 B=1 H=64 1.43-1.67 (0.6M
+# order whichever thread runs them: the results are the same on every run. Measured forward +
+# backward with `bench/tune_overlap.py --dtype float32 --reps 21` (time with the helper over
+# time without, 2026-11-26, AVX-512, two cores; chunks of 16 to 192 rows): T=100 B=1 H=64 1.43-1.67 (0.6M
 # multiply-adds: the thread costs more than it saves), B=2 H=100 and B=4 H=64 0.92-1.20 (2.5M),
 # B=4 H=128 0.70-0.88, B=8 H=128 0.45-0.82, B=16 H=256 0.85-1.11, B=32 H=256 0.65-0.84; chunks
 # of 16 to 48 rows did best.
@@ -404,7 +405,8 @@ cdef void _bias_grad_steps(floating* dummy, Overlap* job, Py_ssize_t t0, Py_ssiz
             db[i] += row[i]
 
 
-cdef inline void _chunk_steps(Overlap* job, Py_ssize_t k, Py_ssize_t* t0, Py_ssize_t* t1) noexcept nogil:
+cdef inline void _chunk_steps(Overlap* job, Py_ssize_t k, Py_ssize_t* t0,
+                              Py_ssize_t* t1) noexcept nogil:
     """Backward chunk k: steps t0..t1-1 (chunk 0 holds the last steps)."""
     t1[0] = job.T - k * job.chunk
     t0[0] = max(0, t1[0] - job.chunk)
@@ -864,7 +866,7 @@ def rnn_step(x, h, tuple params, str nonlinearity):
     cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>x)
     cdef cnp.npy_intp dims[3]
     dims[0], dims[1], dims[2] = L, B, H
-    # C-API allocations: np.empty and a slice for the output cost half the call at B = 1.
+    # C-API allocations, not np.empty and a slice: no Python-level calls per step.
     h_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
     output = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
     if typenum == cnp.NPY_FLOAT:

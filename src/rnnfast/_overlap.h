@@ -114,7 +114,10 @@ static void rf_use_blas_threads(rf_set_threads_fn set_threads, rf_get_threads_fn
     RF_UNLOCK();
 }
 
-static int rf_blas_known(void) { return rf_blas_set_threads != NULL && rf_blas_get_threads != NULL; }
+static int rf_blas_known(void)
+{
+    return rf_blas_set_threads != NULL && rf_blas_get_threads != NULL;
+}
 
 static void rf_serial_enter(void)
 {

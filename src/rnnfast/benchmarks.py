@@ -234,9 +234,8 @@ def best_block_medians(
     pause, then ``repeats[name]`` samples, each the mean of ``calls`` calls. Blocks rather than
     call-by-call interleaving, because runners keep thread pools that spin for a while after
     each call (OpenMP, OpenBLAS), and one timed while the previous one's threads still spin on
-    the other core loses (interleaving call by call measured 5x slowdowns); rounds, and the
-    lowest block median, because on a shared machine whose load changes over seconds every
-    runner then gets the same chances of a quiet block.
+    the other core loses; rounds, and the lowest block median, because on a shared machine
+    whose load changes over seconds every runner then gets the same chances of a quiet block.
     """
     best = dict.fromkeys(runners, float("inf"))
     for _ in range(max(1, rounds)):
