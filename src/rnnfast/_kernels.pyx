@@ -291,8 +291,9 @@ cdef StepProduct _step_product(int kind, const floating[:, ::1] tail,
 # times. Chunks are fixed by T and B, not by timing, and each gradient's chunks run in one
 # order whichever thread runs them: the results are the same on every run. Measured forward +
 # backward with `bench/tune_overlap.py --dtype float32 --reps 21` (time with the helper over
-# time without, 2026-11-26, AVX-512, two cores; chunks of 16 to 192 rows): T=100 B=1 H=64 1.43-1.67 (0.6M
-# multiply-adds: the thread costs more than it saves), B=2 H=100 and B=4 H=64 0.92-1.20 (2.5M),
+# time without, 2026-11-26, AVX-512, two cores; chunks of 16 to 192 rows): T=100 B=1 H=64
+# 1.43-1.67 (0.6M multiply-adds: the thread costs more than it saves), B=2 H=100 and B=4 H=64
+# 0.92-1.20 (2.5M),
 # B=4 H=128 0.70-0.88, B=8 H=128 0.45-0.82, B=16 H=256 0.85-1.11, B=32 H=256 0.65-0.84; chunks
 # of 16 to 48 rows did best.
 # float64 (chunks of 32 and 48): B=8 H=128 0.49-0.52, B=32 H=256 0.78. Rerun with
