@@ -9,7 +9,7 @@ Prints the mean time per call at the end (the profiler's overhead included).
 import argparse
 import time
 
-from rnnfast import benchmarks, functional
+from rnnfast import benchmarks
 
 
 def main():
@@ -22,12 +22,7 @@ def main():
     T, B, D, H = map(int, args.size.split(","))
     case = benchmarks.Case(T, B, D, H, args.dtype)
     if args.forward:
-        p = benchmarks.make_problem(case)
-        b = p["b_ih"] + p["b_hh"]
-
-        def call():
-            return functional.rnn_forward(p["x"], p["h0"], p["w_ih"], p["w_hh"], b)
-
+        call = benchmarks.forward_runners(case, ["rnnfast"])["rnnfast"]
     else:
         call = benchmarks.make_runner("rnnfast", case)
     calls, start = 0, time.perf_counter()

@@ -438,7 +438,8 @@ def forward_runners(case: Case, peers: Sequence[str] = ()) -> dict[str, Callable
             p["x"], p["h0"], p["w_ih"], p["w_hh"], b, backend="cython"
         ),
     }
-    if importlib.util.find_spec("torch") is not None:
+    # torch only when asked for: its import and setup would otherwise land in a profile of ours
+    if (not peers or "torch" in peers) and importlib.util.find_spec("torch") is not None:
         import torch
 
         rnn = torch.nn.RNN(case.D, case.H, dtype=getattr(torch, case.dtype))
