@@ -203,3 +203,30 @@ def test_kernels_release_the_gil(which):
     with blas_threads(1):
         progress = main_thread_progress(work)
     assert progress > 0, "the main thread never ran: the GIL was held throughout"
+
+
+def test_thread_count_reads_the_outside_setting_while_a_call_holds_blas_at_one():
+    """While a call in another thread holds BLAS at one thread (a serial section, which is
+    process-wide in OpenBLAS), get_num_threads() still reports the count set from outside,
+    the one that call restores."""
+    before = rnnfast.get_num_threads()
+    p = make_problem(np.random.default_rng(4), 200, 64, 64, 256, np.float32)
+    seen = []
+    done = threading.Event()
+
+    def calls():
+        try:
+            for _ in range(5):
+                forward_backward(p, "tanh", "cython")
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=calls)
+    worker.start()
+    while not done.is_set():
+        seen.append(rnnfast.get_num_threads())
+        time.sleep(0.0005)
+    worker.join()
+    assert len(seen) > 10
+    assert set(seen) == {before}
+    assert rnnfast.get_num_threads() == before

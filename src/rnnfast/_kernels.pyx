@@ -157,6 +157,11 @@ def _set_blas_thread_functions(size_t set_local_address, size_t get_address):
     rf_use_blas_threads(<rf_set_threads_fn>set_local_address, <rf_get_threads_fn>get_address)
 
 
+def _blas_threads():
+    """BLAS's thread count as set from outside (0: its functions are not installed)."""
+    return rf_blas_threads()
+
+
 cdef inline bint _serial_blas_begin(bint serial) noexcept nogil:
     """Make BLAS calls single-threaded if ``serial`` (see rf_serial_enter in _overlap.h: the
     setting is process-wide); returns what to pass to _serial_blas_end."""

@@ -89,8 +89,15 @@ def blas_library() -> str | None:
 
 
 def get_num_threads() -> int | None:
-    """The kernels' BLAS thread count (None if their BLAS was not found)."""
-    return int(_blas_get()) if _blas_get is not None else None
+    """The kernels' BLAS thread count (None if their BLAS was not found).
+
+    The count as set from outside: while a kernel call in another thread holds BLAS at one
+    thread, the count it will restore.
+    """
+    if _blas_get is None:
+        return None
+    outside = functional._kernels._blas_threads() if functional.HAVE_COMPILED else 0
+    return outside if outside > 0 else int(_blas_get())
 
 
 def set_num_threads(n: int) -> int | None:
