@@ -117,8 +117,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
     parser.add_argument("--repeats", type=int, default=None)
-    # Five rounds: on this shared machine a peer's time moves by 30% from minute to minute,
-    # and with more rounds each peer more likely gets a quiet block.
+    # Five rounds: on this shared machine the ratios move by tens of percent between runs (the
+    # 1024 row against PyTorch was 0.81x-1.43x in six runs, bench/RESULTS.md's history), and
+    # with more rounds each peer more likely gets a quiet block.
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
