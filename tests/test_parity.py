@@ -228,6 +228,56 @@ def test_panel_product_at_each_simd_level(level, size, dtype, nonlinearity):
         KERNELS._set_tuning(step_product=previous)
 
 
+def _step_layers(rng, D: int, H: int, layers: int, bias: bool, dtype) -> tuple:
+    params, d_in = [], D
+    for _ in range(layers):
+        w_ih, w_hh = (rng.uniform(-0.5, 0.5, shape).astype(dtype) for shape in ((H, d_in), (H, H)))
+        b_ih, b_hh = (rng.uniform(-0.5, 0.5, H).astype(dtype) if bias else None for _ in "ih")
+        params.append((w_ih, w_hh, b_ih, b_hh))
+        d_in = H
+    return tuple(params)
+
+
+@pytest.mark.parametrize("level", SIMD_LEVELS, ids=str)
+@pytest.mark.parametrize(
+    "B,D,H", [(1, 1, 1), (1, 3, 17), (2, 32, 128), (3, 65, 100), (4, 16, 40), (1, 40, 7)]
+)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+def test_streaming_step_at_each_simd_level(level, B, D, H, bias, dtype, nonlinearity):
+    """The compiled step's dot-form product (B <= 4), two layers, against the reference: whole
+    and partial blocks of output rows, rows shorter than a vector, partial last vectors (read
+    by masked loads), h given and None."""
+    rng = np.random.default_rng(B * 10_000 + D * 100 + H)
+    params = _step_layers(rng, D, H, 2, bias, dtype)
+    x = rng.standard_normal((B, D)).astype(dtype)
+    for h in (rng.standard_normal((2, B, H)).astype(dtype), None):
+        expected = rnnfast.functional.rnn_step(
+            x, h, params, nonlinearity=nonlinearity, backend="numpy"
+        )
+        with simd_level(level):
+            got = KERNELS.rnn_step(x, h, params, nonlinearity)
+        assert got is not None  # the compiled path, not the validating fallback
+        for name, a, e in zip(("output", "h_new"), got, expected, strict=True):
+            assert a.dtype == np.dtype(dtype)
+            assert_close(a, e, RTOL[np.dtype(dtype)], name)
+
+
+@pytest.mark.parametrize("level", SIMD_LEVELS, ids=str)
+@pytest.mark.parametrize("H", [7, 40, 100], ids=lambda h: f"H{h}")
+def test_streaming_step_keeps_a_nan_weight_in_its_own_row(level, H, dtype):
+    """A NaN in one row of w_hh makes exactly that unit's output NaN: the summing network and
+    the masked tails send every row's sum to its own unit and read nothing of another row."""
+    rng = np.random.default_rng(H)
+    params = _step_layers(rng, 9, H, 1, True, dtype)
+    x, h = rng.standard_normal((1, 9)).astype(dtype), rng.standard_normal((1, 1, H)).astype(dtype)
+    for row in {0, H // 2, H - 1}:
+        w_hh = params[0][1].copy()
+        w_hh[row, -1] = np.nan
+        with simd_level(level):
+            output, _ = KERNELS.rnn_step(x, h, ((params[0][0], w_hh, *params[0][2:]),), "tanh")
+        np.testing.assert_array_equal(np.flatnonzero(np.isnan(output[0])), [row])
+
+
 # ---------------------------------------------------------------------------------------------
 # Overlap: a helper thread does the GEMMs around the time loop, a chunk of steps at a time
 # (_set_overlap(mode, chunk_rows), which returns the previous pair).

@@ -41,11 +41,14 @@ cdef extern from "_simd.h" nogil:
         void (*small_addmm_f64)(double*, const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                 const double*, Py_ssize_t, const double*, Py_ssize_t,
                                 double*) noexcept nogil
-        # out (rows, n) += a (rows, k) @ w.T, w (n, k) row-major
-        void (*dot_addmm_f32)(float*, const float*, const float*, Py_ssize_t, Py_ssize_t,
-                              Py_ssize_t) noexcept nogil
-        void (*dot_addmm_f64)(double*, const double*, const double*, Py_ssize_t, Py_ssize_t,
-                              Py_ssize_t) noexcept nogil
+        # out (rows, n) = a (rows, ka) @ wa.T + c (rows, kc) @ wc.T + bias, w row-major (n, k);
+        # c NULL for no second product, bias NULL for none
+        void (*step_dot_f32)(float*, const float*, const float*, Py_ssize_t, const float*,
+                             const float*, Py_ssize_t, const float*, Py_ssize_t,
+                             Py_ssize_t) noexcept nogil
+        void (*step_dot_f64)(double*, const double*, const double*, Py_ssize_t, const double*,
+                             const double*, Py_ssize_t, const double*, Py_ssize_t,
+                             Py_ssize_t) noexcept nogil
         # out (rows, n) += a (rows, k) @ m (k, n), m packed into column panels by
         # pack_panels(dst, src, k, n, ld, transposed)
         void (*panel_addmm_f32)(float*, const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
@@ -769,19 +772,15 @@ cdef void _step_layer(floating* out, const floating* inp, const floating* h_prev
     ``h_prev`` NULL means zeros; ``b_hh`` and ``b_ih`` NULL mean no bias.
     """
     cdef Py_ssize_t r, i
-    for r in range(B):
-        for i in range(H):
-            out[r * H + i] = 0 if b_hh == NULL else b_hh[i]
     if B <= STEP_DOT_MAX_BATCH:
         if floating is float:
-            rnnfast_simd.dot_addmm_f32(out, inp, w_ih, B, D, H)
-            if h_prev != NULL:
-                rnnfast_simd.dot_addmm_f32(out, h_prev, w_hh, B, H, H)
+            rnnfast_simd.step_dot_f32(out, inp, w_ih, D, h_prev, w_hh, H, b_hh, B, H)
         else:
-            rnnfast_simd.dot_addmm_f64(out, inp, w_ih, B, D, H)
-            if h_prev != NULL:
-                rnnfast_simd.dot_addmm_f64(out, h_prev, w_hh, B, H, H)
+            rnnfast_simd.step_dot_f64(out, inp, w_ih, D, h_prev, w_hh, H, b_hh, B, H)
     else:
+        for r in range(B):
+            for i in range(H):
+                out[r * H + i] = 0 if b_hh == NULL else b_hh[i]
         _bulk_gemm(NoTrans, Trans, B, H, D, <floating>1, inp, D, w_ih, D, <floating>1, out, H)
         if h_prev != NULL:
             _bulk_gemm(NoTrans, Trans, B, H, H, <floating>1, h_prev, H, w_hh, H, <floating>1,

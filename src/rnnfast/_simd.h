@@ -64,9 +64,10 @@ typedef struct {
                             const float *, ptrdiff_t, const float *, ptrdiff_t, float *);
     void (*small_addmm_f64)(double *, const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                             const double *, ptrdiff_t, const double *, ptrdiff_t, double *);
-    void (*dot_addmm_f32)(float *, const float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t);
-    void (*dot_addmm_f64)(double *, const double *, const double *, ptrdiff_t, ptrdiff_t,
-                          ptrdiff_t);
+    void (*step_dot_f32)(float *, const float *, const float *, ptrdiff_t, const float *,
+                         const float *, ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t);
+    void (*step_dot_f64)(double *, const double *, const double *, ptrdiff_t, const double *,
+                         const double *, ptrdiff_t, const double *, ptrdiff_t, ptrdiff_t);
     /* out (rows, n) += a (rows, k) @ m (k, n), m packed into column panels by pack_panels
      * (dst, src, k, n, ld, transposed); see _simd_impl.h */
     void (*panel_addmm_f32)(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
@@ -83,7 +84,7 @@ typedef struct {
 
 #define RF_LEVEL(SFX, NAME, VBYTES, NV_MAX, PANEL_ROWS)                                          \
     {NAME, bias_act_f32##SFX, bias_act_f64##SFX, mul_act_grad_f32##SFX, mul_act_grad_f64##SFX, \
-     small_addmm_f32##SFX, small_addmm_f64##SFX, dot_addmm_f32##SFX, dot_addmm_f64##SFX,       \
+     small_addmm_f32##SFX, small_addmm_f64##SFX, step_dot_f32##SFX, step_dot_f64##SFX,       \
      panel_addmm_f32##SFX, panel_addmm_f64##SFX, pack_panels_f32##SFX, pack_panels_f64##SFX,   \
      VBYTES, NV_MAX, RF_PANEL_NR, PANEL_ROWS}
 

@@ -433,80 +433,142 @@ static inline __attribute__((always_inline)) double RF(hsum_f64)(RF(vec_f64) v)
 #endif
 }
 
-/* Eight float accumulators' lane sums at once, into sums[0..7]: a transpose-and-add network
- * (about 3 instructions an output, against about 10 for eight separate sums). */
-static inline __attribute__((always_inline)) void RF(hsum8_f32)(const RF(vec_f32) acc[8],
-                                                                 float sums[8])
+/* ---- the first m < VL elements of p as a vector, the other lanes zero ------------------------
+ * Masked loads never touch the lanes past m, so a row's last partial vector can be read at
+ * the very end of an array.
+ */
+static inline __attribute__((always_inline)) RF(vec_f32) RF(load_head_f32)(const float *p, int m)
 {
-#if RF_VBYTES >= 32
-    __m256 h[8];
-    for (int q = 0; q < 8; q++) {
 #if RF_VBYTES == 64
-        h[q] = _mm256_add_ps(_mm512_castps512_ps256((__m512)acc[q]),
-                             (__m256)_mm512_extractf64x4_pd((__m512d)acc[q], 1));
+    return (RF(vec_f32))_mm512_maskz_loadu_ps((__mmask16)((1u << m) - 1), p);
+#elif RF_VBYTES == 32
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return (RF(vec_f32))_mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(m), lanes));
 #else
-        h[q] = (__m256)acc[q];
-#endif
-    }
-    __m256 s01 = _mm256_hadd_ps(h[0], h[1]), s23 = _mm256_hadd_ps(h[2], h[3]);
-    __m256 s45 = _mm256_hadd_ps(h[4], h[5]), s67 = _mm256_hadd_ps(h[6], h[7]);
-    __m256 s0123 = _mm256_hadd_ps(s01, s23), s4567 = _mm256_hadd_ps(s45, s67);
-    /* Each 128-bit half now holds partial sums of outputs 0-3 (s0123) and 4-7 (s4567). */
-    __m256 lo = _mm256_permute2f128_ps(s0123, s4567, 0x20);
-    __m256 hi = _mm256_permute2f128_ps(s0123, s4567, 0x31);
-    _mm256_storeu_ps(sums, _mm256_add_ps(lo, hi));
-#else
-    for (int q = 0; q < 8; q++) sums[q] = RF(hsum_f32)(acc[q]);
+    RF(vec_f32) v = {0};
+    for (int l = 0; l < m; l++) v[l] = p[l];
+    return v;
 #endif
 }
 
-static inline __attribute__((always_inline)) void RF(hsum8_f64)(const RF(vec_f64) acc[8],
-                                                                  double sums[8])
+static inline __attribute__((always_inline)) RF(vec_f64) RF(load_head_f64)(const double *p,
+                                                                            int m)
 {
-    for (int q = 0; q < 8; q++) sums[q] = RF(hsum_f64)(acc[q]);
+#if RF_VBYTES == 64
+    return (RF(vec_f64))_mm512_maskz_loadu_pd((__mmask8)((1u << m) - 1), p);
+#elif RF_VBYTES == 32
+    const __m256i lanes = _mm256_setr_epi64x(0, 1, 2, 3);
+    return (RF(vec_f64))_mm256_maskload_pd(p, _mm256_cmpgt_epi64(_mm256_set1_epi64x(m), lanes));
+#else
+    RF(vec_f64) v = {0};
+    for (int l = 0; l < m; l++) v[l] = p[l];
+    return v;
+#endif
 }
 
-/* ---- dot-form product: out (rows, n) += a (rows, k) @ w.T, w (n, k) row-major ---------------
- * For a single step on the weights as they are stored (PyTorch's (out, in) layout), so the
- * streaming path needs no transposed or padded copies. Eight rows of w at a time share each
- * vector of a; each accumulator's lanes are summed in registers, the k tail in scalars.
+/* ---- transposing sum: VL vectors -> one vector of their lane sums ---------------------------
+ * reduce(acc)[q] = sum of acc[q]'s lanes, for q < VL. Level s pairs acc[q] with acc[q + s]
+ * (q < s): lanes with bit s clear add up halves of acc[q], lanes with bit s set halves of
+ * acc[q + s], so after the levels VL/2 .. 1 lane q holds row q. VL - 1 shuffle pairs and
+ * adds for VL rows, instead of a full horizontal sum per row.
+ */
+#define RF_MASK_U(i, s, VL) (((i) & (s)) ? (VL) + (i) - (s) : (i))
+#define RF_MASK_V(i, s, VL) (((i) & (s)) ? (VL) + (i) : (i) + (s))
+#define RF_LANES2(M, s, VL) M(0, s, VL), M(1, s, VL)
+#define RF_LANES4(M, s, VL) RF_LANES2(M, s, VL), M(2, s, VL), M(3, s, VL)
+#define RF_LANES8(M, s, VL) RF_LANES4(M, s, VL), M(4, s, VL), M(5, s, VL), M(6, s, VL), M(7, s, VL)
+#define RF_LANES16(M, s, VL)                                                                     \
+    RF_LANES8(M, s, VL), M(8, s, VL), M(9, s, VL), M(10, s, VL), M(11, s, VL), M(12, s, VL),     \
+        M(13, s, VL), M(14, s, VL), M(15, s, VL)
+#define RF_FOLD(VT, MT, LANES, s, VL)                                                            \
+    for (int q = 0; q < (s); q++) {                                                              \
+        VT lo_ = acc[q], hi_ = acc[q + (s)];                                                     \
+        acc[q] = __builtin_shuffle(lo_, hi_, (MT){LANES(RF_MASK_U, s, VL)})                      \
+                 + __builtin_shuffle(lo_, hi_, (MT){LANES(RF_MASK_V, s, VL)});                   \
+    }
+#define RF_FOLDS_2(VT, MT) RF_FOLD(VT, MT, RF_LANES2, 1, 2)
+#define RF_FOLDS_4(VT, MT) RF_FOLD(VT, MT, RF_LANES4, 2, 4) RF_FOLD(VT, MT, RF_LANES4, 1, 4)
+#define RF_FOLDS_8(VT, MT)                                                                       \
+    RF_FOLD(VT, MT, RF_LANES8, 4, 8) RF_FOLD(VT, MT, RF_LANES8, 2, 8)                           \
+    RF_FOLD(VT, MT, RF_LANES8, 1, 8)
+#define RF_FOLDS_16(VT, MT)                                                                      \
+    RF_FOLD(VT, MT, RF_LANES16, 8, 16) RF_FOLD(VT, MT, RF_LANES16, 4, 16)                       \
+    RF_FOLD(VT, MT, RF_LANES16, 2, 16) RF_FOLD(VT, MT, RF_LANES16, 1, 16)
+#define RF_FOLDS_N2(n, VT, MT) RF_FOLDS_##n(VT, MT)
+#define RF_FOLDS_N(n, VT, MT) RF_FOLDS_N2(n, VT, MT)
+
+#define RF_REDUCE(T, SFX, IT, VLN)                                                               \
+    typedef IT RF(mask_##SFX) __attribute__((vector_size(RF_VBYTES)));                          \
+    static inline __attribute__((always_inline)) RF(vec_##SFX) RF(reduce_##SFX)(               \
+        RF(vec_##SFX) acc[VLN])                                                                  \
+    {                                                                                            \
+        RF_FOLDS_N(VLN, RF(vec_##SFX), RF(mask_##SFX))                                           \
+        return acc[0];                                                                           \
+    }
+#if RF_VBYTES == 64
+RF_REDUCE(float, f32, int32_t, 16)
+RF_REDUCE(double, f64, int64_t, 8)
+#elif RF_VBYTES == 32
+RF_REDUCE(float, f32, int32_t, 8)
+RF_REDUCE(double, f64, int64_t, 4)
+#else
+RF_REDUCE(float, f32, int32_t, 4)
+RF_REDUCE(double, f64, int64_t, 2)
+#endif
+
+/* ---- dot-form step product: out = a @ wa.T + c @ wc.T + bias --------------------------------
+ * out (rows, n); a (rows, ka), wa (n, ka); c (rows, kc), wc (n, kc), or c NULL for none; bias
+ * (n) or NULL. For a single step on the weights as they are stored (PyTorch's (out, in)
+ * layout), so the streaming path needs no transposed or padded copies. VL rows of wa and wc
+ * at a time share each vector of a and c; both products go into the same VL accumulators,
+ * which reduce() sums together; the rows past the last whole block take one horizontal sum
+ * each.
  */
 #define RF_DOT(T, SFX)                                                                           \
-    static void RF(dot_addmm_##SFX)(T *restrict out, const T *restrict a, const T *restrict w,  \
-                                    ptrdiff_t rows, ptrdiff_t k, ptrdiff_t n)                    \
+    /* acc[q] += lanes of a * w[q] over k, the tail by masked loads (zeros past k) */         \
+    static inline __attribute__((always_inline)) void RF(dot_rows_##SFX)(                       \
+        RF(vec_##SFX) acc[], int nacc, const T *restrict a, const T *restrict w, ptrdiff_t k)    \
     {                                                                                            \
         typedef RF(vec_##SFX) VT;                                                                \
-        enum { VL = RF_VBYTES / sizeof(T), RB = 8 };                                             \
-        const ptrdiff_t k_full = k - k % VL;                                                     \
+        enum { VL = RF_VBYTES / sizeof(T) };                                                     \
+        ptrdiff_t j = 0;                                                                         \
+        for (; j + VL <= k; j += VL) {                                                           \
+            VT av = *(const VT *)(a + j);                                                        \
+            _Pragma("GCC unroll 16") for (int q = 0; q < nacc; q++)                              \
+                acc[q] += av * *(const VT *)(w + q * k + j);                                     \
+        }                                                                                        \
+        if (j < k) {                                                                             \
+            VT av = RF(load_head_##SFX)(a + j, (int)(k - j));                                    \
+            _Pragma("GCC unroll 16") for (int q = 0; q < nacc; q++)                              \
+                acc[q] += av * RF(load_head_##SFX)(w + q * k + j, (int)(k - j));                 \
+        }                                                                                        \
+    }                                                                                            \
+    static void RF(step_dot_##SFX)(T *restrict out, const T *restrict a, const T *restrict wa,  \
+                                   ptrdiff_t ka, const T *restrict c, const T *restrict wc,      \
+                                   ptrdiff_t kc, const T *restrict bias, ptrdiff_t rows,         \
+                                   ptrdiff_t n)                                                  \
+    {                                                                                            \
+        typedef RF(vec_##SFX) VT;                                                                \
+        enum { VL = RF_VBYTES / sizeof(T) };                                                     \
         for (ptrdiff_t r = 0; r < rows; r++) {                                                   \
-            const T *ar = a + r * k;                                                             \
+            const T *ar = a + r * ka, *cr = c == NULL ? NULL : c + r * kc;                       \
             T *o = out + r * n;                                                                  \
             ptrdiff_t i = 0;                                                                     \
-            for (; i + RB <= n; i += RB) {                                                       \
-                VT acc[RB];                                                                      \
-                _Pragma("GCC unroll 8") for (int q = 0; q < RB; q++) acc[q] = (VT){0};           \
-                for (ptrdiff_t c = 0; c < k_full; c += VL) {                                     \
-                    VT av = *(const VT *)(ar + c);                                               \
-                    _Pragma("GCC unroll 8") for (int q = 0; q < RB; q++)                         \
-                        acc[q] += av * *(const VT *)(w + (i + q) * k + c);                       \
-                }                                                                                \
-                T sums[RB];                                                                      \
-                RF(hsum8_##SFX)(acc, sums);                                                      \
-                _Pragma("GCC unroll 8") for (int q = 0; q < RB; q++) {                           \
-                    const T *wr = w + (i + q) * k;                                               \
-                    for (ptrdiff_t c = k_full; c < k; c++) sums[q] += ar[c] * wr[c];             \
-                    o[i + q] += sums[q];                                                         \
-                }                                                                                \
+            for (; i + VL <= n; i += VL) {                                                       \
+                VT acc[VL];                                                                      \
+                _Pragma("GCC unroll 16") for (int q = 0; q < VL; q++) acc[q] = (VT){0};          \
+                RF(dot_rows_##SFX)(acc, VL, ar, wa + i * ka, ka);                                \
+                if (cr != NULL) RF(dot_rows_##SFX)(acc, VL, cr, wc + i * kc, kc);                \
+                VT sums = RF(reduce_##SFX)(acc);                                                 \
+                if (bias != NULL) sums += *(const VT *)(bias + i);                               \
+                *(VT *)(o + i) = sums;                                                           \
             }                                                                                    \
             for (; i < n; i++) {                                                                 \
-                const T *wr = w + i * k;                                                         \
-                VT acc = {0};                                                                    \
-                for (ptrdiff_t c = 0; c < k_full; c += VL) {                                     \
-                    acc += *(const VT *)(ar + c) * *(const VT *)(wr + c);                        \
-                }                                                                                \
-                T sum = RF(hsum_##SFX)(acc);                                                     \
-                for (ptrdiff_t c = k_full; c < k; c++) sum += ar[c] * wr[c];                     \
-                o[i] += sum;                                                                     \
+                VT acc[1] = {{0}};                                                               \
+                RF(dot_rows_##SFX)(acc, 1, ar, wa + i * ka, ka);                                 \
+                if (cr != NULL) RF(dot_rows_##SFX)(acc, 1, cr, wc + i * kc, kc);                 \
+                T sum = RF(hsum_##SFX)(acc[0]);                                                  \
+                o[i] = bias != NULL ? sum + bias[i] : sum;                                       \
             }                                                                                    \
         }                                                                                        \
     }
@@ -530,3 +592,17 @@ RF_DOT(double, f64)
 #undef RF_PANEL_WIDTH
 #undef RF_PANEL_HEIGHTS
 #undef RF_PANEL
+#undef RF_MASK_U
+#undef RF_MASK_V
+#undef RF_LANES2
+#undef RF_LANES4
+#undef RF_LANES8
+#undef RF_LANES16
+#undef RF_FOLD
+#undef RF_FOLDS_2
+#undef RF_FOLDS_4
+#undef RF_FOLDS_8
+#undef RF_FOLDS_16
+#undef RF_FOLDS_N2
+#undef RF_FOLDS_N
+#undef RF_REDUCE
