@@ -88,6 +88,37 @@ def test_state_dict_is_a_copy_and_parameters_are_live():
     assert not live.any()
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: rnnfast.RNN(5, 33, num_layers=2, bidirectional=True, seed=0),
+        lambda: rnnfast.RNNCell(65, 100, seed=0),
+        lambda: rnnfast.nn.Linear(7, 3, seed=0),
+        lambda: rnnfast.nn.Embedding(11, 6, seed=0),
+    ],
+    ids=["RNN", "RNNCell", "Linear", "Embedding"],
+)
+def test_parameters_and_grads_start_on_a_cache_line_and_stay_there(make):
+    """Every parameter and gradient array is C-contiguous and 64-byte aligned (the streaming
+    step's vector loads then never straddle two cache lines), and stays the same array through
+    load_state_dict and an optimizer step."""
+    module = make()
+    arrays = {**module.parameters(), **{f"grad {k}": v for k, v in module.grads.items()}}
+    before = {name: id(a) for name, a in arrays.items()}
+    sd = {k: v + 1 for k, v in module.state_dict().items()}
+    module.load_state_dict(sd)
+    for g in module.grads.values():
+        g[...] = 1
+    rnnfast.optim.SGD(module.parameters(), module.grads, lr=0.1).step()
+    arrays = {**module.parameters(), **{f"grad {k}": v for k, v in module.grads.items()}}
+    for name, a in arrays.items():
+        assert id(a) == before[name], name
+        assert a.ctypes.data % rnnfast.nn.PARAMETER_ALIGNMENT == 0, name
+        assert a.flags.c_contiguous and a.flags.writeable, name
+    for name, value in module.state_dict().items():
+        np.testing.assert_allclose(value, sd[name] - 0.1, rtol=1e-6, err_msg=name)
+
+
 def test_load_state_dict_checks_every_key_and_shape_and_changes_nothing_on_error():
     rnn = make_rnn()
     before = rnn.state_dict()
