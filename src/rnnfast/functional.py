@@ -78,16 +78,19 @@ class RNNGrads(NamedTuple):
 
 _COMPILED = ("cython", _kernels)
 _ENV_KEY = os.environ.encodekey("RNNFAST_BACKEND") if hasattr(os.environ, "encodekey") else None
+# The dict behind os.environ, which it keeps current (assignments, putenv, monkeypatch.setenv):
+# a lookup in it costs a twentieth of os.environ.get's microsecond, which matters to the
+# streaming step. None where os.environ has no such dict.
+_ENV_DATA = getattr(os.environ, "_data", None) if _ENV_KEY is not None else None
+if not isinstance(_ENV_DATA, dict):
+    _ENV_DATA = None
 
 
 def _environment_backend() -> str:
-    """RNNFAST_BACKEND, read at every call (programs and tests change it), but cheaply:
-    ``os.environ.get`` costs about a microsecond, a lookup in the dict behind it (which
-    os.environ keeps current) a twentieth of that, which matters to the streaming step."""
-    data = getattr(os.environ, "_data", None)
-    if _ENV_KEY is None or not isinstance(data, dict):
+    """RNNFAST_BACKEND, read at every call (programs and tests change it)."""
+    if _ENV_DATA is None:
         return os.environ.get("RNNFAST_BACKEND", "auto")
-    raw = data.get(_ENV_KEY)
+    raw = _ENV_DATA.get(_ENV_KEY)
     return "auto" if raw is None else os.environ.decodevalue(raw)
 
 
@@ -96,7 +99,7 @@ def _resolve_backend(backend: str) -> tuple[str, ModuleType]:
     global _warned_fallback
     # The common case first, in a few tens of ns: it is paid by every streaming step.
     if type(backend) is str and backend == "auto" and _kernels is not None:
-        if _environment_backend() == "auto":
+        if _ENV_DATA is not None and _ENV_DATA.get(_ENV_KEY) is None:
             return _COMPILED
     _check_choice("backend", backend, BACKENDS)
     if backend == "auto":
