@@ -278,6 +278,41 @@ def test_streaming_step_keeps_a_nan_weight_in_its_own_row(level, H, dtype):
         np.testing.assert_array_equal(np.flatnonzero(np.isnan(output[0])), [row])
 
 
+def _placed(a: np.ndarray, lanes: int) -> np.ndarray:
+    """A C-contiguous copy of ``a`` whose data starts ``lanes`` elements past a 64-byte
+    boundary."""
+    per_line = 64 // a.itemsize
+    base = np.empty(a.size + 2 * per_line, a.dtype)
+    start = (-base.ctypes.data % 64 // a.itemsize + lanes) % per_line
+    out = base[start : start + a.size].reshape(a.shape)
+    out[...] = a
+    assert out.ctypes.data % 64 == lanes * a.itemsize
+    return out
+
+
+@pytest.mark.parametrize("level", SIMD_LEVELS, ids=str)
+@pytest.mark.parametrize("B,D,H", [(1, 32, 128), (3, 64, 64), (2, 5, 100), (1, 128, 33)])
+def test_streaming_step_gives_the_same_bits_wherever_the_weights_sit(level, B, D, H, dtype):
+    """The step reads weights whose rows all start off a cache line with aligned loads and
+    rotates the sums back (AVX-512): the result must not depend on the weights' addresses, to
+    the last bit, and must match the reference."""
+    rng = np.random.default_rng(D * H)
+    ((w_ih, w_hh, b_ih, b_hh),) = _step_layers(rng, D, H, 1, True, dtype)
+    x, h = rng.standard_normal((B, D)).astype(dtype), rng.standard_normal((1, B, H)).astype(dtype)
+    expected = rnnfast.functional.rnn_step(
+        x, h, ((w_ih, w_hh, b_ih, b_hh),), nonlinearity="tanh", backend="numpy"
+    )[1]
+    results = []
+    with simd_level(level):
+        for lanes in range(64 // np.dtype(dtype).itemsize):
+            params = ((_placed(w_ih, lanes), _placed(w_hh, lanes), b_ih, b_hh),)
+            results.append(KERNELS.rnn_step(_placed(x, lanes), _placed(h, lanes), params, "tanh"))
+    for output, h_new in results:
+        np.testing.assert_array_equal(h_new, results[0][1])
+        np.testing.assert_array_equal(output, results[0][0])
+    assert_close(results[0][1], expected, RTOL[np.dtype(dtype)], "h_new")
+
+
 # ---------------------------------------------------------------------------------------------
 # Overlap: a helper thread does the GEMMs around the time loop, a chunk of steps at a time
 # (_set_overlap(mode, chunk_rows), which returns the previous pair).

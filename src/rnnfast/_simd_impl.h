@@ -524,7 +524,7 @@ RF_REDUCE(double, f64, int64_t, 2)
  * which reduce() sums together; the rows past the last whole block take one horizontal sum
  * each.
  */
-#define RF_DOT(T, SFX)                                                                           \
+#define RF_DOT_ROWS(T, SFX)                                                                           \
     /* acc[q] += lanes of a * w[q] over k, the tail by masked loads (zeros past k) */         \
     static inline __attribute__((always_inline)) void RF(dot_rows_##SFX)(                       \
         RF(vec_##SFX) acc[], int nacc, const T *restrict a, const T *restrict w, ptrdiff_t k)    \
@@ -542,7 +542,99 @@ RF_REDUCE(double, f64, int64_t, 2)
             _Pragma("GCC unroll 16") for (int q = 0; q < nacc; q++)                              \
                 acc[q] += av * RF(load_head_##SFX)(w + q * k + j, (int)(k - j));                 \
         }                                                                                        \
+    }
+
+RF_DOT_ROWS(float, f32)
+RF_DOT_ROWS(double, f64)
+
+/* The same pass over VL rows that all start m lanes (0 < m < VL) past a 64-byte boundary, k a
+ * multiple of VL: every load of w aligned instead of straddling two cache lines (NumPy's
+ * arrays are 16-byte aligned; a straddling load costs two). Lane l then sums the elements
+ * j = l - m (mod VL), the same ones in the same order as lane l - m of the unaligned pass, so
+ * rotating the accumulators by m gives that pass's bits exactly; the masked lanes add 0 * 0.
+ * AVX-512 only (dot_shift is 0 elsewhere). acc arrives and leaves in the unaligned pass's lane
+ * order; `fresh` (all zero) skips the rotation in.
+ */
+#if RF_VBYTES == 64
+#define RF_DOT_SHIFTED(T, SFX, MASK, LOADZ, PERMUTE, IDX)                                          \
+    static inline __attribute__((always_inline)) void RF(rotate_##SFX)(RF(vec_##SFX) acc[],     \
+                                                                       int by)                   \
+    {                                                                                            \
+        enum { VL = RF_VBYTES / sizeof(T) };                                                     \
+        const __m512i idx = IDX(by);                                                             \
+        _Pragma("GCC unroll 16") for (int q = 0; q < VL; q++)                                    \
+            acc[q] = (RF(vec_##SFX))PERMUTE(idx, acc[q]);                                        \
     }                                                                                            \
+    static inline __attribute__((always_inline)) void RF(dot_shifted_##SFX)(                    \
+        RF(vec_##SFX) acc[], const T *restrict a, const T *restrict w, ptrdiff_t k, int m,      \
+        int fresh)                                                                               \
+    {                                                                                            \
+        typedef RF(vec_##SFX) VT;                                                                \
+        enum { VL = RF_VBYTES / sizeof(T) };                                                     \
+        if (!fresh) RF(rotate_##SFX)(acc, VL - m);                                               \
+        const MASK head = (MASK)(~0u << m), tail = (MASK)((1u << m) - 1);                        \
+        /* Masked-off lanes are never read, so the vectors may begin before a and w. */         \
+        const T *a0 = (const T *)((uintptr_t)a - m * sizeof(T));                                 \
+        const T *w0 = (const T *)((uintptr_t)w - m * sizeof(T));                                 \
+        VT av = (VT)LOADZ(head, a0);                                                             \
+        _Pragma("GCC unroll 16") for (int q = 0; q < VL; q++)                                    \
+            acc[q] += av * (VT)LOADZ(head, w0 + q * k);                                          \
+        ptrdiff_t j = VL - m;                                                                    \
+        for (; j + VL <= k; j += VL) {                                                           \
+            av = *(const VT *)(a + j);                                                           \
+            _Pragma("GCC unroll 16") for (int q = 0; q < VL; q++)                                \
+                acc[q] += av * *(const VT *)(w + q * k + j);                                     \
+        }                                                                                        \
+        av = (VT)LOADZ(tail, a + j);                                                             \
+        _Pragma("GCC unroll 16") for (int q = 0; q < VL; q++)                                    \
+            acc[q] += av * (VT)LOADZ(tail, w + q * k + j);                                       \
+        RF(rotate_##SFX)(acc, m);                                                                \
+    }
+/* lane l of the result = lane (l + by) mod VL of the input */
+#define RF_IDX_F32(by)                                                                           \
+    _mm512_and_si512(_mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,   \
+                                                        12, 13, 14, 15),                         \
+                                      _mm512_set1_epi32(by)),                                    \
+                     _mm512_set1_epi32(15))
+#define RF_IDX_F64(by)                                                                           \
+    _mm512_and_si512(_mm512_add_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7),                \
+                                      _mm512_set1_epi64(by)),                                    \
+                     _mm512_set1_epi64(7))
+RF_DOT_SHIFTED(float, f32, __mmask16, _mm512_maskz_loadu_ps, _mm512_permutexvar_ps, RF_IDX_F32)
+RF_DOT_SHIFTED(double, f64, __mmask8, _mm512_maskz_loadu_pd, _mm512_permutexvar_pd, RF_IDX_F64)
+#undef RF_IDX_F32
+#undef RF_IDX_F64
+#undef RF_DOT_SHIFTED
+#endif
+
+/* The shift for dot_shifted of a (rows, k) matrix w, or 0 for the unaligned pass: 0 when its
+ * rows do not all share one alignment, are too short for the rotations to pay, or start on a
+ * boundary already. */
+static inline int RF(dot_shift)(const void *w, ptrdiff_t k, size_t size)
+{
+#if RF_VBYTES == 64
+    uintptr_t address = (uintptr_t)w;
+    if ((k * size) % 64 != 0 || k * size < 4 * 64 || address % size != 0) return 0;
+    return (int)(address % 64 / size);
+#else
+    (void)w, (void)k, (void)size;
+    return 0;
+#endif
+}
+
+/* acc[0..VL) += the pass over VL rows, aligned where dot_shift allows */
+#if RF_VBYTES == 64
+#define RF_DOT_PASS(SFX, acc, a, w, k, m, fresh)                                                 \
+    do {                                                                                         \
+        if ((m) > 0) RF(dot_shifted_##SFX)(acc, a, w, k, m, fresh);                              \
+        else RF(dot_rows_##SFX)(acc, RF_VBYTES / (int)sizeof(*(a)), a, w, k);                    \
+    } while (0)
+#else
+#define RF_DOT_PASS(SFX, acc, a, w, k, m, fresh)                                                 \
+    ((void)(m), RF(dot_rows_##SFX)(acc, RF_VBYTES / (int)sizeof(*(a)), a, w, k))
+#endif
+
+#define RF_DOT(T, SFX)                                                                           \
     static void RF(step_dot_##SFX)(T *restrict out, const T *restrict a, const T *restrict wa,  \
                                    ptrdiff_t ka, const T *restrict c, const T *restrict wc,      \
                                    ptrdiff_t kc, const T *restrict bias, ptrdiff_t rows,         \
@@ -550,6 +642,8 @@ RF_REDUCE(double, f64, int64_t, 2)
     {                                                                                            \
         typedef RF(vec_##SFX) VT;                                                                \
         enum { VL = RF_VBYTES / sizeof(T) };                                                     \
+        const int ma = RF(dot_shift)(wa, ka, sizeof(T));                                         \
+        const int mc = c == NULL ? 0 : RF(dot_shift)(wc, kc, sizeof(T));                         \
         for (ptrdiff_t r = 0; r < rows; r++) {                                                   \
             const T *ar = a + r * ka, *cr = c == NULL ? NULL : c + r * kc;                       \
             T *o = out + r * n;                                                                  \
@@ -557,8 +651,8 @@ RF_REDUCE(double, f64, int64_t, 2)
             for (; i + VL <= n; i += VL) {                                                       \
                 VT acc[VL];                                                                      \
                 _Pragma("GCC unroll 16") for (int q = 0; q < VL; q++) acc[q] = (VT){0};          \
-                RF(dot_rows_##SFX)(acc, VL, ar, wa + i * ka, ka);                                \
-                if (cr != NULL) RF(dot_rows_##SFX)(acc, VL, cr, wc + i * kc, kc);                \
+                if (cr != NULL) RF_DOT_PASS(SFX, acc, cr, wc + i * kc, kc, mc, 1);               \
+                RF_DOT_PASS(SFX, acc, ar, wa + i * ka, ka, ma, cr == NULL);                      \
                 VT sums = RF(reduce_##SFX)(acc);                                                 \
                 if (bias != NULL) sums += *(const VT *)(bias + i);                               \
                 *(VT *)(o + i) = sums;                                                           \
@@ -586,6 +680,8 @@ RF_DOT(double, f64)
 #undef RF_CASES_WIDE
 #undef RF_ELEMENTWISE
 #undef RF_DOT
+#undef RF_DOT_ROWS
+#undef RF_DOT_PASS
 #undef RF_PANEL_MR
 #undef RF_PANEL_KERNEL
 #undef RF_PANEL_CASE
