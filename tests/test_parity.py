@@ -304,9 +304,11 @@ def test_streaming_step_gives_the_same_bits_wherever_the_weights_sit(level, B, D
     )[1]
     results = []
     with simd_level(level):
-        for lanes in range(64 // np.dtype(dtype).itemsize):
-            params = ((_placed(w_ih, lanes), _placed(w_hh, lanes), b_ih, b_hh),)
-            results.append(KERNELS.rnn_step(_placed(x, lanes), _placed(h, lanes), params, "tanh"))
+        per_line = 64 // np.dtype(dtype).itemsize
+        for lanes in range(per_line):
+            other = (3 * lanes + 1) % per_line  # w_ih and w_hh off by different amounts
+            params = ((_placed(w_ih, lanes), _placed(w_hh, other), b_ih, b_hh),)
+            results.append(KERNELS.rnn_step(_placed(x, other), _placed(h, lanes), params, "tanh"))
     for output, h_new in results:
         np.testing.assert_array_equal(h_new, results[0][1])
         np.testing.assert_array_equal(output, results[0][0])

@@ -520,12 +520,12 @@ RF_REDUCE(double, f64, int64_t, 2)
  * out (rows, n); a (rows, ka), wa (n, ka); c (rows, kc), wc (n, kc), or c NULL for none; bias
  * (n) or NULL. For a single step on the weights as they are stored (PyTorch's (out, in)
  * layout), so the streaming path needs no transposed or padded copies. VL rows of wa and wc
- * at a time share each vector of a and c; both products go into the same VL accumulators,
- * which reduce() sums together; the rows past the last whole block take one horizontal sum
- * each.
+ * at a time share each vector of c and a; both products (c's first) go into the same VL
+ * accumulators, which reduce() sums together; the rows past the last whole block take one
+ * horizontal sum each.
  */
-#define RF_DOT_ROWS(T, SFX)                                                                           \
-    /* acc[q] += lanes of a * w[q] over k, the tail by masked loads (zeros past k) */         \
+#define RF_DOT_ROWS(T, SFX)                                                                      \
+    /* acc[q] += lanes of a * w[q] over k, the tail by masked loads (zeros past k) */            \
     static inline __attribute__((always_inline)) void RF(dot_rows_##SFX)(                       \
         RF(vec_##SFX) acc[], int nacc, const T *restrict a, const T *restrict w, ptrdiff_t k)    \
     {                                                                                            \
@@ -556,7 +556,7 @@ RF_DOT_ROWS(double, f64)
  * order; `fresh` (all zero) skips the rotation in.
  */
 #if RF_VBYTES == 64
-#define RF_DOT_SHIFTED(T, SFX, MASK, LOADZ, PERMUTE, IDX)                                          \
+#define RF_DOT_SHIFTED(T, SFX, MASK, LOADZ, PERMUTE, IDX)                                       \
     static inline __attribute__((always_inline)) void RF(rotate_##SFX)(RF(vec_##SFX) acc[],     \
                                                                        int by)                   \
     {                                                                                            \
@@ -659,8 +659,8 @@ static inline int RF(dot_shift)(const void *w, ptrdiff_t k, size_t size)
             }                                                                                    \
             for (; i < n; i++) {                                                                 \
                 VT acc[1] = {{0}};                                                               \
-                RF(dot_rows_##SFX)(acc, 1, ar, wa + i * ka, ka);                                 \
                 if (cr != NULL) RF(dot_rows_##SFX)(acc, 1, cr, wc + i * kc, kc);                 \
+                RF(dot_rows_##SFX)(acc, 1, ar, wa + i * ka, ka);                                 \
                 T sum = RF(hsum_##SFX)(acc[0]);                                                  \
                 o[i] = bias != NULL ? sum + bias[i] : sum;                                       \
             }                                                                                    \
