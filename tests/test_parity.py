@@ -240,7 +240,8 @@ def _step_layers(rng, D: int, H: int, layers: int, bias: bool, dtype) -> tuple:
 
 @pytest.mark.parametrize("level", SIMD_LEVELS, ids=str)
 @pytest.mark.parametrize(
-    "B,D,H", [(1, 1, 1), (1, 3, 17), (2, 32, 128), (3, 65, 100), (4, 16, 40), (1, 40, 7)]
+    "B,D,H",
+    [(1, 1, 1), (1, 3, 17), (2, 32, 128), (3, 65, 100), (4, 16, 40), (1, 40, 7), (7, 64, 33)],
 )
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
 def test_streaming_step_at_each_simd_level(level, B, D, H, bias, dtype, nonlinearity):
@@ -260,6 +261,22 @@ def test_streaming_step_at_each_simd_level(level, B, D, H, bias, dtype, nonlinea
         for name, a, e in zip(("output", "h_new"), got, expected, strict=True):
             assert a.dtype == np.dtype(dtype)
             assert_close(a, e, RTOL[np.dtype(dtype)], name)
+
+
+@pytest.mark.parametrize("level", SIMD_LEVELS, ids=str)
+@pytest.mark.parametrize("B,D,H", [(7, 32, 128), (16, 65, 100), (11, 128, 33)])
+def test_streaming_step_rows_keep_their_bits_in_any_batch(level, B, D, H, dtype):
+    """The step takes the rows of a batch in groups of up to 4 that share each load of the
+    weights: every row's result must be bit-identical to that row stepped alone."""
+    rng = np.random.default_rng(B + D + H)
+    params = _step_layers(rng, D, H, 2, True, dtype)
+    x, h = rng.standard_normal((B, D)).astype(dtype), rng.standard_normal((2, B, H)).astype(dtype)
+    with simd_level(level):
+        output, h_new = KERNELS.rnn_step(x, h, params, "tanh")
+        for row in range(B):
+            alone = KERNELS.rnn_step(x[row : row + 1], h[:, row : row + 1].copy(), params, "tanh")
+            np.testing.assert_array_equal(alone[0][0], output[row])
+            np.testing.assert_array_equal(alone[1][:, 0], h_new[:, row])
 
 
 @pytest.mark.parametrize("level", SIMD_LEVELS, ids=str)

@@ -154,6 +154,16 @@ SERIAL_STEP_MAX_MACS = 1 << 20
 SERIAL_GEMM_MAX_MACS = 1 << 24
 cdef Py_ssize_t _serial_step_max_macs = SERIAL_STEP_MAX_MACS
 cdef Py_ssize_t _serial_gemm_max_macs = SERIAL_GEMM_MAX_MACS
+
+# The streaming step (rnn_step): batches up to this use the dot-form product on the weights as
+# stored, larger ones GEMM, which packs the weights again on every call. Measured with
+# bench/tune_step_batch.py (float32, D,H from 32,64 to 512,1024, B 4 to 32): up to B=16 the
+# dot form took 0.19-0.93 of GEMM's time in 28 of 30 cases (65,100 at B=12: 1.20; 512,1024 at
+# B=16: 1.01); at B=32, 0.69-0.98, but 2.18 at 512,1024. (Before the dot form took rows in
+# groups sharing the weights' loads, the limit was 4.)
+STEP_DOT_MAX_BATCH = 16
+cdef Py_ssize_t _step_dot_max_batch = STEP_DOT_MAX_BATCH
+
 def _set_blas_thread_functions(size_t set_local_address, size_t get_address):
     """Install OpenBLAS's openblas_set_num_threads_local and openblas_get_num_threads (their
     addresses; 0 to remove)."""
@@ -712,15 +722,20 @@ def _set_overlap(mode=None, chunk_rows=None):
     return previous
 
 
-def _set_tuning(step_product=None, serial_step_max_macs=None, serial_gemm_max_macs=None):
+def _set_tuning(step_product=None, serial_step_max_macs=None, serial_gemm_max_macs=None,
+                step_dot_max_batch=None):
     """Override the size rules (for tests and tuning); returns the previous step-product rule.
 
     ``step_product``: "auto" (the measured rule) or one product for every time step: "blas",
     "small" (where H fits it; BLAS elsewhere) or "panel". ``serial_step_max_macs`` and
     ``serial_gemm_max_macs``: the one-BLAS-thread thresholds (see SERIAL_STEP_MAX_MACS).
+    ``step_dot_max_batch``: the streaming step's dot-form limit (see STEP_DOT_MAX_BATCH).
     """
     global _step_product_mode, _serial_step_max_macs, _serial_gemm_max_macs
+    global _step_dot_max_batch
     previous = STEP_PRODUCTS[_step_product_mode]
+    if step_dot_max_batch is not None:
+        _step_dot_max_batch = step_dot_max_batch
     if step_product is not None:
         if step_product not in STEP_PRODUCTS:
             raise ValueError(
@@ -740,8 +755,6 @@ def _set_tuning(step_product=None, serial_step_max_macs=None, serial_gemm_max_ma
 # takes the general path, which converts or raises a clear error.
 
 cdef enum:
-    # Batches up to this use the dot-form product on the weights as stored; larger ones GEMM.
-    STEP_DOT_MAX_BATCH = 4
     # Steps with at least this many multiply-adds release the GIL (below, that costs more).
     STEP_NOGIL_MIN_MACS = 65536
 
@@ -772,7 +785,7 @@ cdef void _step_layer(floating* out, const floating* inp, const floating* h_prev
     ``h_prev`` NULL means zeros; ``b_hh`` and ``b_ih`` NULL mean no bias.
     """
     cdef Py_ssize_t r, i
-    if B <= STEP_DOT_MAX_BATCH:
+    if B <= _step_dot_max_batch:
         if floating is float:
             rnnfast_simd.step_dot_f32(out, inp, w_ih, D, h_prev, w_hh, H, b_hh, B, H)
         else:

@@ -525,22 +525,33 @@ RF_REDUCE(double, f64, int64_t, 2)
  * horizontal sum each.
  */
 #define RF_DOT_ROWS(T, SFX)                                                                      \
-    /* acc[q] += lanes of a * w[q] over k, the tail by masked loads (zeros past k) */            \
+    /* acc[r * U + u] += lanes of a[r] * w[u] over k, for R rows of a (stride lda) and U rows  \
+     * of w (stride k), the tail by masked loads (zeros past k) */                            \
     static inline __attribute__((always_inline)) void RF(dot_rows_##SFX)(                       \
-        RF(vec_##SFX) acc[], int nacc, const T *restrict a, const T *restrict w, ptrdiff_t k)    \
+        RF(vec_##SFX) acc[], const int R, const int U, const T *restrict a, ptrdiff_t lda,      \
+        const T *restrict w, ptrdiff_t k)                                                        \
     {                                                                                            \
         typedef RF(vec_##SFX) VT;                                                                \
         enum { VL = RF_VBYTES / sizeof(T) };                                                     \
         ptrdiff_t j = 0;                                                                         \
         for (; j + VL <= k; j += VL) {                                                           \
-            VT av = *(const VT *)(a + j);                                                        \
-            _Pragma("GCC unroll 16") for (int q = 0; q < nacc; q++)                              \
-                acc[q] += av * *(const VT *)(w + q * k + j);                                     \
+            VT av[4];                                                                            \
+            _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                  \
+                av[r] = *(const VT *)(a + r * lda + j);                                          \
+            _Pragma("GCC unroll 16") for (int u = 0; u < U; u++) {                               \
+                VT wv = *(const VT *)(w + u * k + j);                                            \
+                _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) acc[r * U + u] += av[r] * wv; \
+            }                                                                                    \
         }                                                                                        \
         if (j < k) {                                                                             \
-            VT av = RF(load_head_##SFX)(a + j, (int)(k - j));                                    \
-            _Pragma("GCC unroll 16") for (int q = 0; q < nacc; q++)                              \
-                acc[q] += av * RF(load_head_##SFX)(w + q * k + j, (int)(k - j));                 \
+            const int m = (int)(k - j);                                                          \
+            VT av[4];                                                                            \
+            _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                  \
+                av[r] = RF(load_head_##SFX)(a + r * lda + j, m);                                 \
+            _Pragma("GCC unroll 16") for (int u = 0; u < U; u++) {                               \
+                VT wv = RF(load_head_##SFX)(w + u * k + j, m);                                   \
+                _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) acc[r * U + u] += av[r] * wv; \
+            }                                                                                    \
         }                                                                                        \
     }
 
@@ -566,8 +577,8 @@ RF_DOT_ROWS(double, f64)
             acc[q] = (RF(vec_##SFX))PERMUTE(idx, acc[q]);                                        \
     }                                                                                            \
     static inline __attribute__((always_inline)) void RF(dot_shifted_##SFX)(                    \
-        RF(vec_##SFX) acc[], const T *restrict a, const T *restrict w, ptrdiff_t k, int m,      \
-        int fresh)                                                                               \
+        RF(vec_##SFX) acc[], const int R, const int U, const T *restrict a, ptrdiff_t lda,      \
+        const T *restrict w, ptrdiff_t k, int m, int fresh)                                      \
     {                                                                                            \
         typedef RF(vec_##SFX) VT;                                                                \
         enum { VL = RF_VBYTES / sizeof(T) };                                                     \
@@ -576,18 +587,29 @@ RF_DOT_ROWS(double, f64)
         /* Masked-off lanes are never read, so the vectors may begin before a and w. */         \
         const T *a0 = (const T *)((uintptr_t)a - m * sizeof(T));                                 \
         const T *w0 = (const T *)((uintptr_t)w - m * sizeof(T));                                 \
-        VT av = (VT)LOADZ(head, a0);                                                             \
-        _Pragma("GCC unroll 16") for (int q = 0; q < VL; q++)                                    \
-            acc[q] += av * (VT)LOADZ(head, w0 + q * k);                                          \
+        VT av[4];                                                                                \
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                      \
+            av[r] = (VT)LOADZ(head, a0 + r * lda);                                               \
+        _Pragma("GCC unroll 16") for (int u = 0; u < U; u++) {                                   \
+            VT wv = (VT)LOADZ(head, w0 + u * k);                                                 \
+            _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) acc[r * U + u] += av[r] * wv;    \
+        }                                                                                        \
         ptrdiff_t j = VL - m;                                                                    \
         for (; j + VL <= k; j += VL) {                                                           \
-            av = *(const VT *)(a + j);                                                           \
-            _Pragma("GCC unroll 16") for (int q = 0; q < VL; q++)                                \
-                acc[q] += av * *(const VT *)(w + q * k + j);                                     \
+            _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                  \
+                av[r] = *(const VT *)(a + r * lda + j);                                          \
+            _Pragma("GCC unroll 16") for (int u = 0; u < U; u++) {                               \
+                VT wv = *(const VT *)(w + u * k + j);                                            \
+                _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                              \
+                    acc[r * U + u] += av[r] * wv;                                                \
+            }                                                                                    \
         }                                                                                        \
-        av = (VT)LOADZ(tail, a + j);                                                             \
-        _Pragma("GCC unroll 16") for (int q = 0; q < VL; q++)                                    \
-            acc[q] += av * (VT)LOADZ(tail, w + q * k + j);                                       \
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                      \
+            av[r] = (VT)LOADZ(tail, a + r * lda + j);                                            \
+        _Pragma("GCC unroll 16") for (int u = 0; u < U; u++) {                                   \
+            VT wv = (VT)LOADZ(tail, w + u * k + j);                                              \
+            _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) acc[r * U + u] += av[r] * wv;    \
+        }                                                                                        \
         RF(rotate_##SFX)(acc, m);                                                                \
     }
 /* lane l of the result = lane (l + by) mod VL of the input */
@@ -622,49 +644,76 @@ static inline int RF(dot_shift)(const void *w, ptrdiff_t k, size_t size)
 #endif
 }
 
-/* acc[0..VL) += the pass over VL rows, aligned where dot_shift allows */
+/* acc[0..VL) += the pass over R rows of a and U = VL / R rows of w, aligned where dot_shift
+ * allows */
 #if RF_VBYTES == 64
-#define RF_DOT_PASS(SFX, acc, a, w, k, m, fresh)                                                 \
+#define RF_DOT_PASS(SFX, acc, R, U, a, lda, w, k, m, fresh)                                      \
     do {                                                                                         \
-        if ((m) > 0) RF(dot_shifted_##SFX)(acc, a, w, k, m, fresh);                              \
-        else RF(dot_rows_##SFX)(acc, RF_VBYTES / (int)sizeof(*(a)), a, w, k);                    \
+        if ((m) > 0) RF(dot_shifted_##SFX)(acc, R, U, a, lda, w, k, m, fresh);                   \
+        else RF(dot_rows_##SFX)(acc, R, U, a, lda, w, k);                                        \
     } while (0)
 #else
-#define RF_DOT_PASS(SFX, acc, a, w, k, m, fresh)                                                 \
-    ((void)(m), RF(dot_rows_##SFX)(acc, RF_VBYTES / (int)sizeof(*(a)), a, w, k))
+#define RF_DOT_PASS(SFX, acc, R, U, a, lda, w, k, m, fresh)                                      \
+    ((void)(m), RF(dot_rows_##SFX)(acc, R, U, a, lda, w, k))
 #endif
 
 #define RF_DOT(T, SFX)                                                                           \
+    /* out rows r0 .. r0 + R - 1, VL / R units at a time, then the units past the last block */ \
+    static inline __attribute__((always_inline)) void RF(dot_group_##SFX)(                      \
+        T *restrict out, const T *restrict a, const T *restrict wa, ptrdiff_t ka,                \
+        const T *restrict c, const T *restrict wc, ptrdiff_t kc, const T *restrict bias,        \
+        ptrdiff_t n, int ma, int mc, const int R)                                                \
+    {                                                                                            \
+        typedef RF(vec_##SFX) VT;                                                                \
+        enum { VL = RF_VBYTES / sizeof(T) };                                                     \
+        const int U = VL / R;                                                                    \
+        ptrdiff_t i = 0;                                                                         \
+        for (; i + U <= n; i += U) {                                                             \
+            VT acc[VL];                                                                          \
+            _Pragma("GCC unroll 16") for (int q = 0; q < VL; q++) acc[q] = (VT){0};              \
+            if (c != NULL) RF_DOT_PASS(SFX, acc, R, U, c, kc, wc + i * kc, kc, mc, 1);           \
+            RF_DOT_PASS(SFX, acc, R, U, a, ka, wa + i * ka, ka, ma, c == NULL);                  \
+            VT sums = RF(reduce_##SFX)(acc); /* lane r * U + u: row r, unit i + u */            \
+            if (R == 1) {                                                                        \
+                if (bias != NULL) sums += *(const VT *)(bias + i);                               \
+                *(VT *)(out + i) = sums;                                                         \
+            } else {                                                                             \
+                _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                              \
+                    for (int u = 0; u < U; u++)                                                  \
+                        out[r * n + i + u] = bias != NULL ? sums[r * U + u] + bias[i + u]        \
+                                                          : sums[r * U + u];                     \
+            }                                                                                    \
+        }                                                                                        \
+        for (; i < n; i++) {                                                                     \
+            for (int r = 0; r < R; r++) {                                                        \
+                VT acc[1] = {{0}};                                                               \
+                if (c != NULL) RF(dot_rows_##SFX)(acc, 1, 1, c + r * kc, kc, wc + i * kc, kc);   \
+                RF(dot_rows_##SFX)(acc, 1, 1, a + r * ka, ka, wa + i * ka, ka);                  \
+                T sum = RF(hsum_##SFX)(acc[0]);                                                  \
+                out[r * n + i] = bias != NULL ? sum + bias[i] : sum;                             \
+            }                                                                                    \
+        }                                                                                        \
+    }                                                                                            \
     static void RF(step_dot_##SFX)(T *restrict out, const T *restrict a, const T *restrict wa,  \
                                    ptrdiff_t ka, const T *restrict c, const T *restrict wc,      \
                                    ptrdiff_t kc, const T *restrict bias, ptrdiff_t rows,         \
                                    ptrdiff_t n)                                                  \
     {                                                                                            \
-        typedef RF(vec_##SFX) VT;                                                                \
-        enum { VL = RF_VBYTES / sizeof(T) };                                                     \
+        enum { VL = RF_VBYTES / sizeof(T), R_MAX = VL < 4 ? VL : 4 };                            \
         const int ma = RF(dot_shift)(wa, ka, sizeof(T));                                         \
         const int mc = c == NULL ? 0 : RF(dot_shift)(wc, kc, sizeof(T));                         \
-        for (ptrdiff_t r = 0; r < rows; r++) {                                                   \
-            const T *ar = a + r * ka, *cr = c == NULL ? NULL : c + r * kc;                       \
-            T *o = out + r * n;                                                                  \
-            ptrdiff_t i = 0;                                                                     \
-            for (; i + VL <= n; i += VL) {                                                       \
-                VT acc[VL];                                                                      \
-                _Pragma("GCC unroll 16") for (int q = 0; q < VL; q++) acc[q] = (VT){0};          \
-                if (cr != NULL) RF_DOT_PASS(SFX, acc, cr, wc + i * kc, kc, mc, 1);               \
-                RF_DOT_PASS(SFX, acc, ar, wa + i * ka, ka, ma, cr == NULL);                      \
-                VT sums = RF(reduce_##SFX)(acc);                                                 \
-                if (bias != NULL) sums += *(const VT *)(bias + i);                               \
-                *(VT *)(o + i) = sums;                                                           \
-            }                                                                                    \
-            for (; i < n; i++) {                                                                 \
-                VT acc[1] = {{0}};                                                               \
-                if (cr != NULL) RF(dot_rows_##SFX)(acc, 1, cr, wc + i * kc, kc);                 \
-                RF(dot_rows_##SFX)(acc, 1, ar, wa + i * ka, ka);                                 \
-                T sum = RF(hsum_##SFX)(acc[0]);                                                  \
-                o[i] = bias != NULL ? sum + bias[i] : sum;                                       \
-            }                                                                                    \
-        }                                                                                        \
+        ptrdiff_t r = 0;                                                                         \
+        /* Rows of a in groups share each load of w. A sum's order does not depend on its   \
+         * group: reduce() and the x86 hsum() pair the lanes alike. */                        \
+        for (; r + R_MAX <= rows; r += R_MAX)                                                    \
+            RF(dot_group_##SFX)(out + r * n, a + r * ka, wa, ka, c == NULL ? NULL : c + r * kc,  \
+                                wc, kc, bias, n, ma, mc, R_MAX);                                 \
+        for (; r + 2 <= rows; r += 2)                                                            \
+            RF(dot_group_##SFX)(out + r * n, a + r * ka, wa, ka, c == NULL ? NULL : c + r * kc,  \
+                                wc, kc, bias, n, ma, mc, 2);                                     \
+        for (; r < rows; r++)                                                                    \
+            RF(dot_group_##SFX)(out + r * n, a + r * ka, wa, ka, c == NULL ? NULL : c + r * kc,  \
+                                wc, kc, bias, n, ma, mc, 1);                                     \
     }
 
 RF_DOT(float, f32)
