@@ -630,13 +630,15 @@ RF_DOT_SHIFTED(double, f64, __mmask8, _mm512_maskz_loadu_pd, _mm512_permutexvar_
 #endif
 
 /* The shift for dot_shifted of a (rows, k) matrix w, or 0 for the unaligned pass: 0 when its
- * rows do not all share one alignment, are too short for the rotations to pay, or start on a
- * boundary already. */
+ * rows do not all share one alignment, are shorter than two lines, or start on a boundary
+ * already. Two lines, not four: bench/experiments/step_dot.c at offset 4, three runs each,
+ * D=32 H=128 0.97-0.98 us against 1.03-1.07 and D=48 H=256 3.34-3.43 against 3.69-3.79, but
+ * D=32 H=64 (all in L1) 0.30-0.32 against 0.27-0.28. */
 static inline int RF(dot_shift)(const void *w, ptrdiff_t k, size_t size)
 {
 #if RF_VBYTES == 64
     uintptr_t address = (uintptr_t)w;
-    if ((k * size) % 64 != 0 || k * size < 4 * 64 || address % size != 0) return 0;
+    if ((k * size) % 64 != 0 || k * size < 2 * 64 || address % size != 0) return 0;
     return (int)(address % 64 / size);
 #else
     (void)w, (void)k, (void)size;
