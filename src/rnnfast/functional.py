@@ -87,7 +87,7 @@ if not isinstance(_ENV_DATA, dict):
 
 
 def _environment_backend() -> str:
-    """RNNFAST_BACKEND, read at every call (programs and tests change it)."""
+    """RNNFAST_BACKEND, read at every call (programs and tests change it), from _ENV_DATA."""
     if _ENV_DATA is None:
         return os.environ.get("RNNFAST_BACKEND", "auto")
     raw = _ENV_DATA.get(_ENV_KEY)
@@ -99,7 +99,7 @@ def _resolve_backend(backend: str) -> tuple[str, ModuleType]:
     global _warned_fallback
     # The common case first, in a few tens of ns: it is paid by every streaming step.
     if type(backend) is str and backend == "auto" and _kernels is not None:
-        if _ENV_DATA is not None and _ENV_DATA.get(_ENV_KEY) is None:
+        if _environment_backend() == "auto":
             return _COMPILED
     _check_choice("backend", backend, BACKENDS)
     if backend == "auto":
