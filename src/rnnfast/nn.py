@@ -149,14 +149,12 @@ def _check_shape(name: str, arr: np.ndarray, expected: tuple[int, ...], meaning:
 PARAMETER_ALIGNMENT = 64
 
 
-def _aligned_copy(value: np.ndarray) -> np.ndarray:
-    """A C-contiguous copy of ``value`` whose data starts at a PARAMETER_ALIGNMENT boundary."""
-    nbytes = value.nbytes
+def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialized C-contiguous array whose data starts at a PARAMETER_ALIGNMENT boundary."""
+    nbytes = int(np.prod(shape)) * dtype.itemsize
     buffer = np.empty(nbytes + PARAMETER_ALIGNMENT, dtype=np.uint8)
     start = -buffer.ctypes.data % PARAMETER_ALIGNMENT
-    out = buffer[start : start + nbytes].view(value.dtype).reshape(value.shape)
-    np.copyto(out, value)
-    return out
+    return buffer[start : start + nbytes].view(dtype).reshape(shape)
 
 
 def _uniform(rng: np.random.Generator, shape: tuple[int, ...], bound: float, dtype: np.dtype):
@@ -189,10 +187,14 @@ class Module:
         self._modules: dict[str, Module] = {}
 
     def _add_parameter(self, name: str, value: np.ndarray) -> np.ndarray:
-        value = _aligned_copy(np.asarray(value))
-        self._parameters[name] = value
-        self._grads[name] = _aligned_copy(np.zeros_like(value))
-        return value
+        value = np.asarray(value)
+        param = _aligned_empty(value.shape, value.dtype)
+        param[...] = value
+        grad = _aligned_empty(value.shape, value.dtype)
+        grad.fill(0)
+        self._parameters[name] = param
+        self._grads[name] = grad
+        return param
 
     def _add_module(self, name: str, module: _M) -> _M:
         self._modules[name] = module
