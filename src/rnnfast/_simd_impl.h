@@ -433,35 +433,42 @@ static inline __attribute__((always_inline)) double RF(hsum_f64)(RF(vec_f64) v)
 #endif
 }
 
-/* ---- the first m < VL elements of p as a vector, the other lanes zero ------------------------
- * Masked loads never touch the lanes past m, so a row's last partial vector can be read at
- * the very end of an array.
+/* ---- lanes [lo, hi) of the vector at p, the other lanes zero ----------------------------------
+ * Masked loads never touch the other lanes, so the vector may begin before an array's start
+ * or end past its end (only lanes in [lo, hi) must lie inside it).
  */
-static inline __attribute__((always_inline)) RF(vec_f32) RF(load_head_f32)(const float *p, int m)
+static inline __attribute__((always_inline)) RF(vec_f32) RF(load_lanes_f32)(const float *p,
+                                                                             int lo, int hi)
 {
 #if RF_VBYTES == 64
-    return (RF(vec_f32))_mm512_maskz_loadu_ps((__mmask16)((1u << m) - 1), p);
+    return (RF(vec_f32))_mm512_maskz_loadu_ps((__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1)),
+                                              p);
 #elif RF_VBYTES == 32
     const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return (RF(vec_f32))_mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(m), lanes));
+    const __m256i below_hi = _mm256_cmpgt_epi32(_mm256_set1_epi32(hi), lanes);
+    const __m256i below_lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(lo), lanes);
+    return (RF(vec_f32))_mm256_maskload_ps(p, _mm256_andnot_si256(below_lo, below_hi));
 #else
     RF(vec_f32) v = {0};
-    for (int l = 0; l < m; l++) v[l] = p[l];
+    for (int l = lo; l < hi; l++) v[l] = p[l];
     return v;
 #endif
 }
 
-static inline __attribute__((always_inline)) RF(vec_f64) RF(load_head_f64)(const double *p,
-                                                                            int m)
+static inline __attribute__((always_inline)) RF(vec_f64) RF(load_lanes_f64)(const double *p,
+                                                                             int lo, int hi)
 {
 #if RF_VBYTES == 64
-    return (RF(vec_f64))_mm512_maskz_loadu_pd((__mmask8)((1u << m) - 1), p);
+    return (RF(vec_f64))_mm512_maskz_loadu_pd((__mmask8)(((1u << hi) - 1) & ~((1u << lo) - 1)),
+                                              p);
 #elif RF_VBYTES == 32
     const __m256i lanes = _mm256_setr_epi64x(0, 1, 2, 3);
-    return (RF(vec_f64))_mm256_maskload_pd(p, _mm256_cmpgt_epi64(_mm256_set1_epi64x(m), lanes));
+    const __m256i below_hi = _mm256_cmpgt_epi64(_mm256_set1_epi64x(hi), lanes);
+    const __m256i below_lo = _mm256_cmpgt_epi64(_mm256_set1_epi64x(lo), lanes);
+    return (RF(vec_f64))_mm256_maskload_pd(p, _mm256_andnot_si256(below_lo, below_hi));
 #else
     RF(vec_f64) v = {0};
-    for (int l = 0; l < m; l++) v[l] = p[l];
+    for (int l = lo; l < hi; l++) v[l] = p[l];
     return v;
 #endif
 }
@@ -524,16 +531,18 @@ RF_REDUCE(double, f64, int64_t, 2)
  * accumulators, which reduce() sums together; the rows past the last whole block take one
  * horizontal sum each.
  */
+/* The passes below add, for R rows of a (stride lda) and U rows of w (stride k),
+ * acc[r * U + u] += lanes of a[r] * w[u], one vector of k at a time, always as the same
+ * expression: dot_span over whole vectors from j while they fit in k (returns where it
+ * stopped), dot_lanes over lanes [lo, hi) of the one vector at a and w (masked loads: zeros
+ * elsewhere). */
 #define RF_DOT_ROWS(T, SFX)                                                                      \
-    /* acc[r * U + u] += lanes of a[r] * w[u] over k, for R rows of a (stride lda) and U rows  \
-     * of w (stride k), the tail by masked loads (zeros past k) */                            \
-    static inline __attribute__((always_inline)) void RF(dot_rows_##SFX)(                       \
+    static inline __attribute__((always_inline)) ptrdiff_t RF(dot_span_##SFX)(                  \
         RF(vec_##SFX) acc[], const int R, const int U, const T *restrict a, ptrdiff_t lda,      \
-        const T *restrict w, ptrdiff_t k)                                                        \
+        const T *restrict w, ptrdiff_t k, ptrdiff_t j)                                           \
     {                                                                                            \
         typedef RF(vec_##SFX) VT;                                                                \
         enum { VL = RF_VBYTES / sizeof(T) };                                                     \
-        ptrdiff_t j = 0;                                                                         \
         for (; j + VL <= k; j += VL) {                                                           \
             VT av[4];                                                                            \
             _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                  \
@@ -543,16 +552,28 @@ RF_REDUCE(double, f64, int64_t, 2)
                 _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) acc[r * U + u] += av[r] * wv; \
             }                                                                                    \
         }                                                                                        \
-        if (j < k) {                                                                             \
-            const int m = (int)(k - j);                                                          \
-            VT av[4];                                                                            \
-            _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                  \
-                av[r] = RF(load_head_##SFX)(a + r * lda + j, m);                                 \
-            _Pragma("GCC unroll 16") for (int u = 0; u < U; u++) {                               \
-                VT wv = RF(load_head_##SFX)(w + u * k + j, m);                                   \
-                _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) acc[r * U + u] += av[r] * wv; \
-            }                                                                                    \
+        return j;                                                                                \
+    }                                                                                            \
+    static inline __attribute__((always_inline)) void RF(dot_lanes_##SFX)(                      \
+        RF(vec_##SFX) acc[], const int R, const int U, const T *restrict a, ptrdiff_t lda,      \
+        const T *restrict w, ptrdiff_t k, int lo, int hi)                                        \
+    {                                                                                            \
+        typedef RF(vec_##SFX) VT;                                                                \
+        VT av[4];                                                                                \
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                      \
+            av[r] = RF(load_lanes_##SFX)(a + r * lda, lo, hi);                                   \
+        _Pragma("GCC unroll 16") for (int u = 0; u < U; u++) {                                   \
+            VT wv = RF(load_lanes_##SFX)(w + u * k, lo, hi);                                     \
+            _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) acc[r * U + u] += av[r] * wv;    \
         }                                                                                        \
+    }                                                                                            \
+    /* the whole row: whole vectors, then the partial last one */                                \
+    static inline __attribute__((always_inline)) void RF(dot_rows_##SFX)(                       \
+        RF(vec_##SFX) acc[], const int R, const int U, const T *restrict a, ptrdiff_t lda,      \
+        const T *restrict w, ptrdiff_t k)                                                        \
+    {                                                                                            \
+        ptrdiff_t j = RF(dot_span_##SFX)(acc, R, U, a, lda, w, k, 0);                            \
+        if (j < k) RF(dot_lanes_##SFX)(acc, R, U, a + j, lda, w + j, k, 0, (int)(k - j));        \
     }
 
 RF_DOT_ROWS(float, f32)
@@ -567,7 +588,7 @@ RF_DOT_ROWS(double, f64)
  * order; `fresh` (all zero) skips the rotation in.
  */
 #if RF_VBYTES == 64
-#define RF_DOT_SHIFTED(T, SFX, MASK, LOADZ, PERMUTE, IDX)                                       \
+#define RF_DOT_SHIFTED(T, SFX, PERMUTE, IDX)                                                     \
     static inline __attribute__((always_inline)) void RF(rotate_##SFX)(RF(vec_##SFX) acc[],     \
                                                                        int by)                   \
     {                                                                                            \
@@ -580,36 +601,15 @@ RF_DOT_ROWS(double, f64)
         RF(vec_##SFX) acc[], const int R, const int U, const T *restrict a, ptrdiff_t lda,      \
         const T *restrict w, ptrdiff_t k, int m, int fresh)                                      \
     {                                                                                            \
-        typedef RF(vec_##SFX) VT;                                                                \
         enum { VL = RF_VBYTES / sizeof(T) };                                                     \
         if (!fresh) RF(rotate_##SFX)(acc, VL - m);                                               \
-        const MASK head = (MASK)(~0u << m), tail = (MASK)((1u << m) - 1);                        \
-        /* Masked-off lanes are never read, so the vectors may begin before a and w. */         \
+        /* The first vectors begin m lanes before a's and w's rows: integer arithmetic for       \
+         * those addresses, and their lanes below m are never read. */                           \
         const T *a0 = (const T *)((uintptr_t)a - m * sizeof(T));                                 \
         const T *w0 = (const T *)((uintptr_t)w - m * sizeof(T));                                 \
-        VT av[4];                                                                                \
-        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                      \
-            av[r] = (VT)LOADZ(head, a0 + r * lda);                                               \
-        _Pragma("GCC unroll 16") for (int u = 0; u < U; u++) {                                   \
-            VT wv = (VT)LOADZ(head, w0 + u * k);                                                 \
-            _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) acc[r * U + u] += av[r] * wv;    \
-        }                                                                                        \
-        ptrdiff_t j = VL - m;                                                                    \
-        for (; j + VL <= k; j += VL) {                                                           \
-            _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                  \
-                av[r] = *(const VT *)(a + r * lda + j);                                          \
-            _Pragma("GCC unroll 16") for (int u = 0; u < U; u++) {                               \
-                VT wv = *(const VT *)(w + u * k + j);                                            \
-                _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                              \
-                    acc[r * U + u] += av[r] * wv;                                                \
-            }                                                                                    \
-        }                                                                                        \
-        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)                                      \
-            av[r] = (VT)LOADZ(tail, a + r * lda + j);                                            \
-        _Pragma("GCC unroll 16") for (int u = 0; u < U; u++) {                                   \
-            VT wv = (VT)LOADZ(tail, w + u * k + j);                                              \
-            _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) acc[r * U + u] += av[r] * wv;    \
-        }                                                                                        \
+        RF(dot_lanes_##SFX)(acc, R, U, a0, lda, w0, k, m, VL);                                   \
+        ptrdiff_t j = RF(dot_span_##SFX)(acc, R, U, a, lda, w, k, VL - m);                       \
+        RF(dot_lanes_##SFX)(acc, R, U, a + j, lda, w + j, k, 0, m);                              \
         RF(rotate_##SFX)(acc, m);                                                                \
     }
 /* lane l of the result = lane (l + by) mod VL of the input */
@@ -622,8 +622,8 @@ RF_DOT_ROWS(double, f64)
     _mm512_and_si512(_mm512_add_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7),                \
                                       _mm512_set1_epi64(by)),                                    \
                      _mm512_set1_epi64(7))
-RF_DOT_SHIFTED(float, f32, __mmask16, _mm512_maskz_loadu_ps, _mm512_permutexvar_ps, RF_IDX_F32)
-RF_DOT_SHIFTED(double, f64, __mmask8, _mm512_maskz_loadu_pd, _mm512_permutexvar_pd, RF_IDX_F64)
+RF_DOT_SHIFTED(float, f32, _mm512_permutexvar_ps, RF_IDX_F32)
+RF_DOT_SHIFTED(double, f64, _mm512_permutexvar_pd, RF_IDX_F64)
 #undef RF_IDX_F32
 #undef RF_IDX_F64
 #undef RF_DOT_SHIFTED
@@ -705,8 +705,8 @@ static inline int RF(dot_shift)(const void *w, ptrdiff_t k, size_t size)
         const int ma = RF(dot_shift)(wa, ka, sizeof(T));                                         \
         const int mc = c == NULL ? 0 : RF(dot_shift)(wc, kc, sizeof(T));                         \
         ptrdiff_t r = 0;                                                                         \
-        /* Rows of a in groups share each load of w. A sum's order does not depend on its   \
-         * group: reduce() and the x86 hsum() pair the lanes alike. */                        \
+        /* Rows of a in groups share each load of w. A sum's order does not depend on its        \
+         * group: reduce() and the x86 hsum() pair the lanes alike. */                           \
         for (; r + R_MAX <= rows; r += R_MAX)                                                    \
             RF(dot_group_##SFX)(out + r * n, a + r * ka, wa, ka, c == NULL ? NULL : c + r * kc,  \
                                 wc, kc, bias, n, ma, mc, R_MAX);                                 \
