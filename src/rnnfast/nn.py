@@ -144,8 +144,9 @@ def _check_shape(name: str, arr: np.ndarray, expected: tuple[int, ...], meaning:
 
 # Parameters start on a cache line: the streaming step's vector loads of a weight row then
 # never straddle two lines. NumPy's own allocations are only 16-byte aligned; the step
-# realigns the loads of rows of whole lines itself but not the rest (bench/experiments/
-# step_dot.c, D=32 H=128: 0.87 us a step aligned, 1.04 us at 16 bytes past a line).
+# realigns the loads of rows of two or more whole lines itself but not the rest
+# (bench/experiments/step_dot.c, D=32 H=128: 0.86-0.87 us a step aligned, 0.97-0.98 us at 16
+# bytes past a line).
 PARAMETER_ALIGNMENT = 64
 
 
