@@ -241,13 +241,17 @@ def _step_layers(rng, D: int, H: int, layers: int, bias: bool, dtype) -> tuple:
 @pytest.mark.parametrize("level", SIMD_LEVELS, ids=str)
 @pytest.mark.parametrize(
     "B,D,H",
-    [(1, 1, 1), (1, 3, 17), (2, 32, 128), (3, 65, 100), (4, 16, 40), (1, 40, 7), (7, 64, 33)],
+    [
+        *[(1, 1, 1), (1, 3, 17), (2, 32, 128), (3, 65, 100), (4, 16, 40), (1, 40, 7)],
+        *[(7, 64, 33), (16, 5, 20), (17, 9, 40)],  # groups of 4, 2 and 1 rows; B=17: GEMM
+    ],
 )
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
 def test_streaming_step_at_each_simd_level(level, B, D, H, bias, dtype, nonlinearity):
-    """The compiled step's dot-form product (B <= 4), two layers, against the reference: whole
-    and partial blocks of output rows, rows shorter than a vector, partial last vectors (read
-    by masked loads), h given and None."""
+    """The compiled step, two layers, against the reference: the dot-form product (B up to
+    STEP_DOT_MAX_BATCH = 16) on whole and partial blocks of output units, rows shorter than a
+    vector, partial last vectors (read by masked loads), and GEMM above; h given and None."""
+    assert KERNELS.STEP_DOT_MAX_BATCH == 16
     rng = np.random.default_rng(B * 10_000 + D * 100 + H)
     params = _step_layers(rng, D, H, 2, bias, dtype)
     x = rng.standard_normal((B, D)).astype(dtype)
