@@ -284,6 +284,30 @@ def test_streaming_step_rows_keep_their_bits_in_any_batch(level, B, D, H, dtype)
 
 
 @pytest.mark.parametrize("level", SIMD_LEVELS, ids=str)
+@pytest.mark.parametrize("B,D,H", [(1, 32, 128), (1, 65, 100), (7, 9, 40), (3, 128, 33)])
+def test_streaming_step_gives_the_same_bits_on_every_call(level, B, D, H, dtype):
+    """Each pass over the weights (a layer's group of rows) runs in the direction opposite to
+    the pass before, in whatever call (the units past the last whole block first when
+    backward). Between two calls on the same arguments, a step of one pass (B=1, one layer)
+    turns every pass of the second call around: both must agree to the last bit, and with
+    the reference."""
+    rng = np.random.default_rng(B * D * H)
+    params = _step_layers(rng, D, H, 2, True, dtype)
+    x, h = rng.standard_normal((B, D)).astype(dtype), rng.standard_normal((2, B, H)).astype(dtype)
+    one_pass = (_step_layers(rng, 3, 5, 1, True, dtype), rng.standard_normal((1, 3)).astype(dtype))
+    expected = rnnfast.functional.rnn_step(x, h, params, nonlinearity="tanh", backend="numpy")
+    calls = []
+    with simd_level(level):
+        for _ in range(2):
+            calls.append(KERNELS.rnn_step(x, h, params, "tanh"))
+            KERNELS.rnn_step(one_pass[1], None, one_pass[0], "tanh")
+    for output, h_new in calls[1:]:
+        np.testing.assert_array_equal(output, calls[0][0])
+        np.testing.assert_array_equal(h_new, calls[0][1])
+    assert_close(calls[0][1], expected[1], RTOL[np.dtype(dtype)], "h_new")
+
+
+@pytest.mark.parametrize("level", SIMD_LEVELS, ids=str)
 @pytest.mark.parametrize("H", [7, 40, 100], ids=lambda h: f"H{h}")
 def test_streaming_step_keeps_a_nan_weight_in_its_own_row(level, H, dtype):
     """A NaN in one row of w_hh makes exactly that unit's output NaN: the summing network and
