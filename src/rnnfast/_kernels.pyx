@@ -761,7 +761,7 @@ cdef enum:
 
 cdef inline bint _ready(object a, int typenum, int ndim):
     """An ndarray of exactly this dtype and rank, C-contiguous, aligned, native byte order."""
-    if type(a) is not np.ndarray:
+    if not cnp.PyArray_CheckExact(a):
         return False
     cdef cnp.ndarray arr = <cnp.ndarray>a
     return (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_NDIM(arr) == ndim
@@ -876,7 +876,7 @@ def rnn_step(x, h, tuple params, str nonlinearity):
     if type(first) is not tuple or len(<tuple>first) != 4:
         return None
     w_hh0 = (<tuple>first)[1]
-    if type(w_hh0) is not np.ndarray or cnp.PyArray_NDIM(<cnp.ndarray>w_hh0) != 2:
+    if not cnp.PyArray_CheckExact(w_hh0) or cnp.PyArray_NDIM(<cnp.ndarray>w_hh0) != 2:
         return None
     cdef Py_ssize_t B = _dim(x, 0), H = _dim(w_hh0, 0)
     if B == 0 or H == 0 or _dim(x, 1) == 0:
