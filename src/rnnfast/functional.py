@@ -469,7 +469,13 @@ def _rnn_step_plain(
     their own way (to the layer's dtype) and call :func:`rnn_step`. ``layers`` must be a tuple
     and ``nonlinearity`` valid (rnn_step and the layers' constructors check it).
     """
-    if _resolve_backend(backend)[1] is not _kernels:
+    # "auto" with RNNFAST_BACKEND unset, checked inline: a streaming step pays every call
+    # (_resolve_backend and _environment_backend would add two calls, about 110 ns).
+    default = type(backend) is str and backend == "auto" and _ENV_DATA is not None
+    if not (default and _ENV_KEY not in _ENV_DATA):
+        if _resolve_backend(backend)[1] is not _kernels:
+            return None
+    elif _kernels is None:
         return None
     return _kernels.rnn_step(x, h, layers, nonlinearity)
 

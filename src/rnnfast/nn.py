@@ -746,11 +746,11 @@ class RNN(Module):
                 "needs the whole sequence: call rnn(x) instead"
             )
         params, nl, backend = self._step_layers, self.nonlinearity, self.backend
-        if type(x_t) is np.ndarray and x_t.ndim == 2:
-            # Arrays already of the layer's dtype and shapes: checked in C, about 1 us a call.
-            result = functional._rnn_step_plain(x_t, h, params, nl, backend)
-            if result is not None:
-                return result
+        # Arrays already of the layer's dtype and shapes go straight to the kernel, which
+        # checks them in C (anything else, e.g. an unbatched x, gets None and is converted).
+        result = functional._rnn_step_plain(x_t, h, params, nl, backend)
+        if result is not None:
+            return result
         L = self.num_layers
         x2, h3, batched = _step_args(x_t, h, self.input_size, self.hidden_size, (L,), self.dtype)
         output, h_new = functional.rnn_step(x2, h3, params, nonlinearity=nl, backend=backend)
