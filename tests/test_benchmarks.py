@@ -48,6 +48,25 @@ def test_run_and_table_are_well_formed():
     assert "reference ms" in lines[0] and "x vs numpy" not in lines[0]  # no rnnfast: no ratios
 
 
+def test_run_times_a_gemm_roof_beside_each_case():
+    """gemm_roof: every result carries the rate of a GEMM timed in its case's rotation, and
+    the table gives rnnfast's share of that rate, not of a roof passed in."""
+    cases = [benchmarks.Case(3, 2, 4, 5), benchmarks.Case(2, 1, 3, 4)]
+    results = benchmarks.run(cases, ["rnnfast", "numpy"], repeats=3, rounds=2, gemm_roof=64)
+    assert len(results) == 4  # no result for the roof itself
+    for case in cases:
+        roofs = {r["roof_gflops"] for r in results if r["T"] == case.T}
+        assert len(roofs) == 1 and roofs.pop() > 0  # one roof per case, shared by its peers
+    table = benchmarks.format_table(results, sgemm_gflops=1e-9)
+    lines = table.splitlines()
+    assert lines[0].split()[-5:] == ["GEMM", "GF/s", "%", "of", "GEMM"]
+    for line, case in zip(lines[2:], cases, strict=True):
+        ours = next(r for r in results if r["T"] == case.T and r["peer"] == "rnnfast")
+        share = 100 * ours["gflops"] / ours["roof_gflops"]
+        assert line.split()[-2:] == [f"{ours['roof_gflops']:.0f}", f"{share:.0f}%"]
+    assert "GEMM" not in benchmarks.format_table(benchmarks.run(cases[:1], ["numpy"], 3))
+
+
 def test_unknown_peer_is_refused():
     with pytest.raises(ValueError, match="peer must be one of"):
         benchmarks.make_runner("tensorflow", benchmarks.Case(1, 1, 1, 1))

@@ -260,6 +260,7 @@ def run(
     min_time: float = 0.2,
     progress: Callable[[int, int], None] | None = None,
     rounds: int = 3,
+    gemm_roof: int | None = None,
 ) -> list[dict[str, Any]]:
     """Time forward + backward of every case on every peer; one result dict per (case, peer).
 
@@ -267,6 +268,11 @@ def run(
     ``rounds`` times, a peer's time the lowest of its blocks' medians. Without ``repeats``, a
     block repeats until it has run for ``min_time / rounds`` seconds (at least 3 and at most
     1000 times), judged from a warm-up call.
+
+    ``gemm_roof=n``: an n x n x n BLAS GEMM (:func:`gemm_runner`) takes its turns in each
+    case's rotation too, and every result of the case gets its rate as ``roof_gflops``: a roof
+    measured in the same moments as the case, which a roof timed before or after the whole
+    table is not, on a machine whose speed changes over minutes.
     """
     peers = available_peers() if peers is None else list(peers)
     rounds = max(1, rounds)
@@ -278,7 +284,14 @@ def run(
             first = _timed(fn)  # warm-up: caches, JIT compilation, thread pools
             budget = min_time / rounds / max(first, 1e-7)
             counts[peer] = repeats or int(min(1000, max(3, budget)))
+        roof = {}
+        if gemm_roof:
+            gemm, gemm_flops = gemm_runner(case.dtype, gemm_roof)
+            gemm()
+            runners[_ROOF], counts[_ROOF] = gemm, GEMM_REPEATS
         best = best_block_medians(runners, counts, rounds)
+        if gemm_roof:
+            roof["roof_gflops"] = gemm_flops / best[_ROOF] / 1e9
         for peer in peers:
             results.append(
                 {
@@ -288,6 +301,7 @@ def run(
                     "gflops": case.flops / best[peer] / 1e9,
                     "repeats": counts[peer],
                     "rounds": rounds,
+                    **roof,
                 }
             )
         del runners
@@ -296,18 +310,29 @@ def run(
     return results
 
 
-def sgemm_gflops(dtype: str = "float32", n: int = 2048, repeats: int = 5) -> float:
-    """This machine's BLAS GEMM rate (NumPy's BLAS, n x n), measured now: the roof to compare to.
+# The roof's runner in a case's rotation (a name no peer has) and its samples per block.
+_ROOF = "(gemm roof)"
+GEMM_REPEATS = 5
 
-    Timed like the peers (:func:`best_block_medians`, three rounds), so that a busy moment of a
-    shared machine does not lower the roof."""
+
+def gemm_runner(dtype: str = "float32", n: int = 2048) -> tuple[Callable[[], Any], int]:
+    """(call, flops): one n x n x n GEMM of NumPy's BLAS into a preallocated output."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n)).astype(dtype)
     b = rng.standard_normal((n, n)).astype(dtype)
     out = np.empty((n, n), dtype)
-    np.matmul(a, b, out=out)
-    best = best_block_medians({"gemm": lambda: np.matmul(a, b, out=out)}, {"gemm": repeats})
-    return 2 * n**3 / best["gemm"] / 1e9
+    return (lambda: np.matmul(a, b, out=out)), 2 * n**3
+
+
+def sgemm_gflops(dtype: str = "float32", n: int = 2048, repeats: int = GEMM_REPEATS) -> float:
+    """This machine's BLAS GEMM rate (NumPy's BLAS, n x n), measured now: the roof to compare to.
+
+    Timed like the peers (:func:`best_block_medians`, three rounds), so that a busy moment of a
+    shared machine does not lower the roof."""
+    gemm, flops = gemm_runner(dtype, n)
+    gemm()
+    best = best_block_medians({"gemm": gemm}, {"gemm": repeats})
+    return flops / best["gemm"] / 1e9
 
 
 def _cpu_model() -> str:
@@ -333,7 +358,9 @@ def machine() -> str:
 def format_table(results: Sequence[dict[str, Any]], sgemm_gflops: float | None = None) -> str:
     """A text table: per case, each peer's median ms and GFLOP/s, and rnnfast's speed-up over it.
 
-    With ``sgemm_gflops``, rnnfast's GFLOP/s is also given as a share of the GEMM rate.
+    With ``sgemm_gflops``, rnnfast's GFLOP/s is also given as a share of the GEMM rate; results
+    that carry their own (``roof_gflops``, see :func:`run`) are compared with that instead, and
+    the table shows it.
     """
     by_case: dict[tuple, dict[str, dict[str, Any]]] = {}
     for r in results:
@@ -344,8 +371,10 @@ def format_table(results: Sequence[dict[str, Any]], sgemm_gflops: float | None =
         head += [f"{p} ms", f"{p} GF/s"]
     others = [p for p in peers if p != "rnnfast"] if "rnnfast" in peers else []
     head += [f"x vs {p}" for p in others]
-    if sgemm_gflops and "rnnfast" in peers:
-        head.append("% of GEMM")
+    case_roofs = any("roof_gflops" in r for r in results)
+    share = (sgemm_gflops or case_roofs) and "rnnfast" in peers
+    if share:
+        head += ["GEMM GF/s", "% of GEMM"]
     rows = [head]
     for (T, B, D, H, dtype), row in by_case.items():
         line = [f"{T},{B},{D},{H}", dtype]
@@ -360,8 +389,13 @@ def format_table(results: Sequence[dict[str, Any]], sgemm_gflops: float | None =
                 if ours is None or other is None
                 else f"{other['median_ms'] / ours['median_ms']:.2f}"
             )
-        if sgemm_gflops and "rnnfast" in peers:
-            line.append("-" if ours is None else f"{100 * ours['gflops'] / sgemm_gflops:.0f}%")
+        if share:
+            roof = sgemm_gflops if ours is None else ours.get("roof_gflops", sgemm_gflops)
+            line += (
+                ["-", "-"]
+                if ours is None or not roof
+                else [f"{roof:.0f}", f"{100 * ours['gflops'] / roof:.0f}%"]
+            )
         rows.append(line)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     text = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
