@@ -24,10 +24,15 @@ from rnnfast.benchmarks import Case
 def grid_section(dtype: str, repeats: int | None, rounds: int) -> tuple[str, list[dict]]:
     cases = [Case(c.T, c.B, c.D, c.H, dtype) for c in benchmarks.ISSUE_GRID]
     results = benchmarks.run(
-        cases, repeats=repeats, min_time=0.3 * rounds, rounds=rounds, gemm_roof=2048
+        cases,
+        repeats=repeats,
+        min_time=0.3 * rounds,
+        rounds=rounds,
+        gemm_roof=benchmarks.ROOF_GEMM_SIZE,
     )
+    n = benchmarks.ROOF_GEMM_SIZE
     head = (
-        f"### Forward + BPTT, {dtype} (GEMM GF/s: a 2048^3 BLAS GEMM timed in each case's "
+        f"### Forward + BPTT, {dtype} (GEMM GF/s: a {n}^3 BLAS GEMM timed in each case's "
         "rotation with the peers, the roof for that row's % of GEMM)"
     )
     return f"{head}\n\n```\n{benchmarks.format_table(results)}\n```\n", results

@@ -41,24 +41,24 @@ def test_run_and_table_are_well_formed():
         assert r["median_ms"] > 0 and r["gflops"] > 0 and r["repeats"] == 3 and r["rounds"] == 3
         case = benchmarks.Case(r["T"], r["B"], r["D"], r["H"], r["dtype"])
         assert r["gflops"] == pytest.approx(case.flops / r["median_ms"] / 1e6)
-    table = benchmarks.format_table(results, sgemm_gflops=100.0)
+    table = benchmarks.format_table(results)
     lines = table.splitlines()
     assert len(lines) == 2 + len(cases)
     assert "3,2,4,5" in lines[2] and "2,1,3,4" in lines[3]
     assert "reference ms" in lines[0] and "x vs numpy" not in lines[0]  # no rnnfast: no ratios
+    assert "GEMM" not in lines[0]  # and no roof was timed
 
 
 def test_run_times_a_gemm_roof_beside_each_case():
     """gemm_roof: every result carries the rate of a GEMM timed in its case's rotation, and
-    the table gives rnnfast's share of that rate, not of a roof passed in."""
+    the table gives that rate and rnnfast's share of it, row by row."""
     cases = [benchmarks.Case(3, 2, 4, 5), benchmarks.Case(2, 1, 3, 4)]
     results = benchmarks.run(cases, ["rnnfast", "numpy"], repeats=3, rounds=2, gemm_roof=64)
     assert len(results) == 4  # no result for the roof itself
     for case in cases:
         roofs = {r["roof_gflops"] for r in results if r["T"] == case.T}
         assert len(roofs) == 1 and roofs.pop() > 0  # one roof per case, shared by its peers
-    table = benchmarks.format_table(results, sgemm_gflops=1e-9)
-    lines = table.splitlines()
+    lines = benchmarks.format_table(results).splitlines()
     assert lines[0].split()[-5:] == ["GEMM", "GF/s", "%", "of", "GEMM"]
     for line, case in zip(lines[2:], cases, strict=True):
         ours = next(r for r in results if r["T"] == case.T and r["peer"] == "rnnfast")

@@ -333,11 +333,12 @@ def test_bench_end_to_end(tmp_path):
     assert "5,2,3,4" in proc.stdout and "6,1,2,3" in proc.stdout
     assert "$ rnnfast bench --sizes 5,2,3,4 6,1,2,3" in proc.stdout
     data = strict_json(tmp_path / "bench.json")
-    assert set(data) == {"date", "machine", "command", "sgemm_gflops", "results"}
+    assert set(data) == {"date", "machine", "command", "results"}
     assert data["command"].startswith("rnnfast bench --sizes")
-    assert data["sgemm_gflops"] > 0
     assert len(data["results"]) == 2 * len(peers)
+    assert ("GEMM GF/s" in proc.stdout) == ("rnnfast" in peers)
     for r in data["results"]:
+        assert ("roof_gflops" in r) == ("rnnfast" in peers)  # a roof only beside rnnfast
         assert {"T", "B", "D", "H", "dtype", "peer", "median_ms", "gflops"} <= set(r)
         assert r["median_ms"] > 0 and r["dtype"] == "float32" and r["peer"] in peers
     assert_png(tmp_path / "bench.png")
@@ -345,11 +346,11 @@ def test_bench_end_to_end(tmp_path):
 
 @pytest.fixture
 def fake_bench(monkeypatch):
-    """benchmarks.run and sgemm_gflops replaced by instant fakes that record their calls."""
+    """benchmarks.run replaced by an instant fake that records its calls."""
     calls: list[dict] = []
 
-    def run(cases, peers=None, repeats=None, min_time=0.2, progress=None):
-        calls.append({"cases": list(cases), "peers": peers, "repeats": repeats})
+    def run(cases, peers=None, repeats=None, min_time=0.2, progress=None, gemm_roof=None):
+        calls.append({"cases": list(cases), "peers": peers, "repeats": repeats, "roof": gemm_roof})
         peers = peers or ["rnnfast", "numpy"]
         results = []
         for i, case in enumerate(cases):
@@ -363,7 +364,6 @@ def fake_bench(monkeypatch):
         return results
 
     monkeypatch.setattr(benchmarks, "run", run)
-    monkeypatch.setattr(benchmarks, "sgemm_gflops", lambda dtype="float32": 100.0)
     monkeypatch.setattr(benchmarks, "available_peers", lambda: ["rnnfast", "numpy"])
     return calls
 
@@ -377,6 +377,7 @@ def test_bench_grids_and_options(fake_bench, tmp_path, capsys, monkeypatch):
     ]
     assert {c.dtype for c in call["cases"]} == {"float64"}
     assert call["peers"] is None and call["repeats"] is None
+    assert call["roof"] == benchmarks.ROOF_GEMM_SIZE  # rnnfast is among the peers
     out = capsys.readouterr().out
     assert "x vs numpy" in out and "float64" in out
 
@@ -384,6 +385,7 @@ def test_bench_grids_and_options(fake_bench, tmp_path, capsys, monkeypatch):
     call = fake_bench[-1]
     assert len(call["cases"]) == len(benchmarks.ISSUE_GRID)
     assert call["peers"] == ["numpy"] and call["repeats"] == 4
+    assert call["roof"] is None  # no rnnfast, no roof to compare it with
     assert strict_json(tmp_path / "b.json")["command"] == (
         "rnnfast bench --peers numpy --repeats 4 --json b.json"
     )
@@ -391,7 +393,6 @@ def test_bench_grids_and_options(fake_bench, tmp_path, capsys, monkeypatch):
     json_path = tmp_path / "r.json"
     assert cli.main(["bench", "--sizes", "3,2,1,4", "--json", str(json_path)]) == 0
     data = strict_json(json_path)
-    assert data["sgemm_gflops"] == 100.0
     assert [(r["T"], r["B"], r["D"], r["H"]) for r in data["results"]] == [(3, 2, 1, 4)] * 2
 
 

@@ -310,29 +310,21 @@ def run(
     return results
 
 
-# The roof's runner in a case's rotation (a name no peer has) and its samples per block.
+# The roof's runner in a case's rotation (a name no peer has), its samples per block, and the
+# n of the n x n x n GEMM that `rnnfast bench` and bench/make_results.py time.
 _ROOF = "(gemm roof)"
 GEMM_REPEATS = 5
+ROOF_GEMM_SIZE = 2048
 
 
 def gemm_runner(dtype: str = "float32", n: int = 2048) -> tuple[Callable[[], Any], int]:
-    """(call, flops): one n x n x n GEMM of NumPy's BLAS into a preallocated output."""
+    """(call, flops): one n x n x n GEMM of NumPy's BLAS into a preallocated output, the roof
+    that :func:`run` times beside each case."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n)).astype(dtype)
     b = rng.standard_normal((n, n)).astype(dtype)
     out = np.empty((n, n), dtype)
     return (lambda: np.matmul(a, b, out=out)), 2 * n**3
-
-
-def sgemm_gflops(dtype: str = "float32", n: int = 2048, repeats: int = GEMM_REPEATS) -> float:
-    """This machine's BLAS GEMM rate (NumPy's BLAS, n x n), measured now: the roof to compare to.
-
-    Timed like the peers (:func:`best_block_medians`, three rounds), so that a busy moment of a
-    shared machine does not lower the roof."""
-    gemm, flops = gemm_runner(dtype, n)
-    gemm()
-    best = best_block_medians({"gemm": gemm}, {"gemm": repeats})
-    return flops / best["gemm"] / 1e9
 
 
 def _cpu_model() -> str:
@@ -355,12 +347,11 @@ def machine() -> str:
     )
 
 
-def format_table(results: Sequence[dict[str, Any]], sgemm_gflops: float | None = None) -> str:
+def format_table(results: Sequence[dict[str, Any]]) -> str:
     """A text table: per case, each peer's median ms and GFLOP/s, and rnnfast's speed-up over it.
 
-    With ``sgemm_gflops``, rnnfast's GFLOP/s is also given as a share of the GEMM rate; results
-    that carry their own (``roof_gflops``, see :func:`run`) are compared with that instead, and
-    the table shows it.
+    Where the results carry a GEMM roof (``roof_gflops``, see :func:`run`), the table gives it
+    and rnnfast's GFLOP/s as a share of it.
     """
     by_case: dict[tuple, dict[str, dict[str, Any]]] = {}
     for r in results:
@@ -371,8 +362,7 @@ def format_table(results: Sequence[dict[str, Any]], sgemm_gflops: float | None =
         head += [f"{p} ms", f"{p} GF/s"]
     others = [p for p in peers if p != "rnnfast"] if "rnnfast" in peers else []
     head += [f"x vs {p}" for p in others]
-    case_roofs = any("roof_gflops" in r for r in results)
-    share = (sgemm_gflops or case_roofs) and "rnnfast" in peers
+    share = "rnnfast" in peers and any("roof_gflops" in r for r in results)
     if share:
         head += ["GEMM GF/s", "% of GEMM"]
     rows = [head]
@@ -390,10 +380,10 @@ def format_table(results: Sequence[dict[str, Any]], sgemm_gflops: float | None =
                 else f"{other['median_ms'] / ours['median_ms']:.2f}"
             )
         if share:
-            roof = sgemm_gflops if ours is None else ours.get("roof_gflops", sgemm_gflops)
+            roof = None if ours is None else ours.get("roof_gflops")
             line += (
                 ["-", "-"]
-                if ours is None or not roof
+                if roof is None
                 else [f"{roof:.0f}", f"{100 * ours['gflops'] / roof:.0f}%"]
             )
         rows.append(line)
