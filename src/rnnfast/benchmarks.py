@@ -317,7 +317,7 @@ GEMM_REPEATS = 5
 ROOF_GEMM_SIZE = 2048
 
 
-def gemm_runner(dtype: str = "float32", n: int = 2048) -> tuple[Callable[[], Any], int]:
+def gemm_runner(dtype: str = "float32", n: int = ROOF_GEMM_SIZE) -> tuple[Callable[[], Any], int]:
     """(call, flops): one n x n x n GEMM of NumPy's BLAS into a preallocated output, the roof
     that :func:`run` times beside each case."""
     rng = np.random.default_rng(0)
