@@ -429,6 +429,37 @@ def test_parity_with_overlap(product, chunk_rows, size, dtype, nonlinearity):
         KERNELS._set_tuning(step_product=previous)
 
 
+SPLIT_SIZES = [(9, 3, 5, 100), (7, 5, 9, 96), (6, 2, 4, 50), (5, 4, 1, 130)]
+
+
+@pytest.mark.parametrize("size", SPLIT_SIZES, ids=size_id)
+def test_parity_with_overlap_split_forward_steps(size, dtype, nonlinearity):
+    """A forward whose steps are split by columns between the caller and the helper (forced
+    here at small sizes): whole and partial last panels, the helper's share ending on a panel
+    boundary, h0 given and None, bias and none; then backward as usual."""
+    previous = KERNELS._set_tuning(step_product="panel", split_min_step_macs=0)
+    try:
+        with overlap("on", 1):
+            split = KERNELS._split_cols(*size, np.dtype(dtype).itemsize)
+            assert 0 < split < size[3]  # the split path, not whole steps on one thread
+            for given in (True, False):  # h0 and bias
+                rng = np.random.default_rng(sum(size))
+                problem = make_problem(rng, *size, dtype, bias=given, h0=given)
+                check_parity(problem, nonlinearity)
+    finally:
+        KERNELS._set_tuning(step_product=previous, split_min_step_macs=KERNELS.SPLIT_MIN_STEP_MACS)
+
+
+def test_overlap_split_rule():
+    """Auto: large panel-product steps split their columns; the rest do not."""
+    with overlap("on"):
+        assert KERNELS._split_cols(50, 64, 512, 512, 4) > 0
+        assert KERNELS._split_cols(100, 32, 128, 256, 4) > 0
+        assert KERNELS._split_cols(100, 8, 64, 128, 4) == 0  # 131K multiply-adds a step
+    with overlap("off"):
+        assert KERNELS._split_cols(50, 64, 512, 512, 4) == 0
+
+
 def test_overlap_results_do_not_depend_on_timing(dtype):
     """The chunks are fixed by the sizes, not by which thread gets where first: repeated calls
     give the same bits."""

@@ -50,11 +50,11 @@ cdef extern from "_simd.h" nogil:
                              const double*, Py_ssize_t, const double*, Py_ssize_t,
                              Py_ssize_t) noexcept nogil
         # out (rows, n) += a (rows, k) @ m (k, n), m packed into column panels by
-        # pack_panels(dst, src, k, n, ld, transposed)
+        # pack_panels(dst, src, k, n, ld, transposed); the columns of panels q0 .. q1 - 1
         void (*panel_addmm_f32)(float*, const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                const float*, float*) noexcept nogil
+                                const float*, float*, Py_ssize_t, Py_ssize_t) noexcept nogil
         void (*panel_addmm_f64)(double*, const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
-                                const double*, double*) noexcept nogil
+                                const double*, double*, Py_ssize_t, Py_ssize_t) noexcept nogil
         void (*pack_panels_f32)(float*, const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                 int) noexcept nogil
         void (*pack_panels_f64)(double*, const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
@@ -252,18 +252,25 @@ cdef inline void _add_matmul(floating* out, const floating* a, const floating* w
     if how.kind == STEP_BLAS:
         gemm(NoTrans, trans_w, rows, h, h, <floating>1, a, h, w, h, <floating>1, out, h)
     elif how.kind == STEP_PANEL:
-        if floating is float:
-            rnnfast_simd.panel_addmm_f32(out, a, rows, h, h, <const float*>how.packed,
-                                         <float*>how.stage)
-        else:
-            rnnfast_simd.panel_addmm_f64(out, a, rows, h, h, <const double*>how.packed,
-                                         <double*>how.stage)
+        _panel_columns(out, a, how, rows, h, 0, h)
     elif floating is float:
         rnnfast_simd.small_addmm_f32(out, a, rows, h, h, w, h, <const float*>how.tail,
                                      how.tail_rows, <float*>how.stage)
     else:
         rnnfast_simd.small_addmm_f64(out, a, rows, h, h, w, h, <const double*>how.tail,
                                      how.tail_rows, <double*>how.stage)
+
+
+cdef inline void _panel_columns(floating* out, const floating* a, StepProduct* how,
+                                Py_ssize_t rows, Py_ssize_t h, Py_ssize_t q0,
+                                Py_ssize_t q1) noexcept nogil:
+    """The panel product's columns of panels q0 .. q1 - 1 only (see _add_matmul)."""
+    if floating is float:
+        rnnfast_simd.panel_addmm_f32(out, a, rows, h, h, <const float*>how.packed,
+                                     <float*>how.stage, q0, q1)
+    else:
+        rnnfast_simd.panel_addmm_f64(out, a, rows, h, h, <const double*>how.packed,
+                                     <double*>how.stage, q0, q1)
 
 
 cdef inline void _bias_act(floating* a, const floating* b, Py_ssize_t rows, Py_ssize_t h,
@@ -327,6 +334,17 @@ cdef Py_ssize_t _overlap_chunk_rows = 48
 # Below this many multiply-adds in a pass (T*B*H*(D+H)), starting a thread costs more than
 # the overlap saves.
 cdef Py_ssize_t OVERLAP_MIN_MACS = 1 << 22
+# A forward whose panel-product steps take at least this many multiply-adds (B * H * H), with
+# the helper available, splits every step's columns between the two threads instead of
+# projecting ahead (_split_half): each thread projects its columns of every step, then runs
+# their panel product and bias + activation, step by step, after the other has published the
+# previous step. Forward, split against not (best of 5 rounds, `best_block_medians`; torch
+# no_grad in brackets): 50,32,1024,1024 62.3 -> 30.2 ms (43.4); 50,64,1024,1024 81.1 -> 55.5
+# (59.2); 50,64,512,512 17.0 -> 14.9 (18.1); 50,32,512,512 15.3 -> 9.0 (14.0); 50,16,512,512
+# 6.8 -> 5.7; 50,8,1024,1024 15.8 -> 11.8; 100,32,128,256 (2M a step) 5.0 -> 4.9. The
+# projection ahead left the helper idle for most of the loop, which ran on one core.
+SPLIT_MIN_STEP_MACS = 1 << 21
+cdef Py_ssize_t _split_min_step_macs = SPLIT_MIN_STEP_MACS
 
 
 cdef enum:
@@ -359,6 +377,14 @@ cdef struct Overlap:
     void* dw_ih
     void* dw_hh
     void* db
+    # Forward split (_split_forward): the helper takes the columns of panels 0 ..
+    # split_panels - 1 (0 .. split_cols - 1) of every step, the caller the rest; `progress`
+    # counts the caller's finished steps, `helper_steps` the helper's.
+    bint split
+    Py_ssize_t split_panels, split_cols, helper_steps
+    StepProduct how
+    const void* bias
+    int act
 
 
 cdef bint _helper_available() noexcept nogil:
@@ -455,8 +481,41 @@ cdef void _finish_grads(floating* dummy, Overlap* job) noexcept nogil:
         rf_wait_for(&job.done[which], chunks)
 
 
+cdef void _split_half(floating* dummy, Overlap* job, bint helper) noexcept nogil:
+    """One thread's columns of a split forward: their input projection for every step, then
+    step by step their panel product and bias + activation, each step after the other thread
+    has published the previous one."""
+    cdef Py_ssize_t T = job.T, B = job.B, D = job.D, H = job.H, step = job.B * job.H, t, r
+    cdef Py_ssize_t c0 = 0 if helper else job.split_cols
+    cdef Py_ssize_t c1 = job.split_cols if helper else H
+    cdef Py_ssize_t q0 = 0 if helper else job.split_panels
+    cdef Py_ssize_t q1 = job.split_panels if helper else H  # (past the last panel)
+    cdef Py_ssize_t* mine = &job.helper_steps if helper else &job.progress
+    cdef Py_ssize_t* other = &job.progress if helper else &job.helper_steps
+    cdef floating* out = <floating*>job.out
+    cdef const floating* bias = <const floating*>job.bias
+    cdef floating* h_t
+    cdef const floating* h_prev
+    _bulk_gemm(NoTrans, Trans, T * B, c1 - c0, D, <floating>1, <const floating*>job.x, D,
+               <const floating*>job.w_ih + c0 * D, D, <floating>0, out + c0, H)
+    for t in range(T):
+        h_t = out + t * step
+        h_prev = <const floating*>job.h0 if t == 0 else h_t - step
+        if t > 0:
+            rf_wait_for(other, t)  # the other thread's columns of h[t - 1]
+        if h_prev != NULL:
+            _panel_columns(h_t, h_prev, &job.how, B, H, q0, q1)
+        for r in range(B):
+            _bias_act(h_t + r * H + c0, NULL if bias == NULL else bias + c0, 1, c1 - c0,
+                      job.act)
+        rf_publish(mine, t + 1)
+
+
 cdef void _overlap_work(floating* dummy, Overlap* job) noexcept nogil:
     cdef Py_ssize_t T = job.T, chunk = job.chunk, t0, t1, k
+    if job.split:
+        _split_half(dummy, job, True)
+        return
     if not job.backward:
         t0 = chunk
         while t0 < T:
@@ -490,43 +549,79 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                    int kind, const floating[:, ::1] w_hh_t, const floating[:, ::1] tail,
                    const floating[::1] packed, floating[::1] stage, int act) noexcept:
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_ih.shape[0]
-    cdef Py_ssize_t step = B * H, t
     cdef StepProduct how = _step_product(kind, tail, packed, stage)
     # BLAS takes w_hh with a transpose flag; the small product wants w_hh.T laid out.
     cdef const floating* w_op = &w_hh[0, 0] if w_hh_t is None else &w_hh_t[0, 0]
     cdef const floating* h0_ptr = NULL if h0 is None else &h0[0, 0]
     cdef const floating* b_ptr = NULL if b is None else &b[0]
     cdef floating* out = &h[0, 0, 0]
-    cdef floating* h_t
-    cdef const floating* h_prev
     cdef bint saved
     cdef Overlap job
     cdef rf_thread helper
     job.is_double, job.backward = floating is double, False
     job.T, job.B, job.D, job.H = T, B, D, H
     job.x, job.w_ih, job.out = &x[0, 0, 0], &w_ih[0, 0], out
+    job.how, job.bias, job.act, job.h0 = how, b_ptr, act, h0_ptr
     with nogil:
         job.chunk = job.progress = _overlap_chunk(kind, T, B, D, H)
-        if job.chunk > 0:
+        job.split = job.chunk > 0 and _split_columns(&job, kind, sizeof(floating))
+        if job.split:
+            job.progress = job.helper_steps = 0
             saved = _serial_blas_begin(True)
-            if not rf_thread_start(&helper, _overlap_helper, &job):
-                _overlap_work(out, &job)  # no thread: project every chunk now
-            _project_steps(out, &job, 0, job.chunk)
-        else:
-            # The input projection of every step at once: h (T*B, H) = x (T*B, D) @ w_ih.T.
-            _project_steps(out, &job, 0, T)
-            saved = _serial_blas_begin(kind == STEP_BLAS and B * H * H < _serial_step_max_macs)
-        for t in range(T):
-            h_t = out + t * step
-            if t >= job.chunk > 0:
-                rf_wait_for(&job.progress, t + 1)
-            h_prev = h0_ptr if t == 0 else h_t - step
-            if h_prev != NULL:  # a None h0 is zeros: nothing to add at t = 0
-                _add_matmul(h_t, h_prev, w_op, Trans, &how, B, H)
-            _bias_act(h_t, b_ptr, B, H, act)
-        if job.chunk > 0:
-            rf_thread_join(&helper)
-        _serial_blas_end(saved)
+            if rf_thread_start(&helper, _overlap_helper, &job):
+                _split_half(out, &job, False)
+                rf_thread_join(&helper)
+            else:  # no thread: whole steps below, on this one
+                job.split = False
+                job.chunk = job.progress = 0
+            _serial_blas_end(saved)
+    if not job.split:
+        _forward_steps(out, &job, h0_ptr, b_ptr, w_op, &how, kind, act)
+
+
+cdef bint _split_columns(Overlap* job, int kind, size_t itemsize) noexcept nogil:
+    """Should this forward split every step's columns between the two threads? If so, set
+    the helper's share: the first half of the panels (all whole; the caller's share ends with
+    the narrower last one, which needs the staging buffer)."""
+    cdef Py_ssize_t width = rnnfast_simd.panel_vectors * (rnnfast_simd.vector_bytes // itemsize)
+    cdef Py_ssize_t panels = (job.H + width - 1) // width
+    if kind != STEP_PANEL or panels < 2 or job.B * job.H * job.H < _split_min_step_macs:
+        return False
+    job.split_panels = panels // 2
+    job.split_cols = job.split_panels * width
+    return True
+
+
+cdef void _forward_steps(floating* out, Overlap* job, const floating* h0_ptr,
+                         const floating* b_ptr, const floating* w_op, StepProduct* how,
+                         int kind, int act) noexcept nogil:
+    """The forward's time loop on this thread, with the helper projecting chunks ahead if
+    job.chunk > 0 (else the projection of every step at once first)."""
+    cdef Py_ssize_t T = job.T, B = job.B, H = job.H, step = job.B * job.H, t
+    cdef floating* h_t
+    cdef const floating* h_prev
+    cdef bint saved
+    cdef rf_thread helper
+    if job.chunk > 0:
+        saved = _serial_blas_begin(True)
+        if not rf_thread_start(&helper, _overlap_helper, job):
+            _overlap_work(out, job)  # no thread: project every chunk now
+        _project_steps(out, job, 0, job.chunk)
+    else:
+        # The input projection of every step at once: h (T*B, H) = x (T*B, D) @ w_ih.T.
+        _project_steps(out, job, 0, T)
+        saved = _serial_blas_begin(kind == STEP_BLAS and B * H * H < _serial_step_max_macs)
+    for t in range(T):
+        h_t = out + t * step
+        if t >= job.chunk > 0:
+            rf_wait_for(&job.progress, t + 1)
+        h_prev = h0_ptr if t == 0 else h_t - step
+        if h_prev != NULL:  # a None h0 is zeros: nothing to add at t = 0
+            _add_matmul(h_t, h_prev, w_op, Trans, how, B, H)
+        _bias_act(h_t, b_ptr, B, H, act)
+    if job.chunk > 0:
+        rf_thread_join(&helper)
+    _serial_blas_end(saved)
 
 
 cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
@@ -547,7 +642,7 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     cdef bint saved
     cdef Overlap job
     cdef rf_thread helper
-    job.is_double, job.backward = floating is double, True
+    job.is_double, job.backward, job.split = floating is double, True, False
     job.T, job.B, job.D, job.H, job.chunk, job.progress = T, B, D, H, chunk, 0
     job.claimed[0] = job.claimed[1] = job.done[0] = job.done[1] = 0
     job.x, job.h, job.da = &x[0, 0, 0], &h[0, 0, 0], da_ptr
@@ -702,6 +797,17 @@ def _overlap_steps(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ss
     return _overlap_chunk(_step_kind(B, H, itemsize), T, B, D, H)
 
 
+def _split_cols(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssize_t itemsize):
+    """Columns of every step a forward of these sizes leaves to the helper (0: no split), under
+    the current rules and BLAS thread count."""
+    cdef Overlap job
+    cdef int kind = _step_kind(B, H, itemsize)
+    job.B, job.H = B, H
+    if _overlap_chunk(kind, T, B, D, H) == 0 or not _split_columns(&job, kind, itemsize):
+        return 0
+    return job.split_cols
+
+
 def _set_overlap(mode=None, chunk_rows=None):
     """Override the overlap rule (for tests and tuning); returns the previous (mode, chunk_rows).
 
@@ -723,17 +829,20 @@ def _set_overlap(mode=None, chunk_rows=None):
 
 
 def _set_tuning(step_product=None, serial_step_max_macs=None, serial_gemm_max_macs=None,
-                step_dot_max_batch=None):
+                step_dot_max_batch=None, split_min_step_macs=None):
     """Override the size rules (for tests and tuning); returns the previous step-product rule.
 
     ``step_product``: "auto" (the measured rule) or one product for every time step: "blas",
     "small" (where H fits it; BLAS elsewhere) or "panel". ``serial_step_max_macs`` and
     ``serial_gemm_max_macs``: the one-BLAS-thread thresholds (see SERIAL_STEP_MAX_MACS).
     ``step_dot_max_batch``: the streaming step's dot-form limit (see STEP_DOT_MAX_BATCH).
+    ``split_min_step_macs``: the smallest step a forward splits (see SPLIT_MIN_STEP_MACS).
     """
     global _step_product_mode, _serial_step_max_macs, _serial_gemm_max_macs
-    global _step_dot_max_batch
+    global _step_dot_max_batch, _split_min_step_macs
     previous = STEP_PRODUCTS[_step_product_mode]
+    if split_min_step_macs is not None:
+        _split_min_step_macs = split_min_step_macs
     if step_dot_max_batch is not None:
         _step_dot_max_batch = step_dot_max_batch
     if step_product is not None:

@@ -71,9 +71,9 @@ typedef struct {
     /* out (rows, n) += a (rows, k) @ m (k, n), m packed into column panels by pack_panels
      * (dst, src, k, n, ld, transposed); see _simd_impl.h */
     void (*panel_addmm_f32)(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                            const float *, float *);
+                            const float *, float *, ptrdiff_t, ptrdiff_t);
     void (*panel_addmm_f64)(double *, const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
-                            const double *, double *);
+                            const double *, double *, ptrdiff_t, ptrdiff_t);
     void (*pack_panels_f32)(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
     void (*pack_panels_f64)(double *, const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
     ptrdiff_t vector_bytes; /* the small product pads its columns to whole vectors */

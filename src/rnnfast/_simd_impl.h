@@ -325,7 +325,7 @@ RF_SMALL_ADDMM(double, f64)
 #define RF_PANEL(T, SFX)                                                                         \
     RF_PANEL_WIDTH(T, SFX, 1) RF_PANEL_WIDTH(T, SFX, 2) RF_PANEL_WIDTH(T, SFX, 3)                \
     /* One block of mr <= RF_PANEL_MR rows against one panel of nr vectors. */                   \
-    static void RF(panel_block_##SFX)(int nr, int mr, T *out, ptrdiff_t ldo, const T *a,        \
+    static void RF(panel_block_##SFX)(int nr, int mr, T *out, ptrdiff_t ldo, const T *a,         \
                                       ptrdiff_t lda, const T *panel, ptrdiff_t k)                \
     {                                                                                            \
         if (nr == 3) RF(panel_block_##SFX##_3)(mr, out, ldo, a, lda, panel, k);                  \
@@ -333,7 +333,7 @@ RF_SMALL_ADDMM(double, f64)
         else RF(panel_block_##SFX##_1)(mr, out, ldo, a, lda, panel, k);                          \
     }                                                                                            \
     /* Panel q: its first column c0 and width in vectors (NR, the last one fewer). */            \
-    static inline void RF(panel_span_##SFX)(ptrdiff_t q, ptrdiff_t n, ptrdiff_t *c0, int *nr)   \
+    static inline void RF(panel_span_##SFX)(ptrdiff_t q, ptrdiff_t n, ptrdiff_t *c0, int *nr)    \
     {                                                                                            \
         enum { VL = RF_VBYTES / sizeof(T), NRW = RF_PANEL_NR * VL };                             \
         *c0 = q * NRW;                                                                           \
@@ -341,9 +341,9 @@ RF_SMALL_ADDMM(double, f64)
         *nr = left >= NRW ? RF_PANEL_NR : (int)((left + VL - 1) / VL);                           \
     }                                                                                            \
     /* dst: panel q at dst + c0 * k, dst[c0 * k + j * w + c] = m[j, c0 + c] (0 past n), w its    \
-     * width; m[j, i] = src[j * ld + i], or src[i * ld + j] when `transposed` (the forward     \
-     * packs w_hh.T from w_hh as stored). dst holds k * (n rounded up to whole vectors). */     \
-    static void RF(pack_panels_##SFX)(T *restrict dst, const T *restrict src, ptrdiff_t k,      \
+     * width; m[j, i] = src[j * ld + i], or src[i * ld + j] when `transposed` (the forward       \
+     * packs w_hh.T from w_hh as stored). dst holds k * (n rounded up to whole vectors). */      \
+    static void RF(pack_panels_##SFX)(T *restrict dst, const T *restrict src, ptrdiff_t k,       \
                                       ptrdiff_t n, ptrdiff_t ld, int transposed)                 \
     {                                                                                            \
         enum { VL = RF_VBYTES / sizeof(T), NRW = RF_PANEL_NR * VL };                             \
@@ -361,12 +361,15 @@ RF_SMALL_ADDMM(double, f64)
             }                                                                                    \
         }                                                                                        \
     }                                                                                            \
-    /* out (rows, n) += a (rows, k) @ m (k, n), m packed by pack_panels. */                      \
-    static void RF(panel_addmm_##SFX)(T *out, const T *a, ptrdiff_t rows, ptrdiff_t k,          \
-                                      ptrdiff_t n, const T *packed, T *stage)                    \
+    /* out (rows, n) += a (rows, k) @ m (k, n), m packed by pack_panels; only the columns of     \
+     * panels q0 .. q1 - 1 (stage, for a last partial panel, may be NULL if that is not among    \
+     * them). */                                                                                 \
+    static void RF(panel_addmm_##SFX)(T *out, const T *a, ptrdiff_t rows, ptrdiff_t k,           \
+                                      ptrdiff_t n, const T *packed, T *stage, ptrdiff_t q0,      \
+                                      ptrdiff_t q1)                                              \
     {                                                                                            \
         enum { VL = RF_VBYTES / sizeof(T), NRW = RF_PANEL_NR * VL, MR = RF_PANEL_MR };           \
-        for (ptrdiff_t q = 0; q * NRW < n; q++) {                                                \
+        for (ptrdiff_t q = q0; q < q1 && q * NRW < n; q++) {                                     \
             ptrdiff_t c0;                                                                        \
             int nr;                                                                              \
             RF(panel_span_##SFX)(q, n, &c0, &nr);                                                \
