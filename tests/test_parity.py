@@ -454,8 +454,8 @@ def test_overlap_split_rule():
     """Auto: large panel-product steps split their columns; the rest do not."""
     with overlap("on"):
         assert KERNELS._split_cols(50, 64, 512, 512, 4) > 0
-        assert KERNELS._split_cols(100, 32, 128, 256, 4) > 0
-        assert KERNELS._split_cols(100, 8, 64, 128, 4) == 0  # 131K multiply-adds a step
+        assert KERNELS._split_cols(50, 16, 512, 512, 4) > 0  # 4.2M multiply-adds a step
+        assert KERNELS._split_cols(100, 32, 128, 256, 4) == 0  # 2.1M
     with overlap("off"):
         assert KERNELS._split_cols(50, 64, 512, 512, 4) == 0
 

@@ -341,9 +341,10 @@ cdef Py_ssize_t OVERLAP_MIN_MACS = 1 << 22
 # previous step. Forward, split against not (best of 5 rounds, `best_block_medians`; torch
 # no_grad in brackets): 50,32,1024,1024 62.3 -> 30.2 ms (43.4); 50,64,1024,1024 81.1 -> 55.5
 # (59.2); 50,64,512,512 17.0 -> 14.9 (18.1); 50,32,512,512 15.3 -> 9.0 (14.0); 50,16,512,512
-# 6.8 -> 5.7; 50,8,1024,1024 15.8 -> 11.8; 100,32,128,256 (2M a step) 5.0 -> 4.9. The
-# projection ahead left the helper idle for most of the loop, which ran on one core.
-SPLIT_MIN_STEP_MACS = 1 << 21
+# (4.2M a step) 6.8 -> 5.7; 50,8,1024,1024 15.8 -> 11.8. The projection ahead left the helper
+# idle for most of the loop, which ran on one core. At 100,32,128,256 (2.1M a step) the split
+# lost in two runs of three: 4.5 -> 5.2 and 5.0 -> 5.8 (5.0 -> 4.9 in the other).
+SPLIT_MIN_STEP_MACS = 1 << 22
 cdef Py_ssize_t _split_min_step_macs = SPLIT_MIN_STEP_MACS
 
 
