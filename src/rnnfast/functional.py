@@ -94,13 +94,24 @@ def _environment_backend() -> str:
     return "auto" if raw is None else os.environ.decodevalue(raw)
 
 
+def _compiled_by_default(backend: Any) -> bool:
+    """The common case, in a few tens of ns (every streaming step pays it): ``backend`` is
+    "auto", RNNFAST_BACKEND is unset and the compiled extension is there. False says nothing:
+    :func:`_resolve_backend` decides."""
+    return (
+        type(backend) is str
+        and backend == "auto"
+        and _kernels is not None
+        and _ENV_DATA is not None
+        and _ENV_KEY not in _ENV_DATA
+    )
+
+
 def _resolve_backend(backend: str) -> tuple[str, ModuleType]:
     """Turn a backend name into ("cython" | "numpy", implementing module)."""
     global _warned_fallback
-    # The common case first, in a few tens of ns: it is paid by every streaming step.
-    if type(backend) is str and backend == "auto" and _kernels is not None:
-        if _environment_backend() == "auto":
-            return _COMPILED
+    if _compiled_by_default(backend):
+        return _COMPILED
     _check_choice("backend", backend, BACKENDS)
     if backend == "auto":
         backend = _environment_backend().strip().lower() or "auto"
@@ -469,13 +480,7 @@ def _rnn_step_plain(
     their own way (to the layer's dtype) and call :func:`rnn_step`. ``layers`` must be a tuple
     and ``nonlinearity`` valid (rnn_step and the layers' constructors check it).
     """
-    # "auto" with RNNFAST_BACKEND unset, checked inline: a streaming step pays every call
-    # (_resolve_backend and _environment_backend would add two calls, about 110 ns).
-    default = type(backend) is str and backend == "auto" and _ENV_DATA is not None
-    if not (default and _ENV_KEY not in _ENV_DATA):
-        if _resolve_backend(backend)[1] is not _kernels:
-            return None
-    elif _kernels is None:
+    if not _compiled_by_default(backend) and _resolve_backend(backend)[1] is not _kernels:
         return None
     return _kernels.rnn_step(x, h, layers, nonlinearity)
 
