@@ -264,7 +264,8 @@ cdef inline void _add_matmul(floating* out, const floating* a, const floating* w
 cdef inline void _panel_columns(floating* out, const floating* a, StepProduct* how,
                                 Py_ssize_t rows, Py_ssize_t h, Py_ssize_t q0,
                                 Py_ssize_t q1) noexcept nogil:
-    """The panel product's columns of panels q0 .. q1 - 1 only (see _add_matmul)."""
+    """The panel product's columns of panels q0 .. q1 - 1 only (see _add_matmul); a q1 past
+    the last panel (h will do) means up to the end."""
     if floating is float:
         rnnfast_simd.panel_addmm_f32(out, a, rows, h, h, <const float*>how.packed,
                                      <float*>how.stage, q0, q1)
@@ -378,7 +379,7 @@ cdef struct Overlap:
     void* dw_ih
     void* dw_hh
     void* db
-    # Forward split (_split_forward): the helper takes the columns of panels 0 ..
+    # Forward split (_split_half): the helper takes the columns of panels 0 ..
     # split_panels - 1 (0 .. split_cols - 1) of every step, the caller the rest; `progress`
     # counts the caller's finished steps, `helper_steps` the helper's.
     bint split

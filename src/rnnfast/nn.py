@@ -145,8 +145,8 @@ def _check_shape(name: str, arr: np.ndarray, expected: tuple[int, ...], meaning:
 # Parameters start on a cache line: the streaming step's vector loads of a weight row then
 # never straddle two lines. NumPy's own allocations are only 16-byte aligned; the step
 # realigns the loads of rows of two or more whole lines itself but not the rest
-# (bench/experiments/step_dot.c, D=32 H=128: 0.86-0.87 us a step aligned, 0.97-0.98 us at 16
-# bytes past a line).
+# (bench/experiments/step_dot.c, D=32 H=128, six alternating runs: 0.70-0.82 us a step
+# aligned, 0.82-0.92 us at 16 bytes past a line, one run 1.26).
 PARAMETER_ALIGNMENT = 64
 
 
