@@ -523,9 +523,60 @@ def test_explicit_cython_ignores_env_numpy(compiled, monkeypatch):
     assert (kernels["rnn_forward"].calls, kernels["rnn_backward"].calls) == (1, 1)
 
 
+@pytest.mark.parametrize(
+    "env, backend, compiled_step",
+    [
+        (None, "auto", True),
+        ("numpy", "auto", False),
+        ("numpy", "cython", True),
+        (None, "numpy", False),
+    ],
+)
+def test_streaming_step_follows_backend_and_env(request, monkeypatch, env, backend, compiled_step):
+    """RNN.step's one-call path (the compiled step when the backend is the default) must give
+    way to RNNFAST_BACKEND, read at every call, and to an explicit backend."""
+    if compiled_step:
+        request.getfixturevalue("compiled")  # fails without the extension
+    rnn = rnnfast.RNN(3, 4, seed=0, backend=backend)
+    x, h = np.ones((2, 3), np.float32), np.zeros((1, 2, 4), np.float32)
+    expected = rnn.step(x, h)  # before the variable changes: the same numbers either way
+    if env is None:
+        monkeypatch.delenv("RNNFAST_BACKEND", raising=False)
+    else:
+        monkeypatch.setenv("RNNFAST_BACKEND", env)
+    reference = spy_on(monkeypatch, rnnfast._reference)
+    output, h_new = rnn.step(x, h)
+    assert (reference["rnn_forward"].calls == 0) == compiled_step
+    np.testing.assert_allclose(output, expected[0], rtol=1e-6)
+    np.testing.assert_allclose(h_new, expected[1], rtol=1e-6)
+
+
+def test_default_step_returns_none_unless_default_backend_and_plain(compiled, monkeypatch):
+    monkeypatch.delenv("RNNFAST_BACKEND", raising=False)
+    kernels = rnnfast._kernels
+    rnn = rnnfast.RNN(3, 4, seed=0)
+    params, x = rnn._step_layers, np.ones((2, 3), np.float32)
+    h = np.zeros((1, 2, 4), np.float32)
+    step = functional._rnn_step_default
+    output, h_new = step(x, h, params, "tanh", "auto")
+    want = kernels.rnn_step(x, h, params, "tanh")
+    np.testing.assert_array_equal(output, want[0])
+    np.testing.assert_array_equal(h_new, want[1])
+    for backend in ("cython", "numpy", "AUTO", None, b"auto"):
+        assert step(x, h, params, "tanh", backend) is None
+    assert step(x, h, list(params), "tanh", "auto") is None
+    assert step(x.astype(np.float64), h, params, "tanh", "auto") is None
+    monkeypatch.setenv("RNNFAST_BACKEND", "auto")  # set at all: _resolve_backend decides
+    assert step(x, h, params, "tanh", "auto") is None
+    assert not functional._compiled_by_default("auto")
+    monkeypatch.delenv("RNNFAST_BACKEND")
+    assert functional._compiled_by_default("auto")
+
+
 def test_missing_extension_falls_back_with_one_warning(monkeypatch):
     """Without the compiled module: "auto" warns once and uses the reference; "cython" raises."""
     monkeypatch.setattr(functional, "_kernels", None)
+    monkeypatch.setattr(functional, "_rnn_step_default", functional._no_default_step)
     monkeypatch.setattr(functional, "_COMPILED_IMPORT_ERROR", ImportError("simulated"))
     monkeypatch.setattr(functional, "_warned_fallback", False)
     monkeypatch.delenv("RNNFAST_BACKEND", raising=False)

@@ -979,7 +979,24 @@ def rnn_step(x, h, tuple params, str nonlinearity):
     both biases None for no bias. None means an operand is not exactly a C-contiguous array of
     the right dtype and shape: the caller must take the validating path.
     """
-    cdef int act = _activation_code(nonlinearity)
+    return _rnn_step(x, h, params, _activation_code(nonlinearity))
+
+
+cpdef bint is_default_backend(dict env, bytes env_key, backend):
+    """Does ``backend`` select these kernels by default: is it "auto", with the variable
+    ``env_key`` (RNNFAST_BACKEND, encoded) absent from ``env`` (os.environ's dict)?"""
+    return type(backend) is str and <str>backend == "auto" and env_key not in env
+
+
+def rnn_step_default(dict env, bytes env_key, x, h, params, str nonlinearity, backend):
+    """rnn_step when ``backend`` selects these kernels by default (is_default_backend), else
+    None. The streaming step's common case in one C call: functional binds env and env_key."""
+    if type(params) is not tuple or not is_default_backend(env, env_key, backend):
+        return None
+    return _rnn_step(x, h, <tuple>params, _activation_code(nonlinearity))
+
+
+cdef object _rnn_step(x, h, tuple params, int act):
     cdef Py_ssize_t L = len(params)
     if L == 0 or not (_ready(x, cnp.NPY_FLOAT, 2) or _ready(x, cnp.NPY_DOUBLE, 2)):
         return None

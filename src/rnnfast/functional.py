@@ -30,6 +30,7 @@ Inf.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Sequence
@@ -95,16 +96,26 @@ def _environment_backend() -> str:
 
 
 def _compiled_by_default(backend: Any) -> bool:
-    """The common case, in a few tens of ns (every streaming step pays it): ``backend`` is
-    "auto", RNNFAST_BACKEND is unset and the compiled extension is there. False says nothing:
-    :func:`_resolve_backend` decides."""
+    """The common case: ``backend`` is "auto", RNNFAST_BACKEND is unset and the compiled
+    extension is there. False says nothing: :func:`_resolve_backend` decides."""
     return (
-        type(backend) is str
-        and backend == "auto"
-        and _kernels is not None
+        _kernels is not None
         and _ENV_DATA is not None
-        and _ENV_KEY not in _ENV_DATA
+        and _kernels.is_default_backend(_ENV_DATA, _ENV_KEY, backend)
     )
+
+
+def _no_default_step(*args: Any) -> None:
+    return None
+
+
+# _rnn_step_default(x, h, layers, nonlinearity, backend): the compiled step if
+# _compiled_by_default(backend) and every operand is plain (as _rnn_step_plain), else None; one
+# C call, for the layers' streaming step (a Python frame less costs it about a tenth).
+if _kernels is not None and _ENV_DATA is not None:
+    _rnn_step_default = functools.partial(_kernels.rnn_step_default, _ENV_DATA, _ENV_KEY)
+else:
+    _rnn_step_default = _no_default_step
 
 
 def _resolve_backend(backend: str) -> tuple[str, ModuleType]:

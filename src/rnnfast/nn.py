@@ -748,7 +748,9 @@ class RNN(Module):
         params, nl, backend = self._step_layers, self.nonlinearity, self.backend
         # Arrays already of the layer's dtype and shapes go straight to the kernel, which
         # checks them in C (anything else, e.g. an unbatched x, gets None and is converted).
-        result = functional._rnn_step_plain(x_t, h, params, nl, backend)
+        result = functional._rnn_step_default(x_t, h, params, nl, backend)
+        if result is None:  # not the default backend, or not plain operands
+            result = functional._rnn_step_plain(x_t, h, params, nl, backend)
         if result is not None:
             return result
         L = self.num_layers
