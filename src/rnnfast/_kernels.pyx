@@ -982,13 +982,14 @@ def rnn_step(x, h, tuple params, str nonlinearity):
     return _rnn_step(x, h, params, _activation_code(nonlinearity))
 
 
-cpdef bint is_default_backend(dict env, bytes env_key, backend):
+cpdef bint is_default_backend(dict env, object env_key, backend):
     """Does ``backend`` select these kernels by default: is it "auto", with the variable
-    ``env_key`` (RNNFAST_BACKEND, encoded) absent from ``env`` (os.environ's dict)?"""
+    ``env_key`` (RNNFAST_BACKEND as os.environ encodes keys: bytes on POSIX, str on Windows)
+    absent from ``env`` (os.environ's dict)?"""
     return type(backend) is str and <str>backend == "auto" and env_key not in env
 
 
-def rnn_step_default(dict env, bytes env_key, x, h, params, str nonlinearity, backend):
+def rnn_step_default(dict env, object env_key, x, h, params, str nonlinearity, backend):
     """rnn_step when ``backend`` selects these kernels by default (is_default_backend), else
     None. The streaming step's common case in one C call: functional binds env and env_key."""
     if type(params) is not tuple or not is_default_backend(env, env_key, backend):
