@@ -1,9 +1,10 @@
 """The vectorized tanh of _simd_impl.h against numpy.tanh, at every SIMD level this CPU has.
 
 tanh is reached through the forward kernel itself: one step with w_ih the identity, w_hh = 0
-and no bias gives h = tanh(x). With D = H = 1 each row is one element, which the compiled loop
-takes in its scalar remainder; with D = H = 71 each row runs through its vector body (and a
-remainder), at each level's width.
+and no bias gives h = tanh(x). With D = H = 1 each row is one element, shorter than a vector,
+which the compiled loop takes through a zero-padded vector; with D = H = 71 each row runs
+through its whole vectors and then its last partial one (computed as the row's last whole
+window), at each level's width.
 """
 
 import numpy as np

@@ -6,34 +6,52 @@
  * inner loops and written in GCC vector extensions or plain loops that gcc vectorizes.
  */
 
-/* ---- tanh ----------------------------------------------------------------------------------
+/* Vectors loaded and stored through pointers of these types: element alignment makes every
+ * access an unaligned vector move and may_alias makes it legal on float/double arrays.
+ * (memcpy into a vector variable instead was lowered to split copies through the stack
+ * under the AVX targets, stalling every FMA on store forwarding.) */
+typedef float RF(vec_f32) __attribute__((vector_size(RF_VBYTES), aligned(4), may_alias));
+typedef double RF(vec_f64) __attribute__((vector_size(RF_VBYTES), aligned(8), may_alias));
+/* Their lanes as unsigned integers, for the bit operations of tanh below. */
+typedef uint32_t RF(ivec_f32) __attribute__((vector_size(RF_VBYTES)));
+typedef uint64_t RF(ivec_f64) __attribute__((vector_size(RF_VBYTES)));
+
+/* ---- tanh, a vector of lanes at a time -------------------------------------------------------
  * |x| < 0.625:  the odd rational (double) / polynomial (float) approximations of Cephes'
  *               tanh.c / tanhf.c, which keep full relative accuracy near 0.
  * |x| >= 0.625: tanh|x| = 1 - 2e / (1 + e), e = exp(-2|x|), with exp by Cody-Waite reduction
  *               (y = n ln2 + r, |r| <= ln2/2), a Taylor polynomial for exp(r), and 2^n built from
  *               the exponent bits. |x| is capped at 20 (float: 10), where tanh is 1 to the last
  *               bit; NaN propagates, +-Inf gives +-1.
+ * Both branches are computed and the lanes chosen with bit masks, then given x's sign: written
+ * in vector types because gcc vectorized the same formula written per element only for
+ * AVX-512 (with its mask registers), and left it scalar for AVX2 and the baseline.
  * tests/test_simd.py measures it against numpy.tanh on a dense grid (within 2 ulp).
  */
-static inline __attribute__((always_inline)) double RF(tanh_f64)(double x)
+static inline __attribute__((always_inline)) RF(vec_f64) RF(tanh_f64)(RF(vec_f64) x)
 {
-    double ax = fabs(x);
-    ax = ax > 20.0 ? 20.0 : ax; /* NaN > 20 is false: NaN passes through */
+    typedef RF(vec_f64) VF;
+    typedef RF(ivec_f64) VI;
+    const VI sign_bit = (VI){0} + (UINT64_C(1) << 63);
+    const VI sign = (VI)x & sign_bit;
+    VF ax = (VF)((VI)x & ~sign_bit);
+    const VI capped = (VI)(ax > 20.0); /* false for NaN: NaN passes through */
+    ax = (VF)(((VI)ax & ~capped) | ((VI)((VF){0} + 20.0) & capped));
 
-    double z = ax * ax;
-    double p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z
-               - 1.61468768441708447952e3;
-    double q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z
-               + 4.84406305325125486048e3;
-    double small = ax + ax * z * p / q;
+    const VF z = ax * ax;
+    const VF p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z
+                 - 1.61468768441708447952e3;
+    const VF q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z
+                 + 4.84406305325125486048e3;
+    const VF small = ax + ax * z * p / q;
 
-    double y = -2.0 * ax;
+    const VF y = -2.0 * ax;
     const double shifter = 6755399441055744.0; /* 1.5 * 2^52: rounds y/ln2 to an integer */
-    double t = y * 1.4426950408889634 + shifter;
-    double n = t - shifter;
-    double r = y - n * 6.93147180369123816490e-01; /* ln2, high part (exact product) */
-    r = r - n * 1.90821492927058770002e-10;        /* ln2, low part */
-    double e = 1.0 / 479001600.0;                  /* Taylor to degree 12: < 2e-16 */
+    const VF t = y * 1.4426950408889634 + shifter;
+    const VF n = t - shifter;
+    VF r = y - n * 6.93147180369123816490e-01; /* ln2, high part (exact product) */
+    r = r - n * 1.90821492927058770002e-10;    /* ln2, low part */
+    VF e = (VF){0} + 1.0 / 479001600.0;        /* Taylor to degree 12: < 2e-16 */
     e = e * r + 1.0 / 39916800.0;
     e = e * r + 1.0 / 3628800.0;
     e = e * r + 1.0 / 362880.0;
@@ -46,33 +64,35 @@ static inline __attribute__((always_inline)) double RF(tanh_f64)(double x)
     e = e * r + 0.5;
     e = e * r + 1.0;
     e = e * r + 1.0;
-    uint64_t bits; /* 2^n: the low bits of t hold n; the shifter's own bits vanish in the shift */
-    memcpy(&bits, &t, sizeof bits);
-    bits = (bits + 1023u) << 52;
-    double scale;
-    memcpy(&scale, &bits, sizeof scale);
-    e = e * scale;
-    double large = 1.0 - 2.0 * e / (1.0 + e);
+    /* 2^n: the low bits of t hold n; the shifter's own bits vanish in the shift */
+    e = e * (VF)(((VI)t + 1023) << 52);
+    const VF large = 1.0 - 2.0 * e / (1.0 + e);
 
-    return copysign(ax < 0.625 ? small : large, x);
+    const VI use_small = (VI)(ax < 0.625);
+    return (VF)((((VI)small & use_small) | ((VI)large & ~use_small)) | sign);
 }
 
-static inline __attribute__((always_inline)) float RF(tanh_f32)(float x)
+static inline __attribute__((always_inline)) RF(vec_f32) RF(tanh_f32)(RF(vec_f32) x)
 {
-    float ax = fabsf(x);
-    ax = ax > 10.0f ? 10.0f : ax;
+    typedef RF(vec_f32) VF;
+    typedef RF(ivec_f32) VI;
+    const VI sign_bit = (VI){0} + (UINT32_C(1) << 31);
+    const VI sign = (VI)x & sign_bit;
+    VF ax = (VF)((VI)x & ~sign_bit);
+    const VI capped = (VI)(ax > 10.0f);
+    ax = (VF)(((VI)ax & ~capped) | ((VI)((VF){0} + 10.0f) & capped));
 
-    float z = ax * ax;
-    float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z
-                    + 1.33314422036e-1f) * z - 3.33332819422e-1f) * z * ax + ax;
+    const VF z = ax * ax;
+    const VF small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z
+                       + 1.33314422036e-1f) * z - 3.33332819422e-1f) * z * ax + ax;
 
-    float y = -2.0f * ax;
+    const VF y = -2.0f * ax;
     const float shifter = 12582912.0f; /* 1.5 * 2^23 */
-    float t = y * 1.44269504f + shifter;
-    float n = t - shifter;
-    float r = y - n * 0.693359375f; /* ln2 = 0.693359375 - 2.12194440e-4 */
+    const VF t = y * 1.44269504f + shifter;
+    const VF n = t - shifter;
+    VF r = y - n * 0.693359375f; /* ln2 = 0.693359375 - 2.12194440e-4 */
     r = r + n * 2.12194440e-4f;
-    float e = 1.0f / 5040.0f;       /* Taylor to degree 7: < 2e-8 */
+    VF e = (VF){0} + 1.0f / 5040.0f; /* Taylor to degree 7: < 2e-8 */
     e = e * r + 1.0f / 720.0f;
     e = e * r + 1.0f / 120.0f;
     e = e * r + 1.0f / 24.0f;
@@ -80,19 +100,44 @@ static inline __attribute__((always_inline)) float RF(tanh_f32)(float x)
     e = e * r + 0.5f;
     e = e * r + 1.0f;
     e = e * r + 1.0f;
-    uint32_t bits;
-    memcpy(&bits, &t, sizeof bits);
-    bits = (bits + 127u) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    e = e * scale;
-    float large = 1.0f - 2.0f * e / (1.0f + e);
+    e = e * (VF)(((VI)t + 127) << 23);
+    const VF large = 1.0f - 2.0f * e / (1.0f + e);
 
-    return copysignf(ax < 0.625f ? small : large, x);
+    const VI use_small = (VI)(ax < 0.625f);
+    return (VF)((((VI)small & use_small) | ((VI)large & ~use_small)) | sign);
 }
 
 /* ---- elementwise passes, for T in {float, double} ------------------------------------------ */
 #define RF_ELEMENTWISE(T, SFX)                                                                   \
+    /* row[i] = tanh(row[i] + b[i]) (b unused unless `biased`), whole vectors. A last partial    \
+     * vector is computed as the row's last whole window, read before the loop overwrites it     \
+     * and stored after it (its lanes come out the same either way); a row shorter than a        \
+     * vector goes through one zero-padded vector. */                                            \
+    static inline __attribute__((always_inline)) void RF(tanh_row_##SFX)(                        \
+        T *restrict row, const T *restrict b, ptrdiff_t n, int biased)                           \
+    {                                                                                            \
+        typedef RF(vec_##SFX) VT;                                                                \
+        enum { VL = RF_VBYTES / sizeof(T) };                                                     \
+        if (n < VL) {                                                                            \
+            T part[VL] __attribute__((aligned(RF_VBYTES))) = {0};                                \
+            for (ptrdiff_t j = 0; j < n; j++) part[j] = biased ? row[j] + b[j] : row[j];         \
+            const VT v = RF(tanh_##SFX)(*(const VT *)part);                                      \
+            memcpy(row, &v, (size_t)n * sizeof(T));                                              \
+            return;                                                                              \
+        }                                                                                        \
+        const ptrdiff_t last = n - VL;                                                           \
+        VT v_last = *(const VT *)(row + last);                                                   \
+        if (n % VL) {                                                                            \
+            if (biased) v_last += *(const VT *)(b + last);                                       \
+            v_last = RF(tanh_##SFX)(v_last);                                                     \
+        }                                                                                        \
+        for (ptrdiff_t i = 0; i + VL <= n; i += VL) {                                            \
+            VT v = *(const VT *)(row + i);                                                       \
+            if (biased) v += *(const VT *)(b + i);                                               \
+            *(VT *)(row + i) = RF(tanh_##SFX)(v);                                                \
+        }                                                                                        \
+        if (n % VL) *(VT *)(row + last) = v_last;                                                \
+    }                                                                                            \
     /* a[r, i] = act(a[r, i] + b[i]) for rows x n, b NULL for no bias; act 0 tanh, 1 relu */  \
     static inline __attribute__((always_inline)) void RF(bias_act_rows_##SFX)(                  \
         T *restrict a, const T *restrict b, ptrdiff_t rows, ptrdiff_t n, int act, int biased)   \
@@ -100,8 +145,7 @@ static inline __attribute__((always_inline)) float RF(tanh_f32)(float x)
         for (ptrdiff_t r = 0; r < rows; r++) {                                                   \
             T *restrict row = a + r * n;                                                         \
             if (act == 0) {                                                                      \
-                for (ptrdiff_t i = 0; i < n; i++)                                                \
-                    row[i] = RF(tanh_##SFX)(biased ? row[i] + b[i] : row[i]);                    \
+                RF(tanh_row_##SFX)(row, b, n, biased);                                           \
             } else {                                                                             \
                 /* `v <= 0` is false for NaN, so NaN propagates as in np.maximum */              \
                 for (ptrdiff_t i = 0; i < n; i++) {                                              \
@@ -201,12 +245,6 @@ RF_ELEMENTWISE(double, f64)
         }                                                                                        \
     }
 
-/* Vectors loaded and stored through pointers of these types: element alignment makes every
- * access an unaligned vector move and may_alias makes it legal on float/double arrays.
- * (memcpy into a vector variable instead was lowered to split copies through the stack
- * under the AVX targets, stalling every FMA on store forwarding.) */
-typedef float RF(vec_f32) __attribute__((vector_size(RF_VBYTES), aligned(4), may_alias));
-typedef double RF(vec_f64) __attribute__((vector_size(RF_VBYTES), aligned(8), may_alias));
 
 
 /* NV = 1..12 for every target; 13..16 only with 32 vector registers. */
