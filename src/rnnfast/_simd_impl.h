@@ -28,15 +28,21 @@ typedef uint64_t RF(ivec_f64) __attribute__((vector_size(RF_VBYTES)));
  * AVX-512 (with its mask registers), and left it scalar for AVX2 and the baseline.
  * tests/test_simd.py measures it against numpy.tanh on a dense grid (within 2 ulp).
  */
+/* Declares `sign` (x's sign bits) and `ax` (|x| capped at CAP; the compare is false for NaN,
+ * so NaN passes through), for VF vectors and VI their lanes as unsigned integers. */
+#define RF_TANH_ABS_CAPPED(VF, VI, TOP_BIT, x, CAP)                                              \
+    const VI sign = (VI)(x) & ((VI){0} + (TOP_BIT));                                             \
+    VF ax = (VF)((VI)(x) & ~sign);                                                               \
+    ax = (VF)(((VI)ax & ~(VI)(ax > (CAP))) | ((VI)((VF){0} + (CAP)) & (VI)(ax > (CAP))))
+/* `small` where ax < 0.625, else `large`, with x's sign bits put back. */
+#define RF_TANH_SELECT(VF, VI, ax, small, large, sign)                                           \
+    ((VF)((((VI)(small) & (VI)((ax) < 0.625)) | ((VI)(large) & ~(VI)((ax) < 0.625))) | (sign)))
+
 static inline __attribute__((always_inline)) RF(vec_f64) RF(tanh_f64)(RF(vec_f64) x)
 {
     typedef RF(vec_f64) VF;
     typedef RF(ivec_f64) VI;
-    const VI sign_bit = (VI){0} + (UINT64_C(1) << 63);
-    const VI sign = (VI)x & sign_bit;
-    VF ax = (VF)((VI)x & ~sign_bit);
-    const VI capped = (VI)(ax > 20.0); /* false for NaN: NaN passes through */
-    ax = (VF)(((VI)ax & ~capped) | ((VI)((VF){0} + 20.0) & capped));
+    RF_TANH_ABS_CAPPED(VF, VI, UINT64_C(1) << 63, x, 20.0);
 
     const VF z = ax * ax;
     const VF p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z
@@ -67,20 +73,14 @@ static inline __attribute__((always_inline)) RF(vec_f64) RF(tanh_f64)(RF(vec_f64
     /* 2^n: the low bits of t hold n; the shifter's own bits vanish in the shift */
     e = e * (VF)(((VI)t + 1023) << 52);
     const VF large = 1.0 - 2.0 * e / (1.0 + e);
-
-    const VI use_small = (VI)(ax < 0.625);
-    return (VF)((((VI)small & use_small) | ((VI)large & ~use_small)) | sign);
+    return RF_TANH_SELECT(VF, VI, ax, small, large, sign);
 }
 
 static inline __attribute__((always_inline)) RF(vec_f32) RF(tanh_f32)(RF(vec_f32) x)
 {
     typedef RF(vec_f32) VF;
     typedef RF(ivec_f32) VI;
-    const VI sign_bit = (VI){0} + (UINT32_C(1) << 31);
-    const VI sign = (VI)x & sign_bit;
-    VF ax = (VF)((VI)x & ~sign_bit);
-    const VI capped = (VI)(ax > 10.0f);
-    ax = (VF)(((VI)ax & ~capped) | ((VI)((VF){0} + 10.0f) & capped));
+    RF_TANH_ABS_CAPPED(VF, VI, UINT32_C(1) << 31, x, 10.0f);
 
     const VF z = ax * ax;
     const VF small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z
@@ -102,9 +102,7 @@ static inline __attribute__((always_inline)) RF(vec_f32) RF(tanh_f32)(RF(vec_f32
     e = e * r + 1.0f;
     e = e * (VF)(((VI)t + 127) << 23);
     const VF large = 1.0f - 2.0f * e / (1.0f + e);
-
-    const VI use_small = (VI)(ax < 0.625f);
-    return (VF)((((VI)small & use_small) | ((VI)large & ~use_small)) | sign);
+    return RF_TANH_SELECT(VF, VI, ax, small, large, sign);
 }
 
 /* ---- elementwise passes, for T in {float, double} ------------------------------------------ */
@@ -791,6 +789,8 @@ static inline int RF(dot_shift)(const void *w, ptrdiff_t k, size_t size)
 RF_DOT(float, f32)
 RF_DOT(double, f64)
 
+#undef RF_TANH_ABS_CAPPED
+#undef RF_TANH_SELECT
 #undef RF_RB
 #undef RF_BLOCK
 #undef RF_ROWS
