@@ -8,6 +8,7 @@ by size and by the kernels' test hooks ``_set_tuning`` and (where it exists) ``s
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -443,8 +444,8 @@ def test_parity_with_overlap_split_forward_steps(size, dtype, nonlinearity):
     previous = KERNELS._set_tuning(step_product="panel", split_min_step_macs=0)
     try:
         with overlap("on", 1):
-            split = KERNELS._split_cols(*size, np.dtype(dtype).itemsize)
-            assert 0 < split < size[3]  # the split path, not whole steps on one thread
+            panels = KERNELS._split_panels(*size, np.dtype(dtype).itemsize)
+            assert panels >= 2  # the split path, not whole steps on one thread
             for given in (True, False):  # h0 and bias
                 rng = np.random.default_rng(sum(size))
                 problem = make_problem(rng, *size, dtype, bias=given, h0=given)
@@ -453,14 +454,42 @@ def test_parity_with_overlap_split_forward_steps(size, dtype, nonlinearity):
         KERNELS._set_tuning(step_product=previous, split_min_step_macs=KERNELS.SPLIT_MIN_STEP_MACS)
 
 
+def test_overlap_split_results_do_not_depend_on_which_thread_takes_what(dtype):
+    """A split forward shares out its items at run time (each step's panels to whichever thread
+    asks first), so the threads' shares change from call to call, the more so with a third
+    thread busy on the cores: the bits must not."""
+    problem = make_problem(np.random.default_rng(4), 40, 8, 24, 200, dtype)
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    rival = threading.Thread(target=busy)
+    previous = KERNELS._set_tuning(step_product="panel", split_min_step_macs=0)
+    try:
+        with overlap("on", 8):
+            assert KERNELS._split_panels(40, 8, 24, 200, np.dtype(dtype).itemsize) >= 2
+            runs = [problem.forward("tanh", "cython") for _ in range(5)]
+            rival.start()
+            runs += [problem.forward("tanh", "cython") for _ in range(5)]
+    finally:
+        stop.set()
+        if rival.is_alive():
+            rival.join()
+        KERNELS._set_tuning(step_product=previous, split_min_step_macs=KERNELS.SPLIT_MIN_STEP_MACS)
+    for h in runs[1:]:
+        np.testing.assert_array_equal(h, runs[0])
+
+
 def test_overlap_split_rule():
     """Auto: large panel-product steps split their columns; the rest do not."""
     with overlap("on"):
-        assert KERNELS._split_cols(50, 64, 512, 512, 4) > 0
-        assert KERNELS._split_cols(50, 16, 512, 512, 4) > 0  # 4.2M multiply-adds a step
-        assert KERNELS._split_cols(100, 32, 128, 256, 4) == 0  # 2.1M
+        assert KERNELS._split_panels(50, 64, 512, 512, 4) > 0
+        assert KERNELS._split_panels(50, 16, 512, 512, 4) > 0  # 4.2M multiply-adds a step
+        assert KERNELS._split_panels(100, 32, 128, 256, 4) == 0  # 2.1M
     with overlap("off"):
-        assert KERNELS._split_cols(50, 64, 512, 512, 4) == 0
+        assert KERNELS._split_panels(50, 64, 512, 512, 4) == 0
 
 
 def test_overlap_results_do_not_depend_on_timing(dtype):

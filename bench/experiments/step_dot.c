@@ -56,7 +56,7 @@ int main(int argc, char **argv)
         double t1 = now();
         for (int r = 0; r < reps; r++) {
             rnnfast_simd->step_dot_f32(out, x, w_ih, D, h, w_hh, H, b_hh, B, H);
-            rnnfast_simd->bias_act_f32(out, b_ih, B, H, 0);
+            rnnfast_simd->bias_act_f32(out, b_ih, B, H, H, 0);
             h[r % H] += out[0] * 1e-9f;
         }
         double t2 = now();

@@ -20,6 +20,7 @@ import os
 import numpy as np
 
 cimport numpy as cnp
+from libc.stdint cimport uint64_t
 
 cnp.import_array()
 
@@ -29,8 +30,11 @@ from rnnfast._blas cimport BLAS_Trans, NoTrans, Trans, gemm
 cdef extern from "_simd.h" nogil:
     ctypedef struct rnnfast_simd_t:
         const char* name
-        void (*bias_act_f32)(float*, const float*, Py_ssize_t, Py_ssize_t, int) noexcept nogil
-        void (*bias_act_f64)(double*, const double*, Py_ssize_t, Py_ssize_t, int) noexcept nogil
+        # a (rows, n), rows ld apart, = act(a + b)
+        void (*bias_act_f32)(float*, const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                             int) noexcept nogil
+        void (*bias_act_f64)(double*, const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                             int) noexcept nogil
         void (*mul_act_grad_f32)(float*, const float*, Py_ssize_t, int) noexcept nogil
         void (*mul_act_grad_f64)(double*, const double*, Py_ssize_t, int) noexcept nogil
         # out (rows, n) += a (rows, k) @ m (k, n), m rows of stride ldm, its last k_tail rows
@@ -80,6 +84,11 @@ cdef extern from "_overlap.h" nogil:
     void rf_wait_for(Py_ssize_t* counter, Py_ssize_t value)
     bint rf_claim(Py_ssize_t* next, Py_ssize_t index)
     Py_ssize_t rf_load(Py_ssize_t* counter)
+    Py_ssize_t RF_MAX_ITEMS
+    uint64_t rf_round_word(Py_ssize_t round, Py_ssize_t lo, Py_ssize_t hi)
+    void rf_round_open(uint64_t* word, Py_ssize_t round, Py_ssize_t n)
+    Py_ssize_t rf_round_claim(uint64_t* word, Py_ssize_t round, bint from_last)
+    void rf_count(Py_ssize_t* counter)
     ctypedef int (*rf_set_threads_fn)(int) noexcept nogil
     ctypedef int (*rf_get_threads_fn)() noexcept nogil
     void rf_use_blas_threads(rf_set_threads_fn set_threads, rf_get_threads_fn get_threads)
@@ -275,16 +284,16 @@ cdef inline void _panel_columns(floating* out, const floating* a, StepProduct* h
 
 
 cdef inline void _bias_act(floating* a, const floating* b, Py_ssize_t rows, Py_ssize_t h,
-                           int act) noexcept nogil:
-    """a = act(a + b) in place, for rows x h (b NULL: no bias).
+                           Py_ssize_t ld, int act) noexcept nogil:
+    """a = act(a + b) in place, for rows x h, rows ld apart (b NULL: no bias).
 
     On one thread: splitting it over OpenMP threads was tried in an earlier version and
     rejected, because OpenMP's spinning workers stalled the BLAS threads of the next step's
     GEMM (that experiment was not kept, so no figure is given here)."""
     if floating is float:
-        rnnfast_simd.bias_act_f32(a, b, rows, h, act)
+        rnnfast_simd.bias_act_f32(a, b, rows, h, ld, act)
     else:
-        rnnfast_simd.bias_act_f64(a, b, rows, h, act)
+        rnnfast_simd.bias_act_f64(a, b, rows, h, ld, act)
 
 
 cdef inline void _mul_act_grad(floating* g, const floating* h, Py_ssize_t n,
@@ -336,17 +345,26 @@ cdef Py_ssize_t _overlap_chunk_rows = 48
 # the overlap saves.
 cdef Py_ssize_t OVERLAP_MIN_MACS = 1 << 22
 # A forward whose panel-product steps take at least this many multiply-adds (B * H * H), with
-# the helper available, splits every step's columns between the two threads instead of
-# projecting ahead (_split_half): each thread projects its columns of every step, then runs
-# their panel product and bias + activation, step by step, after the other has published the
-# previous step. Forward, split against not (best of 5 rounds, `best_block_medians`; torch
-# no_grad in brackets): 50,32,1024,1024 62.3 -> 30.2 ms (43.4); 50,64,1024,1024 81.1 -> 55.5
-# (59.2); 50,64,512,512 17.0 -> 14.9 (18.1); 50,32,512,512 15.3 -> 9.0 (14.0); 50,16,512,512
-# (4.2M a step) 6.8 -> 5.7; 50,8,1024,1024 15.8 -> 11.8. The projection ahead left the helper
-# idle for most of the loop, which ran on one core. At 100,32,128,256 (2.1M a step) the split
-# lost in two runs of three: 4.5 -> 5.2 and 5.0 -> 5.8 (5.0 -> 4.9 in the other).
+# the helper available, shares every step's columns between the two threads instead of
+# projecting ahead (_split_share): the input projection in chunks of steps, then step by step
+# the column panels (product, bias + activation), each step once the one before is done.
+# Forward, split against not (best of 5 rounds, `best_block_medians`; torch no_grad in
+# brackets): 50,32,1024,1024 62.3 -> 30.2 ms (43.4); 50,64,1024,1024 81.1 -> 55.5 (59.2);
+# 50,64,512,512 17.0 -> 14.9 (18.1); 50,32,512,512 15.3 -> 9.0 (14.0); 50,16,512,512 (4.2M a
+# step) 6.8 -> 5.7; 50,8,1024,1024 15.8 -> 11.8. The projection ahead left the helper idle for
+# most of the loop, which ran on one core. At 100,32,128,256 (2.1M a step) the split lost in
+# two runs of three: 4.5 -> 5.2 and 5.0 -> 5.8 (5.0 -> 4.9 in the other).
+# The items go to whichever thread asks (rf_round_claim), not in fixed halves: a thread whose
+# core is shared (with another process, or NumPy's OpenBLAS worker, which spins for about
+# 0.1 s after each multi-threaded call) takes fewer instead of holding the other up. Forward
+# right after a 512 x 512 NumPy matmul, fixed halves -> shared out (median of 21 calls, three
+# process pairs): 50,64,1024,1024 float64 224-256 -> 169-217 ms; 50,64,512,512 45-58 -> 27-59;
+# 50,16,512,512 22.4-24.9 -> 7.9-10.6. With a pause before each call: 155-163 -> 145-158,
+# 20.8-27.6 -> 20.0-24.5, 6.2-7.5 -> 5.7-7.8 (README, "What the kernels do").
 SPLIT_MIN_STEP_MACS = 1 << 22
 cdef Py_ssize_t _split_min_step_macs = SPLIT_MIN_STEP_MACS
+# The split's input projection is shared out in chunks of about this many rows (steps * B).
+cdef Py_ssize_t SPLIT_CHUNK_ROWS = 512
 
 
 cdef enum:
@@ -379,11 +397,18 @@ cdef struct Overlap:
     void* dw_ih
     void* dw_hh
     void* db
-    # Forward split (_split_half): the helper takes the columns of panels 0 ..
-    # split_panels - 1 (0 .. split_cols - 1) of every step, the caller the rest; `progress`
-    # counts the caller's finished steps, `helper_steps` the helper's.
+    # Forward split (_split_share): round 0 shares out the input projection in split_chunks
+    # chunks of steps, round t + 1 the split_panels column panels (panel_width columns each) of
+    # step t, through the word `claims`; `finished` counts the items done in all rounds.
     bint split
-    Py_ssize_t split_panels, split_cols, helper_steps
+    Py_ssize_t split_chunks, split_panels, panel_width
+    # The two words both threads write, each alone on its cache line (64 bytes): the fields
+    # they read in every step stay cached.
+    char _pad0[64]
+    uint64_t claims
+    char _pad1[64]
+    Py_ssize_t finished
+    char _pad2[64]
     StepProduct how
     const void* bias
     int act
@@ -483,40 +508,45 @@ cdef void _finish_grads(floating* dummy, Overlap* job) noexcept nogil:
         rf_wait_for(&job.done[which], chunks)
 
 
-cdef void _split_half(floating* dummy, Overlap* job, bint helper) noexcept nogil:
-    """One thread's columns of a split forward: their input projection for every step, then
-    step by step their panel product and bias + activation, each step after the other thread
-    has published the previous one."""
-    cdef Py_ssize_t T = job.T, B = job.B, D = job.D, H = job.H, step = job.B * job.H, t, r
-    cdef Py_ssize_t c0 = 0 if helper else job.split_cols
-    cdef Py_ssize_t c1 = job.split_cols if helper else H
-    cdef Py_ssize_t q0 = 0 if helper else job.split_panels
-    cdef Py_ssize_t q1 = job.split_panels if helper else H  # (past the last panel)
-    cdef Py_ssize_t* mine = &job.helper_steps if helper else &job.progress
-    cdef Py_ssize_t* other = &job.progress if helper else &job.helper_steps
+cdef void _split_share(floating* dummy, Overlap* job, bint from_last) noexcept nogil:
+    """One thread's part of a split forward; both threads run it, one taking each round's items
+    from the first, the other ``from_last``: the projection's chunks, then step by step the
+    column panels' products and bias + activation, each step once the one before is done."""
+    cdef Py_ssize_t T = job.T, B = job.B, H = job.H, step = job.B * job.H
+    cdef Py_ssize_t chunks = job.split_chunks, panels = job.split_panels
+    cdef Py_ssize_t width = job.panel_width, item, t, c0, done = chunks
+    cdef int act = job.act
+    cdef StepProduct how = job.how
     cdef floating* out = <floating*>job.out
     cdef const floating* bias = <const floating*>job.bias
     cdef floating* h_t
     cdef const floating* h_prev
-    _bulk_gemm(NoTrans, Trans, T * B, c1 - c0, D, <floating>1, <const floating*>job.x, D,
-               <const floating*>job.w_ih + c0 * D, D, <floating>0, out + c0, H)
+    item = rf_round_claim(&job.claims, 0, from_last)
+    while item >= 0:
+        _project_steps(dummy, job, item * T // chunks, (item + 1) * T // chunks)
+        rf_count(&job.finished)
+        item = rf_round_claim(&job.claims, 0, from_last)
     for t in range(T):
+        rf_wait_for(&job.finished, done)  # every item of the round before
+        rf_round_open(&job.claims, t + 1, panels)
         h_t = out + t * step
         h_prev = <const floating*>job.h0 if t == 0 else h_t - step
-        if t > 0:
-            rf_wait_for(other, t)  # the other thread's columns of h[t - 1]
-        if h_prev != NULL:
-            _panel_columns(h_t, h_prev, &job.how, B, H, q0, q1)
-        for r in range(B):
-            _bias_act(h_t + r * H + c0, NULL if bias == NULL else bias + c0, 1, c1 - c0,
-                      job.act)
-        rf_publish(mine, t + 1)
+        item = rf_round_claim(&job.claims, t + 1, from_last)
+        while item >= 0:
+            c0 = item * width
+            if h_prev != NULL:
+                _panel_columns(h_t, h_prev, &how, B, H, item, item + 1)
+            _bias_act(h_t + c0, NULL if bias == NULL else bias + c0, B, min(width, H - c0), H,
+                      act)
+            rf_count(&job.finished)
+            item = rf_round_claim(&job.claims, t + 1, from_last)
+        done += panels
 
 
 cdef void _overlap_work(floating* dummy, Overlap* job) noexcept nogil:
     cdef Py_ssize_t T = job.T, chunk = job.chunk, t0, t1, k
     if job.split:
-        _split_half(dummy, job, True)
+        _split_share(dummy, job, False)
         return
     if not job.backward:
         t0 = chunk
@@ -568,10 +598,9 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
         job.chunk = job.progress = _overlap_chunk(kind, T, B, D, H)
         job.split = job.chunk > 0 and _split_columns(&job, kind, sizeof(floating))
         if job.split:
-            job.progress = job.helper_steps = 0
             saved = _serial_blas_begin(True)
             if rf_thread_start(&helper, _overlap_helper, &job):
-                _split_half(out, &job, False)
+                _split_share(out, &job, True)
                 rf_thread_join(&helper)
             else:  # no thread: whole steps below, on this one
                 job.split = False
@@ -582,15 +611,18 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
 
 
 cdef bint _split_columns(Overlap* job, int kind, size_t itemsize) noexcept nogil:
-    """Should this forward split every step's columns between the two threads? If so, set
-    the helper's share: the first half of the panels (all whole; the caller's share ends with
-    the narrower last one, which needs the staging buffer)."""
+    """Should this forward share every step's columns between the two threads? If so, set up
+    the rounds of _split_share: the projection in an even number of chunks of about
+    SPLIT_CHUNK_ROWS rows (two threads at the same speed take half each), then the panels."""
     cdef Py_ssize_t width = rnnfast_simd.panel_vectors * (rnnfast_simd.vector_bytes // itemsize)
     cdef Py_ssize_t panels = (job.H + width - 1) // width
-    if kind != STEP_PANEL or panels < 2 or job.B * job.H * job.H < _split_min_step_macs:
+    if (kind != STEP_PANEL or panels < 2 or panels > RF_MAX_ITEMS
+            or job.B * job.H * job.H < _split_min_step_macs):
         return False
-    job.split_panels = panels // 2
-    job.split_cols = job.split_panels * width
+    job.split_chunks = min(job.T, 2 * max(1, job.T * job.B // (2 * SPLIT_CHUNK_ROWS)))
+    job.split_panels, job.panel_width = panels, width
+    job.claims = rf_round_word(0, 0, job.split_chunks)
+    job.finished = 0
     return True
 
 
@@ -620,7 +652,7 @@ cdef void _forward_steps(floating* out, Overlap* job, const floating* h0_ptr,
         h_prev = h0_ptr if t == 0 else h_t - step
         if h_prev != NULL:  # a None h0 is zeros: nothing to add at t = 0
             _add_matmul(h_t, h_prev, w_op, Trans, how, B, H)
-        _bias_act(h_t, b_ptr, B, H, act)
+        _bias_act(h_t, b_ptr, B, H, H, act)
     if job.chunk > 0:
         rf_thread_join(&helper)
     _serial_blas_end(saved)
@@ -799,15 +831,16 @@ def _overlap_steps(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ss
     return _overlap_chunk(_step_kind(B, H, itemsize), T, B, D, H)
 
 
-def _split_cols(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssize_t itemsize):
-    """Columns of every step a forward of these sizes leaves to the helper (0: no split), under
-    the current rules and BLAS thread count."""
+def _split_panels(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
+                  Py_ssize_t itemsize):
+    """Column panels of every step a forward of these sizes shares between its two threads
+    (0: no split), under the current rules and BLAS thread count."""
     cdef Overlap job
     cdef int kind = _step_kind(B, H, itemsize)
-    job.B, job.H = B, H
+    job.T, job.B, job.H = T, B, H
     if _overlap_chunk(kind, T, B, D, H) == 0 or not _split_columns(&job, kind, itemsize):
         return 0
-    return job.split_cols
+    return job.split_panels
 
 
 def _set_overlap(mode=None, chunk_rows=None):
@@ -909,7 +942,7 @@ cdef void _step_layer(floating* out, const floating* inp, const floating* h_prev
         if h_prev != NULL:
             _bulk_gemm(NoTrans, Trans, B, H, H, <floating>1, h_prev, H, w_hh, H, <floating>1,
                        out, H)
-    _bias_act(out, b_ih, B, H, act)
+    _bias_act(out, b_ih, B, H, H, act)
 
 
 cdef bint _step_stack(floating* dummy, object x, object h, tuple params, int act,

@@ -11,6 +11,7 @@
 #define RNNFAST_OVERLAP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
@@ -82,6 +83,62 @@ static inline void rf_wait_for(ptrdiff_t *counter, ptrdiff_t value)
 #endif
         }
     }
+}
+
+/* ---- items shared out at run time ------------------------------------------------------
+ * A split forward (_kernels.pyx) hands out each round's items (the input projection's
+ * chunks, then each time step's column panels) to whichever thread asks: one thread takes
+ * them from the first, the other from the last. A thread that runs behind (its core shared
+ * with another process, or with a BLAS pool still spinning after its last call) then takes
+ * fewer instead of holding the other up, and at equal speeds each thread keeps its end of
+ * the items, and their weights in its cache, from one step to the next. One word holds the
+ * round (modulo 2^24: the two threads are never more than a round apart) and the range of
+ * items still unclaimed.
+ */
+#define RF_ROUND_BITS 24
+#define RF_ITEM_BITS 20
+#define RF_ITEM_MASK (((uint64_t)1 << RF_ITEM_BITS) - 1)
+#define RF_ROUND_MASK (((uint64_t)1 << RF_ROUND_BITS) - 1)
+#define RF_MAX_ITEMS RF_ITEM_MASK /* items per round */
+
+static inline uint64_t rf_round_word(ptrdiff_t round, ptrdiff_t lo, ptrdiff_t hi)
+{
+    return (((uint64_t)round & RF_ROUND_MASK) << (2 * RF_ITEM_BITS))
+           | ((uint64_t)lo << RF_ITEM_BITS) | (uint64_t)hi;
+}
+
+/* Open round `round` with items 0 .. n - 1, unless the other thread already has. Call only
+ * once every item of the round before has finished. */
+static inline void rf_round_open(uint64_t *word, ptrdiff_t round, ptrdiff_t n)
+{
+    uint64_t w = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+    const uint64_t before = ((uint64_t)round - 1) & RF_ROUND_MASK;
+    while ((w >> (2 * RF_ITEM_BITS)) == before
+           && !__atomic_compare_exchange_n(word, &w, rf_round_word(round, 0, n), 0,
+                                           __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        ;
+}
+
+/* Claim the next item of round `round` from the first (from_last 0) or the last end: its
+ * index, or -1 when none is left. */
+static inline ptrdiff_t rf_round_claim(uint64_t *word, ptrdiff_t round, int from_last)
+{
+    uint64_t w = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+    for (;;) {
+        const ptrdiff_t lo = (ptrdiff_t)((w >> RF_ITEM_BITS) & RF_ITEM_MASK);
+        const ptrdiff_t hi = (ptrdiff_t)(w & RF_ITEM_MASK);
+        if ((w >> (2 * RF_ITEM_BITS)) != ((uint64_t)round & RF_ROUND_MASK) || lo >= hi)
+            return -1;
+        const uint64_t next = from_last ? w - 1 : w + ((uint64_t)1 << RF_ITEM_BITS);
+        if (__atomic_compare_exchange_n(word, &w, next, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return from_last ? hi - 1 : lo;
+    }
+}
+
+/* *counter += 1, publishing this thread's writes before it to whoever waits for the count. */
+static inline void rf_count(ptrdiff_t *counter)
+{
+    __atomic_add_fetch(counter, 1, __ATOMIC_RELEASE);
 }
 
 /* ---- one BLAS thread while any call needs it ----------------------------------------------

@@ -54,8 +54,9 @@
 
 typedef struct {
     const char *name;
-    void (*bias_act_f32)(float *, const float *, ptrdiff_t, ptrdiff_t, int);
-    void (*bias_act_f64)(double *, const double *, ptrdiff_t, ptrdiff_t, int);
+    /* a (rows, n), rows ld apart, = act(a + b) */
+    void (*bias_act_f32)(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
+    void (*bias_act_f64)(double *, const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
     void (*mul_act_grad_f32)(float *, const float *, ptrdiff_t, int);
     void (*mul_act_grad_f64)(double *, const double *, ptrdiff_t, int);
     /* out (rows, n) += a (rows, k) @ m (k, n): m rows of stride ldm, its last k_tail rows

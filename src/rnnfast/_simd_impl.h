@@ -136,12 +136,14 @@ static inline __attribute__((always_inline)) RF(vec_f32) RF(tanh_f32)(RF(vec_f32
         }                                                                                        \
         if (n % VL) *(VT *)(row + last) = v_last;                                                \
     }                                                                                            \
-    /* a[r, i] = act(a[r, i] + b[i]) for rows x n, b NULL for no bias; act 0 tanh, 1 relu */  \
-    static inline __attribute__((always_inline)) void RF(bias_act_rows_##SFX)(                  \
-        T *restrict a, const T *restrict b, ptrdiff_t rows, ptrdiff_t n, int act, int biased)   \
+    /* a[r * ld + i] = act(a[r * ld + i] + b[i]) for rows x n (ld >= n: a block of a wider       \
+     * matrix), b NULL for no bias; act 0 tanh, 1 relu */                                        \
+    static inline __attribute__((always_inline)) void RF(bias_act_rows_##SFX)(                   \
+        T *restrict a, const T *restrict b, ptrdiff_t rows, ptrdiff_t n, ptrdiff_t ld, int act,  \
+        int biased)                                                                              \
     {                                                                                            \
         for (ptrdiff_t r = 0; r < rows; r++) {                                                   \
-            T *restrict row = a + r * n;                                                         \
+            T *restrict row = a + r * ld;                                                        \
             if (act == 0) {                                                                      \
                 RF(tanh_row_##SFX)(row, b, n, biased);                                           \
             } else {                                                                             \
@@ -153,12 +155,12 @@ static inline __attribute__((always_inline)) RF(vec_f32) RF(tanh_f32)(RF(vec_f32
             }                                                                                    \
         }                                                                                        \
     }                                                                                            \
-    static void RF(bias_act_##SFX)(T *restrict a, const T *restrict b, ptrdiff_t rows,          \
-                                   ptrdiff_t n, int act)                                         \
+    static void RF(bias_act_##SFX)(T *restrict a, const T *restrict b, ptrdiff_t rows,           \
+                                   ptrdiff_t n, ptrdiff_t ld, int act)                           \
     {                                                                                            \
         /* two instances, so that `biased` is a constant in each loop */                         \
-        if (b != NULL) RF(bias_act_rows_##SFX)(a, b, rows, n, act, 1);                           \
-        else RF(bias_act_rows_##SFX)(a, b, rows, n, act, 0);                                     \
+        if (b != NULL) RF(bias_act_rows_##SFX)(a, b, rows, n, ld, act, 1);                       \
+        else RF(bias_act_rows_##SFX)(a, b, rows, n, ld, act, 0);                                 \
     }                                                                                            \
     /* g *= act'(pre-activation), from the output h = act(pre-activation) */                     \
     static void RF(mul_act_grad_##SFX)(T *restrict g, const T *restrict h, ptrdiff_t n, int act) \
