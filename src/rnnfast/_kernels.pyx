@@ -375,12 +375,14 @@ cdef enum:
 
 cdef struct Overlap:
     # The helper's share of one call (see "Overlap" above). `progress` counts steps handed over:
-    # forward, projected by the helper (from `chunk` on: the caller projects the first chunk
-    # itself); backward, finished by the caller, from the end.
+    # forward, the end of the last chunk the helper projected; backward, steps finished by the
+    # caller, from the end.
     bint is_double
     bint backward
     Py_ssize_t T, B, D, H, chunk
     Py_ssize_t progress
+    # Forward: claimed[0] is the next projection chunk to claim. The helper claims them in
+    # order; the caller projects chunk 0, and any chunk its loop reaches still unclaimed.
     # Backward: dw_ih and dw_hh are each a sequence of per-chunk GEMMs, chunk 0 the last steps.
     # The helper runs them as the chunks arrive; the caller, once its own work is done, claims
     # the chunks still unclaimed in order. claimed[g]: the next chunk of sequence g to claim;
@@ -549,11 +551,13 @@ cdef void _overlap_work(floating* dummy, Overlap* job) noexcept nogil:
         _split_share(dummy, job, False)
         return
     if not job.backward:
-        t0 = chunk
-        while t0 < T:
-            _project_steps(dummy, job, t0, min(T, t0 + chunk))
-            t0 += chunk
-            rf_publish(&job.progress, min(T, t0))
+        # The projection's chunks in order, each unless the caller has taken it (_own_chunk).
+        k = rf_load(&job.claimed[0])
+        while k * chunk < T:
+            if rf_claim(&job.claimed[0], k):
+                _project_steps(dummy, job, k * chunk, min(T, (k + 1) * chunk))
+                rf_publish(&job.progress, min(T, (k + 1) * chunk))
+            k = rf_load(&job.claimed[0])
         return
     k = 0
     while k * chunk < T:
@@ -626,20 +630,37 @@ cdef bint _split_columns(Overlap* job, int kind, size_t itemsize) noexcept nogil
     return True
 
 
+cdef Py_ssize_t _await_chunk(floating* dummy, Overlap* job, Py_ssize_t t) noexcept nogil:
+    """The forward loop is at step t, the first of a chunk whose projection the helper has
+    not finished: project the chunk here if the helper has not claimed it yet (its core may be
+    shared, or it may not have started), else wait for the helper to finish it. Returns the
+    step after the chunk."""
+    cdef Py_ssize_t end = min(job.T, t + job.chunk)
+    if rf_load(&job.progress) >= end:
+        return end
+    if rf_claim(&job.claimed[0], t // job.chunk):
+        _project_steps(dummy, job, t, end)
+    else:
+        rf_wait_for(&job.progress, end)
+    return end
+
+
 cdef void _forward_steps(floating* out, Overlap* job, const floating* h0_ptr,
                          const floating* b_ptr, const floating* w_op, StepProduct* how,
                          int kind, int act) noexcept nogil:
     """The forward's time loop on this thread, with the helper projecting chunks ahead if
     job.chunk > 0 (else the projection of every step at once first)."""
     cdef Py_ssize_t T = job.T, B = job.B, H = job.H, step = job.B * job.H, t
+    # Steps whose projection is done, as far as this loop knows (all of them without chunks).
+    cdef Py_ssize_t ready = job.chunk if job.chunk > 0 else T
     cdef floating* h_t
     cdef const floating* h_prev
     cdef bint saved
     cdef rf_thread helper
     if job.chunk > 0:
         saved = _serial_blas_begin(True)
-        if not rf_thread_start(&helper, _overlap_helper, job):
-            _overlap_work(out, job)  # no thread: project every chunk now
+        job.claimed[0] = 1  # chunk 0 is this thread's
+        rf_thread_start(&helper, _overlap_helper, job)  # if none starts, the loop projects
         _project_steps(out, job, 0, job.chunk)
     else:
         # The input projection of every step at once: h (T*B, H) = x (T*B, D) @ w_ih.T.
@@ -647,8 +668,8 @@ cdef void _forward_steps(floating* out, Overlap* job, const floating* h0_ptr,
         saved = _serial_blas_begin(kind == STEP_BLAS and B * H * H < _serial_step_max_macs)
     for t in range(T):
         h_t = out + t * step
-        if t >= job.chunk > 0:
-            rf_wait_for(&job.progress, t + 1)
+        if t == ready:  # the first step of a chunk not known to be projected
+            ready = _await_chunk(out, job, t)
         h_prev = h0_ptr if t == 0 else h_t - step
         if h_prev != NULL:  # a None h0 is zeros: nothing to add at t = 0
             _add_matmul(h_t, h_prev, w_op, Trans, how, B, H)
