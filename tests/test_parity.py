@@ -483,11 +483,16 @@ def test_overlap_split_results_do_not_depend_on_which_thread_takes_what(dtype):
 
 
 def test_overlap_split_rule():
-    """Auto: large panel-product steps split their columns; the rest do not."""
+    """Auto: large panel-product steps split their columns, and from an eighth of that size
+    batches up to 16 with H >= 256; the rest do not."""
     with overlap("on"):
         assert KERNELS._split_panels(50, 64, 512, 512, 4) > 0
         assert KERNELS._split_panels(50, 16, 512, 512, 4) > 0  # 4.2M multiply-adds a step
         assert KERNELS._split_panels(100, 32, 128, 256, 4) == 0  # 2.1M
+        assert KERNELS._split_panels(100, 16, 64, 256, 4) > 0  # 1M, a small batch, H >= 256
+        assert KERNELS._split_panels(100, 8, 64, 256, 8) > 0  # 512K
+        assert KERNELS._split_panels(100, 4, 64, 256, 4) == 0  # 256K
+        assert KERNELS._split_panels(100, 64, 64, 128, 4) == 0  # 1M, but H < 256
     with overlap("off"):
         assert KERNELS._split_panels(50, 64, 512, 512, 4) == 0
 

@@ -363,6 +363,19 @@ cdef Py_ssize_t OVERLAP_MIN_MACS = 1 << 22
 # 20.8-27.6 -> 20.0-24.5, 6.2-7.5 -> 5.7-7.8 (README, "What the kernels do").
 SPLIT_MIN_STEP_MACS = 1 << 22
 cdef Py_ssize_t _split_min_step_macs = SPLIT_MIN_STEP_MACS
+# Batches up to SPLIT_SMALL_MAX_BATCH with H >= SPLIT_SMALL_MIN_HIDDEN split from an eighth of
+# SPLIT_MIN_STEP_MACS (512K). Forward, split over projecting ahead (calls interleaved in one
+# process, 300 each, p10 / p50; f32 unless said): 100,8,64,256 (524K) 0.91/0.92, float64
+# 0.91/0.91; 100,16,64,256 0.79-0.82/0.83-0.88; 100,4,64,512 0.82/0.73, float64 0.53/0.58;
+# 100,8,32,384 0.78/0.77; 100,16,128,256 0.95/0.95; 100,4,128,384 0.98/1.03; 100,4,64,256
+# (262K) 1.02/1.02. Where not: H < 256, with fewer and relatively narrower panels to share,
+# and per step the other thread's half of h to fetch: 100,8,64,128 1.43/1.39, 100,16,65,100
+# 1.81/1.80, 100,64,64,128 (1M) 1.43/1.41, 100,12,100,200 1.07/1.09; and H = 256 at batches
+# of 24-32: 100,32,128,256 (2.1M) 0.93-1.04 over five runs, float64 1.01/1.16, 100,24,128,256
+# 1.01/1.18, 100,32,64,256 0.96/0.98 (at 320-384 the split wins there too: 100,24,64,384
+# 0.80/0.87, 100,32,64,320 0.92/0.95).
+cdef Py_ssize_t SPLIT_SMALL_MAX_BATCH = 16
+cdef Py_ssize_t SPLIT_SMALL_MIN_HIDDEN = 256
 # The split's input projection is shared out in chunks of about this many rows (steps * B).
 cdef Py_ssize_t SPLIT_CHUNK_ROWS = 512
 
@@ -620,8 +633,12 @@ cdef bint _split_columns(Overlap* job, int kind, size_t itemsize) noexcept nogil
     SPLIT_CHUNK_ROWS rows (two threads at the same speed take half each), then the panels."""
     cdef Py_ssize_t width = rnnfast_simd.panel_vectors * (rnnfast_simd.vector_bytes // itemsize)
     cdef Py_ssize_t panels = (job.H + width - 1) // width
-    if (kind != STEP_PANEL or panels < 2 or panels > RF_MAX_ITEMS
-            or job.B * job.H * job.H < _split_min_step_macs):
+    cdef Py_ssize_t macs = job.B * job.H * job.H
+    if kind != STEP_PANEL or panels < 2 or panels > RF_MAX_ITEMS:
+        return False
+    if macs < _split_min_step_macs and not (
+            job.B <= SPLIT_SMALL_MAX_BATCH and job.H >= SPLIT_SMALL_MIN_HIDDEN
+            and macs >= _split_min_step_macs // 8):
         return False
     job.split_chunks = min(job.T, 2 * max(1, job.T * job.B // (2 * SPLIT_CHUNK_ROWS)))
     job.split_panels, job.panel_width = panels, width
@@ -892,7 +909,8 @@ def _set_tuning(step_product=None, serial_step_max_macs=None, serial_gemm_max_ma
     "small" (where H fits it; BLAS elsewhere) or "panel". ``serial_step_max_macs`` and
     ``serial_gemm_max_macs``: the one-BLAS-thread thresholds (see SERIAL_STEP_MAX_MACS).
     ``step_dot_max_batch``: the streaming step's dot-form limit (see STEP_DOT_MAX_BATCH).
-    ``split_min_step_macs``: the smallest step a forward splits (see SPLIT_MIN_STEP_MACS).
+    ``split_min_step_macs``: the smallest step a forward splits (see SPLIT_MIN_STEP_MACS; small
+    batches from an eighth of it).
     """
     global _step_product_mode, _serial_step_max_macs, _serial_gemm_max_macs
     global _step_dot_max_batch, _split_min_step_macs
