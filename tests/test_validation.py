@@ -532,23 +532,33 @@ def test_explicit_cython_ignores_env_numpy(compiled, monkeypatch):
         (None, "numpy", False),
     ],
 )
-def test_streaming_step_follows_backend_and_env(request, monkeypatch, env, backend, compiled_step):
-    """RNN.step's one-call path (the compiled step when the backend is the default) must give
+@pytest.mark.parametrize("layer", ["RNN.step", "RNNCell"])
+def test_streaming_step_follows_backend_and_env(
+    request, monkeypatch, env, backend, compiled_step, layer
+):
+    """The layers' one-call step (the compiled step when the backend is the default) must give
     way to RNNFAST_BACKEND, read at every call, and to an explicit backend."""
     if compiled_step:
         request.getfixturevalue("compiled")  # fails without the extension
-    rnn = rnnfast.RNN(3, 4, seed=0, backend=backend)
-    x, h = np.ones((2, 3), np.float32), np.zeros((1, 2, 4), np.float32)
-    expected = rnn.step(x, h)  # before the variable changes: the same numbers either way
+    if layer == "RNNCell":
+        cell = rnnfast.RNNCell(3, 4, seed=0, backend=backend)
+        h = np.zeros((2, 4), np.float32)
+    else:
+        rnn = rnnfast.RNN(3, 4, seed=0, backend=backend)
+        h = np.zeros((1, 2, 4), np.float32)
+
+        def cell(x, h):
+            return rnn.step(x, h)[1]
+
+    x = np.ones((2, 3), np.float32)
+    expected = cell(x, h)  # before the variable changes: the same numbers either way
     if env is None:
         monkeypatch.delenv("RNNFAST_BACKEND", raising=False)
     else:
         monkeypatch.setenv("RNNFAST_BACKEND", env)
     reference = spy_on(monkeypatch, rnnfast._reference)
-    output, h_new = rnn.step(x, h)
+    np.testing.assert_allclose(cell(x, h), expected, rtol=1e-6)
     assert (reference["rnn_forward"].calls == 0) == compiled_step
-    np.testing.assert_allclose(output, expected[0], rtol=1e-6)
-    np.testing.assert_allclose(h_new, expected[1], rtol=1e-6)
 
 
 def test_default_step_returns_none_unless_default_backend_and_plain(compiled, monkeypatch):

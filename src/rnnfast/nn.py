@@ -816,9 +816,12 @@ class RNNCell(Module):
         params, nl, backend = self._step_layers, self.nonlinearity, self.backend
         result = None
         if type(x) is np.ndarray and x.ndim == 2 and (h is None or type(h) is np.ndarray):
-            # Arrays already of the cell's dtype and shapes: checked in C.
+            # Arrays already of the cell's dtype and shapes: checked in C (as in RNN.step, one
+            # call under the default backend).
             h3 = None if h is None else h[None]
-            result = functional._rnn_step_plain(x, h3, params, nl, backend)
+            result = functional._rnn_step_default(x, h3, params, nl, backend)
+            if result is None:
+                result = functional._rnn_step_plain(x, h3, params, nl, backend)
             x2, h2, batched = x, h, True
         if result is None:
             x2, h2, batched = _step_args(x, h, self.input_size, self.hidden_size, (), self.dtype)
