@@ -493,6 +493,9 @@ def test_overlap_split_rule():
         assert KERNELS._split_panels(100, 8, 64, 256, 8) > 0  # 512K
         assert KERNELS._split_panels(100, 4, 64, 256, 4) == 0  # 256K
         assert KERNELS._split_panels(100, 64, 64, 128, 4) == 0  # 1M, but H < 256
+        # Rounds (T + 1 of them) must not wrap in the word the two threads share.
+        assert KERNELS._split_panels(2**24 - 2, 64, 512, 512, 4) > 0
+        assert KERNELS._split_panels(2**24 - 1, 64, 512, 512, 4) == 0
     with overlap("off"):
         assert KERNELS._split_panels(50, 64, 512, 512, 4) == 0
 

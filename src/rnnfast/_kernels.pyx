@@ -85,6 +85,7 @@ cdef extern from "_overlap.h" nogil:
     bint rf_claim(Py_ssize_t* next, Py_ssize_t index)
     Py_ssize_t rf_load(Py_ssize_t* counter)
     Py_ssize_t RF_MAX_ITEMS
+    Py_ssize_t RF_MAX_ROUNDS
     uint64_t rf_round_word(Py_ssize_t round, Py_ssize_t lo, Py_ssize_t hi)
     void rf_round_open(uint64_t* word, Py_ssize_t round, Py_ssize_t n)
     Py_ssize_t rf_round_claim(uint64_t* word, Py_ssize_t round, bint from_last)
@@ -634,13 +635,14 @@ cdef bint _split_columns(Overlap* job, int kind, size_t itemsize) noexcept nogil
     cdef Py_ssize_t width = rnnfast_simd.panel_vectors * (rnnfast_simd.vector_bytes // itemsize)
     cdef Py_ssize_t panels = (job.H + width - 1) // width
     cdef Py_ssize_t macs = job.B * job.H * job.H
-    if kind != STEP_PANEL or panels < 2 or panels > RF_MAX_ITEMS:
+    if kind != STEP_PANEL or panels < 2 or panels > RF_MAX_ITEMS or job.T >= RF_MAX_ROUNDS:
         return False
     if macs < _split_min_step_macs and not (
             job.B <= SPLIT_SMALL_MAX_BATCH and job.H >= SPLIT_SMALL_MIN_HIDDEN
             and macs >= _split_min_step_macs // 8):
         return False
-    job.split_chunks = min(job.T, 2 * max(1, job.T * job.B // (2 * SPLIT_CHUNK_ROWS)))
+    job.split_chunks = min(job.T, 2 * max(1, job.T * job.B // (2 * SPLIT_CHUNK_ROWS)),
+                           RF_MAX_ITEMS - 1)  # (an even number)
     job.split_panels, job.panel_width = panels, width
     job.claims = rf_round_word(0, 0, job.split_chunks)
     job.finished = 0

@@ -92,28 +92,28 @@ static inline void rf_wait_for(ptrdiff_t *counter, ptrdiff_t value)
  * with another process, or with a BLAS pool still spinning after its last call) then takes
  * fewer instead of holding the other up, and at equal speeds each thread keeps its end of
  * the items, and their weights in its cache, from one step to the next. One word holds the
- * round (modulo 2^24: the two threads are never more than a round apart) and the range of
- * items still unclaimed.
+ * round and the range of items still unclaimed. A thread that holds no item may fall any
+ * number of rounds behind (the other finishes them alone), so rounds must not wrap: a split
+ * has fewer than RF_MAX_ROUNDS, and at most RF_MAX_ITEMS items a round.
  */
 #define RF_ROUND_BITS 24
 #define RF_ITEM_BITS 20
 #define RF_ITEM_MASK (((uint64_t)1 << RF_ITEM_BITS) - 1)
 #define RF_ROUND_MASK (((uint64_t)1 << RF_ROUND_BITS) - 1)
-#define RF_MAX_ITEMS RF_ITEM_MASK /* items per round */
+#define RF_MAX_ITEMS ((ptrdiff_t)RF_ITEM_MASK)
+#define RF_MAX_ROUNDS ((ptrdiff_t)RF_ROUND_MASK)
 
 static inline uint64_t rf_round_word(ptrdiff_t round, ptrdiff_t lo, ptrdiff_t hi)
 {
-    return (((uint64_t)round & RF_ROUND_MASK) << (2 * RF_ITEM_BITS))
-           | ((uint64_t)lo << RF_ITEM_BITS) | (uint64_t)hi;
+    return ((uint64_t)round << (2 * RF_ITEM_BITS)) | ((uint64_t)lo << RF_ITEM_BITS) | (uint64_t)hi;
 }
 
-/* Open round `round` with items 0 .. n - 1, unless the other thread already has. Call only
- * once every item of the round before has finished. */
+/* Open round `round` with items 0 .. n - 1, unless the other thread already has (or has gone
+ * past it). Call only once every item of the round before has finished. */
 static inline void rf_round_open(uint64_t *word, ptrdiff_t round, ptrdiff_t n)
 {
     uint64_t w = __atomic_load_n(word, __ATOMIC_ACQUIRE);
-    const uint64_t before = ((uint64_t)round - 1) & RF_ROUND_MASK;
-    while ((w >> (2 * RF_ITEM_BITS)) == before
+    while ((w >> (2 * RF_ITEM_BITS)) < (uint64_t)round
            && !__atomic_compare_exchange_n(word, &w, rf_round_word(round, 0, n), 0,
                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         ;
@@ -127,7 +127,7 @@ static inline ptrdiff_t rf_round_claim(uint64_t *word, ptrdiff_t round, int from
     for (;;) {
         const ptrdiff_t lo = (ptrdiff_t)((w >> RF_ITEM_BITS) & RF_ITEM_MASK);
         const ptrdiff_t hi = (ptrdiff_t)(w & RF_ITEM_MASK);
-        if ((w >> (2 * RF_ITEM_BITS)) != ((uint64_t)round & RF_ROUND_MASK) || lo >= hi)
+        if ((w >> (2 * RF_ITEM_BITS)) != (uint64_t)round || lo >= hi)
             return -1;
         const uint64_t next = from_last ? w - 1 : w + ((uint64_t)1 << RF_ITEM_BITS);
         if (__atomic_compare_exchange_n(word, &w, next, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
