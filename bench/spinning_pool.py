@@ -6,13 +6,14 @@ Run from the repository root (after ``pip install .[test]``)::
     OPENBLAS_THREAD_TIMEOUT=4 python bench/spinning_pool.py     # workers sleep at once
 
 NumPy ships an OpenBLAS of its own (beside SciPy's, which the kernels use), and after a
-multi-threaded call its worker thread keeps spinning for a while (about 2^28 cycles by
-default) before it sleeps. Whatever runs two threads in that window (BLAS, or the kernels'
-helper thread) shares a core with it. For each size this prints the forward's median time
-after a pause, and right after a 512 x 512 ``a @ a``; first, on Linux, the CPU time NumPy's
-threads other than the main one used in the 0.3 s after one such matmul. A call after a pause
-also starts cold (caches, clock, an idle core to wake), which weighs on calls of a millisecond
-or less: read the ratio at the large sizes, or against a run with the timeout set.
+multi-threaded call its worker thread keeps spinning for a while before it sleeps (OpenBLAS's
+thread timeout, which OPENBLAS_THREAD_TIMEOUT=n sets to 2^n cycles). Whatever runs two threads
+in that window (BLAS, or the kernels' helper thread) shares a core with it. For each size this
+prints the forward's median time after a pause, and right after a 512 x 512 ``a @ a``; first, on
+Linux, the CPU time NumPy's threads other than the main one used in the 0.3 s after one such
+matmul. A call after a pause also starts cold (caches, clock, an idle core to wake), which
+weighs on calls of a millisecond or less: read the ratio at the large sizes, or against a run
+with the timeout set.
 """
 
 from __future__ import annotations

@@ -543,22 +543,29 @@ def test_streaming_step_follows_backend_and_env(
     if layer == "RNNCell":
         cell = rnnfast.RNNCell(3, 4, seed=0, backend=backend)
         h = np.zeros((2, 4), np.float32)
+
+        def step(x, h):
+            return (cell(x, h),)
+
     else:
         rnn = rnnfast.RNN(3, 4, seed=0, backend=backend)
         h = np.zeros((1, 2, 4), np.float32)
 
-        def cell(x, h):
-            return rnn.step(x, h)[1]
+        def step(x, h):
+            return rnn.step(x, h)  # (output, h_new)
 
     x = np.ones((2, 3), np.float32)
-    expected = cell(x, h)  # before the variable changes: the same numbers either way
+    expected = step(x, h)  # before the variable changes: the same numbers either way
     if env is None:
         monkeypatch.delenv("RNNFAST_BACKEND", raising=False)
     else:
         monkeypatch.setenv("RNNFAST_BACKEND", env)
     reference = spy_on(monkeypatch, rnnfast._reference)
-    np.testing.assert_allclose(cell(x, h), expected, rtol=1e-6)
+    results = step(x, h)
     assert (reference["rnn_forward"].calls == 0) == compiled_step
+    assert len(results) == len(expected)
+    for got, want in zip(results, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 def test_default_step_returns_none_unless_default_backend_and_plain(compiled, monkeypatch):

@@ -565,7 +565,7 @@ cdef void _overlap_work(floating* dummy, Overlap* job) noexcept nogil:
         _split_share(dummy, job, False)
         return
     if not job.backward:
-        # The projection's chunks in order, each unless the caller has taken it (_own_chunk).
+        # The projection's chunks in order, each unless the caller has taken it (_await_chunk).
         k = rf_load(&job.claimed[0])
         while k * chunk < T:
             if rf_claim(&job.claimed[0], k):

@@ -245,8 +245,6 @@ RF_ELEMENTWISE(double, f64)
         }                                                                                        \
     }
 
-
-
 /* NV = 1..12 for every target; 13..16 only with 32 vector registers. */
 #define RF_ALL_NV(T, SFX)                                                                        \
     RF_ROWS(T, SFX, 1) RF_ROWS(T, SFX, 2) RF_ROWS(T, SFX, 3) RF_ROWS(T, SFX, 4)                 \

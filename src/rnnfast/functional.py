@@ -112,8 +112,9 @@ def _no_default_step(*args: Any) -> None:
 
 # _rnn_step_default(x, h, layers, nonlinearity, backend): the compiled step if
 # _compiled_by_default(backend) and every operand is plain (as _rnn_step_plain), else None. One
-# C call for RNN.step, two Python frames fewer than _rnn_step_plain: RNN.step at D=32, H=128
-# went from 1.39-1.44 to 1.25-1.30 us (timeit, processes alternating).
+# C call for the layers' streaming step (RNN.step, RNNCell), two Python frames fewer than
+# _rnn_step_plain: RNN.step at D=32, H=128 went from 1.39-1.44 to 1.25-1.30 us (timeit,
+# processes alternating).
 if _kernels is not None and _ENV_DATA is not None:
     _rnn_step_default = functools.partial(_kernels.rnn_step_default, _ENV_DATA, _ENV_KEY)
 else:
