@@ -179,15 +179,23 @@ def test_gil_probe_sees_a_thread_that_holds_the_gil():
     assert main_thread_progress(hold_the_gil) == 0
 
 
-@pytest.mark.parametrize("which", ["forward_backward", "rnn_step"])
+@pytest.mark.parametrize("which", ["forward_backward", "forward", "rnn_step"])
 def test_kernels_release_the_gil(which):
-    """While the compiled kernels run in a worker thread, the main thread runs."""
+    """While the compiled kernels run in a worker thread, the main thread runs. The forward is
+    checked alone too: a forward that held the GIL hid behind the backward's release."""
     if which == "forward_backward":
         p = make_problem(np.random.default_rng(3), *LARGE["panel"], np.float64)
 
         def work() -> None:
             for _ in range(3):
                 forward_backward(p, "tanh", "cython")
+
+    elif which == "forward":
+        p = make_problem(np.random.default_rng(3), 400, 32, 64, 256, np.float64)
+
+        def work() -> None:
+            for _ in range(3):
+                p.forward("tanh", "cython")
 
     else:
         B, D, H = 64, 64, 256  # B * H * (D + H) multiply-adds: above the step's GIL threshold

@@ -624,8 +624,8 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                 job.split = False
                 job.chunk = job.progress = 0
             _serial_blas_end(saved)
-    if not job.split:
-        _forward_steps(out, &job, h0_ptr, b_ptr, w_op, &how, kind, act)
+        if not job.split:
+            _forward_steps(out, &job, h0_ptr, b_ptr, w_op, &how, kind, act)
 
 
 cdef bint _split_columns(Overlap* job, int kind, size_t itemsize) noexcept nogil:
