@@ -37,6 +37,9 @@ cdef extern from "_simd.h" nogil:
                              int) noexcept nogil
         void (*mul_act_grad_f32)(float*, const float*, Py_ssize_t, int) noexcept nogil
         void (*mul_act_grad_f64)(double*, const double*, Py_ssize_t, int) noexcept nogil
+        # sums (n) += the column sums of a (rows, n)
+        void (*add_col_sums_f32)(float*, const float*, Py_ssize_t, Py_ssize_t) noexcept nogil
+        void (*add_col_sums_f64)(double*, const double*, Py_ssize_t, Py_ssize_t) noexcept nogil
         # out (rows, n) += a (rows, k) @ m (k, n), m rows of stride ldm, its last k_tail rows
         # zero-padded to whole vectors in tail (see _simd_impl.h)
         void (*small_addmm_f32)(float*, const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
@@ -84,6 +87,7 @@ cdef extern from "_overlap.h" nogil:
     void rf_wait_for(Py_ssize_t* counter, Py_ssize_t value)
     bint rf_claim(Py_ssize_t* next, Py_ssize_t index)
     Py_ssize_t rf_load(Py_ssize_t* counter)
+    void rf_prefetch(const void* p, size_t bytes)
     Py_ssize_t RF_MAX_ITEMS
     Py_ssize_t RF_MAX_ROUNDS
     uint64_t rf_round_word(Py_ssize_t round, Py_ssize_t lo, Py_ssize_t hi)
@@ -379,6 +383,9 @@ cdef Py_ssize_t SPLIT_SMALL_MAX_BATCH = 16
 cdef Py_ssize_t SPLIT_SMALL_MIN_HIDDEN = 256
 # The split's input projection is shared out in chunks of about this many rows (steps * B).
 cdef Py_ssize_t SPLIT_CHUNK_ROWS = 512
+# The forward loop prefetches the next step's projection, written by the helper, while the
+# step's bytes are at most this (a third of a 48 KiB L1).
+cdef size_t PREFETCH_MAX_STEP_BYTES = 16384
 
 
 cdef enum:
@@ -481,16 +488,17 @@ cdef void _grad_steps(floating* dummy, Overlap* job, int which, Py_ssize_t t0, P
 cdef void _bias_grad_steps(floating* dummy, Overlap* job, Py_ssize_t t0, Py_ssize_t t1,
                            bint first) noexcept nogil:
     """db of steps t0..t1-1: the sum of their rows of da (set by the ``first`` chunk)."""
-    cdef Py_ssize_t H = job.H, r, i
-    cdef const floating* row
+    cdef Py_ssize_t H = job.H, i
     cdef floating* db = <floating*>job.db
     if first:
         for i in range(H):
             db[i] = 0
-    for r in range(t0 * job.B, t1 * job.B):
-        row = <const floating*>job.da + r * H
-        for i in range(H):
-            db[i] += row[i]
+    if floating is float:
+        rnnfast_simd.add_col_sums_f32(db, <const float*>job.da + t0 * job.B * H,
+                                      (t1 - t0) * job.B, H)
+    else:
+        rnnfast_simd.add_col_sums_f64(db, <const double*>job.da + t0 * job.B * H,
+                                      (t1 - t0) * job.B, H)
 
 
 cdef inline void _chunk_steps(Overlap* job, Py_ssize_t k, Py_ssize_t* t0,
@@ -672,6 +680,9 @@ cdef void _forward_steps(floating* out, Overlap* job, const floating* h0_ptr,
     cdef Py_ssize_t T = job.T, B = job.B, H = job.H, step = job.B * job.H, t
     # Steps whose projection is done, as far as this loop knows (all of them without chunks).
     cdef Py_ssize_t ready = job.chunk if job.chunk > 0 else T
+    # The helper's projected rows reach this core a step early (see rf_prefetch). Only where a
+    # step is a small part of L1: larger steps' compute hides their rows' transfer.
+    cdef bint prefetch = job.chunk > 0 and step * sizeof(floating) <= PREFETCH_MAX_STEP_BYTES
     cdef floating* h_t
     cdef const floating* h_prev
     cdef bint saved
@@ -690,6 +701,8 @@ cdef void _forward_steps(floating* out, Overlap* job, const floating* h0_ptr,
         if t == ready:  # the first step of a chunk not known to be projected
             ready = _await_chunk(out, job, t)
         h_prev = h0_ptr if t == 0 else h_t - step
+        if prefetch and (t + 1 < ready or (t + 1 < T and rf_load(&job.progress) > t + 1)):
+            rf_prefetch(h_t + step, step * sizeof(floating))  # the next step's projection
         if h_prev != NULL:  # a None h0 is zeros: nothing to add at t = 0
             _add_matmul(h_t, h_prev, w_op, Trans, how, B, H)
         _bias_act(h_t, b_ptr, B, H, H, act)

@@ -68,6 +68,16 @@ static inline ptrdiff_t rf_load(ptrdiff_t *counter)
     return __atomic_load_n(counter, __ATOMIC_ACQUIRE);
 }
 
+/* Fetch [p, p + bytes) into this core's cache in the background: rows that the other thread
+ * wrote, which this one reads a step later. (Read on demand, each line's transfer from the
+ * other core's cache stalls the loads that need it.) A read hint, prefetcht0, which every
+ * x86-64 has: gcc 12 drops __builtin_prefetch in a function given target("prfchw"). */
+static inline void rf_prefetch(const void *p, size_t bytes)
+{
+    for (size_t offset = 0; offset < bytes; offset += 64)
+        __builtin_prefetch((const char *)p + offset, 0, 3);
+}
+
 /* Wait until *counter >= value. Spins briefly (the other side is usually microseconds
  * away), then yields the core, so that a process confined to one core still progresses. */
 static inline void rf_wait_for(ptrdiff_t *counter, ptrdiff_t value)

@@ -59,6 +59,9 @@ typedef struct {
     void (*bias_act_f64)(double *, const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
     void (*mul_act_grad_f32)(float *, const float *, ptrdiff_t, int);
     void (*mul_act_grad_f64)(double *, const double *, ptrdiff_t, int);
+    /* sums (n) += the column sums of a (rows, n) */
+    void (*add_col_sums_f32)(float *, const float *, ptrdiff_t, ptrdiff_t);
+    void (*add_col_sums_f64)(double *, const double *, ptrdiff_t, ptrdiff_t);
     /* out (rows, n) += a (rows, k) @ m (k, n): m rows of stride ldm, its last k_tail rows
      * zero-padded to whole vectors in `tail`; see _simd_impl.h */
     void (*small_addmm_f32)(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
@@ -85,6 +88,7 @@ typedef struct {
 
 #define RF_LEVEL(SFX, NAME, VBYTES, NV_MAX, PANEL_ROWS)                                          \
     {NAME, bias_act_f32##SFX, bias_act_f64##SFX, mul_act_grad_f32##SFX, mul_act_grad_f64##SFX, \
+     add_col_sums_f32##SFX, add_col_sums_f64##SFX,                                             \
      small_addmm_f32##SFX, small_addmm_f64##SFX, step_dot_f32##SFX, step_dot_f64##SFX,       \
      panel_addmm_f32##SFX, panel_addmm_f64##SFX, pack_panels_f32##SFX, pack_panels_f64##SFX,   \
      VBYTES, NV_MAX, RF_PANEL_NR, PANEL_ROWS}

@@ -176,6 +176,42 @@ static inline __attribute__((always_inline)) RF(vec_f32) RF(tanh_f32)(RF(vec_f32
 RF_ELEMENTWISE(float, f32)
 RF_ELEMENTWISE(double, f64)
 
+/* ---- column sums (the bias gradient) ------------------------------------------------------- */
+#define RF_COL_SUMS(T, SFX)                                                                      \
+    /* sums[i] += a[0, i] + a[1, i] + ... + a[rows - 1, i], rows n apart, added in row order     \
+     * (as a plain loop over rows would). Four vectors of columns at a time stay in registers    \
+     * over all rows: a loop of rows through memory waits on each store. */                      \
+    static void RF(add_col_sums_##SFX)(T *restrict sums, const T *restrict a, ptrdiff_t rows,    \
+                                       ptrdiff_t n)                                              \
+    {                                                                                            \
+        typedef RF(vec_##SFX) VT;                                                                \
+        enum { VL = RF_VBYTES / sizeof(T) };                                                     \
+        ptrdiff_t c = 0;                                                                         \
+        for (; c + 4 * VL <= n; c += 4 * VL) {                                                   \
+            VT acc[4];                                                                           \
+            _Pragma("GCC unroll 4") for (int v = 0; v < 4; v++)                                  \
+                acc[v] = *(const VT *)(sums + c + v * VL);                                       \
+            for (ptrdiff_t r = 0; r < rows; r++)                                                 \
+                _Pragma("GCC unroll 4") for (int v = 0; v < 4; v++)                              \
+                    acc[v] += *(const VT *)(a + r * n + c + v * VL);                             \
+            _Pragma("GCC unroll 4") for (int v = 0; v < 4; v++)                                  \
+                *(VT *)(sums + c + v * VL) = acc[v];                                             \
+        }                                                                                        \
+        for (; c + VL <= n; c += VL) {                                                           \
+            VT acc = *(const VT *)(sums + c);                                                    \
+            for (ptrdiff_t r = 0; r < rows; r++) acc += *(const VT *)(a + r * n + c);            \
+            *(VT *)(sums + c) = acc;                                                             \
+        }                                                                                        \
+        for (; c < n; c++) {                                                                     \
+            T acc = sums[c];                                                                     \
+            for (ptrdiff_t r = 0; r < rows; r++) acc += a[r * n + c];                            \
+            sums[c] = acc;                                                                       \
+        }                                                                                        \
+    }
+
+RF_COL_SUMS(float, f32)
+RF_COL_SUMS(double, f64)
+
 /* ---- small matrix product: out (rows, n) += a (rows, k) @ m (k, n) --------------------------
  * For the per-step recurrent product at small sizes, where a BLAS call costs more than its
  * arithmetic. Each output row is NV = ceil(n / VL) whole vectors held in registers for the
