@@ -10,6 +10,8 @@ process-wide); results do not depend on it.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -238,3 +240,49 @@ def test_thread_count_reads_the_outside_setting_while_a_call_holds_blas_at_one()
     assert len(seen) > 10
     assert set(seen) == {before}
     assert rnnfast.get_num_threads() == before
+
+
+# Run in a fresh interpreter: forking this test process (where other tests may have started
+# JAX's or BLAS's threads) could deadlock for reasons of theirs.
+FORK_SCRIPT = """
+import os, sys
+import numpy as np
+from rnnfast import _kernels, functional
+
+rng = np.random.default_rng(5)
+T, B, D, H = 60, 8, 16, 64
+x, h0 = rng.standard_normal((T, B, D)), rng.standard_normal((B, H))
+w_ih, w_hh = rng.standard_normal((H, D)) / 4, rng.standard_normal((H, H)) / 8
+b, g = rng.standard_normal(H), rng.standard_normal((T, B, H))
+_kernels._set_overlap("on")
+
+
+def forward_backward():
+    h = functional.rnn_forward(x, h0, w_ih, w_hh, b, backend="cython")
+    return [h, *functional.rnn_backward(g, x, h0, h, w_ih, w_hh, backend="cython")]
+
+
+expected = forward_backward()  # the parent's helper thread now waits for the next call
+pid = os.fork()
+if pid == 0:
+    same = all(
+        all(np.array_equal(a, e) for a, e in zip(forward_backward(), expected, strict=True))
+        for _ in range(3)
+    )
+    os._exit(0 if same else 3)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX")
+def test_forked_child_gets_a_helper_thread_of_its_own():
+    """The helper thread stays between calls; a child forked after a call has no such thread
+    (only the forking thread survives a fork) and must start its own, not wait for the
+    parent's: its forward + backward, helper forced, must end and match the parent's."""
+    try:
+        done = subprocess.run([sys.executable, "-c", FORK_SCRIPT], timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the forked child hung")
+    assert done.returncode != 3, "the forked child's results differ from the parent's"
+    assert done.returncode == 0

@@ -2,7 +2,7 @@
  *
  * _kernels.pyx runs the sequential recursion on the calling thread and hands the GEMMs that
  * only need finished steps (the input projection ahead of the forward loop, the weight
- * gradients behind the backward loop) to one helper thread, started per call. The helper
+ * gradients behind the backward loop) to one helper thread, kept between calls. The helper
  * follows a counter of finished steps that the owner publishes (release) and the follower
  * reads (acquire). Without POSIX threads (Windows builds) no helper starts and the caller
  * does the helper's work itself, after its loop.
@@ -16,23 +16,136 @@
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
 #include <sched.h>
+#include <time.h>
 #define RF_HAVE_THREADS 1
 #else
 #define RF_HAVE_THREADS 0
 #endif
+
+/* One turn of a wait loop: a pause at first (the other side is usually microseconds away),
+ * then yield the core, so that a process confined to one core still progresses. */
+static inline void rf_backoff(long spins)
+{
+    if (spins < 20000) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    } else {
+#if RF_HAVE_THREADS
+        sched_yield();
+#endif
+    }
+}
+
+/* ---- the helper thread ------------------------------------------------------------------
+ * One thread per process stays after its first call and waits for the next one: creating a
+ * thread per call cost the caller 10-16 us before its loop (pthread_create, timed inside the
+ * backward at 100,8,64,128 on this 2-vCPU VM). After a job the thread spins for
+ * RF_POOL_SPIN_NS (a backward follows its forward, the next forward its optimizer step), then
+ * sleeps on a condition variable. A call that finds it busy (calls in several Python threads)
+ * starts a thread of its own, as before. A forked child starts afresh (only the forking
+ * thread survives a fork).
+ */
+#define RF_POOL_SPIN_NS 100000
 
 typedef struct {
 #if RF_HAVE_THREADS
     pthread_t id;
 #endif
     int running;
+    int pooled;        /* the pool's thread runs this job ... */
+    uint64_t job;      /* ... as its job number `job` */
 } rf_thread;
 
-/* Start fn(arg) on a new thread; 0 if none could start (then the caller runs fn itself). */
+#if RF_HAVE_THREADS
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    int started;       /* its thread exists (under `lock`) */
+    int busy;          /* a call holds it (taken by compare-and-swap) */
+    void *(*fn)(void *);
+    void *arg;
+    uint64_t posted;   /* jobs handed over (release) ... */
+    uint64_t finished; /* ... and done (release) */
+} rf_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 0, 0};
+
+static uint64_t rf_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void *rf_pool_main(void *unused)
+{
+    (void)unused;
+    uint64_t seen = __atomic_load_n(&rf_pool.finished, __ATOMIC_ACQUIRE);
+    for (;;) {
+        /* the next job: spin a while, then sleep until one is posted */
+        uint64_t since = rf_now_ns();
+        for (long spins = 0; __atomic_load_n(&rf_pool.posted, __ATOMIC_ACQUIRE) == seen;
+             spins++) {
+            if ((spins & 63) == 63 && rf_now_ns() - since > RF_POOL_SPIN_NS) {
+                pthread_mutex_lock(&rf_pool.lock);
+                while (__atomic_load_n(&rf_pool.posted, __ATOMIC_ACQUIRE) == seen)
+                    pthread_cond_wait(&rf_pool.wake, &rf_pool.lock);
+                pthread_mutex_unlock(&rf_pool.lock);
+                break;
+            }
+            rf_backoff(0);
+        }
+        seen++;
+        rf_pool.fn(rf_pool.arg); /* fn and arg were written before `posted` (acquired above) */
+        __atomic_store_n(&rf_pool.finished, seen, __ATOMIC_RELEASE);
+    }
+    return NULL;
+}
+
+static void rf_pool_after_fork_in_child(void)
+{
+    pthread_mutex_init(&rf_pool.lock, NULL);
+    pthread_cond_init(&rf_pool.wake, NULL);
+    rf_pool.started = rf_pool.busy = 0;
+    rf_pool.posted = rf_pool.finished = 0;
+}
+
+/* Hand fn(arg) to the pool's thread, starting it if need be; 0 if it is busy or cannot start. */
+static int rf_pool_post(rf_thread *t, void *(*fn)(void *), void *arg)
+{
+    int idle = 0;
+    if (!__atomic_compare_exchange_n(&rf_pool.busy, &idle, 1, 0, __ATOMIC_ACQUIRE,
+                                     __ATOMIC_RELAXED))
+        return 0;
+    pthread_mutex_lock(&rf_pool.lock);
+    if (!rf_pool.started) {
+        static int fork_handler_installed = 0;
+        if (!fork_handler_installed)
+            fork_handler_installed = pthread_atfork(NULL, NULL, rf_pool_after_fork_in_child) == 0;
+        pthread_t id;
+        rf_pool.started =
+            fork_handler_installed && pthread_create(&id, NULL, rf_pool_main, NULL) == 0;
+        if (rf_pool.started) pthread_detach(id);
+    }
+    if (!rf_pool.started) {
+        pthread_mutex_unlock(&rf_pool.lock);
+        __atomic_store_n(&rf_pool.busy, 0, __ATOMIC_RELEASE);
+        return 0;
+    }
+    rf_pool.fn = fn;
+    rf_pool.arg = arg;
+    t->job = __atomic_add_fetch(&rf_pool.posted, 1, __ATOMIC_RELEASE);
+    pthread_cond_signal(&rf_pool.wake);
+    pthread_mutex_unlock(&rf_pool.lock);
+    return 1;
+}
+#endif
+
+/* Start fn(arg) on the helper thread; 0 if none could start (then the caller runs fn itself). */
 static int rf_thread_start(rf_thread *t, void *(*fn)(void *), void *arg)
 {
 #if RF_HAVE_THREADS
-    t->running = pthread_create(&t->id, NULL, fn, arg) == 0;
+    t->pooled = rf_pool_post(t, fn, arg);
+    t->running = t->pooled || pthread_create(&t->id, NULL, fn, arg) == 0;
 #else
     (void)fn;
     (void)arg;
@@ -41,10 +154,18 @@ static int rf_thread_start(rf_thread *t, void *(*fn)(void *), void *arg)
     return t->running;
 }
 
+/* Wait for fn to return (see rf_wait_for), and give the pool's thread back. */
 static void rf_thread_join(rf_thread *t)
 {
 #if RF_HAVE_THREADS
-    if (t->running) pthread_join(t->id, NULL);
+    if (t->running && t->pooled) {
+        for (long spins = 0; __atomic_load_n(&rf_pool.finished, __ATOMIC_ACQUIRE) < t->job;
+             spins++)
+            rf_backoff(spins);
+        __atomic_store_n(&rf_pool.busy, 0, __ATOMIC_RELEASE);
+    } else if (t->running) {
+        pthread_join(t->id, NULL);
+    }
 #endif
     t->running = 0;
 }
@@ -78,21 +199,11 @@ static inline void rf_prefetch(const void *p, size_t bytes)
         __builtin_prefetch((const char *)p + offset, 0, 3);
 }
 
-/* Wait until *counter >= value. Spins briefly (the other side is usually microseconds
- * away), then yields the core, so that a process confined to one core still progresses. */
+/* Wait until *counter >= value (see rf_backoff). */
 static inline void rf_wait_for(ptrdiff_t *counter, ptrdiff_t value)
 {
-    for (long spins = 0; __atomic_load_n(counter, __ATOMIC_ACQUIRE) < value; spins++) {
-        if (spins < 20000) {
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
-        } else {
-#if RF_HAVE_THREADS
-            sched_yield();
-#endif
-        }
-    }
+    for (long spins = 0; __atomic_load_n(counter, __ATOMIC_ACQUIRE) < value; spins++)
+        rf_backoff(spins);
 }
 
 /* ---- items shared out at run time ------------------------------------------------------
