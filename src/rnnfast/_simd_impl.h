@@ -325,6 +325,38 @@ RF_ROWS(double, f64, 13) RF_ROWS(double, f64, 14) RF_ROWS(double, f64, 15) RF_RO
 RF_SMALL_ADDMM(float, f32)
 RF_SMALL_ADDMM(double, f64)
 
+/* ---- tile transpose (the forward's packing of w_hh.T) -------------------------------------- */
+#define RF_TRANSPOSE(T, SFX, IT)                                                                 \
+    /* dst[i * ldd + j] = src[j * lds + i] for a VL x VL tile, in registers: log2(VL) rounds of  \
+     * shuffles, round s swapping the off-diagonal s x s blocks of each 2s x 2s block. */        \
+    static inline __attribute__((always_inline)) void RF(transpose_tile_##SFX)(                  \
+        T *restrict dst, ptrdiff_t ldd, const T *restrict src, ptrdiff_t lds)                    \
+    {                                                                                            \
+        typedef RF(vec_##SFX) VT;                                                                \
+        typedef IT IVT __attribute__((vector_size(RF_VBYTES)));                                  \
+        enum { VL = RF_VBYTES / sizeof(T) };                                                     \
+        VT row[VL];                                                                              \
+        _Pragma("GCC unroll 16") for (int r = 0; r < VL; r++)                                    \
+            row[r] = *(const VT *)(src + r * lds);                                               \
+        _Pragma("GCC unroll 4") for (int s = VL / 2; s >= 1; s /= 2) {                           \
+            IVT lo, hi;                                                                          \
+            _Pragma("GCC unroll 16") for (int i = 0; i < VL; i++) {                              \
+                lo[i] = (i & s) ? VL + i - s : i;                                                \
+                hi[i] = (i & s) ? VL + i : i + s;                                                \
+            }                                                                                    \
+            _Pragma("GCC unroll 16") for (int r = 0; r < VL; r++) {                              \
+                if (r & s) continue;                                                             \
+                const VT a = row[r], b = row[r + s];                                             \
+                row[r] = __builtin_shuffle(a, b, lo);                                            \
+                row[r + s] = __builtin_shuffle(a, b, hi);                                        \
+            }                                                                                    \
+        }                                                                                        \
+        _Pragma("GCC unroll 16") for (int r = 0; r < VL; r++) *(VT *)(dst + r * ldd) = row[r];   \
+    }
+
+RF_TRANSPOSE(float, f32, int32_t)
+RF_TRANSPOSE(double, f64, int64_t)
+
 /* ---- panel product: out (rows, n) += a (rows, k) @ m (k, n), m packed once -----------------
  * For the per-step product of batched steps. m is packed once per call (pack_panels) into
  * column panels of RF_PANEL_NR (_simd.h) whole vectors, and a last narrower panel of as many
@@ -423,13 +455,25 @@ RF_SMALL_ADDMM(double, f64)
             ptrdiff_t c0;                                                                        \
             int nr;                                                                              \
             RF(panel_span_##SFX)(q, n, &c0, &nr);                                                \
-            const ptrdiff_t w = nr * VL;                                                         \
-            for (ptrdiff_t j = 0; j < k; j++) {                                                  \
-                T *d = dst + c0 * k + j * w;                                                     \
-                for (ptrdiff_t c = 0; c < w; c++) {                                              \
-                    const ptrdiff_t i = c0 + c;                                                  \
-                    d[c] = i >= n ? (T)0 : transposed ? src[i * ld + j] : src[j * ld + i];       \
+            const ptrdiff_t w = nr * VL, valid = n - c0 < w ? n - c0 : w;                        \
+            T *panel = dst + c0 * k;                                                             \
+            if (!transposed) {                                                                   \
+                for (ptrdiff_t j = 0; j < k; j++) {                                              \
+                    T *d = panel + j * w;                                                        \
+                    for (ptrdiff_t c = 0; c < w; c++)                                            \
+                        d[c] = c0 + c >= n ? (T)0 : src[j * ld + c0 + c];                        \
                 }                                                                                \
+                continue;                                                                        \
+            }                                                                                    \
+            /* transposed: whole VL x VL tiles, then the rest of the panel element by element */ \
+            const ptrdiff_t c_tiled = valid / VL * VL, j_tiled = k / VL * VL;                    \
+            for (ptrdiff_t c = 0; c < c_tiled; c += VL)                                          \
+                for (ptrdiff_t j = 0; j < j_tiled; j += VL)                                      \
+                    RF(transpose_tile_##SFX)(panel + j * w + c, w, src + (c0 + c) * ld + j, ld); \
+            for (ptrdiff_t j = 0; j < k; j++) {                                                  \
+                T *d = panel + j * w;                                                            \
+                for (ptrdiff_t c = j < j_tiled ? c_tiled : 0; c < w; c++)                        \
+                    d[c] = c0 + c >= n ? (T)0 : src[(c0 + c) * ld + j];                          \
             }                                                                                    \
         }                                                                                        \
     }                                                                                            \
