@@ -245,7 +245,7 @@ def test_thread_count_reads_the_outside_setting_while_a_call_holds_blas_at_one()
 # Run in a fresh interpreter: forking this test process (where other tests may have started
 # JAX's or BLAS's threads) could deadlock for reasons of theirs.
 FORK_SCRIPT = """
-import os, sys
+import os, sys, time
 import numpy as np
 from rnnfast import _kernels, functional
 
@@ -270,8 +270,13 @@ if pid == 0:
         for _ in range(3)
     )
     os._exit(0 if same else 3)
-_, status = os.waitpid(pid, 0)
-sys.exit(os.waitstatus_to_exitcode(status))
+deadline = time.monotonic() + 60
+while (waited := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+    time.sleep(0.05)
+if waited[0] == 0:  # hung: do not leave it spinning
+    os.kill(pid, 9)
+    sys.exit(4)
+sys.exit(os.waitstatus_to_exitcode(waited[1]))
 """
 
 
@@ -283,9 +288,7 @@ def test_forked_child_gets_a_helper_thread_of_its_own():
     env = dict(os.environ)
     if "TSAN_OPTIONS" in env:  # ThreadSanitizer stops a forked child that starts a thread
         env["TSAN_OPTIONS"] += ":die_after_fork=0"
-    try:
-        done = subprocess.run([sys.executable, "-c", FORK_SCRIPT], timeout=120, env=env)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the forked child hung")
+    done = subprocess.run([sys.executable, "-c", FORK_SCRIPT], timeout=300, env=env)
+    assert done.returncode != 4, "the forked child hung"
     assert done.returncode != 3, "the forked child's results differ from the parent's"
     assert done.returncode == 0
