@@ -292,3 +292,42 @@ def test_forked_child_gets_a_helper_thread_of_its_own():
     assert done.returncode != 4, "the forked child hung"
     assert done.returncode != 3, "the forked child's results differ from the parent's"
     assert done.returncode == 0
+
+
+SIGNAL_SCRIPT = """
+import glob
+import numpy as np
+from rnnfast import _kernels, functional
+
+
+def threads_blocking_sigint():
+    count = 0
+    for status in glob.glob("/proc/self/task/*/status"):
+        with open(status) as f:
+            for line in f:
+                if line.startswith("SigBlk:") and int(line.split()[1], 16) & 2:  # SIGINT: bit 1
+                    count += 1
+    return count
+
+
+rng = np.random.default_rng(0)
+x, w_ih = rng.standard_normal((60, 8, 16)), rng.standard_normal((64, 16))
+w_hh = rng.standard_normal((64, 64)) / 8
+before = threads_blocking_sigint()
+_kernels._set_overlap("on")
+functional.rnn_forward(x, None, w_ih, w_hh, None, backend="cython")
+print(before, threads_blocking_sigint())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/task")
+def test_kept_helper_thread_blocks_asynchronous_signals():
+    """The helper thread that stays between calls must not take Ctrl-C (SIGINT) or other
+    process-wide signals from the interpreter's threads: a fresh process gains one thread
+    blocking SIGINT after its first call with the helper."""
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNAL_SCRIPT], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    before, after = map(int, done.stdout.split())
+    assert after == before + 1

@@ -16,6 +16,7 @@
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <time.h>
 #define RF_HAVE_THREADS 1
 #else
@@ -79,6 +80,10 @@ static uint64_t rf_now_ns(void)
 static void *rf_pool_main(void *unused)
 {
     (void)unused;
+    /* Asynchronous signals (Ctrl-C) go to the process's other threads: this one lives on. */
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
     uint64_t seen = __atomic_load_n(&rf_pool.finished, __ATOMIC_ACQUIRE);
     for (;;) {
         /* the next job: spin a while, then sleep until one is posted */
