@@ -296,6 +296,7 @@ def test_forked_child_gets_a_helper_thread_of_its_own():
 
 SIGNAL_SCRIPT = """
 import glob
+import threading
 import numpy as np
 from rnnfast import _kernels, functional
 
@@ -313,6 +314,11 @@ def threads_blocking_sigint():
 rng = np.random.default_rng(0)
 x, w_ih = rng.standard_normal((60, 8, 16)), rng.standard_normal((64, 16))
 w_hh = rng.standard_normal((64, 64)) / 8
+# A thread started and joined first: ThreadSanitizer starts a background thread of its own,
+# which blocks signals, at the process's first thread start.
+started = threading.Thread(target=lambda: None)
+started.start()
+started.join()
 before = threads_blocking_sigint()
 _kernels._set_overlap("on")
 functional.rnn_forward(x, None, w_ih, w_hh, None, backend="cython")
