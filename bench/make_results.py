@@ -46,7 +46,7 @@ def step_section() -> str:
     times = benchmarks.time_per_call(benchmarks.step_runners())
     for peer, us in times.items():
         lines.append(
-            f"| {peer} | {us:.2f} | {us / times['rnnfast']:.1f}x | "
+            f"| {peer} | {us:.3f} | {us / times['rnnfast']:.1f}x | "
             f"{us / times['rnnfast-cell']:.1f}x |"
         )
     return (
