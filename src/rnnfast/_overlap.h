@@ -38,6 +38,13 @@ static inline void rf_backoff(long spins)
     }
 }
 
+/* Wait until *counter >= value (see rf_backoff). */
+static inline void rf_wait_for(ptrdiff_t *counter, ptrdiff_t value)
+{
+    for (long spins = 0; __atomic_load_n(counter, __ATOMIC_ACQUIRE) < value; spins++)
+        rf_backoff(spins);
+}
+
 /* ---- the helper thread ------------------------------------------------------------------
  * One thread per process stays after its first call and waits for the next one: creating a
  * thread per call cost the caller 10-16 us before its loop (pthread_create, timed inside the
@@ -55,7 +62,7 @@ typedef struct {
 #endif
     int running;
     int pooled;        /* the pool's thread runs this job ... */
-    uint64_t job;      /* ... as its job number `job` */
+    ptrdiff_t job;     /* ... as its job number `job` */
 } rf_thread;
 
 #if RF_HAVE_THREADS
@@ -66,8 +73,8 @@ static struct {
     int busy;          /* a call holds it (taken by compare-and-swap) */
     void *(*fn)(void *);
     void *arg;
-    uint64_t posted;   /* jobs handed over (release) ... */
-    uint64_t finished; /* ... and done (release) */
+    ptrdiff_t posted;   /* jobs handed over (release) ... */
+    ptrdiff_t finished; /* ... and done (release) */
 } rf_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 0, 0};
 
 static uint64_t rf_now_ns(void)
@@ -84,7 +91,7 @@ static void *rf_pool_main(void *unused)
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
-    uint64_t seen = __atomic_load_n(&rf_pool.finished, __ATOMIC_ACQUIRE);
+    ptrdiff_t seen = __atomic_load_n(&rf_pool.finished, __ATOMIC_ACQUIRE);
     for (;;) {
         /* the next job: spin a while, then sleep until one is posted */
         uint64_t since = rf_now_ns();
@@ -159,14 +166,12 @@ static int rf_thread_start(rf_thread *t, void *(*fn)(void *), void *arg)
     return t->running;
 }
 
-/* Wait for fn to return (see rf_wait_for), and give the pool's thread back. */
+/* Wait for fn to return, and give the pool's thread back. */
 static void rf_thread_join(rf_thread *t)
 {
 #if RF_HAVE_THREADS
     if (t->running && t->pooled) {
-        for (long spins = 0; __atomic_load_n(&rf_pool.finished, __ATOMIC_ACQUIRE) < t->job;
-             spins++)
-            rf_backoff(spins);
+        rf_wait_for(&rf_pool.finished, t->job);
         __atomic_store_n(&rf_pool.busy, 0, __ATOMIC_RELEASE);
     } else if (t->running) {
         pthread_join(t->id, NULL);
@@ -202,13 +207,6 @@ static inline void rf_prefetch(const void *p, size_t bytes)
 {
     for (size_t offset = 0; offset < bytes; offset += 64)
         __builtin_prefetch((const char *)p + offset, 0, 3);
-}
-
-/* Wait until *counter >= value (see rf_backoff). */
-static inline void rf_wait_for(ptrdiff_t *counter, ptrdiff_t value)
-{
-    for (long spins = 0; __atomic_load_n(counter, __ATOMIC_ACQUIRE) < value; spins++)
-        rf_backoff(spins);
 }
 
 /* ---- items shared out at run time ------------------------------------------------------
