@@ -325,37 +325,87 @@ RF_ROWS(double, f64, 13) RF_ROWS(double, f64, 14) RF_ROWS(double, f64, 15) RF_RO
 RF_SMALL_ADDMM(float, f32)
 RF_SMALL_ADDMM(double, f64)
 
-/* ---- tile transpose (the forward's packing of w_hh.T) -------------------------------------- */
-#define RF_TRANSPOSE(T, SFX, IT)                                                                 \
-    /* dst[i * ldd + j] = src[j * lds + i] for a VL x VL tile, in registers: log2(VL) rounds of  \
-     * shuffles, round s swapping the off-diagonal s x s blocks of each 2s x 2s block. */        \
+/* ---- transposing sum and tile transpose: butterflies over VL vectors -----------------------
+ * reduce(acc)[q] = sum of acc[q]'s lanes, for q < VL. Level s pairs acc[q] with acc[q + s]
+ * (q < s): lanes with bit s clear add up halves of acc[q], lanes with bit s set halves of
+ * acc[q + s], so after the levels VL/2 .. 1 lane q holds row q. VL - 1 shuffle pairs and
+ * adds for VL rows, instead of a full horizontal sum per row.
+ */
+#define RF_MASK_U(i, s, VL) (((i) & (s)) ? (VL) + (i) - (s) : (i))
+#define RF_MASK_V(i, s, VL) (((i) & (s)) ? (VL) + (i) : (i) + (s))
+#define RF_LANES2(M, s, VL) M(0, s, VL), M(1, s, VL)
+#define RF_LANES4(M, s, VL) RF_LANES2(M, s, VL), M(2, s, VL), M(3, s, VL)
+#define RF_LANES8(M, s, VL) RF_LANES4(M, s, VL), M(4, s, VL), M(5, s, VL), M(6, s, VL), M(7, s, VL)
+#define RF_LANES16(M, s, VL)                                                                     \
+    RF_LANES8(M, s, VL), M(8, s, VL), M(9, s, VL), M(10, s, VL), M(11, s, VL), M(12, s, VL),     \
+        M(13, s, VL), M(14, s, VL), M(15, s, VL)
+/* One level s of the butterflies below, on the vectors V[0 .. VL - 1]. Fold: V[q] gets the sums \
+ * of V[q] and V[q + s] paired as above (q < s). Swap: for r with bit s clear, V[r] and          \
+ * V[r + s] exchange their off-diagonal s x s blocks (a tile transpose after all levels). */     \
+#define RF_FOLD(V, VT, MT, LANES, s, VL)                                                         \
+    for (int q = 0; q < (s); q++) {                                                              \
+        VT lo_ = V[q], hi_ = V[q + (s)];                                                         \
+        V[q] = __builtin_shuffle(lo_, hi_, (MT){LANES(RF_MASK_U, s, VL)})                        \
+               + __builtin_shuffle(lo_, hi_, (MT){LANES(RF_MASK_V, s, VL)});                     \
+    }
+#define RF_SWAP(V, VT, MT, LANES, s, VL)                                                         \
+    for (int r = 0; r < (VL); r++) {                                                             \
+        if (r & (s)) continue;                                                                   \
+        VT lo_ = V[r], hi_ = V[r + (s)];                                                         \
+        V[r] = __builtin_shuffle(lo_, hi_, (MT){LANES(RF_MASK_U, s, VL)});                       \
+        V[r + (s)] = __builtin_shuffle(lo_, hi_, (MT){LANES(RF_MASK_V, s, VL)});                 \
+    }
+/* STEP at every level, s = VL / 2 down to 1 */
+#define RF_LEVELS_2(STEP, V, VT, MT) STEP(V, VT, MT, RF_LANES2, 1, 2)
+#define RF_LEVELS_4(STEP, V, VT, MT)                                                             \
+    STEP(V, VT, MT, RF_LANES4, 2, 4) STEP(V, VT, MT, RF_LANES4, 1, 4)
+#define RF_LEVELS_8(STEP, V, VT, MT)                                                             \
+    STEP(V, VT, MT, RF_LANES8, 4, 8) STEP(V, VT, MT, RF_LANES8, 2, 8)                            \
+    STEP(V, VT, MT, RF_LANES8, 1, 8)
+#define RF_LEVELS_16(STEP, V, VT, MT)                                                            \
+    STEP(V, VT, MT, RF_LANES16, 8, 16) STEP(V, VT, MT, RF_LANES16, 4, 16)                        \
+    STEP(V, VT, MT, RF_LANES16, 2, 16) STEP(V, VT, MT, RF_LANES16, 1, 16)
+#define RF_LEVELS_N2(n, STEP, V, VT, MT) RF_LEVELS_##n(STEP, V, VT, MT)
+#define RF_LEVELS_N(n, STEP, V, VT, MT) RF_LEVELS_N2(n, STEP, V, VT, MT)
+
+#define RF_REDUCE(T, SFX, IT, VLN)                                                               \
+    typedef IT RF(mask_##SFX) __attribute__((vector_size(RF_VBYTES)));                          \
+    static inline __attribute__((always_inline)) RF(vec_##SFX) RF(reduce_##SFX)(               \
+        RF(vec_##SFX) acc[VLN])                                                                  \
+    {                                                                                            \
+        RF_LEVELS_N(VLN, RF_FOLD, acc, RF(vec_##SFX), RF(mask_##SFX))                           \
+        return acc[0];                                                                           \
+    }
+/* dst[i * ldd + j] = src[j * lds + i] for a VL x VL tile (the forward's packing of w_hh.T), in  \
+ * registers: the swap levels above. */                                                          \
+#define RF_TRANSPOSE(T, SFX, VLN)                                                                \
     static inline __attribute__((always_inline)) void RF(transpose_tile_##SFX)(                  \
         T *restrict dst, ptrdiff_t ldd, const T *restrict src, ptrdiff_t lds)                    \
     {                                                                                            \
-        typedef RF(vec_##SFX) VT;                                                                \
-        typedef IT IVT __attribute__((vector_size(RF_VBYTES)));                                  \
-        enum { VL = RF_VBYTES / sizeof(T) };                                                     \
-        VT row[VL];                                                                              \
-        _Pragma("GCC unroll 16") for (int r = 0; r < VL; r++)                                    \
-            row[r] = *(const VT *)(src + r * lds);                                               \
-        _Pragma("GCC unroll 4") for (int s = VL / 2; s >= 1; s /= 2) {                           \
-            IVT lo, hi;                                                                          \
-            _Pragma("GCC unroll 16") for (int i = 0; i < VL; i++) {                              \
-                lo[i] = (i & s) ? VL + i - s : i;                                                \
-                hi[i] = (i & s) ? VL + i : i + s;                                                \
-            }                                                                                    \
-            _Pragma("GCC unroll 16") for (int r = 0; r < VL; r++) {                              \
-                if (r & s) continue;                                                             \
-                const VT a = row[r], b = row[r + s];                                             \
-                row[r] = __builtin_shuffle(a, b, lo);                                            \
-                row[r + s] = __builtin_shuffle(a, b, hi);                                        \
-            }                                                                                    \
-        }                                                                                        \
-        _Pragma("GCC unroll 16") for (int r = 0; r < VL; r++) *(VT *)(dst + r * ldd) = row[r];   \
+        RF(vec_##SFX) rows[VLN];                                                                 \
+        _Pragma("GCC unroll 16") for (int r = 0; r < VLN; r++)                                   \
+            rows[r] = *(const RF(vec_##SFX) *)(src + r * lds);                                   \
+        RF_LEVELS_N(VLN, RF_SWAP, rows, RF(vec_##SFX), RF(mask_##SFX))                           \
+        _Pragma("GCC unroll 16") for (int r = 0; r < VLN; r++)                                   \
+            *(RF(vec_##SFX) *)(dst + r * ldd) = rows[r];                                         \
     }
 
-RF_TRANSPOSE(float, f32, int32_t)
-RF_TRANSPOSE(double, f64, int64_t)
+#if RF_VBYTES == 64
+RF_REDUCE(float, f32, int32_t, 16)
+RF_REDUCE(double, f64, int64_t, 8)
+RF_TRANSPOSE(float, f32, 16)
+RF_TRANSPOSE(double, f64, 8)
+#elif RF_VBYTES == 32
+RF_REDUCE(float, f32, int32_t, 8)
+RF_REDUCE(double, f64, int64_t, 4)
+RF_TRANSPOSE(float, f32, 8)
+RF_TRANSPOSE(double, f64, 4)
+#else
+RF_REDUCE(float, f32, int32_t, 4)
+RF_REDUCE(double, f64, int64_t, 2)
+RF_TRANSPOSE(float, f32, 4)
+RF_TRANSPOSE(double, f64, 2)
+#endif
 
 /* ---- panel product: out (rows, n) += a (rows, k) @ m (k, n), m packed once -----------------
  * For the per-step product of batched steps. m is packed once per call (pack_panels) into
@@ -457,11 +507,10 @@ RF_TRANSPOSE(double, f64, int64_t)
             RF(panel_span_##SFX)(q, n, &c0, &nr);                                                \
             const ptrdiff_t w = nr * VL, valid = n - c0 < w ? n - c0 : w;                        \
             T *panel = dst + c0 * k;                                                             \
-            if (!transposed) {                                                                   \
+            if (!transposed) { /* each row of the panel: a row segment of m, zeros past n */     \
                 for (ptrdiff_t j = 0; j < k; j++) {                                              \
-                    T *d = panel + j * w;                                                        \
-                    for (ptrdiff_t c = 0; c < w; c++)                                            \
-                        d[c] = c0 + c >= n ? (T)0 : src[j * ld + c0 + c];                        \
+                    memcpy(panel + j * w, src + j * ld + c0, (size_t)valid * sizeof(T));         \
+                    memset(panel + j * w + valid, 0, (size_t)(w - valid) * sizeof(T));           \
                 }                                                                                \
                 continue;                                                                        \
             }                                                                                    \
@@ -591,56 +640,6 @@ static inline __attribute__((always_inline)) RF(vec_f64) RF(load_lanes_f64)(cons
     return v;
 #endif
 }
-
-/* ---- transposing sum: VL vectors -> one vector of their lane sums ---------------------------
- * reduce(acc)[q] = sum of acc[q]'s lanes, for q < VL. Level s pairs acc[q] with acc[q + s]
- * (q < s): lanes with bit s clear add up halves of acc[q], lanes with bit s set halves of
- * acc[q + s], so after the levels VL/2 .. 1 lane q holds row q. VL - 1 shuffle pairs and
- * adds for VL rows, instead of a full horizontal sum per row.
- */
-#define RF_MASK_U(i, s, VL) (((i) & (s)) ? (VL) + (i) - (s) : (i))
-#define RF_MASK_V(i, s, VL) (((i) & (s)) ? (VL) + (i) : (i) + (s))
-#define RF_LANES2(M, s, VL) M(0, s, VL), M(1, s, VL)
-#define RF_LANES4(M, s, VL) RF_LANES2(M, s, VL), M(2, s, VL), M(3, s, VL)
-#define RF_LANES8(M, s, VL) RF_LANES4(M, s, VL), M(4, s, VL), M(5, s, VL), M(6, s, VL), M(7, s, VL)
-#define RF_LANES16(M, s, VL)                                                                     \
-    RF_LANES8(M, s, VL), M(8, s, VL), M(9, s, VL), M(10, s, VL), M(11, s, VL), M(12, s, VL),     \
-        M(13, s, VL), M(14, s, VL), M(15, s, VL)
-#define RF_FOLD(VT, MT, LANES, s, VL)                                                            \
-    for (int q = 0; q < (s); q++) {                                                              \
-        VT lo_ = acc[q], hi_ = acc[q + (s)];                                                     \
-        acc[q] = __builtin_shuffle(lo_, hi_, (MT){LANES(RF_MASK_U, s, VL)})                      \
-                 + __builtin_shuffle(lo_, hi_, (MT){LANES(RF_MASK_V, s, VL)});                   \
-    }
-#define RF_FOLDS_2(VT, MT) RF_FOLD(VT, MT, RF_LANES2, 1, 2)
-#define RF_FOLDS_4(VT, MT) RF_FOLD(VT, MT, RF_LANES4, 2, 4) RF_FOLD(VT, MT, RF_LANES4, 1, 4)
-#define RF_FOLDS_8(VT, MT)                                                                       \
-    RF_FOLD(VT, MT, RF_LANES8, 4, 8) RF_FOLD(VT, MT, RF_LANES8, 2, 8)                           \
-    RF_FOLD(VT, MT, RF_LANES8, 1, 8)
-#define RF_FOLDS_16(VT, MT)                                                                      \
-    RF_FOLD(VT, MT, RF_LANES16, 8, 16) RF_FOLD(VT, MT, RF_LANES16, 4, 16)                       \
-    RF_FOLD(VT, MT, RF_LANES16, 2, 16) RF_FOLD(VT, MT, RF_LANES16, 1, 16)
-#define RF_FOLDS_N2(n, VT, MT) RF_FOLDS_##n(VT, MT)
-#define RF_FOLDS_N(n, VT, MT) RF_FOLDS_N2(n, VT, MT)
-
-#define RF_REDUCE(T, SFX, IT, VLN)                                                               \
-    typedef IT RF(mask_##SFX) __attribute__((vector_size(RF_VBYTES)));                          \
-    static inline __attribute__((always_inline)) RF(vec_##SFX) RF(reduce_##SFX)(               \
-        RF(vec_##SFX) acc[VLN])                                                                  \
-    {                                                                                            \
-        RF_FOLDS_N(VLN, RF(vec_##SFX), RF(mask_##SFX))                                           \
-        return acc[0];                                                                           \
-    }
-#if RF_VBYTES == 64
-RF_REDUCE(float, f32, int32_t, 16)
-RF_REDUCE(double, f64, int64_t, 8)
-#elif RF_VBYTES == 32
-RF_REDUCE(float, f32, int32_t, 8)
-RF_REDUCE(double, f64, int64_t, 4)
-#else
-RF_REDUCE(float, f32, int32_t, 4)
-RF_REDUCE(double, f64, int64_t, 2)
-#endif
 
 /* ---- dot-form step product: out = a @ wa.T + c @ wc.T + bias --------------------------------
  * out (rows, n); a (rows, ka), wa (n, ka); c (rows, kc), wc (n, kc), or c NULL for none; bias
@@ -896,10 +895,12 @@ RF_DOT(double, f64)
 #undef RF_LANES8
 #undef RF_LANES16
 #undef RF_FOLD
-#undef RF_FOLDS_2
-#undef RF_FOLDS_4
-#undef RF_FOLDS_8
-#undef RF_FOLDS_16
-#undef RF_FOLDS_N2
-#undef RF_FOLDS_N
+#undef RF_SWAP
+#undef RF_LEVELS_2
+#undef RF_LEVELS_4
+#undef RF_LEVELS_8
+#undef RF_LEVELS_16
+#undef RF_LEVELS_N2
+#undef RF_LEVELS_N
 #undef RF_REDUCE
+#undef RF_TRANSPOSE
