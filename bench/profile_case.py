@@ -2,6 +2,7 @@
 
     perf record -o case.data python bench/profile_case.py 100,8,64,128 [--forward] [--seconds 8]
     perf report -i case.data --no-children --sort comm,dso,sym
+    perf report -i case.data --no-children --sort pid,sym    # per thread: caller and helper
 
 Prints the mean time per call at the end (the profiler's overhead included).
 """
