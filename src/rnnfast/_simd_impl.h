@@ -339,9 +339,9 @@ RF_SMALL_ADDMM(double, f64)
 #define RF_LANES16(M, s, VL)                                                                     \
     RF_LANES8(M, s, VL), M(8, s, VL), M(9, s, VL), M(10, s, VL), M(11, s, VL), M(12, s, VL),     \
         M(13, s, VL), M(14, s, VL), M(15, s, VL)
-/* One level s of the butterflies below, on the vectors V[0 .. VL - 1]. Fold: V[q] gets the sums \
- * of V[q] and V[q + s] paired as above (q < s). Swap: for r with bit s clear, V[r] and          \
- * V[r + s] exchange their off-diagonal s x s blocks (a tile transpose after all levels). */     \
+/* One level s of the butterflies below, on the vectors V[0 .. VL - 1]. Fold: V[q] gets the sums
+ * of V[q] and V[q + s] paired as above (q < s). Swap: for r with bit s clear, V[r] and
+ * V[r + s] exchange their off-diagonal s x s blocks (a tile transpose after all levels). */
 #define RF_FOLD(V, VT, MT, LANES, s, VL)                                                         \
     for (int q = 0; q < (s); q++) {                                                              \
         VT lo_ = V[q], hi_ = V[q + (s)];                                                         \
@@ -376,8 +376,8 @@ RF_SMALL_ADDMM(double, f64)
         RF_LEVELS_N(VLN, RF_FOLD, acc, RF(vec_##SFX), RF(mask_##SFX))                           \
         return acc[0];                                                                           \
     }
-/* dst[i * ldd + j] = src[j * lds + i] for a VL x VL tile (the forward's packing of w_hh.T), in  \
- * registers: the swap levels above. */                                                          \
+/* dst[i * ldd + j] = src[j * lds + i] for a VL x VL tile (the forward's packing of w_hh.T), in
+ * registers: the swap levels above. */
 #define RF_TRANSPOSE(T, SFX, VLN)                                                                \
     static inline __attribute__((always_inline)) void RF(transpose_tile_##SFX)(                  \
         T *restrict dst, ptrdiff_t ldd, const T *restrict src, ptrdiff_t lds)                    \
