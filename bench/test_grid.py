@@ -1,4 +1,4 @@
-"""pytest-benchmark suite: rnnfast against its peers over the performance issue's grid.
+"""pytest-benchmark suite: rnnfast against its peers over the default grid.
 
     pytest bench/ --benchmark-only --benchmark-columns=median,iqr,rounds
 
@@ -7,19 +7,18 @@ inference forward, one benchmark group per case: compare the medians within a gr
 not absolute times: the machine is shared and noisy). Peers not installed are skipped.
 """
 
+import harness
 import pytest
 
-from rnnfast import benchmarks
-
-PEERS = benchmarks.available_peers()
+PEERS = harness.available_peers()
 CASES = [
-    benchmarks.Case(c.T, c.B, c.D, c.H, dtype)
+    harness.Case(c.T, c.B, c.D, c.H, dtype)
     for dtype in ("float32", "float64")
-    for c in benchmarks.ISSUE_GRID
+    for c in harness.DEFAULT_GRID
 ]
 
 
-@pytest.mark.parametrize("peer", benchmarks.PEERS)
+@pytest.mark.parametrize("peer", harness.PEERS)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.label}-{c.dtype}")
 def test_forward_backward(benchmark, case, peer):
     if peer not in PEERS:
@@ -28,12 +27,12 @@ def test_forward_backward(benchmark, case, peer):
         pytest.skip("the per-step reference takes seconds here; it is timed on the smaller rows")
     benchmark.group = f"forward+backward {case.label} {case.dtype}"
     benchmark.extra_info["gflop"] = case.flops / 1e9
-    benchmark(benchmarks.make_runner(peer, case))
+    benchmark(harness.make_runner(peer, case))
 
 
 @pytest.mark.parametrize("peer", ["rnnfast", "rnnfast-cell", "numpy", "torch"])
 def test_streaming_step(benchmark, peer):
-    runners = benchmarks.step_runners(B=1, D=32, H=128)
+    runners = harness.step_runners(B=1, D=32, H=128)
     if peer not in runners:
         pytest.skip(f"{peer} is not installed")
     benchmark.group = "streaming step B=1 D=32 H=128"
@@ -41,9 +40,9 @@ def test_streaming_step(benchmark, peer):
 
 
 @pytest.mark.parametrize("peer", ["rnnfast", "torch"])
-@pytest.mark.parametrize("case", benchmarks.ISSUE_GRID[3:], ids=lambda c: c.label)
+@pytest.mark.parametrize("case", harness.DEFAULT_GRID[3:], ids=lambda c: c.label)
 def test_inference_forward(benchmark, case, peer):
-    runners = benchmarks.forward_runners(case)
+    runners = harness.forward_runners(case)
     if peer not in runners:
         pytest.skip(f"{peer} is not installed")
     benchmark.group = f"inference forward {case.label}"

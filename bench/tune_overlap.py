@@ -20,7 +20,7 @@ import numpy as np
 from tune_step_product import forward_backward, problem
 
 from rnnfast import _kernels
-from rnnfast.benchmarks import best_block_medians
+from rnnfast.benchmark import best_block_medians
 
 LARGE_SIZES = [
     "100,64,64,128",

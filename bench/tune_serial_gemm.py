@@ -12,7 +12,9 @@ under the measured rule, batches of 4 to 32 run the panel product instead.
 import argparse
 import functools
 
-from rnnfast import _kernels, benchmarks
+import harness as benchmarks
+
+from rnnfast import _kernels
 
 CASES = [
     benchmarks.Case(100, 8, 64, 128),

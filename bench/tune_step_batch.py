@@ -14,7 +14,7 @@ import functools
 import numpy as np
 
 from rnnfast import _kernels
-from rnnfast.benchmarks import best_block_medians
+from rnnfast.benchmark import best_block_medians
 from rnnfast.nn import RNN
 
 KINDS = ("dot", "gemm")

@@ -36,7 +36,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 import rnnfast
-from rnnfast import benchmarks, datasets, diagnostics, models
+from rnnfast import benchmark, datasets, diagnostics, models
 from rnnfast.losses import softmax_cross_entropy
 from rnnfast.models import OPTIMIZERS, CharRNN, SequenceRegressor
 from rnnfast.training import Progress, batchify
@@ -296,10 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--peers",
         nargs="+",
-        choices=benchmarks.PEERS,
+        choices=benchmark.PEERS,
         default=None,
         metavar="PEER",
-        help=f"implementations to time, of {', '.join(benchmarks.PEERS)} (default: all installed)",
+        help=f"implementations to time, of {', '.join(benchmark.PEERS)} (default: all installed)",
     )
     p.add_argument(
         "--repeats",
@@ -953,7 +953,7 @@ def _plot_bench(path: Path, results: Sequence[dict[str, Any]]) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    available = list(benchmarks.available_peers())
+    available = list(benchmark.available_peers())
     if args.peers:
         missing = [p for p in args.peers if p not in available]
         if missing:
@@ -965,9 +965,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if getattr(args, option):
             _check_writable(f"--{option}", getattr(args, option))
     if args.sizes:
-        cases = [benchmarks.Case(*size, dtype=args.dtype) for size in args.sizes]
+        cases = [benchmark.Case(*size, dtype=args.dtype) for size in args.sizes]
     else:
-        grid = benchmarks.QUICK_GRID if args.quick else benchmarks.ISSUE_GRID
+        grid = benchmark.QUICK_GRID if args.quick else benchmark.DEFAULT_GRID
         cases = [dataclasses.replace(case, dtype=args.dtype) for case in grid]
     peers = args.peers or available
     print(f"Timing forward + backward of {len(cases)} cases with {', '.join(peers)}.", flush=True)
@@ -978,18 +978,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             bar.n = done
             bar.refresh()
 
-        results = benchmarks.run(
+        results = benchmark.run(
             cases,
             peers=args.peers,
             repeats=args.repeats,
             progress=progress,
-            gemm_roof=benchmarks.ROOF_GEMM_SIZE if "rnnfast" in peers else None,
+            gemm_roof=benchmark.ROOF_GEMM_SIZE if "rnnfast" in peers else None,
         )
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    machine = benchmarks.machine()
+    machine = benchmark.machine()
     command = args.command_line
     print(f"\n$ {command}\n{date}, {machine}\n")
-    print(benchmarks.format_table(results))
+    print(benchmark.format_table(results))
     if args.json:
         _write_json(
             args.json,
