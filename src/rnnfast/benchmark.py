@@ -419,7 +419,7 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
                 else [f"{roof:.0f}", f"{100 * ours['gflops'] / roof:.0f}%"]
             )
         rows.append(line)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    text = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    text.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(text)
+    # Imported here: the command line imports this module, so a top-level import would be a cycle.
+    from rnnfast.cli._tables import format_rows
+
+    return format_rows(rows, right=range(len(head)))
