@@ -40,7 +40,9 @@ import numpy as np
 from rnnfast import functional
 
 PEERS = ("rnnfast", "reference", "numpy", "torch", "jax")
-_PAUSE_S = 0.3  # between peers; OpenMP runtimes spin up to 200 ms after a parallel region
+# Between peers: OpenMP and BLAS worker threads keep spinning for a while after a parallel
+# region (python bench/spinning_pool.py shows how long and what it costs the next caller).
+_PAUSE_S = 0.3
 
 
 @dataclass(frozen=True)
