@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -137,19 +137,29 @@ def check_writable(option: str, path: str) -> None:
         raise UsageError(f"{option} {path}: the directory {str(parent)!r} is not writable")
 
 
-def load_model_file(path: str, kinds: Sequence[type[CharRNN] | type[SequenceRegressor]]) -> Any:
-    """Load a model file as whichever of ``kinds`` it holds; a missing, unreadable or wrong
-    file (one that holds another kind says which) is a UsageError."""
+T = TypeVar("T")
+
+
+def read_input(option: str, path: str, what: str, read: Callable[[str], T]) -> T:
+    """``read(path)`` for the file given by ``option``; a missing or unreadable file, or one
+    that ``read`` refuses with a ValueError, is a UsageError (``what``: what the file should
+    be, e.g. "a model file")."""
     try:
-        return models._load_any(path, kinds)
+        return read(path)
     except FileNotFoundError:
-        raise UsageError(f"--model {path}: no such file") from None
+        raise UsageError(f"{option} {path}: no such file") from None
     except IsADirectoryError:
-        raise UsageError(f"--model {path}: is a directory, not a model file") from None
+        raise UsageError(f"{option} {path}: is a directory, not {what}") from None
     except OSError as exc:
-        raise UsageError(f"--model {path}: cannot read it ({exc.strerror})") from None
+        raise UsageError(f"{option} {path}: cannot read it ({exc.strerror})") from None
     except ValueError as exc:
-        raise UsageError(f"--model {path}: {exc}") from None
+        raise UsageError(f"{option} {path}: {exc}") from None
+
+
+def load_model_file(path: str, kinds: Sequence[type[CharRNN] | type[SequenceRegressor]]) -> Any:
+    """Load ``--model path`` as whichever of ``kinds`` it holds; a missing, unreadable or
+    wrong file (one that holds another kind says which) is a UsageError."""
+    return read_input("--model", path, "a model file", lambda p: models._load_any(p, kinds))
 
 
 def default_prefix(model: CharRNN) -> str:

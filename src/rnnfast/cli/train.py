@@ -30,6 +30,7 @@ from rnnfast.cli._common import (
     fraction,
     output_dir,
     progress_bar,
+    read_input,
     si,
     threads_option,
     write_json,
@@ -95,19 +96,11 @@ def add_parser(commands: Commands) -> None:
     p.set_defaults(run=run)
 
 
-def _read_text(path: str) -> str:
+def _utf8_text(path: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"--data {path}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"--data {path}: is a directory, not a text file") from None
     except UnicodeDecodeError as exc:
-        raise UsageError(
-            f"--data {path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
-        ) from None
-    except OSError as exc:
-        raise UsageError(f"--data {path}: cannot read it ({exc.strerror})") from None
+        raise ValueError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def _heldout_loss(model: CharRNN, ids: np.ndarray) -> float:
@@ -145,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data is None:
         text, source = datasets.corpus_text(), "the embedded corpus"
     else:
-        text, source = _read_text(args.data), args.data
+        text, source = read_input("--data", args.data, "a text file", _utf8_text), args.data
     n_val = int(len(text) * args.val_fraction)
     if n_val < 2:
         n_val = 0
