@@ -108,8 +108,12 @@ def _heldout_loss(model: CharRNN, ids: np.ndarray) -> float:
     up to 8 parallel streams."""
     streams = max(1, min(8, (len(ids) - 1) // 64))
     x, y = batchify(ids[:-1], streams), batchify(ids[1:], streams)
-    with model._evaluating():
+    was_training = model.training
+    model.eval()
+    try:
         logits, _ = model.forward(x)
+    finally:
+        model.train(was_training)  # called from fit's callback: training goes on after it
     return float(softmax_cross_entropy(logits, y)[0])
 
 
