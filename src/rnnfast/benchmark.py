@@ -39,7 +39,26 @@ import numpy as np
 
 from rnnfast import functional
 
+__all__ = [
+    "DEFAULT_GRID",
+    "GEMM_REPEATS",
+    "PEERS",
+    "QUICK_GRID",
+    "ROOF_GEMM_SIZE",
+    "Case",
+    "available_peers",
+    "best_block_medians",
+    "format_table",
+    "gemm_runner",
+    "machine",
+    "make_problem",
+    "make_runner",
+    "run",
+    "torch_rnn",
+]
+
 PEERS = ("rnnfast", "reference", "numpy", "torch", "jax")
+"""Every implementation the benchmark knows, in table order."""
 # Between peers: OpenMP and BLAS worker threads keep spinning for a while after a parallel
 # region (python bench/spinning_pool.py shows how long and what it costs the next caller).
 _PAUSE_S = 0.3
