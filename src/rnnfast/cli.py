@@ -37,9 +37,8 @@ from tqdm import tqdm
 
 import rnnfast
 from rnnfast import benchmarks, datasets, diagnostics, models
-from rnnfast.losses import softmax_cross_entropy
 from rnnfast.models import OPTIMIZERS, CharRNN, SequenceRegressor
-from rnnfast.training import Progress, batchify
+from rnnfast.train import Progress, batchify, softmax_cross_entropy
 
 __all__ = ["UsageError", "main"]
 
@@ -405,7 +404,7 @@ def _load_model(path: str, kinds: Sequence[type[CharRNN] | type[SequenceRegresso
     """Load a model file as whichever of ``kinds`` it holds; a missing, unreadable or wrong
     file (one that holds another kind says which) is a UsageError."""
     try:
-        return models._load_any(path, kinds)
+        return models.load_model(path, kinds)
     except FileNotFoundError:
         raise UsageError(f"--model {path}: no such file") from None
     except IsADirectoryError:
