@@ -39,7 +39,7 @@ def require_compiled() -> None:
     if rnnfast.HAVE_COMPILED:
         return
     reason = (
-        f"rnnfast's compiled extension did not import: {rnnfast.functional._COMPILED_IMPORT_ERROR}"
+        f"rnnfast's compiled extension did not import: {rnnfast._backend.COMPILED_IMPORT_ERROR}"
     )
     if reference_only_run():
         pytest.skip(f"{reason} (RNNFAST_BACKEND=numpy: running on the reference only)")

@@ -25,7 +25,7 @@ def test_extension_modules_are_shared_libraries():
 
     for module in (_kernels, _blas):
         assert module.__file__.endswith(tuple(EXTENSION_SUFFIXES)), module.__file__
-    assert functional._kernels is _kernels
+    assert rnnfast._backend.kernels is _kernels
 
 
 def test_cython_backend_runs_the_kernels(nonlinearity, monkeypatch):

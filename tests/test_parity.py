@@ -22,7 +22,7 @@ import rnnfast
 
 pytestmark = pytest.mark.usefixtures("compiled")
 
-KERNELS = rnnfast.functional._kernels  # None when the extension did not import
+KERNELS = rnnfast._backend.kernels  # None when the extension did not import
 
 
 def check_parity(problem, nonlinearity: str) -> None:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from rnnfast import models
 from rnnfast.models import CharRNN, SequenceRegressor
-from rnnfast.training import Progress
+from rnnfast.train import Progress
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -159,7 +159,7 @@ def read_input(option: str, path: str, what: str, read: Callable[[str], T]) -> T
 def load_model_file(path: str, kinds: Sequence[type[CharRNN] | type[SequenceRegressor]]) -> Any:
     """Load ``--model path`` as whichever of ``kinds`` it holds; a missing, unreadable or
     wrong file (one that holds another kind says which) is a UsageError."""
-    return read_input("--model", path, "a model file", lambda p: models._load_any(p, kinds))
+    return read_input("--model", path, "a model file", lambda p: models.load_model(p, kinds))
 
 
 def default_prefix(model: CharRNN) -> str:

@@ -36,9 +36,8 @@ from rnnfast.cli._common import (
     write_json,
 )
 from rnnfast.cli._plots import figure, plot_losses, save_plot
-from rnnfast.losses import softmax_cross_entropy
 from rnnfast.models import OPTIMIZERS, CharRNN
-from rnnfast.training import Progress, batchify
+from rnnfast.train import Progress, batchify, softmax_cross_entropy
 
 
 def add_parser(commands: Commands) -> None:
