@@ -81,6 +81,14 @@ def test_unknown_peer_is_refused():
         benchmark.make_runner("tensorflow", benchmark.Case(1, 1, 1, 1))
 
 
+def test_the_package_holds_what_rnnfast_bench_needs_and_no_dev_tooling():
+    assert set(benchmark.QUICK_GRID) <= set(benchmark.DEFAULT_GRID)
+    assert all(hasattr(benchmark, name) for name in benchmark.__all__)
+    for name in ("ISSUE_GRID", "step_runners", "forward_runners", "time_blocks", "time_per_call"):
+        assert not hasattr(benchmark, name), name  # bench/harness.py's
+    assert not hasattr(benchmark, "peak_extra_memory")
+
+
 def test_flops_count():
     assert benchmark.Case(2, 3, 4, 5).flops == 6 * 2 * 3 * 5 * (4 + 5)
 
