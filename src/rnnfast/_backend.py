@@ -75,26 +75,29 @@ _apply_simd_environment()
 # os.environ.get's microsecond, which the streaming step notices. Measure with:
 #   python -m timeit -s "import os" "os.environ.get('RNNFAST_BACKEND')"
 #   python -m timeit -s "import os; d = os.environ._data" "b'RNNFAST_BACKEND' in d"
-_ENV_KEY = os.environ.encodekey("RNNFAST_BACKEND") if hasattr(os.environ, "encodekey") else None
-_ENV_DATA = getattr(os.environ, "_data", None) if _ENV_KEY is not None else None
-if not isinstance(_ENV_DATA, dict):
-    _ENV_DATA = None
+# Where os.environ has no such dict, a dict that always holds the key sends every call to
+# resolve().
+_ENV_KEY: object = "RNNFAST_BACKEND"
+_ENV_DATA: dict = {_ENV_KEY: None}
+if hasattr(os.environ, "encodekey") and isinstance(getattr(os.environ, "_data", None), dict):
+    _ENV_KEY, _ENV_DATA = os.environ.encodekey("RNNFAST_BACKEND"), os.environ._data
+
+_AUTO = "auto"
 
 
 def compiled(backend: object) -> ModuleType | None:
     """The kernels module if ``backend`` selects the compiled core, else None (the reference).
 
+    The common case is decided first, without a call: ``backend`` is the string ``"auto"``
+    (compared by identity: the interned literal of every default and call site; an equal string
+    built at run time gets the same answer from :func:`resolve`), RNNFAST_BACKEND is unset and
+    the extension imported.
+
     Raises:
         ValueError, RuntimeError: as :func:`resolve`.
     """
-    if (
-        type(backend) is str
-        and backend == "auto"
-        and _ENV_DATA is not None
-        and _ENV_KEY not in _ENV_DATA
-        and kernels is not None
-    ):
-        return kernels  # the common case: "auto", the variable unset, the extension there
+    if backend is _AUTO and _ENV_KEY not in _ENV_DATA and kernels is not None:
+        return kernels
     impl = resolve(backend)[1]
     return impl if impl is kernels else None
 

@@ -325,12 +325,15 @@ def sequence_arrays(
 
 class StepLayer(NamedTuple):
     """What a layer's step expects: its sizes and dtype, and the state's leading axes
-    (``(num_layers,)`` for RNN, ``()`` for RNNCell). The layer's own parameters need no check."""
+    (``(num_layers,)`` for RNN, ``()`` for RNNCell). The layer's own parameters need no check.
+    """
 
     input_size: int
     hidden_size: int
     dtype: np.dtype
     lead: tuple[int, ...]
+    refusal: str | None = None
+    """Why this layer cannot step (a ValueError's message), or None."""
 
 
 StepLayers = tuple[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], ...]
@@ -348,6 +351,8 @@ def step_args(
     """
     if layer is None:
         return (*_step_params_args(x, h, params), True)
+    if layer.refusal is not None:
+        raise ValueError(layer.refusal)
     dtype, lead = layer.dtype, layer.lead
     x = as_float_array("x", x, dtype)
     if x.ndim not in (1, 2) or x.shape[-1] != layer.input_size:

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rnnfast import _backend, _reference, _validation
-from rnnfast._backend import BACKENDS, BLAS_INT_MAX, HAVE_COMPILED
+from rnnfast._backend import BACKENDS, BLAS_INT_MAX, HAVE_COMPILED, compiled
 from rnnfast._validation import FLOAT_DTYPES, NONLINEARITIES, StepLayer, check_choice, check_flag
 
 __all__ = [
@@ -280,7 +280,7 @@ def step(
     tuple, trusted) and its input rules (:class:`rnnfast._validation.StepLayer`: unbatched x,
     the state without the layers axis for a cell), and the result unbatched like x.
     """
-    kernels = _backend.compiled(backend)
+    kernels = compiled(backend)
     if kernels is not None:
         # Operands already exactly right: one C call, its checks in C (None: they are not).
         if layer is None or layer.lead:
