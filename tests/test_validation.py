@@ -489,7 +489,7 @@ def spy_on(monkeypatch, module) -> dict[str, Spy]:
 def test_env_numpy_makes_auto_use_reference(monkeypatch, env):
     monkeypatch.setenv("RNNFAST_BACKEND", env)
     reference = spy_on(monkeypatch, rnnfast._reference)
-    kernels = spy_on(monkeypatch, rnnfast._kernels) if rnnfast.HAVE_COMPILED else None
+    kernels = spy_on(monkeypatch, rnnfast._core.kernels) if rnnfast.HAVE_COMPILED else None
     p = small_problem()
     h = call_with("forward", p, backend="auto")
     call_with("backward", p, backend="auto")  # its own h comes from an explicit numpy call
@@ -506,7 +506,7 @@ def test_auto_uses_compiled_kernels(compiled, monkeypatch, env):
         monkeypatch.delenv("RNNFAST_BACKEND", raising=False)
     else:
         monkeypatch.setenv("RNNFAST_BACKEND", env)
-    kernels = spy_on(monkeypatch, rnnfast._kernels)
+    kernels = spy_on(monkeypatch, rnnfast._core.kernels)
     reference = spy_on(monkeypatch, rnnfast._reference)
     p = small_problem()
     h = p.forward("tanh", "auto")
@@ -517,7 +517,7 @@ def test_auto_uses_compiled_kernels(compiled, monkeypatch, env):
 
 def test_explicit_cython_ignores_env_numpy(compiled, monkeypatch):
     monkeypatch.setenv("RNNFAST_BACKEND", "numpy")
-    kernels = spy_on(monkeypatch, rnnfast._kernels)
+    kernels = spy_on(monkeypatch, rnnfast._core.kernels)
     p = small_problem()
     p.backward(p.forward("relu", "cython"), "relu", "cython")
     assert (kernels["rnn_forward"].calls, kernels["rnn_backward"].calls) == (1, 1)
@@ -570,7 +570,7 @@ def test_streaming_step_follows_backend_and_env(
 
 def test_default_step_returns_none_unless_default_backend_and_plain(compiled, monkeypatch):
     monkeypatch.delenv("RNNFAST_BACKEND", raising=False)
-    kernels = rnnfast._kernels
+    kernels = rnnfast._core.kernels
     rnn = rnnfast.RNN(3, 4, seed=0)
     params, x = rnn._step_layers, np.ones((2, 3), np.float32)
     h = np.zeros((1, 2, 4), np.float32)

@@ -30,7 +30,6 @@ Inf.
 
 from __future__ import annotations
 
-import functools
 import os
 import warnings
 from collections.abc import Sequence
@@ -42,7 +41,8 @@ import numpy as np
 from rnnfast import _reference
 
 try:
-    from rnnfast import _blas, _kernels
+    from rnnfast._core import blas as _blas
+    from rnnfast._core import kernels as _kernels
 except ImportError as _exc:  # a source checkout without a build, or a broken wheel
     _kernels = None
     _COMPILED_IMPORT_ERROR: ImportError | None = _exc
@@ -50,6 +50,8 @@ except ImportError as _exc:  # a source checkout without a build, or a broken wh
 else:
     _COMPILED_IMPORT_ERROR = None
     BLAS_INT_MAX = int(_blas.BLAS_INT_MAX)
+    if os.environ.get("RNNFAST_SIMD"):  # the kernels start at the widest level the CPU has
+        _kernels.set_simd_level(os.environ["RNNFAST_SIMD"])
 
 HAVE_COMPILED: bool = _kernels is not None
 """True when the compiled kernels imported."""
@@ -101,7 +103,9 @@ def _compiled_by_default(backend: Any) -> bool:
     return (
         _kernels is not None
         and _ENV_DATA is not None
-        and _kernels.is_default_backend(_ENV_DATA, _ENV_KEY, backend)
+        and type(backend) is str
+        and backend == "auto"
+        and _ENV_KEY not in _ENV_DATA
     )
 
 
@@ -110,15 +114,19 @@ def _no_default_step(*args: Any) -> None:
     return None
 
 
-# _rnn_step_default(x, h, layers, nonlinearity, backend): the compiled step if
-# _compiled_by_default(backend) and every operand is plain (as _rnn_step_plain), else None. One
-# C call for the layers' streaming step (RNN.step, RNNCell), two Python frames fewer than
-# _rnn_step_plain: RNN.step at D=32, H=128 went from 1.39-1.44 to 1.25-1.30 us (timeit,
-# processes alternating).
-if _kernels is not None and _ENV_DATA is not None:
-    _rnn_step_default = functools.partial(_kernels.rnn_step_default, _ENV_DATA, _ENV_KEY)
-else:
-    _rnn_step_default = _no_default_step
+def _rnn_step_default(x: Any, h: Any, layers: Any, nonlinearity: str, backend: Any) -> Any:
+    """The compiled step if _compiled_by_default(backend) and every operand is plain (as
+    _rnn_step_plain), else None: the layers' streaming step (RNN.step, RNNCell)."""
+    if (
+        type(layers) is tuple
+        and type(backend) is str
+        and backend == "auto"
+        and _ENV_DATA is not None
+        and _ENV_KEY not in _ENV_DATA
+        and _kernels is not None
+    ):
+        return _kernels.rnn_step(x, h, layers, nonlinearity)
+    return None
 
 
 def _resolve_backend(backend: str) -> tuple[str, ModuleType]:

@@ -78,7 +78,7 @@ for _fn in (_blas_get, _blas_set_local):
         _fn.restype = ctypes.c_int
 if _blas_set_local is not None and _blas_get is not None and functional.HAVE_COMPILED:
     _blas_set_local.argtypes = [ctypes.c_int]
-    functional._kernels._set_blas_thread_functions(
+    functional._kernels.set_blas_thread_functions(
         *(ctypes.cast(fn, ctypes.c_void_p).value for fn in (_blas_set_local, _blas_get))
     )
 
@@ -96,7 +96,7 @@ def get_num_threads() -> int | None:
     """
     if _blas_get is None:
         return None
-    outside = functional._kernels._blas_threads() if functional.HAVE_COMPILED else 0
+    outside = functional._kernels.blas_threads() if functional.HAVE_COMPILED else 0
     return outside if outside > 0 else int(_blas_get())
 
 

@@ -15,16 +15,18 @@ dw_ih, dw_hh, dx are one GEMM each over all steps after it, and db one reduction
 from cython cimport floating
 from libc.string cimport memcpy
 
-import os
+import contextlib
+import operator
 
 import numpy as np
 
 cimport numpy as cnp
 from libc.stdint cimport uint64_t
+from cpython.pyport cimport PY_SSIZE_T_MAX
 
 cnp.import_array()
 
-from rnnfast._blas cimport BLAS_Trans, NoTrans, Trans, gemm
+from rnnfast._core.blas cimport BLAS_Trans, NoTrans, Trans, gemm
 
 
 cdef extern from "_simd.h" nogil:
@@ -101,6 +103,32 @@ cdef extern from "_overlap.h" nogil:
     void rf_serial_leave()
     int rf_blas_threads()
 
+cdef extern from "tuning.h" nogil:
+    ctypedef struct rf_tuning:
+        int step_product
+        Py_ssize_t small_max_weight_bytes
+        Py_ssize_t small_max_batch
+        Py_ssize_t small_max_vectors_batched
+        Py_ssize_t panel_min_batch
+        Py_ssize_t panel_max_batch
+        Py_ssize_t panel_max_step_bytes
+        Py_ssize_t panel_helped_max_batch
+        Py_ssize_t panel_helped_max_weight_bytes
+        Py_ssize_t serial_step_max_macs
+        Py_ssize_t serial_gemm_max_macs
+        int overlap
+        Py_ssize_t overlap_chunk_rows
+        Py_ssize_t overlap_min_macs
+        Py_ssize_t split_min_step_macs
+        Py_ssize_t split_small_max_batch
+        Py_ssize_t split_small_min_hidden
+        Py_ssize_t split_chunk_rows
+        Py_ssize_t prefetch_max_step_bytes
+        Py_ssize_t step_dot_max_batch
+        Py_ssize_t step_nogil_min_macs
+    const rf_tuning rf_tuning_defaults
+    rf_tuning rf_tuning_now
+
 cdef enum:
     TANH = 0
     RELU = 1
@@ -115,7 +143,7 @@ cdef enum:
 #   packs w_hh again every step): batches of 4 to 32 while B * H * H * itemsize <= 32 MiB
 #   (a step of 8M multiply-adds in float32, 4M in float64); beyond, two-threaded BLAS wins,
 #   unless a helper thread takes the GEMMs around the loop: then batches up to 256 while w_hh
-#   is at most 8 MiB (PANEL_HELPED_MAX_BATCH).
+#   is at most 8 MiB (rf_tuning_now.panel_helped_max_batch).
 # Measured forward + backward, T=100, AVX-512, float32, with `bench/tune_step_product.py
 # --dtype float32 --batches 1 2 8 16 32 64 --hidden 64 100 128 256 512` (time over BLAS's,
 # 2026-11-26, after the last change to the panel product): small at B=1 H=100 0.84 (H=64
@@ -126,11 +154,6 @@ cdef enum:
     STEP_BLAS = 0
     STEP_SMALL = 1
     STEP_PANEL = 2
-STEP_PRODUCTS = ("auto", "blas", "small", "panel")  # _step_product_mode - 1 = STEP_*
-cdef int _step_product_mode = 0
-cdef Py_ssize_t PANEL_MIN_BATCH = 4
-cdef Py_ssize_t PANEL_MAX_BATCH = 32
-cdef Py_ssize_t PANEL_MAX_STEP_BYTES = 1 << 25
 # With a helper thread for the GEMMs around the loop (see "Overlap"), the panel product also
 # beats two-threaded BLAS steps on larger batches. Measured forward + backward, panel with the
 # helper over BLAS steps without it, `python bench/tune_overlap.py --panel-vs-blas` (2026-11-26,
@@ -143,11 +166,6 @@ cdef Py_ssize_t PANEL_MAX_STEP_BYTES = 1 << 25
 # --reps 3): float32 T=100 B=64 H=128 0.50, B=48 H=256 0.68; T=50 B=128 H=256 0.86, B=64
 # H=512 0.79, B=64 H=1024 0.75; float64 B=64 H=512 0.99, B=64 H=1024 0.94. Hence up to B=256
 # and w_hh of 8 MiB; beyond, not measured: BLAS.
-cdef Py_ssize_t PANEL_HELPED_MAX_BATCH = 256
-cdef Py_ssize_t PANEL_HELPED_MAX_WEIGHT_BYTES = 1 << 23
-cdef Py_ssize_t SMALL_MAX_WEIGHT_BYTES = 1 << 17
-cdef Py_ssize_t SMALL_MAX_BATCH = 32
-cdef Py_ssize_t SMALL_MAX_VECTORS_BATCHED = 4
 
 # Small GEMMs run on one BLAS thread: there a second thread's wake-up costs more than it saves,
 # and on a machine whose other core is busy it can wait a scheduler tick (there
@@ -164,10 +182,6 @@ cdef Py_ssize_t SMALL_MAX_VECTORS_BATCHED = 4
 # thresholds 0 to 2^26), so the values stay.
 # rnnfast.threads finds OpenBLAS's thread-local setter and hands it over; without it BLAS
 # decides alone.
-SERIAL_STEP_MAX_MACS = 1 << 20
-SERIAL_GEMM_MAX_MACS = 1 << 24
-cdef Py_ssize_t _serial_step_max_macs = SERIAL_STEP_MAX_MACS
-cdef Py_ssize_t _serial_gemm_max_macs = SERIAL_GEMM_MAX_MACS
 
 # The streaming step (rnn_step): batches up to this use the dot-form product on the weights as
 # stored, larger ones GEMM, which packs the weights again on every call. Measured with
@@ -175,16 +189,14 @@ cdef Py_ssize_t _serial_gemm_max_macs = SERIAL_GEMM_MAX_MACS
 # dot form took 0.19-0.93 of GEMM's time in 28 of 30 cases (65,100 at B=12: 1.20; 512,1024 at
 # B=16: 1.01); at B=32, 0.69-0.98, but 2.18 at 512,1024. (Before the dot form took rows in
 # groups sharing the weights' loads, the limit was 4.)
-STEP_DOT_MAX_BATCH = 16
-cdef Py_ssize_t _step_dot_max_batch = STEP_DOT_MAX_BATCH
 
-def _set_blas_thread_functions(size_t set_local_address, size_t get_address):
+def set_blas_thread_functions(size_t set_local_address, size_t get_address):
     """Install OpenBLAS's openblas_set_num_threads_local and openblas_get_num_threads (their
     addresses; 0 to remove)."""
     rf_use_blas_threads(<rf_set_threads_fn>set_local_address, <rf_get_threads_fn>get_address)
 
 
-def _blas_threads():
+def blas_threads():
     """BLAS's thread count as set from outside (0: its functions are not installed)."""
     return rf_blas_threads()
 
@@ -208,7 +220,7 @@ cdef inline void _bulk_gemm(BLAS_Trans trans_a, BLAS_Trans trans_b,
                             const floating* b, Py_ssize_t ldb,
                             floating beta, floating* c, Py_ssize_t ldc) noexcept nogil:
     """gemm, on one BLAS thread when it is small (see SERIAL_GEMM_MAX_MACS)."""
-    cdef bint saved = _serial_blas_begin(m * n * k < _serial_gemm_max_macs)
+    cdef bint saved = _serial_blas_begin(m * n * k < rf_tuning_now.serial_gemm_max_macs)
     gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     _serial_blas_end(saved)
 
@@ -235,7 +247,7 @@ def set_simd_level(name=None):
     return previous
 
 
-set_simd_level(os.environ.get("RNNFAST_SIMD") or None)
+set_simd_level(None)  # the widest level this CPU has (rnnfast applies RNNFAST_SIMD)
 
 
 cdef int _activation_code(str nonlinearity) except -1:
@@ -341,14 +353,10 @@ cdef StepProduct _step_product(int kind, const floating[:, ::1] tail,
 # taking the gradient chunks the helper has not reached), 48 rows: B=1 H=64 1.41, B=2 H=100
 # 0.98, B=4 H=64 0.69, B=4 H=128 0.72, B=8 H=128 0.73, B=16 H=256 0.91, B=32 H=256 0.98
 # (0.84 with 16 rows, 0.83 with 192: this machine's noise is of that order).
-OVERLAP_MODES = ("auto", "off", "on")
-cdef int _overlap_mode = 0
 # A hand-over is about this many rows (steps * B): the chunk GEMMs' efficiency against the
 # time the helper lags behind.
-cdef Py_ssize_t _overlap_chunk_rows = 48
 # Below this many multiply-adds in a pass (T*B*H*(D+H)), starting a thread costs more than
 # the overlap saves.
-cdef Py_ssize_t OVERLAP_MIN_MACS = 1 << 22
 # A forward whose panel-product steps take at least this many multiply-adds (B * H * H), with
 # the helper available, shares every step's columns between the two threads instead of
 # projecting ahead (_split_share): the input projection in chunks of steps, then step by step
@@ -366,9 +374,7 @@ cdef Py_ssize_t OVERLAP_MIN_MACS = 1 << 22
 # process pairs): 50,64,1024,1024 float64 224-256 -> 169-217 ms; 50,64,512,512 45-58 -> 27-59;
 # 50,16,512,512 22.4-24.9 -> 7.9-10.6. With a pause before each call: 155-163 -> 145-158,
 # 20.8-27.6 -> 20.0-24.5, 6.2-7.5 -> 5.7-7.8 (README, "What the kernels do").
-SPLIT_MIN_STEP_MACS = 1 << 22
-cdef Py_ssize_t _split_min_step_macs = SPLIT_MIN_STEP_MACS
-# Batches up to SPLIT_SMALL_MAX_BATCH with H >= SPLIT_SMALL_MIN_HIDDEN split from an eighth of
+# Batches up to rf_tuning_now.split_small_max_batch with H >= rf_tuning_now.split_small_min_hidden split from an eighth of
 # SPLIT_MIN_STEP_MACS (512K). Forward, split over projecting ahead (calls interleaved in one
 # process, 300 each, p10 / p50; f32 unless said): 100,8,64,256 (524K) 0.91/0.92, float64
 # 0.91/0.91; 100,16,64,256 0.79-0.82/0.83-0.88; 100,4,64,512 0.82/0.73, float64 0.53/0.58;
@@ -379,13 +385,9 @@ cdef Py_ssize_t _split_min_step_macs = SPLIT_MIN_STEP_MACS
 # of 24-32: 100,32,128,256 (2.1M) 0.93-1.04 over five runs, float64 1.01/1.16, 100,24,128,256
 # 1.01/1.18, 100,32,64,256 0.96/0.98 (at 320-384 the split wins there too: 100,24,64,384
 # 0.80/0.87, 100,32,64,320 0.92/0.95).
-cdef Py_ssize_t SPLIT_SMALL_MAX_BATCH = 16
-cdef Py_ssize_t SPLIT_SMALL_MIN_HIDDEN = 256
 # The split's input projection is shared out in chunks of about this many rows (steps * B).
-cdef Py_ssize_t SPLIT_CHUNK_ROWS = 512
 # The forward loop prefetches the next step's projection, written by the helper, while the
 # step's bytes are at most this (a third of a 48 KiB L1).
-cdef size_t PREFETCH_MAX_STEP_BYTES = 16384
 
 
 cdef enum:
@@ -440,18 +442,18 @@ cdef struct Overlap:
 cdef bint _helper_available() noexcept nogil:
     """May a call start a helper thread? Forced, or: threads exist, and BLAS, whose thread
     count we know and can hold at one, may use two."""
-    if _overlap_mode != 0:
-        return _overlap_mode == 2
+    if rf_tuning_now.overlap != 0:
+        return rf_tuning_now.overlap == 2
     return RF_HAVE_THREADS and rf_blas_threads() >= 2
 
 
 cdef Py_ssize_t _overlap_chunk(int kind, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D,
                                Py_ssize_t H) noexcept nogil:
     """Steps per hand-over if this call overlaps, else 0."""
-    cdef Py_ssize_t chunk = max(1, _overlap_chunk_rows // B)
+    cdef Py_ssize_t chunk = max(1, rf_tuning_now.overlap_chunk_rows // B)
     if kind == STEP_BLAS or T <= chunk or not _helper_available():
         return 0
-    if _overlap_mode == 0 and T * B * H * (D + H) < OVERLAP_MIN_MACS:
+    if rf_tuning_now.overlap == 0 and T * B * H * (D + H) < rf_tuning_now.overlap_min_macs:
         return 0
     return chunk
 
@@ -639,17 +641,17 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
 cdef bint _split_columns(Overlap* job, int kind, size_t itemsize) noexcept nogil:
     """Should this forward share every step's columns between the two threads? If so, set up
     the rounds of _split_share: the projection in an even number of chunks of about
-    SPLIT_CHUNK_ROWS rows (two threads at the same speed take half each), then the panels."""
+    rf_tuning_now.split_chunk_rows rows (two threads at the same speed take half each), then the panels."""
     cdef Py_ssize_t width = rnnfast_simd.panel_vectors * (rnnfast_simd.vector_bytes // itemsize)
     cdef Py_ssize_t panels = (job.H + width - 1) // width
     cdef Py_ssize_t macs = job.B * job.H * job.H
     if kind != STEP_PANEL or panels < 2 or panels > RF_MAX_ITEMS or job.T >= RF_MAX_ROUNDS:
         return False
-    if macs < _split_min_step_macs and not (
-            job.B <= SPLIT_SMALL_MAX_BATCH and job.H >= SPLIT_SMALL_MIN_HIDDEN
-            and macs >= _split_min_step_macs // 8):
+    if macs < rf_tuning_now.split_min_step_macs and not (
+            job.B <= rf_tuning_now.split_small_max_batch and job.H >= rf_tuning_now.split_small_min_hidden
+            and macs >= rf_tuning_now.split_min_step_macs // 8):
         return False
-    job.split_chunks = min(job.T, 2 * max(1, job.T * job.B // (2 * SPLIT_CHUNK_ROWS)),
+    job.split_chunks = min(job.T, 2 * max(1, job.T * job.B // (2 * rf_tuning_now.split_chunk_rows)),
                            RF_MAX_ITEMS - 1)  # (an even number)
     job.split_panels, job.panel_width = panels, width
     job.claims = rf_round_word(0, 0, job.split_chunks)
@@ -683,7 +685,7 @@ cdef void _forward_steps(floating* out, Overlap* job, const floating* h0_ptr,
     # The helper's projected rows reach this core a step early (see rf_prefetch). Only where a
     # step is a small part of L1, so that its rows do not push the weights out (measured at
     # 100,8,64,128 only, a step of 4 KiB).
-    cdef bint prefetch = job.chunk > 0 and step * sizeof(floating) <= PREFETCH_MAX_STEP_BYTES
+    cdef bint prefetch = job.chunk > 0 and step * sizeof(floating) <= rf_tuning_now.prefetch_max_step_bytes
     cdef floating* h_t
     cdef const floating* h_prev
     cdef bint saved
@@ -696,7 +698,7 @@ cdef void _forward_steps(floating* out, Overlap* job, const floating* h0_ptr,
     else:
         # The input projection of every step at once: h (T*B, H) = x (T*B, D) @ w_ih.T.
         _project_steps(out, job, 0, T)
-        saved = _serial_blas_begin(kind == STEP_BLAS and B * H * H < _serial_step_max_macs)
+        saved = _serial_blas_begin(kind == STEP_BLAS and B * H * H < rf_tuning_now.serial_step_max_macs)
     for t in range(T):
         h_t = out + t * step
         if t == ready:  # the first step of a chunk not known to be projected
@@ -741,7 +743,7 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
             saved = _serial_blas_begin(True)
             rf_thread_start(&helper, _overlap_helper, &job)
         else:
-            saved = _serial_blas_begin(kind == STEP_BLAS and B * H * H < _serial_step_max_macs)
+            saved = _serial_blas_begin(kind == STEP_BLAS and B * H * H < rf_tuning_now.serial_step_max_macs)
         # The sequential part: da[t] = (dh[t] + da[t+1] @ w_hh) * act'(h[t]).
         for t in range(T - 1, -1, -1):
             da_t = da_ptr + t * step
@@ -777,23 +779,23 @@ cdef int _step_kind(Py_ssize_t B, Py_ssize_t H, Py_ssize_t itemsize):
     cdef Py_ssize_t vector_len = rnnfast_simd.vector_bytes // itemsize
     cdef Py_ssize_t vectors = (H + vector_len - 1) // vector_len
     cdef bint small_fits = vectors <= rnnfast_simd.max_vectors
-    if _step_product_mode != 0:  # forced (tests, tuning); "small" only where it fits
-        if _step_product_mode == STEP_SMALL + 1 and not small_fits:
+    if rf_tuning_now.step_product != 0:  # forced (tests, tuning); "small" only where it fits
+        if rf_tuning_now.step_product == STEP_SMALL + 1 and not small_fits:
             return STEP_BLAS
-        return _step_product_mode - 1
-    if small_fits and B <= SMALL_MAX_BATCH and (
-            (B == 1 and H * H * itemsize <= SMALL_MAX_WEIGHT_BYTES)
-            or vectors <= SMALL_MAX_VECTORS_BATCHED):
+        return rf_tuning_now.step_product - 1
+    if small_fits and B <= rf_tuning_now.small_max_batch and (
+            (B == 1 and H * H * itemsize <= rf_tuning_now.small_max_weight_bytes)
+            or vectors <= rf_tuning_now.small_max_vectors_batched):
         return STEP_SMALL
-    if B >= PANEL_MIN_BATCH and (
-            (B <= PANEL_MAX_BATCH and B * H * H * itemsize <= PANEL_MAX_STEP_BYTES)
-            or (B <= PANEL_HELPED_MAX_BATCH and H * H * itemsize <= PANEL_HELPED_MAX_WEIGHT_BYTES
+    if B >= rf_tuning_now.panel_min_batch and (
+            (B <= rf_tuning_now.panel_max_batch and B * H * H * itemsize <= rf_tuning_now.panel_max_step_bytes)
+            or (B <= rf_tuning_now.panel_helped_max_batch and H * H * itemsize <= rf_tuning_now.panel_helped_max_weight_bytes
                 and _helper_available())):
         return STEP_PANEL
     return STEP_BLAS
 
 
-def _step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=()):
+def step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=()):
     """(kind, w_in_out, tail, packed, stage): what a call's recurrent products need.
 
     The product is ``h @ op(w_hh)``, op(w_hh) = w_hh.T when ``transposed`` (forward), else w_hh
@@ -844,7 +846,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity):
     """Compiled forward pass; see rnnfast.functional.rnn_forward for the contract."""
     cdef int act = _activation_code(nonlinearity)
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], H = w_ih.shape[0]
-    kind, w_hh_t, tail, packed, stage = _step_operands(w_hh, B, True)
+    kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True)
     h = np.empty((T, B, H), dtype=x.dtype)
     if x.dtype == np.float32:
         _forward[float](x, h0, w_ih, w_hh, b, h, kind, w_hh_t, tail, packed, stage, act)
@@ -868,7 +870,7 @@ def rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity):
     # dx is written only after the time loop, and so are dw_ih and dw_hh unless a helper
     # thread writes them beside it (see "Overlap"): until then their memory can hold the
     # packed w_hh (the peak extra memory stays one (T, B, H) buffer).
-    kind, _, tail, packed, stage = _step_operands(w_hh, B, False,
+    kind, _, tail, packed, stage = step_operands(w_hh, B, False,
                                                   (dx,) if chunk else (dx, dw_ih, dw_hh))
     if dtype == np.float32:
         _backward[float](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db,
@@ -879,13 +881,13 @@ def rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity):
     return dx, dh0, dw_ih, dw_hh, db
 
 
-def _overlap_steps(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssize_t itemsize):
+def overlap_steps(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssize_t itemsize):
     """Steps per hand-over to a helper thread in a call of these sizes (0: no helper), under
     the current rule and BLAS thread count."""
     return _overlap_chunk(_step_kind(B, H, itemsize), T, B, D, H)
 
 
-def _split_panels(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
+def split_panels(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
                   Py_ssize_t itemsize):
     """Column panels of every step a forward of these sizes shares between its two threads
     (0: no split), under the current rules and BLAS thread count."""
@@ -897,54 +899,79 @@ def _split_panels(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
     return job.split_panels
 
 
-def _set_overlap(mode=None, chunk_rows=None):
-    """Override the overlap rule (for tests and tuning); returns the previous (mode, chunk_rows).
+# ---- tuning: the size rules (tuning.h), read and changed from Python ---------------------------
 
-    ``mode``: "auto" (the measured rule), "off" or "on" (a helper thread whenever the steps use
-    our own products and T spans two chunks, whatever the size or BLAS thread count).
-    ``chunk_rows``: rows (steps * B) per hand-over.
+STEP_PRODUCTS = ("auto", "blas", "small", "panel")  # step_product's values, RF_PRODUCT_*
+OVERLAP_MODES = ("auto", "off", "on")  # overlap's values, RF_OVERLAP_*
+_CHOICES = {"step_product": STEP_PRODUCTS, "overlap": OVERLAP_MODES}
+# Divisors must not be zero; every other field may be 0 (e.g. "never" for a minimum).
+_MINIMUM = {"overlap_chunk_rows": 1, "split_chunk_rows": 1}
+
+
+cdef dict _tuning_dict(rf_tuning tuning):
+    cdef dict fields = tuning
+    for name, choices in _CHOICES.items():
+        fields[name] = choices[fields[name]]
+    return fields
+
+
+DEFAULT_TUNING = _tuning_dict(rf_tuning_defaults)
+
+
+def get_tuning():
+    """The size rules in force, as a dict of every field (see DEFAULT_TUNING for the names).
+
+    ``step_product`` ("auto", "blas", "small" or "panel") and ``overlap`` ("auto", "off" or
+    "on") are names; the other fields are int thresholds (docs/design/kernels.md).
     """
-    global _overlap_mode, _overlap_chunk_rows
-    previous = (OVERLAP_MODES[_overlap_mode], _overlap_chunk_rows)
-    if mode is not None:
-        if mode not in OVERLAP_MODES:
-            raise ValueError(f"overlap mode must be one of {OVERLAP_MODES}, got {mode!r}")
-        _overlap_mode = OVERLAP_MODES.index(mode)
-    if chunk_rows is not None:
-        if chunk_rows < 1:
-            raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-        _overlap_chunk_rows = chunk_rows
+    return _tuning_dict(rf_tuning_now)
+
+
+def set_tuning(**fields):
+    """Change some size rules, process-wide; returns the previous values of the fields given.
+
+    ``step_product``: "auto" (the measured rule) or one product for every time step ("small"
+    only where H fits it; BLAS elsewhere). ``overlap``: "auto", "off" or "on" (a helper thread
+    whenever the steps use the kernels' own products and T spans two chunks). Every other
+    field is an int >= 0 (``overlap_chunk_rows`` and ``split_chunk_rows`` >= 1). Raises
+    TypeError for an unknown field or a value of the wrong type, ValueError for a value out
+    of range; then nothing changes.
+    """
+    new = get_tuning()
+    previous = {}
+    for name, value in fields.items():
+        if name not in new:
+            raise TypeError(f"set_tuning() got an unknown field {name!r}; the fields are "
+                            f"{', '.join(DEFAULT_TUNING)}")
+        if name in _CHOICES:
+            if not isinstance(value, str):
+                raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+            if value not in _CHOICES[name]:
+                raise ValueError(f"{name} must be one of {_CHOICES[name]}, got {value!r}")
+        else:
+            if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+            value = operator.index(value)
+            minimum = _MINIMUM.get(name, 0)
+            if not minimum <= value <= PY_SSIZE_T_MAX:
+                raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        previous[name] = new[name]
+        new[name] = value
+    for name, choices in _CHOICES.items():
+        new[name] = choices.index(new[name])
+    global rf_tuning_now
+    rf_tuning_now = new
     return previous
 
 
-def _set_tuning(step_product=None, serial_step_max_macs=None, serial_gemm_max_macs=None,
-                step_dot_max_batch=None, split_min_step_macs=None):
-    """Override the size rules (for tests and tuning); returns the previous step-product rule.
-
-    ``step_product``: "auto" (the measured rule) or one product for every time step: "blas",
-    "small" (where H fits it; BLAS elsewhere) or "panel". ``serial_step_max_macs`` and
-    ``serial_gemm_max_macs``: the one-BLAS-thread thresholds (see SERIAL_STEP_MAX_MACS).
-    ``step_dot_max_batch``: the streaming step's dot-form limit (see STEP_DOT_MAX_BATCH).
-    ``split_min_step_macs``: the smallest step a forward splits (see SPLIT_MIN_STEP_MACS; small
-    batches from an eighth of it).
-    """
-    global _step_product_mode, _serial_step_max_macs, _serial_gemm_max_macs
-    global _step_dot_max_batch, _split_min_step_macs
-    previous = STEP_PRODUCTS[_step_product_mode]
-    if split_min_step_macs is not None:
-        _split_min_step_macs = split_min_step_macs
-    if step_dot_max_batch is not None:
-        _step_dot_max_batch = step_dot_max_batch
-    if step_product is not None:
-        if step_product not in STEP_PRODUCTS:
-            raise ValueError(
-                f"step_product must be one of {STEP_PRODUCTS}, got {step_product!r}")
-        _step_product_mode = STEP_PRODUCTS.index(step_product)
-    if serial_step_max_macs is not None:
-        _serial_step_max_macs = serial_step_max_macs
-    if serial_gemm_max_macs is not None:
-        _serial_gemm_max_macs = serial_gemm_max_macs
-    return previous
+@contextlib.contextmanager
+def tuned(**fields):
+    """``with tuned(step_product="panel"): ...``: set_tuning for the block, restored after."""
+    previous = set_tuning(**fields)
+    try:
+        yield
+    finally:
+        set_tuning(**previous)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -952,10 +979,6 @@ def _set_tuning(step_product=None, serial_step_max_macs=None, serial_gemm_max_ma
 # Python, so per-call overhead is what counts. The checks are C-level; anything that is not
 # already exactly right (dtype, contiguity, shapes) returns None, and functional.rnn_step then
 # takes the general path, which converts or raises a clear error.
-
-cdef enum:
-    # Steps with at least this many multiply-adds release the GIL (below, that costs more).
-    STEP_NOGIL_MIN_MACS = 65536
 
 
 cdef inline bint _ready(object a, int typenum, int ndim):
@@ -984,7 +1007,7 @@ cdef void _step_layer(floating* out, const floating* inp, const floating* h_prev
     ``h_prev`` NULL means zeros; ``b_hh`` and ``b_ih`` NULL mean no bias.
     """
     cdef Py_ssize_t r, i
-    if B <= _step_dot_max_batch:
+    if B <= rf_tuning_now.step_dot_max_batch:
         if floating is float:
             rnnfast_simd.step_dot_f32(out, inp, w_ih, D, h_prev, w_hh, H, b_hh, B, H)
         else:
@@ -1047,7 +1070,7 @@ cdef bint _step_stack(floating* dummy, object x, object h, tuple params, int act
         w_ih_ptr = <const floating*>_data(w_ih)
         w_hh_ptr = <const floating*>_data(w_hh)
         h_prev = NULL if h_ptr == NULL else h_ptr + k * B * H
-        if macs >= STEP_NOGIL_MIN_MACS:
+        if macs >= rf_tuning_now.step_nogil_min_macs:
             with nogil:
                 _step_layer(out + k * B * H, inp, h_prev, w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr,
                             B, d_in, H, act)
@@ -1068,21 +1091,6 @@ def rnn_step(x, h, tuple params, str nonlinearity):
     the right dtype and shape: the caller must take the validating path.
     """
     return _rnn_step(x, h, params, _activation_code(nonlinearity))
-
-
-cpdef bint is_default_backend(dict env, object env_key, backend):
-    """Does ``backend`` select these kernels by default: is it "auto", with the variable
-    ``env_key`` (RNNFAST_BACKEND as os.environ encodes keys: bytes on POSIX, str on Windows)
-    absent from ``env`` (os.environ's dict)?"""
-    return type(backend) is str and <str>backend == "auto" and env_key not in env
-
-
-def rnn_step_default(dict env, object env_key, x, h, params, str nonlinearity, backend):
-    """rnn_step when ``backend`` selects these kernels by default (is_default_backend), else
-    None. The streaming step's common case in one C call: functional binds env and env_key."""
-    if type(params) is not tuple or not is_default_backend(env, env_key, backend):
-        return None
-    return _rnn_step(x, h, <tuple>params, _activation_code(nonlinearity))
 
 
 cdef object _rnn_step(x, h, tuple params, int act):
