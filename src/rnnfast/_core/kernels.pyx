@@ -29,7 +29,7 @@ cnp.import_array()
 from rnnfast._core.blas cimport BLAS_Trans, NoTrans, Trans, gemm
 
 
-cdef extern from "_simd.h" nogil:
+cdef extern from "simd.h" nogil:
     ctypedef struct rnnfast_simd_t:
         const char* name
         # a (rows, n), rows ld apart, = act(a + b)
@@ -43,7 +43,7 @@ cdef extern from "_simd.h" nogil:
         void (*add_col_sums_f32)(float*, const float*, Py_ssize_t, Py_ssize_t) noexcept nogil
         void (*add_col_sums_f64)(double*, const double*, Py_ssize_t, Py_ssize_t) noexcept nogil
         # out (rows, n) += a (rows, k) @ m (k, n), m rows of stride ldm, its last k_tail rows
-        # zero-padded to whole vectors in tail (see _simd_impl.h)
+        # zero-padded to whole vectors in tail (see simd_small.h)
         void (*small_addmm_f32)(float*, const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                 const float*, Py_ssize_t, const float*, Py_ssize_t,
                                 float*) noexcept nogil
@@ -78,7 +78,7 @@ cdef extern from "_simd.h" nogil:
     int rnnfast_simd_supported(int level)
     int rnnfast_simd_select(int level)
 
-cdef extern from "_overlap.h" nogil:
+cdef extern from "threads.h" nogil:
     ctypedef struct rf_thread:
         int running
     ctypedef void* (*rf_thread_fn)(void*) noexcept nogil
@@ -136,7 +136,7 @@ cdef enum:
 # The per-step recurrent product h[t-1] @ w_hh.T (and da[t+1] @ w_hh backward) goes to one of
 # three products, chosen per call by _step_kind:
 # - BLAS GEMM;
-# - the small product of _simd_impl.h, which holds whole output rows in vector registers (up to
+# - the small product of simd_small.h, which holds whole output rows in vector registers (up to
 #   256 float32 / 128 float64 columns with AVX-512): batches of 1 while w_hh fits in 128 KB,
 #   and batches up to 32 when a row is at most 4 vectors;
 # - the panel product, on w_hh packed once per call (oneDNN's packed-weights GEMM; OpenBLAS
@@ -202,7 +202,7 @@ def blas_threads():
 
 
 cdef inline bint _serial_blas_begin(bint serial) noexcept nogil:
-    """Make BLAS calls single-threaded if ``serial`` (see rf_serial_enter in _overlap.h: the
+    """Make BLAS calls single-threaded if ``serial`` (see rf_serial_enter in threads.h: the
     setting is process-wide); returns what to pass to _serial_blas_end."""
     if serial:
         rf_serial_enter()
@@ -260,7 +260,7 @@ cdef int _activation_code(str nonlinearity) except -1:
 
 cdef struct StepProduct:
     # How a time step adds (B, H) @ op(w_hh) (see STEP_PRODUCTS): with BLAS GEMM; with the
-    # small product of _simd_impl.h on op(w_hh) laid out (in, out) (forward: a transposed copy
+    # small product of simd_small.h on op(w_hh) laid out (in, out) (forward: a transposed copy
     # of w_hh; backward: w_hh itself), its last rows zero-padded in `tail`; or with the panel
     # product on op(w_hh) packed once per call into `packed`. `stage`: their staging buffer.
     int kind
