@@ -40,11 +40,8 @@ BACKENDS = ("auto", "cython", "numpy")
 
 if kernels is not None:
     # The kernels' hooks for the BLAS thread count (rnnfast._threads gives them OpenBLAS's).
-    # TEMPORARY: the old names until branch core renames them.
-    set_blas_thread_functions = getattr(
-        kernels, "set_blas_thread_functions", getattr(kernels, "_set_blas_thread_functions", None)
-    )
-    blas_threads = getattr(kernels, "blas_threads", getattr(kernels, "_blas_threads", None))
+    set_blas_thread_functions = kernels.set_blas_thread_functions
+    blas_threads = kernels.blas_threads
 
 _warned_fallback = False
 
@@ -60,8 +57,7 @@ def _apply_simd_environment() -> None:
         kernels.set_simd_level(wanted.strip().lower())
     except ValueError as exc:
         warnings.warn(
-            f"RNNFAST_SIMD={wanted!r} ignored ({exc}); allowed values: "
-            f"{', '.join(kernels.SIMD_LEVELS)}; using the best level this CPU has "
+            f"RNNFAST_SIMD={wanted!r} ignored: {exc}; using the best level this CPU has "
             f"({kernels.simd_level()})",
             RuntimeWarning,
             stacklevel=2,
