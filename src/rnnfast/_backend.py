@@ -20,11 +20,7 @@ from rnnfast import _reference
 from rnnfast._validation import check_choice
 
 try:
-    try:
-        from rnnfast._core import blas, kernels
-    except ImportError:  # TEMPORARY until branch core moves the modules
-        from rnnfast import _blas as blas
-        from rnnfast import _kernels as kernels
+    from rnnfast._core import blas, kernels
 except ImportError as _exc:  # a source checkout without a build, or a broken wheel
     kernels = None
     COMPILED_IMPORT_ERROR: ImportError | None = _exc
