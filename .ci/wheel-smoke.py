@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import rnnfast
-    from rnnfast import _kernels, benchmark
+    from rnnfast import benchmark
+    from rnnfast._core import kernels as _kernels
 
     location = Path(rnnfast.__file__).resolve()
     print(f"rnnfast {rnnfast.__version__} from {location}")

@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
-    from rnnfast import _kernels
+    from rnnfast._core import kernels as _kernels
 
     sections = [
         "# rnnfast benchmark results\n",

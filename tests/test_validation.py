@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -607,12 +610,39 @@ def test_one_door_for_every_step(compiled, monkeypatch):
     rnn.step(x, h)
     cell(x, h[0])
     functional.rnn_step(x, h, rnn._step_layers)
-    assert door.calls == 2  # RNN holds functional.step itself (a frame fewer per step)
-    assert rnnfast.RNN._step_function is door.fn
+    assert door.calls == 3
     assert len(calls) == 3  # one C call each: the fast path, not repeated
     calls.clear()
     rnn.step(x[0], h[:, 0])  # unbatched: the fast path declines once, then the checked path
     assert len(calls) == 2
+
+
+def _import_with_simd(value: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RNNFAST_SIMD": value, "PYTHONPATH": os.pathsep.join(sys.path)}
+    code = "import rnnfast._backend as b; print(b.kernels.simd_level(), b.HAVE_COMPILED)"
+    return subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_bad_simd_environment_warns_and_keeps_the_best_level(compiled):
+    """A bad RNNFAST_SIMD is a RuntimeWarning naming the allowed levels, not an import error;
+    a good one is applied once, at import."""
+    best = rnnfast._backend.kernels.simd_level()
+    proc = _import_with_simd("no-such-level")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [best, "True"]
+    assert "RuntimeWarning" in proc.stderr and "RNNFAST_SIMD='no-such-level'" in proc.stderr
+    for level in rnnfast._backend.kernels.SIMD_LEVELS:
+        assert level in proc.stderr
+    proc = _import_with_simd("baseline")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["baseline", "True"]
+    assert "RuntimeWarning" not in proc.stderr
 
 
 def test_missing_extension_falls_back_with_one_warning(monkeypatch):

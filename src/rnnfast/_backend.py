@@ -20,11 +20,7 @@ from rnnfast import _reference
 from rnnfast._validation import check_choice
 
 try:
-    try:
-        from rnnfast._core import blas, kernels
-    except ImportError:  # TEMPORARY until branch core moves the modules
-        from rnnfast import _blas as blas
-        from rnnfast import _kernels as kernels
+    from rnnfast._core import blas, kernels
 except ImportError as _exc:  # a source checkout without a build, or a broken wheel
     kernels = None
     COMPILED_IMPORT_ERROR: ImportError | None = _exc
@@ -40,11 +36,8 @@ BACKENDS = ("auto", "cython", "numpy")
 
 if kernels is not None:
     # The kernels' hooks for the BLAS thread count (rnnfast._threads gives them OpenBLAS's).
-    # TEMPORARY: the old names until branch core renames them.
-    set_blas_thread_functions = getattr(
-        kernels, "set_blas_thread_functions", getattr(kernels, "_set_blas_thread_functions", None)
-    )
-    blas_threads = getattr(kernels, "blas_threads", getattr(kernels, "_blas_threads", None))
+    set_blas_thread_functions = kernels.set_blas_thread_functions
+    blas_threads = kernels.blas_threads
 
 _warned_fallback = False
 
@@ -60,8 +53,7 @@ def _apply_simd_environment() -> None:
         kernels.set_simd_level(wanted.strip().lower())
     except ValueError as exc:
         warnings.warn(
-            f"RNNFAST_SIMD={wanted!r} ignored ({exc}); allowed values: "
-            f"{', '.join(kernels.SIMD_LEVELS)}; using the best level this CPU has "
+            f"RNNFAST_SIMD={wanted!r} ignored: {exc}; using the best level this CPU has "
             f"({kernels.simd_level()})",
             RuntimeWarning,
             stacklevel=2,

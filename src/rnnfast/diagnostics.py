@@ -311,7 +311,7 @@ def model_diagnosis(
 
         if not isinstance(model, CharRNN):
             raise TypeError("integer inputs need a model with a vocabulary (a CharRNN)")
-        x = model._encode(x)  # one-hot or the model's embedding, as the model reads them
+        x = model.rnn_inputs(x)  # one-hot or the model's embedding, as the model reads them
     x = np.asarray(x, dtype=rnn.dtype)
     if x.ndim != 3 or x.shape[2] != rnn.input_size:
         raise ValueError(

@@ -61,7 +61,7 @@ class _RecurrentModel(Module):
     """An input encoding, an RNN and a Linear decoder, trained with truncated BPTT and saved to
     one ``.npz``: what CharRNN and SequenceRegressor share.
 
-    Subclasses define ``_encode`` (and ``_encode_backward`` if the encoding has parameters),
+    Subclasses define ``rnn_inputs`` (and ``_encode_backward`` if the encoding has parameters),
     ``_config``/``_extras``/``_from_file`` for model files, and the public ``fit``.
     """
 
@@ -102,7 +102,9 @@ class _RecurrentModel(Module):
 
     # The model as a SequenceModel (forward/backward over time-major windows).
 
-    def _encode(self, x: Any) -> np.ndarray:
+    def rnn_inputs(self, x: Any) -> np.ndarray:
+        """What the model's RNN reads for the inputs ``x`` (time-major): a CharRNN's token
+        ids one-hot or embedded, a SequenceRegressor's values checked."""
         raise NotImplementedError
 
     def _encode_backward(self, d_encoded: np.ndarray) -> None:
@@ -114,7 +116,7 @@ class _RecurrentModel(Module):
         Returns:
             (prediction (T, B, output_size), h_n (num_layers, B, hidden_size)).
         """
-        output, h_n = self.rnn(self._encode(x), h0)
+        output, h_n = self.rnn(self.rnn_inputs(x), h0)
         return self.decoder(output), h_n
 
     def backward(self, d_prediction: Any) -> None:

@@ -127,7 +127,7 @@ class CharRNN(_RecurrentModel):
         """The string of token ids."""
         return "".join(self.vocab[i] for i in ids)
 
-    def _encode(self, ids: Any) -> np.ndarray:
+    def rnn_inputs(self, ids: Any) -> np.ndarray:
         if self.embedding is not None:
             return self.embedding(ids)
         return one_hot(ids, len(self.vocab), dtype=self.dtype)
@@ -223,7 +223,7 @@ class CharRNN(_RecurrentModel):
             for _ in range(length):
                 token = _draw(logits, temperature, rng)
                 out.append(token)
-                step_logits, h = self._step(self._encode([token]), h)
+                step_logits, h = self._step(self.rnn_inputs([token]), h)
                 logits = step_logits[0]
         return self.decode(out)
 

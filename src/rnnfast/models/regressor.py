@@ -81,7 +81,7 @@ class SequenceRegressor(_RecurrentModel):
     def extra_repr(self) -> str:
         return f"input_size={self.input_size}"
 
-    def _encode(self, x: Any) -> np.ndarray:
+    def rnn_inputs(self, x: Any) -> np.ndarray:
         return as_float_array("x", x, self.dtype)
 
     def _series(self, series: Any) -> tuple[np.ndarray, bool]:

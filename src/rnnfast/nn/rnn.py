@@ -4,15 +4,15 @@ streaming step, shared by every cell) with :class:`RNN` (the Elman cell), and
 
 A cell plugs in as a subclass of RNNBase: it gives its number of gate rows (the weights are
 ``(gates * hidden_size, ·)``, PyTorch's layout: 1 for the Elman RNN, 4 for an LSTM, 3 for a
-GRU) and its functional calls (``_run_forward``, ``_run_backward``, ``_step_function``); the
-layer, direction, padding and dropout bookkeeping is shared.
+GRU), its functional calls for one layer-direction (``_run_forward``, ``_run_backward``) and
+its ``step`` (one call of its door in :mod:`rnnfast.functional`, with ``_step_stack`` and
+``_step_layer``); the layer, direction, padding and dropout bookkeeping is shared.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -147,7 +147,7 @@ class RNNBase(Module):
 
     A subclass is one cell: ``_GATES`` (rows of the weights per hidden unit), and its calls
     into :mod:`rnnfast.functional`: for one layer-direction (``_run_forward``,
-    ``_run_backward``) and for a step of the stack (``_step_function``). Arguments as
+    ``_run_backward``) and ``step`` for the whole stack. Arguments as
     :class:`RNN` (``nonlinearity`` is the Elman cell's).
     """
 
@@ -162,12 +162,6 @@ class RNNBase(Module):
     ) -> functional.RNNGrads:
         """The gradients of layer-direction ``k`` (:class:`rnnfast.functional.RNNGrads`)."""
         raise NotImplementedError
-
-    # The cell's door in rnnfast.functional for one step of the whole (unidirectional) stack,
-    # called as _step_function(x, h, layers, nonlinearity, backend, step_layer) -> (output,
-    # h_new). A class attribute rather than a method: a Python frame fewer on the streaming
-    # step, whose whole cost is about a microsecond.
-    _step_function: ClassVar[Callable[..., tuple[np.ndarray, np.ndarray]]]
 
     def __init__(
         self,
@@ -430,40 +424,6 @@ class RNNBase(Module):
             return dx[:, 0], dh0[:, 0]
         return (dx.swapaxes(0, 1) if self.batch_first else dx), dh0
 
-    def step(
-        self, x_t: Any, h: Any | None = None, *, hx: Any | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """One time step of the whole stack, the state carried by the caller (streaming).
-
-        ``output, h = rnn.step(x[t], h)`` for t = 0, 1, ... gives the same ``output`` as
-        ``rnn(x, h0)[0][t]``, and the final ``h`` equals its ``h_n``. Inference only: nothing is
-        remembered for backward, and dropout is not applied (as in ``eval()``). Not available
-        for a bidirectional RNN, whose reverse direction needs the whole sequence.
-
-        Args:
-            x_t: (B, input_size), or unbatched (input_size,).
-            h: (num_layers, B, H) (unbatched: (num_layers, H)), or None for zeros; also
-                ``hx=``.
-
-        Returns:
-            (output_t, h_new): the last layer's new state (B, H) and all new states
-            (num_layers, B, H) (unbatched: without the B axis).
-
-        Examples:
-            >>> rnn = RNN(3, 4, num_layers=2, seed=0)
-            >>> x = np.ones((5, 2, 3), dtype=np.float32)
-            >>> h = None
-            >>> for t in range(5):
-            ...     y, h = rnn.step(x[t], h)
-            >>> bool(np.allclose(y, rnn(x)[0][-1], atol=1e-6))
-            True
-        """
-        if hx is not None:
-            h = _state_argument("h", h, hx)
-        return self._step_function(
-            x_t, h, self._step_stack, self.nonlinearity, self.backend, self._step_layer
-        )
-
 
 class RNN(RNNBase):
     """A multi-layer Elman RNN: ``torch.nn.RNN`` on NumPy arrays, with an explicit backward.
@@ -507,7 +467,6 @@ class RNN(RNNBase):
     """
 
     _GATES = 1
-    _step_function = staticmethod(functional.step)
 
     def _run_forward(self, k: int, x: np.ndarray, h0: np.ndarray | None) -> np.ndarray:
         w_ih, w_hh, b = self.layer_weights(k)
@@ -521,6 +480,35 @@ class RNN(RNNBase):
         w_ih, w_hh = self._step_layers[k][:2]  # (the biases' sum is not needed)
         return functional.rnn_backward(
             dh, x, h0, h, w_ih, w_hh, nonlinearity=self.nonlinearity, backend=self.backend
+        )
+
+    def step(self, x_t: Any, h: Any | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One time step of the whole stack, the state carried by the caller (streaming).
+
+        ``output, h = rnn.step(x[t], h)`` for t = 0, 1, ... gives the same ``output`` as
+        ``rnn(x, h0)[0][t]``, and the final ``h`` equals its ``h_n``. Inference only: nothing is
+        remembered for backward, and dropout is not applied (as in ``eval()``). Not available
+        for a bidirectional RNN, whose reverse direction needs the whole sequence.
+
+        Args:
+            x_t: (B, input_size), or unbatched (input_size,).
+            h: (num_layers, B, H) (unbatched: (num_layers, H)), or None for zeros.
+
+        Returns:
+            (output_t, h_new): the last layer's new state (B, H) and all new states
+            (num_layers, B, H) (unbatched: without the B axis).
+
+        Examples:
+            >>> rnn = RNN(3, 4, num_layers=2, seed=0)
+            >>> x = np.ones((5, 2, 3), dtype=np.float32)
+            >>> h = None
+            >>> for t in range(5):
+            ...     y, h = rnn.step(x[t], h)
+            >>> bool(np.allclose(y, rnn(x)[0][-1], atol=1e-6))
+            True
+        """
+        return functional.step(
+            x_t, h, self._step_stack, self.nonlinearity, self.backend, self._step_layer
         )
 
 

@@ -1,14 +1,14 @@
 /* A second thread beside a time loop, and the progress counter the two share.
  *
- * _kernels.pyx runs the sequential recursion on the calling thread and hands the GEMMs that
+ * kernels.pyx runs the sequential recursion on the calling thread and hands the GEMMs that
  * only need finished steps (the input projection ahead of the forward loop, the weight
  * gradients behind the backward loop) to one helper thread, kept between calls. The helper
  * follows a counter of finished steps that the owner publishes (release) and the follower
  * reads (acquire). Without POSIX threads (Windows builds) no helper starts and the caller
  * does the helper's work itself, after its loop.
  */
-#ifndef RNNFAST_OVERLAP_H
-#define RNNFAST_OVERLAP_H
+#ifndef RNNFAST_THREADS_H
+#define RNNFAST_THREADS_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -210,7 +210,7 @@ static inline void rf_prefetch(const void *p, size_t bytes)
 }
 
 /* ---- items shared out at run time ------------------------------------------------------
- * A split forward (_kernels.pyx) hands out each round's items (the input projection's
+ * A split forward (kernels.pyx) hands out each round's items (the input projection's
  * chunks, then each time step's column panels) to whichever thread asks: one thread takes
  * them from the first, the other from the last. A thread that runs behind (its core shared
  * with another process, or with a BLAS pool still spinning after its last call) then takes
@@ -327,4 +327,4 @@ static int rf_blas_threads(void)
     return n;
 }
 
-#endif /* RNNFAST_OVERLAP_H */
+#endif /* RNNFAST_THREADS_H */
