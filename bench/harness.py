@@ -2,9 +2,9 @@
 against their peers, quick timers, and the peak memory of forward + backward.
 
 What ``rnnfast bench`` needs (cases, grids, peers, forward + backward runners, the block timer,
-the results table) is in the package, :mod:`rnnfast.benchmark`; this module re-exports those
-names too, so that a script here needs one import. The scripts import it as ``harness`` (they
-run from bench/, which Python puts first on the path; pytest does the same for test_grid.py).
+the results table) is in the package, :mod:`rnnfast.benchmark`, which this module builds on.
+The scripts import it as ``harness`` (they run from bench/, which Python puts first on the
+path; pytest does the same for test_grid.py).
 """
 
 from __future__ import annotations
@@ -22,37 +22,11 @@ from typing import Any
 import numpy as np
 
 from rnnfast import functional
-from rnnfast.benchmark import (
-    DEFAULT_GRID,
-    PEERS,
-    QUICK_GRID,
-    ROOF_GEMM_SIZE,
-    Case,
-    available_peers,
-    best_block_medians,
-    format_table,
-    machine,
-    make_problem,
-    make_runner,
-    run,
-    torch_rnn,
-)
+from rnnfast.benchmark import Case, best_block_medians, make_problem, make_runner, torch_rnn
 
 __all__ = [
-    "DEFAULT_GRID",
-    "PEERS",
-    "QUICK_GRID",
-    "ROOF_GEMM_SIZE",
-    "Case",
-    "available_peers",
-    "best_block_medians",
-    "format_table",
     "forward_runners",
-    "machine",
-    "make_problem",
-    "make_runner",
     "peak_extra_memory",
-    "run",
     "step_runners",
     "time_blocks",
     "time_per_call",

@@ -16,26 +16,27 @@ from pathlib import Path
 
 import harness
 import numpy as np
-from harness import Case
 
 import rnnfast
+from rnnfast import benchmark
+from rnnfast.benchmark import Case
 
 
 def grid_section(dtype: str, repeats: int | None, rounds: int) -> tuple[str, list[dict]]:
-    cases = [Case(c.T, c.B, c.D, c.H, dtype) for c in harness.DEFAULT_GRID]
-    results = harness.run(
+    cases = [Case(c.T, c.B, c.D, c.H, dtype) for c in benchmark.DEFAULT_GRID]
+    results = benchmark.run(
         cases,
         repeats=repeats,
         min_time=0.3 * rounds,
         rounds=rounds,
-        gemm_roof=harness.ROOF_GEMM_SIZE,
+        gemm_roof=benchmark.ROOF_GEMM_SIZE,
     )
-    n = harness.ROOF_GEMM_SIZE
+    n = benchmark.ROOF_GEMM_SIZE
     head = (
         f"### Forward + BPTT, {dtype} (GEMM GF/s: a {n}^3 BLAS GEMM timed in each case's "
         "rotation with the peers, the roof for that row's % of GEMM)"
     )
-    return f"{head}\n\n```\n{harness.format_table(results)}\n```\n", results
+    return f"{head}\n\n```\n{benchmark.format_table(results)}\n```\n", results
 
 
 def step_section() -> str:
@@ -66,7 +67,7 @@ def inference_section(training: list[dict]) -> str:
     train_ms = {
         (r["T"], r["B"], r["D"], r["H"]): r["median_ms"] for r in training if r["peer"] == "rnnfast"
     }
-    for case in harness.DEFAULT_GRID:
+    for case in benchmark.DEFAULT_GRID:
         runners = harness.forward_runners(case)
         ms = harness.time_blocks(runners, repeats=11)
         torch_ms = ms.get("torch")
@@ -80,11 +81,11 @@ def inference_section(training: list[dict]) -> str:
 
 
 def memory_section() -> str:
-    lines = ["| T,B,D,H | " + " | ".join(harness.available_peers()) + " |"]
-    lines.append("|---" * (1 + len(harness.available_peers())) + "|")
-    for case in harness.DEFAULT_GRID[3:]:
+    lines = ["| T,B,D,H | " + " | ".join(benchmark.available_peers()) + " |"]
+    lines.append("|---" * (1 + len(benchmark.available_peers())) + "|")
+    for case in benchmark.DEFAULT_GRID[3:]:
         cells = []
-        for peer in harness.available_peers():
+        for peer in benchmark.available_peers():
             m = harness.peak_extra_memory(case, peer)
             extra = m["peak_extra_bytes"]
             cells.append(f"{extra / 2**20:.1f} MiB ({extra / m['tbh_bytes']:.2f})")
@@ -104,10 +105,10 @@ def _torch_threads(n: int) -> None:
 
 def threads_section() -> str:
     lines = ["| T,B,D,H | peer | 1 thread ms | 2 threads ms | speed-up |", "|---|---|---|---|---|"]
-    peers = [p for p in ("rnnfast", "torch") if p in harness.available_peers()]
-    for case in harness.DEFAULT_GRID[4:]:
+    peers = [p for p in ("rnnfast", "torch") if p in benchmark.available_peers()]
+    for case in benchmark.DEFAULT_GRID[4:]:
         for peer in peers:
-            fn = harness.make_runner(peer, case)
+            fn = benchmark.make_runner(peer, case)
             setter = _torch_threads if peer == "torch" else rnnfast.set_num_threads
             setup = {n: functools.partial(setter, n) for n in (1, 2)}
             ms = harness.time_blocks(dict.fromkeys(setup, fn), repeats=5, setup=setup)
@@ -133,13 +134,13 @@ def main() -> None:
         "# rnnfast benchmark results\n",
         f"- Command: `python {' '.join(sys.argv)}`",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- Machine: {harness.machine()}; rnnfast SIMD level {_kernels.simd_level()}; "
+        f"- Machine: {benchmark.machine()}; rnnfast SIMD level {_kernels.simd_level()}; "
         f"threads {rnnfast.get_num_threads()}",
-        f"- Peers: {', '.join(harness.available_peers())}"
+        f"- Peers: {', '.join(benchmark.available_peers())}"
         + "".join(
             f"; {m} {__import__(m).__version__}"
             for m in ("torch", "jax")
-            if m in harness.available_peers()
+            if m in benchmark.available_peers()
         ),
         f"- Times: each peer's repeats run in blocks after a pause, {args.rounds} rounds over the "
         "peers (grid tables; three elsewhere); "

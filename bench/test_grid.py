@@ -10,24 +10,22 @@ not absolute times: the machine is shared and noisy). Peers not installed are sk
 import harness
 import pytest
 
-PEERS = harness.available_peers()
-CASES = [
-    harness.Case(c.T, c.B, c.D, c.H, dtype)
-    for dtype in ("float32", "float64")
-    for c in harness.DEFAULT_GRID
-]
+from rnnfast.benchmark import DEFAULT_GRID, PEERS, Case, available_peers, make_runner
+
+INSTALLED = available_peers()
+CASES = [Case(c.T, c.B, c.D, c.H, dtype) for dtype in ("float32", "float64") for c in DEFAULT_GRID]
 
 
-@pytest.mark.parametrize("peer", harness.PEERS)
+@pytest.mark.parametrize("peer", PEERS)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.label}-{c.dtype}")
 def test_forward_backward(benchmark, case, peer):
-    if peer not in PEERS:
+    if peer not in INSTALLED:
         pytest.skip(f"{peer} is not installed")
     if peer == "reference" and case.flops > 1e10:
         pytest.skip("the per-step reference takes seconds here; it is timed on the smaller rows")
     benchmark.group = f"forward+backward {case.label} {case.dtype}"
     benchmark.extra_info["gflop"] = case.flops / 1e9
-    benchmark(harness.make_runner(peer, case))
+    benchmark(make_runner(peer, case))
 
 
 @pytest.mark.parametrize("peer", ["rnnfast", "rnnfast-cell", "numpy", "torch"])
@@ -40,7 +38,7 @@ def test_streaming_step(benchmark, peer):
 
 
 @pytest.mark.parametrize("peer", ["rnnfast", "torch"])
-@pytest.mark.parametrize("case", harness.DEFAULT_GRID[3:], ids=lambda c: c.label)
+@pytest.mark.parametrize("case", DEFAULT_GRID[3:], ids=lambda c: c.label)
 def test_inference_forward(benchmark, case, peer):
     runners = harness.forward_runners(case)
     if peer not in runners:
