@@ -114,24 +114,19 @@ def _no_default_step(*args: Any) -> None:
     return None
 
 
-def _make_default_step() -> Any:
-    """_rnn_step_default(x, h, layers, nonlinearity, backend): the compiled step if
-    _compiled_by_default(backend) and every operand is plain (as _rnn_step_plain), else None:
-    the layers' streaming step (RNN.step, RNNCell). Its names are bound as locals: this runs
-    once per time step."""
-    if _kernels is None or _ENV_DATA is None:
-        return _no_default_step
-    step, env, key = _kernels.rnn_step, _ENV_DATA, _ENV_KEY
-
-    def default_step(x: Any, h: Any, layers: Any, nonlinearity: str, backend: Any) -> Any:
-        if type(layers) is tuple and type(backend) is str and backend == "auto" and key not in env:
-            return step(x, h, layers, nonlinearity)
-        return None
-
-    return default_step
-
-
-_rnn_step_default = _make_default_step()
+def _rnn_step_default(x: Any, h: Any, layers: Any, nonlinearity: str, backend: Any) -> Any:
+    """The compiled step if _compiled_by_default(backend) and every operand is plain (as
+    _rnn_step_plain), else None: the layers' streaming step (RNN.step, RNNCell)."""
+    if (
+        type(layers) is tuple
+        and type(backend) is str
+        and backend == "auto"
+        and _ENV_DATA is not None
+        and _ENV_KEY not in _ENV_DATA
+        and _kernels is not None
+    ):
+        return _kernels.rnn_step(x, h, layers, nonlinearity)
+    return None
 
 
 def _resolve_backend(backend: str) -> tuple[str, ModuleType]:
