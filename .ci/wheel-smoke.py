@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     assert "site-packages" in location.parts, f"not an installed rnnfast: {location}"
     checkout = Path(__file__).resolve().parents[1] / "src"
     assert checkout not in location.parents, f"imported from the source tree {checkout}"
-    assert rnnfast.HAVE_COMPILED, rnnfast.functional._COMPILED_IMPORT_ERROR
+    assert rnnfast.HAVE_COMPILED, rnnfast._backend.COMPILED_IMPORT_ERROR
     assert Path(_kernels.__file__).suffix == ".so", _kernels.__file__
 
     sizes = [(3, 2, 4, 5)] if args.quick else [(1, 1, 1, 1), (7, 3, 5, 8), (20, 16, 32, 64)]
