@@ -134,7 +134,9 @@ def saturation(
     return float(np.mean(stuck))
 
 
-def scaled_orthogonal(hidden: int, scale: float, seed: Seed = None, dtype: Any = np.float64):
+def scaled_orthogonal(
+    hidden: int, scale: float, seed: Seed = None, dtype: Any = np.float64
+) -> np.ndarray:
     """A random orthogonal (H, H) matrix times ``scale``: every eigenvalue and every singular
     value has modulus exactly ``scale``, so its spectral radius is ``scale`` and each step of
     a linear recurrence changes every vector's norm by exactly that factor.

@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from rnnfast import _backend, _reference, _validation
+from rnnfast import _reference, _validation
 from rnnfast._backend import BACKENDS, BLAS_INT_MAX, HAVE_COMPILED, compiled
 from rnnfast._validation import FLOAT_DTYPES, NONLINEARITIES, StepLayer, check_choice, check_flag
 
@@ -90,7 +90,7 @@ def _sequence_call(
     """
     check_finite = check_flag("check_finite", check_finite)
     check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
-    kernels = _backend.compiled(backend)
+    kernels = compiled(backend)
     if kernels is not None and not check_finite:
         plain = kernels.rnn_forward_plain if "b" in named else kernels.rnn_backward_plain
         result = plain(*named.values(), nonlinearity, BLAS_INT_MAX)
@@ -292,9 +292,8 @@ def step(
         if result is not None:
             return result
     x2, h3, layers, batched = _validation.step_args(x, h, params, layer)
-    impl = _backend.resolve(backend)[1]
     result = None
-    if impl is kernels is not None:
+    if kernels is not None:  # (the backend was decided above, once)
         result = kernels.rnn_step(x2, h3, layers, nonlinearity)  # None: an empty size
     if result is None:
         result = _reference.rnn_step(x2, h3, layers, nonlinearity)

@@ -190,10 +190,8 @@ RF_DOT_SHIFTED(double, f64, _mm512_permutexvar_pd, RF_IDX_F64)
 
 /* The shift for dot_shifted of a (rows, k) matrix w, or 0 for the unaligned pass: 0 when its
  * rows do not all share one alignment, are shorter than two lines, or start on a boundary
- * already. Two lines, not four: bench/experiments/step_dot.c at offset 4, three runs each
- * (before the passes alternated direction), D=32 H=128 0.97-0.98 us against 1.03-1.07 and
- * D=48 H=256 3.34-3.43 against 3.69-3.79, but D=32 H=64 (all in L1) 0.30-0.32 against
- * 0.27-0.28. */
+ * already. Two lines, not four: below that the weights sit in L1 and the rotations cost more
+ * than the split loads (bench/experiments/step_dot.c; docs/design/kernels.md). */
 static inline int RF(dot_shift)(const void *w, ptrdiff_t k, size_t size)
 {
 #if RF_VBYTES == 64
@@ -270,12 +268,9 @@ static inline int RF(dot_shift)(const void *w, ptrdiff_t k, size_t size)
     }                                                                                            \
     /* Each group of rows is one pass over the weights, and the passes alternate direction,      \
      * within a call and from one call to the next (the last direction is kept in `flip`): the   \
-     * lines read last are read first again, from L1 where the weights do not fit in it.         \
-     * bench/experiments/step_dot.c, B=1, the products before and after, alternating: D=32       \
-     * H=128 0.78-0.81 -> 0.61 us (five pairs), D=65 H=100 1.08-1.11 -> 0.83-0.84 (two); D=48    \
-     * H=256 2.95-3.03 -> 2.64-2.66 (two, with the units past the last block taken last both     \
-     * ways). A unit's sum is the same in either direction. `flip` is shared by all threads,     \
-     * and a lost update costs only that reuse. */                                               \
+     * lines read last are read first again, from L1 where the weights do not fit in it         \
+     * (bench/experiments/step_dot.c). A unit's sum is the same in either direction. `flip` is   \
+     * shared by all threads, and a lost update costs only that reuse. */                        \
     static void RF(step_dot_##SFX)(T *restrict out, const T *restrict a, const T *restrict wa,   \
                                    ptrdiff_t ka, const T *restrict c, const T *restrict wc,      \
                                    ptrdiff_t kc, const T *restrict bias, ptrdiff_t rows,         \

@@ -1,4 +1,5 @@
-/* A second thread beside a time loop, and the progress counter the two share.
+/* Threads: a second thread beside a time loop, the counters the two share, and the sections
+ * that hold BLAS at one thread.
  *
  * kernels.pyx runs the sequential recursion on the calling thread and hands the GEMMs that
  * only need finished steps (the input projection ahead of the forward loop, the weight
@@ -47,8 +48,8 @@ static inline void rf_wait_for(ptrdiff_t *counter, ptrdiff_t value)
 
 /* ---- the helper thread ------------------------------------------------------------------
  * One thread per process stays after its first call and waits for the next one: creating a
- * thread per call cost the caller 10-16 us before its loop (pthread_create, timed inside the
- * backward at 100,8,64,128 on this 2-vCPU VM). After a job the thread spins for
+ * thread per call cost the caller about as much as a small call's overlap saves (see
+ * docs/design/kernels.md). After a job the thread spins for
  * RF_POOL_SPIN_NS (a backward follows its forward, the next forward its optimizer step), then
  * sleeps on a condition variable. A call that finds it busy (calls in several Python threads)
  * starts a thread of its own, as before. A forked child starts afresh (only the forking

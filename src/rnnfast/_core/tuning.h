@@ -32,7 +32,7 @@ typedef struct {
     /* one BLAS thread below these sizes */
     ptrdiff_t serial_step_max_macs;      /* a BLAS step's product, B * H * H */
     ptrdiff_t serial_gemm_max_macs;      /* a GEMM before or after the time loop */
-    /* the helper thread beside the time loop (_overlap.h) */
+    /* the helper thread beside the time loop (threads.h) */
     int overlap;
     ptrdiff_t overlap_chunk_rows;        /* rows per hand-over */
     ptrdiff_t overlap_min_macs;          /* no helper below T * B * H * (D + H) */

@@ -103,6 +103,12 @@ class Embedding(Module):
     ``padding_idx``, if given, starts at zero and never receives a gradient. ids are integers in
     [0, num_embeddings) of any shape; the output is (*ids.shape, embedding_dim).
     ``backward(d_out)`` adds into ``grads`` (ids have no gradient) and returns None.
+
+    Examples:
+        >>> embedding = Embedding(10, 3, padding_idx=0, seed=0)
+        >>> vectors = embedding(np.array([[0, 4], [7, 0]]))
+        >>> vectors.shape, bool((vectors[0, 0] == 0).all())
+        ((2, 2, 3), True)
     """
 
     def __init__(

@@ -17,9 +17,9 @@ _M = TypeVar("_M", bound="Module")
 
 # Parameters start on a cache line: the streaming step's vector loads of a weight row then
 # never straddle two lines. NumPy's own allocations are only 16-byte aligned; the step
-# realigns the loads of rows of two or more whole lines itself but not the rest
-# (bench/experiments/step_dot.c, D=32 H=128, six alternating runs: 0.70-0.82 us a step
-# aligned, 0.82-0.92 us at 16 bytes past a line, one run 1.26).
+# realigns the loads of rows of two or more whole lines itself but not the rest. Measure it
+# with bench/experiments/step_dot.c (built as its header says): `./step_dot 32 128 -1 0`
+# (aligned) against `./step_dot 32 128 -1 4` (16 bytes past a line).
 PARAMETER_ALIGNMENT = 64
 
 

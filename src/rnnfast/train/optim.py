@@ -40,7 +40,9 @@ class Optimizer:
         lr: learning rate, >= 0.
     """
 
-    def __init__(self, params: Mapping[str, np.ndarray], grads: Mapping[str, Any], lr: float):
+    def __init__(
+        self, params: Mapping[str, np.ndarray], grads: Mapping[str, Any], lr: float
+    ) -> None:
         if not isinstance(params, Mapping) or not isinstance(grads, Mapping):
             raise TypeError(
                 "params and grads must be mappings of name -> array, e.g. "
@@ -182,6 +184,13 @@ class Adam(Optimizer):
         m = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g * g
         p -= lr * (m / (1 - beta1**step)) / (sqrt(v / (1 - beta2**step)) + eps)
+
+    Examples:
+        >>> params, grads = {"w": np.array([1.0, -1.0])}, {"w": np.array([0.5, -0.5])}
+        >>> opt = Adam(params, grads, lr=0.1)
+        >>> opt.step()  # the first step moves each parameter by lr against its gradient's sign
+        >>> np.round(params["w"], 6)
+        array([ 0.9, -0.9])
     """
 
     def __init__(
