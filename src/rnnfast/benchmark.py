@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from rnnfast import functional
+from rnnfast._tables import format_rows
 
 __all__ = [
     "DEFAULT_GRID",
@@ -441,7 +442,4 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
                 else [f"{roof:.0f}", f"{100 * ours['gflops'] / roof:.0f}%"]
             )
         rows.append(line)
-    # Imported here: the command line imports this module, so a top-level import would be a cycle.
-    from rnnfast.cli._tables import format_rows
-
     return format_rows(rows, right=range(len(head)))

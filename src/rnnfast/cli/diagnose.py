@@ -10,6 +10,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from rnnfast import diagnostics
+from rnnfast._tables import format_rows
 from rnnfast.cli._common import (
     EXIT_OK,
     NON_NEGATIVE,
@@ -25,7 +26,6 @@ from rnnfast.cli._common import (
     write_json,
 )
 from rnnfast.cli._plots import save_plot
-from rnnfast.cli._tables import format_rows
 from rnnfast.models import CharRNN, SequenceRegressor
 
 

@@ -1,5 +1,5 @@
-"""Text tables: the one formatter of aligned columns, for ``rnnfast diagnose`` and (through
-:func:`rnnfast.benchmark.format_table`) ``rnnfast bench``."""
+"""Text tables: the one formatter of aligned columns, for ``rnnfast diagnose`` and
+(through :func:`rnnfast.benchmark.format_table`) ``rnnfast bench``."""
 
 from __future__ import annotations
 
