@@ -1,0 +1,124 @@
+"""The measurements page's plots, drawn at build time from bench/RESULTS.md's grid tables.
+
+Called by matplotlib's plot directive (``.. plot:: /_scripts/plot_results.py times``): each
+public function draws one figure from both dtypes' forward + BPTT tables.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+try:
+    HERE = Path(__file__).resolve().parent
+except NameError:  # the plot directive runs the code without __file__, from this directory
+    HERE = Path.cwd()
+RESULTS = HERE.parents[1] / "bench" / "RESULTS.md"
+PEERS = ("rnnfast", "reference", "numpy", "torch", "jax")
+LABELS = {
+    "rnnfast": "rnnfast",
+    "reference": "NumPy reference",
+    "numpy": "NumPy loop (hoisted)",
+    "torch": "PyTorch",
+    "jax": "JAX lax.scan",
+}
+
+
+def grid_tables(path: Path = RESULTS) -> dict[str, list[dict[str, str]]]:
+    """dtype -> rows of the "Forward + BPTT" table, each a dict column -> text."""
+    text = path.read_text(encoding="utf-8")
+    tables: dict[str, list[dict[str, str]]] = {}
+    pattern = r"^#+ Forward \+ BPTT, (\w+).*?\n```\n(.*?)\n```"
+    for dtype, block in re.findall(pattern, text, flags=re.MULTILINE | re.DOTALL):
+        lines = [line for line in block.splitlines() if line.strip()]
+        header = re.split(r"\s{2,}", lines[0].strip())
+        rows = [
+            dict(zip(header, re.split(r"\s{2,}", line.strip()), strict=True)) for line in lines[2:]
+        ]
+        tables[dtype] = rows
+    if not tables:
+        raise ValueError(f"no 'Forward + BPTT' table in {path}")
+    return tables
+
+
+def _axes_per_dtype(title: str):
+    tables = grid_tables()
+    fig, axes = plt.subplots(1, len(tables), figsize=(5.2 * len(tables), 4.2), squeeze=False)
+    fig.suptitle(title)
+    return tables, fig, axes[0]
+
+
+def _cases(rows: list[dict[str, str]]) -> list[str]:
+    return [row["T,B,D,H"] for row in rows]
+
+
+def times() -> None:
+    """Milliseconds of forward + backward, each peer, log scale."""
+    tables, fig, axes = _axes_per_dtype("Forward + backward, ms (lower is better)")
+    for ax, (dtype, rows) in zip(axes, tables.items(), strict=True):
+        cases = _cases(rows)
+        peers = [p for p in PEERS if f"{p} ms" in rows[0]]
+        width = 0.8 / len(peers)
+        x = np.arange(len(cases))
+        for i, peer in enumerate(peers):
+            ms = [float(row[f"{peer} ms"]) for row in rows]
+            ax.bar(x + (i - (len(peers) - 1) / 2) * width, ms, width, label=LABELS[peer])
+        ax.set_yscale("log")
+        ax.set_xticks(x, cases, rotation=30, ha="right", fontsize=8)
+        ax.set_title(dtype)
+        ax.set_ylabel("ms")
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+
+
+def speedup() -> None:
+    """rnnfast's speed-up over each peer ("x vs P"), log scale, 1 marked."""
+    tables, fig, axes = _axes_per_dtype("rnnfast's speed-up: the peer's time over rnnfast's")
+    for ax, (dtype, rows) in zip(axes, tables.items(), strict=True):
+        cases = _cases(rows)
+        peers = [p for p in PEERS[1:] if f"x vs {p}" in rows[0]]
+        x = np.arange(len(cases))
+        for peer in peers:
+            ax.plot(x, [float(row[f"x vs {peer}"]) for row in rows], "o-", label=LABELS[peer])
+        ax.axhline(1.0, color="black", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_xticks(x, cases, rotation=30, ha="right", fontsize=8)
+        ax.set_title(dtype)
+        ax.set_ylabel("x faster")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+
+
+def roof() -> None:
+    """rnnfast's GFLOP/s against the GEMM roof timed beside each row."""
+    tables, fig, axes = _axes_per_dtype("rnnfast's rate against a BLAS GEMM timed beside it")
+    for ax, (dtype, rows) in zip(axes, tables.items(), strict=True):
+        cases = _cases(rows)
+        x = np.arange(len(cases))
+        ax.bar(
+            x - 0.2,
+            [float(row["GEMM GF/s"]) for row in rows],
+            0.4,
+            label="GEMM 2048^3",
+            color="lightgray",
+        )
+        ax.bar(x + 0.2, [float(row["rnnfast GF/s"]) for row in rows], 0.4, label="rnnfast")
+        for xi, row in zip(x, rows, strict=True):
+            ax.annotate(
+                row["% of GEMM"],
+                (xi + 0.2, float(row["rnnfast GF/s"])),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+        ax.set_xticks(x, cases, rotation=30, ha="right", fontsize=8)
+        ax.set_title(dtype)
+        ax.set_ylabel("GFLOP/s")
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
