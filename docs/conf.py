@@ -49,10 +49,12 @@ exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "auto_examples/*.ipynb"]
 KERNELS_NOTE_MISSING = not (DOCS / "design" / "kernels.md").exists()
 
 # --- autodoc, napoleon, autosummary ----------------------------------------------------------
-autodoc_default_options = {"members": True, "show-inheritance": False}
+autodoc_default_options = {"members": True}
 autodoc_member_order = "bysource"
-autodoc_typehints = "signature"
-autodoc_typehints_format = "short"
+# The docstrings say what each argument takes; the annotations (mostly Any: anything NumPy
+# converts) would only clutter the signatures.
+autodoc_typehints = "none"
+autodoc_preserve_defaults = True  # dtype=np.float32, not <class ...>
 autoclass_content = "class"
 autosummary_generate = True
 # A module's page documents the names in its __all__ (imported ones included) and links to
@@ -63,6 +65,8 @@ autosummary_context = {"top_level": sorted(rnnfast.__all__)}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
+# "x, h0, w_ih: ..." in Args stays one entry instead of one copy per name.
+napoleon_use_param = False
 
 # --- doctest: the docstrings' examples run as they are written ------------------------------
 # Each group starts from these names, in a scratch directory (examples that save a model must

@@ -18,6 +18,13 @@ except NameError:  # the plot directive runs the code without __file__, from thi
     HERE = Path.cwd()
 RESULTS = HERE.parents[1] / "bench" / "RESULTS.md"
 PEERS = ("rnnfast", "reference", "numpy", "torch", "jax")
+COLORS = {
+    "rnnfast": "tab:blue",
+    "reference": "tab:orange",
+    "numpy": "tab:green",
+    "torch": "tab:red",
+    "jax": "tab:purple",
+}
 LABELS = {
     "rnnfast": "rnnfast",
     "reference": "NumPy reference",
@@ -65,7 +72,13 @@ def times() -> None:
         x = np.arange(len(cases))
         for i, peer in enumerate(peers):
             ms = [float(row[f"{peer} ms"]) for row in rows]
-            ax.bar(x + (i - (len(peers) - 1) / 2) * width, ms, width, label=LABELS[peer])
+            ax.bar(
+                x + (i - (len(peers) - 1) / 2) * width,
+                ms,
+                width,
+                label=LABELS[peer],
+                color=COLORS[peer],
+            )
         ax.set_yscale("log")
         ax.set_xticks(x, cases, rotation=30, ha="right", fontsize=8)
         ax.set_title(dtype)
@@ -83,7 +96,13 @@ def speedup() -> None:
         peers = [p for p in PEERS[1:] if f"x vs {p}" in rows[0]]
         x = np.arange(len(cases))
         for peer in peers:
-            ax.plot(x, [float(row[f"x vs {peer}"]) for row in rows], "o-", label=LABELS[peer])
+            ax.plot(
+                x,
+                [float(row[f"x vs {peer}"]) for row in rows],
+                "o-",
+                label=LABELS[peer],
+                color=COLORS[peer],
+            )
         ax.axhline(1.0, color="black", lw=0.8)
         ax.set_yscale("log")
         ax.set_xticks(x, cases, rotation=30, ha="right", fontsize=8)
