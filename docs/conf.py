@@ -69,13 +69,27 @@ napoleon_use_rtype = False
 napoleon_use_param = False
 
 # --- doctest: the docstrings' examples run as they are written ------------------------------
-# Each group starts from these names, in a scratch directory (examples that save a model must
-# not write into the source tree).
+# Each group starts with NumPy as np, rnnfast, and the public names of rnnfast's public modules
+# (a docstring's example may use its own module's names, as `python -m doctest` allows), then
+# rnnfast's own names on top; in a scratch directory (examples that save a model must not
+# write into the source tree).
 doctest_global_setup = """
-import os as _os, tempfile as _tempfile
+import importlib as _importlib
+import os as _os
+import tempfile as _tempfile
+
 import numpy as np
 import rnnfast
+
+for _name in ("functional", "datasets", "diagnostics", "nn", "models", "train", "benchmark"):
+    try:
+        _module = _importlib.import_module("rnnfast." + _name)
+    except ImportError:  # a module of another version of the layout
+        continue
+    _public = getattr(_module, "__all__", [n for n in vars(_module) if not n.startswith("_")])
+    globals().update({n: getattr(_module, n) for n in _public})
 from rnnfast import *
+
 _doctest_cwd = _os.getcwd()
 _os.chdir(_tempfile.mkdtemp(prefix="rnnfast-doctest-"))
 """
