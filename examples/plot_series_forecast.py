@@ -37,22 +37,27 @@ print(f"held-out RMSE: RNN {rnn_rmse:.3f}, last value {naive_rmse:.3f}")
 print(f"the RNN's error is {rnn_rmse / naive_rmse:.2f}x the naive forecast's")
 
 # %%
-# The last 200 held-out steps.
-window = t[-200:]
-fig, ax = plt.subplots(figsize=(8, 4))
-ax.plot(window + 1, series[window + 1], color="black", lw=1.5, label="actual")
-ax.plot(window + 1, pred[window], color="tab:orange", label=f"RNN (RMSE {rnn_rmse:.2f})")
-ax.plot(
-    window + 1,
-    naive[window],
-    color="tab:gray",
-    ls="--",
-    label=f"last value (RMSE {naive_rmse:.2f})",
+# Above, the last 100 held-out steps: the naive forecast is the actual curve shifted one step
+# right. Below, each forecast's absolute error over all 800 held-out steps, smoothed over 25.
+window = t[-100:]
+rnn_error = np.abs(pred[t] - series[t + 1])
+naive_error = np.abs(naive[t] - series[t + 1])
+smooth = np.ones(25) / 25
+
+fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), height_ratios=(3, 2))
+top.plot(window + 1, series[window + 1], "k.-", lw=1, label="actual")
+top.plot(window + 1, pred[window], color="tab:orange", label="RNN")
+top.plot(window + 1, naive[window], color="tab:gray", ls="--", label="last value")
+top.set_ylabel("price")
+top.legend(ncols=3)
+bottom.plot(t[12:-12] + 1, np.convolve(rnn_error, smooth, "valid"), color="tab:orange", label="RNN")
+bottom.plot(
+    t[12:-12] + 1, np.convolve(naive_error, smooth, "valid"), color="tab:gray", label="last value"
 )
-ax.set_xlabel("step")
-ax.set_ylabel("price")
-ax.set_title("One-step-ahead forecasts")
-ax.grid(True, alpha=0.3)
-ax.legend()
+bottom.set_xlabel("step")
+bottom.set_ylabel("|error|, mean of 25")
+bottom.legend(ncols=2)
+for ax in (top, bottom):
+    ax.grid(True, alpha=0.3)
 fig.tight_layout()
 plt.show()

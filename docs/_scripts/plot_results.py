@@ -7,7 +7,9 @@ public function draws one figure from both dtypes' forward + BPTT tables.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -51,93 +53,53 @@ def grid_tables(path: Path = RESULTS) -> dict[str, list[dict[str, str]]]:
     return tables
 
 
-def _axes_per_dtype(title: str):
+def _panels(title: str, ylabel: str, *, log: bool) -> Iterator[tuple[Any, np.ndarray, list]]:
+    """One panel per dtype's table: yields (axes, x positions, rows) for the caller to draw
+    on, then labels each panel, and the figure once all are drawn."""
     tables = grid_tables()
     fig, axes = plt.subplots(1, len(tables), figsize=(5.2 * len(tables), 4.2), squeeze=False)
     fig.suptitle(title)
-    return tables, fig, axes[0]
-
-
-def _cases(rows: list[dict[str, str]]) -> list[str]:
-    return [row["T,B,D,H"] for row in rows]
+    for ax, (dtype, rows) in zip(axes[0], tables.items(), strict=True):
+        x = np.arange(len(rows))
+        yield ax, x, rows
+        if log:
+            ax.set_yscale("log")
+        ax.set_xticks(x, [row["T,B,D,H"] for row in rows], rotation=30, ha="right", fontsize=8)
+        ax.set_title(dtype)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
 
 
 def times() -> None:
     """Milliseconds of forward + backward, each peer, log scale."""
-    tables, fig, axes = _axes_per_dtype("Forward + backward, ms (lower is better)")
-    for ax, (dtype, rows) in zip(axes, tables.items(), strict=True):
-        cases = _cases(rows)
+    for ax, x, rows in _panels("Forward + backward, ms (lower is better)", "ms", log=True):
         peers = [p for p in PEERS if f"{p} ms" in rows[0]]
         width = 0.8 / len(peers)
-        x = np.arange(len(cases))
         for i, peer in enumerate(peers):
+            offset = (i - (len(peers) - 1) / 2) * width
             ms = [float(row[f"{peer} ms"]) for row in rows]
-            ax.bar(
-                x + (i - (len(peers) - 1) / 2) * width,
-                ms,
-                width,
-                label=LABELS[peer],
-                color=COLORS[peer],
-            )
-        ax.set_yscale("log")
-        ax.set_xticks(x, cases, rotation=30, ha="right", fontsize=8)
-        ax.set_title(dtype)
-        ax.set_ylabel("ms")
-        ax.grid(True, axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+            ax.bar(x + offset, ms, width, label=LABELS[peer], color=COLORS[peer])
 
 
 def speedup() -> None:
     """rnnfast's speed-up over each peer ("x vs P"), log scale, 1 marked."""
-    tables, fig, axes = _axes_per_dtype("rnnfast's speed-up: the peer's time over rnnfast's")
-    for ax, (dtype, rows) in zip(axes, tables.items(), strict=True):
-        cases = _cases(rows)
-        peers = [p for p in PEERS[1:] if f"x vs {p}" in rows[0]]
-        x = np.arange(len(cases))
-        for peer in peers:
-            ax.plot(
-                x,
-                [float(row[f"x vs {peer}"]) for row in rows],
-                "o-",
-                label=LABELS[peer],
-                color=COLORS[peer],
-            )
+    title = "rnnfast's speed-up: the peer's time over rnnfast's"
+    for ax, x, rows in _panels(title, "x faster", log=True):
+        for peer in [p for p in PEERS[1:] if f"x vs {p}" in rows[0]]:
+            ratio = [float(row[f"x vs {peer}"]) for row in rows]
+            ax.plot(x, ratio, "o-", label=LABELS[peer], color=COLORS[peer])
         ax.axhline(1.0, color="black", lw=0.8)
-        ax.set_yscale("log")
-        ax.set_xticks(x, cases, rotation=30, ha="right", fontsize=8)
-        ax.set_title(dtype)
-        ax.set_ylabel("x faster")
-        ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
 
 
 def roof() -> None:
     """rnnfast's GFLOP/s against the GEMM roof timed beside each row."""
-    tables, fig, axes = _axes_per_dtype("rnnfast's rate against a BLAS GEMM timed beside it")
-    for ax, (dtype, rows) in zip(axes, tables.items(), strict=True):
-        cases = _cases(rows)
-        x = np.arange(len(cases))
-        ax.bar(
-            x - 0.2,
-            [float(row["GEMM GF/s"]) for row in rows],
-            0.4,
-            label="GEMM 2048^3",
-            color="lightgray",
-        )
-        ax.bar(x + 0.2, [float(row["rnnfast GF/s"]) for row in rows], 0.4, label="rnnfast")
-        for xi, row in zip(x, rows, strict=True):
-            ax.annotate(
-                row["% of GEMM"],
-                (xi + 0.2, float(row["rnnfast GF/s"])),
-                ha="center",
-                va="bottom",
-                fontsize=8,
-            )
-        ax.set_xticks(x, cases, rotation=30, ha="right", fontsize=8)
-        ax.set_title(dtype)
-        ax.set_ylabel("GFLOP/s")
-        ax.grid(True, axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    title = "rnnfast's rate against a BLAS GEMM timed beside it"
+    for ax, x, rows in _panels(title, "GFLOP/s", log=False):
+        gemm = [float(row["GEMM GF/s"]) for row in rows]
+        ours = [float(row["rnnfast GF/s"]) for row in rows]
+        ax.bar(x - 0.2, gemm, 0.4, label="GEMM 2048^3", color="lightgray")
+        ax.bar(x + 0.2, ours, 0.4, label="rnnfast", color=COLORS["rnnfast"])
+        for xi, row, rate in zip(x, rows, ours, strict=True):
+            ax.annotate(row["% of GEMM"], (xi + 0.2, rate), ha="center", va="bottom", fontsize=8)
