@@ -69,12 +69,12 @@ _apply_simd_environment()
 #   python -m timeit -s "import os; d = os.environ._data" "b'RNNFAST_BACKEND' in d"
 # Where os.environ has no such dict, a dict that always holds the key sends every call to
 # resolve().
-_ENV_KEY: object = "RNNFAST_BACKEND"
-_ENV_DATA: dict = {_ENV_KEY: None}
+ENV_KEY: object = "RNNFAST_BACKEND"
+ENVIRON: dict = {ENV_KEY: None}
 if hasattr(os.environ, "encodekey") and isinstance(getattr(os.environ, "_data", None), dict):
-    _ENV_KEY, _ENV_DATA = os.environ.encodekey("RNNFAST_BACKEND"), os.environ._data
+    ENV_KEY, ENVIRON = os.environ.encodekey("RNNFAST_BACKEND"), os.environ._data
 
-_AUTO = "auto"
+AUTO = "auto"
 
 
 def compiled(backend: object) -> ModuleType | None:
@@ -88,7 +88,7 @@ def compiled(backend: object) -> ModuleType | None:
     Raises:
         ValueError, RuntimeError: as :func:`resolve`.
     """
-    if backend is _AUTO and _ENV_KEY not in _ENV_DATA and kernels is not None:
+    if backend is AUTO and ENV_KEY not in ENVIRON and kernels is not None:
         return kernels
     impl = resolve(backend)[1]
     return impl if impl is kernels else None

@@ -574,17 +574,28 @@ class RNNCell(Module):
             >>> dx.shape, dh.shape
             ((2, 3), (2, 4))
         """
-        h = _state_argument("h", h, hx)
+        if hx is not None:
+            h = _state_argument("h", h, hx)
         output, h_stack = functional.step(
             x, h, self._step_layers, self.nonlinearity, self.backend, self._step_layer
         )
         batched = output.ndim == 2
-        # Copies for backward, safe from changes the caller makes to its arrays (the door has
-        # validated them, so these conversions cannot fail); h_stack is one already (the same
-        # values as the output, which the caller gets).
-        x2 = np.array(to_numpy(x), dtype=self.dtype, ndmin=2)
-        h2 = None if h is None else np.array(to_numpy(h), dtype=self.dtype, ndmin=2)
-        self._cache = (x2, h2, h_stack[0] if batched else h_stack, batched)
+        # Copies for backward, safe from changes the caller makes to its arrays; h_stack is one
+        # already (the same values as the output, which the caller gets). The door has
+        # validated x and h: a plain array of the cell's dtype (the common case) is copied as
+        # it is, anything else converted.
+        dtype = self.dtype
+        if (
+            batched
+            and type(x) is np.ndarray
+            and x.dtype is dtype
+            and (h is None or (type(h) is np.ndarray and h.dtype is dtype))
+        ):
+            x_copy, h_copy = x.copy(), None if h is None else h.copy()
+        else:
+            x_copy = np.array(to_numpy(x), dtype=dtype, ndmin=2)
+            h_copy = None if h is None else np.array(to_numpy(h), dtype=dtype, ndmin=2)
+        self._cache = (x_copy, h_copy, h_stack[0] if batched else h_stack, batched)
         return output
 
     def backward(self, d_h_new: Any) -> tuple[np.ndarray, np.ndarray]:
