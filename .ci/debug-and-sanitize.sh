@@ -115,9 +115,9 @@ run_valgrind() {
         --log-file="$scratch/valgrind.log" \
         "$scratch/valgrind/bin/python" "$repo/.ci/wheel-smoke.py" --quick) || {
         status=$?
-        grep -B2 -A25 "_kernels\|_blas" "$scratch/valgrind.log" | head -200 || true
+        grep -B2 -A25 "_core/kernels\|_core/blas\|rnnfast/_core" "$scratch/valgrind.log" | head -200 || true
         echo "valgrind exited $status; full log: $scratch/valgrind.log"
-        if grep -q "_kernels\|_blas" "$scratch/valgrind.log"; then
+        if grep -q "_core/kernels\|_core/blas\|rnnfast/_core" "$scratch/valgrind.log"; then
             return 1
         fi
         echo "(no error involves rnnfast's extension modules)"

@@ -25,14 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import rnnfast
-    from rnnfast import _kernels
+    from rnnfast import benchmark
+    from rnnfast._core import kernels as _kernels
 
     location = Path(rnnfast.__file__).resolve()
     print(f"rnnfast {rnnfast.__version__} from {location}")
     assert "site-packages" in location.parts, f"not an installed rnnfast: {location}"
     checkout = Path(__file__).resolve().parents[1] / "src"
     assert checkout not in location.parents, f"imported from the source tree {checkout}"
-    assert rnnfast.HAVE_COMPILED, rnnfast.functional._COMPILED_IMPORT_ERROR
+    assert rnnfast.HAVE_COMPILED, rnnfast._backend.COMPILED_IMPORT_ERROR
     assert Path(_kernels.__file__).suffix == ".so", _kernels.__file__
 
     sizes = [(3, 2, 4, 5)] if args.quick else [(1, 1, 1, 1), (7, 3, 5, 8), (20, 16, 32, 64)]
@@ -41,13 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     for T, B, D, H in sizes:
         for dtype, rtol in ((np.float32, 1e-5), (np.float64, 1e-12)):
             for nonlinearity in ("tanh", "relu"):
-                x = rng.standard_normal((T, B, D)).astype(dtype)
-                h0 = rng.standard_normal((B, H)).astype(dtype)
-                bound = 1 / np.sqrt(H)
-                w_ih = rng.uniform(-bound, bound, (H, D)).astype(dtype)
-                w_hh = rng.uniform(-bound, bound, (H, H)).astype(dtype)
-                b = rng.uniform(-bound, bound, H).astype(dtype)
-                dh = rng.standard_normal((T, B, H)).astype(dtype)
+                p = benchmark.make_problem(benchmark.Case(T, B, D, H, dtype.__name__), rng)
+                x, h0, w_ih, w_hh, b, dh = (p[k] for k in ("x", "h0", "w_ih", "w_hh", "b", "dh"))
                 results = {}
                 for backend in ("cython", "numpy"):
                     h = rnnfast.rnn_forward(

@@ -1,4 +1,4 @@
-"""Write bench/RESULTS.md: every measurement of the performance issue, from one run.
+"""Write bench/RESULTS.md: every benchmark table, from one run.
 
     python bench/make_results.py [--out bench/RESULTS.md] [--repeats N] [--rounds 5]
 
@@ -14,28 +14,29 @@ import functools
 import sys
 from pathlib import Path
 
+import harness
 import numpy as np
 
 import rnnfast
-from rnnfast import benchmarks
-from rnnfast.benchmarks import Case
+from rnnfast import benchmark
+from rnnfast.benchmark import Case
 
 
 def grid_section(dtype: str, repeats: int | None, rounds: int) -> tuple[str, list[dict]]:
-    cases = [Case(c.T, c.B, c.D, c.H, dtype) for c in benchmarks.ISSUE_GRID]
-    results = benchmarks.run(
+    cases = [Case(c.T, c.B, c.D, c.H, dtype) for c in benchmark.DEFAULT_GRID]
+    results = benchmark.run(
         cases,
         repeats=repeats,
         min_time=0.3 * rounds,
         rounds=rounds,
-        gemm_roof=benchmarks.ROOF_GEMM_SIZE,
+        gemm_roof=benchmark.ROOF_GEMM_SIZE,
     )
-    n = benchmarks.ROOF_GEMM_SIZE
+    n = benchmark.ROOF_GEMM_SIZE
     head = (
         f"### Forward + BPTT, {dtype} (GEMM GF/s: a {n}^3 BLAS GEMM timed in each case's "
         "rotation with the peers, the roof for that row's % of GEMM)"
     )
-    return f"{head}\n\n```\n{benchmarks.format_table(results)}\n```\n", results
+    return f"{head}\n\n```\n{benchmark.format_table(results)}\n```\n", results
 
 
 def step_section() -> str:
@@ -43,7 +44,7 @@ def step_section() -> str:
         "| peer | us per call | rnnfast RNN.step speed-up | rnnfast RNNCell speed-up |",
         "|---|---|---|---|",
     ]
-    times = benchmarks.time_per_call(benchmarks.step_runners())
+    times = harness.time_per_call(harness.step_runners())
     for peer, us in times.items():
         lines.append(
             f"| {peer} | {us:.3f} | {us / times['rnnfast']:.1f}x | "
@@ -66,9 +67,9 @@ def inference_section(training: list[dict]) -> str:
     train_ms = {
         (r["T"], r["B"], r["D"], r["H"]): r["median_ms"] for r in training if r["peer"] == "rnnfast"
     }
-    for case in benchmarks.ISSUE_GRID:
-        runners = benchmarks.forward_runners(case)
-        ms = benchmarks.time_blocks(runners, repeats=11)
+    for case in benchmark.DEFAULT_GRID:
+        runners = harness.forward_runners(case)
+        ms = harness.time_blocks(runners, repeats=11)
         torch_ms = ms.get("torch")
         ratio = "-" if torch_ms is None else f"{torch_ms / ms['rnnfast']:.2f}"
         lines.append(
@@ -80,12 +81,12 @@ def inference_section(training: list[dict]) -> str:
 
 
 def memory_section() -> str:
-    lines = ["| T,B,D,H | " + " | ".join(benchmarks.available_peers()) + " |"]
-    lines.append("|---" * (1 + len(benchmarks.available_peers())) + "|")
-    for case in benchmarks.ISSUE_GRID[3:]:
+    lines = ["| T,B,D,H | " + " | ".join(benchmark.available_peers()) + " |"]
+    lines.append("|---" * (1 + len(benchmark.available_peers())) + "|")
+    for case in benchmark.DEFAULT_GRID[3:]:
         cells = []
-        for peer in benchmarks.available_peers():
-            m = benchmarks.peak_extra_memory(case, peer)
+        for peer in benchmark.available_peers():
+            m = harness.peak_extra_memory(case, peer)
             extra = m["peak_extra_bytes"]
             cells.append(f"{extra / 2**20:.1f} MiB ({extra / m['tbh_bytes']:.2f})")
         lines.append(f"| {case.label} | " + " | ".join(cells) + " |")
@@ -104,13 +105,13 @@ def _torch_threads(n: int) -> None:
 
 def threads_section() -> str:
     lines = ["| T,B,D,H | peer | 1 thread ms | 2 threads ms | speed-up |", "|---|---|---|---|---|"]
-    peers = [p for p in ("rnnfast", "torch") if p in benchmarks.available_peers()]
-    for case in benchmarks.ISSUE_GRID[4:]:
+    peers = [p for p in ("rnnfast", "torch") if p in benchmark.available_peers()]
+    for case in benchmark.DEFAULT_GRID[4:]:
         for peer in peers:
-            fn = benchmarks.make_runner(peer, case)
+            fn = benchmark.make_runner(peer, case)
             setter = _torch_threads if peer == "torch" else rnnfast.set_num_threads
             setup = {n: functools.partial(setter, n) for n in (1, 2)}
-            ms = benchmarks.time_blocks(dict.fromkeys(setup, fn), repeats=5, setup=setup)
+            ms = harness.time_blocks(dict.fromkeys(setup, fn), repeats=5, setup=setup)
             lines.append(
                 f"| {case.label} | {peer} | {ms[1]:.1f} | {ms[2]:.1f} | {ms[1] / ms[2]:.2f}x |"
             )
@@ -122,30 +123,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
     parser.add_argument("--repeats", type=int, default=None)
-    # Five rounds: on this shared machine the ratios move by tens of percent between runs (the
-    # 1024 row against PyTorch was 0.81x-1.43x in six runs, bench/RESULTS.md's history), and
-    # with more rounds each peer more likely gets a quiet block.
+    # Five rounds: on a shared machine the ratios move by tens of percent between runs (compare
+    # two runs of this script), and with more rounds each peer more likely gets a quiet block.
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
-    from rnnfast import _kernels
+    from rnnfast._core import kernels as _kernels
 
     sections = [
         "# rnnfast benchmark results\n",
         f"- Command: `python {' '.join(sys.argv)}`",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- Machine: {benchmarks.machine()}; rnnfast SIMD level {_kernels.simd_level()}; "
+        f"- Machine: {benchmark.machine()}; rnnfast SIMD level {_kernels.simd_level()}; "
         f"threads {rnnfast.get_num_threads()}",
-        f"- Peers: {', '.join(benchmarks.available_peers())}"
+        f"- Peers: {', '.join(benchmark.available_peers())}"
         + "".join(
             f"; {m} {__import__(m).__version__}"
             for m in ("torch", "jax")
-            if m in benchmarks.available_peers()
+            if m in benchmark.available_peers()
         ),
         f"- Times: each peer's repeats run in blocks after a pause, {args.rounds} rounds over the "
         "peers (grid tables; three elsewhere); "
-        "a peer's time is the lowest of its blocks' medians (see `benchmarks.run`); `x vs P` is "
-        "P's time over rnnfast's (above 1: rnnfast is faster). FLOPs counted as "
+        "a peer's time is the lowest of its blocks' medians (see `rnnfast.benchmark.run`); "
+        "`x vs P` is P's time over rnnfast's (above 1: rnnfast is faster). FLOPs counted as "
         "6*T*B*H*(D+H).\n",
     ]
     grid32, train32 = grid_section("float32", args.repeats, args.rounds)

@@ -10,7 +10,7 @@ Prints the mean time per call at the end (the profiler's overhead included).
 import argparse
 import time
 
-from rnnfast import benchmarks
+import harness as benchmarks
 
 
 def main():

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from rnnfast import benchmarks, functional
+from rnnfast import benchmark, functional
 
 PAUSE_S = 0.15
 
@@ -82,8 +82,8 @@ def main() -> None:
     print("T,B,D,H           after a pause   after a @ a   ratio   (forward, median ms)")
     for size in args.sizes:
         T, B, D, H = (int(v) for v in size.split(","))
-        p = benchmarks.make_problem(benchmarks.Case(T, B, D, H))
-        b = p["b_ih"] + p["b_hh"]
+        p = benchmark.make_problem(benchmark.Case(T, B, D, H))
+        b = p["b"]
 
         def forward(p: dict = p, b: np.ndarray = b) -> object:
             return functional.rnn_forward(p["x"], p["h0"], p["w_ih"], p["w_hh"], b)

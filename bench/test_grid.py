@@ -1,4 +1,4 @@
-"""pytest-benchmark suite: rnnfast against its peers over the performance issue's grid.
+"""pytest-benchmark suite: rnnfast against its peers over the default grid.
 
     pytest bench/ --benchmark-only --benchmark-columns=median,iqr,rounds
 
@@ -7,33 +7,30 @@ inference forward, one benchmark group per case: compare the medians within a gr
 not absolute times: the machine is shared and noisy). Peers not installed are skipped.
 """
 
+import harness
 import pytest
 
-from rnnfast import benchmarks
+from rnnfast.benchmark import DEFAULT_GRID, PEERS, Case, available_peers, make_runner
 
-PEERS = benchmarks.available_peers()
-CASES = [
-    benchmarks.Case(c.T, c.B, c.D, c.H, dtype)
-    for dtype in ("float32", "float64")
-    for c in benchmarks.ISSUE_GRID
-]
+INSTALLED = available_peers()
+CASES = [Case(c.T, c.B, c.D, c.H, dtype) for dtype in ("float32", "float64") for c in DEFAULT_GRID]
 
 
-@pytest.mark.parametrize("peer", benchmarks.PEERS)
+@pytest.mark.parametrize("peer", PEERS)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.label}-{c.dtype}")
 def test_forward_backward(benchmark, case, peer):
-    if peer not in PEERS:
+    if peer not in INSTALLED:
         pytest.skip(f"{peer} is not installed")
     if peer == "reference" and case.flops > 1e10:
         pytest.skip("the per-step reference takes seconds here; it is timed on the smaller rows")
     benchmark.group = f"forward+backward {case.label} {case.dtype}"
     benchmark.extra_info["gflop"] = case.flops / 1e9
-    benchmark(benchmarks.make_runner(peer, case))
+    benchmark(make_runner(peer, case))
 
 
 @pytest.mark.parametrize("peer", ["rnnfast", "rnnfast-cell", "numpy", "torch"])
 def test_streaming_step(benchmark, peer):
-    runners = benchmarks.step_runners(B=1, D=32, H=128)
+    runners = harness.step_runners(B=1, D=32, H=128)
     if peer not in runners:
         pytest.skip(f"{peer} is not installed")
     benchmark.group = "streaming step B=1 D=32 H=128"
@@ -41,9 +38,9 @@ def test_streaming_step(benchmark, peer):
 
 
 @pytest.mark.parametrize("peer", ["rnnfast", "torch"])
-@pytest.mark.parametrize("case", benchmarks.ISSUE_GRID[3:], ids=lambda c: c.label)
+@pytest.mark.parametrize("case", DEFAULT_GRID[3:], ids=lambda c: c.label)
 def test_inference_forward(benchmark, case, peer):
-    runners = benchmarks.forward_runners(case)
+    runners = harness.forward_runners(case)
     if peer not in runners:
         pytest.skip(f"{peer} is not installed")
     benchmark.group = f"inference forward {case.label}"

@@ -1,5 +1,5 @@
 """Choose the overlap rule: when a helper thread does the GEMMs around the time loop, and in
-chunks of how many rows (see "Overlap" in src/rnnfast/_kernels.pyx).
+chunks of how many rows (see "Overlap" in docs/design/kernels.md).
 
 Times forward + backward with the overlap off and forced on at each chunk size, under the
 step-product rule, in blocks that take turns (benchmarks.best_block_medians: call-by-call
@@ -19,8 +19,8 @@ import argparse
 import numpy as np
 from tune_step_product import forward_backward, problem
 
-from rnnfast import _kernels
-from rnnfast.benchmarks import best_block_medians
+from rnnfast._core import kernels as _kernels
+from rnnfast.benchmark import best_block_medians
 
 LARGE_SIZES = [
     "100,64,64,128",
@@ -49,8 +49,7 @@ def forward(p):
 
 
 def use(step_product, mode, chunk_rows):
-    _kernels._set_tuning(step_product=step_product)
-    _kernels._set_overlap(mode, chunk_rows)
+    _kernels.set_tuning(step_product=step_product, overlap=mode, overlap_chunk_rows=chunk_rows)
 
 
 def main():
@@ -63,8 +62,9 @@ def main():
     parser.add_argument("--sizes", nargs="+")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    previous = _kernels._set_overlap()
-    previous_product = _kernels._set_tuning()
+    tuning = _kernels.get_tuning()
+    previous = (tuning["overlap"], tuning["overlap_chunk_rows"])
+    previous_product = tuning["step_product"]
     # name: (step product, overlap mode, chunk rows); the first is the baseline
     if args.panel_vs_blas:
         variants = {"blas": ("blas", "auto", previous[1]), "panel+": ("panel", "on", previous[1])}

@@ -3,7 +3,7 @@
 Times forward + backward (rnnfast.benchmarks cases), sweeping one threshold with the other at
 its default, against the hoisted NumPy loop (benchmarks.time_blocks: the thresholds take
 turns in blocks, three rounds, lowest block median). The time-step threshold only concerns
-steps that go to BLAS, so its sweep forces every step there (_set_tuning(step_product="blas"));
+steps that go to BLAS, so its sweep forces every step there (set_tuning(step_product="blas"));
 under the measured rule, batches of 4 to 32 run the panel product instead.
 
     python bench/tune_serial_gemm.py [--repeats 5]
@@ -12,7 +12,9 @@ under the measured rule, batches of 4 to 32 run the panel product instead.
 import argparse
 import functools
 
-from rnnfast import _kernels, benchmarks
+import harness as benchmarks
+
+from rnnfast._core import kernels as _kernels
 
 CASES = [
     benchmarks.Case(100, 8, 64, 128),
@@ -32,9 +34,9 @@ def main() -> None:
         for case in CASES:
             run = benchmarks.make_runner("rnnfast", case)
             for which, product in SWEEPS.items():
-                _kernels._set_tuning(step_product=product)
+                _kernels.set_tuning(step_product=product)
                 setup = {
-                    t: functools.partial(_kernels._set_tuning, **{which: t}) for t in THRESHOLDS
+                    t: functools.partial(_kernels.set_tuning, **{which: t}) for t in THRESHOLDS
                 }
                 ms = benchmarks.time_blocks(
                     dict.fromkeys(THRESHOLDS, run), args.repeats, setup=setup
@@ -44,16 +46,16 @@ def main() -> None:
                         f"{case.label} {case.dtype}: steps on {product}, {which} "
                         f"{threshold:>9}: {ms[threshold]:8.2f} ms"
                     )
-                _kernels._set_tuning(**{which: getattr(_kernels, which.upper())})
+                _kernels.set_tuning(**{which: _kernels.DEFAULT_TUNING[which]})
             numpy_ms = benchmarks.time_blocks(
                 {"numpy": benchmarks.make_runner("numpy", case)}, args.repeats
             )["numpy"]
             print(f"{case.label} {case.dtype}: hoisted NumPy loop: {numpy_ms:8.2f} ms")
     finally:
-        _kernels._set_tuning(
+        _kernels.set_tuning(
             step_product="auto",
-            serial_step_max_macs=_kernels.SERIAL_STEP_MAX_MACS,
-            serial_gemm_max_macs=_kernels.SERIAL_GEMM_MAX_MACS,
+            serial_step_max_macs=_kernels.DEFAULT_TUNING["serial_step_max_macs"],
+            serial_gemm_max_macs=_kernels.DEFAULT_TUNING["serial_gemm_max_macs"],
         )
 
 

@@ -13,8 +13,8 @@ import functools
 
 import numpy as np
 
-from rnnfast import _kernels
-from rnnfast.benchmarks import best_block_medians
+from rnnfast._core import kernels as _kernels
+from rnnfast.benchmark import best_block_medians
 from rnnfast.nn import RNN
 
 KINDS = ("dot", "gemm")
@@ -23,7 +23,7 @@ SIZES = ["32,64", "32,128", "65,100", "128,256", "128,512", "512,1024"]
 
 
 def use_dot(dot: bool) -> None:
-    _kernels._set_tuning(step_dot_max_batch=1 << 30 if dot else 0)
+    _kernels.set_tuning(step_dot_max_batch=1 << 30 if dot else 0)
 
 
 def main():
@@ -47,7 +47,7 @@ def main():
             dot, gemm = (best[kind] * 1e6 for kind in KINDS)
             cells.append(f"B{B} {dot:.1f}/{gemm:.1f}={dot / gemm:.2f}")
         print(f"{size:>9}  " + "  ".join(cells), flush=True)
-    _kernels._set_tuning(step_dot_max_batch=_kernels.STEP_DOT_MAX_BATCH)
+    _kernels.set_tuning(step_dot_max_batch=_kernels.DEFAULT_TUNING["step_dot_max_batch"])
 
 
 if __name__ == "__main__":

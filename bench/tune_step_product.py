@@ -3,7 +3,8 @@
 Times forward + backward (T=100) with every recurrent product forced to BLAS GEMM, the
 register-blocked small product and the packed panel product in turn (interleaved, so that
 machine noise hits all alike), and prints the medians and each product's time over BLAS's per
-(dtype, B, H). Below 1: faster than BLAS. The "auto" rule in _kernels.pyx comes from this table.
+(dtype, B, H). Below 1: faster than BLAS. The "auto" rule in src/rnnfast/_core/kernels.pyx
+comes from this table.
 
     python bench/tune_step_product.py [--reps 15] [--dtype float32] [--batches 1 2 4 8]
 """
@@ -13,7 +14,7 @@ import time
 
 import numpy as np
 
-from rnnfast import _kernels
+from rnnfast._core import kernels as _kernels
 
 PRODUCTS = ("blas", "small", "panel")
 
@@ -36,7 +37,7 @@ def problem(T, B, D, H, dtype, rng):
 
 
 def timed(p, product):
-    _kernels._set_tuning(step_product=product)
+    _kernels.set_tuning(step_product=product)
     t0 = time.perf_counter()
     forward_backward(p)
     return time.perf_counter() - t0
@@ -50,7 +51,7 @@ def main():
     parser.add_argument("--hidden", type=int, nargs="+", default=[32, 64, 100, 128, 256, 512])
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    previous = _kernels._set_tuning()
+    previous = _kernels.get_tuning()["step_product"]
     print(f"SIMD level: {_kernels.simd_level()}")
     print(
         f"{'dtype':8} {'B':>3} {'H':>4} {'BLAS ms':>8} {'small ms':>9} {'panel ms':>9} "
@@ -73,7 +74,7 @@ def main():
                         f"{ms['panel'] / ms['blas']:10.2f}"
                     )
     finally:
-        _kernels._set_tuning(step_product=previous)
+        _kernels.set_tuning(step_product=previous)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 import rnnfast
-from rnnfast import RNNGrads
+from rnnfast import RNNGrads, benchmark
+from rnnfast.benchmark import Case
 
 BACKENDS = ("cython", "numpy")
 NONLINEARITIES = ("tanh", "relu")
@@ -38,7 +39,7 @@ def require_compiled() -> None:
     if rnnfast.HAVE_COMPILED:
         return
     reason = (
-        f"rnnfast's compiled extension did not import: {rnnfast.functional._COMPILED_IMPORT_ERROR}"
+        f"rnnfast's compiled extension did not import: {rnnfast._backend.COMPILED_IMPORT_ERROR}"
     )
     if reference_only_run():
         pytest.skip(f"{reason} (RNNFAST_BACKEND=numpy: running on the reference only)")
@@ -117,9 +118,9 @@ class Problem:
 def step_product(w_hh: np.ndarray, B: int) -> str:
     """Which product the compiled kernels use for this w_hh's time steps at batch B, under the
     current rule and SIMD level: "blas", "small" or "panel"."""
-    from rnnfast import _kernels
+    from rnnfast._core import kernels
 
-    return ("blas", "small", "panel")[_kernels._step_operands(w_hh, B, True)[0]]
+    return ("blas", "small", "panel")[kernels.step_operands(w_hh, B, True)[0]]
 
 
 def make_problem(
@@ -132,25 +133,10 @@ def make_problem(
     bias: bool = True,
     h0: bool = True,
 ) -> Problem:
-    """A random problem: weights and bias ~ U(-1/sqrt(H), 1/sqrt(H)) like PyTorch's init,
-    x, h0 and dh standard normal. Drawn in float64 and then cast, in a fixed order.
-    """
-    bound = 1.0 / np.sqrt(H) if H > 0 else 1.0
-    x = rng.standard_normal((T, B, D))
-    w_ih = rng.uniform(-bound, bound, (H, D))
-    w_hh = rng.uniform(-bound, bound, (H, H))
-    b = rng.uniform(-bound, bound, H)
-    h0_arr = rng.standard_normal((B, H))
-    dh = rng.standard_normal((T, B, H))
-    dt = np.dtype(dtype)
-    return Problem(
-        x=x.astype(dt),
-        h0=h0_arr.astype(dt) if h0 else None,
-        w_ih=w_ih.astype(dt),
-        w_hh=w_hh.astype(dt),
-        b=b.astype(dt) if bias else None,
-        dh=dh.astype(dt),
-    )
+    """A random problem (rnnfast.benchmark.make_problem's draw): weights and bias like PyTorch's
+    init, x, h0 and dh standard normal."""
+    case = Case(T, B, D, H, np.dtype(dtype).name)
+    return Problem(**benchmark.make_problem(case, rng, bias=bias, h0=h0))
 
 
 @pytest.fixture(scope="session")

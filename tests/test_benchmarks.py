@@ -1,14 +1,23 @@
-"""The benchmark peers compute the same gradients, and the runner and table are well formed."""
+"""The benchmark peers compute the same gradients, and the runner and table are well formed.
+
+Also bench/harness.py's helpers (the scripts of bench/ build on them), imported from there.
+"""
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import assert_close, reference_only_run
 
-from rnnfast import benchmarks
+from rnnfast import benchmark
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
+import harness
 
 
 def _grads(peer, case):
-    out = benchmarks.make_runner(peer, case)()
+    out = benchmark.make_runner(peer, case)()
     if peer == "torch":  # the torch runner returns dx only (the rest stays in the module)
         return [out.numpy()]
     return [np.asarray(g) for g in out]
@@ -16,8 +25,8 @@ def _grads(peer, case):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_every_peer_computes_the_same_gradients(dtype):
-    case = benchmarks.Case(6, 3, 5, 7, dtype)
-    peers = benchmarks.available_peers()
+    case = benchmark.Case(6, 3, 5, 7, dtype)
+    peers = benchmark.available_peers()
     assert {"reference", "numpy"} <= set(peers)
     assert "rnnfast" in peers or reference_only_run()  # a missing extension must not pass
     expected = _grads("reference", case)
@@ -31,17 +40,17 @@ def test_every_peer_computes_the_same_gradients(dtype):
 
 
 def test_run_and_table_are_well_formed():
-    cases = [benchmarks.Case(3, 2, 4, 5), benchmarks.Case(2, 1, 3, 4, "float64")]
+    cases = [benchmark.Case(3, 2, 4, 5), benchmark.Case(2, 1, 3, 4, "float64")]
     peers = ["reference", "numpy"]
     seen = []
-    results = benchmarks.run(cases, peers, repeats=3, progress=lambda i, n: seen.append((i, n)))
+    results = benchmark.run(cases, peers, repeats=3, progress=lambda i, n: seen.append((i, n)))
     assert seen == [(1, 2), (2, 2)]
     assert len(results) == len(cases) * len(peers)
     for r in results:
         assert r["median_ms"] > 0 and r["gflops"] > 0 and r["repeats"] == 3 and r["rounds"] == 3
-        case = benchmarks.Case(r["T"], r["B"], r["D"], r["H"], r["dtype"])
+        case = benchmark.Case(r["T"], r["B"], r["D"], r["H"], r["dtype"])
         assert r["gflops"] == pytest.approx(case.flops / r["median_ms"] / 1e6)
-    table = benchmarks.format_table(results)
+    table = benchmark.format_table(results)
     lines = table.splitlines()
     assert len(lines) == 2 + len(cases)
     assert "3,2,4,5" in lines[2] and "2,1,3,4" in lines[3]
@@ -52,33 +61,41 @@ def test_run_and_table_are_well_formed():
 def test_run_times_a_gemm_roof_beside_each_case():
     """gemm_roof: every result carries the rate of a GEMM timed in its case's rotation, and
     the table gives that rate and rnnfast's share of it, row by row."""
-    cases = [benchmarks.Case(3, 2, 4, 5), benchmarks.Case(2, 1, 3, 4)]
-    results = benchmarks.run(cases, ["rnnfast", "numpy"], repeats=3, rounds=2, gemm_roof=64)
+    cases = [benchmark.Case(3, 2, 4, 5), benchmark.Case(2, 1, 3, 4)]
+    results = benchmark.run(cases, ["rnnfast", "numpy"], repeats=3, rounds=2, gemm_roof=64)
     assert len(results) == 4  # no result for the roof itself
     for case in cases:
         roofs = {r["roof_gflops"] for r in results if r["T"] == case.T}
         assert len(roofs) == 1 and roofs.pop() > 0  # one roof per case, shared by its peers
-    lines = benchmarks.format_table(results).splitlines()
+    lines = benchmark.format_table(results).splitlines()
     assert lines[0].split()[-5:] == ["GEMM", "GF/s", "%", "of", "GEMM"]
     for line, case in zip(lines[2:], cases, strict=True):
         ours = next(r for r in results if r["T"] == case.T and r["peer"] == "rnnfast")
         share = 100 * ours["gflops"] / ours["roof_gflops"]
         assert line.split()[-2:] == [f"{ours['roof_gflops']:.0f}", f"{share:.0f}%"]
-    assert "GEMM" not in benchmarks.format_table(benchmarks.run(cases[:1], ["numpy"], 3))
+    assert "GEMM" not in benchmark.format_table(benchmark.run(cases[:1], ["numpy"], 3))
 
 
 def test_unknown_peer_is_refused():
     with pytest.raises(ValueError, match="peer must be one of"):
-        benchmarks.make_runner("tensorflow", benchmarks.Case(1, 1, 1, 1))
+        benchmark.make_runner("tensorflow", benchmark.Case(1, 1, 1, 1))
+
+
+def test_the_package_holds_what_rnnfast_bench_needs_and_no_dev_tooling():
+    assert set(benchmark.QUICK_GRID) <= set(benchmark.DEFAULT_GRID)
+    assert all(hasattr(benchmark, name) for name in benchmark.__all__)
+    for name in ("ISSUE_GRID", "step_runners", "forward_runners", "time_blocks", "time_per_call"):
+        assert not hasattr(benchmark, name), name  # bench/harness.py's
+    assert not hasattr(benchmark, "peak_extra_memory")
 
 
 def test_flops_count():
-    assert benchmarks.Case(2, 3, 4, 5).flops == 6 * 2 * 3 * 5 * (4 + 5)
+    assert benchmark.Case(2, 3, 4, 5).flops == 6 * 2 * 3 * 5 * (4 + 5)
 
 
 def test_every_streaming_step_runner_computes_the_same_step():
     """The streaming-step table compares like with like: every runner's new state agrees."""
-    runners = benchmarks.step_runners(B=2, D=5, H=7, dtype="float64")
+    runners = harness.step_runners(B=2, D=5, H=7, dtype="float64")
     assert {"rnnfast", "rnnfast-cell", "numpy"} <= set(runners)
     expected = runners["numpy"]()
     for peer, fn in runners.items():
@@ -92,7 +109,7 @@ def test_time_blocks_runs_setup_before_each_block():
     calls = []
     runners = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
     setup = {"a": lambda: calls.append("setup a")}
-    ms = benchmarks.time_blocks(runners, repeats=2, rounds=2, setup=setup)
+    ms = harness.time_blocks(runners, repeats=2, rounds=2, setup=setup)
     assert set(ms) == {"a", "b"} and all(t >= 0 for t in ms.values())
     # warm-up (setup a, a, b), then per round: setup a, a, a, b, b
     assert calls == ["setup a", "a", "b"] + ["setup a", "a", "a", "b", "b"] * 2

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import rnnfast
-from rnnfast import benchmarks, cli, datasets
+from rnnfast import benchmark, cli, datasets
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 COMMANDS = ("train", "sample", "demo", "bench", "diagnose")
@@ -324,7 +324,7 @@ def test_plots_are_skipped_with_one_notice_without_matplotlib(tmp_path, monkeypa
 
 
 def test_bench_end_to_end(tmp_path):
-    peers = [p for p in ("rnnfast", "numpy") if p in benchmarks.available_peers()]
+    peers = [p for p in ("rnnfast", "numpy") if p in benchmark.available_peers()]
     proc = run_cli(
         "bench", "--sizes", "5,2,3,4", "6,1,2,3", "--peers", *peers, "--repeats", "3",
         "--json", "bench.json", "--plot", "bench.png", cwd=tmp_path,
@@ -346,7 +346,7 @@ def test_bench_end_to_end(tmp_path):
 
 @pytest.fixture
 def fake_bench(monkeypatch):
-    """benchmarks.run replaced by an instant fake that records its calls."""
+    """benchmark.run replaced by an instant fake that records its calls."""
     calls: list[dict] = []
 
     def run(cases, peers=None, repeats=None, min_time=0.2, progress=None, gemm_roof=None):
@@ -363,8 +363,8 @@ def fake_bench(monkeypatch):
                 progress(i + 1, len(cases))
         return results
 
-    monkeypatch.setattr(benchmarks, "run", run)
-    monkeypatch.setattr(benchmarks, "available_peers", lambda: ["rnnfast", "numpy"])
+    monkeypatch.setattr(benchmark, "run", run)
+    monkeypatch.setattr(benchmark, "available_peers", lambda: ["rnnfast", "numpy"])
     return calls
 
 
@@ -373,17 +373,17 @@ def test_bench_grids_and_options(fake_bench, tmp_path, capsys, monkeypatch):
     assert cli.main(["bench", "--quick", "--dtype", "float64"]) == 0
     (call,) = fake_bench
     assert [(c.T, c.B, c.D, c.H) for c in call["cases"]] == [
-        (c.T, c.B, c.D, c.H) for c in benchmarks.QUICK_GRID
+        (c.T, c.B, c.D, c.H) for c in benchmark.QUICK_GRID
     ]
     assert {c.dtype for c in call["cases"]} == {"float64"}
     assert call["peers"] is None and call["repeats"] is None
-    assert call["roof"] == benchmarks.ROOF_GEMM_SIZE  # rnnfast is among the peers
+    assert call["roof"] == benchmark.ROOF_GEMM_SIZE  # rnnfast is among the peers
     out = capsys.readouterr().out
     assert "x vs numpy" in out and "float64" in out
 
     assert cli.main(["bench", "--peers", "numpy", "--repeats", "4", "--json", "b.json"]) == 0
     call = fake_bench[-1]
-    assert len(call["cases"]) == len(benchmarks.ISSUE_GRID)
+    assert len(call["cases"]) == len(benchmark.DEFAULT_GRID)
     assert call["peers"] == ["numpy"] and call["repeats"] == 4
     assert call["roof"] is None  # no rnnfast, no roof to compare it with
     assert strict_json(tmp_path / "b.json")["command"] == (
@@ -484,7 +484,7 @@ BAD_ARGUMENTS = {
 @pytest.mark.parametrize("case", BAD_ARGUMENTS, ids=list(BAD_ARGUMENTS))
 def test_bad_arguments_exit_2_with_one_line(case, files, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(benchmarks, "run", lambda *a, **k: pytest.fail("bench ran"))
+    monkeypatch.setattr(benchmark, "run", lambda *a, **k: pytest.fail("bench ran"))
     argv, expected = BAD_ARGUMENTS[case]
     argv = [a.format(**files) for a in argv]
     assert cli.main(argv) == 2

@@ -21,16 +21,17 @@ from rnnfast import functional
 def test_extension_modules_are_shared_libraries():
     require_compiled()
     assert rnnfast.HAVE_COMPILED is True
-    from rnnfast import _blas, _kernels
+    from rnnfast._core import blas as _blas
+    from rnnfast._core import kernels as _kernels
 
     for module in (_kernels, _blas):
         assert module.__file__.endswith(tuple(EXTENSION_SUFFIXES)), module.__file__
-    assert functional._kernels is _kernels
+    assert rnnfast._backend.kernels is _kernels
 
 
 def test_cython_backend_runs_the_kernels(nonlinearity, monkeypatch):
     require_compiled()
-    from rnnfast import _kernels
+    from rnnfast._core import kernels as _kernels
 
     def reference_used(*args, **kwargs):
         raise AssertionError("backend='cython' ran the NumPy reference")

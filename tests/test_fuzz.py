@@ -1,6 +1,7 @@
 """Fuzz every public entry point in child processes: a crash is a failure, not a lost run.
 
-The cases and their judge are in ``fuzz_harness.py`` (its table ``ENTRY_POINTS``); each entry
+The cases are drawn by the ``fuzz_*.py`` modules, one per family of entry points, and judged by
+``fuzz_common.py``; ``fuzz_harness.py`` gathers them in its table ``ENTRY_POINTS``. Each entry
 point runs in its own ``python tests/fuzz_harness.py`` child with faulthandler on. Here the
 parent checks that the child exited cleanly, ran every case it was asked for, tried every kind
 of fault on every argument, and saw both correct results and errors in healthy proportions.

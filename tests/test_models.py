@@ -9,7 +9,7 @@ from conftest import assert_close
 
 import rnnfast
 from rnnfast import CharRNN, SequenceRegressor
-from rnnfast.training import bptt_windows
+from rnnfast.train import bptt_windows
 
 TEXT = "one ring to rule them all, one ring to find them. " * 30
 

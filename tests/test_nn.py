@@ -109,11 +109,11 @@ def test_parameters_and_grads_start_on_a_cache_line_and_stay_there(make):
     module.load_state_dict(sd)
     for g in module.grads.values():
         g[...] = 1
-    rnnfast.optim.SGD(module.parameters(), module.grads, lr=0.1).step()
+    rnnfast.SGD(module.parameters(), module.grads, lr=0.1).step()
     arrays = {**module.parameters(), **{f"grad {k}": v for k, v in module.grads.items()}}
     for name, a in arrays.items():
         assert id(a) == before[name], name
-        assert a.ctypes.data % rnnfast.nn.PARAMETER_ALIGNMENT == 0, name
+        assert a.ctypes.data % rnnfast.nn.module.PARAMETER_ALIGNMENT == 0, name
         assert a.flags.c_contiguous and a.flags.writeable, name
     for name, value in module.state_dict().items():
         np.testing.assert_allclose(value, sd[name] - 0.1, rtol=1e-6, err_msg=name)
@@ -413,6 +413,36 @@ def test_step_refuses_bidirectional_and_checks_shapes():
         rnn.step(np.zeros((2, 4)))
     with pytest.raises(ValueError, match=r"h must have shape .* = \(2, 2, 4\)"):
         rnn.step(np.zeros((2, 3)), np.zeros((1, 2, 4)))
+
+
+def test_state_is_also_accepted_as_hx_like_pytorch():
+    """torch's layers name the initial state ``hx``: rnn(x, hx=h), cell(x, hx=h); positional
+    and the old keywords still work, and giving the state twice is a TypeError."""
+    rng = np.random.default_rng(3)
+    rnn = make_rnn()
+    x = rng.standard_normal((5, 2, 3))
+    h0 = rng.standard_normal((2, 2, 4))
+    want_out, want_h = rnn(x, h0)
+    for kwargs in ({"hx": h0}, {"h0": h0}):
+        out, h_n = rnn(x, **kwargs)
+        np.testing.assert_array_equal(out, want_out)
+        np.testing.assert_array_equal(h_n, want_h)
+    cell = rnnfast.RNNCell(3, 4, dtype=F64, seed=0)
+    want = cell(x[0], h0[0])
+    np.testing.assert_array_equal(cell(x[0], hx=h0[0]), want)
+    np.testing.assert_array_equal(cell(x[0], h=h0[0]), want)
+    with pytest.raises(TypeError, match="hx"):
+        rnn(x, h0, hx=h0)
+    with pytest.raises(TypeError, match="hx"):
+        cell(x[0], h0[0], hx=h0[0])
+
+
+def test_rnn_is_a_subclass_of_the_shared_recurrent_base():
+    """RNNBase carries the layer loop; a cell subclass gives its gate rows and its calls."""
+    rnn = make_rnn()
+    assert isinstance(rnn, rnnfast.nn.RNNBase)
+    assert rnnfast.RNN._GATES == 1
+    assert rnn.parameters()["weight_hh_l0"].shape == (rnn._GATES * 4, 4)
 
 
 def test_cell_backward_matches_finite_differences():

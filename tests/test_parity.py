@@ -3,7 +3,8 @@
 The kernels pick a path per call: the recurrent product of a step through BLAS or through their
 own small-product code, and (in builds with runtime SIMD dispatch) one of several instruction
 sets. The tests here reach every path,
-by size and by the kernels' test hooks ``_set_tuning`` and (where it exists) ``set_simd_level``.
+by size and by the kernels' tuning API (``tuned``/``set_tuning``) and (where it exists)
+``set_simd_level``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import rnnfast
 
 pytestmark = pytest.mark.usefixtures("compiled")
 
-KERNELS = rnnfast.functional._kernels  # None when the extension did not import
+KERNELS = rnnfast._backend.kernels  # None when the extension did not import
 
 
 def check_parity(problem, nonlinearity: str) -> None:
@@ -147,30 +148,41 @@ def test_parity_at_each_simd_level(level, size, dtype, nonlinearity):
 
 
 # ---------------------------------------------------------------------------------------------
-# Paths forced with _set_tuning(step_product=...), which returns the previous rule.
+# Paths forced with tuned(step_product=...) (set_tuning, restored on exit).
 
 FORCED = ("blas", "small", "panel")
 
 
 @pytest.fixture(params=FORCED)
 def tuning(request):
-    previous = KERNELS._set_tuning(step_product=request.param)
-    try:
+    with KERNELS.tuned(step_product=request.param):
         yield request.param
-    finally:
-        KERNELS._set_tuning(step_product=previous)
 
 
 def test_set_tuning_returns_previous_values():
-    previous = KERNELS._set_tuning(step_product="panel")
+    previous = KERNELS.set_tuning(step_product="panel")
     try:
-        assert previous == "auto"
-        assert KERNELS._set_tuning() == "panel"
+        assert previous == {"step_product": "auto"}
+        assert KERNELS.get_tuning()["step_product"] == "panel"
     finally:
-        KERNELS._set_tuning(step_product=previous)
-    assert KERNELS._set_tuning() == "auto"
+        KERNELS.set_tuning(**previous)
+    assert KERNELS.get_tuning()["step_product"] == "auto"
+    assert KERNELS.get_tuning() == KERNELS.DEFAULT_TUNING
     with pytest.raises(ValueError, match="step_product must be one of"):
-        KERNELS._set_tuning(step_product="sometimes")
+        KERNELS.set_tuning(step_product="sometimes")
+    with pytest.raises(TypeError, match="unknown field"):
+        KERNELS.set_tuning(step_products="panel")
+    with pytest.raises(TypeError, match="must be an int"):
+        KERNELS.set_tuning(serial_gemm_max_macs=1.5)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        KERNELS.set_tuning(serial_gemm_max_macs=-1)
+    with pytest.raises(ValueError):  # nothing changes when one field is bad
+        KERNELS.set_tuning(step_product="panel", overlap="sometimes")
+    assert KERNELS.get_tuning() == KERNELS.DEFAULT_TUNING
+    with KERNELS.tuned(step_product="small", step_dot_max_batch=3):
+        assert KERNELS.get_tuning()["step_product"] == "small"
+        assert KERNELS.get_tuning()["step_dot_max_batch"] == 3
+    assert KERNELS.get_tuning() == KERNELS.DEFAULT_TUNING
 
 
 @pytest.mark.parametrize("size", [(5, 1, 3, 1), (7, 3, 5, 9), *THRESHOLD_SIZES], ids=size_id)
@@ -188,14 +200,11 @@ def test_parity_with_forced_paths(tuning, size, dtype, nonlinearity):
 def test_small_product_at_each_simd_level(level, size, dtype, nonlinearity):
     """The small product forced, on sizes that fit its registers at every level (at most 20
     columns: 10 float64 vectors of the baseline level)."""
-    previous = KERNELS._set_tuning(step_product="small")
-    try:
+    with KERNELS.tuned(step_product="small"):
         problem = make_problem(np.random.default_rng(sum(size)), *size, dtype)
         with simd_level(level):
             assert step_product(problem.w_hh, size[1]) == "small"
             check_parity(problem, nonlinearity)
-    finally:
-        KERNELS._set_tuning(step_product=previous)
 
 
 @pytest.mark.parametrize("level", SIMD_LEVELS, ids=str)
@@ -220,13 +229,10 @@ def test_panel_product_at_each_simd_level(level, size, dtype, nonlinearity):
     last vectors, last panels of 1 to 3 vectors) of the panel product, at each SIMD level's
     register blocking; backward's packed w_hh in memory of its own or of an output written
     after the time loop."""
-    previous = KERNELS._set_tuning(step_product="panel")
-    try:
+    with KERNELS.tuned(step_product="panel"):
         problem = make_problem(np.random.default_rng(sum(size)), *size, dtype)
         with simd_level(level):
             check_parity(problem, nonlinearity)
-    finally:
-        KERNELS._set_tuning(step_product=previous)
 
 
 def _step_layers(rng, D: int, H: int, layers: int, bias: bool, dtype) -> tuple:
@@ -252,7 +258,7 @@ def test_streaming_step_at_each_simd_level(level, B, D, H, bias, dtype, nonlinea
     """The compiled step, two layers, against the reference: the dot-form product (B up to
     STEP_DOT_MAX_BATCH = 16) on whole and partial blocks of output units, rows shorter than a
     vector, partial last vectors (read by masked loads), and GEMM above; h given and None."""
-    assert KERNELS.STEP_DOT_MAX_BATCH == 16
+    assert KERNELS.get_tuning()["step_dot_max_batch"] == 16
     rng = np.random.default_rng(B * 10_000 + D * 100 + H)
     params = _step_layers(rng, D, H, 2, bias, dtype)
     x = rng.standard_normal((B, D)).astype(dtype)
@@ -363,52 +369,62 @@ def test_streaming_step_gives_the_same_bits_wherever_the_weights_sit(level, B, D
 
 # ---------------------------------------------------------------------------------------------
 # Overlap: a helper thread does the GEMMs around the time loop, a chunk of steps at a time
-# (_set_overlap(mode, chunk_rows), which returns the previous pair).
+# (tuned(overlap=mode, overlap_chunk_rows=rows)).
 
 
 @contextmanager
 def overlap(mode: str, chunk_rows: int | None = None):
-    previous = KERNELS._set_overlap(mode, chunk_rows)
-    try:
+    fields = {"overlap": mode}
+    if chunk_rows is not None:
+        fields["overlap_chunk_rows"] = chunk_rows
+    with KERNELS.tuned(**fields):
         yield
-    finally:
-        KERNELS._set_overlap(*previous)
+
+
+def overlap_setting() -> tuple[str, int]:
+    tuning = KERNELS.get_tuning()
+    return tuning["overlap"], tuning["overlap_chunk_rows"]
 
 
 def test_set_overlap_returns_previous_values_and_checks_them():
-    assert KERNELS._set_overlap() == ("auto", 48)
+    assert overlap_setting() == ("auto", 48)
     with overlap("on", 7):
-        assert KERNELS._set_overlap() == ("on", 7)
-    assert KERNELS._set_overlap() == ("auto", 48)
-    with pytest.raises(ValueError, match="overlap mode must be one of"):
-        KERNELS._set_overlap("sometimes")
-    with pytest.raises(ValueError, match="chunk_rows must be >= 1"):
-        KERNELS._set_overlap(chunk_rows=0)
+        assert overlap_setting() == ("on", 7)
+    assert overlap_setting() == ("auto", 48)
+    assert KERNELS.set_tuning(overlap="on", overlap_chunk_rows=7) == {
+        "overlap": "auto",
+        "overlap_chunk_rows": 48,
+    }
+    KERNELS.set_tuning(overlap="auto", overlap_chunk_rows=48)
+    with pytest.raises(ValueError, match="overlap must be one of"):
+        KERNELS.set_tuning(overlap="sometimes")
+    with pytest.raises(ValueError, match="overlap_chunk_rows must be >= 1"):
+        KERNELS.set_tuning(overlap_chunk_rows=0)
 
 
 def test_overlap_rule():
     """Auto: a helper for the mid-sized grid rows when BLAS may use two threads; never for tiny
     calls, for steps on BLAS (which threads them itself) or within a single chunk."""
     two_threads = (rnnfast.get_num_threads() or 1) >= 2
-    assert (KERNELS._overlap_steps(100, 8, 64, 128, 4) > 0) == two_threads
-    assert (KERNELS._overlap_steps(100, 32, 128, 256, 4) > 0) == two_threads
+    assert (KERNELS.overlap_steps(100, 8, 64, 128, 4) > 0) == two_threads
+    assert (KERNELS.overlap_steps(100, 32, 128, 256, 4) > 0) == two_threads
     # 48 rows a chunk: one step of 32
-    assert KERNELS._overlap_steps(100, 32, 128, 256, 4) == (1 if two_threads else 0)
-    assert KERNELS._overlap_steps(25, 1, 65, 100, 4) == 0  # too small to pay for a thread
-    assert KERNELS._overlap_steps(50, 64, 1024, 1500, 4) == 0  # BLAS steps: w_hh 9 MB
-    assert KERNELS._overlap_steps(50, 300, 64, 256, 4) == 0  # BLAS steps: B > 256
-    assert KERNELS._overlap_steps(6, 8, 64, 1024, 4) == 0  # one chunk of 6 steps
+    assert KERNELS.overlap_steps(100, 32, 128, 256, 4) == (1 if two_threads else 0)
+    assert KERNELS.overlap_steps(25, 1, 65, 100, 4) == 0  # too small to pay for a thread
+    assert KERNELS.overlap_steps(50, 64, 1024, 1500, 4) == 0  # BLAS steps: w_hh 9 MB
+    assert KERNELS.overlap_steps(50, 300, 64, 256, 4) == 0  # BLAS steps: B > 256
+    assert KERNELS.overlap_steps(6, 8, 64, 1024, 4) == 0  # one chunk of 6 steps
     with threadpoolctl.threadpool_limits(1):
-        assert KERNELS._overlap_steps(100, 8, 64, 128, 4) == 0
+        assert KERNELS.overlap_steps(100, 8, 64, 128, 4) == 0
     with overlap("on"):
-        assert KERNELS._overlap_steps(25, 1, 65, 100, 4) == 0  # 48 steps a chunk: T < 2 chunks
+        assert KERNELS.overlap_steps(25, 1, 65, 100, 4) == 0  # 48 steps a chunk: T < 2 chunks
         # B=1 H=64 steps use the small product, hence a helper; below AVX2 (16 vectors of 4
         # floats, more than the baseline holds in registers) they are BLAS steps, hence none
         small = step_product(np.zeros((64, 64), np.float32), 1) != "blas"
-        assert KERNELS._overlap_steps(100, 1, 32, 64, 4) == (48 if small else 0)
-        assert KERNELS._overlap_steps(50, 64, 1024, 1500, 4) == 0  # still BLAS steps
+        assert KERNELS.overlap_steps(100, 1, 32, 64, 4) == (48 if small else 0)
+        assert KERNELS.overlap_steps(50, 64, 1024, 1500, 4) == 0  # still BLAS steps
     with overlap("off"):
-        assert KERNELS._overlap_steps(100, 8, 64, 128, 4) == 0
+        assert KERNELS.overlap_steps(100, 8, 64, 128, 4) == 0
 
 
 OVERLAP_SIZES = [(20, 1, 3, 5), (40, 4, 5, 12), (33, 8, 7, 20), (12, 3, 4, 130), (12, 3, 1, 40)]
@@ -420,17 +436,13 @@ OVERLAP_SIZES = [(20, 1, 3, 5), (40, 4, 5, 12), (33, 8, 7, 20), (12, 3, 4, 130),
 def test_parity_with_overlap(product, chunk_rows, size, dtype, nonlinearity):
     """Every chunk split (one step, several, a partial last chunk), both products, backward's
     packed w_hh in dx's memory and in its own (the last size: dx is too small)."""
-    previous = KERNELS._set_tuning(step_product=product)
-    try:
-        with overlap("on", chunk_rows):
-            T, B = size[:2]
-            assert 0 < KERNELS._overlap_steps(*size, np.dtype(dtype).itemsize) < T or (
-                product == "small" and step_product(np.zeros((size[3],) * 2, dtype), B) == "blas"
-            )
-            problem = make_problem(np.random.default_rng(chunk_rows + sum(size)), *size, dtype)
-            check_parity(problem, nonlinearity)
-    finally:
-        KERNELS._set_tuning(step_product=previous)
+    with KERNELS.tuned(step_product=product), overlap("on", chunk_rows):
+        T, B = size[:2]
+        assert 0 < KERNELS.overlap_steps(*size, np.dtype(dtype).itemsize) < T or (
+            product == "small" and step_product(np.zeros((size[3],) * 2, dtype), B) == "blas"
+        )
+        problem = make_problem(np.random.default_rng(chunk_rows + sum(size)), *size, dtype)
+        check_parity(problem, nonlinearity)
 
 
 SPLIT_SIZES = [(9, 3, 5, 100), (7, 5, 9, 96), (6, 2, 4, 50), (5, 4, 1, 130)]
@@ -441,17 +453,13 @@ def test_parity_with_overlap_split_forward_steps(size, dtype, nonlinearity):
     """A forward whose steps are split by columns between the caller and the helper (forced
     here at small sizes): whole and partial last panels, the helper's share ending on a panel
     boundary, h0 given and None, bias and none; then backward as usual."""
-    previous = KERNELS._set_tuning(step_product="panel", split_min_step_macs=0)
-    try:
-        with overlap("on", 1):
-            panels = KERNELS._split_panels(*size, np.dtype(dtype).itemsize)
-            assert panels >= 2  # the split path, not whole steps on one thread
-            for given in (True, False):  # h0 and bias
-                rng = np.random.default_rng(sum(size))
-                problem = make_problem(rng, *size, dtype, bias=given, h0=given)
-                check_parity(problem, nonlinearity)
-    finally:
-        KERNELS._set_tuning(step_product=previous, split_min_step_macs=KERNELS.SPLIT_MIN_STEP_MACS)
+    with KERNELS.tuned(step_product="panel", split_min_step_macs=0), overlap("on", 1):
+        panels = KERNELS.split_panels(*size, np.dtype(dtype).itemsize)
+        assert panels >= 2  # the split path, not whole steps on one thread
+        for given in (True, False):  # h0 and bias
+            rng = np.random.default_rng(sum(size))
+            problem = make_problem(rng, *size, dtype, bias=given, h0=given)
+            check_parity(problem, nonlinearity)
 
 
 def test_overlap_split_results_do_not_depend_on_which_thread_takes_what(dtype):
@@ -466,10 +474,9 @@ def test_overlap_split_results_do_not_depend_on_which_thread_takes_what(dtype):
             sum(range(1000))
 
     rival = threading.Thread(target=busy)
-    previous = KERNELS._set_tuning(step_product="panel", split_min_step_macs=0)
     try:
-        with overlap("on", 8):
-            assert KERNELS._split_panels(40, 8, 24, 200, np.dtype(dtype).itemsize) >= 2
+        with KERNELS.tuned(step_product="panel", split_min_step_macs=0), overlap("on", 8):
+            assert KERNELS.split_panels(40, 8, 24, 200, np.dtype(dtype).itemsize) >= 2
             runs = [problem.forward("tanh", "cython") for _ in range(5)]
             rival.start()
             runs += [problem.forward("tanh", "cython") for _ in range(5)]
@@ -477,7 +484,6 @@ def test_overlap_split_results_do_not_depend_on_which_thread_takes_what(dtype):
         stop.set()
         if rival.is_alive():
             rival.join()
-        KERNELS._set_tuning(step_product=previous, split_min_step_macs=KERNELS.SPLIT_MIN_STEP_MACS)
     for h in runs[1:]:
         np.testing.assert_array_equal(h, runs[0])
 
@@ -486,18 +492,18 @@ def test_overlap_split_rule():
     """Auto: large panel-product steps split their columns, and from an eighth of that size
     batches up to 16 with H >= 256; the rest do not."""
     with overlap("on"):
-        assert KERNELS._split_panels(50, 64, 512, 512, 4) > 0
-        assert KERNELS._split_panels(50, 16, 512, 512, 4) > 0  # 4.2M multiply-adds a step
-        assert KERNELS._split_panels(100, 32, 128, 256, 4) == 0  # 2.1M
-        assert KERNELS._split_panels(100, 16, 64, 256, 4) > 0  # 1M, a small batch, H >= 256
-        assert KERNELS._split_panels(100, 8, 64, 256, 8) > 0  # 512K
-        assert KERNELS._split_panels(100, 4, 64, 256, 4) == 0  # 256K
-        assert KERNELS._split_panels(100, 64, 64, 128, 4) == 0  # 1M, but H < 256
+        assert KERNELS.split_panels(50, 64, 512, 512, 4) > 0
+        assert KERNELS.split_panels(50, 16, 512, 512, 4) > 0  # 4.2M multiply-adds a step
+        assert KERNELS.split_panels(100, 32, 128, 256, 4) == 0  # 2.1M
+        assert KERNELS.split_panels(100, 16, 64, 256, 4) > 0  # 1M, a small batch, H >= 256
+        assert KERNELS.split_panels(100, 8, 64, 256, 8) > 0  # 512K
+        assert KERNELS.split_panels(100, 4, 64, 256, 4) == 0  # 256K
+        assert KERNELS.split_panels(100, 64, 64, 128, 4) == 0  # 1M, but H < 256
         # Rounds (T + 1 of them) must not wrap in the word the two threads share.
-        assert KERNELS._split_panels(2**24 - 2, 64, 512, 512, 4) > 0
-        assert KERNELS._split_panels(2**24 - 1, 64, 512, 512, 4) == 0
+        assert KERNELS.split_panels(2**24 - 2, 64, 512, 512, 4) > 0
+        assert KERNELS.split_panels(2**24 - 1, 64, 512, 512, 4) == 0
     with overlap("off"):
-        assert KERNELS._split_panels(50, 64, 512, 512, 4) == 0
+        assert KERNELS.split_panels(50, 64, 512, 512, 4) == 0
 
 
 def test_overlap_results_do_not_depend_on_timing(dtype):

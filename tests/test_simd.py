@@ -14,7 +14,7 @@ from conftest import require_compiled
 
 def _kernel_tanh(values: np.ndarray, width: int = 1) -> np.ndarray:
     """tanh of every value through rnn_forward, ``width`` values a row (x @ I is exact)."""
-    from rnnfast import _kernels
+    from rnnfast._core import kernels as _kernels
 
     dtype = values.dtype
     padded = np.zeros(-(-values.size // width) * width, dtype)
@@ -35,7 +35,7 @@ def _grid(dtype) -> np.ndarray:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 def test_tanh_is_within_two_ulp_of_numpy_at_every_simd_level(dtype, width):
     require_compiled()
-    from rnnfast import _kernels
+    from rnnfast._core import kernels as _kernels
 
     values = _grid(dtype)
     exact = np.tanh(values.astype(np.float64))  # float64 tanh: the float32 reference

@@ -247,14 +247,15 @@ def test_thread_count_reads_the_outside_setting_while_a_call_holds_blas_at_one()
 FORK_SCRIPT = """
 import os, sys, time
 import numpy as np
-from rnnfast import _kernels, functional
+from rnnfast import functional
+from rnnfast._core import kernels as _kernels
 
 rng = np.random.default_rng(5)
 T, B, D, H = 60, 8, 16, 64
 x, h0 = rng.standard_normal((T, B, D)), rng.standard_normal((B, H))
 w_ih, w_hh = rng.standard_normal((H, D)) / 4, rng.standard_normal((H, H)) / 8
 b, g = rng.standard_normal(H), rng.standard_normal((T, B, H))
-_kernels._set_overlap("on")
+_kernels.set_tuning(overlap="on")
 
 
 def forward_backward():
@@ -298,7 +299,8 @@ SIGNAL_SCRIPT = """
 import glob
 import threading
 import numpy as np
-from rnnfast import _kernels, functional
+from rnnfast import functional
+from rnnfast._core import kernels as _kernels
 
 
 def threads_blocking_sigint():
@@ -320,7 +322,7 @@ started = threading.Thread(target=lambda: None)
 started.start()
 started.join()
 before = threads_blocking_sigint()
-_kernels._set_overlap("on")
+_kernels.set_tuning(overlap="on")
 functional.rnn_forward(x, None, w_ih, w_hh, None, backend="cython")
 print(before, threads_blocking_sigint())
 """

@@ -8,8 +8,7 @@ import pytest
 from conftest import assert_close
 
 import rnnfast
-from rnnfast.optim import Optimizer
-from rnnfast.training import Progress, batchify, bptt_windows, truncated_bptt
+from rnnfast.train import Optimizer, Progress, batchify, bptt_windows, truncated_bptt
 
 
 class Recorder(Optimizer):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -489,7 +492,7 @@ def spy_on(monkeypatch, module) -> dict[str, Spy]:
 def test_env_numpy_makes_auto_use_reference(monkeypatch, env):
     monkeypatch.setenv("RNNFAST_BACKEND", env)
     reference = spy_on(monkeypatch, rnnfast._reference)
-    kernels = spy_on(monkeypatch, rnnfast._kernels) if rnnfast.HAVE_COMPILED else None
+    kernels = spy_on(monkeypatch, rnnfast._backend.kernels) if rnnfast.HAVE_COMPILED else None
     p = small_problem()
     h = call_with("forward", p, backend="auto")
     call_with("backward", p, backend="auto")  # its own h comes from an explicit numpy call
@@ -506,7 +509,7 @@ def test_auto_uses_compiled_kernels(compiled, monkeypatch, env):
         monkeypatch.delenv("RNNFAST_BACKEND", raising=False)
     else:
         monkeypatch.setenv("RNNFAST_BACKEND", env)
-    kernels = spy_on(monkeypatch, rnnfast._kernels)
+    kernels = spy_on(monkeypatch, rnnfast._backend.kernels)
     reference = spy_on(monkeypatch, rnnfast._reference)
     p = small_problem()
     h = p.forward("tanh", "auto")
@@ -517,7 +520,7 @@ def test_auto_uses_compiled_kernels(compiled, monkeypatch, env):
 
 def test_explicit_cython_ignores_env_numpy(compiled, monkeypatch):
     monkeypatch.setenv("RNNFAST_BACKEND", "numpy")
-    kernels = spy_on(monkeypatch, rnnfast._kernels)
+    kernels = spy_on(monkeypatch, rnnfast._backend.kernels)
     p = small_problem()
     p.backward(p.forward("relu", "cython"), "relu", "cython")
     assert (kernels["rnn_forward"].calls, kernels["rnn_backward"].calls) == (1, 1)
@@ -568,34 +571,85 @@ def test_streaming_step_follows_backend_and_env(
         np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
-def test_default_step_returns_none_unless_default_backend_and_plain(compiled, monkeypatch):
+def test_compiled_backend_is_decided_by_one_dict_lookup_in_the_common_case(compiled, monkeypatch):
+    """_backend.compiled: the kernels for "auto" with RNNFAST_BACKEND unset, and for an explicit
+    "cython"; None for "numpy" and for RNNFAST_BACKEND=numpy; set at all, resolve() decides."""
+    backend = rnnfast._backend
     monkeypatch.delenv("RNNFAST_BACKEND", raising=False)
-    kernels = rnnfast._kernels
+    assert backend.compiled("auto") is backend.kernels
+    assert backend.compiled("cython") is backend.kernels
+    assert backend.compiled("numpy") is None
+    for bad in ("AUTO", None, b"auto"):
+        with pytest.raises(ValueError, match="backend must be one of"):
+            backend.compiled(bad)
+    monkeypatch.setenv("RNNFAST_BACKEND", "numpy")
+    assert backend.compiled("auto") is None
+    assert backend.compiled("cython") is backend.kernels
+    monkeypatch.setenv("RNNFAST_BACKEND", "auto")
+    assert backend.compiled("auto") is backend.kernels
+
+
+def test_one_door_for_every_step(compiled, monkeypatch):
+    """RNN.step, RNNCell and functional.rnn_step all reach the kernel through functional.step,
+    which tries the compiled fast path once per call."""
+    monkeypatch.delenv("RNNFAST_BACKEND", raising=False)
+    kernels = rnnfast._backend.kernels
+    calls = []
+    real = kernels.rnn_step
+
+    def counting(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(kernels, "rnn_step", counting)
+    door = Spy(functional.step)
+    monkeypatch.setattr(functional, "step", door)
+    x, h = np.ones((2, 3), np.float32), np.zeros((1, 2, 4), np.float32)
     rnn = rnnfast.RNN(3, 4, seed=0)
-    params, x = rnn._step_layers, np.ones((2, 3), np.float32)
-    h = np.zeros((1, 2, 4), np.float32)
-    step = functional._rnn_step_default
-    output, h_new = step(x, h, params, "tanh", "auto")
-    want = kernels.rnn_step(x, h, params, "tanh")
-    np.testing.assert_array_equal(output, want[0])
-    np.testing.assert_array_equal(h_new, want[1])
-    for backend in ("cython", "numpy", "AUTO", None, b"auto"):
-        assert step(x, h, params, "tanh", backend) is None
-    assert step(x, h, list(params), "tanh", "auto") is None
-    assert step(x.astype(np.float64), h, params, "tanh", "auto") is None
-    monkeypatch.setenv("RNNFAST_BACKEND", "auto")  # set at all: _resolve_backend decides
-    assert step(x, h, params, "tanh", "auto") is None
-    assert not functional._compiled_by_default("auto")
-    monkeypatch.delenv("RNNFAST_BACKEND")
-    assert functional._compiled_by_default("auto")
+    cell = rnnfast.RNNCell(3, 4, seed=0)
+    rnn.step(x, h)
+    cell(x, h[0])
+    functional.rnn_step(x, h, rnn._step_layers)
+    assert door.calls == 3
+    assert len(calls) == 3  # one C call each: the fast path, not repeated
+    calls.clear()
+    rnn.step(x[0], h[:, 0])  # unbatched: the fast path declines once, then the checked path
+    assert len(calls) == 2
+
+
+def _import_with_simd(value: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RNNFAST_SIMD": value, "PYTHONPATH": os.pathsep.join(sys.path)}
+    code = "import rnnfast._backend as b; print(b.kernels.simd_level(), b.HAVE_COMPILED)"
+    return subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_bad_simd_environment_warns_and_keeps_the_best_level(compiled):
+    """A bad RNNFAST_SIMD is a RuntimeWarning naming the allowed levels, not an import error;
+    a good one is applied once, at import."""
+    best = rnnfast._backend.kernels.simd_level()
+    proc = _import_with_simd("no-such-level")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [best, "True"]
+    assert "RuntimeWarning" in proc.stderr and "RNNFAST_SIMD='no-such-level'" in proc.stderr
+    for level in rnnfast._backend.kernels.SIMD_LEVELS:
+        assert level in proc.stderr
+    proc = _import_with_simd("baseline")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["baseline", "True"]
+    assert "RuntimeWarning" not in proc.stderr
 
 
 def test_missing_extension_falls_back_with_one_warning(monkeypatch):
     """Without the compiled module: "auto" warns once and uses the reference; "cython" raises."""
-    monkeypatch.setattr(functional, "_kernels", None)
-    monkeypatch.setattr(functional, "_rnn_step_default", functional._no_default_step)
-    monkeypatch.setattr(functional, "_COMPILED_IMPORT_ERROR", ImportError("simulated"))
-    monkeypatch.setattr(functional, "_warned_fallback", False)
+    monkeypatch.setattr(rnnfast._backend, "kernels", None)
+    monkeypatch.setattr(rnnfast._backend, "COMPILED_IMPORT_ERROR", ImportError("simulated"))
+    monkeypatch.setattr(rnnfast._backend, "_warned_fallback", False)
     monkeypatch.delenv("RNNFAST_BACKEND", raising=False)
     reference = spy_on(monkeypatch, rnnfast._reference)
     p = small_problem()

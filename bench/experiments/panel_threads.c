@@ -1,6 +1,6 @@
 /* Experiment: would two threads of our own speed up the panel product's time loop?
  *
- * The panel micro-kernel of src/rnnfast/_simd_impl.h (8 rows x 3 AVX-512 vectors), T=50
+ * The panel micro-kernel of src/rnnfast/_core/simd_panel.h (8 rows x 3 AVX-512 vectors), T=50
  * steps of out[t] = out[t-1] @ packed, the panels of each step split between 1 or 2 threads
  * that meet at a spin barrier after every step (the recursion's only synchronisation).
  * Prints microseconds per step and GFLOP/s for each thread count. With a third argument, each

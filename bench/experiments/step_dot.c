@@ -1,19 +1,19 @@
 /* Experiment: the streaming step's compute alone, without Python around it.
  *
  * One step of a batch of B rows (default 1) through the kernels' SIMD table
- * (src/rnnfast/_simd.h), as _step_layer runs it: the dot-form products of x with w_ih and h
+ * (src/rnnfast/_core/simd.h), as _step_layer runs it: the dot-form products of x with w_ih and h
  * with w_hh, then bias + tanh. Prints the best of 7 rounds of 200,000 / B steps, in
  * microseconds per step, for the products alone and the whole step. The level argument: 0
  * baseline, 1 AVX2, 2 AVX-512 (-1, the default: the widest). Every array starts `offset`
  * floats past a 64-byte boundary (default 0): 4 gives NumPy's usual 16-byte alignment, where
  * vector loads straddle cache lines.
  *
- *     gcc -O3 -I src/rnnfast -o step_dot bench/experiments/step_dot.c -lm
+ *     gcc -O3 -I src/rnnfast/_core -o step_dot bench/experiments/step_dot.c -lm
  *     ./step_dot D H [level [offset [B]]]      (e.g. 32 128; 32 128 -1 4; 65 100; 64 128 -1 0 8)
  *
  * Not part of the package; `rnnfast bench` times the step from Python.
  */
-#include "_simd.h"
+#include "simd.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>

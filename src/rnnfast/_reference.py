@@ -89,3 +89,22 @@ def rnn_backward(
         da_next = da
     dh0 = da_next @ w_hh
     return dx, dh0, dw_ih, dw_hh, db
+
+
+def rnn_step(
+    x: np.ndarray,
+    h: np.ndarray | None,
+    params: tuple[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], ...],
+    nonlinearity: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One step of a stack of layers, each a length-1 :func:`rnn_forward`: (output, h_new)."""
+    L, B, H = len(params), x.shape[0], params[0][1].shape[0]
+    h_new = np.empty((L, B, H), dtype=x.dtype)
+    inp = x
+    for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(params):
+        b = None if b_ih is None else b_ih + b_hh
+        h_new[k] = rnn_forward(inp[None], None if h is None else h[k], w_ih, w_hh, b, nonlinearity)[
+            0
+        ]
+        inp = h_new[k]
+    return h_new[-1].copy(), h_new

@@ -32,15 +32,15 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rnnfast import functional
-from rnnfast.nn import (
-    RNN,
-    Module,
+from rnnfast._validation import (
+    NONLINEARITIES,
     Seed,
-    _check_choice,
-    _check_finite_nonnegative,
-    _check_int,
-    _to_numpy,
+    check_choice,
+    check_finite_nonnegative,
+    check_int,
+    to_numpy,
 )
+from rnnfast.nn import RNN, Module
 
 __all__ = [
     "Diagnosis",
@@ -95,7 +95,7 @@ def spectral_radius(w_hh: Any) -> float:
         ValueError: ``w_hh`` is not a square 2-D matrix, or holds NaN or Inf.
     """
     try:
-        w = np.asarray(_to_numpy(w_hh), dtype=np.float64)
+        w = np.asarray(to_numpy(w_hh), dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"w_hh must be a matrix of numbers: {exc}") from None
     if w.ndim != 2 or w.shape[0] != w.shape[1]:
@@ -124,7 +124,7 @@ def saturation(
     Returns:
         A fraction in [0, 1] (0.0 for an empty array).
     """
-    _check_choice("nonlinearity", nonlinearity, functional.NONLINEARITIES)
+    check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     arr = np.asarray(h)
@@ -134,15 +134,17 @@ def saturation(
     return float(np.mean(stuck))
 
 
-def scaled_orthogonal(hidden: int, scale: float, seed: Seed = None, dtype: Any = np.float64):
+def scaled_orthogonal(
+    hidden: int, scale: float, seed: Seed = None, dtype: Any = np.float64
+) -> np.ndarray:
     """A random orthogonal (H, H) matrix times ``scale``: every eigenvalue and every singular
     value has modulus exactly ``scale``, so its spectral radius is ``scale`` and each step of
     a linear recurrence changes every vector's norm by exactly that factor.
 
     Drawn from the Haar distribution (QR of a Gaussian matrix, signs fixed by R's diagonal).
     """
-    hidden = _check_int("hidden", hidden, 1)
-    scale = _check_finite_nonnegative("scale", scale)
+    hidden = check_int("hidden", hidden, 1)
+    scale = check_finite_nonnegative("scale", scale)
     rng = np.random.default_rng(seed)
     q, r = np.linalg.qr(rng.standard_normal((hidden, hidden)))
     q *= np.where(np.diag(r) < 0, -1.0, 1.0)
@@ -262,15 +264,13 @@ def scale_sweep(
     Returns:
         One :class:`Diagnosis` per (nonlinearity, scale), in that order.
     """
-    hidden = _check_int("hidden", hidden, 1)
-    seq_len = _check_int("seq_len", seq_len, 1)
-    batch = _check_int("batch", batch, 1)
-    input_scale = _check_finite_nonnegative("input_scale", input_scale)
+    hidden = check_int("hidden", hidden, 1)
+    seq_len = check_int("seq_len", seq_len, 1)
+    batch = check_int("batch", batch, 1)
+    input_scale = check_finite_nonnegative("input_scale", input_scale)
     # Checked up front (a bad value fails before any work) and kept (one-shot iterables).
-    nonlinearities = [
-        _check_choice("nonlinearity", nl, functional.NONLINEARITIES) for nl in nonlinearities
-    ]
-    scales = [_check_finite_nonnegative("scales", scale) for scale in scales]
+    nonlinearities = [check_choice("nonlinearity", nl, NONLINEARITIES) for nl in nonlinearities]
+    scales = [check_finite_nonnegative("scales", scale) for scale in scales]
     rng = np.random.default_rng(seed)
     q = scaled_orthogonal(hidden, 1.0, rng)
     w_ih = rng.standard_normal((hidden, hidden)) * (input_scale / math.sqrt(hidden))
@@ -313,7 +313,7 @@ def model_diagnosis(
 
         if not isinstance(model, CharRNN):
             raise TypeError("integer inputs need a model with a vocabulary (a CharRNN)")
-        x = model._encode(x)  # one-hot or the model's embedding, as the model reads them
+        x = model.rnn_inputs(x)  # one-hot or the model's embedding, as the model reads them
     x = np.asarray(x, dtype=rnn.dtype)
     if x.ndim != 3 or x.shape[2] != rnn.input_size:
         raise ValueError(
@@ -321,7 +321,7 @@ def model_diagnosis(
         )
     rows = []
     for layer in range(rnn.num_layers):
-        w_ih, w_hh, b = rnn._weights(layer)  # unidirectional: layer-direction k = layer
+        w_ih, w_hh, b = rnn.layer_weights(layer)  # unidirectional: layer-direction k = layer
         norms = gradient_norms(
             x, w_ih, w_hh, b, nonlinearity=rnn.nonlinearity, seed=seed, backend=backend
         )

@@ -25,20 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from rnnfast.nn import _asarray
+from rnnfast._validation import asarray, check_nonnegative
 
 __all__ = ["SGD", "Adagrad", "Adam", "Optimizer", "clip_grad_norm", "clip_grad_value"]
-
-
-def _check_hyper(name: str, value: Any, below: float | None = None) -> float:
-    """A real number >= 0 (and < ``below`` if given)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not value >= 0 or (below is not None and value >= below):  # NaN fails too
-        bound = "" if below is None else f" and < {below}"
-        raise ValueError(f"{name} must be >= 0{bound}, got {value}")
-    return value
 
 
 class Optimizer:
@@ -51,7 +40,9 @@ class Optimizer:
         lr: learning rate, >= 0.
     """
 
-    def __init__(self, params: Mapping[str, np.ndarray], grads: Mapping[str, Any], lr: float):
+    def __init__(
+        self, params: Mapping[str, np.ndarray], grads: Mapping[str, Any], lr: float
+    ) -> None:
         if not isinstance(params, Mapping) or not isinstance(grads, Mapping):
             raise TypeError(
                 "params and grads must be mappings of name -> array, e.g. "
@@ -72,7 +63,7 @@ class Optimizer:
             )
         self.params = params
         self.grads = grads
-        self.lr = _check_hyper("lr", lr)
+        self.lr = check_nonnegative("lr", lr)
         self.steps = 0
         """Number of ``step()`` calls so far (PyTorch's per-parameter ``state["step"]``)."""
         self.state: dict[str, dict[str, np.ndarray]] = {name: {} for name in params}
@@ -80,7 +71,7 @@ class Optimizer:
             self._grad(name)
 
     def _grad(self, name: str) -> np.ndarray:
-        g = _asarray(f"grads[{name!r}]", self.grads[name])
+        g = asarray(f"grads[{name!r}]", self.grads[name])
         if g.shape != self.params[name].shape:
             raise ValueError(
                 f"grads[{name!r}] has shape {g.shape}, but params[{name!r}] has shape "
@@ -128,9 +119,9 @@ class SGD(Optimizer):
         nesterov: bool = False,
     ) -> None:
         super().__init__(params, grads, lr)
-        self.momentum = _check_hyper("momentum", momentum)
-        self.dampening = _check_hyper("dampening", dampening)
-        self.weight_decay = _check_hyper("weight_decay", weight_decay)
+        self.momentum = check_nonnegative("momentum", momentum)
+        self.dampening = check_nonnegative("dampening", dampening)
+        self.weight_decay = check_nonnegative("weight_decay", weight_decay)
         self.nesterov = bool(nesterov)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("nesterov momentum requires momentum > 0 and dampening = 0")
@@ -168,12 +159,12 @@ class Adagrad(Optimizer):
         eps: float = 1e-10,
     ) -> None:
         super().__init__(params, grads, lr)
-        self.lr_decay = _check_hyper("lr_decay", lr_decay)
-        self.weight_decay = _check_hyper("weight_decay", weight_decay)
-        self.initial_accumulator_value = _check_hyper(
+        self.lr_decay = check_nonnegative("lr_decay", lr_decay)
+        self.weight_decay = check_nonnegative("weight_decay", weight_decay)
+        self.initial_accumulator_value = check_nonnegative(
             "initial_accumulator_value", initial_accumulator_value
         )
-        self.eps = _check_hyper("eps", eps)
+        self.eps = check_nonnegative("eps", eps)
 
     def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
         g = self._decayed(p, g, self.weight_decay)
@@ -193,6 +184,13 @@ class Adam(Optimizer):
         m = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g * g
         p -= lr * (m / (1 - beta1**step)) / (sqrt(v / (1 - beta2**step)) + eps)
+
+    Examples:
+        >>> params, grads = {"w": np.array([1.0, -1.0])}, {"w": np.array([0.5, -0.5])}
+        >>> opt = Adam(params, grads, lr=0.1)
+        >>> opt.step()  # the first step moves each parameter by lr against its gradient's sign
+        >>> np.round(params["w"], 6)
+        array([ 0.9, -0.9])
     """
 
     def __init__(
@@ -207,9 +205,12 @@ class Adam(Optimizer):
         super().__init__(params, grads, lr)
         if len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        self.betas = (_check_hyper("betas[0]", betas[0], 1), _check_hyper("betas[1]", betas[1], 1))
-        self.eps = _check_hyper("eps", eps)
-        self.weight_decay = _check_hyper("weight_decay", weight_decay)
+        self.betas = (
+            check_nonnegative("betas[0]", betas[0], 1),
+            check_nonnegative("betas[1]", betas[1], 1),
+        )
+        self.eps = check_nonnegative("eps", eps)
+        self.weight_decay = check_nonnegative("weight_decay", weight_decay)
 
     def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
         g = self._decayed(p, g, self.weight_decay)
@@ -258,9 +259,16 @@ def clip_grad_norm(
 
     Returns:
         The total norm *before* clipping, as a float.
+
+    Examples:
+        >>> grads = {"w": np.array([3.0, 4.0])}
+        >>> clip_grad_norm(grads, max_norm=1.0)
+        5.0
+        >>> np.round(grads["w"], 4)
+        array([0.6, 0.8])
     """
-    max_norm = _check_hyper("max_norm", max_norm)
-    norm_type = _check_hyper("norm_type", norm_type)
+    max_norm = check_nonnegative("max_norm", max_norm)
+    norm_type = check_nonnegative("norm_type", norm_type)
     if norm_type == 0:
         raise ValueError("norm_type must be > 0")
     arrays = _arrays(grads)
@@ -289,7 +297,14 @@ def clip_grad_value(
     grads: Mapping[str, np.ndarray] | Iterable[np.ndarray], clip_value: float
 ) -> None:
     """Clip every gradient element into [-clip_value, clip_value], in place
-    (``torch.nn.utils.clip_grad_value_``)."""
-    clip_value = _check_hyper("clip_value", clip_value)
+    (``torch.nn.utils.clip_grad_value_``).
+
+    Examples:
+        >>> grads = {"w": np.array([-3.0, 0.5, 2.0])}
+        >>> clip_grad_value(grads, 1.0)
+        >>> grads["w"]
+        array([-1. ,  0.5,  1. ])
+    """
+    clip_value = check_nonnegative("clip_value", clip_value)
     for g in _arrays(grads):
         np.clip(g, -clip_value, clip_value, out=g)

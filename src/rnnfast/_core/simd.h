@@ -1,4 +1,4 @@
-/* Runtime dispatch of the vector loops in _simd_impl.h.
+/* SIMD dispatch: the instruction-set levels, CPU detection and the table of vector loops.
  *
  * The wheel is built for baseline x86-64 (no -march=native), so the loops are compiled three
  * times, for AVX-512 (F, VL, BW, DQ), AVX2 + FMA and the build's baseline, and
@@ -17,7 +17,7 @@
 #define RF_PASTE(a, b) RF_PASTE2(a, b)
 #define RF(name) RF_PASTE(name, RF_SUFFIX)
 
-/* The panel product's panels are this many vectors wide at every level (_simd_impl.h). */
+/* The panel product's panels are this many vectors wide at every level (simd_panel.h). */
 #define RF_PANEL_NR 3
 
 #if defined(__x86_64__) || defined(__SSE2__)
@@ -31,7 +31,7 @@
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
 #define RF_SUFFIX _avx512
 #define RF_VBYTES 64
-#include "_simd_impl.h"
+#include "simd_target.h"
 #undef RF_SUFFIX
 #undef RF_VBYTES
 #pragma GCC pop_options
@@ -40,7 +40,7 @@
 #pragma GCC target("avx2,fma")
 #define RF_SUFFIX _avx2
 #define RF_VBYTES 32
-#include "_simd_impl.h"
+#include "simd_target.h"
 #undef RF_SUFFIX
 #undef RF_VBYTES
 #pragma GCC pop_options
@@ -48,7 +48,7 @@
 
 #define RF_SUFFIX _base
 #define RF_VBYTES 16
-#include "_simd_impl.h"
+#include "simd_target.h"
 #undef RF_SUFFIX
 #undef RF_VBYTES
 
@@ -63,7 +63,7 @@ typedef struct {
     void (*add_col_sums_f32)(float *, const float *, ptrdiff_t, ptrdiff_t);
     void (*add_col_sums_f64)(double *, const double *, ptrdiff_t, ptrdiff_t);
     /* out (rows, n) += a (rows, k) @ m (k, n): m rows of stride ldm, its last k_tail rows
-     * zero-padded to whole vectors in `tail`; see _simd_impl.h */
+     * zero-padded to whole vectors in `tail`; see simd_small.h */
     void (*small_addmm_f32)(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                             const float *, ptrdiff_t, const float *, ptrdiff_t, float *);
     void (*small_addmm_f64)(double *, const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
@@ -73,7 +73,7 @@ typedef struct {
     void (*step_dot_f64)(double *, const double *, const double *, ptrdiff_t, const double *,
                          const double *, ptrdiff_t, const double *, ptrdiff_t, ptrdiff_t);
     /* out (rows, n) += a (rows, k) @ m (k, n), m packed into column panels by pack_panels
-     * (dst, src, k, n, ld, transposed); see _simd_impl.h */
+     * (dst, src, k, n, ld, transposed); see simd_panel.h */
     void (*panel_addmm_f32)(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                             const float *, float *, ptrdiff_t, ptrdiff_t);
     void (*panel_addmm_f64)(double *, const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t,

@@ -25,7 +25,8 @@ import ctypes
 import os
 from pathlib import Path
 
-from rnnfast import functional
+from rnnfast import _backend
+from rnnfast._validation import check_int
 
 __all__ = ["blas_library", "get_num_threads", "set_num_threads"]
 
@@ -76,9 +77,9 @@ _blas_set_local = _symbol("openblas_set_num_threads_local", "scipy_openblas_set_
 for _fn in (_blas_get, _blas_set_local):
     if _fn is not None:
         _fn.restype = ctypes.c_int
-if _blas_set_local is not None and _blas_get is not None and functional.HAVE_COMPILED:
+if _blas_set_local is not None and _blas_get is not None and _backend.HAVE_COMPILED:
     _blas_set_local.argtypes = [ctypes.c_int]
-    functional._kernels._set_blas_thread_functions(
+    _backend.set_blas_thread_functions(
         *(ctypes.cast(fn, ctypes.c_void_p).value for fn in (_blas_set_local, _blas_get))
     )
 
@@ -96,7 +97,7 @@ def get_num_threads() -> int | None:
     """
     if _blas_get is None:
         return None
-    outside = functional._kernels._blas_threads() if functional.HAVE_COMPILED else 0
+    outside = _backend.blas_threads() if _backend.HAVE_COMPILED else 0
     return outside if outside > 0 else int(_blas_get())
 
 
@@ -110,10 +111,7 @@ def set_num_threads(n: int) -> int | None:
     Raises:
         TypeError, ValueError: ``n`` is not an integer >= 1.
     """
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"n must be an int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    n = check_int("n", n, 1)
     import threadpoolctl
 
     previous = get_num_threads()

@@ -1,14 +1,15 @@
-/* A second thread beside a time loop, and the progress counter the two share.
+/* Threads: a second thread beside a time loop, the counters the two share, and the sections
+ * that hold BLAS at one thread.
  *
- * _kernels.pyx runs the sequential recursion on the calling thread and hands the GEMMs that
+ * kernels.pyx runs the sequential recursion on the calling thread and hands the GEMMs that
  * only need finished steps (the input projection ahead of the forward loop, the weight
  * gradients behind the backward loop) to one helper thread, kept between calls. The helper
  * follows a counter of finished steps that the owner publishes (release) and the follower
  * reads (acquire). Without POSIX threads (Windows builds) no helper starts and the caller
  * does the helper's work itself, after its loop.
  */
-#ifndef RNNFAST_OVERLAP_H
-#define RNNFAST_OVERLAP_H
+#ifndef RNNFAST_THREADS_H
+#define RNNFAST_THREADS_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -47,8 +48,8 @@ static inline void rf_wait_for(ptrdiff_t *counter, ptrdiff_t value)
 
 /* ---- the helper thread ------------------------------------------------------------------
  * One thread per process stays after its first call and waits for the next one: creating a
- * thread per call cost the caller 10-16 us before its loop (pthread_create, timed inside the
- * backward at 100,8,64,128 on this 2-vCPU VM). After a job the thread spins for
+ * thread per call cost the caller about as much as a small call's overlap saves (see
+ * docs/design/kernels.md). After a job the thread spins for
  * RF_POOL_SPIN_NS (a backward follows its forward, the next forward its optimizer step), then
  * sleeps on a condition variable. A call that finds it busy (calls in several Python threads)
  * starts a thread of its own, as before. A forked child starts afresh (only the forking
@@ -210,7 +211,7 @@ static inline void rf_prefetch(const void *p, size_t bytes)
 }
 
 /* ---- items shared out at run time ------------------------------------------------------
- * A split forward (_kernels.pyx) hands out each round's items (the input projection's
+ * A split forward (kernels.pyx) hands out each round's items (the input projection's
  * chunks, then each time step's column panels) to whichever thread asks: one thread takes
  * them from the first, the other from the last. A thread that runs behind (its core shared
  * with another process, or with a BLAS pool still spinning after its last call) then takes
@@ -327,4 +328,4 @@ static int rf_blas_threads(void)
     return n;
 }
 
-#endif /* RNNFAST_OVERLAP_H */
+#endif /* RNNFAST_THREADS_H */

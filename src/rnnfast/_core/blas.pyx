@@ -1,6 +1,6 @@
 """Row-major GEMM over scipy.linalg.cython_blas, for float32 and float64.
 
-functional.py checks every size against ``BLAS_INT_MAX`` before a kernel runs, so the casts to
+rnnfast checks every size against ``BLAS_INT_MAX`` before a kernel runs, so the casts to
 ``blas_int`` below never truncate.
 """
 from scipy.linalg.cython_blas cimport dgemm, sgemm

@@ -15,8 +15,8 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from rnnfast.nn import _check_int
-from rnnfast.optim import Optimizer, _check_hyper, clip_grad_norm
+from rnnfast._validation import check_int, check_nonnegative
+from rnnfast.train.optim import Optimizer, clip_grad_norm
 
 __all__ = [
     "Progress",
@@ -85,7 +85,7 @@ def batchify(sequence: Any, batch_size: int) -> np.ndarray:
     Raises:
         ValueError: the sequence is shorter than batch_size.
     """
-    batch_size = _check_int("batch_size", batch_size, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
     seq = np.asarray(sequence)
     if seq.ndim < 1:
         raise ValueError("sequence must have at least one dimension (time)")
@@ -100,8 +100,8 @@ def batchify(sequence: Any, batch_size: int) -> np.ndarray:
 
 def bptt_windows(length: int, bptt: int) -> list[slice]:
     """The consecutive windows ``slice(t, min(t + bptt, length))`` covering [0, length)."""
-    length = _check_int("length", length, 0)
-    bptt = _check_int("bptt", bptt, 1)
+    length = check_int("length", length, 0)
+    bptt = check_int("bptt", bptt, 1)
     return [slice(t, min(t + bptt, length)) for t in range(0, length, bptt)]
 
 
@@ -158,9 +158,9 @@ def truncated_bptt(
             f"got {targets.shape[:2]}"
         )
     windows = bptt_windows(inputs.shape[0], bptt)
-    total = len(windows) if steps is None else _check_int("steps", steps, 0)
+    total = len(windows) if steps is None else check_int("steps", steps, 0)
     if max_grad_norm is not None:
-        max_grad_norm = _check_hyper("max_grad_norm", max_grad_norm)  # before any work
+        max_grad_norm = check_nonnegative("max_grad_norm", max_grad_norm)  # before any work
     grads = model.grads  # live arrays: built once, not per step
     losses: list[float] = []
     h = state

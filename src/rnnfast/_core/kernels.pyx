@@ -1,0 +1,1100 @@
+"""Compiled forward pass, backpropagation through time and streaming step of recurrent layers.
+
+Compute only: the arrays come checked and kernel-ready from rnnfast (C-contiguous, one float
+dtype, every size > 0, every shape agreeing), so these loops run without bounds checks; the
+``*_plain`` entry points and ``rnn_step`` admit arrays that are already exactly right and return
+None for anything else. No environment variable is read here. The signatures of rnn_forward and
+rnn_backward are those of rnnfast._reference, the NumPy oracle.
+
+Layout (time-major, PyTorch's weight shapes), for a cell with G gate rows per unit (Elman: 1):
+  x (T, B, D), h0 (B, H) or None, w_ih (G*H, D), w_hh (G*H, H), b (G*H,) or None,
+  h / dh (T, B, H).
+
+The file, top to bottom: SIMD level; tuning; BLAS threads; cells (the pointwise part of a
+step: the only cell-specific code); the per-step recurrent product (three implementations);
+the time-loop engine (input projection, recursion, helper thread, weight gradients); the entry
+points; the streaming step; admission (the C-level checks of the fast path). The design, the
+measurements behind each rule and how a new cell plugs in: docs/design/kernels.md.
+"""
+from cython cimport floating
+from libc.stdint cimport uint64_t
+from libc.string cimport memcpy
+
+import contextlib
+import operator
+
+import numpy as np
+
+cimport numpy as cnp
+from cpython.pyport cimport PY_SSIZE_T_MAX
+
+from rnnfast._core.blas cimport BLAS_Trans, NoTrans, Trans, gemm
+from rnnfast._core.native cimport *
+
+cnp.import_array()
+
+
+# ---- SIMD level (simd.h) ---------------------------------------------------------------------
+
+SIMD_LEVELS = tuple(rnnfast_simd_levels[i].name.decode() for i in range(RNNFAST_SIMD_NLEVELS))
+
+
+def simd_level():
+    """The instruction set the vector loops run with: 'avx512', 'avx2' or 'baseline'."""
+    return rnnfast_simd.name.decode()
+
+
+def set_simd_level(name=None):
+    """Run the vector loops with ``name`` (one of SIMD_LEVELS; None: the widest the CPU has).
+
+    Returns the previous level's name. Process-wide; for tests, benchmarks and RNNFAST_SIMD.
+    """
+    previous = simd_level()
+    level = -1 if name is None else SIMD_LEVELS.index(name) if name in SIMD_LEVELS else -2
+    if level == -2:
+        raise ValueError(f"SIMD level must be one of {SIMD_LEVELS} or None, got {name!r}")
+    if rnnfast_simd_select(level) < 0:
+        raise ValueError(f"this CPU cannot run SIMD level {name!r}")
+    return previous
+
+
+set_simd_level(None)  # the widest level this CPU has
+
+
+# ---- tuning: the size rules (tuning.h), one struct, read and changed from Python ---------------
+
+STEP_PRODUCTS = ("auto", "blas", "small", "panel")  # step_product's values: RF_PRODUCT_*
+OVERLAP_MODES = ("auto", "off", "on")  # overlap's values: RF_OVERLAP_*
+_CHOICES = {"step_product": STEP_PRODUCTS, "overlap": OVERLAP_MODES}
+# Divisors must not be zero; any other field may be 0.
+_MINIMUM = {"overlap_chunk_rows": 1, "split_chunk_rows": 1}
+
+
+cdef dict _tuning_dict(rf_tuning tuning):
+    cdef dict fields = tuning
+    for name, choices in _CHOICES.items():
+        fields[name] = choices[fields[name]]
+    return fields
+
+
+DEFAULT_TUNING = _tuning_dict(rf_tuning_defaults)
+
+
+def get_tuning():
+    """The size rules in force, as a dict of every field (the names of DEFAULT_TUNING).
+
+    ``step_product`` ("auto", "blas", "small" or "panel") and ``overlap`` ("auto", "off" or
+    "on") are names; the other fields are int thresholds (see tuning.h).
+    """
+    return _tuning_dict(rf_tuning_now)
+
+
+def set_tuning(**fields):
+    """Change some size rules, process-wide; returns the previous values of the fields given.
+
+    ``step_product``: "auto" (the measured rule) or one product for every time step ("small"
+    only where the output width fits its registers; BLAS elsewhere). ``overlap``: "auto",
+    "off" or "on" (a helper thread whenever the steps use the kernels' own products and T
+    spans two chunks). Every other field is an int >= 0 (``overlap_chunk_rows`` and
+    ``split_chunk_rows`` >= 1). Raises TypeError for an unknown field or a value of the wrong
+    type, ValueError for a value out of range; then nothing changes.
+    """
+    new = get_tuning()
+    previous = {}
+    for name, value in fields.items():
+        if name not in new:
+            raise TypeError(f"set_tuning() got an unknown field {name!r}; the fields are "
+                            f"{', '.join(DEFAULT_TUNING)}")
+        if name in _CHOICES:
+            if not isinstance(value, str):
+                raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+            if value not in _CHOICES[name]:
+                raise ValueError(f"{name} must be one of {_CHOICES[name]}, got {value!r}")
+        else:
+            if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+            value = operator.index(value)
+            minimum = _MINIMUM.get(name, 0)
+            if not minimum <= value <= PY_SSIZE_T_MAX:
+                raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        previous[name] = new[name]
+        new[name] = value
+    for name, choices in _CHOICES.items():
+        new[name] = choices.index(new[name])
+    cdef rf_tuning* now = &rf_tuning_now
+    now[0] = new
+    return previous
+
+
+@contextlib.contextmanager
+def tuned(**fields):
+    """``with tuned(step_product="panel"): ...``: set_tuning for the block, restored after."""
+    previous = set_tuning(**fields)
+    try:
+        yield
+    finally:
+        set_tuning(**previous)
+
+
+# ---- BLAS threads (threads.h) ----------------------------------------------------------------
+# Small GEMMs run on one BLAS thread: a second thread's wake-up costs more than it saves, and on
+# a machine whose other core is busy it can wait a scheduler tick. rnnfast's thread module finds
+# OpenBLAS's thread-local setter and installs it here; without it BLAS decides alone.
+
+def set_blas_thread_functions(size_t set_local_address, size_t get_address):
+    """Install OpenBLAS's openblas_set_num_threads_local and openblas_get_num_threads (their
+    addresses; 0 to remove)."""
+    rf_use_blas_threads(<rf_set_threads_fn>set_local_address, <rf_get_threads_fn>get_address)
+
+
+def blas_threads():
+    """BLAS's thread count as set from outside (0: its functions are not installed)."""
+    return rf_blas_threads()
+
+
+cdef inline bint _serial_blas_begin(bint serial) noexcept nogil:
+    """Make BLAS calls single-threaded if ``serial`` (process-wide: see rf_serial_enter);
+    returns what to pass to _serial_blas_end."""
+    if serial:
+        rf_serial_enter()
+    return serial
+
+
+cdef inline void _serial_blas_end(bint entered) noexcept nogil:
+    if entered:
+        rf_serial_leave()
+
+
+cdef inline void _bulk_gemm(BLAS_Trans trans_a, BLAS_Trans trans_b,
+                            Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                            floating alpha, const floating* a, Py_ssize_t lda,
+                            const floating* b, Py_ssize_t ldb,
+                            floating beta, floating* c, Py_ssize_t ldc) noexcept nogil:
+    """gemm, on one BLAS thread when it is small (tuning: serial_gemm_max_macs)."""
+    cdef bint saved = _serial_blas_begin(m * n * k < rf_tuning_now.serial_gemm_max_macs)
+    gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    _serial_blas_end(saved)
+
+
+# ---- cells: the pointwise part of a step -----------------------------------------------------
+# Everything cell-specific is here. The engine below computes, per step, the gate
+# pre-activations x[t] @ w_ih.T + h[t-1] @ w_hh.T over G*H columns, and hands them to the
+# cell's pointwise forward; backward, it hands the gradient of the step's output to the cell's
+# pointwise backward, which turns it into the gradient of the gate pre-activations, and does
+# every product and weight gradient itself. The functions switch on the cell code once per
+# step (or per call), never per element. Only the Elman cell exists (G = 1, and its gate
+# pre-activations are written in place into h: no workspace); docs/design/kernels.md says what
+# an LSTM (G = 4) or GRU (G = 3) adds.
+
+cdef enum:
+    # An Elman cell's code is its activation, as the vector loops take it (0 tanh, 1 relu).
+    CELL_ELMAN_TANH = 0
+    CELL_ELMAN_RELU = 1
+
+
+cdef struct Cell:
+    int code          # selects the pointwise functions
+    Py_ssize_t gates  # G: gate rows per hidden unit
+
+
+cdef Cell _elman_cell(str nonlinearity) except *:
+    cdef Cell cell
+    cell.gates = 1
+    if nonlinearity == "tanh":
+        cell.code = CELL_ELMAN_TANH
+    elif nonlinearity == "relu":
+        cell.code = CELL_ELMAN_RELU
+    else:
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    return cell
+
+
+cdef inline void _bias_act(floating* a, const floating* b, Py_ssize_t rows, Py_ssize_t n,
+                           Py_ssize_t ld, int act) noexcept nogil:
+    """a = act(a + b) in place, for rows x n, rows ld apart (b NULL: no bias). On one thread:
+    OpenMP workers for it stalled the BLAS threads of the next step."""
+    if floating is float:
+        rnnfast_simd.bias_act_f32(a, b, rows, n, ld, act)
+    else:
+        rnnfast_simd.bias_act_f64(a, b, rows, n, ld, act)
+
+
+cdef inline void _mul_act_grad(floating* g, const floating* h, Py_ssize_t n,
+                               int act) noexcept nogil:
+    """g *= act'(pre-activation), written in terms of the output h = act(pre-activation)."""
+    if floating is float:
+        rnnfast_simd.mul_act_grad_f32(g, h, n, act)
+    else:
+        rnnfast_simd.mul_act_grad_f64(g, h, n, act)
+
+
+cdef inline void _cell_forward(const Cell* cell, floating* gates, const floating* bias,
+                               floating* h, Py_ssize_t rows, Py_ssize_t n,
+                               Py_ssize_t ld) noexcept nogil:
+    """A step's output columns h (rows x n, rows ld apart) from its gate pre-activations
+    ``gates`` (bias not yet added; NULL: none). Elman: h = act(gates + bias), in place (gates
+    is h), so a block of columns can be done alone (the split forward relies on it)."""
+    if cell.code == CELL_ELMAN_TANH or cell.code == CELL_ELMAN_RELU:
+        _bias_act(h, bias, rows, n, ld, cell.code)
+
+
+cdef inline void _cell_backward(const Cell* cell, floating* d, const floating* h,
+                                Py_ssize_t n) noexcept nogil:
+    """A step's gradient d of its n output values, made the gradient of its gate
+    pre-activations, from the forward's output h. Elman: d *= act'(pre-activation), in place."""
+    if cell.code == CELL_ELMAN_TANH or cell.code == CELL_ELMAN_RELU:
+        _mul_act_grad(d, h, n, cell.code)
+
+
+# ---- the per-step recurrent product ----------------------------------------------------------
+# out (B, n) += a (B, k) @ op(w_hh): forward h[t-1] @ w_hh.T (k = H, n = G*H), backward
+# dgates[t+1] @ w_hh (k = G*H, n = H). Three implementations, chosen once per call by
+# _step_kind from the tuning rules:
+# - BLAS GEMM (large batches or weights);
+# - the small product (simd_small.h): whole output rows held in vector registers, on op(w_hh)
+#   laid out (k, n), for batches of 1 while w_hh is small and small batches of narrow rows;
+# - the panel product (simd_panel.h): op(w_hh) packed once per call into column panels that
+#   every step reads in order (OpenBLAS packs w_hh again on every step), for batches of 4 to 32
+#   while a step's operands fit, and up to 256 with the helper thread taking the GEMMs around
+#   the loop. Measure with `python bench/tune_step_product.py` and `python
+#   bench/tune_overlap.py --panel-vs-blas`.
+
+cdef enum:
+    STEP_BLAS = 0   # = RF_PRODUCT_BLAS - 1, and so on
+    STEP_SMALL = 1
+    STEP_PANEL = 2
+
+
+cdef struct StepProduct:
+    # How a call's steps add a @ op(w_hh) (see above): `tail` holds the small product's last
+    # rows of op(w_hh) zero-padded to whole vectors; `packed` the panel product's panels;
+    # `stage` their staging buffer.
+    int kind
+    const void* tail
+    Py_ssize_t tail_rows
+    const void* packed
+    void* stage
+
+
+cdef bint _helper_available() noexcept nogil:
+    """May a call start a helper thread? Forced, or: threads exist, and BLAS, whose thread
+    count we know and can hold at one, may use two."""
+    if rf_tuning_now.overlap != RF_OVERLAP_AUTO:
+        return rf_tuning_now.overlap == RF_OVERLAP_ON
+    return RF_HAVE_THREADS and rf_blas_threads() >= 2
+
+
+cdef int _step_kind(Py_ssize_t B, Py_ssize_t H, Py_ssize_t N, Py_ssize_t itemsize):
+    """Which product a call's steps use (STEP_*), for w_hh (N, H), N = G*H gate rows."""
+    cdef Py_ssize_t vector_len = rnnfast_simd.vector_bytes // itemsize
+    cdef Py_ssize_t vectors = (N + vector_len - 1) // vector_len
+    cdef bint small_fits = vectors <= rnnfast_simd.max_vectors
+    cdef Py_ssize_t weight_bytes = N * H * itemsize
+    cdef int forced = rf_tuning_now.step_product
+    if forced != RF_PRODUCT_AUTO:  # "small" only where it fits
+        if forced == RF_PRODUCT_SMALL and not small_fits:
+            return STEP_BLAS
+        return forced - 1
+    if small_fits and B <= rf_tuning_now.small_max_batch and (
+            (B == 1 and weight_bytes <= rf_tuning_now.small_max_weight_bytes)
+            or vectors <= rf_tuning_now.small_max_vectors_batched):
+        return STEP_SMALL
+    if B >= rf_tuning_now.panel_min_batch and (
+            (B <= rf_tuning_now.panel_max_batch
+             and B * weight_bytes <= rf_tuning_now.panel_max_step_bytes)
+            or (B <= rf_tuning_now.panel_helped_max_batch
+                and weight_bytes <= rf_tuning_now.panel_helped_max_weight_bytes
+                and _helper_available())):
+        return STEP_PANEL
+    return STEP_BLAS
+
+
+def step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=()):
+    """(kind, w_in_out, tail, packed, stage): what a call's recurrent products need.
+
+    kind: 0 BLAS, 1 small, 2 panel. The product is ``a @ op(w_hh)``, op(w_hh) = w_hh.T when
+    ``transposed`` (forward), else w_hh (backward). The small product reads op(w_hh) laid out
+    (in, out), ``w_in_out`` (None when that is w_hh itself), with its last rows zero-padded in
+    ``tail``; the panel product reads it ``packed`` into column panels. ``stage``: their
+    staging buffer. ``scratch``: arrays of w_hh's dtype whose memory is free until the time
+    loop ends (outputs written after it); the packed panels and their stage go in the first
+    large enough, so that they cost no memory.
+    """
+    cdef Py_ssize_t N = w_hh.shape[0], H = w_hh.shape[1], itemsize = w_hh.dtype.itemsize
+    cdef int kind = _step_kind(B, H, N, itemsize)
+    cdef Py_ssize_t vector_len = rnnfast_simd.vector_bytes // itemsize
+    # op(w_hh) is (k, n)
+    cdef Py_ssize_t k = H if transposed else N, n = N if transposed else H
+    cdef Py_ssize_t padded_len = (n + vector_len - 1) // vector_len * vector_len, tail_rows
+    cdef cnp.ndarray packed = None
+    w_in_out = tail = stage = None
+    if kind == STEP_SMALL:
+        w_in_out = np.ascontiguousarray(w_hh.T) if transposed else None  # one copy a call
+        m = w_hh if w_in_out is None else w_in_out
+        # The rows whose whole-vector reads would run past the end of m (often one); `stage`
+        # has room for a 4-row block.
+        tail_rows = min(k, (padded_len - n + n - 1) // n)
+        tail = np.zeros((tail_rows, padded_len), dtype=w_hh.dtype)
+        tail[:, :n] = m[k - tail_rows:]
+        stage = np.empty(4 * padded_len, dtype=w_hh.dtype)
+    elif kind == STEP_PANEL:
+        stage_len = rnnfast_simd.panel_rows * rnnfast_simd.panel_vectors * vector_len
+        room = next((a.reshape(-1) for a in scratch if a.size >= k * padded_len + stage_len),
+                    None)
+        if room is None:
+            room = np.empty(k * padded_len + stage_len, dtype=w_hh.dtype)
+        packed, stage = room[:k * padded_len], room[k * padded_len:k * padded_len + stage_len]
+        if itemsize == 4:
+            rnnfast_simd.pack_panels_f32(<float*>cnp.PyArray_DATA(packed),
+                                         <const float*>cnp.PyArray_DATA(w_hh), k, n, H,
+                                         transposed)
+        else:
+            rnnfast_simd.pack_panels_f64(<double*>cnp.PyArray_DATA(packed),
+                                         <const double*>cnp.PyArray_DATA(w_hh), k, n, H,
+                                         transposed)
+    return kind, w_in_out, tail, packed, stage
+
+
+cdef StepProduct _step_product(int kind, const floating[:, ::1] tail,
+                               const floating[::1] packed, floating[::1] stage):
+    cdef StepProduct how
+    how.kind = kind
+    how.tail_rows = 0 if tail is None else tail.shape[0]
+    how.tail = NULL if how.tail_rows == 0 else &tail[0, 0]
+    how.packed = NULL if packed is None else &packed[0]
+    how.stage = NULL if stage is None else &stage[0]
+    return how
+
+
+cdef inline void _add_matmul(floating* out, const floating* a, const floating* w,
+                             BLAS_Trans trans_w, StepProduct* how, Py_ssize_t rows,
+                             Py_ssize_t k, Py_ssize_t n) noexcept nogil:
+    """out (rows, n) += a (rows, k) @ op(w), w being w_hh (G*H, H) as stored for BLAS; for the
+    small product ``w`` must already be op(w) laid out (k, n); the panel product ignores it
+    for how.packed."""
+    if how.kind == STEP_BLAS:
+        gemm(NoTrans, trans_w, rows, n, k, <floating>1, a, k, w, k if trans_w == Trans else n,
+             <floating>1, out, n)
+    elif how.kind == STEP_PANEL:
+        _panel_columns(out, a, how, rows, k, n, 0, n)
+    elif floating is float:
+        rnnfast_simd.small_addmm_f32(out, a, rows, k, n, w, n, <const float*>how.tail,
+                                     how.tail_rows, <float*>how.stage)
+    else:
+        rnnfast_simd.small_addmm_f64(out, a, rows, k, n, w, n, <const double*>how.tail,
+                                     how.tail_rows, <double*>how.stage)
+
+
+cdef inline void _panel_columns(floating* out, const floating* a, StepProduct* how,
+                                Py_ssize_t rows, Py_ssize_t k, Py_ssize_t n, Py_ssize_t q0,
+                                Py_ssize_t q1) noexcept nogil:
+    """The panel product's columns of panels q0 .. q1 - 1 only; a q1 past the last panel (n
+    will do) means up to the end."""
+    if floating is float:
+        rnnfast_simd.panel_addmm_f32(out, a, rows, k, n, <const float*>how.packed,
+                                     <float*>how.stage, q0, q1)
+    else:
+        rnnfast_simd.panel_addmm_f64(out, a, rows, k, n, <const double*>how.packed,
+                                     <double*>how.stage, q0, q1)
+
+
+# ---- the time-loop engine --------------------------------------------------------------------
+# Forward: one GEMM projects all T*B input rows into the gate pre-activations before the loop;
+# each step adds h[t-1] @ w_hh.T and runs the cell's pointwise forward. Backward: only the
+# recursion is sequential (the step's output gradient dh[t] + dgates[t+1] @ w_hh, then the
+# cell's pointwise backward); dw_ih, dw_hh and dx are one GEMM each over all steps after it,
+# and db one reduction.
+#
+# The helper thread (threads.h). The GEMMs around the recursion need only finished steps. So
+# when the steps use the kernels' own products (no BLAS inside the loop) and the call is large
+# enough, a helper thread does them beside the loop, a chunk of steps at a time: forward, the
+# input projection of the chunks ahead; backward, dw_ih, dw_hh and db of the chunks behind
+# (the caller then does dx and dh0, and then takes the gradient chunks the helper has not
+# reached). Every GEMM then runs on one BLAS thread, so that the two cores do different work
+# instead of waking BLAS's pool 2 * T times. Chunks are fixed by T and B, not by timing, and
+# each gradient's chunks run in one order whichever thread runs them: the results are the same
+# on every run. Measure with `python bench/tune_overlap.py`.
+#
+# The split forward. Where the panel product's steps are large, a helper projecting ahead sits
+# idle for most of the loop; instead both threads share every step's column panels (product,
+# then the cell's pointwise forward on those columns), each step once the one before is done,
+# after sharing out the input projection in chunks. Items go to whichever thread asks
+# (rf_round_claim), not in fixed halves, so a thread whose core is shared takes fewer instead
+# of holding the other up. Only for cells whose output columns depend on their own gate
+# columns alone (Elman).
+
+cdef enum:
+    # The weight gradients' two chunk sequences, which either thread may continue.
+    GRAD_IH = 0
+    GRAD_HH = 1
+
+
+cdef struct Loop:
+    # One call's time loop: sizes, operands, product and cell, and the helper's share.
+    bint is_double
+    bint backward
+    Py_ssize_t T, B, D, H
+    Py_ssize_t N        # G * H: gate rows
+    Py_ssize_t chunk    # steps per hand-over to the helper (0: no helper)
+    # Steps handed over: forward, the end of the last chunk the helper projected; backward,
+    # steps finished by the caller, from the end.
+    Py_ssize_t progress
+    # Forward: claimed[0] is the next projection chunk to claim. The helper claims them in
+    # order; the caller projects chunk 0, and any chunk its loop reaches still unclaimed.
+    # Backward: dw_ih and dw_hh are each a sequence of per-chunk GEMMs, chunk 0 the last steps.
+    # The helper runs them as the chunks arrive; the caller, once its own work is done, claims
+    # the chunks still unclaimed in order. claimed[g]: the next chunk of sequence g to claim;
+    # done[g]: chunks of it finished (a claimer waits for the one before, as both add to one
+    # matrix).
+    Py_ssize_t claimed[2]
+    Py_ssize_t done[2]
+    const void* x
+    const void* w_ih
+    void* gates     # forward: (T, B, N) gate pre-activations (Elman: out itself)
+    void* out       # forward: the output h (T, B, H)
+    const void* h   # backward: the forward's output
+    const void* da  # backward: (T, B, N) gradient of the gate pre-activations
+    const void* h0
+    void* dw_ih
+    void* dw_hh
+    void* db
+    # Split forward (_split_share): round 0 shares out the input projection in split_chunks
+    # chunks of steps, round t + 1 the split_panels column panels (panel_width columns each)
+    # of step t, through the word `claims`; `finished` counts the items done in all rounds.
+    bint split
+    Py_ssize_t split_chunks, split_panels, panel_width
+    # The two words both threads write, each alone on its cache line (64 bytes): the fields
+    # they read in every step stay cached.
+    char _pad0[64]
+    uint64_t claims
+    char _pad1[64]
+    Py_ssize_t finished
+    char _pad2[64]
+    StepProduct how
+    const void* bias
+    Cell cell
+
+
+cdef Py_ssize_t _overlap_chunk(int kind, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D,
+                               Py_ssize_t H, Py_ssize_t N) noexcept nogil:
+    """Steps per hand-over if this call overlaps, else 0."""
+    cdef Py_ssize_t chunk = max(1, rf_tuning_now.overlap_chunk_rows // B)
+    if kind == STEP_BLAS or T <= chunk or not _helper_available():
+        return 0
+    if (rf_tuning_now.overlap == RF_OVERLAP_AUTO
+            and T * B * N * (D + H) < rf_tuning_now.overlap_min_macs):
+        return 0  # starting a thread costs more than it saves
+    return chunk
+
+
+cdef void _project_steps(floating* dummy, Loop* job, Py_ssize_t t0,
+                         Py_ssize_t t1) noexcept nogil:
+    """gates[t0:t1] = x[t0:t1] @ w_ih.T (the forward's input projection of those steps)."""
+    cdef Py_ssize_t B = job.B, D = job.D, N = job.N
+    _bulk_gemm(NoTrans, Trans, (t1 - t0) * B, N, D, <floating>1,
+               <const floating*>job.x + t0 * B * D, D, <const floating*>job.w_ih, D,
+               <floating>0, <floating*>job.gates + t0 * B * N, N)
+
+
+cdef void _grad_steps(floating* dummy, Loop* job, int which, Py_ssize_t t0, Py_ssize_t t1,
+                      bint first) noexcept nogil:
+    """dw_ih (which = GRAD_IH) or dw_hh (GRAD_HH) of steps t0..t1-1, set by the ``first``
+    chunk and added to by the rest."""
+    cdef Py_ssize_t B = job.B, D = job.D, H = job.H, N = job.N
+    cdef Py_ssize_t gstep = B * N, hstep = B * H
+    cdef const floating* da = <const floating*>job.da
+    cdef floating beta = 0 if first else 1
+    cdef Py_ssize_t hh0 = max(t0, 1)  # dw_hh pairs da[t] with h[t-1]; step 0 with h0
+    if which == GRAD_IH:
+        _bulk_gemm(Trans, NoTrans, N, D, (t1 - t0) * B, <floating>1, da + t0 * gstep, N,
+                   <const floating*>job.x + t0 * B * D, D, beta, <floating*>job.dw_ih, D)
+        return
+    if first or t1 > hh0:  # with no rows (T = 1), the first GEMM still sets dw_hh to zero
+        _bulk_gemm(Trans, NoTrans, N, H, max(0, t1 - hh0) * B, <floating>1, da + hh0 * gstep,
+                   N, <const floating*>job.h + (hh0 - 1) * hstep, H, beta,
+                   <floating*>job.dw_hh, H)
+    if t0 == 0 and job.h0 != NULL:
+        _bulk_gemm(Trans, NoTrans, N, H, B, <floating>1, da, N, <const floating*>job.h0, H,
+                   <floating>1, <floating*>job.dw_hh, H)
+
+
+cdef void _bias_grad_steps(floating* dummy, Loop* job, Py_ssize_t t0, Py_ssize_t t1,
+                           bint first) noexcept nogil:
+    """db of steps t0..t1-1: the sum of their rows of da (set by the ``first`` chunk)."""
+    cdef Py_ssize_t N = job.N, i
+    cdef floating* db = <floating*>job.db
+    if first:
+        for i in range(N):
+            db[i] = 0
+    if floating is float:
+        rnnfast_simd.add_col_sums_f32(db, <const float*>job.da + t0 * job.B * N,
+                                      (t1 - t0) * job.B, N)
+    else:
+        rnnfast_simd.add_col_sums_f64(db, <const double*>job.da + t0 * job.B * N,
+                                      (t1 - t0) * job.B, N)
+
+
+cdef inline void _chunk_steps(Loop* job, Py_ssize_t k, Py_ssize_t* t0,
+                              Py_ssize_t* t1) noexcept nogil:
+    """Backward chunk k: steps t0..t1-1 (chunk 0 holds the last steps)."""
+    t1[0] = job.T - k * job.chunk
+    t0[0] = max(0, t1[0] - job.chunk)
+
+
+cdef bint _run_grad_chunk(floating* dummy, Loop* job, int which, Py_ssize_t k) noexcept nogil:
+    """Chunk k of weight-gradient sequence ``which``, if this thread claims it; True if it did."""
+    cdef Py_ssize_t t0, t1
+    if not rf_claim(&job.claimed[which], k):
+        return False
+    rf_wait_for(&job.done[which], k)  # the chunk before, maybe on the other thread
+    _chunk_steps(job, k, &t0, &t1)
+    _grad_steps(dummy, job, which, t0, t1, k == 0)
+    rf_publish(&job.done[which], k + 1)
+    return True
+
+
+cdef void _finish_grads(floating* dummy, Loop* job) noexcept nogil:
+    """The caller, after the time loop: run the weight-gradient chunks nobody has claimed."""
+    cdef Py_ssize_t chunks = (job.T + job.chunk - 1) // job.chunk, k
+    cdef int which
+    for which in range(2):
+        k = rf_load(&job.claimed[which])
+        while k < chunks:
+            _run_grad_chunk(dummy, job, which, k)  # if the helper took k, it is past it now
+            k = rf_load(&job.claimed[which])
+        rf_wait_for(&job.done[which], chunks)
+
+
+cdef bint _split_columns(Loop* job, int kind, size_t itemsize) noexcept nogil:
+    """Should this forward share every step's columns between the two threads? If so, set up
+    the rounds of _split_share: the projection in an even number of chunks of about
+    split_chunk_rows rows (two threads at the same speed take half each), then the panels."""
+    cdef Py_ssize_t width = rnnfast_simd.panel_vectors * (rnnfast_simd.vector_bytes // itemsize)
+    cdef Py_ssize_t panels = (job.N + width - 1) // width
+    cdef Py_ssize_t macs = job.B * job.N * job.H
+    cdef Py_ssize_t min_macs = rf_tuning_now.split_min_step_macs
+    if job.cell.gates != 1:
+        return False  # a gated cell's output columns need all its gates' columns
+    if kind != STEP_PANEL or panels < 2 or panels > RF_MAX_ITEMS or job.T >= RF_MAX_ROUNDS:
+        return False
+    # Small batches split from an eighth of the size, where H is wide enough that each
+    # thread's panels are worth the other's half of h[t-1] to fetch.
+    if macs < min_macs and not (job.B <= rf_tuning_now.split_small_max_batch
+                                and job.H >= rf_tuning_now.split_small_min_hidden
+                                and macs >= min_macs // 8):
+        return False
+    job.split_chunks = min(job.T, 2 * max(1, job.T * job.B
+                                          // (2 * rf_tuning_now.split_chunk_rows)),
+                           RF_MAX_ITEMS - 1)  # (an even number)
+    job.split_panels, job.panel_width = panels, width
+    job.claims = rf_round_word(0, 0, job.split_chunks)
+    job.finished = 0
+    return True
+
+
+cdef void _split_share(floating* dummy, Loop* job, bint from_last) noexcept nogil:
+    """One thread's part of a split forward; both threads run it, one taking each round's items
+    from the first, the other ``from_last``: the projection's chunks, then step by step the
+    column panels' products and pointwise forward, each step once the one before is done."""
+    cdef Py_ssize_t T = job.T, B = job.B, H = job.H, N = job.N, step = job.B * job.N
+    cdef Py_ssize_t chunks = job.split_chunks, panels = job.split_panels
+    cdef Py_ssize_t width = job.panel_width, item, t, c0, done = chunks
+    cdef Cell cell = job.cell
+    cdef StepProduct how = job.how
+    cdef floating* out = <floating*>job.out  # the gates, in place (G = 1)
+    cdef const floating* bias = <const floating*>job.bias
+    cdef floating* h_t
+    cdef const floating* h_prev
+    item = rf_round_claim(&job.claims, 0, from_last)
+    while item >= 0:
+        _project_steps(dummy, job, item * T // chunks, (item + 1) * T // chunks)
+        rf_count(&job.finished)
+        item = rf_round_claim(&job.claims, 0, from_last)
+    for t in range(T):
+        rf_wait_for(&job.finished, done)  # every item of the round before
+        rf_round_open(&job.claims, t + 1, panels)
+        h_t = out + t * step
+        h_prev = <const floating*>job.h0 if t == 0 else h_t - step
+        item = rf_round_claim(&job.claims, t + 1, from_last)
+        while item >= 0:
+            c0 = item * width
+            if h_prev != NULL:
+                _panel_columns(h_t, h_prev, &how, B, H, N, item, item + 1)
+            _cell_forward(&cell, h_t + c0, NULL if bias == NULL else bias + c0, h_t + c0, B,
+                          min(width, N - c0), N)
+            rf_count(&job.finished)
+            item = rf_round_claim(&job.claims, t + 1, from_last)
+        done += panels
+
+
+cdef void _helper_work(floating* dummy, Loop* job) noexcept nogil:
+    """The helper's share of a call (or, if no thread started, the caller's after its loop)."""
+    cdef Py_ssize_t T = job.T, chunk = job.chunk, t0, t1, k
+    if job.split:
+        _split_share(dummy, job, False)
+        return
+    if not job.backward:
+        # The projection's chunks in order, each unless the caller has taken it (_await_chunk).
+        k = rf_load(&job.claimed[0])
+        while k * chunk < T:
+            if rf_claim(&job.claimed[0], k):
+                _project_steps(dummy, job, k * chunk, min(T, (k + 1) * chunk))
+                rf_publish(&job.progress, min(T, (k + 1) * chunk))
+            k = rf_load(&job.claimed[0])
+        return
+    k = 0
+    while k * chunk < T:
+        _chunk_steps(job, k, &t0, &t1)
+        rf_wait_for(&job.progress, T - t0)
+        _run_grad_chunk(dummy, job, GRAD_IH, k)
+        _run_grad_chunk(dummy, job, GRAD_HH, k)
+        _bias_grad_steps(dummy, job, t0, t1, k == 0)
+        k += 1
+
+
+cdef void* _helper_main(void* arg) noexcept nogil:
+    """The helper thread's body; the caller keeps BLAS on one thread until it has joined."""
+    cdef Loop* job = <Loop*>arg
+    if job.is_double:
+        _helper_work[double](NULL, job)
+    else:
+        _helper_work[float](NULL, job)
+    return NULL
+
+
+cdef Py_ssize_t _await_chunk(floating* dummy, Loop* job, Py_ssize_t t) noexcept nogil:
+    """The forward loop is at step t, the first of a chunk whose projection the helper has
+    not finished: project the chunk here if the helper has not claimed it yet (its core may be
+    shared, or it may not have started), else wait for the helper to finish it. Returns the
+    step after the chunk."""
+    cdef Py_ssize_t end = min(job.T, t + job.chunk)
+    if rf_load(&job.progress) >= end:
+        return end
+    if rf_claim(&job.claimed[0], t // job.chunk):
+        _project_steps(dummy, job, t, end)
+    else:
+        rf_wait_for(&job.progress, end)
+    return end
+
+
+cdef void _forward_steps(floating* gates, floating* out, Loop* job, const floating* h0_ptr,
+                         const floating* b_ptr, const floating* w_op,
+                         StepProduct* how) noexcept nogil:
+    """The forward's time loop on this thread, with the helper projecting chunks ahead if
+    job.chunk > 0 (else the projection of every step at once first)."""
+    cdef Py_ssize_t T = job.T, B = job.B, H = job.H, N = job.N, t
+    cdef Py_ssize_t gstep = B * N, hstep = B * H
+    cdef Cell cell = job.cell
+    # Steps whose projection is done, as far as this loop knows (all of them without chunks).
+    cdef Py_ssize_t ready = job.chunk if job.chunk > 0 else T
+    # The helper's projected rows reach this core a step early (see rf_prefetch), where a step
+    # is a small part of L1, so that its rows do not push the weights out.
+    cdef bint prefetch = job.chunk > 0 and (
+        <Py_ssize_t>(gstep * sizeof(floating)) <= rf_tuning_now.prefetch_max_step_bytes)
+    cdef floating* g_t
+    cdef floating* h_t
+    cdef const floating* h_prev
+    cdef bint saved
+    cdef rf_thread helper
+    if job.chunk > 0:
+        saved = _serial_blas_begin(True)
+        job.claimed[0] = 1  # chunk 0 is this thread's
+        rf_thread_start(&helper, _helper_main, job)  # if none starts, the loop projects
+        _project_steps(gates, job, 0, job.chunk)
+    else:
+        _project_steps(gates, job, 0, T)  # every step at once: (T*B, N) = x @ w_ih.T
+        saved = _serial_blas_begin(how.kind == STEP_BLAS
+                                   and B * N * H < rf_tuning_now.serial_step_max_macs)
+    for t in range(T):
+        g_t = gates + t * gstep
+        h_t = out + t * hstep
+        if t == ready:  # the first step of a chunk not known to be projected
+            ready = _await_chunk(gates, job, t)
+        h_prev = h0_ptr if t == 0 else h_t - hstep
+        if prefetch and (t + 1 < ready or (t + 1 < T and rf_load(&job.progress) > t + 1)):
+            rf_prefetch(g_t + gstep, gstep * sizeof(floating))  # the next step's projection
+        if h_prev != NULL:  # a None h0 is zeros: nothing to add at t = 0
+            _add_matmul(g_t, h_prev, w_op, Trans, how, B, H, N)
+        _cell_forward(&cell, g_t, b_ptr, h_t, B, H, H)
+    if job.chunk > 0:
+        rf_thread_join(&helper)
+    _serial_blas_end(saved)
+
+
+cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
+                   const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
+                   const floating[::1] b, floating[:, :, ::1] h, Cell cell,
+                   int kind, const floating[:, ::1] w_hh_t, const floating[:, ::1] tail,
+                   const floating[::1] packed, floating[::1] stage) noexcept:
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], N = w_ih.shape[0]
+    cdef Py_ssize_t H = w_hh.shape[1]
+    cdef StepProduct how = _step_product(kind, tail, packed, stage)
+    # BLAS takes w_hh with a transpose flag; the small product wants w_hh.T laid out.
+    cdef const floating* w_op = &w_hh[0, 0] if w_hh_t is None else &w_hh_t[0, 0]
+    cdef const floating* h0_ptr = NULL if h0 is None else &h0[0, 0]
+    cdef const floating* b_ptr = NULL if b is None else &b[0]
+    cdef floating* out = &h[0, 0, 0]
+    cdef floating* gates = out  # Elman (G = 1): the pre-activations become h in place
+    cdef bint saved
+    cdef Loop job
+    cdef rf_thread helper
+    job.is_double, job.backward = floating is double, False
+    job.T, job.B, job.D, job.H, job.N = T, B, D, H, N
+    job.x, job.w_ih, job.gates, job.out = &x[0, 0, 0], &w_ih[0, 0], gates, out
+    job.how, job.bias, job.cell, job.h0 = how, b_ptr, cell, h0_ptr
+    with nogil:
+        job.chunk = job.progress = _overlap_chunk(kind, T, B, D, H, N)
+        job.split = job.chunk > 0 and _split_columns(&job, kind, sizeof(floating))
+        if job.split:
+            saved = _serial_blas_begin(True)
+            if rf_thread_start(&helper, _helper_main, &job):
+                _split_share(out, &job, True)
+                rf_thread_join(&helper)
+            else:  # no thread: whole steps below, on this one
+                job.split = False
+                job.chunk = job.progress = 0
+            _serial_blas_end(saved)
+        if not job.split:
+            _forward_steps(gates, out, &job, h0_ptr, b_ptr, w_op, &how)
+
+
+cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
+                    const floating[:, ::1] h0, const floating[:, :, ::1] h,
+                    const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
+                    floating[:, :, ::1] da, floating[:, :, ::1] dx, floating[:, ::1] dh0,
+                    floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db,
+                    Cell cell, int kind, const floating[:, ::1] tail,
+                    const floating[::1] packed, floating[::1] stage,
+                    Py_ssize_t chunk) noexcept:
+    """``chunk`` > 0: overlap the weight gradients in chunks of that many steps (the caller
+    decided, with _overlap_chunk, before placing the packed w_hh in dx's memory only)."""
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], N = w_ih.shape[0]
+    cdef Py_ssize_t H = w_hh.shape[1]
+    cdef Py_ssize_t gstep = B * N, hstep = B * H, t
+    cdef StepProduct how = _step_product(kind, tail, packed, stage)
+    cdef const floating* w_hh_ptr = &w_hh[0, 0]
+    cdef floating* da_ptr = &da[0, 0, 0]
+    cdef floating* da_t
+    cdef bint saved
+    cdef Loop job
+    cdef rf_thread helper
+    job.is_double, job.backward, job.split = floating is double, True, False
+    job.T, job.B, job.D, job.H, job.N, job.chunk, job.progress = T, B, D, H, N, chunk, 0
+    job.claimed[0] = job.claimed[1] = job.done[0] = job.done[1] = 0
+    job.x, job.h, job.da, job.cell = &x[0, 0, 0], &h[0, 0, 0], da_ptr, cell
+    job.h0 = NULL if h0 is None else &h0[0, 0]
+    job.dw_ih, job.dw_hh, job.db = &dw_ih[0, 0], &dw_hh[0, 0], &db[0]
+    with nogil:
+        if chunk > 0:
+            saved = _serial_blas_begin(True)
+            rf_thread_start(&helper, _helper_main, &job)
+        else:
+            saved = _serial_blas_begin(kind == STEP_BLAS
+                                       and B * N * H < rf_tuning_now.serial_step_max_macs)
+        # The recursion. Elman (G = 1): the step's output gradient dh[t] + da[t+1] @ w_hh is
+        # built in da[t] itself, which the cell then turns into its own gradient in place.
+        for t in range(T - 1, -1, -1):
+            da_t = da_ptr + t * gstep
+            memcpy(da_t, &dh[t, 0, 0], hstep * sizeof(floating))
+            if t < T - 1:
+                _add_matmul(da_t, da_t + gstep, w_hh_ptr, NoTrans, &how, B, N, H)
+            _cell_backward(&cell, da_t, &h[t, 0, 0], hstep)
+            if chunk > 0 and ((T - t) % chunk == 0 or t == 0):
+                rf_publish(&job.progress, T - t)
+        if chunk == 0:
+            _serial_blas_end(saved)
+            # dw_ih (N, D) = da^T @ x, dw_hh (N, H) = da[1:]^T @ h[:-1] (+ da[0]^T @ h0), db:
+            # each one GEMM or reduction over all steps.
+            _grad_steps(da_ptr, &job, GRAD_IH, 0, T, True)
+            _grad_steps(da_ptr, &job, GRAD_HH, 0, T, True)
+            _bias_grad_steps(da_ptr, &job, 0, T, True)
+        elif not helper.running:
+            _helper_work(da_ptr, &job)  # no thread: the chunks now, in the same order
+        # Rows of da are (t, b) pairs. dh0 (B, H) = da[0] @ w_hh
+        _bulk_gemm(NoTrans, NoTrans, B, H, N, <floating>1, da_ptr, N, w_hh_ptr, H,
+                   <floating>0, &dh0[0, 0], H)
+        # dx (T*B, D) = da (T*B, N) @ w_ih (N, D)
+        _bulk_gemm(NoTrans, NoTrans, T * B, D, N, <floating>1, da_ptr, N, &w_ih[0, 0], D,
+                   <floating>0, &dx[0, 0, 0], D)
+        if chunk > 0:
+            _finish_grads(da_ptr, &job)  # help with the weight gradients the helper has left
+            rf_thread_join(&helper)
+            _serial_blas_end(saved)
+
+
+# ---- entry points ----------------------------------------------------------------------------
+
+def rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity):
+    """Compiled forward pass; see rnnfast.functional.rnn_forward for the contract."""
+    cdef Cell cell = _elman_cell(nonlinearity)
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], H = w_hh.shape[1]
+    kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True)
+    h = np.empty((T, B, H), dtype=x.dtype)
+    if x.dtype == np.float32:
+        _forward[float](x, h0, w_ih, w_hh, b, h, cell, kind, w_hh_t, tail, packed, stage)
+    else:
+        _forward[double](x, h0, w_ih, w_hh, b, h, cell, kind, w_hh_t, tail, packed, stage)
+    return h
+
+
+def rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity):
+    """Compiled BPTT; returns (dx, dh0, dw_ih, dw_hh, db). See rnnfast.functional.rnn_backward."""
+    cdef Cell cell = _elman_cell(nonlinearity)
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2]
+    cdef Py_ssize_t N = w_hh.shape[0], H = w_hh.shape[1]
+    dtype = x.dtype
+    da = np.empty((T, B, N), dtype=dtype)  # the one (T, B, G*H) workspace
+    dx = np.empty((T, B, D), dtype=dtype)
+    dh0 = np.empty((B, H), dtype=dtype)
+    dw_ih = np.empty((N, D), dtype=dtype)
+    dw_hh = np.empty((N, H), dtype=dtype)
+    db = np.empty(N, dtype=dtype)
+    cdef Py_ssize_t chunk = _overlap_chunk(_step_kind(B, H, N, dtype.itemsize), T, B, D, H, N)
+    # dx is written only after the time loop, and so are dw_ih and dw_hh unless a helper
+    # thread writes them beside it: until then their memory can hold the packed w_hh (the
+    # peak extra memory stays the one workspace).
+    kind, _, tail, packed, stage = step_operands(w_hh, B, False,
+                                                 (dx,) if chunk else (dx, dw_ih, dw_hh))
+    if dtype == np.float32:
+        _backward[float](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db,
+                         cell, kind, tail, packed, stage, chunk)
+    else:
+        _backward[double](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db,
+                          cell, kind, tail, packed, stage, chunk)
+    return dx, dh0, dw_ih, dw_hh, db
+
+
+def overlap_steps(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssize_t itemsize):
+    """Steps per hand-over to a helper thread in an Elman call of these sizes (0: no helper),
+    under the current rules and BLAS thread count."""
+    return _overlap_chunk(_step_kind(B, H, H, itemsize), T, B, D, H, H)
+
+
+def split_panels(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssize_t itemsize):
+    """Column panels of every step an Elman forward of these sizes shares between its two
+    threads (0: no split), under the current rules and BLAS thread count."""
+    cdef Loop job
+    cdef int kind = _step_kind(B, H, H, itemsize)
+    job.T, job.B, job.H, job.N, job.cell.gates = T, B, H, H, 1
+    if _overlap_chunk(kind, T, B, D, H, H) == 0 or not _split_columns(&job, kind, itemsize):
+        return 0
+    return job.split_panels
+
+
+# ---- the streaming step ----------------------------------------------------------------------
+# One step of a stack of layers for streaming inference, called once per time step from
+# Python: per-call overhead is what counts. Batches up to step_dot_max_batch use the dot-form
+# product (simd_dot.h) on the weights as stored; larger ones GEMM, which packs the weights
+# again on every call. Measure with `python bench/tune_step_batch.py`.
+
+cdef void _step_layer(floating* out, const floating* inp, const floating* h_prev,
+                      const floating* w_ih, const floating* w_hh, const floating* b_ih,
+                      const floating* b_hh, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
+                      const Cell* cell) noexcept nogil:
+    """out (B, H) = the cell's output from inp @ w_ih.T + h_prev @ w_hh.T + b_hh + b_ih.
+
+    ``h_prev`` NULL means zeros; ``b_hh`` and ``b_ih`` NULL mean no bias.
+    """
+    cdef Py_ssize_t r, i
+    if B <= rf_tuning_now.step_dot_max_batch:
+        if floating is float:
+            rnnfast_simd.step_dot_f32(out, inp, w_ih, D, h_prev, w_hh, H, b_hh, B, H)
+        else:
+            rnnfast_simd.step_dot_f64(out, inp, w_ih, D, h_prev, w_hh, H, b_hh, B, H)
+    else:
+        for r in range(B):
+            for i in range(H):
+                out[r * H + i] = 0 if b_hh == NULL else b_hh[i]
+        _bulk_gemm(NoTrans, Trans, B, H, D, <floating>1, inp, D, w_ih, D, <floating>1, out, H)
+        if h_prev != NULL:
+            _bulk_gemm(NoTrans, Trans, B, H, H, <floating>1, h_prev, H, w_hh, H, <floating>1,
+                       out, H)
+    _cell_forward(cell, out, b_ih, out, B, H, H)
+
+
+cdef void _step_stack(floating* out, const floating* inp, const floating* h_ptr,
+                      tuple params, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
+                      const Cell* cell, bint release_gil):
+    """Run an admitted stack step (_step_admit): layer k writes out[k] (B, H)."""
+    cdef Py_ssize_t L = len(params), k, d_in = D
+    cdef const floating* h_prev
+    cdef object w_ih, w_hh, b_ih, b_hh
+    cdef const floating* b_ih_ptr
+    cdef const floating* b_hh_ptr
+    cdef const floating* w_ih_ptr
+    cdef const floating* w_hh_ptr
+    for k in range(L):
+        w_ih, w_hh, b_ih, b_hh = params[k]
+        b_ih_ptr = NULL if b_ih is None else <const floating*>_data(b_ih)
+        b_hh_ptr = NULL if b_hh is None else <const floating*>_data(b_hh)
+        w_ih_ptr = <const floating*>_data(w_ih)
+        w_hh_ptr = <const floating*>_data(w_hh)
+        h_prev = NULL if h_ptr == NULL else h_ptr + k * B * H
+        if release_gil:
+            with nogil:
+                _step_layer(out + k * B * H, inp, h_prev, w_ih_ptr, w_hh_ptr, b_ih_ptr,
+                            b_hh_ptr, B, d_in, H, cell)
+        else:
+            _step_layer(out + k * B * H, inp, h_prev, w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr,
+                        B, d_in, H, cell)
+        inp = out + k * B * H
+        d_in = H
+
+
+def rnn_step(x, h, tuple params, str nonlinearity):
+    """One step of a stack of layers: (output (B, H), a copy of h_new[-1]; h_new (L, B, H)),
+    or None.
+
+    x (B, D); h (L, B, H) or None for zeros; params: per layer (w_ih, w_hh, b_ih, b_hh) with
+    both biases None for no bias. None means an operand is not exactly a C-contiguous array of
+    the right dtype and shape: the caller must take the validating path.
+    """
+    cdef Cell cell = _elman_cell(nonlinearity)
+    cdef Py_ssize_t sizes[4]  # L, B, D, H
+    cdef Py_ssize_t macs = 0
+    sizes[0] = sizes[1] = sizes[2] = sizes[3] = 0
+    cdef int typenum = _step_admit(x, h, params, sizes, &macs)
+    if typenum < 0:
+        return None
+    cdef Py_ssize_t L = sizes[0], B = sizes[1], D = sizes[2], H = sizes[3]
+    cdef cnp.npy_intp dims[3]
+    dims[0], dims[1], dims[2] = L, B, H
+    # C-API allocations, not np.empty and a slice: no Python-level calls per step.
+    h_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
+    output = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
+    cdef bint release_gil = macs >= rf_tuning_now.step_nogil_min_macs
+    if typenum == cnp.NPY_FLOAT:
+        _step_stack[float](<float*>_data(h_new), <const float*>_data(x),
+                           NULL if h is None else <const float*>_data(h), params, B, D, H,
+                           &cell, release_gil)
+    else:
+        _step_stack[double](<double*>_data(h_new), <const double*>_data(x),
+                            NULL if h is None else <const double*>_data(h), params, B, D, H,
+                            &cell, release_gil)
+    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(<cnp.ndarray>x)
+    memcpy(_data(output), <char*>_data(h_new) + (L - 1) * B * H * itemsize, B * H * itemsize)
+    return output, h_new
+
+
+# ==============================================================================================
+# Admission: the fast path's C-level checks, shared by rnn_forward_plain, rnn_backward_plain
+# and rnn_step. They admit arguments that are already exactly what the kernels need (ndarrays
+# of one float dtype, C-contiguous, aligned, native byte order, every size > 0, every shape
+# agreeing, within the BLAS integer) in about a microsecond, and return "not admitted" for
+# anything else (a conversion, a copy, an error message or an empty size is needed): the
+# caller then takes rnnfast's validating path. They never raise for bad arguments.
+# ==============================================================================================
+
+cdef inline void* _data(object a) noexcept:
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef inline Py_ssize_t _dim(object a, int i) noexcept:
+    return cnp.PyArray_DIM(<cnp.ndarray>a, i)
+
+
+cdef inline bint _ready(object a, int typenum, int ndim):
+    """An ndarray of exactly this dtype and rank, C-contiguous, aligned, native byte order."""
+    if not cnp.PyArray_CheckExact(a):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    return (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_NDIM(arr) == ndim
+            and cnp.PyArray_ISCARRAY_RO(arr) and cnp.PyArray_ISNOTSWAPPED(arr))
+
+
+cdef inline bint _shaped(object a, int typenum, Py_ssize_t d0, Py_ssize_t d1=-1,
+                         Py_ssize_t d2=-1):
+    """_ready, with the given dimensions (-1 ends the shape)."""
+    cdef int ndim = 1 if d1 < 0 else 2 if d2 < 0 else 3
+    if not _ready(a, typenum, ndim) or _dim(a, 0) != d0:
+        return False
+    return (ndim < 2 or _dim(a, 1) == d1) and (ndim < 3 or _dim(a, 2) == d2)
+
+
+cdef int _float_typenum(object x, int ndim):
+    """x's typenum if it is a ready float32 or float64 array of this rank, else -1."""
+    if _ready(x, cnp.NPY_FLOAT, ndim):
+        return cnp.NPY_FLOAT
+    if _ready(x, cnp.NPY_DOUBLE, ndim):
+        return cnp.NPY_DOUBLE
+    return -1
+
+
+cdef int _plain_sizes(object x, object h0, object w_ih, object w_hh, Py_ssize_t blas_int_max,
+                      Py_ssize_t* sizes):
+    """Check x, h0, w_ih, w_hh; fill sizes = (T, B, D, H); return the dtype's typenum or -1."""
+    cdef int typenum = _float_typenum(x, 3)
+    if typenum < 0 or not _ready(w_ih, typenum, 2):
+        return -1
+    cdef Py_ssize_t T = _dim(x, 0), B = _dim(x, 1), D = _dim(x, 2), H = _dim(w_ih, 0)
+    if T == 0 or B == 0 or D == 0 or H == 0 or _dim(w_ih, 1) != D:
+        return -1
+    if not _shaped(w_hh, typenum, H, H) or not (h0 is None or _shaped(h0, typenum, B, H)):
+        return -1
+    # The BLAS integer limit (rnnfast words the error on its validating path).
+    if max(T * B, H) * max(D, H) > blas_int_max:
+        return -1
+    sizes[0], sizes[1], sizes[2], sizes[3] = T, B, D, H
+    return typenum
+
+
+cdef int _step_admit(object x, object h, tuple params, Py_ssize_t* sizes,
+                     Py_ssize_t* macs) except -2:
+    """Check every operand of a stack step; fill sizes = (L, B, D, H) and the step's
+    multiply-adds; return the dtype's typenum or -1."""
+    cdef Py_ssize_t L = len(params), k, B, D, H, d_in
+    cdef tuple layer
+    cdef object w_ih, w_hh, b_ih, b_hh
+    cdef int typenum = _float_typenum(x, 2) if L > 0 else -1
+    if typenum < 0:
+        return -1
+    if type(params[0]) is not tuple or len(<tuple>params[0]) != 4:
+        return -1
+    w_hh = (<tuple>params[0])[1]
+    if not cnp.PyArray_CheckExact(w_hh) or cnp.PyArray_NDIM(<cnp.ndarray>w_hh) != 2:
+        return -1
+    B, D, H = _dim(x, 0), _dim(x, 1), _dim(w_hh, 0)
+    if B == 0 or H == 0 or D == 0:
+        return -1
+    d_in = D
+    macs[0] = 0
+    for k in range(L):
+        if type(params[k]) is not tuple:
+            return -1
+        layer = <tuple>params[k]
+        if len(layer) != 4:
+            return -1
+        w_ih, w_hh, b_ih, b_hh = layer
+        if not (_shaped(w_ih, typenum, H, d_in) and _shaped(w_hh, typenum, H, H)):
+            return -1
+        if (b_ih is None) != (b_hh is None):
+            return -1
+        if b_ih is not None and not (_shaped(b_ih, typenum, H) and _shaped(b_hh, typenum, H)):
+            return -1
+        macs[0] += B * H * (d_in + H)
+        d_in = H
+    if h is not None and not _shaped(h, typenum, L, B, H):
+        return -1
+    sizes[0], sizes[1], sizes[2], sizes[3] = L, B, D, H
+    return typenum
+
+
+def rnn_forward_plain(x, h0, w_ih, w_hh, b, nonlinearity, Py_ssize_t blas_int_max):
+    """rnn_forward if every argument is admitted (see above), else None."""
+    cdef Py_ssize_t sizes[4]
+    cdef int typenum = _plain_sizes(x, h0, w_ih, w_hh, blas_int_max, sizes)
+    if typenum < 0 or not (b is None or _shaped(b, typenum, sizes[3])):
+        return None
+    return rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity)
+
+
+def rnn_backward_plain(dh, x, h0, h, w_ih, w_hh, nonlinearity, Py_ssize_t blas_int_max):
+    """rnn_backward if every argument is admitted (see above), else None."""
+    cdef Py_ssize_t sizes[4]
+    cdef int typenum = _plain_sizes(x, h0, w_ih, w_hh, blas_int_max, sizes)
+    if typenum < 0:
+        return None
+    if not (_shaped(h, typenum, sizes[0], sizes[1], sizes[3])
+            and _shaped(dh, typenum, sizes[0], sizes[1], sizes[3])):
+        return None
+    return rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity)

@@ -1,0 +1,114 @@
+# C declarations of the compiled core's headers, for kernels.pyx:
+#   simd.h      the SIMD level in use and its table of vector loops (one per job header)
+#   threads.h   the helper thread beside a time loop, its counters, one-BLAS-thread sections
+#   tuning.h    the size rules (one struct; kernels.get_tuning / set_tuning change it)
+from libc.stdint cimport uint64_t
+
+
+cdef extern from "simd.h" nogil:
+    ctypedef struct rnnfast_simd_t:
+        const char* name
+        # a (rows, n), rows ld apart, = act(a + b)
+        void (*bias_act_f32)(float*, const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                             int) noexcept nogil
+        void (*bias_act_f64)(double*, const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                             int) noexcept nogil
+        void (*mul_act_grad_f32)(float*, const float*, Py_ssize_t, int) noexcept nogil
+        void (*mul_act_grad_f64)(double*, const double*, Py_ssize_t, int) noexcept nogil
+        # sums (n) += the column sums of a (rows, n)
+        void (*add_col_sums_f32)(float*, const float*, Py_ssize_t, Py_ssize_t) noexcept nogil
+        void (*add_col_sums_f64)(double*, const double*, Py_ssize_t, Py_ssize_t) noexcept nogil
+        # out (rows, n) += a (rows, k) @ m (k, n), m rows of stride ldm, its last k_tail rows
+        # zero-padded to whole vectors in tail (see simd_small.h)
+        void (*small_addmm_f32)(float*, const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                const float*, Py_ssize_t, const float*, Py_ssize_t,
+                                float*) noexcept nogil
+        void (*small_addmm_f64)(double*, const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                const double*, Py_ssize_t, const double*, Py_ssize_t,
+                                double*) noexcept nogil
+        # out (rows, n) = a (rows, ka) @ wa.T + c (rows, kc) @ wc.T + bias, w row-major (n, k);
+        # c NULL for no second product, bias NULL for none
+        void (*step_dot_f32)(float*, const float*, const float*, Py_ssize_t, const float*,
+                             const float*, Py_ssize_t, const float*, Py_ssize_t,
+                             Py_ssize_t) noexcept nogil
+        void (*step_dot_f64)(double*, const double*, const double*, Py_ssize_t, const double*,
+                             const double*, Py_ssize_t, const double*, Py_ssize_t,
+                             Py_ssize_t) noexcept nogil
+        # out (rows, n) += a (rows, k) @ m (k, n), m packed into column panels by
+        # pack_panels(dst, src, k, n, ld, transposed); the columns of panels q0 .. q1 - 1
+        void (*panel_addmm_f32)(float*, const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                const float*, float*, Py_ssize_t, Py_ssize_t) noexcept nogil
+        void (*panel_addmm_f64)(double*, const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                const double*, double*, Py_ssize_t, Py_ssize_t) noexcept nogil
+        void (*pack_panels_f32)(float*, const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                int) noexcept nogil
+        void (*pack_panels_f64)(double*, const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                int) noexcept nogil
+        Py_ssize_t vector_bytes
+        Py_ssize_t max_vectors
+        Py_ssize_t panel_vectors
+        Py_ssize_t panel_rows
+    const rnnfast_simd_t* rnnfast_simd
+    const rnnfast_simd_t rnnfast_simd_levels[]
+    int RNNFAST_SIMD_NLEVELS
+    int rnnfast_simd_supported(int level)
+    int rnnfast_simd_select(int level)
+
+cdef extern from "threads.h" nogil:
+    ctypedef struct rf_thread:
+        int running
+    ctypedef void* (*rf_thread_fn)(void*) noexcept nogil
+    int RF_HAVE_THREADS
+    int rf_thread_start(rf_thread* thread, rf_thread_fn fn, void* arg)
+    void rf_thread_join(rf_thread* thread)
+    void rf_publish(Py_ssize_t* counter, Py_ssize_t value)
+    void rf_wait_for(Py_ssize_t* counter, Py_ssize_t value)
+    bint rf_claim(Py_ssize_t* next, Py_ssize_t index)
+    Py_ssize_t rf_load(Py_ssize_t* counter)
+    void rf_prefetch(const void* p, size_t bytes)
+    Py_ssize_t RF_MAX_ITEMS
+    Py_ssize_t RF_MAX_ROUNDS
+    uint64_t rf_round_word(Py_ssize_t round, Py_ssize_t lo, Py_ssize_t hi)
+    void rf_round_open(uint64_t* word, Py_ssize_t round, Py_ssize_t n)
+    Py_ssize_t rf_round_claim(uint64_t* word, Py_ssize_t round, bint from_last)
+    void rf_count(Py_ssize_t* counter)
+    ctypedef int (*rf_set_threads_fn)(int) noexcept nogil
+    ctypedef int (*rf_get_threads_fn)() noexcept nogil
+    void rf_use_blas_threads(rf_set_threads_fn set_threads, rf_get_threads_fn get_threads)
+    void rf_serial_enter()
+    void rf_serial_leave()
+    int rf_blas_threads()
+
+cdef extern from "tuning.h" nogil:
+    enum:
+        RF_PRODUCT_AUTO
+        RF_PRODUCT_BLAS
+        RF_PRODUCT_SMALL
+        RF_PRODUCT_PANEL
+        RF_OVERLAP_AUTO
+        RF_OVERLAP_OFF
+        RF_OVERLAP_ON
+    ctypedef struct rf_tuning:
+        int step_product
+        Py_ssize_t small_max_weight_bytes
+        Py_ssize_t small_max_batch
+        Py_ssize_t small_max_vectors_batched
+        Py_ssize_t panel_min_batch
+        Py_ssize_t panel_max_batch
+        Py_ssize_t panel_max_step_bytes
+        Py_ssize_t panel_helped_max_batch
+        Py_ssize_t panel_helped_max_weight_bytes
+        Py_ssize_t serial_step_max_macs
+        Py_ssize_t serial_gemm_max_macs
+        int overlap
+        Py_ssize_t overlap_chunk_rows
+        Py_ssize_t overlap_min_macs
+        Py_ssize_t split_min_step_macs
+        Py_ssize_t split_small_max_batch
+        Py_ssize_t split_small_min_hidden
+        Py_ssize_t split_chunk_rows
+        Py_ssize_t prefetch_max_step_bytes
+        Py_ssize_t step_dot_max_batch
+        Py_ssize_t step_nogil_min_macs
+    const rf_tuning rf_tuning_defaults
+    rf_tuning rf_tuning_now

@@ -1,0 +1,203 @@
+/* Elementwise passes, per target (included by simd_target.h): tanh a vector at a time, bias +
+ * activation, the activation's derivative, and the column sums of the bias gradient. */
+
+/* ---- tanh, a vector of lanes at a time -------------------------------------------------------
+ * |x| < 0.625:  the odd rational (double) / polynomial (float) approximations of Cephes'
+ *               tanh.c / tanhf.c, which keep full relative accuracy near 0.
+ * |x| >= 0.625: tanh|x| = 1 - 2e / (1 + e), e = exp(-2|x|), with exp by Cody-Waite reduction
+ *               (y = n ln2 + r, |r| <= ln2/2), a Taylor polynomial for exp(r), and 2^n built from
+ *               the exponent bits. |x| is capped at 20 (float: 10), where tanh is 1 to the last
+ *               bit; NaN propagates, +-Inf gives +-1.
+ * Both branches are computed and the lanes chosen with bit masks, then given x's sign: written
+ * in vector types because gcc vectorized the same formula written per element only for
+ * AVX-512 (with its mask registers), and left it scalar for AVX2 and the baseline.
+ * tests/test_simd.py measures it against numpy.tanh on a dense grid (within 2 ulp).
+ */
+/* Declares `sign` (x's sign bits) and `ax` (|x| capped at CAP; the compare is false for NaN,
+ * so NaN passes through), for VF vectors and VI their lanes as unsigned integers. */
+#define RF_TANH_ABS_CAPPED(VF, VI, TOP_BIT, x, CAP)                                              \
+    const VI sign = (VI)(x) & ((VI){0} + (TOP_BIT));                                             \
+    VF ax = (VF)((VI)(x) & ~sign);                                                               \
+    ax = (VF)(((VI)ax & ~(VI)(ax > (CAP))) | ((VI)((VF){0} + (CAP)) & (VI)(ax > (CAP))))
+/* `small` where ax < 0.625, else `large`, with x's sign bits put back. */
+#define RF_TANH_SELECT(VF, VI, ax, small, large, sign)                                           \
+    ((VF)((((VI)(small) & (VI)((ax) < 0.625)) | ((VI)(large) & ~(VI)((ax) < 0.625))) | (sign)))
+
+static inline __attribute__((always_inline)) RF(vec_f64) RF(tanh_f64)(RF(vec_f64) x)
+{
+    typedef RF(vec_f64) VF;
+    typedef RF(ivec_f64) VI;
+    RF_TANH_ABS_CAPPED(VF, VI, UINT64_C(1) << 63, x, 20.0);
+
+    const VF z = ax * ax;
+    const VF p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z
+                 - 1.61468768441708447952e3;
+    const VF q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z
+                 + 4.84406305325125486048e3;
+    const VF small = ax + ax * z * p / q;
+
+    const VF y = -2.0 * ax;
+    const double shifter = 6755399441055744.0; /* 1.5 * 2^52: rounds y/ln2 to an integer */
+    const VF t = y * 1.4426950408889634 + shifter;
+    const VF n = t - shifter;
+    VF r = y - n * 6.93147180369123816490e-01; /* ln2, high part (exact product) */
+    r = r - n * 1.90821492927058770002e-10;    /* ln2, low part */
+    VF e = (VF){0} + 1.0 / 479001600.0;        /* Taylor to degree 12: < 2e-16 */
+    e = e * r + 1.0 / 39916800.0;
+    e = e * r + 1.0 / 3628800.0;
+    e = e * r + 1.0 / 362880.0;
+    e = e * r + 1.0 / 40320.0;
+    e = e * r + 1.0 / 5040.0;
+    e = e * r + 1.0 / 720.0;
+    e = e * r + 1.0 / 120.0;
+    e = e * r + 1.0 / 24.0;
+    e = e * r + 1.0 / 6.0;
+    e = e * r + 0.5;
+    e = e * r + 1.0;
+    e = e * r + 1.0;
+    /* 2^n: the low bits of t hold n; the shifter's own bits vanish in the shift */
+    e = e * (VF)(((VI)t + 1023) << 52);
+    const VF large = 1.0 - 2.0 * e / (1.0 + e);
+    return RF_TANH_SELECT(VF, VI, ax, small, large, sign);
+}
+
+static inline __attribute__((always_inline)) RF(vec_f32) RF(tanh_f32)(RF(vec_f32) x)
+{
+    typedef RF(vec_f32) VF;
+    typedef RF(ivec_f32) VI;
+    RF_TANH_ABS_CAPPED(VF, VI, UINT32_C(1) << 31, x, 10.0f);
+
+    const VF z = ax * ax;
+    const VF small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z
+                       + 1.33314422036e-1f) * z - 3.33332819422e-1f) * z * ax + ax;
+
+    const VF y = -2.0f * ax;
+    const float shifter = 12582912.0f; /* 1.5 * 2^23 */
+    const VF t = y * 1.44269504f + shifter;
+    const VF n = t - shifter;
+    VF r = y - n * 0.693359375f; /* ln2 = 0.693359375 - 2.12194440e-4 */
+    r = r + n * 2.12194440e-4f;
+    VF e = (VF){0} + 1.0f / 5040.0f; /* Taylor to degree 7: < 2e-8 */
+    e = e * r + 1.0f / 720.0f;
+    e = e * r + 1.0f / 120.0f;
+    e = e * r + 1.0f / 24.0f;
+    e = e * r + 1.0f / 6.0f;
+    e = e * r + 0.5f;
+    e = e * r + 1.0f;
+    e = e * r + 1.0f;
+    e = e * (VF)(((VI)t + 127) << 23);
+    const VF large = 1.0f - 2.0f * e / (1.0f + e);
+    return RF_TANH_SELECT(VF, VI, ax, small, large, sign);
+}
+
+/* ---- elementwise passes, for T in {float, double} ------------------------------------------ */
+#define RF_ELEMENTWISE(T, SFX)                                                                   \
+    /* row[i] = tanh(row[i] + b[i]) (b unused unless `biased`), whole vectors. A last partial    \
+     * vector is computed as the row's last whole window, read before the loop overwrites it     \
+     * and stored after it (its lanes come out the same either way); a row shorter than a        \
+     * vector goes through one zero-padded vector. */                                            \
+    static inline __attribute__((always_inline)) void RF(tanh_row_##SFX)(                        \
+        T *restrict row, const T *restrict b, ptrdiff_t n, int biased)                           \
+    {                                                                                            \
+        typedef RF(vec_##SFX) VT;                                                                \
+        enum { VL = RF_VBYTES / sizeof(T) };                                                     \
+        if (n < VL) {                                                                            \
+            T part[VL] __attribute__((aligned(RF_VBYTES))) = {0};                                \
+            for (ptrdiff_t j = 0; j < n; j++) part[j] = biased ? row[j] + b[j] : row[j];         \
+            const VT v = RF(tanh_##SFX)(*(const VT *)part);                                      \
+            memcpy(row, &v, (size_t)n * sizeof(T));                                              \
+            return;                                                                              \
+        }                                                                                        \
+        const ptrdiff_t last = n - VL;                                                           \
+        VT v_last = *(const VT *)(row + last);                                                   \
+        if (n % VL) {                                                                            \
+            if (biased) v_last += *(const VT *)(b + last);                                       \
+            v_last = RF(tanh_##SFX)(v_last);                                                     \
+        }                                                                                        \
+        for (ptrdiff_t i = 0; i + VL <= n; i += VL) {                                            \
+            VT v = *(const VT *)(row + i);                                                       \
+            if (biased) v += *(const VT *)(b + i);                                               \
+            *(VT *)(row + i) = RF(tanh_##SFX)(v);                                                \
+        }                                                                                        \
+        if (n % VL) *(VT *)(row + last) = v_last;                                                \
+    }                                                                                            \
+    /* a[r * ld + i] = act(a[r * ld + i] + b[i]) for rows x n (ld >= n: a block of a wider       \
+     * matrix), b NULL for no bias; act 0 tanh, 1 relu */                                        \
+    static inline __attribute__((always_inline)) void RF(bias_act_rows_##SFX)(                   \
+        T *restrict a, const T *restrict b, ptrdiff_t rows, ptrdiff_t n, ptrdiff_t ld, int act,  \
+        int biased)                                                                              \
+    {                                                                                            \
+        for (ptrdiff_t r = 0; r < rows; r++) {                                                   \
+            T *restrict row = a + r * ld;                                                        \
+            if (act == 0) {                                                                      \
+                RF(tanh_row_##SFX)(row, b, n, biased);                                           \
+            } else {                                                                             \
+                /* `v <= 0` is false for NaN, so NaN propagates as in np.maximum */              \
+                for (ptrdiff_t i = 0; i < n; i++) {                                              \
+                    T v = biased ? row[i] + b[i] : row[i];                                       \
+                    row[i] = v <= 0 ? (T)0 : v;                                                  \
+                }                                                                                \
+            }                                                                                    \
+        }                                                                                        \
+    }                                                                                            \
+    static void RF(bias_act_##SFX)(T *restrict a, const T *restrict b, ptrdiff_t rows,           \
+                                   ptrdiff_t n, ptrdiff_t ld, int act)                           \
+    {                                                                                            \
+        /* two instances, so that `biased` is a constant in each loop */                         \
+        if (b != NULL) RF(bias_act_rows_##SFX)(a, b, rows, n, ld, act, 1);                       \
+        else RF(bias_act_rows_##SFX)(a, b, rows, n, ld, act, 0);                                 \
+    }                                                                                            \
+    /* g *= act'(pre-activation), from the output h = act(pre-activation) */                     \
+    static void RF(mul_act_grad_##SFX)(T *restrict g, const T *restrict h, ptrdiff_t n, int act) \
+    {                                                                                            \
+        if (act == 0) {                                                                          \
+            for (ptrdiff_t i = 0; i < n; i++) g[i] = g[i] * (1 - h[i] * h[i]);                   \
+        } else {                                                                                 \
+            /* an inactive unit passes no gradient, not even an infinite one (as PyTorch) */     \
+            for (ptrdiff_t i = 0; i < n; i++) g[i] = h[i] > 0 ? g[i] : (T)0;                     \
+        }                                                                                        \
+    }
+
+RF_ELEMENTWISE(float, f32)
+RF_ELEMENTWISE(double, f64)
+
+/* ---- column sums (the bias gradient) ------------------------------------------------------- */
+#define RF_COL_SUMS(T, SFX)                                                                      \
+    /* sums[i] += a[0, i] + a[1, i] + ... + a[rows - 1, i], rows n apart, added in row order     \
+     * (as a plain loop over rows would). Four vectors of columns at a time stay in registers    \
+     * over all rows: a loop of rows through memory waits on each store. */                      \
+    static void RF(add_col_sums_##SFX)(T *restrict sums, const T *restrict a, ptrdiff_t rows,    \
+                                       ptrdiff_t n)                                              \
+    {                                                                                            \
+        typedef RF(vec_##SFX) VT;                                                                \
+        enum { VL = RF_VBYTES / sizeof(T) };                                                     \
+        ptrdiff_t c = 0;                                                                         \
+        for (; c + 4 * VL <= n; c += 4 * VL) {                                                   \
+            VT acc[4];                                                                           \
+            _Pragma("GCC unroll 4") for (int v = 0; v < 4; v++)                                  \
+                acc[v] = *(const VT *)(sums + c + v * VL);                                       \
+            for (ptrdiff_t r = 0; r < rows; r++)                                                 \
+                _Pragma("GCC unroll 4") for (int v = 0; v < 4; v++)                              \
+                    acc[v] += *(const VT *)(a + r * n + c + v * VL);                             \
+            _Pragma("GCC unroll 4") for (int v = 0; v < 4; v++)                                  \
+                *(VT *)(sums + c + v * VL) = acc[v];                                             \
+        }                                                                                        \
+        for (; c + VL <= n; c += VL) {                                                           \
+            VT acc = *(const VT *)(sums + c);                                                    \
+            for (ptrdiff_t r = 0; r < rows; r++) acc += *(const VT *)(a + r * n + c);            \
+            *(VT *)(sums + c) = acc;                                                             \
+        }                                                                                        \
+        for (; c < n; c++) {                                                                     \
+            T acc = sums[c];                                                                     \
+            for (ptrdiff_t r = 0; r < rows; r++) acc += a[r * n + c];                            \
+            sums[c] = acc;                                                                       \
+        }                                                                                        \
+    }
+
+RF_COL_SUMS(float, f32)
+RF_COL_SUMS(double, f64)
+
+#undef RF_TANH_ABS_CAPPED
+#undef RF_TANH_SELECT
+#undef RF_ELEMENTWISE
+#undef RF_COL_SUMS

@@ -1,0 +1,160 @@
+/* The packed-panel product, per target (included by simd_target.h). */
+
+/* ---- panel product: out (rows, n) += a (rows, k) @ m (k, n), m packed once -----------------
+ * For the per-step product of batched steps. m is packed once per call (pack_panels) into
+ * column panels of RF_PANEL_NR (simd.h) whole vectors, and a last narrower panel of as many
+ * vectors as the remaining columns need: panel q is (k, its width), contiguous, zero-padded
+ * past column n. A step then reads every weight once, sequentially, and the micro-kernel keeps
+ * an MR x NR block of out in registers, MR rows of `a` sharing each load of a panel row:
+ * MR * NR accumulators + NR loads + 1 broadcast <= the register file. This is the
+ * packed-weights GEMM of oneDNN's RNN: OpenBLAS packs w_hh again on every step's call.
+ * A last partial vector goes through `stage` (MR x NRW), so lanes past n never touch out.
+ */
+#if RF_VBYTES == 64
+#define RF_PANEL_MR 8 /* 24 accumulators of 32 registers */
+#else
+#define RF_PANEL_MR 4 /* 12 of 16 */
+#endif
+
+#define RF_PANEL_KERNEL(T, SFX, NR, MR)                                                          \
+    static inline __attribute__((always_inline)) void RF(panel_##SFX##_##NR##_##MR)(            \
+        T *out, ptrdiff_t ldo, const T *a, ptrdiff_t lda, const T *panel, ptrdiff_t k)           \
+    {                                                                                            \
+        typedef RF(vec_##SFX) VT;                                                                \
+        enum { VL = RF_VBYTES / sizeof(T) };                                                     \
+        VT acc[MR][NR];                                                                          \
+        _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)                                     \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NR; v++)                                 \
+                acc[r][v] = *(const VT *)(out + r * ldo + v * VL);                               \
+        for (ptrdiff_t j = 0; j < k; j++) {                                                      \
+            const T *row = panel + j * (NR * VL);                                                \
+            VT w[NR];                                                                            \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NR; v++)                                 \
+                w[v] = *(const VT *)(row + v * VL);                                              \
+            _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++) {                               \
+                T s = a[r * lda + j];                                                            \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NR; v++) acc[r][v] += s * w[v];      \
+            }                                                                                    \
+        }                                                                                        \
+        _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)                                     \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NR; v++)                                 \
+                *(VT *)(out + r * ldo + v * VL) = acc[r][v];                                     \
+    }
+
+#define RF_PANEL_CASE(SFX, NR, MR)                                                               \
+    case MR: RF(panel_##SFX##_##NR##_##MR)(out, ldo, a, lda, panel, k); return;
+
+/* One kernel per block height 1..RF_PANEL_MR, and the switch that picks one. */
+#if RF_PANEL_MR == 8
+#define RF_PANEL_HEIGHTS(X, ...)                                                                 \
+    X(__VA_ARGS__, 1) X(__VA_ARGS__, 2) X(__VA_ARGS__, 3) X(__VA_ARGS__, 4)                      \
+    X(__VA_ARGS__, 5) X(__VA_ARGS__, 6) X(__VA_ARGS__, 7) X(__VA_ARGS__, 8)
+#else
+#define RF_PANEL_HEIGHTS(X, ...)                                                                 \
+    X(__VA_ARGS__, 1) X(__VA_ARGS__, 2) X(__VA_ARGS__, 3) X(__VA_ARGS__, 4)
+#endif
+
+#define RF_PANEL_WIDTH(T, SFX, NR)                                                               \
+    RF_PANEL_HEIGHTS(RF_PANEL_KERNEL, T, SFX, NR)                                                \
+    static void RF(panel_block_##SFX##_##NR)(int mr, T *out, ptrdiff_t ldo, const T *a,         \
+                                             ptrdiff_t lda, const T *panel, ptrdiff_t k)         \
+    {                                                                                            \
+        switch (mr) {                                                                            \
+            RF_PANEL_HEIGHTS(RF_PANEL_CASE, SFX, NR)                                             \
+        default: return;                                                                         \
+        }                                                                                        \
+    }
+
+#if RF_PANEL_NR != 3
+#error "the panel product instantiates panel widths 1 to 3 vectors"
+#endif
+
+#define RF_PANEL(T, SFX)                                                                         \
+    RF_PANEL_WIDTH(T, SFX, 1) RF_PANEL_WIDTH(T, SFX, 2) RF_PANEL_WIDTH(T, SFX, 3)                \
+    /* One block of mr <= RF_PANEL_MR rows against one panel of nr vectors. */                   \
+    static void RF(panel_block_##SFX)(int nr, int mr, T *out, ptrdiff_t ldo, const T *a,         \
+                                      ptrdiff_t lda, const T *panel, ptrdiff_t k)                \
+    {                                                                                            \
+        if (nr == 3) RF(panel_block_##SFX##_3)(mr, out, ldo, a, lda, panel, k);                  \
+        else if (nr == 2) RF(panel_block_##SFX##_2)(mr, out, ldo, a, lda, panel, k);             \
+        else RF(panel_block_##SFX##_1)(mr, out, ldo, a, lda, panel, k);                          \
+    }                                                                                            \
+    /* Panel q: its first column c0 and width in vectors (NR, the last one fewer). */            \
+    static inline void RF(panel_span_##SFX)(ptrdiff_t q, ptrdiff_t n, ptrdiff_t *c0, int *nr)    \
+    {                                                                                            \
+        enum { VL = RF_VBYTES / sizeof(T), NRW = RF_PANEL_NR * VL };                             \
+        *c0 = q * NRW;                                                                           \
+        const ptrdiff_t left = n - *c0;                                                          \
+        *nr = left >= NRW ? RF_PANEL_NR : (int)((left + VL - 1) / VL);                           \
+    }                                                                                            \
+    /* dst: panel q at dst + c0 * k, dst[c0 * k + j * w + c] = m[j, c0 + c] (0 past n), w its    \
+     * width; m[j, i] = src[j * ld + i], or src[i * ld + j] when `transposed` (the forward       \
+     * packs w_hh.T from w_hh as stored). dst holds k * (n rounded up to whole vectors). */      \
+    static void RF(pack_panels_##SFX)(T *restrict dst, const T *restrict src, ptrdiff_t k,       \
+                                      ptrdiff_t n, ptrdiff_t ld, int transposed)                 \
+    {                                                                                            \
+        enum { VL = RF_VBYTES / sizeof(T), NRW = RF_PANEL_NR * VL };                             \
+        for (ptrdiff_t q = 0; q * NRW < n; q++) {                                                \
+            ptrdiff_t c0;                                                                        \
+            int nr;                                                                              \
+            RF(panel_span_##SFX)(q, n, &c0, &nr);                                                \
+            const ptrdiff_t w = nr * VL, valid = n - c0 < w ? n - c0 : w;                        \
+            T *panel = dst + c0 * k;                                                             \
+            if (!transposed) { /* each row of the panel: a row segment of m, zeros past n */     \
+                for (ptrdiff_t j = 0; j < k; j++) {                                              \
+                    memcpy(panel + j * w, src + j * ld + c0, (size_t)valid * sizeof(T));         \
+                    memset(panel + j * w + valid, 0, (size_t)(w - valid) * sizeof(T));           \
+                }                                                                                \
+                continue;                                                                        \
+            }                                                                                    \
+            /* transposed: whole VL x VL tiles, then the rest of the panel element by element */ \
+            const ptrdiff_t c_tiled = valid / VL * VL, j_tiled = k / VL * VL;                    \
+            for (ptrdiff_t c = 0; c < c_tiled; c += VL)                                          \
+                for (ptrdiff_t j = 0; j < j_tiled; j += VL)                                      \
+                    RF(transpose_tile_##SFX)(panel + j * w + c, w, src + (c0 + c) * ld + j, ld); \
+            for (ptrdiff_t j = 0; j < k; j++) {                                                  \
+                T *d = panel + j * w;                                                            \
+                for (ptrdiff_t c = j < j_tiled ? c_tiled : 0; c < w; c++)                        \
+                    d[c] = c0 + c >= n ? (T)0 : src[(c0 + c) * ld + j];                          \
+            }                                                                                    \
+        }                                                                                        \
+    }                                                                                            \
+    /* out (rows, n) += a (rows, k) @ m (k, n), m packed by pack_panels; only the columns of     \
+     * panels q0 .. q1 - 1 (stage, for a last partial panel, may be NULL if that is not among    \
+     * them). */                                                                                 \
+    static void RF(panel_addmm_##SFX)(T *out, const T *a, ptrdiff_t rows, ptrdiff_t k,           \
+                                      ptrdiff_t n, const T *packed, T *stage, ptrdiff_t q0,      \
+                                      ptrdiff_t q1)                                              \
+    {                                                                                            \
+        enum { VL = RF_VBYTES / sizeof(T), NRW = RF_PANEL_NR * VL, MR = RF_PANEL_MR };           \
+        for (ptrdiff_t q = q0; q < q1 && q * NRW < n; q++) {                                     \
+            ptrdiff_t c0;                                                                        \
+            int nr;                                                                              \
+            RF(panel_span_##SFX)(q, n, &c0, &nr);                                                \
+            const T *panel = packed + c0 * k;                                                    \
+            const ptrdiff_t width = n - c0 < NRW ? n - c0 : NRW, w = nr * VL;                    \
+            for (ptrdiff_t r = 0; r < rows; r += MR) {                                           \
+                const int mr = rows - r < MR ? (int)(rows - r) : MR;                             \
+                T *o = out + r * n + c0;                                                         \
+                if (width == w) {                                                                \
+                    RF(panel_block_##SFX)(nr, mr, o, n, a + r * k, k, panel, k);                 \
+                    continue;                                                                    \
+                }                                                                                \
+                for (int i = 0; i < mr; i++)                                                     \
+                    memcpy(stage + i * w, o + i * n, width * sizeof(T));                         \
+                RF(panel_block_##SFX)(nr, mr, stage, w, a + r * k, k, panel, k);                 \
+                for (int i = 0; i < mr; i++)                                                     \
+                    memcpy(o + i * n, stage + i * w, width * sizeof(T));                         \
+            }                                                                                    \
+        }                                                                                        \
+    }
+
+RF_PANEL(float, f32)
+RF_PANEL(double, f64)
+
+#undef RF_PANEL_MR
+#undef RF_PANEL_KERNEL
+#undef RF_PANEL_CASE
+#undef RF_PANEL_WIDTH
+#undef RF_PANEL_HEIGHTS
+#undef RF_PANEL

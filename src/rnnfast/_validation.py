@@ -1,0 +1,424 @@
+"""Every check of user input, in one place: the functional API, the layers, the models, the
+losses, the optimizers, the datasets, the diagnostics and the command line all use these.
+
+A bad argument is a ``TypeError`` (wrong kind or dtype) or a ``ValueError`` (wrong shape or
+value) whose message starts with the argument's name and gives the expected and the actual.
+
+Array policy: array-likes are converted with ``np.asarray`` (torch tensors through
+``.detach().cpu().numpy()``); anything NumPy cannot convert is a ``TypeError`` naming the
+argument, and masked arrays are refused rather than silently unmasked. Inputs are never written
+to: :func:`kernel_ready` copies what is not C-contiguous, aligned and native-endian.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Seed = int | np.random.Generator | None
+"""What every ``seed=`` argument takes: an int, a ``np.random.Generator`` or None (fresh)."""
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+NONLINEARITIES = ("tanh", "relu")
+
+_FLOAT32, _FLOAT64 = FLOAT_DTYPES
+
+
+# --------------------------------------------------------------------------------------------
+# Scalars and options
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of the strings ``choices``, else a ValueError naming ``name``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """A keyword that must be a bool (``np.bool_`` too): not a truthy string or a number."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int >= minimum; booleans and floats are a TypeError."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_nonnegative(
+    name: str, value: Any, below: float | None = None, *, finite: bool = False
+) -> float:
+    """``value`` as a float >= 0 (and < ``below`` if given; finite if ``finite``). Booleans and
+    non-numbers are a TypeError; NaN is a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if finite and not math.isfinite(value):
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    if not value >= 0 or (below is not None and value >= below):  # NaN fails too
+        bound = "" if below is None else f" and < {below}"
+        raise ValueError(f"{name} must be >= 0{bound}, got {value}")
+    return value
+
+
+def check_finite_nonnegative(name: str, value: Any) -> float:
+    """``value`` as a float, finite and >= 0."""
+    return check_nonnegative(name, value, finite=True)
+
+
+def float_dtype(dtype: Any) -> np.dtype:
+    """``dtype`` as np.float32 or np.float64, else TypeError."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
+    return dt
+
+
+# --------------------------------------------------------------------------------------------
+# Arrays
+
+
+def to_numpy(value: Any) -> Any:
+    """A torch tensor (anything with ``.detach()``) as a NumPy array; anything else unchanged."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        return value.detach().cpu().numpy()
+    return value
+
+
+def asarray(name: str, value: Any, dtype: Any = None) -> np.ndarray:
+    """``np.asarray`` (torch tensors through :func:`to_numpy`); any failure to convert, whatever
+    the object raised, is a TypeError naming the argument."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} must be a plain array, got a masked array: its mask would be ignored; "
+            f"pass {name}.filled(...) or {name}.data explicitly"
+        )
+    try:
+        return np.asarray(to_numpy(value), dtype=dtype)
+    except MemoryError:
+        raise
+    except Exception as exc:  # ragged lists, objects whose __array__ raises anything at all
+        raise TypeError(
+            f"{name} must be an array of numbers, got {type(value).__name__} that NumPy cannot "
+            f"convert ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def as_float_array(
+    name: str, value: Any, dtype: np.dtype | None = None, *, dtype_of: str = "the layer"
+) -> np.ndarray:
+    """``value`` as a float array.
+
+    Args:
+        name: the argument's name, for messages.
+        value: an ndarray, torch tensor or array-like.
+        dtype: the dtype the array must have, or None for float32 or float64.
+        dtype_of: what fixed ``dtype``: a layer (``"the layer"``: Python sequences of numbers
+            are converted to ``dtype``; arrays must already have it) or ``"x"`` (the functional
+            API: every array, lists included, must convert to x's dtype by itself).
+    """
+    if type(value) is np.ndarray:  # the common case, decided without conversions
+        dt = value.dtype
+        if (dt == _FLOAT64 or dt == _FLOAT32) if dtype is None else dt == dtype:
+            return value
+    if value is None:
+        raise TypeError(f"{name} must be an array, got None")
+    if (
+        dtype is not None
+        and dtype_of != "x"
+        and not (isinstance(value, np.ndarray) or hasattr(value, "__array__"))
+        and not hasattr(value, "detach")
+    ):
+        return asarray(name, value, dtype)  # a list of numbers, in the layer's dtype
+    arr = asarray(name, value)
+    if dtype is None:
+        if arr.dtype.kind != "f" or arr.dtype.newbyteorder("=") not in FLOAT_DTYPES:
+            raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
+    elif arr.dtype.kind != "f" and dtype_of != "x":
+        raise TypeError(f"{name} must be a float array, got dtype {arr.dtype}")
+    elif arr.dtype.kind != "f" or arr.dtype.newbyteorder("=") != dtype:
+        raise TypeError(
+            f"{name} has dtype {arr.dtype} but {dtype_of} has dtype {dtype}; convert it with "
+            f"{name}.astype(np.{dtype.name})"
+        )
+    return arr
+
+
+def as_int_array(name: str, value: Any) -> np.ndarray:
+    """``value`` as an int64 array; floats and booleans are a TypeError."""
+    if value is None:
+        raise TypeError(f"{name} must be an array of integers, got None")
+    arr = asarray(name, value)
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
+def as_ids(name: str, value: Any, num_classes: int, ignore_index: int | None = None) -> np.ndarray:
+    """Token ids or class labels: integers in [0, num_classes), or ``ignore_index``."""
+    ids = as_int_array(name, value)
+    bad = (ids < 0) | (ids >= num_classes)
+    if ignore_index is not None:
+        bad &= ids != ignore_index
+    if bad.any():
+        first = ids[bad].flat[0]
+        raise ValueError(
+            f"{name} must be in [0, {num_classes})"
+            + ("" if ignore_index is None else f" or ignore_index={ignore_index}")
+            + f", got {first} at index {tuple(int(i) for i in np.argwhere(bad)[0])}"
+        )
+    return ids
+
+
+def as_lengths(lengths: Any, B: int, T: int) -> np.ndarray:
+    """Per-sequence valid lengths of a padded batch: (B,) integers in [1, T]."""
+    lens = as_int_array("lengths", lengths)
+    check_shape("lengths", lens, (B,), meaning="(batch,)")
+    bad = (lens < 1) | (lens > T)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"lengths must be in [1, T] = [1, {T}] (the input's number of steps), "
+            f"got lengths[{i}] = {lens[i]}"
+        )
+    return lens
+
+
+def check_shape(
+    name: str,
+    arr: np.ndarray,
+    dims: Sequence[int | str],
+    sizes: dict[str, int] | None = None,
+    meaning: str | None = None,
+) -> None:
+    """Check ``arr.shape`` against ``dims``: ints are fixed sizes, strings name dimensions that
+    must agree across arguments (learned into ``sizes`` from the first array that has them).
+
+    ``meaning`` words the expected shape in the message (e.g. ``"(batch, hidden_size)"``);
+    without it the message spells the dimensions' names and the sizes known so far.
+    """
+    if sizes is None:
+        sizes = {}
+    if arr.ndim == len(dims):  # the common case: no message to build
+        for dim, actual in zip(dims, arr.shape, strict=True):
+            want = dim if type(dim) is int else sizes.setdefault(dim, actual)
+            if want != actual:
+                break
+        else:
+            return
+    if meaning is not None:
+        expected = tuple(d if type(d) is int else sizes.get(d, "?") for d in dims)
+        raise ValueError(f"{name} must have shape {meaning} = {expected}, got {arr.shape}")
+    expected_text = "(" + ", ".join(map(str, dims)) + ("," if len(dims) == 1 else "") + ")"
+    if arr.ndim != len(dims):
+        raise ValueError(
+            f"{name} must have {len(dims)} dimensions {expected_text}, "
+            f"got {arr.ndim} with shape {arr.shape}"
+        )
+    expected = tuple(d if type(d) is int else sizes[d] for d in dims)
+    known = ", ".join(f"{d}={sizes[d]}" for d in dict.fromkeys(dims) if type(d) is str)
+    raise ValueError(
+        f"{name} must have shape {expected_text} = {expected} ({known}), got {arr.shape}"
+    )
+
+
+def kernel_ready(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """C-contiguous, aligned, native-endian: copies only when ``arr`` is not already."""
+    flags = arr.flags
+    if flags.c_contiguous and flags.aligned and arr.dtype == dtype:
+        return arr
+    return np.require(arr, dtype=dtype, requirements=("C", "A"))
+
+
+def check_blas_sizes(sizes: dict[str, int], limit: int) -> None:
+    """Refuse sizes whose GEMM operands would overflow the BLAS integer (``limit`` elements)."""
+    rows = sizes["T"] * sizes["B"]
+    if max(rows, sizes["H"]) * max(sizes["D"], sizes["H"]) <= limit:
+        return
+    for label, count in (
+        ("T * B * D (the input x)", rows * sizes["D"]),
+        ("T * B * H (the states h)", rows * sizes["H"]),
+        ("H * D (w_ih)", sizes["H"] * sizes["D"]),
+        ("H * H (w_hh)", sizes["H"] * sizes["H"]),
+    ):
+        if count > limit:
+            raise ValueError(
+                f"{label} = {count} elements exceeds the BLAS limit of {limit} "
+                "elements per matrix; split the sequence or the batch"
+            )
+
+
+def _all_finite(arr: np.ndarray) -> bool:
+    """True when ``arr`` holds no NaN and no Inf.
+
+    min and max propagate NaN and reach any infinity, and unlike ``np.isfinite(arr).all()`` they
+    allocate no temporary the size of ``arr``.
+    """
+    return arr.size == 0 or bool(np.isfinite(arr.min()) and np.isfinite(arr.max()))
+
+
+def check_all_finite(arrays: dict[str, np.ndarray | None]) -> None:
+    """Raise a ValueError naming the first array (in argument order) with a NaN or an Inf."""
+    for name, arr in arrays.items():
+        if arr is not None and not _all_finite(arr):
+            raise ValueError(
+                f"{name} contains NaN or Inf (check_finite=True); pass check_finite=False to let "
+                "non-finite values propagate as in NumPy"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# The arguments of a whole kernel call (functional.rnn_forward / rnn_backward)
+
+
+def sequence_arrays(
+    named: dict[str, Any],
+    layout: dict[str, tuple[str, ...]],
+    check_finite: bool,
+    blas_limit: int | None,
+) -> tuple[dict[str, np.ndarray | None], dict[str, int]]:
+    """Validate all arrays of a sequence call; return them kernel-ready (in the order of
+    ``named``, the kernels' argument order) and the sizes.
+
+    ``layout`` gives each argument's named dimensions in checking order (``x`` first: it fixes
+    the dtype); ``h0`` and ``b`` may be None. Order: each array's conversion, dtype and shape,
+    then the sizes against the BLAS integer (``blas_limit``, None: not checked; empty sizes run
+    no BLAS), then the copies that make arrays kernel-ready (where a huge zero-strided input
+    hits ``MemoryError``), then, if asked, finiteness on those copies.
+    """
+    x = as_float_array("x", named["x"])
+    dtype = x.dtype.newbyteorder("=")
+    sizes: dict[str, int] = {}
+    arrays: dict[str, np.ndarray | None] = {}
+    for name, labels in layout.items():
+        value = named[name]
+        if value is None and name in ("h0", "b"):
+            arrays[name] = None
+            continue
+        arr = x if name == "x" else as_float_array(name, value, dtype, dtype_of="x")
+        check_shape(name, arr, labels, sizes)
+        arrays[name] = arr
+    if blas_limit is not None and min(sizes.values()) > 0:
+        check_blas_sizes(sizes, blas_limit)
+    ready = {k: (None if arrays[k] is None else kernel_ready(arrays[k], dtype)) for k in named}
+    if check_finite:
+        check_all_finite(ready)  # in argument order
+    return ready, sizes
+
+
+# --------------------------------------------------------------------------------------------
+# The arguments of one streaming step (functional.rnn_step, RNN.step, RNNCell)
+
+
+@dataclass(frozen=True, slots=True)
+class StepLayer:
+    """What a layer's step expects: its sizes and dtype, and the state's leading axes
+    (``(num_layers,)`` for RNN, ``()`` for RNNCell). The layer's own parameters need no check.
+
+    (A slotted class, not a NamedTuple: the streaming step reads ``lead`` on every call, and a
+    slot is read in a few nanoseconds.)
+    """
+
+    input_size: int
+    hidden_size: int
+    dtype: np.dtype
+    lead: tuple[int, ...]
+    refusal: str | None = None
+    """Why this layer cannot step (a ValueError's message), or None."""
+
+
+StepLayers = tuple[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], ...]
+
+
+def step_args(
+    x: Any, h: Any, params: Any, layer: StepLayer | None
+) -> tuple[np.ndarray, np.ndarray | None, StepLayers, bool]:
+    """Validate a step's arguments; return x (B, D), h (L, B, H) or None, the layers' arrays
+    and whether x was batched, all kernel-ready.
+
+    ``layer`` None: the functional API (x (B, D), h (L, B, H), ``params`` checked, the dtype
+    x's); else a layer's step (x also unbatched (D,), h ``(*lead, B, H)`` or ``(*lead, H)``, the
+    layer's dtype, its own parameters trusted).
+    """
+    if layer is None:
+        return (*_step_params_args(x, h, params), True)
+    if layer.refusal is not None:
+        raise ValueError(layer.refusal)
+    dtype, lead = layer.dtype, layer.lead
+    x = as_float_array("x", x, dtype)
+    if x.ndim not in (1, 2) or x.shape[-1] != layer.input_size:
+        raise ValueError(
+            f"x must have shape (batch, input_size) or (input_size,) with "
+            f"input_size={layer.input_size}, got {x.shape}"
+        )
+    batched = x.ndim == 2
+    x2 = kernel_ready(x if batched else x[None], dtype)
+    if h is not None:
+        h = as_float_array("h", h, dtype)
+        if batched:
+            shape = (*lead, x.shape[0], layer.hidden_size)
+            check_shape("h", h, shape, meaning="(..., batch, hidden_size)")
+        else:
+            shape = (*lead, layer.hidden_size)
+            check_shape("h", h, shape, meaning="(..., hidden_size) for an unbatched x")
+            h = np.expand_dims(h, -2)
+        h = kernel_ready(h if lead else h[None], dtype)
+    return x2, h, params, batched
+
+
+def _step_params_args(
+    x: Any, h: Any, params: Any
+) -> tuple[np.ndarray, np.ndarray | None, StepLayers]:
+    """step_args for the functional API: every layer's (w_ih, w_hh, b_ih, b_hh) checked."""
+    layers = tuple(params) if isinstance(params, Sequence) else ()
+    if not layers:
+        raise ValueError("params must hold at least one layer's (w_ih, w_hh, b_ih, b_hh)")
+    x = as_float_array("x", x)
+    dtype = x.dtype.newbyteorder("=")
+    sizes: dict[str, int] = {"L": len(layers)}
+    check_shape("x", x, ("B", "D"), sizes)
+    first = layers[0]
+    if not isinstance(first, Sequence) or len(first) != 4:
+        raise ValueError("params[0] must be a tuple (w_ih, w_hh, b_ih, b_hh)")
+    w_hh0 = as_float_array("params[0] w_hh", first[1], dtype, dtype_of="x")
+    check_shape("params[0] w_hh", w_hh0, ("H", "H"), sizes)
+    if h is not None:
+        h = kernel_ready(as_float_array("h", h, dtype, dtype_of="x"), dtype)
+        check_shape("h", h, ("L", "B", "H"), sizes)
+    checked = []
+    for k, layer in enumerate(layers):
+        if not isinstance(layer, Sequence) or len(layer) != 4:
+            raise ValueError(f"params[{k}] must be a tuple (w_ih, w_hh, b_ih, b_hh)")
+        w_ih, w_hh, b_ih, b_hh = layer
+        if (b_ih is None) != (b_hh is None):
+            raise ValueError(f"params[{k}]: b_ih and b_hh must both be arrays or both None")
+        dims = {
+            "w_ih": (w_ih, ("H", "D") if k == 0 else ("H", "H")),
+            "w_hh": (w_hh, ("H", "H")),
+            "b_ih": (b_ih, ("H",)),
+            "b_hh": (b_hh, ("H",)),
+        }
+        arrays = []
+        for name, (value, shape) in dims.items():
+            if value is None and name.startswith("b_"):
+                arrays.append(None)
+                continue
+            arr = as_float_array(f"params[{k}] {name}", value, dtype, dtype_of="x")
+            check_shape(f"params[{k}] {name}", arr, shape, sizes)
+            arrays.append(kernel_ready(arr, dtype))
+        checked.append(tuple(arrays))
+    return kernel_ready(x, dtype), h, tuple(checked)

@@ -1,0 +1,303 @@
+"""The ready-made models' shared base, and :func:`load_model`.
+
+``CharRNN`` (a character-level language model) and ``SequenceRegressor`` (next-value prediction
+for real-valued series).
+
+Both are an input encoding, an :class:`rnnfast.RNN` and a :class:`rnnfast.Linear` decoder, train
+with truncated BPTT (:func:`rnnfast.truncated_bptt`) and save to a single ``.npz`` file: a format
+name and version, the configuration as JSON, model-specific arrays (the vocabulary, the
+normalization) and the weights. Files are read with ``allow_pickle=False``, so loading a model
+file can never run code, and every part is checked (a clear ``ValueError`` otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from rnnfast._validation import (
+    check_choice,
+    float_dtype,
+)
+from rnnfast.models.file_format import (
+    FORMAT_VERSION,
+    array_to_text,
+    read_npz,
+    text_to_array,
+    write_npz,
+)
+from rnnfast.nn import RNN, Linear, Module
+from rnnfast.train import (
+    SGD,
+    Adagrad,
+    Adam,
+    Optimizer,
+    Progress,
+    batchify,
+    truncated_bptt,
+)
+
+__all__ = ["OPTIMIZERS", "load_model"]
+
+_R = TypeVar("_R", bound="_RecurrentModel")
+
+# Optimizer names accepted by fit, with their default learning rates.
+OPTIMIZERS: dict[str, tuple[type[Optimizer], float]] = {
+    "adam": (Adam, 2e-3),
+    "adagrad": (Adagrad, 0.1),
+    "sgd": (SGD, 1.0),
+}
+
+
+# What every model file's configuration holds about its RNN (_RecurrentModel._config).
+_RNN_CONFIG_KEYS = ("hidden_size", "num_layers", "nonlinearity", "dropout", "dtype")
+
+
+class _RecurrentModel(Module):
+    """An input encoding, an RNN and a Linear decoder, trained with truncated BPTT and saved to
+    one ``.npz``: what CharRNN and SequenceRegressor share.
+
+    Subclasses define ``rnn_inputs`` (and ``_encode_backward`` if the encoding has parameters),
+    ``_config``/``_extras``/``_from_file`` for model files, and the public ``fit``.
+    """
+
+    _FORMAT: ClassVar[str]
+    _CONFIG_KEYS: ClassVar[tuple[str, ...]]
+    _EXTRA_KEYS: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        rnn_input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        output_size: int,
+        nonlinearity: str,
+        dropout: float,
+        dtype: Any,
+        rng: np.random.Generator,
+        backend: str,
+    ) -> None:
+        super().__init__()
+        self.dtype = float_dtype(dtype)
+        self.rnn: RNN = self._add_module(
+            "rnn",
+            RNN(
+                rnn_input_size,
+                hidden_size,
+                num_layers,
+                nonlinearity,
+                dropout=dropout,
+                dtype=self.dtype,
+                seed=rng,
+                backend=backend,
+            ),
+        )
+        self.decoder: Linear = self._add_module(
+            "decoder", Linear(hidden_size, output_size, dtype=self.dtype, seed=rng)
+        )
+
+    # The model as a SequenceModel (forward/backward over time-major windows).
+
+    def rnn_inputs(self, x: Any) -> np.ndarray:
+        """What the model's RNN reads for the inputs ``x`` (time-major): a CharRNN's token
+        ids one-hot or embedded, a SequenceRegressor's values checked."""
+        raise NotImplementedError
+
+    def _encode_backward(self, d_encoded: np.ndarray) -> None:
+        """Backward through the encoding (nothing to do without parameters)."""
+
+    def forward(self, x: Any, h0: Any | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions for every step of x (T, B, ...), time-major, and the final states.
+
+        Returns:
+            (prediction (T, B, output_size), h_n (num_layers, B, hidden_size)).
+        """
+        output, h_n = self.rnn(self.rnn_inputs(x), h0)
+        return self.decoder(output), h_n
+
+    def backward(self, d_prediction: Any) -> None:
+        """Add the gradients of the last forward into ``grads`` (none flows into h0)."""
+        d_output = self.decoder.backward(d_prediction)
+        d_encoded, _ = self.rnn.backward(d_output)
+        self._encode_backward(d_encoded)
+
+    def _step(self, x_t: np.ndarray, h: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """One streaming step of encoded input x_t (B, ...): (prediction (B, output_size),
+        new state)."""
+        output, h = self.rnn.step(x_t, h)
+        return self.decoder(output), h
+
+    # Training.
+
+    def _optimizer(self, optimizer: str | Optimizer, lr: float | None) -> Optimizer:
+        if isinstance(optimizer, Optimizer):
+            if lr is not None:
+                raise ValueError("lr is the optimizer's: pass lr=None with an Optimizer instance")
+            params = self.parameters()
+            if set(optimizer.params) != set(params) or any(
+                optimizer.params[k] is not v for k, v in params.items()
+            ):
+                raise ValueError("the optimizer must be built over this model's parameters()")
+            return optimizer
+        cls, default_lr = OPTIMIZERS[check_choice("optimizer", optimizer, tuple(OPTIMIZERS))]
+        return cls(self.parameters(), self.grads, lr=default_lr if lr is None else lr)
+
+    def _fit(
+        self,
+        inputs: np.ndarray,
+        targets: np.ndarray,
+        loss_fn: Callable[[np.ndarray, Any], tuple[float, np.ndarray]],
+        *,
+        steps: int,
+        bptt: int,
+        batch_size: int,
+        lr: float | None,
+        optimizer: str | Optimizer,
+        callback: Callable[[Progress], bool | None] | None,
+        max_grad_norm: float | None,
+    ) -> list[float]:
+        """Train on one long sequence (N, ...) with truncated BPTT over ``batch_size`` streams."""
+        opt = self._optimizer(optimizer, lr)
+        self.train()
+        result = truncated_bptt(
+            self,
+            batchify(inputs, batch_size),
+            batchify(targets, batch_size),
+            loss_fn,
+            opt,
+            bptt=bptt,
+            steps=steps,
+            max_grad_norm=max_grad_norm,
+            callback=callback,
+        )
+        return result.losses
+
+    # Model files.
+
+    def _config(self) -> dict[str, Any]:
+        """The configuration saved in a model file: the RNN's, then the model's own."""
+        rnn = self.rnn
+        config = {
+            "hidden_size": rnn.hidden_size,
+            "num_layers": rnn.num_layers,
+            "nonlinearity": rnn.nonlinearity,
+            "dropout": rnn.dropout,
+            "dtype": self.dtype.name,
+        }
+        return config | self._own_config()
+
+    def _own_config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _extras(self) -> dict[str, np.ndarray]:
+        return {}
+
+    @classmethod
+    def _from_file(cls: type[_R], config: dict[str, Any], extras: dict[str, np.ndarray]) -> _R:
+        raise NotImplementedError
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the model (configuration, its own arrays, weights) to one ``.npz`` file at
+        exactly ``path``, replacing it atomically."""
+        arrays = {
+            "format": text_to_array(self._FORMAT),
+            "version": np.array(FORMAT_VERSION, dtype=np.int64),
+            "config": text_to_array(json.dumps(self._config(), sort_keys=True)),
+        }
+        arrays |= {f"extra/{k}": v for k, v in self._extras().items()}
+        arrays |= {f"param/{k}": v for k, v in self.named_parameters()}
+        write_npz(path, arrays)
+
+    @classmethod
+    def load(cls: type[_R], path: str | os.PathLike[str]) -> _R:
+        """Read a model written by ``save``; the model comes back in eval mode.
+
+        The file is read with ``allow_pickle=False`` (it can never run code) and checked: its
+        format name and version, the configuration, and every array's key, shape and dtype.
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: anything else wrong, saying what (not a model file, another model's
+                file, another format version, truncated or tampered content).
+        """
+        return load_model(path, (cls,))
+
+    @classmethod
+    def _from_arrays(cls: type[_R], where: str, arrays: dict[str, np.ndarray]) -> _R:
+        """The model in a model file's arrays (format entry already read and removed)."""
+        version = arrays.pop("version")
+        if version.shape != () or version.dtype.kind not in "iu":
+            raise ValueError(f"{where}: the version must be an integer scalar, got {version!r}")
+        if int(version) != FORMAT_VERSION:
+            raise ValueError(
+                f"{where} has format version {int(version)}, but this rnnfast reads version "
+                f"{FORMAT_VERSION}"
+            )
+        try:
+            config = json.loads(array_to_text("config", arrays.pop("config")))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where}: the configuration is not valid JSON: {exc}") from None
+        if not isinstance(config, dict) or set(config) != set(cls._CONFIG_KEYS):
+            raise ValueError(
+                f"{where}: the configuration must have exactly the keys "
+                f"{sorted(cls._CONFIG_KEYS)}, got {config!r}"
+            )
+        extras = {k[6:]: v for k, v in arrays.items() if k.startswith("extra/")}
+        params = {k[6:]: v for k, v in arrays.items() if k.startswith("param/")}
+        unknown = [k for k in arrays if not k.startswith(("extra/", "param/"))]
+        unknown += [f"extra/{k}" for k in extras if k not in cls._EXTRA_KEYS]
+        missing = [f"extra/{k}" for k in cls._EXTRA_KEYS if k not in extras]
+        if unknown or missing:
+            raise ValueError(f"{where}: unexpected entries {unknown}, missing entries {missing}")
+        try:
+            model = cls._from_file(config, extras)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: invalid configuration or data: {exc}") from None
+        expected = model.parameters()
+        if set(params) != set(expected):
+            raise ValueError(
+                f"{where}: the weights do not match the configuration: missing "
+                f"{sorted(set(expected) - set(params))}, unexpected "
+                f"{sorted(set(params) - set(expected))}"
+            )
+        for key, value in params.items():
+            want = expected[key]
+            if value.shape != want.shape or value.dtype != want.dtype:
+                raise ValueError(
+                    f"{where}: weight {key!r} is {value.dtype} {value.shape}, "
+                    f"expected {want.dtype} {want.shape}"
+                )
+            if not np.isfinite(value).all():
+                raise ValueError(f"{where}: weight {key!r} has non-finite values")
+        model.load_state_dict(params)
+        return model.eval()
+
+
+def load_model(path: str | os.PathLike[str], kinds: Iterable[type[_R]] | None = None) -> _R:
+    """Read a model file as whichever model class its format names (the file read once).
+
+    Args:
+        path: a file written by a model's ``save``.
+        kinds: the model classes to accept (e.g. ``(CharRNN,)``); None: every model class.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: anything else wrong, as in ``_RecurrentModel.load``; a model of another
+            kind names the kind it holds.
+    """
+    where = repr(os.fspath(path))
+    arrays = read_npz(path)
+    for key in ("format", "version", "config"):
+        if key not in arrays:
+            raise ValueError(f"{where} is not an rnnfast model file (no {key!r} entry)")
+    fmt = array_to_text("format", arrays.pop("format"))
+    kinds = tuple(_RecurrentModel.__subclasses__() if kinds is None else kinds)
+    cls = next((k for k in kinds if k._FORMAT == fmt), None)
+    if cls is None:
+        wanted = " or ".join(repr(k._FORMAT) for k in kinds)
+        raise ValueError(f"{where} holds a {fmt!r} model, not {wanted}")
+    return cls._from_arrays(where, arrays)
