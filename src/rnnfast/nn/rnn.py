@@ -143,7 +143,8 @@ class _ForwardCache(NamedTuple):
 
 class RNNBase(Module):
     """The recurrent layers' shared body, as ``torch.nn.RNNBase``: parameters per layer and
-    direction, the loop over them, ``lengths=``, dropout between layers, the streaming step.
+    direction, the loop over them, ``lengths=``, dropout between layers, and what the streaming
+    step needs (``_step_stack``, the live weights; ``_step_layer``, the input rules).
 
     A subclass is one cell: ``_GATES`` (rows of the weights per hidden unit), and its calls
     into :mod:`rnnfast.functional`: for one layer-direction (``_run_forward``,
