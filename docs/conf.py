@@ -43,11 +43,6 @@ root_doc = "index"
 templates_path = ["_templates"]
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "auto_examples/*.ipynb"]
 
-# design/kernels.md comes from another branch. Until it is there, _source_read drops the
-# "kernels" entry of design/index.md's toctree (and nothing else); once it is, this does
-# nothing and can go.
-KERNELS_NOTE_MISSING = not (DOCS / "design" / "kernels.md").exists()
-
 # --- autodoc, napoleon, autosummary ----------------------------------------------------------
 autodoc_default_options = {"members": True}
 autodoc_member_order = "bysource"
@@ -150,8 +145,6 @@ def _results_markdown() -> str:
 def _source_read(app, docname: str, source: list[str]) -> None:
     if docname == "measurements/results":
         source[0] = source[0].replace("<!-- bench/RESULTS.md -->", _results_markdown())
-    elif docname == "design/index" and KERNELS_NOTE_MISSING:
-        source[0] = re.sub(r"^kernels\n", "", source[0], flags=re.MULTILINE)
 
 
 def _builder_inited(app) -> None:
