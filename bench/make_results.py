@@ -146,7 +146,7 @@ def main() -> None:
         "peers (grid tables; three elsewhere); "
         "a peer's time is the lowest of its blocks' medians (see `rnnfast.benchmark.run`); "
         "`x vs P` is P's time over rnnfast's (above 1: rnnfast is faster). FLOPs counted as "
-        "6*T*B*H*(D+H).\n",
+        "`6*T*B*H*(D+H)`.\n",
     ]
     grid32, train32 = grid_section("float32", args.repeats, args.rounds)
     print(grid32, flush=True)

@@ -77,7 +77,7 @@ class Case:
 
     @property
     def flops(self) -> int:
-        """Forward + backward floating-point operations: 6 * T * B * H * (D + H)."""
+        """Floating-point operations of forward + backward, ``6 * T * B * H * (D + H)``."""
         return 6 * self.T * self.B * self.H * (self.D + self.H)
 
     @property
@@ -96,8 +96,8 @@ DEFAULT_GRID = [
 """The cases ``rnnfast bench`` times by default: float32 forward + backward from a classic
 char-RNN (T=25, B=1) to a 1024-wide layer over a batch of 64."""
 QUICK_GRID = [Case(25, 1, 65, 100), Case(100, 8, 64, 128), Case(100, 32, 128, 256)]
-"""``rnnfast bench --quick``: three cases of :data:`DEFAULT_GRID` that take well under a second
-each (the char-RNN, and batches of 8 and 32)."""
+"""The three cases of :data:`DEFAULT_GRID` that ``rnnfast bench --quick`` times, each well under
+a second (the char-RNN, and batches of 8 and 32)."""
 
 
 def available_peers() -> list[str]:

@@ -46,7 +46,7 @@ class TextData(NamedTuple):
     text: str
     """The text itself."""
     vocab: str
-    """Its distinct characters, sorted by code point: token id i is ``vocab[i]``."""
+    """Its distinct characters, sorted by code point (token id i is ``vocab[i]``)."""
     ids: np.ndarray
     """(len(text),) int64 token ids: ``vocab[ids[i]] == text[i]``."""
 

@@ -101,7 +101,7 @@ class Embedding(Module):
 
     weight (num_embeddings, embedding_dim) starts N(0, 1) (PyTorch's default); the row of
     ``padding_idx``, if given, starts at zero and never receives a gradient. ids are integers in
-    [0, num_embeddings) of any shape; the output is (*ids.shape, embedding_dim).
+    [0, num_embeddings) of any shape; the output is ``(*ids.shape, embedding_dim)``.
     ``backward(d_out)`` adds into ``grads`` (ids have no gradient) and returns None.
 
     Examples:
@@ -144,7 +144,7 @@ class Embedding(Module):
         return s + ("" if self.padding_idx is None else f", padding_idx={self.padding_idx}")
 
     def forward(self, ids: Any) -> np.ndarray:
-        """The rows of ``weight`` for integer ``ids`` of any shape: (*ids.shape, dim)."""
+        """The rows of ``weight`` for integer ``ids`` of any shape: ``(*ids.shape, dim)``."""
         ids = as_ids("ids", ids, self.num_embeddings)
         self._ids = ids
         return self._parameters["weight"][ids]
@@ -165,7 +165,7 @@ class Embedding(Module):
 
 
 def one_hot(ids: Any, num_classes: int, dtype: Any = np.float32) -> np.ndarray:
-    """(*ids.shape, num_classes) with a 1 at each id: the RNN input for token ids.
+    """``(*ids.shape, num_classes)`` with a 1 at each id: the RNN input for token ids.
 
     Unlike ``torch.nn.functional.one_hot`` the result is float (float32 by default), ready for an
     RNN, and ``num_classes`` is required.

@@ -95,7 +95,7 @@ class Module:
 
     @property
     def grads(self) -> dict[str, np.ndarray]:
-        """The gradient of every parameter, same keys and shapes as ``parameters()``: live
+        """The gradient of every parameter, with the keys and shapes of ``parameters()``; live
         arrays that ``backward`` adds into and ``zero_grad`` clears."""
         return dict(self._named("_grads"))
 

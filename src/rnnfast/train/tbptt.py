@@ -61,7 +61,7 @@ class Progress(NamedTuple):
 
     @property
     def tokens_per_sec(self) -> float:
-        """Training throughput: ``tokens / elapsed``."""
+        """Training throughput, ``tokens / elapsed``."""
         return self.tokens / self.elapsed if self.elapsed > 0 else float("inf")
 
 
