@@ -44,6 +44,9 @@ cdef extern from "simd.h" nogil:
                                 int) noexcept nogil
         void (*pack_panels_f64)(double*, const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                 int) noexcept nogil
+        # out (n) = sigmoid(in (n)); out may be in
+        void (*sigmoid_f32)(float*, const float*, Py_ssize_t) noexcept nogil
+        void (*sigmoid_f64)(double*, const double*, Py_ssize_t) noexcept nogil
         Py_ssize_t vector_bytes
         Py_ssize_t max_vectors
         Py_ssize_t panel_vectors
