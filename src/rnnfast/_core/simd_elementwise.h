@@ -267,6 +267,138 @@ RF_SIGMOID_ARRAY(float, f32)
 RF_SIGMOID_ARRAY(double, f64)
 #undef RF_SIGMOID_ARRAY
 
+/* ---- the LSTM cell's pointwise parts --------------------------------------------------------
+ * Rows of the step's gates hold 4H columns in PyTorch's order i, f, g, o; the states c, h rows
+ * of H. A row runs whole vectors of its H units, then the rest through zero-padded vectors in
+ * locals (so H need not be a multiple of the vector width, and nothing is read past a row).
+ *
+ * Forward, per unit: the gate pre-activations (+ bias) become i = sig, f = sig, g = tanh,
+ * o = sig, written back in place (the training forward's workspace); c = f * c_prev + i * g;
+ * h = o * tanh(c). c_prev NULL: zeros; bias NULL: none.
+ * Backward, per unit, from dh (the gradient into h: from outside and from step t + 1), the
+ * carried dc (from step t + 1; replaced by the carry into step t - 1), dc_ext (the gradient
+ * into c from outside, or NULL), the saved activations and c, c_prev:
+ *   tc = tanh(c), dct = dc + dc_ext + dh * o * (1 - tc^2),
+ *   di = dct * g * i (1 - i), df = dct * c_prev * f (1 - f), dg = dct * i (1 - g^2),
+ *   do = dh * tc * o (1 - o), and the carry dct * f.
+ */
+#define RF_LSTM(T, SFX)                                                                          \
+    static inline __attribute__((always_inline)) void RF(lstm_fwd_vec_##SFX)(                    \
+        T *gi, T *gf, T *gg, T *go, const T *b, ptrdiff_t H, const T *cp, T *c, T *h)            \
+    {                                                                                            \
+        typedef RF(vec_##SFX) VT;                                                                \
+        VT vi = *(VT *)gi, vf = *(VT *)gf, vg = *(VT *)gg, vo = *(VT *)go;                       \
+        if (b != NULL) {                                                                         \
+            vi += *(const VT *)b;                                                                \
+            vf += *(const VT *)(b + H);                                                          \
+            vg += *(const VT *)(b + 2 * H);                                                      \
+            vo += *(const VT *)(b + 3 * H);                                                      \
+        }                                                                                        \
+        vi = RF(sigmoid_##SFX)(vi);                                                              \
+        vf = RF(sigmoid_##SFX)(vf);                                                              \
+        vg = RF(tanh_##SFX)(vg);                                                                 \
+        vo = RF(sigmoid_##SFX)(vo);                                                              \
+        *(VT *)gi = vi;                                                                          \
+        *(VT *)gf = vf;                                                                          \
+        *(VT *)gg = vg;                                                                          \
+        *(VT *)go = vo;                                                                          \
+        VT vc = vi * vg;                                                                         \
+        if (cp != NULL) vc = vf * *(const VT *)cp + vc;                                          \
+        *(VT *)c = vc;                                                                           \
+        *(VT *)h = vo * RF(tanh_##SFX)(vc);                                                      \
+    }                                                                                            \
+    static void RF(lstm_forward_##SFX)(T *gates, const T *b, const T *c_prev, T *c, T *h,        \
+                                       ptrdiff_t rows, ptrdiff_t H)                              \
+    {                                                                                            \
+        enum { VL = RF_VBYTES / sizeof(T) };                                                     \
+        for (ptrdiff_t r = 0; r < rows; r++) {                                                   \
+            T *g = gates + r * 4 * H;                                                            \
+            const T *cp = c_prev == NULL ? NULL : c_prev + r * H;                                \
+            T *cr = c + r * H, *hr = h + r * H;                                                  \
+            ptrdiff_t j = 0;                                                                     \
+            for (; j + VL <= H; j += VL)                                                         \
+                RF(lstm_fwd_vec_##SFX)(g + j, g + H + j, g + 2 * H + j, g + 3 * H + j,          \
+                                       b == NULL ? NULL : b + j, H,                              \
+                                       cp == NULL ? NULL : cp + j, cr + j, hr + j);              \
+            if (j < H) {                                                                         \
+                const size_t m = (size_t)(H - j) * sizeof(T);                                    \
+                T lg[4][VL] __attribute__((aligned(RF_VBYTES))) = {{0}};                         \
+                T lb[4][VL] __attribute__((aligned(RF_VBYTES))) = {{0}};                         \
+                T lcp[VL] __attribute__((aligned(RF_VBYTES))) = {0};                             \
+                T lc[VL] __attribute__((aligned(RF_VBYTES)));                                    \
+                T lh[VL] __attribute__((aligned(RF_VBYTES)));                                    \
+                for (int q = 0; q < 4; q++) {                                                    \
+                    memcpy(lg[q], g + q * H + j, m);                                             \
+                    if (b != NULL) memcpy(lb[q], b + q * H + j, m);                              \
+                }                                                                                \
+                if (cp != NULL) memcpy(lcp, cp + j, m);                                          \
+                RF(lstm_fwd_vec_##SFX)(lg[0], lg[1], lg[2], lg[3], b == NULL ? NULL : lb[0], VL, \
+                                       cp == NULL ? NULL : lcp, lc, lh);                         \
+                for (int q = 0; q < 4; q++) memcpy(g + q * H + j, lg[q], m);                     \
+                memcpy(cr + j, lc, m);                                                           \
+                memcpy(hr + j, lh, m);                                                           \
+            }                                                                                    \
+        }                                                                                        \
+    }                                                                                            \
+    static inline __attribute__((always_inline)) void RF(lstm_bwd_vec_##SFX)(                    \
+        T *d, ptrdiff_t ldd, const T *dh, T *dc, const T *dce, const T *a, ptrdiff_t H,          \
+        const T *c, const T *cp)                                                                 \
+    {                                                                                            \
+        typedef RF(vec_##SFX) VT;                                                                \
+        const VT vi = *(const VT *)a, vf = *(const VT *)(a + H);                                 \
+        const VT vg = *(const VT *)(a + 2 * H), vo = *(const VT *)(a + 3 * H);                   \
+        const VT vdh = *(const VT *)dh;                                                          \
+        const VT tc = RF(tanh_##SFX)(*(const VT *)c);                                            \
+        VT dct = *(VT *)dc + vdh * vo * (1 - tc * tc);                                           \
+        if (dce != NULL) dct += *(const VT *)dce;                                                \
+        *(VT *)d = dct * vg * (vi * (1 - vi));                                                   \
+        const VT vcp = cp == NULL ? (VT){0} : *(const VT *)cp;                                   \
+        *(VT *)(d + ldd) = dct * vcp * (vf * (1 - vf));                                          \
+        *(VT *)(d + 2 * ldd) = dct * vi * (1 - vg * vg);                                         \
+        *(VT *)(d + 3 * ldd) = vdh * tc * (vo * (1 - vo));                                       \
+        *(VT *)dc = dct * vf;                                                                    \
+    }                                                                                            \
+    static void RF(lstm_backward_##SFX)(T *dgates, const T *dh, T *dc, const T *dc_ext,          \
+                                        const T *act, const T *c, const T *c_prev,               \
+                                        ptrdiff_t rows, ptrdiff_t H)                             \
+    {                                                                                            \
+        enum { VL = RF_VBYTES / sizeof(T) };                                                     \
+        for (ptrdiff_t r = 0; r < rows; r++) {                                                   \
+            T *d = dgates + r * 4 * H, *dcr = dc + r * H;                                        \
+            const T *a = act + r * 4 * H, *dhr = dh + r * H, *cr = c + r * H;                    \
+            const T *dce = dc_ext == NULL ? NULL : dc_ext + r * H;                               \
+            const T *cp = c_prev == NULL ? NULL : c_prev + r * H;                                \
+            ptrdiff_t j = 0;                                                                     \
+            for (; j + VL <= H; j += VL)                                                         \
+                RF(lstm_bwd_vec_##SFX)(d + j, H, dhr + j, dcr + j,                               \
+                                       dce == NULL ? NULL : dce + j, a + j, H, cr + j,           \
+                                       cp == NULL ? NULL : cp + j);                              \
+            if (j < H) {                                                                         \
+                const size_t m = (size_t)(H - j) * sizeof(T);                                    \
+                T ld[4][VL] __attribute__((aligned(RF_VBYTES)));                                 \
+                T la[4][VL] __attribute__((aligned(RF_VBYTES))) = {{0}};                         \
+                T ldh[VL] __attribute__((aligned(RF_VBYTES))) = {0};                             \
+                T ldc[VL] __attribute__((aligned(RF_VBYTES))) = {0};                             \
+                T ldce[VL] __attribute__((aligned(RF_VBYTES))) = {0};                            \
+                T lc[VL] __attribute__((aligned(RF_VBYTES))) = {0};                              \
+                T lcp[VL] __attribute__((aligned(RF_VBYTES))) = {0};                             \
+                for (int q = 0; q < 4; q++) memcpy(la[q], a + q * H + j, m);                     \
+                memcpy(ldh, dhr + j, m);                                                         \
+                memcpy(ldc, dcr + j, m);                                                         \
+                if (dce != NULL) memcpy(ldce, dce + j, m);                                       \
+                memcpy(lc, cr + j, m);                                                           \
+                if (cp != NULL) memcpy(lcp, cp + j, m);                                          \
+                RF(lstm_bwd_vec_##SFX)(ld[0], VL, ldh, ldc, dce == NULL ? NULL : ldce, la[0],    \
+                                       VL, lc, cp == NULL ? NULL : lcp);                         \
+                for (int q = 0; q < 4; q++) memcpy(d + q * H + j, ld[q], m);                     \
+                memcpy(dcr + j, ldc, m);                                                         \
+            }                                                                                    \
+        }                                                                                        \
+    }
+RF_LSTM(float, f32)
+RF_LSTM(double, f64)
+#undef RF_LSTM
+
 RF_ELEMENTWISE(float, f32)
 RF_ELEMENTWISE(double, f64)
 
