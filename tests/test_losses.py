@@ -60,6 +60,20 @@ def test_cross_entropy_ignore_index_drops_targets_from_loss_mean_and_gradient():
     assert softmax_cross_entropy(logits, np.full(6, -1), ignore_index=-1) == (0.0, pytest.approx(0))
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_ignored_nan_logits_stay_out(reduction):
+    """An ignored element's NaN logits reach neither the loss nor the gradient (the mask was a
+    product, and NaN * 0 is NaN); the loss equals PyTorch's."""
+    logits = np.array([[1.0, 2.0], [np.nan, 0.0]])
+    loss, grad = softmax_cross_entropy(logits, np.array([0, -100]), reduction, ignore_index=-100)
+    expected, _ = softmax_cross_entropy(logits[:1], np.array([0]), reduction)
+    assert_close(np.ravel(loss)[:1], np.ravel(expected), 1e-15, "loss")
+    assert np.isfinite(loss).all()
+    assert np.isfinite(grad).all() and not grad[1].any()
+    if reduction == "mean":
+        assert loss == pytest.approx(1.3132616875182228, rel=1e-15)  # torch's cross_entropy
+
+
 def test_cross_entropy_is_stable_for_huge_logits(dtype):
     logits = np.array([[1e4, 0.0, -1e4], [5e3, 5e3 + 1, 5e3 - 1]], dtype=dtype)
     loss, grad = softmax_cross_entropy(logits, [2, 1], reduction="none")

@@ -574,6 +574,56 @@ def test_constructor_checks(kwargs, error, match):
         rnnfast.RNN(**args)
 
 
+_NOT_BOOLS = [0, 1, "False", "True", None, 1.0]
+
+
+@pytest.mark.parametrize("value", _NOT_BOOLS)
+@pytest.mark.parametrize(
+    ("make", "flag"),
+    [
+        (lambda **kw: rnnfast.RNN(3, 4, **kw), "bias"),
+        (lambda **kw: rnnfast.RNN(3, 4, **kw), "batch_first"),
+        (lambda **kw: rnnfast.RNN(3, 4, **kw), "bidirectional"),
+        (lambda **kw: rnnfast.RNNCell(3, 4, **kw), "bias"),
+        (lambda **kw: rnnfast.Linear(3, 4, **kw), "bias"),
+    ],
+    ids=["RNN.bias", "RNN.batch_first", "RNN.bidirectional", "RNNCell.bias", "Linear.bias"],
+)
+def test_flags_must_be_bools(make, flag, value):
+    """PyTorch raises TypeError for bias=0 and batch_first="False"; bool() made
+    batch_first="False" mean True."""
+    with pytest.raises(TypeError, match=f"{flag} must be True or False"):
+        make(**{flag: value})
+
+
+@pytest.mark.parametrize("value", [False, np.False_])
+def test_flags_take_python_and_numpy_bools(value):
+    rnn = rnnfast.RNN(3, 4, bias=value, batch_first=value, bidirectional=value)
+    assert (rnn.bias, rnn.batch_first, rnn.bidirectional) == (False, False, False)
+    assert type(rnn.batch_first) is bool
+    assert rnnfast.RNNCell(3, 4, bias=value).bias is False
+    assert rnnfast.Linear(3, 4, bias=value).bias is False
+
+
+def test_module_mode_and_strict_must_be_bools():
+    rnn = rnnfast.RNN(3, 4, seed=0)
+    for value in (0, "False"):
+        with pytest.raises(TypeError, match="mode must be True or False"):
+            rnn.train(value)
+        with pytest.raises(TypeError, match="strict must be True or False"):
+            rnn.load_state_dict({}, strict=value)
+    assert rnn.train(np.False_).training is False
+
+
+def test_cell_hidden_size_zero_is_refused():
+    """PyTorch's RNNCell returns (B, 0) for hidden_size 0 while its RNN refuses it; rnnfast
+    refuses both, on purpose (docs/guide/layers.md, "What differs from PyTorch")."""
+    with pytest.raises(ValueError, match="hidden_size must be >= 1"):
+        rnnfast.RNNCell(10, 0)
+    with pytest.raises(ValueError, match="hidden_size must be >= 1"):
+        rnnfast.RNN(10, 0)
+
+
 def test_forward_and_backward_check_their_arguments():
     rnn = make_rnn(D=3, H=4, L=2)  # float64
     x = np.zeros((5, 2, 3))

@@ -120,7 +120,10 @@ def test_clip_grad_norm_returns_the_norm_before_clipping():
     listed = [np.array([3.0, -4.0]), np.array([1.0])]
     assert clip_grad_norm(listed, 100.0, norm_type=math.inf) == 4.0
     assert clip_grad_norm(listed, 100.0, norm_type=1) == 8.0
-    assert clip_grad_norm([], 1.0) == 0.0
+    with pytest.warns(UserWarning, match="no gradients"):
+        assert clip_grad_norm([], 1.0) == 0.0
+    with pytest.warns(UserWarning, match="no gradients"):
+        assert clip_grad_norm(iter([]), 1.0) == 0.0
 
 
 def test_clip_grad_norm_nonfinite():
@@ -130,6 +133,50 @@ def test_clip_grad_norm_nonfinite():
     np.testing.assert_array_equal(grads[0], [1.0, np.nan])
     assert math.isnan(clip_grad_norm(grads, 1.0))
     assert np.isnan(grads[0]).all()  # as PyTorch
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf, "inf"])
+@pytest.mark.parametrize("where", [0, 1])
+def test_clip_grad_norm_nan_in_any_array(norm_type, where):
+    """A NaN makes the norm and every gradient NaN, whichever array holds it (Python's max()
+    over per-array maxima kept the first array's value when a later one was NaN)."""
+    grads = [np.ones(1), np.full(10, np.nan)][:: 1 if where else -1]
+    with pytest.raises(RuntimeError, match="nan"):
+        clip_grad_norm(grads, 0.5, norm_type=norm_type, error_if_nonfinite=True)
+    assert math.isnan(clip_grad_norm(grads, 0.5, norm_type=norm_type))
+    assert all(np.isnan(g).all() for g in grads)  # as PyTorch
+
+
+def test_clip_grad_norm_options():
+    grads = [np.array([3.0, -4.0])]
+    assert clip_grad_norm(grads, 100.0, norm_type="inf") == 4.0  # the string, as PyTorch
+    assert clip_grad_norm(grads, 100.0, norm_type="1") == 7.0
+    with pytest.raises(ValueError, match="norm_type must be a number or 'inf'"):
+        clip_grad_norm(grads, 1.0, norm_type="euclid")
+    # Refused on purpose (PyTorch computes a p < 0 "norm"): documented in the docstring.
+    with pytest.raises(ValueError, match="norm_type must be >= 0"):
+        clip_grad_norm(grads, 1.0, norm_type=-1)
+    with pytest.raises(ValueError, match="norm_type must be > 0"):
+        clip_grad_norm(grads, 1.0, norm_type=0)
+    with pytest.raises(TypeError, match="norm_type must be a number"):
+        clip_grad_norm(grads, 1.0, norm_type=True)
+    for flag in (1, "False", None):
+        with pytest.raises(TypeError, match="error_if_nonfinite must be True or False"):
+            clip_grad_norm(grads, 1.0, error_if_nonfinite=flag)
+    assert clip_grad_norm(grads, 100.0, error_if_nonfinite=np.True_) == 5.0
+
+
+def test_sgd_nesterov_must_be_a_bool():
+    p, g = {"w": np.zeros(3)}, {"w": np.zeros(3)}
+    for flag in (1, "False"):
+        with pytest.raises(TypeError, match="nesterov must be True or False"):
+            SGD(p, g, lr=0.1, momentum=0.9, nesterov=flag)
+    assert SGD(p, g, lr=0.1, momentum=0.9, nesterov=np.True_).nesterov is True
+
+
+def test_adagrad_docstring_says_whose_update_it_is():
+    assert "sqrt(sum) + eps" in Adagrad.__doc__
+    assert "not the one of the classic" in Adagrad.__doc__
 
 
 @pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf])

@@ -39,6 +39,7 @@ import numpy as np
 
 from rnnfast import functional
 from rnnfast._tables import format_rows
+from rnnfast._validation import check_flag
 
 __all__ = [
     "DEFAULT_GRID",
@@ -123,6 +124,7 @@ def make_problem(
     ``h0=False`` gives None for that array (its values are drawn all the same, so the others
     do not change). The test suite draws its problems here too.
     """
+    bias, h0 = check_flag("bias", bias), check_flag("h0", h0)
     rng = np.random.default_rng(seed)
     T, B, D, H = case.T, case.B, case.D, case.H
     bound = 1.0 / np.sqrt(H) if H > 0 else 1.0

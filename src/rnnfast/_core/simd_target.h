@@ -32,21 +32,28 @@ typedef uint64_t RF(ivec_f64) __attribute__((vector_size(RF_VBYTES)));
 #define RF_LANES16(M, s, VL)                                                                     \
     RF_LANES8(M, s, VL), M(8, s, VL), M(9, s, VL), M(10, s, VL), M(11, s, VL), M(12, s, VL),     \
         M(13, s, VL), M(14, s, VL), M(15, s, VL)
+/* A two-vector lane shuffle with constant lanes: GCC's __builtin_shuffle takes the lanes as a
+ * mask vector, clang's __builtin_shufflevector (clang has no __builtin_shuffle) as constants. */
+#if defined(__clang__)
+#define RF_SHUF(a, b, MT, LANES, M, s, VL) __builtin_shufflevector(a, b, LANES(M, s, VL))
+#else
+#define RF_SHUF(a, b, MT, LANES, M, s, VL) __builtin_shuffle(a, b, (MT){LANES(M, s, VL)})
+#endif
 /* One level s of the butterflies below, on the vectors V[0 .. VL - 1]. Fold: V[q] gets the sums
  * of V[q] and V[q + s] paired as above (q < s). Swap: for r with bit s clear, V[r] and
  * V[r + s] exchange their off-diagonal s x s blocks (a tile transpose after all levels). */
 #define RF_FOLD(V, VT, MT, LANES, s, VL)                                                         \
     for (int q = 0; q < (s); q++) {                                                              \
         VT lo_ = V[q], hi_ = V[q + (s)];                                                         \
-        V[q] = __builtin_shuffle(lo_, hi_, (MT){LANES(RF_MASK_U, s, VL)})                        \
-               + __builtin_shuffle(lo_, hi_, (MT){LANES(RF_MASK_V, s, VL)});                     \
+        V[q] = RF_SHUF(lo_, hi_, MT, LANES, RF_MASK_U, s, VL)                                     \
+               + RF_SHUF(lo_, hi_, MT, LANES, RF_MASK_V, s, VL);                                  \
     }
 #define RF_SWAP(V, VT, MT, LANES, s, VL)                                                         \
     for (int r = 0; r < (VL); r++) {                                                             \
         if (r & (s)) continue;                                                                   \
         VT lo_ = V[r], hi_ = V[r + (s)];                                                         \
-        V[r] = __builtin_shuffle(lo_, hi_, (MT){LANES(RF_MASK_U, s, VL)});                       \
-        V[r + (s)] = __builtin_shuffle(lo_, hi_, (MT){LANES(RF_MASK_V, s, VL)});                 \
+        V[r] = RF_SHUF(lo_, hi_, MT, LANES, RF_MASK_U, s, VL);                                    \
+        V[r + (s)] = RF_SHUF(lo_, hi_, MT, LANES, RF_MASK_V, s, VL);                              \
     }
 /* STEP at every level, s = VL / 2 down to 1 */
 #define RF_LEVELS_2(STEP, V, VT, MT) STEP(V, VT, MT, RF_LANES2, 1, 2)
@@ -111,6 +118,7 @@ RF_TRANSPOSE(double, f64, 2)
 #undef RF_LANES4
 #undef RF_LANES8
 #undef RF_LANES16
+#undef RF_SHUF
 #undef RF_FOLD
 #undef RF_SWAP
 #undef RF_LEVELS_2

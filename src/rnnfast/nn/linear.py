@@ -11,6 +11,7 @@ from rnnfast._validation import (
     Seed,
     as_float_array,
     as_ids,
+    check_flag,
     check_int,
     check_shape,
     float_dtype,
@@ -53,7 +54,7 @@ class Linear(Module):
         super().__init__()
         self.in_features = check_int("in_features", in_features, 1)
         self.out_features = check_int("out_features", out_features, 1)
-        self.bias = bool(bias)
+        self.bias = check_flag("bias", bias)
         self.dtype = float_dtype(dtype)
         rng = np.random.default_rng(seed)
         bound = 1.0 / math.sqrt(self.in_features)

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
-from rnnfast._validation import to_numpy
+from rnnfast._validation import check_flag, to_numpy
 
 __all__ = ["IncompatibleKeys", "Module"]
 
@@ -121,6 +121,7 @@ class Module:
             ValueError: ``strict`` and a key is missing or unexpected (all of them are named),
                 or a value has the wrong shape or is not numeric.
         """
+        strict = check_flag("strict", strict)
         params = self.parameters()
         missing = [k for k in params if k not in state_dict]
         unexpected = [k for k in state_dict if k not in params]
@@ -148,7 +149,7 @@ class Module:
 
     def train(self: _M, mode: bool = True) -> _M:
         """Set training mode (dropout on) for this module and its sub-modules; returns self."""
-        self.training = bool(mode)
+        self.training = check_flag("mode", mode)
         for module in self._modules.values():
             module.train(mode)
         return self

@@ -26,6 +26,7 @@ from rnnfast._validation import (
     as_float_array,
     as_lengths,
     check_choice,
+    check_flag,
     check_int,
     check_shape,
     float_dtype,
@@ -81,8 +82,10 @@ def _set_options(
 ) -> None:
     """Check and set the options every recurrent layer has (RNN's and RNNCell's)."""
     layer.input_size = check_int("input_size", input_size, 1)
+    # hidden_size 0: torch.nn.RNN refuses it, torch.nn.RNNCell returns (B, 0); rnnfast refuses
+    # both (docs/guide: differences from PyTorch).
     layer.hidden_size = check_int("hidden_size", hidden_size, 1)
-    layer.bias = bool(bias)
+    layer.bias = check_flag("bias", bias)
     layer.nonlinearity = check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
     layer.dtype = float_dtype(dtype)
     layer.backend = check_choice("backend", backend, BACKENDS)
@@ -182,8 +185,8 @@ class RNNBase(Module):
         super().__init__()
         _set_options(self, input_size, hidden_size, bias, nonlinearity, dtype, backend)
         self.num_layers = check_int("num_layers", num_layers, 1)
-        self.batch_first = bool(batch_first)
-        self.bidirectional = bool(bidirectional)
+        self.batch_first = check_flag("batch_first", batch_first)
+        self.bidirectional = check_flag("bidirectional", bidirectional)
         if isinstance(dropout, bool) or not isinstance(dropout, int | float | np.floating):
             raise TypeError(f"dropout must be a number, got {type(dropout).__name__}")
         if not 0 <= dropout <= 1:

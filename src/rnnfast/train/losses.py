@@ -60,8 +60,10 @@ def softmax_cross_entropy(
         targets: (...) integer classes in [0, C), shaped like logits without the last axis.
         reduction: ``"mean"`` over the non-ignored targets, ``"sum"``, or ``"none"`` (the loss
             of every element, shaped like targets).
-        ignore_index: a target value that contributes neither loss nor gradient (e.g. padding).
-            If every target is ignored, the mean is 0 (PyTorch returns NaN).
+        ignore_index: a target value that contributes neither loss nor gradient (e.g. padding),
+            whatever the logits there, NaN included (PyTorch's loss leaves them out too, but its
+            gradient there is NaN). If every target is ignored, the mean is 0 (PyTorch returns
+            NaN).
 
     Returns:
         (loss, grad): a float (an array for ``"none"``) and dL/dlogits, shaped and typed like
@@ -101,8 +103,10 @@ def softmax_cross_entropy(
     grad = exp / sum_exp  # softmax; minus one at each target:
     np.put_along_axis(grad, idx, np.take_along_axis(grad, idx, axis=-1) - 1, axis=-1)
     if keep is not None:
-        losses *= keep
-        grad *= keep[..., None]
+        # np.where, not a product with the mask: NaN * 0 is NaN, so an ignored element's NaN
+        # logits would still reach the loss (PyTorch's loss leaves them out too).
+        losses = np.where(keep, losses, losses.dtype.type(0))
+        grad = np.where(keep[..., None], grad, grad.dtype.type(0))
     count = t.size if keep is None else int(keep.sum())
     return _reduce(losses, grad, reduction, count)
 

@@ -20,12 +20,13 @@ hyperparameter::
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
-from rnnfast._validation import asarray, check_nonnegative
+from rnnfast._validation import asarray, check_flag, check_nonnegative
 
 __all__ = ["SGD", "Adagrad", "Adam", "Optimizer", "clip_grad_norm", "clip_grad_value"]
 
@@ -122,7 +123,7 @@ class SGD(Optimizer):
         self.momentum = check_nonnegative("momentum", momentum)
         self.dampening = check_nonnegative("dampening", dampening)
         self.weight_decay = check_nonnegative("weight_decay", weight_decay)
-        self.nesterov = bool(nesterov)
+        self.nesterov = check_flag("nesterov", nesterov)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("nesterov momentum requires momentum > 0 and dampening = 0")
 
@@ -140,12 +141,17 @@ class SGD(Optimizer):
 
 
 class Adagrad(Optimizer):
-    """Adagrad, the optimizer of the classic from-scratch char-RNN; exactly
-    ``torch.optim.Adagrad``::
+    """Adagrad, exactly ``torch.optim.Adagrad``::
 
         g = grad + weight_decay * p
         sum += g * g                       (sum starts at initial_accumulator_value)
         p -= lr / (1 + (step - 1) * lr_decay) * g / (sqrt(sum) + eps)
+
+    This is PyTorch's update, not the one of the classic from-scratch NumPy char-RNN
+    (min-char-rnn), which divides by ``sqrt(sum + 1e-8)``: the epsilon outside the square
+    root, as here, moves a parameter whose gradients were all tiny by less (with eps=1e-10 and
+    a first gradient g, PyTorch's step is ``lr * g / (|g| + 1e-10)``, min-char-rnn's
+    ``lr * g / sqrt(g*g + 1e-8)``). To reproduce min-char-rnn exactly, keep its own loop.
     """
 
     def __init__(
@@ -253,9 +259,17 @@ def clip_grad_norm(
     Args:
         grads: a dict of gradient arrays (e.g. ``model.grads``) or an iterable of arrays.
         max_norm: the largest norm allowed.
-        norm_type: p of the p-norm, or ``math.inf`` for the largest absolute value.
+        norm_type: p of the p-norm, > 0; ``math.inf`` or the string ``"inf"`` (as PyTorch
+            takes) for the largest absolute value. Unlike PyTorch, a norm_type <= 0 is refused
+            (a ValueError): for p < 0 the "norm" is dominated by the smallest gradient element,
+            so it clips by nothing useful, and p = 0 counts non-zero elements.
         error_if_nonfinite: raise instead of clipping when the norm is NaN or infinite (then
-            nothing is changed; otherwise the gradients become NaN, as in PyTorch).
+            nothing is changed; otherwise the gradients become NaN, as in PyTorch). A NaN or
+            Inf in any gradient counts, whatever the norm_type.
+
+    An empty mapping or iterable returns 0.0 and changes nothing, as in PyTorch, but with a
+    ``UserWarning`` (PyTorch is silent): it is usually an exhausted iterator or an empty dict
+    passed by mistake.
 
     Returns:
         The total norm *before* clipping, as a float.
@@ -268,14 +282,29 @@ def clip_grad_norm(
         array([0.6, 0.8])
     """
     max_norm = check_nonnegative("max_norm", max_norm)
+    if isinstance(norm_type, str):  # PyTorch takes float(norm_type): "inf", "2.0"
+        try:
+            norm_type = float(norm_type)
+        except ValueError:
+            raise ValueError(f"norm_type must be a number or 'inf', got {norm_type!r}") from None
     norm_type = check_nonnegative("norm_type", norm_type)
     if norm_type == 0:
         raise ValueError("norm_type must be > 0")
+    error_if_nonfinite = check_flag("error_if_nonfinite", error_if_nonfinite)
     arrays = _arrays(grads)
     if not arrays:
+        warnings.warn(
+            "clip_grad_norm got no gradients (an empty dict or an exhausted iterator?): "
+            "nothing is clipped and the norm is 0.0",
+            UserWarning,
+            stacklevel=2,
+        )
         return 0.0
     if norm_type == math.inf:
-        total = max(float(np.max(np.abs(g), initial=0.0)) for g in arrays)
+        # np.max over the per-array maxima, not Python's max(): max() keeps its first
+        # argument when a comparison with NaN is False, so a NaN after the first array
+        # would be dropped.
+        total = float(np.max([np.max(np.abs(g), initial=0.0) for g in arrays]))
     elif norm_type == 2:
         total = math.sqrt(sum(float(np.linalg.norm(g.ravel())) ** 2 for g in arrays))
     else:
