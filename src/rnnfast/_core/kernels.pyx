@@ -61,6 +61,21 @@ def set_simd_level(name=None):
 set_simd_level(None)  # the widest level this CPU has
 
 
+def sigmoid(x):
+    """1 / (1 + exp(-x)) of a float32 or float64 array (a new C-contiguous array), by the
+    gated cells' vector loop at the level in use (simd_elementwise.h); for tests."""
+    cdef cnp.ndarray a = np.array(x, order="C")
+    if a.dtype != np.float32 and a.dtype != np.float64:
+        raise TypeError(f"sigmoid takes float32 or float64, got {a.dtype}")
+    cdef Py_ssize_t n = a.size
+    if a.dtype == np.float32:
+        rnnfast_simd.sigmoid_f32(<float*>cnp.PyArray_DATA(a), <const float*>cnp.PyArray_DATA(a), n)
+    else:
+        rnnfast_simd.sigmoid_f64(<double*>cnp.PyArray_DATA(a), <const double*>cnp.PyArray_DATA(a),
+                                 n)
+    return a
+
+
 # ---- tuning: the size rules (tuning.h), one struct, read and changed from Python ---------------
 
 STEP_PRODUCTS = ("auto", "blas", "small", "panel")  # step_product's values: RF_PRODUCT_*

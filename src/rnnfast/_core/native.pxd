@@ -44,6 +44,9 @@ cdef extern from "simd.h" nogil:
                                 int) noexcept nogil
         void (*pack_panels_f64)(double*, const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                 int) noexcept nogil
+        # out (n) = sigmoid(in (n)); out may be in
+        void (*sigmoid_f32)(float*, const float*, Py_ssize_t) noexcept nogil
+        void (*sigmoid_f64)(double*, const double*, Py_ssize_t) noexcept nogil
         # GRU pointwise (simd_gru.h): forward(g, gh, bx, bhn, h_prev, out, ws, rows, H),
         # backward(d, ws, h_prev, da_x, da_h, rows, H)
         void (*gru_forward_f32)(const float*, const float*, const float*, const float*,

@@ -80,6 +80,9 @@ typedef struct {
                             const double *, double *, ptrdiff_t, ptrdiff_t);
     void (*pack_panels_f32)(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
     void (*pack_panels_f64)(double *, const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
+    /* out (n) = sigmoid(in (n)); out may be in */
+    void (*sigmoid_f32)(float *, const float *, ptrdiff_t);
+    void (*sigmoid_f64)(double *, const double *, ptrdiff_t);
     /* GRU pointwise (simd_gru.h): forward (g, gh, bx, bhn, h_prev, out, ws, rows, H) and
      * backward (d, ws, h_prev, da_x, da_h, rows, H) */
     void (*gru_forward_f32)(const float *, const float *, const float *, const float *,
@@ -101,6 +104,7 @@ typedef struct {
      add_col_sums_f32##SFX, add_col_sums_f64##SFX,                                             \
      small_addmm_f32##SFX, small_addmm_f64##SFX, step_dot_f32##SFX, step_dot_f64##SFX,       \
      panel_addmm_f32##SFX, panel_addmm_f64##SFX, pack_panels_f32##SFX, pack_panels_f64##SFX,   \
+     sigmoid_array_f32##SFX, sigmoid_array_f64##SFX,                                           \
      gru_forward_f32##SFX, gru_forward_f64##SFX, gru_backward_f32##SFX, gru_backward_f64##SFX, \
      VBYTES, NV_MAX, RF_PANEL_NR, PANEL_ROWS}
 

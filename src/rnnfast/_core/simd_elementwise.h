@@ -1,5 +1,5 @@
-/* Elementwise passes, per target (included by simd_target.h): tanh a vector at a time, bias +
- * activation, the activation's derivative, and the column sums of the bias gradient. */
+/* Elementwise passes, per target (included by simd_target.h): tanh and sigmoid a vector at a
+ * time, bias + activation, the activation's derivative, and the column sums of the bias gradient. */
 
 /* ---- tanh, a vector of lanes at a time -------------------------------------------------------
  * |x| < 0.625:  the odd rational (double) / polynomial (float) approximations of Cephes'
@@ -90,6 +90,95 @@ static inline __attribute__((always_inline)) RF(vec_f32) RF(tanh_f32)(RF(vec_f32
     return RF_TANH_SELECT(VF, VI, ax, small, large, sign);
 }
 
+/* ---- sigmoid, a vector of lanes at a time ---------------------------------------------------
+ * sigmoid(x) = num / (1 + e), e = exp(-|x|), num = e for x < 0 and 1 otherwise: one division, no
+ * cancellation on either side, the result in (0, 1]. exp as in tanh above (Cody-Waite, Taylor),
+ * but 2^n is applied in two halves, so that e reaches the subnormals: |x| is capped at 746
+ * (float: 104), beyond which the sigmoid rounds to 0 or 1. NaN propagates (the cap's compare is
+ * false for it); +-Inf give 1 and 0. The gated cells share it (LSTM: i, f, o; GRU: r, z).
+ * tests/test_simd.py measures it against a long-double oracle on a dense grid (within 2 ulp).
+ */
+static inline __attribute__((always_inline)) RF(vec_f64) RF(sigmoid_f64)(RF(vec_f64) x)
+{
+    typedef RF(vec_f64) VF;
+    typedef RF(ivec_f64) VI;
+    typedef RF(mask_f64) SI;
+    RF_TANH_ABS_CAPPED(VF, VI, UINT64_C(1) << 63, x, 746.0);
+    (void)sign;
+    const VF y = -ax;
+    const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
+    const VF t = y * 1.4426950408889634 + shifter;
+    const VF n = t - shifter;
+    VF r = y - n * 6.93147180369123816490e-01;
+    r = r - n * 1.90821492927058770002e-10;
+    /* 1 + r + r^2 P(r), P Taylor's tail to degree 14 (< 1e-19; degree 12 left 1.5e-16), the
+     * rounding of the chain falling on the small part */
+    VF e = (VF){0} + 1.0 / 87178291200.0;
+    e = e * r + 1.0 / 6227020800.0;
+    e = e * r + 1.0 / 479001600.0;
+    e = e * r + 1.0 / 39916800.0;
+    e = e * r + 1.0 / 3628800.0;
+    e = e * r + 1.0 / 362880.0;
+    e = e * r + 1.0 / 40320.0;
+    e = e * r + 1.0 / 5040.0;
+    e = e * r + 1.0 / 720.0;
+    e = e * r + 1.0 / 120.0;
+    e = e * r + 1.0 / 24.0;
+    e = e * r + 1.0 / 6.0;
+    e = e * r + 0.5;
+    e = e * (r * r) + r + 1.0;
+    /* n (>= -1077) as an integer, halved with a logical shift (AVX2 has no 64-bit arithmetic
+     * one): 2^n1 and 2^n2 are both normal, and the second product rounds once. */
+    const SI ni = (SI)t - (SI)((VF){0} + shifter);
+    const SI n1 = (SI)((VI)(ni + 2048) >> 1) - 1024;
+    const SI n2 = ni - n1;
+    e = e * (VF)((VI)(n1 + 1023) << 52);
+    e = e * (VF)((VI)(n2 + 1023) << 52);
+    const VF num = (VF)(((VI)e & (VI)(x < 0)) | ((VI)((VF){0} + 1.0) & ~(VI)(x < 0)));
+    /* 1 + e = d + d_lo exactly (e <= 1): the quotient's correction for d_lo keeps the
+     * rounding of 1 + e out of the result (a whole ulp of it for x < 0 otherwise) */
+    const VF d = 1.0 + e;
+    const VF d_lo = e - (d - 1.0);
+    const VF q = num / d;
+    return q - q * d_lo / d;
+}
+
+static inline __attribute__((always_inline)) RF(vec_f32) RF(sigmoid_f32)(RF(vec_f32) x)
+{
+    typedef RF(vec_f32) VF;
+    typedef RF(ivec_f32) VI;
+    typedef RF(mask_f32) SI;
+    RF_TANH_ABS_CAPPED(VF, VI, UINT32_C(1) << 31, x, 104.0f);
+    (void)sign;
+    const VF y = -ax;
+    const float shifter = 12582912.0f; /* 1.5 * 2^23 */
+    const VF t = y * 1.44269504f + shifter;
+    const VF n = t - shifter;
+    VF r = y - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    /* Cephes expf's minimax form, 1 + r + r^2 P(r): its last additions round less than a
+     * Taylor Horner chain's (which came out at 2.1 ulp here without FMA) */
+    VF e = (VF){0} + 1.9875691500e-4f;
+    e = e * r + 1.3981999507e-3f;
+    e = e * r + 8.3334519073e-3f;
+    e = e * r + 4.1665795894e-2f;
+    e = e * r + 1.6666665459e-1f;
+    e = e * r + 5.0000001201e-1f;
+    e = e * (r * r) + r + 1.0f;
+    const SI ni = (SI)t - (SI)((VF){0} + shifter); /* >= -150 */
+    const SI n1 = (SI)((VI)(ni + 256) >> 1) - 128;
+    const SI n2 = ni - n1;
+    e = e * (VF)((VI)(n1 + 127) << 23);
+    e = e * (VF)((VI)(n2 + 127) << 23);
+    const VF num = (VF)(((VI)e & (VI)(x < 0)) | ((VI)((VF){0} + 1.0f) & ~(VI)(x < 0)));
+    /* 1 + e = d + d_lo exactly (e <= 1): the quotient's correction for d_lo keeps the
+     * rounding of 1 + e out of the result (a whole ulp of it for x < 0 otherwise) */
+    const VF d = 1.0f + e;
+    const VF d_lo = e - (d - 1.0f);
+    const VF q = num / d;
+    return q - q * d_lo / d;
+}
+
 /* ---- elementwise passes, for T in {float, double} ------------------------------------------ */
 #define RF_ELEMENTWISE(T, SFX)                                                                   \
     /* row[i] = tanh(row[i] + b[i]) (b unused unless `biased`), whole vectors. A last partial    \
@@ -157,6 +246,26 @@ static inline __attribute__((always_inline)) RF(vec_f32) RF(tanh_f32)(RF(vec_f32
             for (ptrdiff_t i = 0; i < n; i++) g[i] = h[i] > 0 ? g[i] : (T)0;                     \
         }                                                                                        \
     }
+
+/* ---- sigmoid over an array (in place allowed): whole vectors, then the rest through one
+ * zero-padded vector ------------------------------------------------------------------------ */
+#define RF_SIGMOID_ARRAY(T, SFX)                                                                 \
+    static void RF(sigmoid_array_##SFX)(T *out, const T *in, ptrdiff_t n)                        \
+    {                                                                                            \
+        typedef RF(vec_##SFX) VT;                                                                \
+        enum { VL = RF_VBYTES / sizeof(T) };                                                     \
+        ptrdiff_t i = 0;                                                                         \
+        for (; i + VL <= n; i += VL) *(VT *)(out + i) = RF(sigmoid_##SFX)(*(const VT *)(in + i)); \
+        if (i < n) {                                                                             \
+            T part[VL] __attribute__((aligned(RF_VBYTES))) = {0};                                \
+            memcpy(part, in + i, (size_t)(n - i) * sizeof(T));                                   \
+            const VT v = RF(sigmoid_##SFX)(*(const VT *)part);                                   \
+            memcpy(out + i, &v, (size_t)(n - i) * sizeof(T));                                    \
+        }                                                                                        \
+    }
+RF_SIGMOID_ARRAY(float, f32)
+RF_SIGMOID_ARRAY(double, f64)
+#undef RF_SIGMOID_ARRAY
 
 RF_ELEMENTWISE(float, f32)
 RF_ELEMENTWISE(double, f64)

@@ -14,10 +14,9 @@
  *             d <- d z                            (the direct part of dL/dh)
  */
 
-/* The logistic function a vector at a time. TODO(merge gk-lstm): simd_elementwise.h's
- * sigmoid replaces this stand-in (tanh identity; not the contract's accuracy near 0). */
-#define RF_GRU_SIG_f32(v) (0.5f + 0.5f * RF(tanh_f32)(0.5f * (v)))
-#define RF_GRU_SIG_f64(v) (0.5 + 0.5 * RF(tanh_f64)(0.5 * (v)))
+/* The logistic function a vector at a time: simd_elementwise.h's, shared with the LSTM. */
+#define RF_GRU_SIG_f32(v) RF(sigmoid_f32)(v)
+#define RF_GRU_SIG_f64(v) RF(sigmoid_f64)(v)
 
 #define RF_GRU(T, SFX)                                                                           \
     /* One vector of units: the gates and the output from the pre-activation parts. */          \
