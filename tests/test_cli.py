@@ -150,6 +150,33 @@ def test_train_on_a_file(tmp_path):
     assert "--- step" not in proc.stdout  # --sample-every 0: only the final sample
 
 
+GATED = pytest.mark.skipif(
+    not (hasattr(rnnfast.nn, "LSTM") and hasattr(rnnfast.nn, "GRU")),
+    reason="this rnnfast has no gated layers",
+)
+
+
+@pytest.mark.parametrize(
+    "cell", ["rnn", pytest.param("lstm", marks=GATED), pytest.param("gru", marks=GATED)]
+)
+def test_train_cell_writes_a_model_that_sample_reads(cell, tmp_path):
+    proc = run_cli(
+        "train", "--cell", cell, "--steps", "3", "--hidden", "8", "--bptt", "10", "--batch", "4",
+        "--sample-every", "0", "--val-fraction", "0", "--out", "run", cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(proc)
+    named = {"rnn": "(hidden 8", "lstm": "(LSTM, hidden 8", "gru": "(GRU, hidden 8"}[cell]
+    assert proc.stdout.startswith(f"Training a 1-layer CharRNN {named}")
+    model = rnnfast.CharRNN.load(tmp_path / "run" / "model.npz")
+    assert model.cell == cell and model.rnn.hidden_size == 8
+    assert strict_json(tmp_path / "run" / "train.json")["config"]["cell"] == cell
+    args = ("sample", "--model", "run/model.npz", "--prefix", "The", "--length", "30")
+    sampled = run_cli(*args, "--seed", "2", cwd=tmp_path)
+    assert_ok(sampled)
+    expected = model.sample("The", 30, temperature=0.8, seed=2)
+    assert sampled.stdout.rstrip("\n") == ("The" + expected).rstrip("\n")
+
+
 def test_ctrl_c_stops_training_and_saves(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(
