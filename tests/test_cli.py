@@ -334,6 +334,33 @@ def test_diagnose_a_trained_model(trained, tmp_path):
     assert_png(tmp_path / "d" / "gradient_norms.png")
 
 
+@pytest.mark.parametrize("cells", [["rnn"], pytest.param(["all"], marks=GATED)])
+def test_diagnose_cells_side_by_side(cells, tmp_path):
+    proc = run_cli(
+        "diagnose", "--cell", *cells, "--hidden", "8", "--seq-len", "12", "--batch", "3",
+        "--train-steps", "4", "--out", "d", cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(proc)
+    names = ["rnn", "lstm", "gru"] if cells == ["all"] else cells
+    rows = re.findall(
+        r"^(rnn|lstm|gru)\s+(initial|trained)\s+(\S+)\s+(\S+)\s+(\S+)\s", proc.stdout, re.M
+    )
+    assert [(c, m) for c, m, *_ in rows] == [(c, m) for c in names for m in ("initial", "trained")]
+    data = strict_json(tmp_path / "d" / "gradient_norms.json")
+    assert [(c["cell"], c["model"]) for c in data["curves"]] == [
+        (c, m) for m in ("at initialization", "trained") for c in names
+    ]
+    for curve in data["curves"]:
+        assert len(curve["norms"]) == 13 and curve["norms"][0] == pytest.approx(1.0)
+        row = next(
+            r
+            for r in rows
+            if (r[0], r[1] == "trained") == (curve["cell"], curve["model"] == "trained")
+        )
+        assert curve["decay_rate"] == pytest.approx(float(row[2]), rel=1e-3)
+    assert_png(tmp_path / "d" / "gradient_norms.png")
+
+
 def test_plots_are_skipped_with_one_notice_without_matplotlib(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
@@ -468,6 +495,9 @@ BAD_ARGUMENTS = {
     "negative size": (["train", "--hidden", "-3"], "--hidden: must be >= 1, got -3"),
     "not a number": (["train", "--steps", "many"], "--steps: expected an integer"),
     "zero steps": (["train", "--steps", "0"], "must be >= 1"),
+    "unknown cell": (["train", "--cell", "tcn"], "--cell: invalid choice"),
+    "cell and model": (["diagnose", "--cell", "all", "--model", "m.npz"], "do not apply"),
+    "train steps alone": (["diagnose", "--train-steps", "3"], "with --cell only"),
     "negative lr": (["train", "--lr", "-1"], "--lr: must be a finite number > 0, got -1"),
     "nan lr": (["train", "--lr", "nan"], "--lr: must be a finite number > 0, got nan"),
     "bad fraction": (["train", "--val-fraction", "1.5"], "--val-fraction: must be in [0, 1)"),
