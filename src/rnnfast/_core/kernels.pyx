@@ -18,7 +18,7 @@ measurements behind each rule and how a new cell plugs in: docs/design/kernels.m
 """
 from cython cimport floating
 from libc.stdint cimport uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 import contextlib
 import operator
@@ -454,6 +454,10 @@ cdef struct Loop:
     void* out       # forward: the output h (T, B, H)
     const void* h   # backward: the forward's output
     const void* da  # backward: (T, B, N) gradient of the gate pre-activations
+    # backward: the gradient that dw_hh and db_hh sum (da itself, but for a GRU, whose n rows
+    # are scaled by r on the recurrent side), and db_hh (NULL: db is the only bias gradient)
+    const void* da_hh
+    void* db_hh
     const void* h0
     void* dw_ih
     void* dw_hh
@@ -509,6 +513,7 @@ cdef void _grad_steps(floating* dummy, Loop* job, int which, Py_ssize_t t0, Py_s
         _bulk_gemm(Trans, NoTrans, N, D, (t1 - t0) * B, <floating>1, da + t0 * gstep, N,
                    <const floating*>job.x + t0 * B * D, D, beta, <floating*>job.dw_ih, D)
         return
+    da = <const floating*>job.da_hh
     if first or t1 > hh0:  # with no rows (T = 1), the first GEMM still sets dw_hh to zero
         _bulk_gemm(Trans, NoTrans, N, H, max(0, t1 - hh0) * B, <floating>1, da + hh0 * gstep,
                    N, <const floating*>job.h + (hh0 - 1) * hstep, H, beta,
@@ -520,18 +525,28 @@ cdef void _grad_steps(floating* dummy, Loop* job, int which, Py_ssize_t t0, Py_s
 
 cdef void _bias_grad_steps(floating* dummy, Loop* job, Py_ssize_t t0, Py_ssize_t t1,
                            bint first) noexcept nogil:
-    """db of steps t0..t1-1: the sum of their rows of da (set by the ``first`` chunk)."""
+    """db of steps t0..t1-1: the sum of their rows of da (set by the ``first`` chunk); and
+    db_hh, from da_hh, if the cell has one."""
     cdef Py_ssize_t N = job.N, i
     cdef floating* db = <floating*>job.db
+    cdef floating* db_hh = <floating*>job.db_hh
     if first:
         for i in range(N):
             db[i] = 0
+            if db_hh != NULL:
+                db_hh[i] = 0
     if floating is float:
         rnnfast_simd.add_col_sums_f32(db, <const float*>job.da + t0 * job.B * N,
                                       (t1 - t0) * job.B, N)
+        if db_hh != NULL:
+            rnnfast_simd.add_col_sums_f32(db_hh, <const float*>job.da_hh + t0 * job.B * N,
+                                          (t1 - t0) * job.B, N)
     else:
         rnnfast_simd.add_col_sums_f64(db, <const double*>job.da + t0 * job.B * N,
                                       (t1 - t0) * job.B, N)
+        if db_hh != NULL:
+            rnnfast_simd.add_col_sums_f64(db_hh, <const double*>job.da_hh + t0 * job.B * N,
+                                          (t1 - t0) * job.B, N)
 
 
 cdef inline void _chunk_steps(Loop* job, Py_ssize_t k, Py_ssize_t* t0,
@@ -782,6 +797,7 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     job.T, job.B, job.D, job.H, job.N, job.chunk, job.progress = T, B, D, H, N, chunk, 0
     job.claimed[0] = job.claimed[1] = job.done[0] = job.done[1] = 0
     job.x, job.h, job.da, job.cell = &x[0, 0, 0], &h[0, 0, 0], da_ptr, cell
+    job.da_hh, job.db_hh = da_ptr, NULL
     job.h0 = NULL if h0 is None else &h0[0, 0]
     job.dw_ih, job.dw_hh, job.db = &dw_ih[0, 0], &dw_hh[0, 0], &db[0]
     with nogil:
@@ -1098,3 +1114,394 @@ def rnn_backward_plain(dh, x, h0, h, w_ih, w_hh, nonlinearity, Py_ssize_t blas_i
             and _shaped(dh, typenum, sizes[0], sizes[1], sizes[3])):
         return None
     return rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity)
+
+
+# ==============================================================================================
+# GRU (G = 3, gates r, z, n, PyTorch's form): r = sig(W_ir x + b_ir + W_hr h + b_hr), z alike,
+# n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) n + z h. On the engine above:
+# the input projection of every step in one GEMM (Loop.gates, (T, B, 3H), helper thread
+# projecting ahead as for Elman), one recurrent product a step for all 3H rows into its own
+# (B, 3H) buffer (the n rows are needed apart, to be scaled by r), the pointwise part in
+# simd_gru.h. b_ih and the r, z parts of b_hh are folded into one bias added in the pointwise
+# part; b_hn stays inside r * (...). The training forward keeps the workspace (T, B, 4H): per
+# row [r, z, n, W_hn h + b_hn]. Backward: two (T, B, 3H) gradients, da_x = [dr, dz, dn] (for
+# dw_ih, dx, db_ih) and da_h = [dr, dz, r dn] (for dw_hh, dh_prev, db_hh); the gradient into
+# h[t-1] is z dh + da_h[t] @ w_hh. No split forward (an output column needs all three gates).
+# ==============================================================================================
+
+cdef enum:
+    CELL_GRU = 3
+
+
+cdef Cell _gru_cell():
+    cdef Cell cell
+    cell.code, cell.gates = CELL_GRU, 3
+    return cell
+
+
+cdef inline void _gru_pointwise_forward(const floating* g, const floating* gh,
+                                        const floating* bx, const floating* bhn,
+                                        const floating* h_prev, floating* out, floating* ws,
+                                        Py_ssize_t rows, Py_ssize_t H) noexcept nogil:
+    """out (rows, H) from the projection g and recurrent product gh (rows, 3H, no bias), the
+    folded bias bx (3H) and b_hn (H) (NULL: none), h_prev (NULL: zeros); ws (rows, 4H) kept
+    unless NULL."""
+    if floating is float:
+        rnnfast_simd.gru_forward_f32(g, gh, bx, bhn, h_prev, out, ws, rows, H)
+    else:
+        rnnfast_simd.gru_forward_f64(g, gh, bx, bhn, h_prev, out, ws, rows, H)
+
+
+cdef inline void _gru_pointwise_backward(floating* d, const floating* ws,
+                                         const floating* h_prev, floating* da_x,
+                                         floating* da_h, Py_ssize_t rows,
+                                         Py_ssize_t H) noexcept nogil:
+    """da_x, da_h (rows, 3H) from d = dL/dh' (rows, H), which becomes z d."""
+    if floating is float:
+        rnnfast_simd.gru_backward_f32(d, ws, h_prev, da_x, da_h, rows, H)
+    else:
+        rnnfast_simd.gru_backward_f64(d, ws, h_prev, da_x, da_h, rows, H)
+
+
+cdef void _gru_forward_steps(floating* gates, floating* gh, floating* out, floating* ws,
+                             Loop* job, const floating* h0_ptr, const floating* bx,
+                             const floating* bhn, const floating* w_op,
+                             StepProduct* how) noexcept nogil:
+    """The GRU forward's time loop (as _forward_steps: the helper projects chunks ahead if
+    job.chunk > 0)."""
+    cdef Py_ssize_t T = job.T, B = job.B, H = job.H, N = job.N, t
+    cdef Py_ssize_t gstep = B * N, hstep = B * H, wstep = B * 4 * H
+    cdef Py_ssize_t ready = job.chunk if job.chunk > 0 else T
+    cdef bint prefetch = job.chunk > 0 and (
+        <Py_ssize_t>(gstep * sizeof(floating)) <= rf_tuning_now.prefetch_max_step_bytes)
+    cdef floating* g_t
+    cdef floating* h_t
+    cdef const floating* h_prev
+    cdef bint saved
+    cdef rf_thread helper
+    if job.chunk > 0:
+        saved = _serial_blas_begin(True)
+        job.claimed[0] = 1
+        rf_thread_start(&helper, _helper_main, job)
+        _project_steps(gates, job, 0, job.chunk)
+    else:
+        _project_steps(gates, job, 0, T)
+        saved = _serial_blas_begin(how.kind == STEP_BLAS
+                                   and B * N * H < rf_tuning_now.serial_step_max_macs)
+    for t in range(T):
+        g_t = gates + t * gstep
+        h_t = out + t * hstep
+        if t == ready:
+            ready = _await_chunk(gates, job, t)
+        h_prev = h0_ptr if t == 0 else h_t - hstep
+        if prefetch and (t + 1 < ready or (t + 1 < T and rf_load(&job.progress) > t + 1)):
+            rf_prefetch(g_t + gstep, gstep * sizeof(floating))
+        memset(gh, 0, gstep * sizeof(floating))
+        if h_prev != NULL:
+            _add_matmul(gh, h_prev, w_op, Trans, how, B, H, N)
+        _gru_pointwise_forward(g_t, gh, bx, bhn, h_prev, h_t,
+                               NULL if ws == NULL else ws + t * wstep, B, H)
+    if job.chunk > 0:
+        rf_thread_join(&helper)
+    _serial_blas_end(saved)
+
+
+cdef void _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
+                       const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
+                       const floating[::1] bx, const floating[::1] bhn,
+                       floating[:, :, ::1] h, floating[:, :, ::1] gates,
+                       floating[:, ::1] gh, floating[:, :, ::1] ws, int kind,
+                       const floating[:, ::1] w_hh_t, const floating[:, ::1] tail,
+                       const floating[::1] packed, floating[::1] stage) noexcept:
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], N = w_ih.shape[0]
+    cdef Py_ssize_t H = w_hh.shape[1]
+    cdef StepProduct how = _step_product(kind, tail, packed, stage)
+    cdef const floating* w_op = &w_hh[0, 0] if w_hh_t is None else &w_hh_t[0, 0]
+    cdef const floating* h0_ptr = NULL if h0 is None else &h0[0, 0]
+    cdef const floating* bx_ptr = NULL if bx is None else &bx[0]
+    cdef const floating* bhn_ptr = NULL if bhn is None else &bhn[0]
+    cdef floating* ws_ptr = NULL if ws is None else &ws[0, 0, 0]
+    cdef Loop job
+    job.is_double, job.backward, job.split = floating is double, False, False
+    job.T, job.B, job.D, job.H, job.N = T, B, D, H, N
+    job.x, job.w_ih, job.gates, job.out = &x[0, 0, 0], &w_ih[0, 0], &gates[0, 0, 0], &h[0, 0, 0]
+    job.how, job.bias, job.cell, job.h0 = how, NULL, _gru_cell(), h0_ptr
+    with nogil:
+        job.chunk = job.progress = _overlap_chunk(kind, T, B, D, H, N)
+        _gru_forward_steps(&gates[0, 0, 0], &gh[0, 0], &h[0, 0, 0], ws_ptr, &job, h0_ptr,
+                           bx_ptr, bhn_ptr, w_op, &how)
+
+
+cdef void _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
+                        const floating[:, ::1] h0, const floating[:, :, ::1] h,
+                        const floating[:, :, ::1] ws, const floating[:, ::1] w_ih,
+                        const floating[:, ::1] w_hh, floating[:, :, ::1] da_x,
+                        floating[:, :, ::1] da_h, floating[:, ::1] carry,
+                        floating[:, :, ::1] dx, floating[:, ::1] dh0,
+                        floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
+                        floating[::1] db_hh, int kind, const floating[:, ::1] tail,
+                        const floating[::1] packed, floating[::1] stage,
+                        Py_ssize_t chunk) noexcept:
+    """As _backward, for the GRU: ``carry`` (B, H) holds the gradient into the step's output,
+    dh[t] + z dh_total[t+1] + da_h[t+1] @ w_hh."""
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], N = w_ih.shape[0]
+    cdef Py_ssize_t H = w_hh.shape[1]
+    cdef Py_ssize_t gstep = B * N, hstep = B * H, wstep = B * 4 * H, t, i
+    cdef StepProduct how = _step_product(kind, tail, packed, stage)
+    cdef const floating* w_hh_ptr = &w_hh[0, 0]
+    cdef floating* dax = &da_x[0, 0, 0]
+    cdef floating* dah = &da_h[0, 0, 0]
+    cdef floating* d = &carry[0, 0]
+    cdef const floating* dh_t
+    cdef const floating* h0_ptr = NULL if h0 is None else &h0[0, 0]
+    cdef bint saved
+    cdef Loop job
+    cdef rf_thread helper
+    job.is_double, job.backward, job.split = floating is double, True, False
+    job.T, job.B, job.D, job.H, job.N, job.chunk, job.progress = T, B, D, H, N, chunk, 0
+    job.claimed[0] = job.claimed[1] = job.done[0] = job.done[1] = 0
+    job.x, job.h, job.da, job.cell = &x[0, 0, 0], &h[0, 0, 0], dax, _gru_cell()
+    job.da_hh, job.db_hh, job.h0 = dah, &db_hh[0], h0_ptr
+    job.dw_ih, job.dw_hh, job.db = &dw_ih[0, 0], &dw_hh[0, 0], &db_ih[0]
+    with nogil:
+        if chunk > 0:
+            saved = _serial_blas_begin(True)
+            rf_thread_start(&helper, _helper_main, &job)
+        else:
+            saved = _serial_blas_begin(kind == STEP_BLAS
+                                       and B * N * H < rf_tuning_now.serial_step_max_macs)
+        for t in range(T - 1, -1, -1):
+            dh_t = &dh[t, 0, 0]
+            if t == T - 1:
+                memcpy(d, dh_t, hstep * sizeof(floating))
+            else:  # d holds z dh_total[t+1]
+                for i in range(hstep):
+                    d[i] += dh_t[i]
+                _add_matmul(d, dah + (t + 1) * gstep, w_hh_ptr, NoTrans, &how, B, N, H)
+            _gru_pointwise_backward(d, &ws[t, 0, 0], h0_ptr if t == 0 else &h[t - 1, 0, 0],
+                                    dax + t * gstep, dah + t * gstep, B, H)
+            if chunk > 0 and ((T - t) % chunk == 0 or t == 0):
+                rf_publish(&job.progress, T - t)
+        # dh0 = z dh_total[0] + da_h[0] @ w_hh, by the step product (its packed w_hh may live
+        # in dx's memory, written below)
+        memcpy(&dh0[0, 0], d, hstep * sizeof(floating))
+        _add_matmul(&dh0[0, 0], dah, w_hh_ptr, NoTrans, &how, B, N, H)
+        if chunk == 0:
+            _serial_blas_end(saved)
+            _grad_steps(dax, &job, GRAD_IH, 0, T, True)
+            _grad_steps(dax, &job, GRAD_HH, 0, T, True)
+            _bias_grad_steps(dax, &job, 0, T, True)
+        elif not helper.running:
+            _helper_work(dax, &job)
+        # dx (T*B, D) = da_x (T*B, N) @ w_ih (N, D)
+        _bulk_gemm(NoTrans, NoTrans, T * B, D, N, <floating>1, dax, N, &w_ih[0, 0], D,
+                   <floating>0, &dx[0, 0, 0], D)
+        if chunk > 0:
+            _finish_grads(dax, &job)
+            rf_thread_join(&helper)
+            _serial_blas_end(saved)
+
+
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training):
+    """Compiled GRU forward: (h (T, B, H), workspace (T, B, 4H) or None).
+
+    x (T, B, D), h0 (B, H) or None (zeros), w_ih (3H, D), w_hh (3H, H), b_ih and b_hh (3H,)
+    or both None; gates r, z, n. The workspace (``training``): per (t, b) row
+    [r, z, n, W_hn h[t-1] + b_hn], for gru_backward; None when not training.
+    """
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], N = w_hh.shape[0], H = w_hh.shape[1]
+    dtype = x.dtype
+    kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True)
+    h = np.empty((T, B, H), dtype=dtype)
+    gates = np.empty((T, B, N), dtype=dtype)  # the input projection
+    gh = np.empty((B, N), dtype=dtype)  # a step's recurrent product
+    ws = np.empty((T, B, 4 * H), dtype=dtype) if training else None
+    bx = bhn = None
+    if b_ih is not None:
+        bx = b_ih.copy()
+        bx[:2 * H] += b_hh[:2 * H]
+        bhn = np.ascontiguousarray(b_hh[2 * H:])
+    if dtype == np.float32:
+        _gru_forward[float](x, h0, w_ih, w_hh, bx, bhn, h, gates, gh, ws, kind, w_hh_t, tail,
+                            packed, stage)
+    else:
+        _gru_forward[double](x, h0, w_ih, w_hh, bx, bhn, h, gates, gh, ws, kind, w_hh_t, tail,
+                             packed, stage)
+    return h, ws
+
+
+def gru_backward(dh, x, h0, h, workspace, w_ih, w_hh, b_hh):
+    """Compiled GRU BPTT: (dx, dh0, dw_ih, dw_hh, db_ih, db_hh), db_* None when b_hh is None.
+
+    dh (T, B, H) the gradient from outside into every h[t]; workspace from gru_forward
+    (training=True).
+    """
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2]
+    cdef Py_ssize_t N = w_hh.shape[0], H = w_hh.shape[1]
+    dtype = x.dtype
+    da_x = np.empty((T, B, N), dtype=dtype)
+    da_h = np.empty((T, B, N), dtype=dtype)
+    carry = np.empty((B, H), dtype=dtype)
+    dx = np.empty((T, B, D), dtype=dtype)
+    dh0 = np.empty((B, H), dtype=dtype)
+    dw_ih = np.empty((N, D), dtype=dtype)
+    dw_hh = np.empty((N, H), dtype=dtype)
+    db_ih = np.empty(N, dtype=dtype)
+    db_hh = np.empty(N, dtype=dtype)
+    cdef Py_ssize_t chunk = _overlap_chunk(_step_kind(B, H, N, dtype.itemsize), T, B, D, H, N)
+    kind, _, tail, packed, stage = step_operands(w_hh, B, False,
+                                                 (dx,) if chunk else (dx, dw_ih, dw_hh))
+    if dtype == np.float32:
+        _gru_backward[float](dh, x, h0, h, workspace, w_ih, w_hh, da_x, da_h, carry, dx, dh0,
+                             dw_ih, dw_hh, db_ih, db_hh, kind, tail, packed, stage, chunk)
+    else:
+        _gru_backward[double](dh, x, h0, h, workspace, w_ih, w_hh, da_x, da_h, carry, dx, dh0,
+                              dw_ih, dw_hh, db_ih, db_hh, kind, tail, packed, stage, chunk)
+    if b_hh is None:
+        return dx, dh0, dw_ih, dw_hh, None, None
+    return dx, dh0, dw_ih, dw_hh, db_ih, db_hh
+
+
+def gru_overlap_steps(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
+                      Py_ssize_t itemsize):
+    """Steps per hand-over to a helper thread in a GRU call of these sizes (0: no helper)."""
+    return _overlap_chunk(_step_kind(B, H, 3 * H, itemsize), T, B, D, H, 3 * H)
+
+
+# ---- GRU streaming step ----------------------------------------------------------------------
+
+cdef void _gru_step_product(floating* out, const floating* a, const floating* w,
+                            const floating* bias, Py_ssize_t B, Py_ssize_t k,
+                            Py_ssize_t n) noexcept nogil:
+    """out (B, n) = a (B, k) @ w.T + bias (a NULL: bias only; bias NULL: none)."""
+    cdef Py_ssize_t r, i
+    if a != NULL and B <= rf_tuning_now.step_dot_max_batch:
+        if floating is float:
+            rnnfast_simd.step_dot_f32(out, a, w, k, NULL, NULL, 0, bias, B, n)
+        else:
+            rnnfast_simd.step_dot_f64(out, a, w, k, NULL, NULL, 0, bias, B, n)
+        return
+    for r in range(B):
+        for i in range(n):
+            out[r * n + i] = 0 if bias == NULL else bias[i]
+    if a != NULL:
+        _bulk_gemm(NoTrans, Trans, B, n, k, <floating>1, a, k, w, k, <floating>1, out, n)
+
+
+cdef void _gru_step_layer(floating* out, floating* scratch, const floating* inp,
+                          const floating* h_prev, const floating* w_ih, const floating* w_hh,
+                          const floating* b_ih, const floating* b_hh, Py_ssize_t B,
+                          Py_ssize_t D, Py_ssize_t H) noexcept nogil:
+    """out (B, H): one GRU layer's step; the biases ride on the two products (the pointwise
+    part then takes no bias), scratch (2, B, 3H) holds them."""
+    cdef Py_ssize_t N = 3 * H
+    _gru_step_product(scratch, inp, w_ih, b_ih, B, D, N)
+    _gru_step_product(scratch + B * N, h_prev, w_hh, b_hh, B, H, N)
+    _gru_pointwise_forward(scratch, scratch + B * N, <const floating*>NULL,
+                           <const floating*>NULL, h_prev, out, <floating*>NULL, B, H)
+
+
+cdef void _gru_step_stack(floating* out, floating* scratch, const floating* inp,
+                          const floating* h_ptr, tuple params, Py_ssize_t B, Py_ssize_t D,
+                          Py_ssize_t H, bint release_gil):
+    """Run an admitted GRU stack step: layer k writes out[k] (B, H); scratch (2, B, 3H)."""
+    cdef Py_ssize_t L = len(params), k, d_in = D, N = 3 * H
+    cdef const floating* h_prev
+    cdef object w_ih, w_hh, b_ih, b_hh
+    cdef const floating* b_ih_ptr
+    cdef const floating* b_hh_ptr
+    cdef const floating* w_ih_ptr
+    cdef const floating* w_hh_ptr
+    for k in range(L):
+        w_ih, w_hh, b_ih, b_hh = params[k]
+        b_ih_ptr = NULL if b_ih is None else <const floating*>_data(b_ih)
+        b_hh_ptr = NULL if b_hh is None else <const floating*>_data(b_hh)
+        w_ih_ptr = <const floating*>_data(w_ih)
+        w_hh_ptr = <const floating*>_data(w_hh)
+        h_prev = NULL if h_ptr == NULL else h_ptr + k * B * H
+        if release_gil:
+            with nogil:
+                _gru_step_layer(out + k * B * H, scratch, inp, h_prev, w_ih_ptr, w_hh_ptr,
+                                b_ih_ptr, b_hh_ptr, B, d_in, H)
+        else:
+            _gru_step_layer(out + k * B * H, scratch, inp, h_prev, w_ih_ptr, w_hh_ptr,
+                            b_ih_ptr, b_hh_ptr, B, d_in, H)
+        inp = out + k * B * H
+        d_in = H
+
+
+cdef int _gru_step_admit(object x, object h, tuple params, Py_ssize_t* sizes,
+                         Py_ssize_t* macs) except -2:
+    """_step_admit for a GRU stack (w_ih (3H, d_in), w_hh (3H, H), biases (3H,))."""
+    cdef Py_ssize_t L = len(params), k, B, D, H, d_in
+    cdef tuple layer
+    cdef object w_ih, w_hh, b_ih, b_hh
+    cdef int typenum = _float_typenum(x, 2) if L > 0 else -1
+    if typenum < 0:
+        return -1
+    if type(params[0]) is not tuple or len(<tuple>params[0]) != 4:
+        return -1
+    w_hh = (<tuple>params[0])[1]
+    if not cnp.PyArray_CheckExact(w_hh) or cnp.PyArray_NDIM(<cnp.ndarray>w_hh) != 2:
+        return -1
+    B, D, H = _dim(x, 0), _dim(x, 1), _dim(w_hh, 1)
+    if B == 0 or H == 0 or D == 0:
+        return -1
+    d_in = D
+    macs[0] = 0
+    for k in range(L):
+        if type(params[k]) is not tuple:
+            return -1
+        layer = <tuple>params[k]
+        if len(layer) != 4:
+            return -1
+        w_ih, w_hh, b_ih, b_hh = layer
+        if not (_shaped(w_ih, typenum, 3 * H, d_in) and _shaped(w_hh, typenum, 3 * H, H)):
+            return -1
+        if (b_ih is None) != (b_hh is None):
+            return -1
+        if b_ih is not None and not (_shaped(b_ih, typenum, 3 * H)
+                                     and _shaped(b_hh, typenum, 3 * H)):
+            return -1
+        macs[0] += 3 * B * H * (d_in + H)
+        d_in = H
+    if h is not None and not _shaped(h, typenum, L, B, H):
+        return -1
+    sizes[0], sizes[1], sizes[2], sizes[3] = L, B, D, H
+    return typenum
+
+
+def gru_step(x, h, tuple params):
+    """One GRU step of a stack of layers: (output (B, H), a copy of h_new[-1]; h_new (L, B, H)),
+    or None (an operand is not exactly right: the caller validates and retries).
+
+    x (B, D); h (L, B, H) or None for zeros; params: per layer (w_ih, w_hh, b_ih, b_hh), both
+    biases None for none.
+    """
+    cdef Py_ssize_t sizes[4]
+    cdef Py_ssize_t macs = 0
+    sizes[0] = sizes[1] = sizes[2] = sizes[3] = 0
+    cdef int typenum = _gru_step_admit(x, h, params, sizes, &macs)
+    if typenum < 0:
+        return None
+    cdef Py_ssize_t L = sizes[0], B = sizes[1], D = sizes[2], H = sizes[3]
+    cdef cnp.npy_intp dims[3]
+    dims[0], dims[1], dims[2] = L, B, H
+    h_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
+    output = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
+    dims[0], dims[1], dims[2] = 2, B, 3 * H
+    scratch = cnp.PyArray_EMPTY(3, dims, typenum, 0)
+    cdef bint release_gil = macs >= rf_tuning_now.step_nogil_min_macs
+    if typenum == cnp.NPY_FLOAT:
+        _gru_step_stack[float](<float*>_data(h_new), <float*>_data(scratch),
+                               <const float*>_data(x),
+                               NULL if h is None else <const float*>_data(h), params, B, D, H,
+                               release_gil)
+    else:
+        _gru_step_stack[double](<double*>_data(h_new), <double*>_data(scratch),
+                                <const double*>_data(x),
+                                NULL if h is None else <const double*>_data(h), params, B, D,
+                                H, release_gil)
+    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(<cnp.ndarray>x)
+    memcpy(_data(output), <char*>_data(h_new) + (L - 1) * B * H * itemsize, B * H * itemsize)
+    return output, h_new

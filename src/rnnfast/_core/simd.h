@@ -80,6 +80,16 @@ typedef struct {
                             const double *, double *, ptrdiff_t, ptrdiff_t);
     void (*pack_panels_f32)(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
     void (*pack_panels_f64)(double *, const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
+    /* GRU pointwise (simd_gru.h): forward (g, gh, bx, bhn, h_prev, out, ws, rows, H) and
+     * backward (d, ws, h_prev, da_x, da_h, rows, H) */
+    void (*gru_forward_f32)(const float *, const float *, const float *, const float *,
+                            const float *, float *, float *, ptrdiff_t, ptrdiff_t);
+    void (*gru_forward_f64)(const double *, const double *, const double *, const double *,
+                            const double *, double *, double *, ptrdiff_t, ptrdiff_t);
+    void (*gru_backward_f32)(float *, const float *, const float *, float *, float *, ptrdiff_t,
+                             ptrdiff_t);
+    void (*gru_backward_f64)(double *, const double *, const double *, double *, double *,
+                             ptrdiff_t, ptrdiff_t);
     ptrdiff_t vector_bytes; /* the small product pads its columns to whole vectors */
     ptrdiff_t max_vectors;  /* ... and holds at most this many per row in registers */
     ptrdiff_t panel_vectors; /* a panel is this many vectors wide */
@@ -91,6 +101,7 @@ typedef struct {
      add_col_sums_f32##SFX, add_col_sums_f64##SFX,                                             \
      small_addmm_f32##SFX, small_addmm_f64##SFX, step_dot_f32##SFX, step_dot_f64##SFX,       \
      panel_addmm_f32##SFX, panel_addmm_f64##SFX, pack_panels_f32##SFX, pack_panels_f64##SFX,   \
+     gru_forward_f32##SFX, gru_forward_f64##SFX, gru_backward_f32##SFX, gru_backward_f64##SFX, \
      VBYTES, NV_MAX, RF_PANEL_NR, PANEL_ROWS}
 
 /* Index = level: 0 baseline, 1 AVX2 + FMA, 2 AVX-512. */

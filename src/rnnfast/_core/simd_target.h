@@ -101,6 +101,7 @@ RF_TRANSPOSE(double, f64, 2)
 #endif
 
 #include "simd_elementwise.h"
+#include "simd_gru.h"
 #include "simd_small.h"
 #include "simd_panel.h"
 #include "simd_dot.h"

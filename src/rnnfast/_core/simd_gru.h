@@ -1,0 +1,153 @@
+/* The GRU cell's pointwise parts, per target (included by simd_target.h after
+ * simd_elementwise.h, whose tanh and sigmoid they use).
+ *
+ * A row of one batch element, H units, gates in PyTorch's order r, z, n:
+ *   forward:  r = sig(gx_r + gh_r), z = sig(gx_z + gh_z), a = gh_n (W_hn h + b_hn),
+ *             n = tanh(gx_n + r * a), h' = n + z * (h - n)   (= (1 - z) n + z h, as PyTorch)
+ *   where gx = x W_ih^T + b_ih (+ b_hh for r and z) and gh = h W_hh^T (+ b_hn for n).
+ *   The training forward keeps ws = [r, z, n, a] (4H) per row.
+ *   backward: from d = dL/dh' and ws, h:
+ *             dn = d (1 - z) (1 - n^2)            (the n pre-activation, input side)
+ *             dz = d (h - n) z (1 - z),  dr = dn a r (1 - r)
+ *             da_x = [dr, dz, dn]                 (-> dW_ih, dx, db_ih)
+ *             da_h = [dr, dz, r dn]               (-> dW_hh, dh_prev, db_hh)
+ *             d <- d z                            (the direct part of dL/dh)
+ */
+
+/* The logistic function a vector at a time. TODO(merge gk-lstm): simd_elementwise.h's
+ * sigmoid replaces this stand-in (tanh identity; not the contract's accuracy near 0). */
+#define RF_GRU_SIG_f32(v) (0.5f + 0.5f * RF(tanh_f32)(0.5f * (v)))
+#define RF_GRU_SIG_f64(v) (0.5 + 0.5 * RF(tanh_f64)(0.5 * (v)))
+
+#define RF_GRU(T, SFX)                                                                           \
+    /* One vector of units: the gates and the output from the pre-activation parts. */          \
+    static inline __attribute__((always_inline)) void RF(gru_lanes_##SFX)(                      \
+        RF(vec_##SFX) xr, RF(vec_##SFX) xz, RF(vec_##SFX) xn, RF(vec_##SFX) hr,                  \
+        RF(vec_##SFX) hz, RF(vec_##SFX) a, RF(vec_##SFX) hp, RF(vec_##SFX) * r,                  \
+        RF(vec_##SFX) * z, RF(vec_##SFX) * n, RF(vec_##SFX) * out)                               \
+    {                                                                                            \
+        *r = RF_GRU_SIG_##SFX(xr + hr);                                                          \
+        *z = RF_GRU_SIG_##SFX(xz + hz);                                                          \
+        *n = RF(tanh_##SFX)(xn + *r * a);                                                        \
+        *out = *n + *z * (hp - *n);                                                              \
+    }                                                                                            \
+    /* Rows of the forward: g (rows, 3H) the input projection without bias, gh (rows, 3H) the   \
+     * recurrent product without bias, bx (3H) the folded input-side bias and bhn (H) b_hn      \
+     * (both NULL: none), hp (rows, H) the state before (NULL: zeros); writes out (rows, H)     \
+     * and, unless NULL, ws (rows, 4H). Per element; the vector loop and the zero-padded tail    \
+     * give every lane the same arithmetic. */                                                   \
+    static inline __attribute__((always_inline)) void RF(gru_forward_rows_##SFX)(                \
+        const T *restrict g, const T *restrict gh, const T *restrict bx, const T *restrict bhn,  \
+        const T *restrict hp, T *restrict out, T *restrict ws, ptrdiff_t rows, ptrdiff_t H,      \
+        int biased, int has_h, int keep)                                                         \
+    {                                                                                            \
+        typedef RF(vec_##SFX) VT;                                                                \
+        enum { VL = RF_VBYTES / sizeof(T) };                                                     \
+        const ptrdiff_t N = 3 * H;                                                               \
+        for (ptrdiff_t b = 0; b < rows; b++) {                                                   \
+            const T *gb = g + b * N, *hb = gh + b * N, *pb = has_h ? hp + b * H : NULL;          \
+            T *ob = out + b * H, *wb = keep ? ws + b * 4 * H : NULL;                             \
+            ptrdiff_t j = 0;                                                                     \
+            for (; j + VL <= H; j += VL) {                                                       \
+                VT xr = *(const VT *)(gb + j), xz = *(const VT *)(gb + H + j);                   \
+                VT xn = *(const VT *)(gb + 2 * H + j);                                           \
+                VT a = *(const VT *)(hb + 2 * H + j);                                            \
+                if (biased) {                                                                    \
+                    xr += *(const VT *)(bx + j);                                                 \
+                    xz += *(const VT *)(bx + H + j);                                             \
+                    xn += *(const VT *)(bx + 2 * H + j);                                         \
+                    a += *(const VT *)(bhn + j);                                                 \
+                }                                                                                \
+                VT p = has_h ? *(const VT *)(pb + j) : (VT){0};                                  \
+                VT r, z, n, o;                                                                   \
+                RF(gru_lanes_##SFX)(xr, xz, xn, *(const VT *)(hb + j),                           \
+                                    *(const VT *)(hb + H + j), a, p, &r, &z, &n, &o);            \
+                *(VT *)(ob + j) = o;                                                             \
+                if (keep) {                                                                      \
+                    *(VT *)(wb + j) = r;                                                         \
+                    *(VT *)(wb + H + j) = z;                                                     \
+                    *(VT *)(wb + 2 * H + j) = n;                                                 \
+                    *(VT *)(wb + 3 * H + j) = a;                                                 \
+                }                                                                                \
+            }                                                                                    \
+            if (j < H) {                                                                         \
+                T v[7][VL] __attribute__((aligned(RF_VBYTES))) = {{0}};                          \
+                const ptrdiff_t m = H - j;                                                       \
+                for (ptrdiff_t i = 0; i < m; i++) {                                              \
+                    v[0][i] = gb[j + i] + (biased ? bx[j + i] : (T)0);                           \
+                    v[1][i] = gb[H + j + i] + (biased ? bx[H + j + i] : (T)0);                   \
+                    v[2][i] = gb[2 * H + j + i] + (biased ? bx[2 * H + j + i] : (T)0);           \
+                    v[3][i] = hb[j + i];                                                         \
+                    v[4][i] = hb[H + j + i];                                                     \
+                    v[5][i] = hb[2 * H + j + i] + (biased ? bhn[j + i] : (T)0);                  \
+                    v[6][i] = has_h ? pb[j + i] : (T)0;                                          \
+                }                                                                                \
+                VT r, z, n, o;                                                                   \
+                RF(gru_lanes_##SFX)(*(const VT *)v[0], *(const VT *)v[1], *(const VT *)v[2],     \
+                                    *(const VT *)v[3], *(const VT *)v[4], *(const VT *)v[5],     \
+                                    *(const VT *)v[6], &r, &z, &n, &o);                          \
+                for (ptrdiff_t i = 0; i < m; i++) {                                              \
+                    ob[j + i] = o[i];                                                            \
+                    if (keep) {                                                                  \
+                        wb[j + i] = r[i];                                                        \
+                        wb[H + j + i] = z[i];                                                    \
+                        wb[2 * H + j + i] = n[i];                                                \
+                        wb[3 * H + j + i] = v[5][i];                                             \
+                    }                                                                            \
+                }                                                                                \
+            }                                                                                    \
+        }                                                                                        \
+    }                                                                                            \
+    static void RF(gru_forward_##SFX)(const T *g, const T *gh, const T *bx, const T *bhn,        \
+                                      const T *hp, T *out, T *ws, ptrdiff_t rows, ptrdiff_t H)   \
+    {                                                                                            \
+        /* one instance per case, so that the flags are constants in each loop */               \
+        const int biased = bx != NULL, has_h = hp != NULL;                                       \
+        if (ws != NULL) {                                                                        \
+            if (biased && has_h) RF(gru_forward_rows_##SFX)(g, gh, bx, bhn, hp, out, ws, rows, H, 1, 1, 1); \
+            else if (biased) RF(gru_forward_rows_##SFX)(g, gh, bx, bhn, hp, out, ws, rows, H, 1, 0, 1); \
+            else if (has_h) RF(gru_forward_rows_##SFX)(g, gh, bx, bhn, hp, out, ws, rows, H, 0, 1, 1); \
+            else RF(gru_forward_rows_##SFX)(g, gh, bx, bhn, hp, out, ws, rows, H, 0, 0, 1);      \
+        } else {                                                                                 \
+            if (biased && has_h) RF(gru_forward_rows_##SFX)(g, gh, bx, bhn, hp, out, ws, rows, H, 1, 1, 0); \
+            else if (biased) RF(gru_forward_rows_##SFX)(g, gh, bx, bhn, hp, out, ws, rows, H, 1, 0, 0); \
+            else if (has_h) RF(gru_forward_rows_##SFX)(g, gh, bx, bhn, hp, out, ws, rows, H, 0, 1, 0); \
+            else RF(gru_forward_rows_##SFX)(g, gh, bx, bhn, hp, out, ws, rows, H, 0, 0, 0);      \
+        }                                                                                        \
+    }                                                                                            \
+    /* Rows of the backward (see the top): d (rows, H) in, d z out; ws (rows, 4H); hp (rows, H) \
+     * the state before (NULL: zeros); writes dx_ (rows, 3H) and dh_ (rows, 3H). Plain loops    \
+     * that gcc vectorizes (no transcendental). */                                               \
+    static void RF(gru_backward_##SFX)(T *restrict d, const T *restrict ws,                      \
+                                       const T *restrict hp, T *restrict dx_, T *restrict dh_,   \
+                                       ptrdiff_t rows, ptrdiff_t H)                              \
+    {                                                                                            \
+        const ptrdiff_t N = 3 * H;                                                               \
+        for (ptrdiff_t b = 0; b < rows; b++) {                                                   \
+            T *restrict db_ = d + b * H;                                                         \
+            const T *restrict w = ws + b * 4 * H;                                                \
+            const T *restrict p = hp == NULL ? NULL : hp + b * H;                                \
+            T *restrict gx = dx_ + b * N, *restrict gh = dh_ + b * N;                            \
+            for (ptrdiff_t j = 0; j < H; j++) {                                                  \
+                const T r = w[j], z = w[H + j], n = w[2 * H + j], a = w[3 * H + j];              \
+                const T dd = db_[j], h = p == NULL ? (T)0 : p[j];                                \
+                const T dn = dd * (1 - z) * (1 - n * n);                                         \
+                const T dz = dd * (h - n) * (z * (1 - z));                                       \
+                const T dr = dn * a * (r * (1 - r));                                             \
+                gx[j] = dr;                                                                      \
+                gx[H + j] = dz;                                                                  \
+                gx[2 * H + j] = dn;                                                              \
+                gh[j] = dr;                                                                      \
+                gh[H + j] = dz;                                                                  \
+                gh[2 * H + j] = r * dn;                                                          \
+                db_[j] = dd * z;                                                                 \
+            }                                                                                    \
+        }                                                                                        \
+    }
+
+RF_GRU(float, f32)
+RF_GRU(double, f64)
+
+#undef RF_GRU
+#undef RF_GRU_SIG_f32
+#undef RF_GRU_SIG_f64
