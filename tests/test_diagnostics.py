@@ -273,17 +273,24 @@ def torch_state_gradient_norms(layer, x, g):
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             getattr(cell, name).copy_(torch.from_numpy(p[f"{name}_l0"]))
     T, B = x.shape[:2]
-    zeros = [torch.zeros(B, H, dtype=torch.float64, requires_grad=True) for _ in range(2)]
-    states = [tuple(zeros) if lstm else zeros[0]]  # states[t]: the state before step t
+    # A zero perturbation added to the state entering each step: its gradient is the state's
+    # (an LSTM's h and c as two separate inputs of the next step, as the layer carries them).
+    eps = [
+        [
+            torch.zeros(B, H, dtype=torch.float64, requires_grad=True)
+            for _ in range(2 if lstm else 1)
+        ]
+        for _ in range(T)
+    ]
+    state = [torch.zeros(B, H, dtype=torch.float64) for _ in eps[0]]
     for t in range(T):
-        states.append(cell(torch.from_numpy(x[t]), states[-1]))
-    h_last = states[-1][0] if lstm else states[-1]
-    loss = (h_last * torch.from_numpy(g)).sum()
-    leaves = [s for st in states[:-1] for s in (st if lstm else [st])]
-    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-    per_state = np.array([gr.numpy() if gr is not None else np.zeros((B, H)) for gr in grads])
-    per_state = per_state.reshape(T, -1, B, H)  # state t-1 for t = 0..T-1 (0: the initial)
-    norms = np.sqrt((per_state**2).sum(axis=(1, 3))).mean(axis=1)
+        state = [s + e for s, e in zip(state, eps[t], strict=True)]
+        out = cell(torch.from_numpy(x[t]), tuple(state) if lstm else state[0])
+        state = list(out) if lstm else [out]
+    loss = (state[0] * torch.from_numpy(g)).sum()
+    grads = torch.autograd.grad(loss, [e for es in eps for e in es])
+    per_state = np.array([gr.numpy() for gr in grads]).reshape(T, -1, B, H)
+    norms = np.sqrt((per_state**2).sum(axis=(1, 3))).mean(axis=1)  # the state entering step t
     return np.concatenate([[1.0], norms[::-1]])
 
 

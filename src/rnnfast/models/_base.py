@@ -19,7 +19,6 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from rnnfast import nn
 from rnnfast._validation import (
     check_choice,
     float_dtype,
@@ -31,7 +30,7 @@ from rnnfast.models.file_format import (
     text_to_array,
     write_npz,
 )
-from rnnfast.nn import RNN, Linear, Module, RNNBase
+from rnnfast.nn import GRU, LSTM, RNN, Linear, Module, RNNBase
 from rnnfast.train import (
     SGD,
     Adagrad,
@@ -96,9 +95,7 @@ def _recurrent_layer(
         )
     if nonlinearity != "tanh":
         raise ValueError(f"nonlinearity applies to cell='rnn' only, got {nonlinearity!r}")
-    layer = getattr(nn, cell.upper(), None)  # rnnfast.nn.LSTM / rnnfast.nn.GRU
-    if layer is None:
-        raise NotImplementedError(f"this rnnfast has no {cell.upper()} layer")
+    layer = {"lstm": LSTM, "gru": GRU}[cell]
     return layer(
         input_size,
         hidden_size,
