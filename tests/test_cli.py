@@ -4,6 +4,7 @@ cases (one line on stderr, status 2, no traceback)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -233,7 +234,8 @@ def test_sample_default_prefix_starts_a_line(trained, capsys):
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path_factory.mktemp("demo")
-    proc = run_cli("demo", "--out", str(out), cwd=out)
+    # A short recall section here (its full run, and what it shows, is test_demo_recall_...).
+    proc = run_cli("demo", "--out", str(out), "--recall-steps", "5", cwd=out)
     assert_ok(proc)
     return proc, out
 
@@ -278,6 +280,29 @@ def test_demo_series_beats_the_naive_forecast(demo):
     assert rnn == pytest.approx(np.sqrt(np.mean((pred[t] - series[t + 1]) ** 2)), abs=1e-3)
     for name in ("alphabet_loss.png", "series.png"):
         assert_png(out / name)
+
+
+def test_demo_recall_section_reports_each_cell(demo):
+    proc, out = demo
+    assert "3. Remembering across a gap." in proc.stdout
+    found = re.findall(
+        r"^   (RNN|LSTM|GRU)\s+recalls\s+(\d+\.\d)% of the letters", proc.stdout, re.M
+    )
+    assert [c for c, _ in found] == ["RNN", "LSTM", "GRU"]
+    assert all(0 <= float(a) <= 100 for _, a in found)
+    assert_png(out / "recall.png")
+
+
+def test_demo_recall_the_gated_cells_beat_the_plain_rnn(tmp_path, capsys):
+    """The full recall section, in-process: seeded, so its numbers are reproducible."""
+    from rnnfast.cli import demo as demo_command
+
+    args = argparse.Namespace(seed=0, recall_steps=demo_command.RECALL_STEPS)
+    accuracy = demo_command._recall_demo(args, tmp_path)
+    assert accuracy["rnn"] < 0.4  # about chance, 25%
+    assert max(accuracy["lstm"], accuracy["gru"]) > 0.9
+    assert min(accuracy["lstm"], accuracy["gru"]) > accuracy["rnn"] + 0.2
+    assert "The gated cells' best recalls" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------------------------
