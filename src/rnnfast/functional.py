@@ -808,9 +808,14 @@ def gated_step(
     name = f"{cell}_step"
     if kernels is not None and not hasattr(kernels, name):
         kernels = None
+    if layer is not None and layer.refusal is not None:
+        raise ValueError(layer.refusal)
     if kernels is not None and (layer is None or layer.lead):
         # Operands already exactly right: one C call, its checks in C (None: they are not).
-        result = getattr(kernels, name)(x, *states, params)
+        try:
+            result = getattr(kernels, name)(x, *states, params)
+        except NotImplementedError:  # a kernel without the projection yet: the reference
+            kernels = result = None
         if result is not None:
             return result[0], tuple(result[1:])
     x2, s3, layers, batched = _validation.gated_step_args(x, states, params, layer, cell)
