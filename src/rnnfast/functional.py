@@ -584,10 +584,10 @@ def lstm_backward(
         >>> x, w_ih, w_hh = np.ones((2, 1, 1)), np.full((4, 1), 0.5), np.zeros((4, 1))
         >>> out = lstm_forward(x, None, None, w_ih, w_hh, training=True)
         >>> np.round(out.h[:, 0, 0], 4)
-        array([0.2834, 0.4519])
+        array([0.1743, 0.2711])
         >>> g = lstm_backward(np.ones_like(out.h), None, x, None, None, *out, w_ih, w_hh)
         >>> np.round(g.dx[:, 0, 0], 4)
-        array([0.5133, 0.2942])
+        array([0.2984, 0.2191])
     """
     named = {
         "dh": dh, "dc": dc, "x": x, "h0": h0, "c0": c0, "h": h, "c": c,
@@ -711,7 +711,7 @@ def gru_backward(
         >>> x, w_ih, w_hh = np.ones((2, 1, 1)), np.full((3, 1), 0.5), np.zeros((3, 1))
         >>> out = gru_forward(x, None, w_ih, w_hh, training=True)
         >>> np.round(out.h[:, 0, 0], 4)
-        array([0.1755, 0.279 ])
+        array([0.1745, 0.2831])
         >>> g = gru_backward(np.ones_like(out.h), x, None, *out, w_ih, w_hh)
         >>> g.dh0.shape
         (1, 1)
