@@ -141,3 +141,42 @@ def run_ours(cell: str, layer, config: Config, p: Problem):
         dx, dh0 = layer.backward(p.d_output, *p.d_finals)
         d0 = (dh0,)
     return out, tuple(finals), dx, d0, dict(layer.grads)
+
+
+def train_both(cell: str, optimizer: str, steps: int = 25, **options: Any):
+    """The same layer (torch's initialization loaded into rnnfast) trained on both sides for
+    ``steps`` optimizer steps on one regression batch: (rnnfast's losses, torch's losses, the
+    two final state dicts)."""
+    torch.manual_seed(0)
+    layer_cls = {"lstm": (rnnfast.LSTM, torch.nn.LSTM), "gru": (rnnfast.GRU, torch.nn.GRU)}[cell]
+    theirs = layer_cls[1](D, H, **options, dtype=torch.float64)
+    ours = layer_cls[0](D, H, **options, dtype=np.float64, seed=0)
+    ours.load_state_dict(theirs.state_dict())
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((T, B, D))
+    features = ours(x)[0].shape[-1]
+    y = rng.uniform(-0.5, 0.5, (T, B, features))
+    if optimizer == "adam":
+        opt = rnnfast.Adam(ours.parameters(), ours.grads, lr=0.01)
+        topt = torch.optim.Adam(theirs.parameters(), lr=0.01)
+    else:
+        opt = rnnfast.SGD(ours.parameters(), ours.grads, lr=0.5, momentum=0.9)
+        topt = torch.optim.SGD(theirs.parameters(), lr=0.5, momentum=0.9)
+    losses, tlosses = [], []
+    for _ in range(steps):
+        ours.zero_grad()
+        out = ours(x)[0]
+        losses.append(float(np.mean((out - y) ** 2)))
+        ours.backward(2 * (out - y) / out.size)
+        opt.step()
+        topt.zero_grad()
+        loss = ((theirs(torch.tensor(x))[0] - torch.tensor(y)) ** 2).mean()
+        tlosses.append(loss.item())
+        loss.backward()
+        topt.step()
+    return (
+        np.array(losses),
+        np.array(tlosses),
+        ours.state_dict(),
+        {k: v.detach().numpy() for k, v in theirs.state_dict().items()},
+    )

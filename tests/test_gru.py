@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import RTOL, assert_close
-from gated_torch import B, D, T, grid, make_pair, make_problem, run_ours, run_torch
+from gated_torch import B, D, T, grid, make_pair, make_problem, run_ours, run_torch, train_both
 
 import rnnfast
 from rnnfast import functional
@@ -136,3 +136,14 @@ def test_state_dict_round_trips_with_torch():
     cell, tc = rnnfast.GRUCell(4, 3, seed=0), torch.nn.GRUCell(4, 3)
     cell.load_state_dict(tc.state_dict())
     assert list(cell.state_dict()) == list(tc.state_dict())
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("options", [{}, {"num_layers": 2, "bidirectional": True}])
+def test_training_follows_torch(optimizer, options):
+    """torch's initialization, the same optimizer steps: the same loss curve and weights."""
+    losses, tlosses, ours, theirs = train_both("gru", optimizer, **options)
+    assert losses[-1] < 0.95 * losses[0]  # it learns
+    assert_close(losses, tlosses, 1e-9, "loss curve")
+    for k, v in theirs.items():
+        assert_close(ours[k], v, 1e-9, k)

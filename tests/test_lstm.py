@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import RTOL, assert_close
-from gated_torch import B, D, T, grid, make_pair, make_problem, run_ours, run_torch
+from gated_torch import B, D, T, grid, make_pair, make_problem, run_ours, run_torch, train_both
 
 import rnnfast
 from rnnfast import functional
@@ -234,3 +234,14 @@ def test_grads_accumulate_and_backward_needs_forward():
     lstm.backward(np.ones_like(out))
     assert_close(lstm.grads["weight_hh_l0"], 2 * once, 1e-14)
     assert not np.allclose(once, 0)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("options", [{}, {"num_layers": 2, "proj_size": 3, "bidirectional": True}])
+def test_training_follows_torch(optimizer, options):
+    """torch's initialization, the same optimizer steps: the same loss curve and weights."""
+    losses, tlosses, ours, theirs = train_both("lstm", optimizer, **options)
+    assert losses[-1] < 0.95 * losses[0]  # it learns
+    assert_close(losses, tlosses, 1e-9, "loss curve")
+    for k, v in theirs.items():
+        assert_close(ours[k], v, 1e-9, k)

@@ -62,3 +62,72 @@ def test_tanh_special_values(dtype):
     got = _kernel_tanh(np.array([np.nan, np.inf, -np.inf, 0.0, 1e6, -1e6], dtype))
     assert np.isnan(got[0])
     np.testing.assert_array_equal(got[1:], np.array([1, -1, 0, 1, -1], dtype))
+
+
+def _sigmoid_grid(dtype) -> np.ndarray:
+    info = np.finfo(dtype)
+    big = 110.0 if dtype == np.float32 else 760.0  # past the underflow of sigmoid(-x)
+    mag = np.geomspace(info.smallest_subnormal, big, 200_001)
+    return np.concatenate(
+        [np.linspace(-big, big, 400_001), mag, -mag, [0.0, -0.0, 1e30, -1e30, info.max,
+                                                       -info.max, 104.0, 746.0, -745.1]]
+    ).astype(dtype)
+
+
+@pytest.mark.parametrize("length", [1, 3, 7, 1001], ids=lambda n: f"rows_of_{n}")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_sigmoid_is_within_two_ulp_of_a_long_double_oracle_at_every_simd_level(dtype, length):
+    """Every level, both dtypes, whole vectors and the padded rest (arrays of ``length``)."""
+    require_compiled()
+    from rnnfast._core import kernels as _kernels
+
+    values = _sigmoid_grid(dtype)
+    with np.errstate(over="ignore"):
+        exact = 1 / (1 + np.exp(-values.astype(np.longdouble)))
+    # the ulp of the exact value in the kernel's dtype (the smallest subnormal at 0)
+    ulp = np.spacing(exact.astype(dtype)).astype(np.longdouble)
+    previous = _kernels.simd_level()
+    try:
+        for level in _kernels.SIMD_LEVELS:
+            try:
+                _kernels.set_simd_level(level)
+            except ValueError:
+                continue  # this CPU cannot run it
+            pad = -values.size % length
+            rows = np.concatenate([values, np.zeros(pad, dtype)]).reshape(-1, length)
+            got = np.concatenate([_kernels.sigmoid(row) for row in rows[:2000]]
+                                 + [_kernels.sigmoid(rows[2000:].ravel())])[: values.size]
+            assert got.dtype == dtype
+            err = np.abs(got.astype(np.longdouble) - exact) / ulp
+            worst = int(np.argmax(err))
+            assert err.max() <= 2.0, (level, values[worst], float(err.max()))
+            assert np.all((got >= 0) & (got <= 1)), level
+            assert np.all(np.isfinite(got)), level
+    finally:
+        _kernels.set_simd_level(previous)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_sigmoid_special_values_at_every_simd_level(dtype):
+    require_compiled()
+    from rnnfast._core import kernels as _kernels
+
+    values = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e6, -1e6, -np.nan, 0.0], dtype)
+    previous = _kernels.simd_level()
+    try:
+        for level in _kernels.SIMD_LEVELS:
+            try:
+                _kernels.set_simd_level(level)
+            except ValueError:
+                continue
+            for n in (1, 2, 3, len(values)):  # NaN in a padded rest and in a whole vector
+                got = _kernels.sigmoid(np.resize(values, 16 * n)[: 16 * n])
+                ref = np.resize(values, 16 * n)[: 16 * n]
+                assert np.array_equal(np.isnan(got), np.isnan(ref)), level
+                fin = ~np.isnan(ref)
+                want = np.where(ref[fin] > 0, 1.0, np.where(ref[fin] < 0, 0.0, 0.5))
+                np.testing.assert_array_equal(got[fin], want.astype(dtype))
+            with pytest.raises(TypeError):
+                _kernels.sigmoid(np.zeros(3, np.int64))
+    finally:
+        _kernels.set_simd_level(previous)

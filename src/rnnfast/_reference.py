@@ -172,6 +172,7 @@ def lstm_backward(
 ) -> tuple[np.ndarray, ...]:
     """BPTT of :func:`lstm_forward`: (dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr), dw_hr None
     without a projection. dh[t], dc[t]: the gradients reaching h[t], c[t] from outside."""
+    # A None c0 is zeros in df = d_c * c_prev, as in the kernels (a NaN d_c stays NaN there).
     T, B, _ = x.shape
     H = w_ih.shape[0] // 4
     dx = np.empty_like(x)
@@ -197,7 +198,7 @@ def lstm_backward(
         da = np.concatenate(
             [
                 d_c * g * i * (1 - i),
-                (np.zeros_like(f) if c_prev is None else d_c * c_prev) * f * (1 - f),
+                (d_c * 0 if c_prev is None else d_c * c_prev) * f * (1 - f),
                 d_c * i * (1 - g * g),
                 dm * tc * o * (1 - o),
             ],

@@ -61,6 +61,21 @@ def set_simd_level(name=None):
 set_simd_level(None)  # the widest level this CPU has
 
 
+def sigmoid(x):
+    """1 / (1 + exp(-x)) of a float32 or float64 array (a new C-contiguous array), by the
+    gated cells' vector loop at the level in use (simd_elementwise.h); for tests."""
+    cdef cnp.ndarray a = np.array(x, order="C")
+    if a.dtype != np.float32 and a.dtype != np.float64:
+        raise TypeError(f"sigmoid takes float32 or float64, got {a.dtype}")
+    cdef Py_ssize_t n = a.size
+    if a.dtype == np.float32:
+        rnnfast_simd.sigmoid_f32(<float*>cnp.PyArray_DATA(a), <const float*>cnp.PyArray_DATA(a), n)
+    else:
+        rnnfast_simd.sigmoid_f64(<double*>cnp.PyArray_DATA(a), <const double*>cnp.PyArray_DATA(a),
+                                 n)
+    return a
+
+
 # ---- tuning: the size rules (tuning.h), one struct, read and changed from Python ---------------
 
 STEP_PRODUCTS = ("auto", "blas", "small", "panel")  # step_product's values: RF_PRODUCT_*
@@ -190,6 +205,8 @@ cdef enum:
     # An Elman cell's code is its activation, as the vector loops take it (0 tanh, 1 relu).
     CELL_ELMAN_TANH = 0
     CELL_ELMAN_RELU = 1
+    # LSTM (G = 4): gates i, f, g, o; its own pointwise functions below
+    CELL_LSTM = 2
 
 
 cdef struct Cell:
@@ -206,6 +223,12 @@ cdef Cell _elman_cell(str nonlinearity) except *:
         cell.code = CELL_ELMAN_RELU
     else:
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    return cell
+
+
+cdef Cell _lstm_cell() noexcept nogil:
+    cdef Cell cell
+    cell.code, cell.gates = CELL_LSTM, 4
     return cell
 
 
@@ -229,13 +252,33 @@ cdef inline void _mul_act_grad(floating* g, const floating* h, Py_ssize_t n,
 
 
 cdef inline void _cell_forward(const Cell* cell, floating* gates, const floating* bias,
-                               floating* h, Py_ssize_t rows, Py_ssize_t n,
-                               Py_ssize_t ld) noexcept nogil:
+                               floating* h, Py_ssize_t rows, Py_ssize_t n, Py_ssize_t ld,
+                               const floating* c_prev, floating* c) noexcept nogil:
     """A step's output columns h (rows x n, rows ld apart) from its gate pre-activations
     ``gates`` (bias not yet added; NULL: none). Elman: h = act(gates + bias), in place (gates
-    is h), so a block of columns can be done alone (the split forward relies on it)."""
+    is h), so a block of columns can be done alone (the split forward relies on it). LSTM
+    (whole rows: n = H, gates rows of 4H): the gates become their activations in place, and
+    c (rows, H) the cell state from c_prev (NULL: zeros)."""
     if cell.code == CELL_ELMAN_TANH or cell.code == CELL_ELMAN_RELU:
         _bias_act(h, bias, rows, n, ld, cell.code)
+    elif cell.code == CELL_LSTM:
+        if floating is float:
+            rnnfast_simd.lstm_forward_f32(gates, bias, c_prev, c, h, rows, n)
+        else:
+            rnnfast_simd.lstm_forward_f64(gates, bias, c_prev, c, h, rows, n)
+
+
+cdef inline void _lstm_backward_step(floating* d, const floating* dh, floating* dc,
+                                     const floating* dc_ext, const floating* act,
+                                     const floating* c, const floating* c_prev, Py_ssize_t rows,
+                                     Py_ssize_t H) noexcept nogil:
+    """LSTM: the step's gate pre-activation gradient d (rows, 4H) from dh (rows, H) into its
+    h, the carried dc (replaced by the carry into the step before), dc_ext (NULL: none), its
+    saved activations and cell states (simd_elementwise.h)."""
+    if floating is float:
+        rnnfast_simd.lstm_backward_f32(d, dh, dc, dc_ext, act, c, c_prev, rows, H)
+    else:
+        rnnfast_simd.lstm_backward_f64(d, dh, dc, dc_ext, act, c, c_prev, rows, H)
 
 
 cdef inline void _cell_backward(const Cell* cell, floating* d, const floating* h,
@@ -477,6 +520,8 @@ cdef struct Loop:
     StepProduct how
     const void* bias
     Cell cell
+    void* c         # LSTM forward: the cell states (T, B, H)
+    const void* c0  # ... and the initial one (NULL: zeros)
 
 
 cdef Py_ssize_t _overlap_chunk(int kind, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D,
@@ -636,7 +681,7 @@ cdef void _split_share(floating* dummy, Loop* job, bint from_last) noexcept nogi
             if h_prev != NULL:
                 _panel_columns(h_t, h_prev, &how, B, H, N, item, item + 1)
             _cell_forward(&cell, h_t + c0, NULL if bias == NULL else bias + c0, h_t + c0, B,
-                          min(width, N - c0), N)
+                          min(width, N - c0), N, <const floating*>NULL, <floating*>NULL)
             rf_count(&job.finished)
             item = rf_round_claim(&job.claims, t + 1, from_last)
         done += panels
@@ -709,6 +754,9 @@ cdef void _forward_steps(floating* gates, floating* out, Loop* job, const floati
     cdef floating* g_t
     cdef floating* h_t
     cdef const floating* h_prev
+    cdef floating* c = <floating*>job.c  # LSTM only
+    cdef floating* c_t = NULL
+    cdef const floating* c_prev = NULL
     cdef bint saved
     cdef rf_thread helper
     if job.chunk > 0:
@@ -730,7 +778,10 @@ cdef void _forward_steps(floating* gates, floating* out, Loop* job, const floati
             rf_prefetch(g_t + gstep, gstep * sizeof(floating))  # the next step's projection
         if h_prev != NULL:  # a None h0 is zeros: nothing to add at t = 0
             _add_matmul(g_t, h_prev, w_op, Trans, how, B, H, N)
-        _cell_forward(&cell, g_t, b_ptr, h_t, B, H, H)
+        if c != NULL:
+            c_t = c + t * hstep
+            c_prev = <const floating*>job.c0 if t == 0 else c_t - hstep
+        _cell_forward(&cell, g_t, b_ptr, h_t, B, H, H, c_prev, c_t)
     if job.chunk > 0:
         rf_thread_join(&helper)
     _serial_blas_end(saved)
@@ -740,7 +791,11 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                    const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
                    const floating[::1] b, floating[:, :, ::1] h, Cell cell,
                    int kind, const floating[:, ::1] w_hh_t, const floating[:, ::1] tail,
-                   const floating[::1] packed, floating[::1] stage) noexcept:
+                   const floating[::1] packed, floating[::1] stage,
+                   floating[:, :, ::1] gates_ws=None, const floating[:, ::1] c0=None,
+                   floating[:, :, ::1] c=None) noexcept:
+    """Elman: the gates are h itself. LSTM: ``gates_ws`` (T, B, 4H) the gates (left holding
+    their activations), ``c`` (T, B, H) the cell states, ``c0`` (B, H) or None."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], N = w_ih.shape[0]
     cdef Py_ssize_t H = w_hh.shape[1]
     cdef StepProduct how = _step_product(kind, tail, packed, stage)
@@ -749,7 +804,8 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef const floating* h0_ptr = NULL if h0 is None else &h0[0, 0]
     cdef const floating* b_ptr = NULL if b is None else &b[0]
     cdef floating* out = &h[0, 0, 0]
-    cdef floating* gates = out  # Elman (G = 1): the pre-activations become h in place
+    # Elman (G = 1): the pre-activations become h in place
+    cdef floating* gates = out if gates_ws is None else &gates_ws[0, 0, 0]
     cdef bint saved
     cdef Loop job
     cdef rf_thread helper
@@ -757,6 +813,8 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     job.T, job.B, job.D, job.H, job.N = T, B, D, H, N
     job.x, job.w_ih, job.gates, job.out = &x[0, 0, 0], &w_ih[0, 0], gates, out
     job.how, job.bias, job.cell, job.h0 = how, b_ptr, cell, h0_ptr
+    job.c = NULL if c is None else &c[0, 0, 0]
+    job.c0 = NULL if c0 is None else &c0[0, 0]
     with nogil:
         job.chunk = job.progress = _overlap_chunk(kind, T, B, D, H, N)
         job.split = job.chunk > 0 and _split_columns(&job, kind, sizeof(floating))
@@ -780,9 +838,17 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                     floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db,
                     Cell cell, int kind, const floating[:, ::1] tail,
                     const floating[::1] packed, floating[::1] stage,
-                    Py_ssize_t chunk) noexcept:
+                    Py_ssize_t chunk, const floating[:, :, ::1] dc_ext=None,
+                    const floating[:, ::1] c0=None, const floating[:, :, ::1] c=None,
+                    const floating[:, :, ::1] act=None, floating[:, ::1] dc=None,
+                    floating[:, ::1] dh_t=None) noexcept:
     """``chunk`` > 0: overlap the weight gradients in chunks of that many steps (the caller
-    decided, with _overlap_chunk, before placing the packed w_hh in dx's memory only)."""
+    decided, with _overlap_chunk, before placing the packed w_hh in dx's memory only).
+
+    LSTM: ``act`` (T, B, 4H) the forward's gate activations, ``c`` (T, B, H) its cell states,
+    ``c0`` (B, H) or None, ``dc_ext`` (T, B, H) or None the gradient into c from outside;
+    ``dc`` (B, H), zeros on entry, carries the gradient into c[t-1] and ends as dc0; ``dh_t``
+    (B, H) holds a step's output gradient."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], N = w_ih.shape[0]
     cdef Py_ssize_t H = w_hh.shape[1]
     cdef Py_ssize_t gstep = B * N, hstep = B * H, t
@@ -790,6 +856,13 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     cdef const floating* w_hh_ptr = &w_hh[0, 0]
     cdef floating* da_ptr = &da[0, 0, 0]
     cdef floating* da_t
+    cdef bint lstm = cell.code == CELL_LSTM
+    cdef floating* dh_ptr = NULL if dh_t is None else &dh_t[0, 0]
+    cdef floating* dc_ptr = NULL if dc is None else &dc[0, 0]
+    cdef const floating* dce_ptr = NULL if dc_ext is None else &dc_ext[0, 0, 0]
+    cdef const floating* act_ptr = NULL if act is None else &act[0, 0, 0]
+    cdef const floating* c_ptr = NULL if c is None else &c[0, 0, 0]
+    cdef const floating* c0_ptr = NULL if c0 is None else &c0[0, 0]
     cdef bint saved
     cdef Loop job
     cdef rf_thread helper
@@ -811,10 +884,19 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
         # built in da[t] itself, which the cell then turns into its own gradient in place.
         for t in range(T - 1, -1, -1):
             da_t = da_ptr + t * gstep
-            memcpy(da_t, &dh[t, 0, 0], hstep * sizeof(floating))
-            if t < T - 1:
-                _add_matmul(da_t, da_t + gstep, w_hh_ptr, NoTrans, &how, B, N, H)
-            _cell_backward(&cell, da_t, &h[t, 0, 0], hstep)
+            if lstm:  # the output gradient in its own (B, H) buffer, dc carried in another
+                memcpy(dh_ptr, &dh[t, 0, 0], hstep * sizeof(floating))
+                if t < T - 1:
+                    _add_matmul(dh_ptr, da_t + gstep, w_hh_ptr, NoTrans, &how, B, N, H)
+                _lstm_backward_step(da_t, dh_ptr, dc_ptr,
+                                    NULL if dce_ptr == NULL else dce_ptr + t * hstep,
+                                    act_ptr + t * gstep, c_ptr + t * hstep,
+                                    c0_ptr if t == 0 else c_ptr + (t - 1) * hstep, B, H)
+            else:
+                memcpy(da_t, &dh[t, 0, 0], hstep * sizeof(floating))
+                if t < T - 1:
+                    _add_matmul(da_t, da_t + gstep, w_hh_ptr, NoTrans, &how, B, N, H)
+                _cell_backward(&cell, da_t, &h[t, 0, 0], hstep)
             if chunk > 0 and ((T - t) % chunk == 0 or t == 0):
                 rf_publish(&job.progress, T - t)
         if chunk == 0:
@@ -880,6 +962,68 @@ def rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity):
     return dx, dh0, dw_ih, dw_hh, db
 
 
+# LSTM (G = 4, gates i, f, g, o). Workspace: `gates` (T, B, 4H), the gate activations after
+# the training forward (in PyTorch's order), handed back to lstm_backward with h and c.
+
+def lstm_forward(x, h0, c0, w_ih, w_hh, b, w_hr, training):
+    """Compiled LSTM forward: (h (T, B, H), c (T, B, H), gates (T, B, 4H) or None).
+
+    x (T, B, D), h0 and c0 (B, H) or None (zeros), w_ih (4H, D), w_hh (4H, H), b (4H,) or None
+    (b_ih + b_hh). ``gates``: the gate activations i, f, g, o when ``training``, else None.
+    Projections (w_hr) are not implemented here: NotImplementedError.
+    """
+    if w_hr is not None:
+        raise NotImplementedError("lstm_forward: proj_size > 0 runs on the NumPy reference")
+    cdef Cell cell = _lstm_cell()
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], N = w_ih.shape[0], H = w_hh.shape[1]
+    kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True)
+    gates = np.empty((T, B, N), dtype=x.dtype)
+    h = np.empty((T, B, H), dtype=x.dtype)
+    c = np.empty((T, B, H), dtype=x.dtype)
+    if x.dtype == np.float32:
+        _forward[float](x, h0, w_ih, w_hh, b, h, cell, kind, w_hh_t, tail, packed, stage,
+                        gates, c0, c)
+    else:
+        _forward[double](x, h0, w_ih, w_hh, b, h, cell, kind, w_hh_t, tail, packed, stage,
+                         gates, c0, c)
+    return h, c, (gates if training else None)
+
+
+def lstm_backward(dh, dc, x, h0, c0, h, c, gates, w_ih, w_hh, w_hr):
+    """Compiled LSTM BPTT: (dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr = None).
+
+    dh (T, B, H) the gradient from outside into every h[t]; dc (T, B, H) or None into every
+    c[t]; h, c, gates what the training forward returned. db is the gradient of the folded
+    bias (b_ih and b_hh each receive it).
+    """
+    if w_hr is not None:
+        raise NotImplementedError("lstm_backward: proj_size > 0 runs on the NumPy reference")
+    if gates is None:
+        raise ValueError("lstm_backward needs the gates of a training forward")
+    cdef Cell cell = _lstm_cell()
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2]
+    cdef Py_ssize_t N = w_hh.shape[0], H = w_hh.shape[1]
+    dtype = x.dtype
+    da = np.empty((T, B, N), dtype=dtype)  # the one (T, B, 4H) workspace
+    dx = np.empty((T, B, D), dtype=dtype)
+    dh0 = np.empty((B, H), dtype=dtype)
+    dc0 = np.zeros((B, H), dtype=dtype)  # the carry of dc, from zero at the last step
+    dh_t = np.empty((B, H), dtype=dtype)
+    dw_ih = np.empty((N, D), dtype=dtype)
+    dw_hh = np.empty((N, H), dtype=dtype)
+    db = np.empty(N, dtype=dtype)
+    cdef Py_ssize_t chunk = _overlap_chunk(_step_kind(B, H, N, dtype.itemsize), T, B, D, H, N)
+    kind, _, tail, packed, stage = step_operands(w_hh, B, False,
+                                                 (dx,) if chunk else (dx, dw_ih, dw_hh))
+    if dtype == np.float32:
+        _backward[float](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db,
+                         cell, kind, tail, packed, stage, chunk, dc, c0, c, gates, dc0, dh_t)
+    else:
+        _backward[double](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db,
+                          cell, kind, tail, packed, stage, chunk, dc, c0, c, gates, dc0, dh_t)
+    return dx, dh0, dc0, dw_ih, dw_hh, db, None
+
+
 def overlap_steps(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssize_t itemsize):
     """Steps per hand-over to a helper thread in an Elman call of these sizes (0: no helper),
     under the current rules and BLAS thread count."""
@@ -925,7 +1069,7 @@ cdef void _step_layer(floating* out, const floating* inp, const floating* h_prev
         if h_prev != NULL:
             _bulk_gemm(NoTrans, Trans, B, H, H, <floating>1, h_prev, H, w_hh, H, <floating>1,
                        out, H)
-    _cell_forward(cell, out, b_ih, out, B, H, H)
+    _cell_forward(cell, out, b_ih, out, B, H, H, <const floating*>NULL, <floating*>NULL)
 
 
 cdef void _step_stack(floating* out, const floating* inp, const floating* h_ptr,
@@ -990,6 +1134,106 @@ def rnn_step(x, h, tuple params, str nonlinearity):
     cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(<cnp.ndarray>x)
     memcpy(_data(output), <char*>_data(h_new) + (L - 1) * B * H * itemsize, B * H * itemsize)
     return output, h_new
+
+
+# The LSTM's streaming step: per layer, the (B, 4H) gates by the same dot-form product (or
+# GEMM) with b_hh, then the cell's pointwise forward with b_ih, c_prev and the new c.
+
+cdef void _lstm_step_layer(floating* h_out, floating* c_out, floating* gates,
+                           const floating* inp, const floating* h_prev, const floating* c_prev,
+                           const floating* w_ih, const floating* w_hh, const floating* b_ih,
+                           const floating* b_hh, Py_ssize_t B, Py_ssize_t D,
+                           Py_ssize_t H) noexcept nogil:
+    cdef Py_ssize_t N = 4 * H, r, i
+    cdef Cell cell = _lstm_cell()
+    if B <= rf_tuning_now.step_dot_max_batch:
+        if floating is float:
+            rnnfast_simd.step_dot_f32(gates, inp, w_ih, D, h_prev, w_hh, H, b_hh, B, N)
+        else:
+            rnnfast_simd.step_dot_f64(gates, inp, w_ih, D, h_prev, w_hh, H, b_hh, B, N)
+    else:
+        for r in range(B):
+            for i in range(N):
+                gates[r * N + i] = 0 if b_hh == NULL else b_hh[i]
+        _bulk_gemm(NoTrans, Trans, B, N, D, <floating>1, inp, D, w_ih, D, <floating>1, gates, N)
+        if h_prev != NULL:
+            _bulk_gemm(NoTrans, Trans, B, N, H, <floating>1, h_prev, H, w_hh, H, <floating>1,
+                       gates, N)
+    _cell_forward(&cell, gates, b_ih, h_out, B, H, H, c_prev, c_out)
+
+
+cdef void _lstm_step_stack(floating* h_new, floating* c_new, floating* gates,
+                           const floating* inp, const floating* h_ptr, const floating* c_ptr,
+                           tuple params, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
+                           bint release_gil):
+    """Run an admitted LSTM stack step: layer k writes h_new[k], c_new[k] (B, H)."""
+    cdef Py_ssize_t L = len(params), k, d_in = D, off
+    cdef object w_ih, w_hh, b_ih, b_hh, w_hr
+    cdef const floating* b_ih_ptr
+    cdef const floating* b_hh_ptr
+    cdef const floating* w_ih_ptr
+    cdef const floating* w_hh_ptr
+    cdef const floating* h_prev
+    cdef const floating* c_prev
+    for k in range(L):
+        w_ih, w_hh, b_ih, b_hh, w_hr = params[k]
+        b_ih_ptr = NULL if b_ih is None else <const floating*>_data(b_ih)
+        b_hh_ptr = NULL if b_hh is None else <const floating*>_data(b_hh)
+        w_ih_ptr = <const floating*>_data(w_ih)
+        w_hh_ptr = <const floating*>_data(w_hh)
+        off = k * B * H
+        h_prev = NULL if h_ptr == NULL else h_ptr + off
+        c_prev = NULL if c_ptr == NULL else c_ptr + off
+        if release_gil:
+            with nogil:
+                _lstm_step_layer(h_new + off, c_new + off, gates, inp, h_prev, c_prev,
+                                 w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr, B, d_in, H)
+        else:
+            _lstm_step_layer(h_new + off, c_new + off, gates, inp, h_prev, c_prev, w_ih_ptr,
+                             w_hh_ptr, b_ih_ptr, b_hh_ptr, B, d_in, H)
+        inp = h_new + off
+        d_in = H
+
+
+def lstm_step(x, h, c, tuple params):
+    """One LSTM step of a stack of layers: (output (B, H), h_new (L, B, H), c_new (L, B, H)),
+    or None.
+
+    x (B, D); h (L, B, H) and c (L, B, H), each None for zeros; params: per layer (w_ih
+    (4H, D_in), w_hh (4H, H), b_ih, b_hh, w_hr) with both biases None for no bias. None means
+    an operand is not exactly a C-contiguous array of the right dtype and shape: the caller
+    validates and retries. A w_hr that is not None raises NotImplementedError.
+    """
+    cdef Py_ssize_t sizes[4]  # L, B, D, H
+    cdef Py_ssize_t macs = 0
+    sizes[0] = sizes[1] = sizes[2] = sizes[3] = 0
+    cdef int typenum = _lstm_step_admit(x, h, c, params, sizes, &macs)
+    if typenum < 0:
+        return None
+    cdef Py_ssize_t L = sizes[0], B = sizes[1], D = sizes[2], H = sizes[3]
+    cdef cnp.npy_intp dims[3]
+    dims[0], dims[1], dims[2] = L, B, H
+    h_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
+    c_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
+    output = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
+    dims[2] = 4 * H
+    gates = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
+    cdef bint release_gil = macs >= rf_tuning_now.step_nogil_min_macs
+    if typenum == cnp.NPY_FLOAT:
+        _lstm_step_stack[float](<float*>_data(h_new), <float*>_data(c_new),
+                                <float*>_data(gates), <const float*>_data(x),
+                                NULL if h is None else <const float*>_data(h),
+                                NULL if c is None else <const float*>_data(c), params, B, D, H,
+                                release_gil)
+    else:
+        _lstm_step_stack[double](<double*>_data(h_new), <double*>_data(c_new),
+                                 <double*>_data(gates), <const double*>_data(x),
+                                 NULL if h is None else <const double*>_data(h),
+                                 NULL if c is None else <const double*>_data(c), params, B, D,
+                                 H, release_gil)
+    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(<cnp.ndarray>x)
+    memcpy(_data(output), <char*>_data(h_new) + (L - 1) * B * H * itemsize, B * H * itemsize)
+    return output, h_new, c_new
 
 
 # ==============================================================================================
@@ -1090,6 +1334,52 @@ cdef int _step_admit(object x, object h, tuple params, Py_ssize_t* sizes,
         macs[0] += B * H * (d_in + H)
         d_in = H
     if h is not None and not _shaped(h, typenum, L, B, H):
+        return -1
+    sizes[0], sizes[1], sizes[2], sizes[3] = L, B, D, H
+    return typenum
+
+
+cdef int _lstm_step_admit(object x, object h, object c, tuple params, Py_ssize_t* sizes,
+                          Py_ssize_t* macs) except -2:
+    """_step_admit for an LSTM stack: layers (w_ih, w_hh, b_ih, b_hh, w_hr), w_ih (4H, D_in),
+    w_hh (4H, H); h and c (L, B, H) or None. NotImplementedError for a w_hr."""
+    cdef Py_ssize_t L = len(params), k, B, D, H, d_in
+    cdef tuple layer
+    cdef object w_ih, w_hh, b_ih, b_hh, w_hr
+    cdef int typenum = _float_typenum(x, 2) if L > 0 else -1
+    if typenum < 0:
+        return -1
+    if type(params[0]) is not tuple or len(<tuple>params[0]) != 5:
+        return -1
+    w_hh = (<tuple>params[0])[1]
+    if not cnp.PyArray_CheckExact(w_hh) or cnp.PyArray_NDIM(<cnp.ndarray>w_hh) != 2:
+        return -1
+    B, D, H = _dim(x, 0), _dim(x, 1), _dim(w_hh, 1)
+    if B == 0 or H == 0 or D == 0:
+        return -1
+    d_in = D
+    macs[0] = 0
+    for k in range(L):
+        if type(params[k]) is not tuple:
+            return -1
+        layer = <tuple>params[k]
+        if len(layer) != 5:
+            return -1
+        w_ih, w_hh, b_ih, b_hh, w_hr = layer
+        if w_hr is not None:
+            raise NotImplementedError("lstm_step: proj_size > 0 runs on the NumPy reference")
+        if not (_shaped(w_ih, typenum, 4 * H, d_in) and _shaped(w_hh, typenum, 4 * H, H)):
+            return -1
+        if (b_ih is None) != (b_hh is None):
+            return -1
+        if b_ih is not None and not (_shaped(b_ih, typenum, 4 * H)
+                                     and _shaped(b_hh, typenum, 4 * H)):
+            return -1
+        macs[0] += 4 * B * H * (d_in + H)
+        d_in = H
+    if h is not None and not _shaped(h, typenum, L, B, H):
+        return -1
+    if c is not None and not _shaped(c, typenum, L, B, H):
         return -1
     sizes[0], sizes[1], sizes[2], sizes[3] = L, B, D, H
     return typenum

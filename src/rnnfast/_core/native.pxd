@@ -56,6 +56,23 @@ cdef extern from "simd.h" nogil:
                                  Py_ssize_t, Py_ssize_t) noexcept nogil
         void (*gru_backward_f64)(double*, const double*, const double*, double*, double*,
                                  Py_ssize_t, Py_ssize_t) noexcept nogil
+        # out (n) = sigmoid(in (n)); out may be in
+        void (*sigmoid_f32)(float*, const float*, Py_ssize_t) noexcept nogil
+        void (*sigmoid_f64)(double*, const double*, Py_ssize_t) noexcept nogil
+        # the LSTM cell's pointwise parts (simd_elementwise.h):
+        # forward(gates (rows, 4H) in place, bias (4H) or NULL, c_prev (rows, H) or NULL,
+        #         c, h (rows, H), rows, H)
+        void (*lstm_forward_f32)(float*, const float*, const float*, float*, float*, Py_ssize_t,
+                                 Py_ssize_t) noexcept nogil
+        void (*lstm_forward_f64)(double*, const double*, const double*, double*, double*,
+                                 Py_ssize_t, Py_ssize_t) noexcept nogil
+        # backward(dgates (rows, 4H), dh (rows, H), dc carry (rows, H) in/out, dc_ext or NULL,
+        #          act (rows, 4H), c, c_prev or NULL, rows, H)
+        void (*lstm_backward_f32)(float*, const float*, float*, const float*, const float*,
+                                  const float*, const float*, Py_ssize_t, Py_ssize_t) noexcept nogil
+        void (*lstm_backward_f64)(double*, const double*, double*, const double*, const double*,
+                                  const double*, const double*, Py_ssize_t,
+                                  Py_ssize_t) noexcept nogil
         Py_ssize_t vector_bytes
         Py_ssize_t max_vectors
         Py_ssize_t panel_vectors

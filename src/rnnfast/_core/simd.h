@@ -90,6 +90,18 @@ typedef struct {
                              ptrdiff_t);
     void (*gru_backward_f64)(double *, const double *, const double *, double *, double *,
                              ptrdiff_t, ptrdiff_t);
+    /* out (n) = sigmoid(in (n)); out may be in */
+    void (*sigmoid_f32)(float *, const float *, ptrdiff_t);
+    void (*sigmoid_f64)(double *, const double *, ptrdiff_t);
+    /* the LSTM cell's pointwise forward and backward (simd_elementwise.h) */
+    void (*lstm_forward_f32)(float *, const float *, const float *, float *, float *, ptrdiff_t,
+                             ptrdiff_t);
+    void (*lstm_forward_f64)(double *, const double *, const double *, double *, double *,
+                             ptrdiff_t, ptrdiff_t);
+    void (*lstm_backward_f32)(float *, const float *, float *, const float *, const float *,
+                              const float *, const float *, ptrdiff_t, ptrdiff_t);
+    void (*lstm_backward_f64)(double *, const double *, double *, const double *, const double *,
+                              const double *, const double *, ptrdiff_t, ptrdiff_t);
     ptrdiff_t vector_bytes; /* the small product pads its columns to whole vectors */
     ptrdiff_t max_vectors;  /* ... and holds at most this many per row in registers */
     ptrdiff_t panel_vectors; /* a panel is this many vectors wide */
@@ -102,6 +114,9 @@ typedef struct {
      small_addmm_f32##SFX, small_addmm_f64##SFX, step_dot_f32##SFX, step_dot_f64##SFX,       \
      panel_addmm_f32##SFX, panel_addmm_f64##SFX, pack_panels_f32##SFX, pack_panels_f64##SFX,   \
      gru_forward_f32##SFX, gru_forward_f64##SFX, gru_backward_f32##SFX, gru_backward_f64##SFX, \
+     sigmoid_array_f32##SFX, sigmoid_array_f64##SFX,                                           \
+     lstm_forward_f32##SFX, lstm_forward_f64##SFX, lstm_backward_f32##SFX,                     \
+     lstm_backward_f64##SFX,                                                                   \
      VBYTES, NV_MAX, RF_PANEL_NR, PANEL_ROWS}
 
 /* Index = level: 0 baseline, 1 AVX2 + FMA, 2 AVX-512. */

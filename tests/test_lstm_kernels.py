@@ -1,0 +1,334 @@
+"""The compiled LSTM kernels (rnnfast._core.kernels.lstm_*), called directly.
+
+Against a short NumPy per-step oracle (below) and torch.nn.LSTM: values and every gradient, in
+float64 and float32, over sizes that take every path of the pointwise loops (B = 1, T = 1, H
+odd and not a multiple of any vector width), every forced step product, every SIMD level this
+CPU has, the helper thread on and off; results bit for bit the same whatever the threads; the
+streaming step against the forward; the GIL released.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_close, require_compiled
+
+pytestmark = pytest.mark.usefixtures("compiled")
+
+# (T, B, D, H): T = 1, B = 1, H odd / below and between vector widths, batches that take the
+# small and the panel products under the auto rule.
+SIZES = [(1, 1, 3, 5), (7, 1, 4, 9), (5, 3, 6, 17), (9, 4, 5, 33), (6, 8, 7, 64), (4, 2, 3, 1)]
+TOL = {np.float32: 1e-5, np.float64: 1e-12}
+PRODUCTS = ("blas", "small", "panel")
+
+
+def kernels():
+    require_compiled()
+    from rnnfast._core import kernels as k
+
+    return k
+
+
+def levels():
+    """The SIMD levels this CPU can run."""
+    k = kernels()
+    previous = k.simd_level()
+    out = []
+    for level in k.SIMD_LEVELS:
+        try:
+            k.set_simd_level(level)
+        except ValueError:
+            continue
+        out.append(level)
+    k.set_simd_level(previous)
+    return out
+
+
+def sig(z):
+    return 1 / (1 + np.exp(-z))
+
+
+def oracle(x, h0, c0, w_ih, w_hh, b, dh, dc):
+    """Per-step float64 forward and BPTT: (h, c, acts, dx, dh0, dc0, dw_ih, dw_hh, db)."""
+    x, w_ih, w_hh = (np.asarray(a, np.float64) for a in (x, w_ih, w_hh))
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    b = np.zeros(4 * H) if b is None else np.asarray(b, np.float64)
+    hp = np.zeros((B, H)) if h0 is None else np.asarray(h0, np.float64)
+    cp = np.zeros((B, H)) if c0 is None else np.asarray(c0, np.float64)
+    hs, cs, acts, hprev, cprev = [], [], [], [], []
+    for t in range(T):
+        z = x[t] @ w_ih.T + hp @ w_hh.T + b
+        i, f, o = sig(z[:, :H]), sig(z[:, H:2 * H]), sig(z[:, 3 * H:])
+        g = np.tanh(z[:, 2 * H:3 * H])
+        c = f * cp + i * g
+        h = o * np.tanh(c)
+        hprev.append(hp)
+        cprev.append(cp)
+        hs.append(h)
+        cs.append(c)
+        acts.append(np.concatenate([i, f, g, o], axis=1))
+        hp, cp = h, c
+    dx = np.zeros_like(x)
+    dw_ih, dw_hh, db = np.zeros_like(w_ih), np.zeros_like(w_hh), np.zeros(4 * H)
+    dh_next, dc_next = np.zeros((B, H)), np.zeros((B, H))
+    for t in reversed(range(T)):
+        i, f, g, o = np.split(acts[t], 4, axis=1)
+        dht = dh[t] + dh_next
+        tc = np.tanh(cs[t])
+        dct = dc_next + dht * o * (1 - tc**2) + (0 if dc is None else dc[t])
+        dz = np.concatenate([dct * g * i * (1 - i), dct * cprev[t] * f * (1 - f),
+                             dct * i * (1 - g**2), dht * tc * o * (1 - o)], axis=1)
+        dx[t] = dz @ w_ih
+        dw_ih += dz.T @ x[t]
+        dw_hh += dz.T @ hprev[t]
+        db += dz.sum(0)
+        dh_next, dc_next = dz @ w_hh, dct * f
+    return (np.stack(hs), np.stack(cs), np.stack(acts), dx, dh_next, dc_next, dw_ih, dw_hh, db)
+
+
+def problem(rng, T, B, D, H, dtype, h0=True, bias=True, dc=True):
+    s = 1 / np.sqrt(H)
+    a = {
+        "x": rng.standard_normal((T, B, D)),
+        "h0": rng.standard_normal((B, H)) if h0 else None,
+        "c0": rng.standard_normal((B, H)) if h0 else None,
+        "w_ih": rng.uniform(-s, s, (4 * H, D)) * 2,
+        "w_hh": rng.uniform(-s, s, (4 * H, H)) * 2,
+        "b_ih": rng.uniform(-s, s, 4 * H) if bias else None,
+        "b_hh": rng.uniform(-s, s, 4 * H) if bias else None,
+        "dh": rng.standard_normal((T, B, H)),
+        "dc": rng.standard_normal((T, B, H)) if dc else None,
+    }
+    return {k: None if v is None else np.ascontiguousarray(v, dtype) for k, v in a.items()}
+
+
+def folded(p):
+    return None if p["b_ih"] is None else p["b_ih"] + p["b_hh"]
+
+
+def run(p, training=True):
+    k = kernels()
+    h, c, gates = k.lstm_forward(p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], folded(p),
+                                 None, training)
+    if not training:
+        return (h, c, gates)
+    grads = k.lstm_backward(p["dh"], p["dc"], p["x"], p["h0"], p["c0"], h, c, gates,
+                            p["w_ih"], p["w_hh"], None)
+    return (h, c, gates, *grads)
+
+
+NAMES = ("h", "c", "gates", "dx", "dh0", "dc0", "dw_ih", "dw_hh", "db")
+
+
+def check_against_oracle(p, got, tol):
+    want = oracle(p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], folded(p), p["dh"], p["dc"])
+    for name, a, e in zip(NAMES, got, want, strict=False):
+        assert a.dtype == p["x"].dtype, name
+        assert_close(a, e, tol, name)
+    assert got[-1] is None  # dw_hr
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: "x".join(map(str, s)))
+def test_values_and_gradients_match_the_oracle_on_every_product_and_simd_level(size, dtype):
+    k = kernels()
+    p = problem(np.random.default_rng(sum(size)), *size, dtype)
+    previous = k.simd_level()
+    try:
+        for level in levels():
+            k.set_simd_level(level)
+            for product in PRODUCTS:
+                with k.tuned(step_product=product):
+                    check_against_oracle(p, run(p), TOL[dtype])
+    finally:
+        k.set_simd_level(previous)
+
+
+@pytest.mark.parametrize("variant", ["no_h0_no_bias", "no_dc", "all"])
+def test_optional_operands(variant):
+    p = problem(np.random.default_rng(5), 6, 3, 4, 11, np.float64,
+                h0=variant != "no_h0_no_bias", bias=variant != "no_h0_no_bias",
+                dc=variant != "no_dc")
+    check_against_oracle(p, run(p), 1e-12)
+
+
+@pytest.mark.parametrize("overlap", ["on", "off"])
+@pytest.mark.parametrize("product", ["small", "panel"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_helper_thread_on_and_off(overlap, product, dtype):
+    """Chunks of 8 rows: the helper projects ahead and takes the weight gradients' chunks."""
+    k = kernels()
+    p = problem(np.random.default_rng(7), 23, 4, 9, 13, dtype)
+    with k.tuned(step_product=product, overlap=overlap, overlap_chunk_rows=8):
+        assert (k.overlap_steps(23, 4, 9, 13, np.dtype(dtype).itemsize) > 0) == (overlap == "on")
+        first = run(p)
+        check_against_oracle(p, first, TOL[dtype])
+        for _ in range(3):  # the same bits whichever thread took which chunk
+            for name, a, e in zip(NAMES, run(p), first, strict=False):
+                np.testing.assert_array_equal(a, e, err_msg=name)
+
+
+def torch_lstm(p):
+    """torch.nn.LSTM (float64) on p: (output, c_n, grads of x, h0, c0, w_ih, w_hh, b_ih),
+    with dc only at the last step (torch returns c_n alone)."""
+    D, H = p["x"].shape[2], p["w_hh"].shape[1]
+    lstm = torch.nn.LSTM(D, H, bias=p["b_ih"] is not None, dtype=torch.float64)
+    with torch.no_grad():
+        lstm.weight_ih_l0.copy_(torch.from_numpy(p["w_ih"].astype(np.float64)))
+        lstm.weight_hh_l0.copy_(torch.from_numpy(p["w_hh"].astype(np.float64)))
+        if p["b_ih"] is not None:
+            lstm.bias_ih_l0.copy_(torch.from_numpy(p["b_ih"].astype(np.float64)))
+            lstm.bias_hh_l0.copy_(torch.from_numpy(p["b_hh"].astype(np.float64)))
+    x = torch.from_numpy(p["x"].astype(np.float64)).requires_grad_()
+    h0 = torch.from_numpy(p["h0"].astype(np.float64))[None].requires_grad_()
+    c0 = torch.from_numpy(p["c0"].astype(np.float64))[None].requires_grad_()
+    out, (_, c_n) = lstm(x, (h0, c0))
+    loss = (out * torch.from_numpy(p["dh"].astype(np.float64))).sum()
+    loss = loss + (c_n[0] * torch.from_numpy(p["dc"][-1].astype(np.float64))).sum()
+    loss.backward()
+    return (out.detach().numpy(), c_n[0].detach().numpy(), x.grad.numpy(), h0.grad[0].numpy(),
+            c0.grad[0].numpy(), lstm.weight_ih_l0.grad.numpy(), lstm.weight_hh_l0.grad.numpy(),
+            lstm.bias_ih_l0.grad.numpy(), lstm.bias_hh_l0.grad.numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("size", [(1, 1, 3, 5), (8, 3, 6, 17), (10, 16, 12, 40)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_matches_torch(size, dtype):
+    k = kernels()
+    p = problem(np.random.default_rng(11), *size, dtype)
+    p["dc"][:-1] = 0  # torch gives c_n only
+    want = torch_lstm(p)
+    tol = 1e-10 if dtype == np.float64 else 1e-5
+    for product in PRODUCTS:
+        with k.tuned(step_product=product):
+            h, c, _, dx, dh0, dc0, dw_ih, dw_hh, db, _ = run(p)
+        got = (h, c[-1], dx, dh0, dc0, dw_ih, dw_hh, db, db)
+        names = ("output", "c_n", "dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh")
+        for name, a, e in zip(names, got, want, strict=True):
+            assert_close(a, e, tol, f"{product}: {name}")
+
+
+def test_inference_keeps_nothing_and_equals_training():
+    p = problem(np.random.default_rng(2), 5, 3, 4, 7, np.float64)
+    h, c, gates = run(p, training=False)
+    assert gates is None
+    ht, ct, gates_t = run(p)[:3]
+    np.testing.assert_array_equal(h, ht)
+    np.testing.assert_array_equal(c, ct)
+    assert gates_t.shape == (5, 3, 28)
+    # the workspace holds the activations: sigmoid gates in (0, 1), g in (-1, 1)
+    i, f, g, o = np.split(gates_t, 4, axis=2)
+    assert np.all((i > 0) & (i < 1) & (f > 0) & (f < 1) & (o > 0) & (o < 1))
+    assert np.all(np.abs(g) < 1)
+
+
+def test_projection_is_not_implemented_here():
+    k = kernels()
+    p = problem(np.random.default_rng(2), 2, 1, 3, 4, np.float64)
+    w_hr = np.zeros((2, 4))
+    with pytest.raises(NotImplementedError):
+        k.lstm_forward(p["x"], None, None, p["w_ih"], p["w_hh"], None, w_hr, True)
+    h, c, gates = run(p, training=True)[:3]
+    with pytest.raises(NotImplementedError):
+        k.lstm_backward(p["dh"], None, p["x"], None, None, h, c, gates, p["w_ih"], p["w_hh"],
+                        w_hr)
+    with pytest.raises(ValueError):
+        k.lstm_backward(p["dh"], None, p["x"], None, None, h, c, None, p["w_ih"], p["w_hh"],
+                        None)
+
+
+@pytest.mark.parametrize("B", [1, 3, 40], ids=lambda b: f"B{b}")  # 40: the GEMM step
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_step_equals_the_forward_per_step(B, dtype):
+    k = kernels()
+    rng = np.random.default_rng(B)
+    T, D, H = 5, 6, 13
+    layers = [problem(rng, T, B, D, H, dtype), problem(rng, T, B, H, H, dtype)]
+    # the forward of a two-layer stack: layer 1 reads layer 0's h
+    h_a, c_a, _ = k.lstm_forward(layers[0]["x"], layers[0]["h0"], layers[0]["c0"],
+                                 layers[0]["w_ih"], layers[0]["w_hh"], folded(layers[0]), None,
+                                 False)
+    h_b, c_b, _ = k.lstm_forward(h_a, layers[1]["h0"], layers[1]["c0"], layers[1]["w_ih"],
+                                 layers[1]["w_hh"], folded(layers[1]), None, False)
+    params = tuple((q["w_ih"], q["w_hh"], q["b_ih"], q["b_hh"], None) for q in layers)
+    h = np.stack([q["h0"] for q in layers])
+    c = np.stack([q["c0"] for q in layers])
+    for t in range(T):
+        out, h, c = k.lstm_step(layers[0]["x"][t], h, c, params)
+        assert_close(h[0], h_a[t], TOL[dtype], f"step {t} h[0]")
+        assert_close(c[0], c_a[t], TOL[dtype], f"step {t} c[0]")
+        assert_close(h[1], h_b[t], TOL[dtype], f"step {t} h[1]")
+        assert_close(c[1], c_b[t], TOL[dtype], f"step {t} c[1]")
+        np.testing.assert_array_equal(out, h[1])
+    # zeros for a None state
+    p = layers[0]
+    out, h, c = k.lstm_step(p["x"][0], None, None, params[:1])
+    h_z, c_z, _ = k.lstm_forward(p["x"][:1], None, None, p["w_ih"], p["w_hh"], folded(p), None,
+                                 False)
+    assert_close(h[0], h_z[0], TOL[dtype], "h from zeros")
+    assert_close(c[0], c_z[0], TOL[dtype], "c from zeros")
+
+
+def test_step_admission():
+    k = kernels()
+    p = problem(np.random.default_rng(1), 1, 2, 3, 4, np.float64)
+    layer = (p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], None)
+    x = p["x"][0]
+    assert k.lstm_step(x, None, None, (layer,)) is not None
+    assert k.lstm_step(x.astype(np.float32), None, None, (layer,)) is None  # dtype
+    assert k.lstm_step(x, None, None, (layer[:4],)) is None  # a 4-tuple
+    assert k.lstm_step(x, None, None, ((p["w_ih"], p["w_hh"], p["b_ih"], None, None),)) is None
+    assert k.lstm_step(x, np.zeros((1, 2, 5)), None, (layer,)) is None  # h's shape
+    assert k.lstm_step(x, None, np.zeros((2, 2, 4)), (layer,)) is None  # c's layers
+    assert k.lstm_step(np.asfortranarray(np.zeros((2, 3))[:, :2]), None, None, (layer,)) is None
+    with pytest.raises(NotImplementedError):
+        k.lstm_step(x, None, None, ((p["w_ih"], p["w_hh"], None, None, np.zeros((2, 4))),))
+
+
+def test_gil_released_while_a_large_forward_and_backward_run():
+    """The main thread runs while the kernels run in a worker (switch interval made so long
+    that a thread holding the GIL never yields it: see tests/test_threads.py)."""
+    p = problem(np.random.default_rng(3), 60, 32, 64, 128, np.float64)
+    started, done = threading.Event(), threading.Event()
+
+    def work():
+        started.set()
+        for _ in range(2):
+            run(p)
+        done.set()
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(60.0)
+    try:
+        worker = threading.Thread(target=work)
+        worker.start()
+        started.wait()
+        progress = 0
+        while not done.is_set():
+            progress += 1
+            time.sleep(0)
+        worker.join()
+    finally:
+        sys.setswitchinterval(previous)
+    assert progress > 0, "the main thread never ran: the GIL was held throughout"
+
+
+def test_bit_identical_from_concurrent_threads():
+    k = kernels()
+    from concurrent.futures import ThreadPoolExecutor
+
+    p = problem(np.random.default_rng(9), 30, 16, 24, 48, np.float32)
+    with k.tuned(step_product="panel", overlap="on", overlap_chunk_rows=32):
+        first = run(p)
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            results = list(pool.map(lambda _: run(p), range(6)))
+    for result in results:
+        for name, a, e in zip(NAMES, result, first, strict=False):
+            np.testing.assert_array_equal(a, e, err_msg=name)
