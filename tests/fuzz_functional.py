@@ -243,8 +243,220 @@ def rnn_step_function_cases(draw: st.DrawFn, fault: tuple[str, str] | None = Non
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# The gated cells: lstm_forward + lstm_backward, gru_forward + gru_backward (one case runs the
+# training forward and its backward) and lstm_step / gru_step, judged against their twins on
+# the NumPy backend (validity not modelled: the same error type, or close results).
+
+LSTM_ARRAYS = ("x", "h0", "c0", "w_ih", "w_hh", "b", "w_hr", "dh", "dc")
+GRU_ARRAYS = ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh", "dh")
+GATED_OPTIONS = ("backend", "check_finite", "training")
+
+
+def _gated_targets(names: tuple[str, ...]) -> list[tuple[str, str]]:
+    return [(k, n) for k in ARRAY_FAULTS for n in names] + [("option", o) for o in GATED_OPTIONS]
+
+
+def _gated_valid(rng, cell: str, s: dict[str, int], dtype: np.dtype) -> dict[str, Any]:
+    T, B, D, H, P = s["T"], s["B"], s["D"], s["H"], s["P"]
+    S = P or H
+    G = (4 if cell == "lstm" else 3) * H
+
+    def arr(*shape: int, scale: float = 1.0) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(dtype)
+
+    v = {"x": arr(T, B, D), "h0": arr(B, S), "w_ih": arr(G, D, scale=0.5)}
+    v["w_hh"] = arr(G, S, scale=0.5)
+    if cell == "lstm":
+        v |= {"c0": arr(B, H), "b": arr(G), "w_hr": arr(P, H) if P else None}
+        v |= {"dh": arr(T, B, S), "dc": arr(T, B, H)}
+    else:
+        v |= {"b_ih": arr(G), "b_hh": arr(G), "dh": arr(T, B, H)}
+    return v
+
+
+@st.composite
+def gated_sequence_cases(draw: st.DrawFn, cell: str, fault: tuple[str, str] | None = None):
+    """out = lstm_forward(..., training=True); lstm_backward(..., out's h, c, workspace) (the
+    GRU's alike)."""
+    lstm = cell == "lstm"
+    sizes = {k: draw(st.integers(0 if k != "H" else 1, 4)) for k in "TBD"}
+    sizes["H"] = draw(st.sampled_from([1, 2, 5, 17]))
+    sizes["P"] = draw(st.sampled_from([0, 0, 1])) if lstm and sizes["H"] > 1 else 0
+    dtype = np.dtype(draw(st.sampled_from(FLOATS)))
+    value_seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(value_seed)
+    valid = _gated_valid(rng, cell, sizes, dtype)
+    values: dict[str, Any] = dict(valid)
+    for name in ("h0", "c0", "dc") if lstm else ("h0",):
+        if draw(st.booleans()):
+            values[name] = None
+    if draw(st.integers(0, 3)) == 0:
+        for name in ("b",) if lstm else ("b_ih", "b_hh"):
+            values[name] = None
+    options: dict[str, Any] = {"backend": "auto", "check_finite": draw(st.booleans())}
+    options["training"] = True
+    notes = [f"{cell} sizes={sizes} dtype={dtype} seed={value_seed}"]
+    names = LSTM_ARRAYS if lstm else GRU_ARRAYS
+    faults = draw_faults(draw, _gated_targets(names), fault)
+    for kind, name in faults:
+        if kind == "option":
+            bad = {
+                "backend": ["cuda", None, 3],
+                "check_finite": ["yes", 1, None],
+                "training": ["yes", 1, None],
+            }[name]
+            options[name] = draw(st.sampled_from(bad))
+            notes.append(f"FAULT option {name}={options[name]!r}")
+            continue
+        base = valid[name] if valid[name] is not None else rng.standard_normal((2, 2))
+        values[name], note = break_array(draw, kind, base.astype(dtype), value_seed)
+        notes.append(f"FAULT {name}: {note}")
+
+    def run(backend: str):
+        kw = {"backend": backend, "check_finite": options["check_finite"]}
+        if options["backend"] != "auto":
+            kw["backend"] = options["backend"]  # an invalid backend, refused alike
+        v = values
+        if lstm:
+            h, c, ws = rnnfast.lstm_forward(
+                v["x"], v["h0"], v["c0"], v["w_ih"], v["w_hh"], v["b"], v["w_hr"],
+                training=options["training"], **kw,
+            )  # fmt: skip
+            grads = rnnfast.lstm_backward(
+                v["dh"], v["dc"], v["x"], v["h0"], v["c0"], h, c, ws, v["w_ih"], v["w_hh"],
+                v["w_hr"], **kw,
+            )  # fmt: skip
+            return h, c, tuple(g for g in grads if g is not None)
+        h, ws = rnnfast.gru_forward(
+            v["x"], v["h0"], v["w_ih"], v["w_hh"], v["b_ih"], v["b_hh"],
+            training=options["training"], **kw,
+        )  # fmt: skip
+        grads = rnnfast.gru_backward(
+            v["dh"], v["x"], v["h0"], h, ws, v["w_ih"], v["w_hh"], v["b_hh"], **kw
+        )
+        return h, tuple(g for g in grads if g is not None)
+
+    return Case(
+        call=lambda: run("cython" if rnnfast.HAVE_COMPILED else "numpy"),
+        expected=None,
+        fault_names=None,
+        inputs=tuple(a for a in values.values() if isinstance(a, np.ndarray)),
+        description="; ".join(notes),
+        rtol=RTOL[dtype] * 100,  # T steps of float32 kernel-vs-reference rounding
+        coverage=f"{faults[0][0]}:{faults[0][1]}" if len(faults) == 1 else None,
+        twin=lambda: run("numpy"),
+    )
+
+
+GATED_STEP_ARRAYS = ("x", "h", "c", "params[0] w_ih", "params[0] w_hh", "params[0] b_ih")
+GATED_STEP_STRUCTURE = ("no_layers", "short_layer", "one_bias", "params_garbage", "h_layers")
+GATED_STEP_TARGETS = [
+    *((k, n) for k in ARRAY_FAULTS for n in GATED_STEP_ARRAYS),
+    *(("structure", n) for n in GATED_STEP_STRUCTURE),
+]
+
+
+@st.composite
+def gated_step_function_cases(draw: st.DrawFn, cell: str, fault: tuple[str, str] | None = None):
+    """lstm_step(x, h, c, params) / gru_step(x, h, params), against the NumPy twin."""
+    lstm = cell == "lstm"
+    L, B, D = draw(st.integers(1, 2)), draw(st.integers(0, 3)), draw(st.integers(0, 4))
+    H = draw(st.sampled_from([1, 3, 8, 17]))
+    P = draw(st.sampled_from([0, 0, 1])) if lstm and H > 1 else 0
+    S = P or H
+    G = (4 if lstm else 3) * H
+    dtype = np.dtype(draw(st.sampled_from(FLOATS)))
+    bias = draw(st.booleans())
+    value_seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(value_seed)
+
+    def arr(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.5).astype(dtype)
+
+    layers = []
+    for k in range(L):
+        layer = [
+            arr(G, D if k == 0 else S),
+            arr(G, S),
+            *((arr(G), arr(G)) if bias else (None,) * 2),
+        ]
+        layers.append(layer + ([arr(P, H) if P else None] if lstm else []))
+    x = arr(B, D)
+    h = arr(L, B, S) if draw(st.booleans()) else None
+    c = arr(L, B, H) if lstm and draw(st.booleans()) else None
+    params: Any = None
+    notes = [f"{cell}_step L={L} B={B} D={D} H={H} P={P} dtype={dtype} seed={value_seed}"]
+    targets = [t for t in GATED_STEP_TARGETS if lstm or t[1] != "c"]
+    faults = draw_faults(draw, targets, fault)
+    for kind, name in faults:
+        notes.append(f"FAULT {kind} {name}")
+        if kind in ARRAY_FAULTS and name in ("x", "h", "c"):
+            base = {"x": arr(B, D), "h": arr(L, B, S), "c": arr(L, B, H)}[name]
+            value, note = break_array(draw, kind, base, value_seed)
+            x, h, c = (value if name == n else v for n, v in (("x", x), ("h", h), ("c", c)))
+            notes.append(note)
+        elif kind in ARRAY_FAULTS:
+            w = ("w_ih", "w_hh", "b_ih").index(name.split()[-1])
+            layers[0][w], note = break_array(
+                draw, kind, arr(*[(G, D), (G, S), (G,)][w]), value_seed
+            )
+            notes.append(note)
+        elif name == "no_layers":
+            params = ()
+        elif name == "short_layer":
+            layers[-1] = layers[-1][:3]
+        elif name == "one_bias":
+            layers[0][2] = None if bias else arr(G)
+        elif name == "params_garbage":
+            params = draw(st.sampled_from([None, 3, "params", object(), (None,), ((),)]))
+        else:  # h_layers
+            h = arr(L + 1, B, S)
+    if params is None:
+        params = tuple(tuple(layer) for layer in layers)
+
+    def run(backend: str):
+        if lstm:
+            output, h_new, c_new = rnnfast.lstm_step(x, h, c, params, backend=backend)
+            return output, h_new, c_new
+        output, h_new = rnnfast.gru_step(x, h, params, backend=backend)
+        return output, h_new
+
+    arrays = [x, h, c, *(a for layer in layers for a in layer)]
+    return Case(
+        call=lambda: run("auto"),
+        expected=None,
+        fault_names=None,
+        inputs=tuple(a for a in arrays if isinstance(a, np.ndarray)),
+        description="; ".join(notes),
+        rtol=RTOL[dtype] * 10,
+        coverage=f"{faults[0][0]}:{faults[0][1]}" if len(faults) == 1 else None,
+        twin=lambda: run("numpy"),
+    )
+
+
 ENTRY_POINTS: dict[str, EntryPoint] = {
     "rnn_forward": EntryPoint.of(RNN_FORWARD, ci_cases=1100),
     "rnn_backward": EntryPoint.of(RNN_BACKWARD, ci_cases=1100),
     "rnn_step": EntryPoint(rnn_step_function_cases, tuple(STEP_TARGETS), ci_cases=600),
+    "lstm_forward/backward": EntryPoint(
+        lambda fault: gated_sequence_cases("lstm", fault),
+        tuple(_gated_targets(LSTM_ARRAYS)),
+        ci_cases=300,
+    ),
+    "gru_forward/backward": EntryPoint(
+        lambda fault: gated_sequence_cases("gru", fault),
+        tuple(_gated_targets(GRU_ARRAYS)),
+        ci_cases=300,
+    ),
+    "lstm_step": EntryPoint(
+        lambda fault: gated_step_function_cases("lstm", fault),
+        tuple(GATED_STEP_TARGETS),
+        ci_cases=200,
+    ),
+    "gru_step": EntryPoint(
+        lambda fault: gated_step_function_cases("gru", fault),
+        tuple(t for t in GATED_STEP_TARGETS if t[1] != "c"),
+        ci_cases=200,
+    ),
 }

@@ -96,7 +96,8 @@ def model_file_cases(draw: st.DrawFn, fault: tuple[str, str] | None = None) -> C
                 continue  # that weight is already gone or replaced
         if kind == "tamper":
             if name == "version":
-                entries["version"] = np.array(draw(st.sampled_from([0, 2, -1, 2**40])))
+                # versions 1 and 2 are read
+                entries["version"] = np.array(draw(st.sampled_from([0, 3, -1, 2**40])))
             elif name == "format":
                 entries["format"] = np.frombuffer(b"SequenceRegressor", np.uint8).copy()
             elif name == "config_json":

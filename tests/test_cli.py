@@ -4,6 +4,7 @@ cases (one line on stderr, status 2, no traceback)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 import rnnfast
 from rnnfast import benchmark, cli, datasets
@@ -150,6 +152,33 @@ def test_train_on_a_file(tmp_path):
     assert "--- step" not in proc.stdout  # --sample-every 0: only the final sample
 
 
+GATED = pytest.mark.skipif(
+    not (hasattr(rnnfast.nn, "LSTM") and hasattr(rnnfast.nn, "GRU")),
+    reason="this rnnfast has no gated layers",
+)
+
+
+@pytest.mark.parametrize(
+    "cell", ["rnn", pytest.param("lstm", marks=GATED), pytest.param("gru", marks=GATED)]
+)
+def test_train_cell_writes_a_model_that_sample_reads(cell, tmp_path):
+    proc = run_cli(
+        "train", "--cell", cell, "--steps", "3", "--hidden", "8", "--bptt", "10", "--batch", "4",
+        "--sample-every", "0", "--val-fraction", "0", "--out", "run", cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(proc)
+    named = {"rnn": "(hidden 8", "lstm": "(LSTM, hidden 8", "gru": "(GRU, hidden 8"}[cell]
+    assert proc.stdout.startswith(f"Training a 1-layer CharRNN {named}")
+    model = rnnfast.CharRNN.load(tmp_path / "run" / "model.npz")
+    assert model.cell == cell and model.rnn.hidden_size == 8
+    assert strict_json(tmp_path / "run" / "train.json")["config"]["cell"] == cell
+    args = ("sample", "--model", "run/model.npz", "--prefix", "The", "--length", "30")
+    sampled = run_cli(*args, "--seed", "2", cwd=tmp_path)
+    assert_ok(sampled)
+    expected = model.sample("The", 30, temperature=0.8, seed=2)
+    assert sampled.stdout.rstrip("\n") == ("The" + expected).rstrip("\n")
+
+
 def test_ctrl_c_stops_training_and_saves(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(
@@ -206,7 +235,8 @@ def test_sample_default_prefix_starts_a_line(trained, capsys):
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path_factory.mktemp("demo")
-    proc = run_cli("demo", "--out", str(out), cwd=out)
+    # A short recall section here (its full run, and what it shows, is test_demo_recall_...).
+    proc = run_cli("demo", "--out", str(out), "--recall-steps", "5", cwd=out)
     assert_ok(proc)
     return proc, out
 
@@ -251,6 +281,29 @@ def test_demo_series_beats_the_naive_forecast(demo):
     assert rnn == pytest.approx(np.sqrt(np.mean((pred[t] - series[t + 1]) ** 2)), abs=1e-3)
     for name in ("alphabet_loss.png", "series.png"):
         assert_png(out / name)
+
+
+def test_demo_recall_section_reports_each_cell(demo):
+    proc, out = demo
+    assert "3. Remembering across a gap." in proc.stdout
+    found = re.findall(
+        r"^   (RNN|LSTM|GRU)\s+recalls\s+(\d+\.\d)% of the letters", proc.stdout, re.M
+    )
+    assert [c for c, _ in found] == ["RNN", "LSTM", "GRU"]
+    assert all(0 <= float(a) <= 100 for _, a in found)
+    assert_png(out / "recall.png")
+
+
+def test_demo_recall_the_gated_cells_beat_the_plain_rnn(tmp_path, capsys):
+    """The full recall section, in-process: seeded, so its numbers are reproducible."""
+    from rnnfast.cli import demo as demo_command
+
+    args = argparse.Namespace(seed=0, recall_steps=demo_command.RECALL_STEPS)
+    with threadpool_limits(1):  # as the command runs it (--threads 1)
+        accuracy = demo_command._recall_demo(args, tmp_path)
+    assert accuracy["rnn"] < 0.4  # about chance, 25%
+    assert min(accuracy["lstm"], accuracy["gru"]) > accuracy["rnn"] + 0.15
+    assert "The gated cells' best recalls" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,6 +357,33 @@ def test_diagnose_a_trained_model(trained, tmp_path):
     w_hh = rnnfast.CharRNN.load(out / "model.npz").rnn.parameters()["weight_hh_l0"]
     radius = rnnfast.diagnostics.spectral_radius(w_hh)
     assert float(row["radius"]) == pytest.approx(radius, abs=1e-3)
+    assert_png(tmp_path / "d" / "gradient_norms.png")
+
+
+@pytest.mark.parametrize("cells", [["rnn"], pytest.param(["all"], marks=GATED)])
+def test_diagnose_cells_side_by_side(cells, tmp_path):
+    proc = run_cli(
+        "diagnose", "--cell", *cells, "--hidden", "8", "--seq-len", "12", "--batch", "3",
+        "--train-steps", "4", "--out", "d", cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(proc)
+    names = ["rnn", "lstm", "gru"] if cells == ["all"] else cells
+    rows = re.findall(
+        r"^(rnn|lstm|gru)\s+(initial|trained)\s+(\S+)\s+(\S+)\s+(\S+)\s", proc.stdout, re.M
+    )
+    assert [(c, m) for c, m, *_ in rows] == [(c, m) for c in names for m in ("initial", "trained")]
+    data = strict_json(tmp_path / "d" / "gradient_norms.json")
+    assert [(c["cell"], c["model"]) for c in data["curves"]] == [
+        (c, m) for m in ("at initialization", "trained") for c in names
+    ]
+    for curve in data["curves"]:
+        assert len(curve["norms"]) == 13 and curve["norms"][0] == pytest.approx(1.0)
+        row = next(
+            r
+            for r in rows
+            if (r[0], r[1] == "trained") == (curve["cell"], curve["model"] == "trained")
+        )
+        assert curve["decay_rate"] == pytest.approx(float(row[2]), rel=1e-3)
     assert_png(tmp_path / "d" / "gradient_norms.png")
 
 
@@ -441,6 +521,9 @@ BAD_ARGUMENTS = {
     "negative size": (["train", "--hidden", "-3"], "--hidden: must be >= 1, got -3"),
     "not a number": (["train", "--steps", "many"], "--steps: expected an integer"),
     "zero steps": (["train", "--steps", "0"], "must be >= 1"),
+    "unknown cell": (["train", "--cell", "tcn"], "--cell: invalid choice"),
+    "cell and model": (["diagnose", "--cell", "all", "--model", "m.npz"], "do not apply"),
+    "train steps alone": (["diagnose", "--train-steps", "3"], "with --cell only"),
     "negative lr": (["train", "--lr", "-1"], "--lr: must be a finite number > 0, got -1"),
     "nan lr": (["train", "--lr", "nan"], "--lr: must be a finite number > 0, got nan"),
     "bad fraction": (["train", "--val-fraction", "1.5"], "--val-fraction: must be in [0, 1)"),

@@ -169,3 +169,19 @@ def test_series_rejects_bad_arguments():
         datasets.synthetic_series(0)
     with pytest.raises(ValueError, match="period"):
         datasets.synthetic_series(10, period=1)
+
+
+def test_recall_lines_repeat_their_opening_symbol_after_the_gap():
+    data = datasets.recall(50, gap=7, seed=3)
+    lines = data.text.split("\n")[:-1]
+    assert len(lines) == 50 and data.text.endswith("\n")
+    for line in lines:
+        assert line[0] in datasets.RECALL_SYMBOLS and line == line[0] + "." * 7 + "=" + line[0]
+    assert len({line[0] for line in lines}) == 4  # every symbol drawn
+    positions = datasets.recall_positions(data)
+    assert list(positions) == [i * 11 + 8 for i in range(50)]
+    assert all(data.text[p + 1] == data.text[p - 8] for p in positions)
+    assert datasets.recall(50, gap=7, seed=3).text == data.text
+    assert datasets.recall(50, gap=7, seed=4).text != data.text
+    with pytest.raises(ValueError):
+        datasets.recall(0)

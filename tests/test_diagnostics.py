@@ -222,3 +222,107 @@ def test_plot_gradient_norms_writes_a_png(tmp_path):
     path = tmp_path / "norms.png"
     diagnostics.plot_gradient_norms(rows, path, title="test")
     assert path.read_bytes().startswith(PNG_MAGIC)
+
+
+# The gated cells: gradient norms through any layer's own backward.
+
+GATED = pytest.mark.skipif(
+    not (hasattr(rnnfast.nn, "LSTM") and hasattr(rnnfast.nn, "GRU")),
+    reason="this rnnfast has no gated layers",
+)
+
+
+@pytest.mark.parametrize("nl", ["tanh", "relu"])
+def test_layer_gradient_norms_of_an_rnn_are_the_chain_rules(nl):
+    rnn = rnnfast.RNN(3, 5, nonlinearity=nl, dtype=np.float64, seed=0)
+    x = np.random.default_rng(0).standard_normal((12, 4, 3))
+    p = rnn.parameters()
+    b = p["bias_ih_l0"] + p["bias_hh_l0"]
+    g = np.random.default_rng(3).standard_normal((4, 5))
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    expected, h = brute_force_norms(x, p["weight_ih_l0"], p["weight_hh_l0"], b, g, nl)
+    rnn.train()
+    before = {k: v + 1.0 for k, v in rnn.grads.items()}
+    for k, v in before.items():
+        rnn.grads[k][...] = v
+    result = diagnostics.layer_gradient_norms(rnn, x, seed=3)
+    np.testing.assert_allclose(result.norm, expected, rtol=1e-12)
+    np.testing.assert_allclose(result.states, h, rtol=1e-12, atol=1e-14)
+    assert rnn.training  # mode and accumulated gradients left as they were
+    for k, v in before.items():
+        np.testing.assert_array_equal(rnn.grads[k], v)
+
+
+def test_layer_gradient_norms_checks_the_layer():
+    x = np.zeros((3, 2, 2))
+    with pytest.raises(ValueError, match="one-layer"):
+        diagnostics.layer_gradient_norms(rnnfast.RNN(2, 3, 2, dtype=np.float64), x)
+    with pytest.raises(ValueError, match="one-layer"):
+        diagnostics.layer_gradient_norms(rnnfast.RNN(2, 3, bidirectional=True), x)
+
+
+def torch_state_gradient_norms(layer, x, g):
+    """||dL/d(state_t)|| by torch's autograd, through torch's cells one step at a time."""
+    torch = pytest.importorskip("torch")
+    lstm = isinstance(layer, rnnfast.nn.LSTM)
+    H = layer.hidden_size
+    cls = torch.nn.LSTMCell if lstm else torch.nn.GRUCell
+    cell = cls(x.shape[2], H, dtype=torch.float64)
+    p = layer.parameters()
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(cell, name).copy_(torch.from_numpy(p[f"{name}_l0"]))
+    T, B = x.shape[:2]
+    # A zero perturbation added to the state entering each step: its gradient is the state's
+    # (an LSTM's h and c as two separate inputs of the next step, as the layer carries them).
+    eps = [
+        [
+            torch.zeros(B, H, dtype=torch.float64, requires_grad=True)
+            for _ in range(2 if lstm else 1)
+        ]
+        for _ in range(T)
+    ]
+    state = [torch.zeros(B, H, dtype=torch.float64) for _ in eps[0]]
+    for t in range(T):
+        state = [s + e for s, e in zip(state, eps[t], strict=True)]
+        out = cell(torch.from_numpy(x[t]), tuple(state) if lstm else state[0])
+        state = list(out) if lstm else [out]
+    loss = (state[0] * torch.from_numpy(g)).sum()
+    grads = torch.autograd.grad(loss, [e for es in eps for e in es])
+    per_state = np.array([gr.numpy() for gr in grads]).reshape(T, -1, B, H)
+    norms = np.sqrt((per_state**2).sum(axis=(1, 3))).mean(axis=1)  # the state entering step t
+    return np.concatenate([[1.0], norms[::-1]])
+
+
+@GATED
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_layer_gradient_norms_of_the_gated_cells_match_torch(cell):
+    layer = getattr(rnnfast.nn, cell)(3, 5, dtype=np.float64, seed=1)
+    x = np.random.default_rng(2).standard_normal((9, 4, 3))
+    g = np.random.default_rng(5).standard_normal((4, 5))
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    result = diagnostics.layer_gradient_norms(layer, x, seed=5)
+    np.testing.assert_allclose(result.norm, torch_state_gradient_norms(layer, x, g), rtol=1e-10)
+    np.testing.assert_allclose(result.states, layer(x)[0], rtol=1e-12)
+
+
+@GATED
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_model_diagnosis_of_a_gated_model_per_layer(cell, tmp_path):
+    model = rnnfast.CharRNN("abc\n", hidden_size=6, num_layers=2, cell=cell, seed=0)
+    ids = np.random.default_rng(0).integers(0, 4, (15, 3))
+    rows = diagnostics.model_diagnosis(model, ids)
+    assert [(r.label, r.cell) for r in rows] == [("layer 0", cell), ("layer 1", cell)]
+    assert all(math.isnan(r.spectral_radius) and r.norms.norm.shape == (16,) for r in rows)
+    x = rnnfast.one_hot(ids, 4)
+    np.testing.assert_allclose(rows[1].norms.states, model.rnn(x)[0], rtol=1e-5, atol=1e-6)
+    diagnostics.plot_cell_comparison({"a": rows, "b": rows[:1]}, tmp_path / "c.png", title="t")
+    assert (tmp_path / "c.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_plot_cell_comparison_writes_a_png(tmp_path):
+    model = rnnfast.CharRNN("abc", hidden_size=4, seed=0)
+    rows = diagnostics.model_diagnosis(model, np.zeros((6, 2), dtype=np.int64))
+    assert rows[0].cell == "rnn"
+    diagnostics.plot_cell_comparison({"init": rows}, tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes().startswith(PNG_MAGIC)

@@ -72,9 +72,9 @@ def oracle_forward(x, h0, w_ih, w_hh, b_ih, b_hh):
         gx = x[t] @ w_ih.T + b_ih
         gh = h @ w_hh.T + b_hh
         r = _sig(gx[:, :H] + gh[:, :H])
-        z = _sig(gx[:, H:2 * H] + gh[:, H:2 * H])
-        n = np.tanh(gx[:, 2 * H:] + r * gh[:, 2 * H:])
-        saved.append((h, r, z, n, gh[:, 2 * H:]))
+        z = _sig(gx[:, H : 2 * H] + gh[:, H : 2 * H])
+        n = np.tanh(gx[:, 2 * H :] + r * gh[:, 2 * H :])
+        saved.append((h, r, z, n, gh[:, 2 * H :]))
         h = (1 - z) * n + z * h
         hs.append(h)
     return np.stack(hs), saved
@@ -212,8 +212,9 @@ def test_large_sizes_default_rules():
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("size", [(1, 1, 3, 5), (7, 1, 4, 9), (6, 3, 5, 17), (12, 16, 10, 33)],
-                         ids=sid)
+@pytest.mark.parametrize(
+    "size", [(1, 1, 3, 5), (7, 1, 4, 9), (6, 3, 5, 17), (12, 16, 10, 33)], ids=sid
+)
 def test_against_torch(size, bias, dtype):
     T, B, D, H = size
     tdtype = torch.float64 if dtype == np.float64 else torch.float32
@@ -238,8 +239,12 @@ def test_against_torch(size, bias, dtype):
     grads = K.gru_backward(dh, x, h0, h, ws, w_ih, w_hh, b_hh)
     rtol = 1e-10 if dtype == np.float64 else 1e-5
     assert_close(h, arr(out), rtol, "h")
-    expected = [arr(xt.grad), arr(h0t.grad)[0], arr(gru.weight_ih_l0.grad),
-                arr(gru.weight_hh_l0.grad)]
+    expected = [
+        arr(xt.grad),
+        arr(h0t.grad)[0],
+        arr(gru.weight_ih_l0.grad),
+        arr(gru.weight_hh_l0.grad),
+    ]
     expected += [arr(gru.bias_ih_l0.grad), arr(gru.bias_hh_l0.grad)] if bias else [None, None]
     for name, a, e in zip(GRAD_NAMES, grads, expected, strict=True):
         if e is None:
@@ -257,8 +262,7 @@ def test_workspace_layout_and_inference():
     rng = np.random.default_rng(11)
     p = make(rng, 5, 3, 4, 6)
     h, ws = K.gru_forward(p["x"], p["h0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], True)
-    h_inf, none = K.gru_forward(p["x"], p["h0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"],
-                                False)
+    h_inf, none = K.gru_forward(p["x"], p["h0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], False)
     assert none is None
     np.testing.assert_array_equal(h, h_inf)
     assert ws.shape == (5, 3, 24) and ws.dtype == np.float64
@@ -314,8 +318,9 @@ def test_gru_kernels_release_the_gil(which):
     rng = np.random.default_rng(3)
     if which == "step":
         B, D, H = 64, 64, 256
-        params = ((rng.standard_normal((3 * H, D)), rng.standard_normal((3 * H, H)) / H,
-                   None, None),)
+        params = (
+            (rng.standard_normal((3 * H, D)), rng.standard_normal((3 * H, H)) / H, None, None),
+        )
         x = rng.standard_normal((B, D))
 
         def work() -> None:
@@ -348,10 +353,10 @@ def test_step_equals_forward(B, bias, dtype):
     p1 = make(rng, T, B, D, H, dtype=dtype, bias=bias)
     p2 = make(rng, T, B, H, H, dtype=dtype, bias=bias)
     h0 = np.stack([p1["h0"], p2["h0"]])
-    out1, _ = K.gru_forward(p1["x"], p1["h0"], p1["w_ih"], p1["w_hh"], p1["b_ih"], p1["b_hh"],
-                            False)
-    out2, _ = K.gru_forward(out1, p2["h0"], p2["w_ih"], p2["w_hh"], p2["b_ih"], p2["b_hh"],
-                            False)
+    out1, _ = K.gru_forward(
+        p1["x"], p1["h0"], p1["w_ih"], p1["w_hh"], p1["b_ih"], p1["b_hh"], False
+    )
+    out2, _ = K.gru_forward(out1, p2["h0"], p2["w_ih"], p2["w_hh"], p2["b_ih"], p2["b_hh"], False)
     params = tuple((p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"]) for p in (p1, p2))
     h = h0
     for t in range(T):
@@ -361,8 +366,9 @@ def test_step_equals_forward(B, bias, dtype):
         assert_close(h[1], out2[t], RTOL[np.dtype(dtype)] * 10, f"layer 1, step {t}")
         np.testing.assert_array_equal(output, h[1])
     # h None is zeros
-    out0, _ = K.gru_forward(p1["x"][:1], None, p1["w_ih"], p1["w_hh"], p1["b_ih"], p1["b_hh"],
-                            False)
+    out0, _ = K.gru_forward(
+        p1["x"][:1], None, p1["w_ih"], p1["w_hh"], p1["b_ih"], p1["b_hh"], False
+    )
     output, _ = K.gru_step(p1["x"][0], None, params[:1])
     assert_close(output, out0[0], RTOL[np.dtype(dtype)] * 10, "h None")
 

@@ -3,6 +3,8 @@ save to / load from model files that are checked and can never run code."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import assert_close
@@ -160,7 +162,7 @@ def text(s: str) -> np.ndarray:
 
 
 CONFIG = (
-    '{"dropout": 0.0, "dtype": "float32", "embedding_dim": null, "hidden_size": 32, '
+    '{"cell": "rnn", "dropout": 0.0, "dtype": "float32", "embedding_dim": null, "hidden_size": 32, '
     '"nonlinearity": "tanh", "num_layers": 1}'
 )
 
@@ -168,7 +170,7 @@ CONFIG = (
 @pytest.mark.parametrize(
     ("drop", "changes", "match"),
     [
-        ((), {"version": np.array(2)}, "format version 2, but this rnnfast reads version 1"),
+        ((), {"version": np.array(3)}, "format version 3, but this rnnfast reads version 2"),
         ((), {"version": np.array(1.0)}, "version must be an integer"),
         ((), {"format": text("rnnfast.SequenceRegressor")}, "holds a 'rnnfast.SequenceRegressor'"),
         (("format",), {}, "not an rnnfast model file"),
@@ -307,3 +309,116 @@ def test_sequence_regressor_shapes_and_checks():
         model.predict(series[:, 0])
     with pytest.raises(ValueError, match="finite"):
         model.predict(np.full((3, 2), np.nan))
+
+
+# The recurrent cell: "rnn", "lstm", "gru".
+
+DATA = Path(__file__).parent / "data"
+GATED = pytest.mark.skipif(
+    not (hasattr(rnnfast.nn, "LSTM") and hasattr(rnnfast.nn, "GRU")),
+    reason="this rnnfast has no gated layers",
+)
+CELLS = ["rnn", pytest.param("lstm", marks=GATED), pytest.param("gru", marks=GATED)]
+
+
+def test_a_version_1_file_loads_as_a_plain_rnn():
+    """tests/data/char_rnn_v1.npz was written by the format-1 code (a CharRNN, hidden 8,
+    float64, seed 0, fitted 5 steps); it samples what that code sampled."""
+    with np.load(DATA / "char_rnn_v1.npz", allow_pickle=False) as f:
+        assert int(f["version"]) == 1
+        assert b"cell" not in f["config"].tobytes()
+    model = CharRNN.load(DATA / "char_rnn_v1.npz")
+    assert model.cell == "rnn" and isinstance(model.rnn, rnnfast.RNN)
+    assert (model.rnn.hidden_size, model.dtype) == (8, np.float64)
+    assert model.sample("he", 40, temperature=1.0, seed=7) == (
+        "luqdeu rqieeeiikxqlxdcl  kiwlkkd cncf rc"
+    )
+    assert model.sample("he", 20, temperature=0) == "k" * 20
+
+
+def test_a_version_1_file_with_a_cell_is_refused(tmp_path):
+    with np.load(DATA / "char_rnn_v1.npz", allow_pickle=False) as f:
+        config = f["config"].tobytes().decode()
+    rewrite(
+        DATA / "char_rnn_v1.npz",
+        tmp_path / "bad.npz",
+        config=text(config.replace("{", '{"cell": "lstm", ', 1)),
+    )
+    with pytest.raises(ValueError, match="exactly the keys"):
+        CharRNN.load(tmp_path / "bad.npz")
+
+
+def test_files_record_the_cell(tmp_path):
+    model = CharRNN("ab", 4, seed=0)
+    model.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as f:
+        assert int(f["version"]) == rnnfast.models.FORMAT_VERSION == 2
+        assert '"cell": "rnn"' in f["config"].tobytes().decode()
+
+
+def test_cell_is_checked():
+    with pytest.raises(ValueError, match="cell"):
+        CharRNN("ab", 4, cell="transformer")
+    with pytest.raises(ValueError, match="cell"):
+        SequenceRegressor(hidden_size=4, cell="LSTM ")
+
+
+@GATED
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_nonlinearity_is_the_elman_cells_only(cell):
+    with pytest.raises(ValueError, match="nonlinearity"):
+        CharRNN("ab", 4, cell=cell, nonlinearity="relu")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_char_rnn_of_each_cell_learns_and_round_trips(cell, tmp_path):
+    text = "abcdefgh" * 40
+    model = CharRNN(sorted(set(text)), 16, num_layers=2, cell=cell, seed=0)
+    assert model.cell == cell
+    losses = model.fit(text, steps=60, bptt=12, batch_size=4, lr=1e-2)
+    assert np.mean(losses[-5:]) < 0.5 * losses[0]
+    assert model.sample("abc", 8, temperature=0) == "defghabc"
+    model.save(tmp_path / "m.npz")
+    loaded = CharRNN.load(tmp_path / "m.npz")
+    assert loaded.cell == cell and type(loaded.rnn) is type(model.rnn)
+    assert repr(loaded) == repr(model)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[k], v)
+    ids = model.encode("abcdefg")[:, None]
+    np.testing.assert_array_equal(loaded.forward(ids)[0], model.eval().forward(ids)[0])
+    for seed in range(2):
+        assert loaded.sample("a", 30, seed=seed) == model.sample("a", 30, seed=seed)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_sampling_steps_as_the_full_forward_does(cell):
+    """sample's streaming steps carry the cell's whole state (an LSTM's h and c): at
+    temperature 0 they pick each argmax of a forward over the text so far."""
+    model = CharRNN("abcd", 8, num_layers=2, cell=cell, dtype=np.float64, seed=1).eval()
+    out = model.sample("ab", 10, temperature=0)
+    logits, _ = model.forward(model.encode("ab" + out)[:, None])
+    expected = "".join(model.vocab[i] for i in np.argmax(logits[1:-1, 0], axis=1))
+    assert out == expected
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_state_carries_across_windows(cell):
+    """forward(x, state) continues from a previous forward's state, whatever it holds."""
+    model = CharRNN("abcd", 6, cell=cell, dtype=np.float64, seed=2).eval()
+    ids = model.encode("abcdabcdbbca")[:, None]
+    whole, _ = model.forward(ids)
+    first, state = model.forward(ids[:5])
+    second, _ = model.forward(ids[5:], state)
+    np.testing.assert_allclose(np.concatenate([first, second]), whole, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_sequence_regressor_of_each_cell_learns_and_round_trips(cell, tmp_path):
+    series = np.sin(np.arange(600) * 0.2)
+    model = SequenceRegressor(hidden_size=12, cell=cell, seed=0)
+    losses = model.fit(series, steps=80, bptt=20, batch_size=8, lr=1e-2)
+    assert np.mean(losses[-5:]) < 0.2 * np.mean(losses[:5])
+    model.save(tmp_path / "s.npz")
+    loaded = SequenceRegressor.load(tmp_path / "s.npz")
+    assert loaded.cell == cell
+    np.testing.assert_array_equal(loaded.predict(series[:50]), model.predict(series[:50]))

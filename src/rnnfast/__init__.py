@@ -1,10 +1,24 @@
-"""rnnfast: a fast, correct plain (Elman) RNN and backpropagation through time on the CPU."""
+"""rnnfast: fast, correct recurrent networks (Elman RNN, LSTM, GRU) and backpropagation through
+time on the CPU."""
 
 from rnnfast import datasets, diagnostics
 from rnnfast._threads import get_num_threads, set_num_threads
-from rnnfast.functional import HAVE_COMPILED, RNNGrads, rnn_backward, rnn_forward
+from rnnfast.functional import (
+    HAVE_COMPILED,
+    GRUGrads,
+    LSTMGrads,
+    RNNGrads,
+    gru_backward,
+    gru_forward,
+    gru_step,
+    lstm_backward,
+    lstm_forward,
+    lstm_step,
+    rnn_backward,
+    rnn_forward,
+)
 from rnnfast.models import CharRNN, SequenceRegressor
-from rnnfast.nn import RNN, Embedding, Linear, RNNCell, one_hot
+from rnnfast.nn import GRU, LSTM, RNN, Embedding, GRUCell, Linear, LSTMCell, RNNCell, one_hot
 from rnnfast.train import (
     SGD,
     Adagrad,
@@ -20,13 +34,19 @@ __version__ = "0.1.0"
 """The package version: the one place it is written (pyproject.toml reads it)."""
 
 __all__ = [
+    "GRU",
     "HAVE_COMPILED",
+    "LSTM",
     "RNN",
     "SGD",
     "Adagrad",
     "Adam",
     "CharRNN",
     "Embedding",
+    "GRUCell",
+    "GRUGrads",
+    "LSTMCell",
+    "LSTMGrads",
     "Linear",
     "RNNCell",
     "RNNGrads",
@@ -37,6 +57,12 @@ __all__ = [
     "datasets",
     "diagnostics",
     "get_num_threads",
+    "gru_backward",
+    "gru_forward",
+    "gru_step",
+    "lstm_backward",
+    "lstm_forward",
+    "lstm_step",
     "mse",
     "one_hot",
     "rnn_backward",

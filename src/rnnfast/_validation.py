@@ -339,6 +339,8 @@ class StepLayer:
     lead: tuple[int, ...]
     refusal: str | None = None
     """Why this layer cannot step (a ValueError's message), or None."""
+    state_sizes: tuple[int, ...] = ()
+    """A gated layer's state arrays' features (LSTM: (h's, c's)); () for the Elman layers."""
 
 
 StepLayers = tuple[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], ...]
@@ -422,3 +424,163 @@ def _step_params_args(
             arrays.append(kernel_ready(arr, dtype))
         checked.append(tuple(arrays))
     return kernel_ready(x, dtype), h, tuple(checked)
+
+
+# --------------------------------------------------------------------------------------------
+# The gated cells' calls (functional.lstm_* / gru_*)
+
+GATED_OPTIONAL = ("h0", "c0", "b", "b_ih", "b_hh", "w_hr", "dc")
+"""The arguments of a gated call that may be None."""
+
+
+def check_blas_elements(counts: dict[str, int], limit: int) -> None:
+    """Refuse a GEMM operand (label -> elements) beyond the BLAS integer (``limit``)."""
+    for label, count in counts.items():
+        if count > limit:
+            raise ValueError(
+                f"{label} = {count} elements exceeds the BLAS limit of {limit} "
+                "elements per matrix; split the sequence or the batch"
+            )
+
+
+def gated_arrays(
+    named: dict[str, Any],
+    layout: dict[str, tuple[str, ...]],
+    gates: int,
+    check_finite: bool,
+    blas_limit: int | None,
+) -> tuple[dict[str, np.ndarray | None], dict[str, int]]:
+    """:func:`sequence_arrays` for a gated cell: ``w_ih`` (G, D) has ``gates`` blocks of H
+    rows (LSTM 4, GRU 3), and the state has S features (H, or P with an LSTM's ``w_hr``).
+
+    ``layout`` in checking order, x then w_ih first; the names of :data:`GATED_OPTIONAL` may
+    be None. Returns the arrays kernel-ready in the order of ``named`` and the sizes
+    (T, B, D, G, H, S).
+    """
+    x = as_float_array("x", named["x"])
+    dtype = x.dtype.newbyteorder("=")
+    sizes: dict[str, int] = {}
+    arrays: dict[str, np.ndarray | None] = {}
+    for name, labels in layout.items():
+        value = named[name]
+        if value is None and name in GATED_OPTIONAL:
+            arrays[name] = None
+            if name == "w_hr":  # no projection: the state is h itself
+                sizes["S"] = sizes["H"]
+            continue
+        arr = x if name == "x" else as_float_array(name, value, dtype, dtype_of="x")
+        check_shape(name, arr, labels, sizes)
+        arrays[name] = arr
+        if name == "w_ih":
+            if sizes["G"] % gates:
+                raise ValueError(
+                    f"w_ih must have {gates} * hidden_size rows (the gates' blocks), got "
+                    f"shape {arr.shape}"
+                )
+            sizes["H"] = sizes["G"] // gates
+    if blas_limit is not None and min(sizes.values()) > 0:
+        rows = sizes["T"] * sizes["B"]
+        check_blas_elements(
+            {
+                "T * B * D (the input x)": rows * sizes["D"],
+                "T * B * gates * H (the gates)": rows * sizes["G"],
+                "T * B * state (the states)": rows * max(sizes["S"], sizes["H"]),
+                "gates * H * D (w_ih)": sizes["G"] * sizes["D"],
+                "gates * H * state (w_hh)": sizes["G"] * sizes["S"],
+            },
+            blas_limit,
+        )
+    ready = {k: (None if arrays[k] is None else kernel_ready(arrays[k], dtype)) for k in named}
+    if check_finite:
+        check_all_finite(ready)
+    return ready, sizes
+
+
+def gated_step_args(
+    x: Any, states: tuple[Any, ...], params: Any, layer: StepLayer | None, cell: str
+) -> tuple[np.ndarray, tuple[np.ndarray | None, ...], tuple, bool]:
+    """Validate a gated step's arguments (``cell`` "lstm": states (h, c), params per layer
+    (w_ih, w_hh, b_ih, b_hh, w_hr); "gru": states (h,), params (w_ih, w_hh, b_ih, b_hh)).
+
+    Returns x (B, D), the states (L, B, ·) or None, the layers' arrays and whether x was
+    batched, all kernel-ready. ``layer`` as in :func:`step_args` (its ``state_sizes`` give each
+    state's features).
+    """
+    names = ("h", "c")[: len(states)]
+    if layer is None:
+        return (*_gated_step_params_args(x, states, params, names, cell), True)
+    if layer.refusal is not None:
+        raise ValueError(layer.refusal)
+    dtype, lead = layer.dtype, layer.lead
+    x = as_float_array("x", x, dtype)
+    if x.ndim not in (1, 2) or x.shape[-1] != layer.input_size:
+        raise ValueError(
+            f"x must have shape (batch, input_size) or (input_size,) with "
+            f"input_size={layer.input_size}, got {x.shape}"
+        )
+    batched = x.ndim == 2
+    out = []
+    for name, size, s in zip(names, layer.state_sizes, states, strict=True):
+        if s is not None:
+            s = as_float_array(name, s, dtype)
+            if batched:
+                check_shape(name, s, (*lead, x.shape[0], size), meaning="(..., batch, features)")
+            else:
+                check_shape(name, s, (*lead, size), meaning="(..., features) for an unbatched x")
+                s = np.expand_dims(s, -2)
+            s = kernel_ready(s if lead else s[None], dtype)
+        out.append(s)
+    return kernel_ready(x if batched else x[None], dtype), tuple(out), params, batched
+
+
+def _gated_step_params_args(
+    x: Any, states: tuple[Any, ...], params: Any, names: tuple[str, ...], cell: str
+) -> tuple[np.ndarray, tuple[np.ndarray | None, ...], tuple]:
+    """gated_step_args for the functional API: every layer's arrays checked."""
+    fields = ("w_ih", "w_hh", "b_ih", "b_hh") + (("w_hr",) if cell == "lstm" else ())
+    gates = 4 if cell == "lstm" else 3
+    spelled = "(" + ", ".join(fields) + ")"
+    layers = tuple(params) if isinstance(params, Sequence) else ()
+    if not layers:
+        raise ValueError(f"params must hold at least one layer's {spelled}")
+    x = as_float_array("x", x)
+    dtype = x.dtype.newbyteorder("=")
+    sizes: dict[str, int] = {"L": len(layers)}
+    check_shape("x", x, ("B", "D"), sizes)
+    checked = []
+    for k, layer in enumerate(layers):
+        if not isinstance(layer, Sequence) or len(layer) != len(fields):
+            raise ValueError(f"params[{k}] must be a tuple {spelled}")
+        values = dict(zip(fields, layer, strict=True))
+        if (values["b_ih"] is None) != (values["b_hh"] is None):
+            raise ValueError(f"params[{k}]: b_ih and b_hh must both be arrays or both None")
+        w_ih = as_float_array(f"params[{k}] w_ih", values["w_ih"], dtype, dtype_of="x")
+        check_shape(f"params[{k}] w_ih", w_ih, ("G", "D" if k == 0 else "S"), sizes)
+        if sizes["G"] % gates:
+            raise ValueError(
+                f"params[{k}] w_ih must have {gates} * hidden_size rows, got shape {w_ih.shape}"
+            )
+        sizes["H"] = sizes["G"] // gates
+        if values.get("w_hr") is None and sizes.setdefault("S", sizes["H"]) != sizes["H"]:
+            raise ValueError(
+                f"params[{k}] w_hr is None, so the state has hidden_size = {sizes['H']} "
+                f"features, but the other layers' state has {sizes['S']}"
+            )
+        dims = {"w_hr": ("S", "H"), "w_hh": ("G", "S"), "b_ih": ("G",), "b_hh": ("G",)}
+        arrays = {"w_ih": kernel_ready(w_ih, dtype)}
+        for name in fields[1:] if cell == "gru" else ("w_hr", "w_hh", "b_ih", "b_hh"):
+            value = values[name]
+            if value is None and name != "w_hh":
+                arrays[name] = None
+                continue
+            arr = as_float_array(f"params[{k}] {name}", value, dtype, dtype_of="x")
+            check_shape(f"params[{k}] {name}", arr, dims[name], sizes)
+            arrays[name] = kernel_ready(arr, dtype)
+        checked.append(tuple(arrays[f] for f in fields))
+    out = []
+    for name, s in zip(names, states, strict=True):
+        if s is not None:
+            s = kernel_ready(as_float_array(name, s, dtype, dtype_of="x"), dtype)
+            check_shape(name, s, ("L", "B", "S" if name == "h" else "H"), sizes)
+        out.append(s)
+    return kernel_ready(x, dtype), tuple(out), tuple(checked)

@@ -5,6 +5,8 @@
 - :func:`alphabet`: the alphabet forward and backward ("A B C D..." and "Z Y X W..."), the
   classic sequence-completion puzzle, with :func:`alphabet_prompts` to grade completions.
 - :func:`synthetic_series`: a price-like series, trend + seasonality + noise.
+- :func:`recall`: a long-range dependency: each line opens with a random symbol, and after a
+  gap of filler ends by repeating it (:func:`recall_positions` marks where to grade).
 
 Every function returns NumPy arrays (text comes with its token ids), and every random one takes
 a ``seed``: the same seed gives the same data on every machine.
@@ -30,6 +32,8 @@ __all__ = [
     "alphabet_prompts",
     "corpus",
     "corpus_text",
+    "recall",
+    "recall_positions",
     "synthetic_series",
     "text_data",
 ]
@@ -114,6 +118,40 @@ def alphabet(n_runs: int = 2000, seed: Seed = 0) -> TextData:
     starts = rng.integers(0, len(ALPHABET) - 1, n_runs) + np.where(forward, 0, 1)
     text = "".join(_run(int(s), bool(f)) + _SEPARATOR for s, f in zip(starts, forward, strict=True))
     return text_data(text)
+
+
+RECALL_SYMBOLS = "abcd"
+"""The symbols a :func:`recall` line opens with (and must end with)."""
+
+
+def recall(n_lines: int = 3000, gap: int = 15, seed: Seed = 0) -> TextData:
+    """Lines ``"c" + "." * gap + "=" + "c" + "\\n"`` with ``c`` drawn from
+    :data:`RECALL_SYMBOLS`: to predict the character after ``=``, a model must remember the
+    line's first character across ``gap + 1`` steps, where nothing else varies.
+
+    Everything but the opening symbol is determined, so a model that remembers it predicts
+    every line's last two characters exactly; one that does not is right a quarter of the time.
+
+    Args:
+        n_lines: number of lines; the text has ``(gap + 4) * n_lines`` characters.
+        gap: the filler between the symbol and ``=``.
+        seed: int, Generator or None.
+
+    Returns:
+        TextData over ``"\\n.=abcd"``.
+    """
+    n_lines = check_int("n_lines", n_lines, 1)
+    gap = check_int("gap", gap, 0)
+    symbols = np.random.default_rng(seed).integers(0, len(RECALL_SYMBOLS), n_lines)
+    middle = "." * gap + "="
+    text = "".join(RECALL_SYMBOLS[i] + middle + RECALL_SYMBOLS[i] + "\n" for i in symbols)
+    return text_data(text)
+
+
+def recall_positions(data: TextData) -> np.ndarray:
+    """The positions t of every ``=`` in a :func:`recall` text: ``text[t + 1]`` is the symbol
+    to recall, so a model is graded on its prediction after reading ``text[: t + 1]``."""
+    return np.flatnonzero(np.frombuffer(data.text.encode("utf-8"), np.uint8) == ord("="))
 
 
 def alphabet_loss_floor() -> float:

@@ -15,6 +15,10 @@ activation (saturated tanh units, inactive ReLU units).
 - :func:`scale_sweep` and :func:`model_diagnosis`: the measurements ``rnnfast diagnose`` prints,
   for random weights at several spectral radii or for the layers of a trained model;
   :func:`plot_gradient_norms` draws them (needs matplotlib).
+- :func:`layer_gradient_norms`: the same curve for any recurrent layer, the gated cells (LSTM,
+  GRU) included, through the layer's own forward and backward; :func:`model_diagnosis` uses it
+  for a model built on a gated cell, and :func:`plot_cell_comparison` draws the cells side by
+  side.
 
 Example:
     >>> from rnnfast import diagnostics
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -40,14 +44,16 @@ from rnnfast._validation import (
     check_int,
     to_numpy,
 )
-from rnnfast.nn import RNN, Module
+from rnnfast.nn import RNN, Module, RNNBase
 
 __all__ = [
     "Diagnosis",
     "GradientNorms",
     "decay_rate",
     "gradient_norms",
+    "layer_gradient_norms",
     "model_diagnosis",
+    "plot_cell_comparison",
     "plot_gradient_norms",
     "saturation",
     "scale_sweep",
@@ -83,6 +89,10 @@ class Diagnosis(NamedTuple):
     saturation: float
     """Fraction of saturated (tanh) or inactive (ReLU) units over the forward pass."""
     norms: GradientNorms
+    cell: str = "rnn"
+    """The recurrent cell: ``"rnn"``, ``"lstm"`` or ``"gru"``. A gated cell's recurrent weights
+    are not one square matrix and its state passes through gates, so its spectral radius and
+    saturation are NaN (not measured)."""
 
 
 def spectral_radius(w_hh: Any) -> float:
@@ -206,6 +216,65 @@ def gradient_norms(
     return GradientNorms(np.arange(T + 1), norms, h)
 
 
+def layer_gradient_norms(layer: RNNBase, x: Any, *, seed: Seed = 0) -> GradientNorms:
+    """The norm of dL/d(state_t) at every distance from a loss on the last step, for any
+    one-layer, unidirectional recurrent layer (:class:`rnnfast.RNN`, ``LSTM``, ``GRU``), through
+    the layer's own forward and backward.
+
+    The loss is that of :func:`gradient_norms` (a random unit vector ``g_b`` against each
+    sequence's last output ``h[T-1, b]``). The state after step t is what the layer carries to
+    step t + 1: ``h_t``, for an LSTM the pair ``(h_t, c_t)``, whose joint norm is measured (the
+    memory cell c is the path the LSTM's gradients take). dL/d(state_t) is the gradient of the
+    initial state of the layer rerun from that state over ``x[t+1:]``: ``dh0`` (LSTM: ``(dh0,
+    dc0)``) of its ``backward`` with ``g`` into ``h_n``. That is T reruns (O(T^2) steps), a
+    measurement tool rather than a training one, exact for any cell.
+
+    Args:
+        layer: the layer, ``num_layers == 1`` and not bidirectional; its mode and gradients
+            are left as they were (what its next ``backward`` would use is not).
+        x: (T, B, input_size) inputs, time-major, of the layer's dtype.
+        seed: of the directions ``g_b`` (the same as :func:`gradient_norms` draws).
+
+    Returns:
+        GradientNorms(distance 0..T, norm (mean over the batch), the outputs h (T, B, H)).
+    """
+    if not isinstance(layer, RNNBase) or layer.num_layers != 1 or layer.bidirectional:
+        raise ValueError("layer must be a one-layer, unidirectional recurrent layer")
+    x = np.ascontiguousarray(x, dtype=layer.dtype)
+    if x.ndim != 3:
+        raise ValueError(f"x must be (T, B, input_size), got shape {x.shape}")
+    T, B = x.shape[:2]
+    was_training = layer.training
+    saved = {k: v.copy() for k, v in layer.grads.items()}  # the caller's, restored after
+    layer.eval()  # no dropout, as step()
+    try:
+        h, _ = layer(x)
+        # The state after every step, as the layer carries it (an LSTM's c is not in h).
+        states, state = [], None
+        for t in range(T - 1):
+            _, state = layer.step(x[t], state)
+            states.append(state)
+        H = h.shape[2]
+        g = np.random.default_rng(seed).standard_normal((B, H))
+        g /= np.linalg.norm(g, axis=1, keepdims=True)
+        d_h_n = g.astype(layer.dtype)[None]
+        norms = np.empty(T + 1, dtype=np.float64)
+        norms[0] = 1.0  # the loss's own gradient, g, into h[T-1]
+        for k in range(1, T + 1):
+            start = T - k  # the state before step `start`: states[start - 1], or h0 (zeros)
+            s0 = states[start - 1] if start > 0 else None
+            layer(x[start:], s0)
+            _, d_state = layer.backward(np.zeros((k, B, H), layer.dtype), d_h_n)
+            parts = d_state if isinstance(d_state, tuple) else (d_state,)
+            sq = sum(np.sum(np.asarray(p, np.float64) ** 2, axis=-1) for p in parts)
+            norms[k] = float(np.sqrt(sq).mean())
+    finally:
+        layer.train(was_training)
+        for k, v in saved.items():
+            layer.grads[k][...] = v
+    return GradientNorms(np.arange(T + 1), norms, h)
+
+
 def decay_rate(norms: GradientNorms | Sequence[float] | np.ndarray) -> float:
     """The per-step factor of a gradient-norm curve: ``exp(slope)`` of a least-squares line
     through ``log(norm)`` against the distance.
@@ -288,11 +357,12 @@ def scale_sweep(
 def model_diagnosis(
     model: Module, inputs: Any, seed: Seed = 0, backend: str = "auto"
 ) -> list[Diagnosis]:
-    """Gradient norms through each layer of a trained model's RNN.
+    """Gradient norms through each layer of a trained model's recurrent layer.
 
     Args:
-        model: an :class:`rnnfast.RNN`, or a model with one as ``model.rnn`` (CharRNN,
-            SequenceRegressor); unidirectional.
+        model: an :class:`rnnfast.RNN` (or LSTM, GRU), or a model with one as ``model.rnn``
+            (CharRNN, SequenceRegressor); unidirectional. The Elman RNN is measured with
+            :func:`gradient_norms`, a gated cell with :func:`layer_gradient_norms`.
         inputs: what the RNN reads, time-major (T, B, input_size); for a CharRNN, token ids
             (T, B) are encoded as the model does (one-hot or its embedding).
         seed: of the loss directions (:func:`gradient_norms`).
@@ -302,9 +372,11 @@ def model_diagnosis(
         One :class:`Diagnosis` per layer, each measured on that layer's own inputs (the states
         of the layer below, without dropout), with the loss on its last step.
     """
-    rnn = model if isinstance(model, RNN) else getattr(model, "rnn", None)
-    if not isinstance(rnn, RNN):
-        raise TypeError(f"model must be an rnnfast.RNN or have one as .rnn, got {type(model)}")
+    rnn = model if isinstance(model, RNNBase) else getattr(model, "rnn", None)
+    if not isinstance(rnn, RNNBase):
+        raise TypeError(
+            f"model must be an rnnfast.RNN (LSTM, GRU) or have one as .rnn, got {type(model)}"
+        )
     if rnn.bidirectional:
         raise ValueError("a bidirectional RNN has no single distance from the loss")
     x = np.asarray(inputs)
@@ -321,13 +393,33 @@ def model_diagnosis(
         )
     rows = []
     for layer in range(rnn.num_layers):
-        w_ih, w_hh, b = rnn.layer_weights(layer)  # unidirectional: layer-direction k = layer
-        norms = gradient_norms(
-            x, w_ih, w_hh, b, nonlinearity=rnn.nonlinearity, seed=seed, backend=backend
-        )
-        rows.append(_diagnosis(f"layer {layer}", rnn.nonlinearity, w_hh, norms))
+        if isinstance(rnn, RNN):
+            w_ih, w_hh, b = rnn.layer_weights(layer)  # unidirectional: layer-direction = layer
+            norms = gradient_norms(
+                x, w_ih, w_hh, b, nonlinearity=rnn.nonlinearity, seed=seed, backend=backend
+            )
+            rows.append(_diagnosis(f"layer {layer}", rnn.nonlinearity, w_hh, norms))
+        else:
+            cell = type(rnn).__name__.lower()
+            norms = layer_gradient_norms(_one_layer(rnn, layer, backend), x, seed=seed)
+            rows.append(
+                Diagnosis(
+                    f"layer {layer}", "tanh", math.nan, decay_rate(norms), math.nan, norms, cell
+                )
+            )
         x = norms.states
     return rows
+
+
+def _one_layer(rnn: RNNBase, k: int, backend: str) -> RNNBase:
+    """Layer ``k`` of a unidirectional stack as a one-layer layer of the same cell (a copy)."""
+    input_size = rnn.input_size if k == 0 else rnn.hidden_size
+    one = type(rnn)(input_size, rnn.hidden_size, 1, bias=rnn.bias, dtype=rnn.dtype, backend=backend)
+    sfx = f"_l{k}"
+    one.load_state_dict(
+        {n[: -len(sfx)] + "_l0": v for n, v in rnn.parameters().items() if n.endswith(sfx)}
+    )
+    return one
 
 
 def plot_gradient_norms(
@@ -360,6 +452,49 @@ def plot_gradient_norms(
         ax.set_xlabel("distance from the loss (steps back)")
         ax.set_ylabel("mean ||dL/dh_t||")
         ax.set_title(f"{nl}: gradient norm vs distance")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=110)
+
+
+CELL_COLORS = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
+
+
+def plot_cell_comparison(
+    panels: Mapping[str, Sequence[Diagnosis]],
+    path: str | os.PathLike[str],
+    title: str | None = None,
+) -> None:
+    """Draw gradient-norm curves of several cells side by side in one figure: one panel per
+    entry of ``panels`` (e.g. ``"at initialization"``, ``"trained"``), one curve per row,
+    colored by its cell, on a shared log scale; saved to ``path``.
+
+    Raises:
+        ImportError: matplotlib is not installed (``pip install "rnnfast[plot]"``).
+    """
+    from matplotlib.figure import Figure
+
+    n = max(len(panels), 1)
+    fig = Figure(figsize=(5.5 * n, 4.2), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
+    for ax, (name, rows) in zip(axes, panels.items(), strict=False):
+        layered = len({r.label for r in rows}) > 1
+        for row in rows:
+            norm = row.norms.norm
+            label = row.cell.upper() + (f" {row.label}" if layered else "")
+            ax.plot(
+                row.norms.distance,
+                np.where(norm > 0, norm, np.nan),
+                color=CELL_COLORS.get(row.cell),
+                ls="-" if row.label.endswith("0") or not layered else "--",
+                label=f"{label}: x{row.decay_rate:.3g} per step",
+            )
+        ax.set_yscale("log")
+        ax.set_xlabel("distance from the loss (steps back)")
+        ax.set_ylabel("mean ||dL/d state_t||")
+        ax.set_title(name)
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize="small")
     if title:

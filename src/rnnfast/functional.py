@@ -1,4 +1,5 @@
-"""The Elman RNN as functions on arrays: the only door to the kernels.
+"""The recurrent cells as functions on arrays (the Elman RNN, the LSTM, the GRU): the only door
+to the kernels.
 
 Every call is checked once (by :mod:`rnnfast._validation`: dtype, rank, every dimension against
 the others) and its arrays made C-contiguous, aligned and native-endian before a kernel sees
@@ -36,6 +37,8 @@ Inf.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -51,7 +54,18 @@ __all__ = [
     "FLOAT_DTYPES",
     "HAVE_COMPILED",
     "NONLINEARITIES",
+    "GRUGrads",
+    "GRUOutput",
+    "LSTMGrads",
+    "LSTMOutput",
     "RNNGrads",
+    "Workspace",
+    "gru_backward",
+    "gru_forward",
+    "gru_step",
+    "lstm_backward",
+    "lstm_forward",
+    "lstm_step",
     "rnn_backward",
     "rnn_forward",
     "rnn_step",
@@ -306,3 +320,519 @@ def step(
         return result
     output, h_new = result
     return output[0], h_new[:, 0]
+
+
+# --------------------------------------------------------------------------------------------
+# The gated cells: LSTM and GRU (PyTorch's math, gate orders and parameter layouts)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Workspace:
+    """What a training forward keeps for its backward: pass it back unchanged.
+
+    Opaque: its ``data`` belongs to the implementation that made it (the gate activations,
+    e.g.). A backward on another backend recomputes it from the forward's arguments, so any
+    forward/backward pair of backends gives the same gradients.
+    """
+
+    cell: str
+    impl: ModuleType
+    sizes: tuple[int, ...]  # (T, B, D, H, S) of the forward
+    dtype: np.dtype
+    bias: np.ndarray | None  # the forward's b (LSTM) or b_ih (GRU), for a recomputation
+    data: Any
+
+
+class LSTMOutput(NamedTuple):
+    """What :func:`lstm_forward` returns."""
+
+    h: np.ndarray
+    """(T, B, S): the state after every step (S = P with a projection, else H)."""
+    c: np.ndarray
+    """(T, B, H): the cell after every step."""
+    workspace: Workspace | None
+    """What :func:`lstm_backward` needs (``training=True``), else None."""
+
+
+class LSTMGrads(NamedTuple):
+    """Gradients of the loss through :func:`lstm_forward`, summed over all time steps."""
+
+    dx: np.ndarray
+    """(T, B, D)."""
+    dh0: np.ndarray
+    """(B, S), also when h0 was None."""
+    dc0: np.ndarray
+    """(B, H), also when c0 was None."""
+    dw_ih: np.ndarray
+    """(4H, D)."""
+    dw_hh: np.ndarray
+    """(4H, S)."""
+    db: np.ndarray
+    """(4H,): of the folded bias (PyTorch's b_ih and b_hh each receive it)."""
+    dw_hr: np.ndarray | None
+    """(P, H), None without a projection."""
+
+
+class GRUOutput(NamedTuple):
+    """What :func:`gru_forward` returns."""
+
+    h: np.ndarray
+    """(T, B, H): the state after every step."""
+    workspace: Workspace | None
+    """What :func:`gru_backward` needs (``training=True``), else None."""
+
+
+class GRUGrads(NamedTuple):
+    """Gradients of the loss through :func:`gru_forward`, summed over all time steps."""
+
+    dx: np.ndarray
+    """(T, B, D)."""
+    dh0: np.ndarray
+    """(B, H), also when h0 was None."""
+    dw_ih: np.ndarray
+    """(3H, D)."""
+    dw_hh: np.ndarray
+    """(3H, H)."""
+    db_ih: np.ndarray | None
+    """(3H,), None without biases."""
+    db_hh: np.ndarray | None
+    """(3H,), None without biases."""
+
+
+_LSTM_FORWARD_LAYOUT = {
+    "x": ("T", "B", "D"),
+    "w_ih": ("G", "D"),
+    "w_hr": ("S", "H"),
+    "w_hh": ("G", "S"),
+    "h0": ("B", "S"),
+    "c0": ("B", "H"),
+    "b": ("G",),
+}
+_LSTM_BACKWARD_LAYOUT = {
+    **{k: v for k, v in _LSTM_FORWARD_LAYOUT.items() if k != "b"},
+    "h": ("T", "B", "S"),
+    "c": ("T", "B", "H"),
+    "dh": ("T", "B", "S"),
+    "dc": ("T", "B", "H"),
+}
+_GRU_FORWARD_LAYOUT = {
+    "x": ("T", "B", "D"),
+    "w_ih": ("G", "D"),
+    "w_hr": (),  # (none: the state is h)
+    "w_hh": ("G", "H"),
+    "h0": ("B", "H"),
+    "b_ih": ("G",),
+    "b_hh": ("G",),
+}
+_GRU_BACKWARD_LAYOUT = {
+    **{k: v for k, v in _GRU_FORWARD_LAYOUT.items() if k != "b_ih"},
+    "h": ("T", "B", "H"),
+    "dh": ("T", "B", "H"),
+}
+
+
+def _gated_call(
+    cell: str,
+    named: dict[str, Any],
+    layout: dict[str, tuple[str, ...]],
+    backend: str,
+    check_finite: Any,
+) -> tuple[dict[str, np.ndarray | None], dict[str, int], ModuleType, ModuleType | None]:
+    """The door of the gated calls: the arrays validated and kernel-ready (in the order of
+    ``named``), the sizes, the implementation to run them, and the compiled kernels selected by
+    ``backend`` (None: the reference). Options first, then the arrays."""
+    check_finite = check_flag("check_finite", check_finite)
+    kernels = compiled(backend)
+    named = {"w_hr": None, **named} if "w_hr" not in named else named
+    arrays, sizes = _validation.gated_arrays(
+        named,
+        layout,
+        4 if cell == "lstm" else 3,
+        check_finite,
+        None if kernels is None else BLAS_INT_MAX,
+    )
+    if cell == "gru":
+        del arrays["w_hr"]
+    name = f"{cell}_forward"
+    # Empty sizes involve no arithmetic worth compiling: the reference computes them. A
+    # kernel not built yet (its branch not merged) is the reference too.
+    use = kernels is not None and min(sizes.values()) > 0 and hasattr(kernels, name)
+    return arrays, sizes, (kernels if use else _reference), kernels
+
+
+def _size_key(sizes: dict[str, int]) -> tuple[int, ...]:
+    return tuple(sizes[k] for k in ("T", "B", "D", "H", "S"))
+
+
+def _workspace(workspace: Any, cell: str, sizes: dict[str, int], dtype: np.dtype) -> Workspace:
+    """``workspace`` checked against the backward's arrays: the forward's, of these sizes."""
+    function = f"{cell}_forward"
+    if not isinstance(workspace, Workspace) or workspace.cell != cell:
+        hint = " (the forward ran with training=False)" if workspace is None else ""
+        raise TypeError(
+            f"workspace must be what {function}(..., training=True) returned, got "
+            f"{type(workspace).__name__}{hint}"
+        )
+    key = _size_key(sizes)
+    if workspace.sizes != key or workspace.dtype != dtype:
+        raise ValueError(
+            f"workspace is from a {function} of sizes (T, B, D, H, S) = {workspace.sizes} and "
+            f"dtype {workspace.dtype}, but the arrays have {key} and {dtype}"
+        )
+    return workspace
+
+
+def lstm_forward(
+    x: Any,
+    h0: Any | None,
+    c0: Any | None,
+    w_ih: Any,
+    w_hh: Any,
+    b: Any | None = None,
+    w_hr: Any | None = None,
+    *,
+    training: bool = False,
+    backend: str = "auto",
+    check_finite: bool = False,
+) -> LSTMOutput:
+    """Run an LSTM over a whole sequence (``torch.nn.LSTM``'s math and gate order i, f, g, o).
+
+    ``a = x[t] @ w_ih.T + h[t-1] @ w_hh.T + b`` split into i, f, g, o (H columns each);
+    ``c[t] = sigmoid(f) * c[t-1] + sigmoid(i) * tanh(g)``; ``h[t] = sigmoid(o) * tanh(c[t])``,
+    or with a projection ``h[t] = (sigmoid(o) * tanh(c[t])) @ w_hr.T``.
+
+    Args:
+        x: (T, B, D) inputs, time-major, float32 or float64.
+        h0: (B, S) initial state, or None for zeros (S = P with ``w_hr``, else H).
+        c0: (B, H) initial cell, or None for zeros.
+        w_ih: (4H, D) (PyTorch's ``weight_ih_l0``).
+        w_hh: (4H, S) (``weight_hh_l0``).
+        b: (4H,) bias, or None. For PyTorch weights pass ``bias_ih_l0 + bias_hh_l0``.
+        w_hr: (P, H) projection (``weight_hr_l0``, ``proj_size=P``), or None.
+        training: keep what :func:`lstm_backward` needs (a :class:`Workspace`); False (the
+            default, inference) keeps nothing.
+        backend: ``"auto"``, ``"cython"`` or ``"numpy"`` (see the module docstring).
+        check_finite: as in :func:`rnn_forward`.
+
+    Returns:
+        LSTMOutput(h, c, workspace): h (T, B, S), c (T, B, H) in the dtype of ``x``, and the
+        workspace (None unless ``training``).
+
+    Raises:
+        TypeError: a non-float array, dtypes that differ, a non-bool flag.
+        ValueError: a shape that disagrees with the others (w_ih's rows not 4H), an unknown
+            backend, a size beyond the BLAS integer, or (``check_finite``) a NaN or Inf.
+
+    Examples:
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.standard_normal((5, 2, 3))  # T=5, B=2, D=3
+        >>> w_ih, w_hh = rng.standard_normal((16, 3)), rng.standard_normal((16, 4))  # H=4
+        >>> h, c, ws = lstm_forward(x, None, None, w_ih, w_hh, training=True)
+        >>> h.shape, c.shape
+        ((5, 2, 4), (5, 2, 4))
+        >>> g = lstm_backward(np.ones_like(h), None, x, None, None, h, c, ws, w_ih, w_hh)
+        >>> g.dw_ih.shape, g.dc0.shape
+        ((16, 3), (2, 4))
+    """
+    training = check_flag("training", training)
+    named = {"x": x, "h0": h0, "c0": c0, "w_ih": w_ih, "w_hh": w_hh, "b": b, "w_hr": w_hr}
+    arrays, sizes, impl, _ = _gated_call("lstm", named, _LSTM_FORWARD_LAYOUT, backend, check_finite)
+    try:
+        h, c, data = impl.lstm_forward(*arrays.values(), training)
+    except NotImplementedError:  # a kernel without the projection yet
+        if impl is _reference or arrays["w_hr"] is None:
+            raise
+        impl = _reference
+        h, c, data = impl.lstm_forward(*arrays.values(), training)
+    ws = None
+    if training:
+        ws = Workspace("lstm", impl, _size_key(sizes), h.dtype, arrays["b"], data)
+    return LSTMOutput(h, c, ws)
+
+
+def lstm_backward(
+    dh: Any,
+    dc: Any | None,
+    x: Any,
+    h0: Any | None,
+    c0: Any | None,
+    h: Any,
+    c: Any,
+    workspace: Workspace,
+    w_ih: Any,
+    w_hh: Any,
+    w_hr: Any | None = None,
+    *,
+    backend: str = "auto",
+    check_finite: bool = False,
+) -> LSTMGrads:
+    """Backpropagation through time for :func:`lstm_forward`.
+
+    Args:
+        dh: (T, B, S), dL/dh[t] from outside the recurrence (a gradient on the final state
+            is added into ``dh[-1]``).
+        dc: (T, B, H), dL/dc[t] from outside (a gradient on the final cell goes into
+            ``dc[-1]``), or None (zeros).
+        x, h0, c0, w_ih, w_hh, w_hr: the forward's arguments.
+        h, c, workspace: the forward's results (``training=True``).
+        backend, check_finite: as in :func:`lstm_forward` (``check_finite`` covers ``dh``,
+            ``dc``, ``h`` and ``c`` too).
+
+    Returns:
+        LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr).
+
+    Raises:
+        TypeError: as :func:`lstm_forward`, or ``workspace`` not an LSTM forward's.
+        ValueError: as :func:`lstm_forward`, or ``workspace`` from a call of other sizes.
+
+    Examples:
+        >>> x, w_ih, w_hh = np.ones((2, 1, 1)), np.full((4, 1), 0.5), np.zeros((4, 1))
+        >>> out = lstm_forward(x, None, None, w_ih, w_hh, training=True)
+        >>> np.round(out.h[:, 0, 0], 4)
+        array([0.1743, 0.2711])
+        >>> g = lstm_backward(np.ones_like(out.h), None, x, None, None, *out, w_ih, w_hh)
+        >>> np.round(g.dx[:, 0, 0], 4)
+        array([0.2984, 0.2191])
+    """
+    named = {
+        "dh": dh, "dc": dc, "x": x, "h0": h0, "c0": c0, "h": h, "c": c,
+        "w_ih": w_ih, "w_hh": w_hh, "w_hr": w_hr,
+    }  # fmt: skip
+    arrays, sizes, impl, _ = _gated_call(
+        "lstm", named, _LSTM_BACKWARD_LAYOUT, backend, check_finite
+    )
+    a = arrays
+    ws = _workspace(workspace, "lstm", sizes, a["x"].dtype)
+
+    def run(impl: ModuleType) -> tuple:
+        data = ws.data
+        if ws.impl is not impl:  # another backend's workspace: this one's from the forward's
+            args = (a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], ws.bias, a["w_hr"], True)
+            data = impl.lstm_forward(*args)[2]
+        return impl.lstm_backward(
+            a["dh"], a["dc"], a["x"], a["h0"], a["c0"], a["h"], a["c"], data,
+            a["w_ih"], a["w_hh"], a["w_hr"],
+        )  # fmt: skip
+
+    try:
+        grads = run(impl)
+    except NotImplementedError:  # a kernel without the projection yet
+        if impl is _reference or a["w_hr"] is None:
+            raise
+        grads = run(_reference)
+    return LSTMGrads(*grads)
+
+
+def gru_forward(
+    x: Any,
+    h0: Any | None,
+    w_ih: Any,
+    w_hh: Any,
+    b_ih: Any | None = None,
+    b_hh: Any | None = None,
+    *,
+    training: bool = False,
+    backend: str = "auto",
+    check_finite: bool = False,
+) -> GRUOutput:
+    """Run a GRU over a whole sequence (``torch.nn.GRU``'s math and gate order r, z, n).
+
+    ``gi = x[t] @ w_ih.T + b_ih`` and ``gh = h[t-1] @ w_hh.T + b_hh``, split into r, z, n
+    (H columns each): ``r = sigmoid(gi_r + gh_r)``, ``z = sigmoid(gi_z + gh_z)``,
+    ``n = tanh(gi_n + r * gh_n)`` (the reset after the product: ``b_hn`` stays inside),
+    ``h[t] = (1 - z) * n + z * h[t-1]``.
+
+    Args:
+        x: (T, B, D) inputs, time-major, float32 or float64.
+        h0: (B, H) initial state, or None for zeros.
+        w_ih: (3H, D) (PyTorch's ``weight_ih_l0``).
+        w_hh: (3H, H) (``weight_hh_l0``).
+        b_ih, b_hh: (3H,) each (``bias_ih_l0``, ``bias_hh_l0``: they cannot be folded), or
+            both None.
+        training: keep what :func:`gru_backward` needs (a :class:`Workspace`); False (the
+            default, inference) keeps nothing.
+        backend, check_finite: as in :func:`lstm_forward`.
+
+    Returns:
+        GRUOutput(h, workspace): h (T, B, H) in the dtype of ``x``, and the workspace (None
+        unless ``training``).
+
+    Raises:
+        TypeError, ValueError: as :func:`lstm_forward` (w_ih's rows not 3H, one bias None).
+
+    Examples:
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.standard_normal((5, 2, 3))
+        >>> w_ih, w_hh = rng.standard_normal((12, 3)), rng.standard_normal((12, 4))  # H=4
+        >>> h, ws = gru_forward(x, None, w_ih, w_hh, training=True)
+        >>> h.shape
+        (5, 2, 4)
+        >>> g = gru_backward(np.ones_like(h), x, None, h, ws, w_ih, w_hh)
+        >>> g.dw_hh.shape, g.db_ih is None
+        ((12, 4), True)
+    """
+    training = check_flag("training", training)
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("b_ih and b_hh must both be arrays or both None")
+    named = {"x": x, "h0": h0, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
+    arrays, sizes, impl, _ = _gated_call("gru", named, _GRU_FORWARD_LAYOUT, backend, check_finite)
+    h, data = impl.gru_forward(*arrays.values(), training)
+    ws = None
+    if training:
+        ws = Workspace("gru", impl, _size_key(sizes), h.dtype, arrays["b_ih"], data)
+    return GRUOutput(h, ws)
+
+
+def gru_backward(
+    dh: Any,
+    x: Any,
+    h0: Any | None,
+    h: Any,
+    workspace: Workspace,
+    w_ih: Any,
+    w_hh: Any,
+    b_hh: Any | None = None,
+    *,
+    backend: str = "auto",
+    check_finite: bool = False,
+) -> GRUGrads:
+    """Backpropagation through time for :func:`gru_forward`.
+
+    Args:
+        dh: (T, B, H), dL/dh[t] from outside the recurrence (a gradient on the final state
+            is added into ``dh[-1]``).
+        x, h0, w_ih, w_hh, b_hh: the forward's arguments (``b_hh`` None: no biases).
+        h, workspace: the forward's results (``training=True``).
+        backend, check_finite: as in :func:`gru_forward`.
+
+    Returns:
+        GRUGrads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh), the biases' None without biases.
+
+    Raises:
+        TypeError: as :func:`gru_forward`, or ``workspace`` not a GRU forward's.
+        ValueError: as :func:`gru_forward`, or ``workspace`` from a call of other sizes.
+
+    Examples:
+        >>> x, w_ih, w_hh = np.ones((2, 1, 1)), np.full((3, 1), 0.5), np.zeros((3, 1))
+        >>> out = gru_forward(x, None, w_ih, w_hh, training=True)
+        >>> np.round(out.h[:, 0, 0], 4)
+        array([0.1745, 0.2831])
+        >>> g = gru_backward(np.ones_like(out.h), x, None, *out, w_ih, w_hh)
+        >>> g.dh0.shape
+        (1, 1)
+    """
+    named = {"dh": dh, "x": x, "h0": h0, "h": h, "w_ih": w_ih, "w_hh": w_hh, "b_hh": b_hh}
+    a, sizes, impl, _ = _gated_call("gru", named, _GRU_BACKWARD_LAYOUT, backend, check_finite)
+    ws = _workspace(workspace, "gru", sizes, a["x"].dtype)
+    data = ws.data
+    if ws.impl is not impl:  # another backend's workspace: this one's from the forward's
+        if (ws.bias is None) != (a["b_hh"] is None):
+            raise ValueError("b_hh must be None exactly when the forward had no biases")
+        data = impl.gru_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], ws.bias, a["b_hh"], True)[1]
+    grads = impl.gru_backward(
+        a["dh"], a["x"], a["h0"], a["h"], data, a["w_ih"], a["w_hh"], a["b_hh"]
+    )
+    return GRUGrads(*grads)
+
+
+LSTMStepParams = Sequence[tuple[Any, Any, Any | None, Any | None, Any | None]]
+GRUStepParams = Sequence[tuple[Any, Any, Any | None, Any | None]]
+
+
+def lstm_step(
+    x: Any, h: Any | None, c: Any | None, params: LSTMStepParams, *, backend: str = "auto"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One time step of a stack of LSTM layers, for streaming inference.
+
+    Args:
+        x: (B, D) input of this step.
+        h: (L, B, S) state of every layer, or None for zeros.
+        c: (L, B, H) cell of every layer, or None for zeros.
+        params: L tuples ``(w_ih, w_hh, b_ih, b_hh, w_hr)`` with PyTorch's shapes (w_ih of
+            the first layer (4H, D), later (4H, S)); both biases None for a layer without
+            bias; ``w_hr`` (P, H) or None (then S = H).
+        backend: as in :func:`lstm_forward`.
+
+    Returns:
+        ``(output, h_new, c_new)``: the last layer's new state (B, S), equal to
+        ``h_new[-1]``, the new states (L, B, S) and cells (L, B, H).
+
+    Examples:
+        >>> w_ih, w_hh = np.ones((4, 2)), np.zeros((4, 1))  # H=1
+        >>> output, h, c = lstm_step(np.array([[0.5, -0.5]]), None, None,
+        ...                          [(w_ih, w_hh, None, None, None)])
+        >>> np.round(output, 4), h.shape, c.shape
+        (array([[0.]]), (1, 1, 1), (1, 1, 1))
+    """
+    output, (h_new, c_new) = gated_step(
+        "lstm", x, (h, c), params if type(params) is tuple else tuple(params), backend
+    )
+    return output, h_new, c_new
+
+
+def gru_step(
+    x: Any, h: Any | None, params: GRUStepParams, *, backend: str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
+    """One time step of a stack of GRU layers, for streaming inference.
+
+    Args:
+        x: (B, D) input of this step.
+        h: (L, B, H) state of every layer, or None for zeros.
+        params: L tuples ``(w_ih, w_hh, b_ih, b_hh)`` with PyTorch's shapes (w_ih of the
+            first layer (3H, D), later (3H, H)); both biases None for a layer without bias.
+        backend: as in :func:`gru_forward`.
+
+    Returns:
+        ``(output, h_new)``: the last layer's new state (B, H), equal to ``h_new[-1]``, and
+        the new states (L, B, H).
+
+    Examples:
+        >>> w_ih, w_hh = np.ones((3, 2)), np.zeros((3, 1))  # H=1
+        >>> output, h = gru_step(np.array([[1.0, 0.0]]), None, [(w_ih, w_hh, None, None)])
+        >>> np.round(output, 4)
+        array([[0.2048]])
+    """
+    output, (h_new,) = gated_step(
+        "gru", x, (h,), params if type(params) is tuple else tuple(params), backend
+    )
+    return output, h_new
+
+
+def gated_step(
+    cell: str,
+    x: Any,
+    states: tuple[Any, ...],
+    params: tuple,
+    backend: str,
+    layer: StepLayer | None = None,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """The one door of the gated streaming steps: :func:`lstm_step`, :func:`gru_step`, the
+    layers' ``step`` and the cells. ``states``: (h, c) for the LSTM, (h,) for the GRU.
+    ``layer`` as in :func:`step`; returns (output, new states), unbatched like x."""
+    kernels = compiled(backend)
+    name = f"{cell}_step"
+    if kernels is not None and not hasattr(kernels, name):
+        kernels = None
+    if layer is not None and layer.refusal is not None:
+        raise ValueError(layer.refusal)
+    if kernels is not None and (layer is None or layer.lead):
+        # Operands already exactly right: one C call, its checks in C (None: they are not).
+        try:
+            result = getattr(kernels, name)(x, *states, params)
+        except NotImplementedError:  # a kernel without the projection yet: the reference
+            kernels = result = None
+        if result is not None:
+            return result[0], tuple(result[1:])
+    x2, s3, layers, batched = _validation.gated_step_args(x, states, params, layer, cell)
+    result = None
+    if kernels is not None:
+        try:
+            result = getattr(kernels, name)(x2, *s3, layers)  # None: an empty size
+        except NotImplementedError:  # a kernel without the projection yet
+            result = None
+    if result is None:
+        result = getattr(_reference, name)(x2, *s3, layers)
+    output, new = result[0], tuple(result[1:])
+    if batched:
+        return output, new
+    return output[0], tuple(s[:, 0] for s in new)

@@ -1,5 +1,6 @@
-"""``rnnfast demo``: the alphabet puzzle (forward and backward) and a series forecast against
-the naive last-value forecast."""
+"""``rnnfast demo``: the alphabet puzzle (forward and backward), a series forecast against
+the naive last-value forecast, and a long-range recall that the gated cells learn and the plain
+RNN does not."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from rnnfast.cli._common import (
     threads_option,
 )
 from rnnfast.cli._plots import figure, plot_losses, save_plot
-from rnnfast.models import CharRNN, SequenceRegressor
+from rnnfast.models import CELLS, CharRNN, SequenceRegressor
 
 
 def add_parser(commands: Commands) -> None:
@@ -32,10 +33,11 @@ def add_parser(commands: Commands) -> None:
     p = add_command(
         commands,
         "demo",
-        "the alphabet puzzle and a series forecast, trained in seconds",
+        "the alphabet puzzle, a series forecast and a long-range recall, trained in seconds",
         "Train a small RNN on the alphabet in both directions and grade its completions of "
         "'A, B, C, D, E, F...' and 'Z, Y, X, W, V...'; then forecast a synthetic price series "
-        "and compare with the naive last-value forecast. Writes plots and models to OUT.",
+        "and compare with the naive last-value forecast; then train a plain RNN, an LSTM and "
+        "a GRU to recall a letter seen 16 steps earlier. Writes plots and models to OUT.",
     )
     p.add_argument("--seed", type=NON_NEGATIVE, metavar="N", default=0, help="random seed")
     p.add_argument("--out", metavar="DIR", default="rnnfast-demo", help="output directory")
@@ -52,6 +54,13 @@ def add_parser(commands: Commands) -> None:
         metavar="N",
         default=1200,
         help="training steps of the series model",
+    )
+    p.add_argument(
+        "--recall-steps",
+        type=POSITIVE,
+        metavar="N",
+        default=RECALL_STEPS,
+        help="training steps of each cell's model in the recall task",
     )
     threads_option(p)
     p.set_defaults(run=run)
@@ -198,11 +207,99 @@ def _series_demo(args: argparse.Namespace, out: Path) -> tuple[float, float]:
     return rnn_rmse, naive_rmse
 
 
+# The recall task's settings, found by experiment (see _recall_demo).
+RECALL_GAP = 15
+RECALL_HIDDEN = 32
+RECALL_STEPS = 600
+
+
+def _recall_demo(args: argparse.Namespace, out: Path) -> dict[str, float]:
+    """Train a CharRNN of each cell on :func:`rnnfast.datasets.recall` and grade its recall of
+    the opening letter on new lines; returns each cell's accuracy.
+
+    The settings were found by experiment (seed 0, one BLAS thread as the command runs): with
+    a gap of 15 dots, 600 steps of 16 x 100 characters (Adam, lr 1e-2, hidden 32) take the LSTM
+    and the GRU to 51% while the plain RNN stays near chance (29%); the gated cells leave their
+    plateau first, and the plain RNN learns it too given 1000 steps (99%). With a gap of 8, or
+    random filler up to 16, the plain RNN learns it as fast; at 20 or more no cell does in this
+    budget. The numbers move with rounding (more BLAS threads: GRU 99%, LSTM 56%).
+    """
+    data = datasets.recall(3000, RECALL_GAP, seed=args.seed)
+    test = datasets.recall(300, RECALL_GAP, seed=args.seed + 1)
+    positions = datasets.recall_positions(test)
+    example = data.text.split("\n", 1)[0]
+    print(
+        f"3. Remembering across a gap. Each line opens with one of a, b, c, d, then "
+        f"{RECALL_GAP} dots, '=' and the same letter again ({example!r}): to predict the "
+        f"letter after '=', a model must carry it {RECALL_GAP + 1} steps through inputs that "
+        f"never change.\n   A CharRNN (hidden {RECALL_HIDDEN}) of each cell trains "
+        f"{args.recall_steps} steps on {len(data.text):,} characters; graded on "
+        f"{len(positions)} new lines (chance: 25%).",
+        flush=True,
+    )
+    accuracy: dict[str, float] = {}
+    curves: dict[str, list[float]] = {}
+    for cell in CELLS:
+        model = CharRNN(data.vocab, RECALL_HIDDEN, cell=cell, seed=args.seed)
+        with progress_bar(args.recall_steps, f"   {cell}") as bar:
+            monitor = Monitor(bar, "chars")
+            start = time.perf_counter()
+            model.fit(
+                data.text,
+                steps=args.recall_steps,
+                bptt=100,
+                batch_size=16,
+                lr=1e-2,
+                callback=monitor,
+            )
+            seconds = time.perf_counter() - start
+        ids = model.encode(test.text)
+        logits, _ = model.eval().forward(ids[:, None])
+        right = np.argmax(logits[positions, 0], axis=1) == ids[positions + 1]
+        accuracy[cell] = float(right.mean())
+        curves[cell] = monitor.smoothed
+        print(
+            f"   {cell.upper():<5} recalls {accuracy[cell]:6.1%} of the letters "
+            f"(trained in {seconds:.1f} s)",
+            flush=True,
+        )
+    best = max(accuracy["lstm"], accuracy["gru"])
+    print(
+        (
+            f"   The gated cells' best recalls {best:.0%} against the plain RNN's "
+            f"{accuracy['rnn']:.0%}: their gates carry the letter across the gap, while the "
+            "plain RNN's gradient fades on the way back (see rnnfast diagnose --cell all).\n"
+        )
+        if best > accuracy["rnn"] + 0.2
+        else "   No cell is clearly ahead this time; more --recall-steps may help.\n"
+    )
+
+    def draw(path: Path) -> None:
+        fig = figure(figsize=(6.5, 3.8))
+        ax = fig.subplots()
+        for cell, smoothed in curves.items():
+            ax.plot(
+                np.arange(1, len(smoothed) + 1),
+                smoothed,
+                label=f"{cell.upper()}: recall {accuracy[cell]:.0%}",
+            )
+        ax.set_xlabel("step")
+        ax.set_ylabel("nats per character (smoothed)")
+        ax.set_title(f"Recall across a gap of {RECALL_GAP}: training loss per cell")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        fig.savefig(path, dpi=110)
+
+    save_plot(out / "recall.png", draw)
+    return accuracy
+
+
 def run(args: argparse.Namespace) -> int:
     out = output_dir(args.out)
     with threadpool_limits(args.threads):
         _alphabet_demo(args, out)
         _series_demo(args, out)
+        _recall_demo(args, out)
     print(
         f"Models and plots are in {out}/. Ask the alphabet model yourself: "
         f"rnnfast sample --model {shlex.quote(str(out / 'alphabet.npz'))} --prefix ZY "

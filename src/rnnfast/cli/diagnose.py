@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from rnnfast import diagnostics
+from rnnfast import datasets, diagnostics
 from rnnfast._tables import format_rows
 from rnnfast.cli._common import (
     EXIT_OK,
@@ -26,7 +26,7 @@ from rnnfast.cli._common import (
     write_json,
 )
 from rnnfast.cli._plots import save_plot
-from rnnfast.models import CharRNN, SequenceRegressor
+from rnnfast.models import CELLS, CharRNN, SequenceRegressor
 
 
 def add_parser(commands: Commands) -> None:
@@ -37,8 +37,10 @@ def add_parser(commands: Commands) -> None:
         "show vanishing and exploding gradients",
         "Measure the norm of dL/dh_t against the distance from a loss on the last step, for "
         "random recurrent weights of several spectral radii (--scale) and both activations, "
-        "or for the layers of a trained model (--model). Prints the per-step factor, the "
-        "spectral radius and the saturated fraction; writes OUT/gradient_norms.png and .json.",
+        "or for the layers of a trained model (--model), or for the cells side by side "
+        "(--cell: a CharRNN of each, at initialization and after --train-steps steps on the "
+        "embedded corpus). Prints the per-step factor, the spectral radius and the saturated "
+        "fraction; writes OUT/gradient_norms.png and .json.",
     )
     p.add_argument("--model", metavar="FILE", help="diagnose this trained model's RNN instead")
     p.add_argument(
@@ -69,6 +71,21 @@ def add_parser(commands: Commands) -> None:
         metavar="S",
         help="standard deviation of the input's part of each pre-activation; larger values "
         "saturate tanh units (default: 0.1)",
+    )
+    p.add_argument(
+        "--cell",
+        choices=(*CELLS, "all"),
+        nargs="+",
+        default=None,
+        help="compare these cells (all: rnn lstm gru), each a CharRNN at initialization and "
+        "trained, in one plot",
+    )
+    p.add_argument(
+        "--train-steps",
+        type=POSITIVE,
+        metavar="N",
+        default=None,
+        help="with --cell: training steps of each cell's model (default: 150)",
     )
     p.add_argument("--seed", type=NON_NEGATIVE, metavar="N", default=0, help="random seed")
     p.add_argument("--out", metavar="DIR", default="rnnfast-diagnose", help="output directory")
@@ -104,7 +121,92 @@ def _model_inputs(model: CharRNN | SequenceRegressor, args: argparse.Namespace) 
     return rng.standard_normal((args.seq_len, args.batch, model.input_size)).astype(model.dtype)
 
 
+def _compare_cells(args: argparse.Namespace, out: Path) -> int:
+    """``--cell``: a CharRNN of each cell on the embedded corpus, diagnosed at initialization
+    and after training, drawn in one figure (a panel each)."""
+    cells = list(CELLS) if "all" in args.cell else list(dict.fromkeys(args.cell))
+    hidden = args.hidden or 32
+    steps = args.train_steps or 150
+    T, B = args.seq_len, args.batch
+    data = datasets.corpus()
+    text = datasets.corpus_text()
+    if len(data.ids) < T * B:
+        raise UsageError(f"--seq-len x --batch must be at most {len(data.ids)} characters")
+    # B windows of T characters of the corpus, evenly spaced: what every model is measured on.
+    starts = np.linspace(0, len(data.ids) - T, B).astype(np.int64)
+    ids = np.stack([data.ids[s : s + T] for s in starts], axis=1)
+    print(
+        f"Gradient norm ||dL/d state_t|| against the distance from a loss on the last of {T} "
+        f"steps, averaged over {B} windows of the embedded corpus, for a CharRNN (hidden "
+        f"{hidden}) of each cell, at initialization and after {steps} training steps. An "
+        "LSTM's state is (h, c).\n",
+        flush=True,
+    )
+    panels: dict[str, list[diagnostics.Diagnosis]] = {"at initialization": [], "trained": []}
+    table = [["cell", "model", "per-step factor", f"norm {T} back", "final loss", "verdict"]]
+    with threadpool_limits(args.threads):
+        for cell in cells:
+            model = CharRNN(data.vocab, hidden, cell=cell, seed=args.seed)
+            (row,) = diagnostics.model_diagnosis(model, ids, seed=args.seed)
+            panels["at initialization"].append(row)
+            losses = model.fit(text, steps=steps, bptt=25, batch_size=16, lr=5e-3)
+            (trained,) = diagnostics.model_diagnosis(model, ids, seed=args.seed)
+            panels["trained"].append(trained)
+            loss = float(np.mean(losses[-10:]))
+            for name, r, shown in (("initial", row, "-"), ("trained", trained, f"{loss:.3f}")):
+                table.append(
+                    [
+                        cell,
+                        name,
+                        f"{r.decay_rate:.4g}",
+                        f"{r.norms.norm[-1]:.3g}",
+                        shown,
+                        _verdict(r.decay_rate),
+                    ]
+                )
+    print(format_rows(table, right=(2, 3, 4)))
+    print(
+        "\nfinal loss: nats per character, the mean of the last 10 training steps. The farther "
+        "back a gradient still reaches, the longer the dependencies a cell can learn."
+    )
+    write_json(
+        out / "gradient_norms.json",
+        {
+            "command": args.command_line,
+            "what": f"CharRNN (hidden {hidden}) per cell, initial and after {steps} steps",
+            "seq_len": T,
+            "batch": B,
+            "curves": [
+                {"cell": r.cell, "model": panel, "decay_rate": r.decay_rate, "norms": r.norms.norm}
+                for panel, rows in panels.items()
+                for r in rows
+            ],
+        },
+    )
+    plot = out / "gradient_norms.png"
+    title = f"rnnfast diagnose: the cells side by side (CharRNN, hidden {hidden})"
+    drawn = save_plot(plot, lambda p: diagnostics.plot_cell_comparison(panels, p, title=title))
+    print(f"Wrote {out / 'gradient_norms.json'}" + (f" and {plot}" if drawn else ""))
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.cell is not None:
+        given = [
+            o
+            for o, v in (
+                ("--model", args.model),
+                ("--scale", args.scale),
+                ("--nonlinearity", args.nonlinearity),
+                ("--input-scale", args.input_scale),
+            )
+            if v is not None
+        ]
+        if given:
+            raise UsageError(f"{', '.join(given)} do not apply with --cell")
+        return _compare_cells(args, output_dir(args.out))
+    if args.train_steps is not None:
+        raise UsageError("--train-steps applies with --cell only")
     if args.model is not None:
         given = [
             o

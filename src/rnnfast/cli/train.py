@@ -36,7 +36,7 @@ from rnnfast.cli._common import (
     write_json,
 )
 from rnnfast.cli._plots import figure, plot_losses, save_plot
-from rnnfast.models import OPTIMIZERS, CharRNN
+from rnnfast.models import CELLS, OPTIMIZERS, CharRNN
 from rnnfast.train import Progress, batchify, softmax_cross_entropy
 
 
@@ -55,6 +55,12 @@ def add_parser(commands: Commands) -> None:
         "--hidden", type=POSITIVE, metavar="N", default=128, help="hidden units per layer"
     )
     p.add_argument("--layers", type=POSITIVE, metavar="N", default=1, help="stacked RNN layers")
+    p.add_argument(
+        "--cell",
+        choices=CELLS,
+        default="rnn",
+        help="recurrent cell: plain Elman RNN (default), LSTM or GRU",
+    )
     p.add_argument(
         "--bptt", type=POSITIVE, metavar="N", default=50, help="characters per BPTT window"
     )
@@ -93,6 +99,9 @@ def add_parser(commands: Commands) -> None:
     )
     threads_option(p)
     p.set_defaults(run=run)
+
+
+_CELL_NAMES = {"rnn": "", "lstm": "LSTM, ", "gru": "GRU, "}  # the plain RNN goes unnamed
 
 
 def _utf8_text(path: str) -> str:
@@ -155,11 +164,12 @@ def run(args: argparse.Namespace) -> int:
     data = datasets.text_data(text)
     vocab_size = len(data.vocab)
     uniform = math.log(vocab_size)
-    model = CharRNN(data.vocab, args.hidden, args.layers, seed=args.seed)
+    model = CharRNN(data.vocab, args.hidden, args.layers, cell=args.cell, seed=args.seed)
     val_ids = data.ids[len(train_text) :]
     n_params = sum(p.size for p in model.parameters().values())
     print(
-        f"Training a {args.layers}-layer CharRNN (hidden {args.hidden}, {n_params:,} parameters) "
+        f"Training a {args.layers}-layer CharRNN ({_CELL_NAMES[args.cell]}hidden {args.hidden}, "
+        f"{n_params:,} parameters) "
         f"on {source}: {len(train_text):,} characters, {vocab_size} distinct"
         + (f", {n_val:,} more held out" if n_val else "")
         + f". {args.steps} steps of {args.batch} x {args.bptt} characters; a uniform guess "

@@ -30,7 +30,7 @@ from rnnfast.models.file_format import (
     text_to_array,
     write_npz,
 )
-from rnnfast.nn import RNN, Linear, Module
+from rnnfast.nn import GRU, LSTM, RNN, Linear, Module, RNNBase
 from rnnfast.train import (
     SGD,
     Adagrad,
@@ -41,7 +41,7 @@ from rnnfast.train import (
     truncated_bptt,
 )
 
-__all__ = ["OPTIMIZERS", "load_model"]
+__all__ = ["CELLS", "OPTIMIZERS", "load_model"]
 
 _R = TypeVar("_R", bound="_RecurrentModel")
 
@@ -53,13 +53,63 @@ OPTIMIZERS: dict[str, tuple[type[Optimizer], float]] = {
 }
 
 
-# What every model file's configuration holds about its RNN (_RecurrentModel._config).
-_RNN_CONFIG_KEYS = ("hidden_size", "num_layers", "nonlinearity", "dropout", "dtype")
+# What every model file's configuration holds about its RNN (_RecurrentModel._config); files
+# of version 1 have no "cell" (they are all plain RNNs).
+_RNN_CONFIG_KEYS = ("cell", "hidden_size", "num_layers", "nonlinearity", "dropout", "dtype")
+
+CELLS = ("rnn", "lstm", "gru")
+"""The recurrent cells a model can be built on: the Elman RNN, the LSTM and the GRU."""
+
+
+def _recurrent_layer(
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    nonlinearity: str,
+    dropout: float,
+    dtype: np.dtype,
+    rng: np.random.Generator,
+    backend: str,
+) -> RNNBase:
+    """The model's recurrent layer for ``cell``.
+
+    The three layers share one calling convention, so the models need nothing else per cell:
+    ``output, state = layer(x, state)`` (state None for zeros; an LSTM's state is the pair
+    ``(h_n, c_n)``, carried as one opaque value across truncated-BPTT windows), ``dx, _ =
+    layer.backward(d_output)`` (no gradient flows into a window's initial state: the second
+    result, ``dh0`` or ``(dh0, dc0)``, is dropped), and ``output_t, state = layer.step(x_t,
+    state)`` for sampling.
+    """
+    cell = check_choice("cell", cell, CELLS)
+    if cell == "rnn":
+        return RNN(
+            input_size,
+            hidden_size,
+            num_layers,
+            nonlinearity,
+            dropout=dropout,
+            dtype=dtype,
+            seed=rng,
+            backend=backend,
+        )
+    if nonlinearity != "tanh":
+        raise ValueError(f"nonlinearity applies to cell='rnn' only, got {nonlinearity!r}")
+    layer = {"lstm": LSTM, "gru": GRU}[cell]
+    return layer(
+        input_size,
+        hidden_size,
+        num_layers,
+        dropout=dropout,
+        dtype=dtype,
+        seed=rng,
+        backend=backend,
+    )
 
 
 class _RecurrentModel(Module):
-    """An input encoding, an RNN and a Linear decoder, trained with truncated BPTT and saved to
-    one ``.npz``: what CharRNN and SequenceRegressor share.
+    """An input encoding, a recurrent layer (RNN, LSTM or GRU) and a Linear decoder, trained
+    with truncated BPTT and saved to one ``.npz``: what CharRNN and SequenceRegressor share.
 
     Subclasses define ``rnn_inputs`` (and ``_encode_backward`` if the encoding has parameters),
     ``_config``/``_extras``/``_from_file`` for model files, and the public ``fit``.
@@ -80,22 +130,27 @@ class _RecurrentModel(Module):
         dtype: Any,
         rng: np.random.Generator,
         backend: str,
+        cell: str = "rnn",
     ) -> None:
         super().__init__()
         self.dtype = float_dtype(dtype)
-        self.rnn: RNN = self._add_module(
+        self.cell = check_choice("cell", cell, CELLS)
+        self.rnn: RNNBase = self._add_module(
             "rnn",
-            RNN(
+            _recurrent_layer(
+                self.cell,
                 rnn_input_size,
                 hidden_size,
                 num_layers,
                 nonlinearity,
-                dropout=dropout,
-                dtype=self.dtype,
-                seed=rng,
-                backend=backend,
+                dropout,
+                self.dtype,
+                rng,
+                backend,
             ),
         )
+        # The Elman cell's activation ("tanh" or "relu"); the gated cells' is fixed, "tanh".
+        self.nonlinearity: str = self.rnn.nonlinearity if self.cell == "rnn" else "tanh"
         self.decoder: Linear = self._add_module(
             "decoder", Linear(hidden_size, output_size, dtype=self.dtype, seed=rng)
         )
@@ -110,11 +165,16 @@ class _RecurrentModel(Module):
     def _encode_backward(self, d_encoded: np.ndarray) -> None:
         """Backward through the encoding (nothing to do without parameters)."""
 
-    def forward(self, x: Any, h0: Any | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Predictions for every step of x (T, B, ...), time-major, and the final states.
+    def forward(self, x: Any, h0: Any | None = None) -> tuple[np.ndarray, Any]:
+        """Predictions for every step of x (T, B, ...), time-major, and the final state.
+
+        Args:
+            x: the inputs (T, B, ...).
+            h0: the initial state, as the forward returns it, or None for zeros.
 
         Returns:
-            (prediction (T, B, output_size), h_n (num_layers, B, hidden_size)).
+            (prediction (T, B, output_size), state): the state is h_n (num_layers, B,
+            hidden_size), for an LSTM the pair (h_n, c_n).
         """
         output, h_n = self.rnn(self.rnn_inputs(x), h0)
         return self.decoder(output), h_n
@@ -125,7 +185,7 @@ class _RecurrentModel(Module):
         d_encoded, _ = self.rnn.backward(d_output)
         self._encode_backward(d_encoded)
 
-    def _step(self, x_t: np.ndarray, h: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _step(self, x_t: np.ndarray, h: Any | None) -> tuple[np.ndarray, Any]:
         """One streaming step of encoded input x_t (B, ...): (prediction (B, output_size),
         new state)."""
         output, h = self.rnn.step(x_t, h)
@@ -182,9 +242,10 @@ class _RecurrentModel(Module):
         """The configuration saved in a model file: the RNN's, then the model's own."""
         rnn = self.rnn
         config = {
+            "cell": self.cell,
             "hidden_size": rnn.hidden_size,
             "num_layers": rnn.num_layers,
-            "nonlinearity": rnn.nonlinearity,
+            "nonlinearity": self.nonlinearity,
             "dropout": rnn.dropout,
             "dtype": self.dtype.name,
         }
@@ -232,19 +293,21 @@ class _RecurrentModel(Module):
         version = arrays.pop("version")
         if version.shape != () or version.dtype.kind not in "iu":
             raise ValueError(f"{where}: the version must be an integer scalar, got {version!r}")
-        if int(version) != FORMAT_VERSION:
+        if not 1 <= int(version) <= FORMAT_VERSION:
             raise ValueError(
                 f"{where} has format version {int(version)}, but this rnnfast reads version "
-                f"{FORMAT_VERSION}"
+                f"{FORMAT_VERSION} (and the older ones)"
             )
         try:
             config = json.loads(array_to_text("config", arrays.pop("config")))
         except json.JSONDecodeError as exc:
             raise ValueError(f"{where}: the configuration is not valid JSON: {exc}") from None
-        if not isinstance(config, dict) or set(config) != set(cls._CONFIG_KEYS):
+        # Version 1 predates the gated cells: its configuration has no "cell", all are "rnn".
+        keys = set(cls._CONFIG_KEYS) - ({"cell"} if int(version) == 1 else set())
+        if not isinstance(config, dict) or set(config) != keys:
             raise ValueError(
                 f"{where}: the configuration must have exactly the keys "
-                f"{sorted(cls._CONFIG_KEYS)}, got {config!r}"
+                f"{sorted(keys)}, got {config!r}"
             )
         extras = {k[6:]: v for k, v in arrays.items() if k.startswith("extra/")}
         params = {k[6:]: v for k, v in arrays.items() if k.startswith("param/")}

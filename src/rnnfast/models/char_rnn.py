@@ -36,7 +36,8 @@ class CharRNN(_RecurrentModel):
         hidden_size: RNN state size.
         num_layers: stacked RNN layers.
         embedding_dim: None for one-hot input, else the size of a learned embedding.
-        nonlinearity, dropout: of the RNN.
+        cell: the recurrent cell: ``"rnn"`` (Elman, the default), ``"lstm"`` or ``"gru"``.
+        nonlinearity, dropout: of the recurrent layer (nonlinearity: ``"rnn"`` only).
         dtype: np.float32 (default) or np.float64.
         seed: int, Generator or None: the initial weights (and the dropout masks).
         backend: of the RNN kernels.
@@ -62,6 +63,7 @@ class CharRNN(_RecurrentModel):
         hidden_size: int,
         num_layers: int = 1,
         *,
+        cell: str = "rnn",
         embedding_dim: int | None = None,
         nonlinearity: str = "tanh",
         dropout: float = 0.0,
@@ -91,6 +93,7 @@ class CharRNN(_RecurrentModel):
             dtype,
             rng,
             backend,
+            cell,
         )
         self.embedding: Embedding | None = None
         if self.embedding_dim is not None:

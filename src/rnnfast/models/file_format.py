@@ -13,8 +13,11 @@ import numpy as np
 
 __all__ = ["FORMAT_VERSION", "array_to_text", "read_npz", "text_to_array", "write_npz"]
 
-FORMAT_VERSION = 1
-"""Version of the model file layout written by ``save``; ``load`` reads exactly this one."""
+FORMAT_VERSION = 2
+"""Version of the model file layout written by ``save``; ``load`` reads it and every older one.
+
+Version 2 adds ``"cell"`` (``"rnn"``, ``"lstm"`` or ``"gru"``) to the configuration; a version 1
+file (no cell) holds a plain RNN."""
 
 
 def text_to_array(text: str) -> np.ndarray:

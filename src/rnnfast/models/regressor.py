@@ -33,7 +33,8 @@ class SequenceRegressor(_RecurrentModel):
 
     Args:
         input_size: features per step (1 for a plain series); the model predicts all of them.
-        hidden_size, num_layers, nonlinearity, dropout: of the RNN.
+        hidden_size, num_layers, nonlinearity, dropout: of the recurrent layer.
+        cell: ``"rnn"`` (default), ``"lstm"`` or ``"gru"``, as :class:`CharRNN`.
         dtype, seed, backend: as :class:`CharRNN`.
 
     Examples:
@@ -55,6 +56,7 @@ class SequenceRegressor(_RecurrentModel):
         hidden_size: int = 32,
         num_layers: int = 1,
         *,
+        cell: str = "rnn",
         nonlinearity: str = "tanh",
         dropout: float = 0.0,
         dtype: Any = np.float32,
@@ -72,6 +74,7 @@ class SequenceRegressor(_RecurrentModel):
             dtype,
             np.random.default_rng(seed),
             backend,
+            cell,
         )
         self.mean: np.ndarray | None = None
         """(input_size,) float64: the standardization's mean, set by the first fit."""

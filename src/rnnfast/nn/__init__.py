@@ -1,6 +1,7 @@
 """Layers on NumPy arrays with PyTorch's names, shapes and initialization.
 
-``RNN`` (a drop-in for ``torch.nn.RNN``), ``RNNCell``, ``Linear``, ``Embedding`` and
+``RNN``, ``LSTM`` and ``GRU`` (drop-ins for their ``torch.nn`` namesakes), ``RNNCell``,
+``LSTMCell``, ``GRUCell``, ``Linear``, ``Embedding`` and
 ``one_hot``. The recurrences run through :mod:`rnnfast.functional`, one call per layer and
 direction, so a layer is as fast as the kernels.
 
@@ -22,12 +23,16 @@ tensors are accepted wherever an array is (converted with ``.detach().cpu().nump
 
 from rnnfast.nn.linear import Embedding, Linear, one_hot
 from rnnfast.nn.module import IncompatibleKeys, Module
-from rnnfast.nn.rnn import RNN, RNNBase, RNNCell
+from rnnfast.nn.rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell
 
 __all__ = [
+    "GRU",
+    "LSTM",
     "RNN",
     "Embedding",
+    "GRUCell",
     "IncompatibleKeys",
+    "LSTMCell",
     "Linear",
     "Module",
     "RNNBase",

@@ -1,6 +1,6 @@
 """Recurrent layers: :class:`RNNBase` (the stack of layers and directions, ``lengths=``, the
-streaming step, shared by every cell) with :class:`RNN` (the Elman cell), and
-:class:`RNNCell` (one step).
+streaming step, shared by every cell) with :class:`RNN` (the Elman cell), :class:`LSTM` and
+:class:`GRU`, and the one-step cells :class:`RNNCell`, :class:`LSTMCell`, :class:`GRUCell`.
 
 A cell plugs in as a subclass of RNNBase: it gives its number of gate rows (the weights are
 ``(gates * hidden_size, ·)``, PyTorch's layout: 1 for the Elman RNN, 4 for an LSTM, 3 for a
@@ -17,7 +17,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from rnnfast import functional
+from rnnfast import _validation, functional
 from rnnfast._backend import BACKENDS
 from rnnfast._validation import (
     NONLINEARITIES,
@@ -34,7 +34,7 @@ from rnnfast._validation import (
 )
 from rnnfast.nn.module import Module, _uniform
 
-__all__ = ["RNN", "RNNBase", "RNNCell"]
+__all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNBase", "RNNCell"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -42,16 +42,34 @@ __all__ = ["RNN", "RNNBase", "RNNCell"]
 
 
 def _step_params(
-    parameters: dict[str, np.ndarray], names: list[tuple[str, str, str | None, str | None]]
-) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], ...]:
-    """The live (w_ih, w_hh, b_ih, b_hh) of each layer, in the form functional.rnn_step takes."""
+    parameters: dict[str, np.ndarray],
+    names: list[tuple[str, str, str | None, str | None]],
+    hr_names: list[str | None] | None = None,
+) -> tuple[tuple[np.ndarray | None, ...], ...]:
+    """The live (w_ih, w_hh, b_ih, b_hh) of each layer, in the form functional.rnn_step takes;
+    with ``hr_names`` (an LSTM's) also w_hr or None, as functional.lstm_step takes."""
     p = parameters
-    return tuple(
-        [
-            (p[w_ih], p[w_hh], None if b_ih is None else p[b_ih], None if b_hh is None else p[b_hh])
-            for w_ih, w_hh, b_ih, b_hh in names
+    layers = [
+        (p[w_ih], p[w_hh], None if b_ih is None else p[b_ih], None if b_hh is None else p[b_hh])
+        for w_ih, w_hh, b_ih, b_hh in names
+    ]
+    if hr_names is not None:
+        layers = [
+            (*ly, None if hr is None else p[hr]) for ly, hr in zip(layers, hr_names, strict=True)
         ]
-    )
+    return tuple(layers)
+
+
+def _named_grads(
+    names: tuple[str, str, str | None, str | None], dw_ih: Any, dw_hh: Any, db_ih: Any, db_hh: Any
+) -> dict[str, np.ndarray]:
+    """One layer-direction's gradients by parameter name (no biases: their names are None)."""
+    w_ih, w_hh, b_ih, b_hh = names
+    grads = {w_ih: dw_ih, w_hh: dw_hh}
+    if b_ih is not None:
+        grads[b_ih] = db_ih
+        grads[b_hh] = db_hh
+    return grads
 
 
 def _accumulate_grads(
@@ -128,19 +146,20 @@ def _write_reversed(out: np.ndarray, a: np.ndarray, rev: np.ndarray | None) -> N
 
 class _LayerCache(NamedTuple):
     inputs: list[np.ndarray]  # per direction, (T, B, D_l), in that direction's time order
-    states: list[np.ndarray]  # per direction, (T, B, H), zero beyond each sequence's end
+    states: list[tuple[np.ndarray, ...]]  # per direction, (T, B, ·) each (h; an LSTM's c too)
+    workspaces: list[Any]  # per direction, what the cell's backward needs beyond the states
     dropout_mask: np.ndarray | None  # applied to this layer's output
 
 
 class _ForwardCache(NamedTuple):
     layers: list[_LayerCache]
-    h0: np.ndarray | None  # (L * dirs, B, H)
+    states0: tuple[np.ndarray | None, ...]  # each (L * dirs, B, ·) or None
     T: int  # the input's full length (the kernels ran T_run <= T steps)
     last: np.ndarray  # (B,) each sequence's last valid step
     valid: np.ndarray | None  # (T_run, B) bool, None without lengths
     rev: np.ndarray | None  # (T_run, B) reversal index, None without lengths
     output_shape: tuple[int, ...]
-    h_n_shape: tuple[int, ...]
+    final_shapes: tuple[tuple[int, ...], ...]  # of h_n (and c_n)
     batched: bool
 
 
@@ -149,22 +168,38 @@ class RNNBase(Module):
     direction, the loop over them, ``lengths=``, dropout between layers, and what the streaming
     step needs (``_step_stack``, the live weights; ``_step_layer``, the input rules).
 
-    A subclass is one cell: ``_GATES`` (rows of the weights per hidden unit), and its calls
-    into :mod:`rnnfast.functional`: for one layer-direction (``_run_forward``,
-    ``_run_backward``) and ``step`` for the whole stack. Arguments as
-    :class:`RNN` (``nonlinearity`` is the Elman cell's).
+    A subclass is one cell: ``_GATES`` (rows of the weights per hidden unit), ``_STATES`` (the
+    names of its state arrays: ``("h",)``, an LSTM's ``("h", "c")``), and its calls into
+    :mod:`rnnfast.functional`: for one layer-direction (``_run_forward``, ``_run_backward``) and
+    ``step`` for the whole stack. Arguments as :class:`RNN` (``nonlinearity`` is the Elman
+    cell's).
     """
 
     _GATES: ClassVar[int] = 1
+    _STATES: ClassVar[tuple[str, ...]] = ("h",)
+    proj_size: int = 0
+    """An LSTM's projection size P (``weight_hr_l{k}``, the state h then has P features);
+    0 for none, and for every other cell."""
 
-    def _run_forward(self, k: int, x: np.ndarray, h0: np.ndarray | None) -> np.ndarray:
-        """All states (T, B, H) of layer-direction ``k`` over ``x`` (T, B, D)."""
+    def _run_forward(
+        self, k: int, x: np.ndarray, states0: tuple[np.ndarray | None, ...]
+    ) -> tuple[tuple[np.ndarray, ...], Any]:
+        """Layer-direction ``k`` over ``x`` (T, B, D) from its initial states (None: zeros):
+        every step's states (T, B, ·) each, h first, and the workspace its backward needs."""
         raise NotImplementedError
 
     def _run_backward(
-        self, k: int, dh: np.ndarray, x: np.ndarray, h0: np.ndarray | None, h: np.ndarray
-    ) -> functional.RNNGrads:
-        """The gradients of layer-direction ``k`` (:class:`rnnfast.functional.RNNGrads`)."""
+        self,
+        k: int,
+        d_states: tuple[np.ndarray | None, ...],
+        x: np.ndarray,
+        states0: tuple[np.ndarray | None, ...],
+        states: tuple[np.ndarray, ...],
+        workspace: Any,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...], dict[str, np.ndarray]]:
+        """Layer-direction ``k``'s backward from the gradients reaching its states from
+        outside (None: zeros): (dx, the initial states' gradients, the parameters' gradients
+        by name)."""
         raise NotImplementedError
 
     def __init__(
@@ -196,35 +231,41 @@ class RNNBase(Module):
                 "dropout applies between layers, so it does nothing with num_layers=1 "
                 f"(dropout={dropout})",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3 if type(self).__init__ is not RNNBase.__init__ else 2,
             )
         self.dropout = float(dropout)
         self._rng = np.random.default_rng(seed)
 
         dirs = self._num_directions
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        # Per (layer, direction) k = layer * dirs + d: the names of w_ih, w_hh, b_ih, b_hh.
+        H, S, P = self.hidden_size, self._state_size, self.proj_size
+        bound = 1.0 / math.sqrt(H)
+        # Per (layer, direction) k = layer * dirs + d: the names of w_ih, w_hh, b_ih, b_hh, and
+        # of an LSTM's projection w_hr (None without).
         self._names: list[tuple[str, str, str | None, str | None]] = []
+        self._hr_names: list[str | None] = []
         for layer in range(self.num_layers):
-            layer_input = self.input_size if layer == 0 else dirs * self.hidden_size
+            layer_input = self.input_size if layer == 0 else dirs * S
             for d in range(dirs):
                 sfx = f"_l{layer}" + ("_reverse" if d else "")
-                rows = self._GATES * self.hidden_size
-                shapes = {
-                    f"weight_ih{sfx}": (rows, layer_input),
-                    f"weight_hh{sfx}": (rows, self.hidden_size),
-                }
+                rows = self._GATES * H
+                shapes = {f"weight_ih{sfx}": (rows, layer_input), f"weight_hh{sfx}": (rows, S)}
                 if self.bias:
                     shapes[f"bias_ih{sfx}"] = (rows,)
                     shapes[f"bias_hh{sfx}"] = (rows,)
+                if P:
+                    shapes[f"weight_hr{sfx}"] = (P, H)
                 for name, shape in shapes.items():
                     self._add_parameter(name, _uniform(self._rng, shape, bound, self.dtype))
-                names = list(shapes) + ([] if self.bias else [None, None])
-                self._names.append(tuple(names))
+                names = [n for n in shapes if not n.startswith("weight_hr")]
+                self._names.append(tuple(names + ([] if self.bias else [None, None])))
+                self._hr_names.append(f"weight_hr{sfx}" if P else None)
         self._cache: _ForwardCache | None = None
-        # step()'s per-layer (w_ih, w_hh, b_ih, b_hh): the live arrays, as parameters are never
-        # replaced after construction (loads and optimizers write into them).
-        self._step_layers = _step_params(self._parameters, self._names)
+        # step()'s per-layer (w_ih, w_hh, b_ih, b_hh) (an LSTM's also w_hr): the live arrays,
+        # as parameters are never replaced after construction (loads and optimizers write
+        # into them).
+        self._step_layers = _step_params(
+            self._parameters, self._names, self._hr_names if self._STATES != ("h",) else None
+        )
         # A bidirectional RNN's reverse direction needs the whole sequence: its step gets no
         # layers, which the kernel declines, and the validation refuses with this message.
         self._step_stack = () if self.bidirectional else self._step_layers
@@ -237,11 +278,22 @@ class RNNBase(Module):
             "whole sequence: call rnn(x) instead"
             if self.bidirectional
             else None,
+            self._state_features,
         )
 
     @property
     def _num_directions(self) -> int:
         return 2 if self.bidirectional else 1
+
+    @property
+    def _state_size(self) -> int:
+        """Features of the state h (and of the outputs per direction)."""
+        return self.proj_size or self.hidden_size
+
+    @property
+    def _state_features(self) -> tuple[int, ...]:
+        """Features of each state array, in the order of ``_STATES`` (an LSTM's c has H)."""
+        return (self._state_size,) + (self.hidden_size,) * (len(self._STATES) - 1)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -252,9 +304,10 @@ class RNNBase(Module):
             "batch_first": False,
             "dropout": 0.0,
             "bidirectional": False,
+            "proj_size": 0,
         }
         for key, default in defaults.items():
-            if getattr(self, key) != default:
+            if getattr(self, key, default) != default:
                 s += f", {key}={getattr(self, key)!r}"
         return s + ("" if self.dtype == np.float32 else f", dtype={self.dtype.name}")
 
@@ -270,31 +323,11 @@ class RNNBase(Module):
         mask = self._rng.random(shape) < keep
         return mask.astype(self.dtype) * self.dtype.type(1.0 / keep if keep > 0 else 0.0)
 
-    def forward(
-        self, x: Any, h0: Any | None = None, lengths: Any | None = None, *, hx: Any | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Run the whole stack over a sequence.
-
-        Args:
-            x: input, (T, B, input_size), (B, T, input_size) with batch_first, or (T, input_size).
-            h0: initial states (num_layers * dirs, B, H), or (num_layers * dirs, H) for an
-                unbatched x; None for zeros. Also by PyTorch's name, ``hx=``.
-            lengths: (B,) integers in [1, T], the valid length of each sequence of a padded
-                batch, or None (all T). As PyTorch with a PackedSequence: outputs beyond a
-                sequence's end are zero, ``h_n`` holds each sequence's state at its own last
-                step, the reverse direction starts there, and the padding's values never
-                matter.
-
-        Returns:
-            (output, h_n): output (T, B, dirs * H) (batch-first or unbatched like x): the last
-            layer's states, forward and reverse concatenated; h_n (num_layers * dirs, B, H):
-            every layer's and direction's final state.
-
-        Raises:
-            TypeError: an array of the wrong dtype, or float lengths.
-            ValueError: a wrong shape or rank, T = 0, or lengths out of range.
-        """
-        h0 = _state_argument("h0", h0, hx)
+    def _forward(
+        self, x: Any, states0: tuple[Any, ...], lengths: Any
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """The stack over x from the initial states (one per ``_STATES``, each None or
+        (L * dirs, B, ·)): (output, the final states), remembered for ``_backward``."""
         x = as_float_array("x", x, self.dtype)
         layout = "(batch, seq, input_size)" if self.batch_first else "(seq, batch, input_size)"
         if x.ndim not in (2, 3) or x.shape[-1] != self.input_size:
@@ -307,12 +340,19 @@ class RNNBase(Module):
         T, B = x_tm.shape[:2]
         if T == 0:
             raise ValueError(f"x must have at least one time step, got shape {x.shape}")
-        L, dirs, H = self.num_layers, self._num_directions, self.hidden_size
-        h_n_shape = (L * dirs, B, H) if batched else (L * dirs, H)
-        if h0 is not None:
-            h0 = as_float_array("h0", h0, self.dtype)
-            check_shape("h0", h0, h_n_shape, meaning="(num_layers * num_directions, batch, hidden)")
-            h0 = np.array(h0 if batched else h0[:, None], dtype=self.dtype, order="C")
+        L, dirs, S = self.num_layers, self._num_directions, self._state_size
+        final_shapes = tuple(
+            (L * dirs, B, n) if batched else (L * dirs, n) for n in self._state_features
+        )
+        checked = []
+        for name, s0, shape in zip(self._STATES, states0, final_shapes, strict=True):
+            if s0 is not None:
+                s0 = as_float_array(f"{name}0", s0, self.dtype)
+                meaning = "(num_layers * num_directions, batch, features)"
+                check_shape(f"{name}0", s0, shape, meaning=meaning)
+                s0 = np.array(s0 if batched else s0[:, None], dtype=self.dtype, order="C")
+            checked.append(s0)
+        states0 = tuple(checked)
 
         if lengths is None:
             T_run, last, valid, rev = T, np.full(B, T - 1), None, None
@@ -328,79 +368,78 @@ class RNNBase(Module):
         inp = np.array(x_tm[:T_run], dtype=self.dtype, order="C")
         if valid is not None:
             inp[~valid] = 0
-        h_n = np.empty((L * dirs, B, H), dtype=self.dtype)
+        finals = tuple(np.empty((L * dirs, B, n), dtype=self.dtype) for n in self._state_features)
         layers = []
         for layer in range(L):
-            out = np.empty((T_run, B, dirs * H), dtype=self.dtype)
-            inputs, states = [], []
+            out = np.empty((T_run, B, dirs * S), dtype=self.dtype)
+            inputs, states, workspaces = [], [], []
             for d in range(dirs):
                 k = layer * dirs + d
                 seq = inp if d == 0 else _reverse_time(inp, rev)
-                h = self._run_forward(k, seq, None if h0 is None else h0[k])
+                seqs, ws = self._run_forward(
+                    k, seq, tuple(None if s0 is None else s0[k] for s0 in states0)
+                )
+                h = seqs[0]
                 if valid is not None:  # both directions' valid steps are t < lengths[b]
                     h[~valid] = 0
-                h_n[k] = h[last, batch]
+                for final, s in zip(finals, seqs, strict=True):
+                    final[k] = s[last, batch]
                 inputs.append(seq)
-                states.append(h)
+                states.append(seqs)
+                workspaces.append(ws)
                 if d == 0:
-                    out[..., :H] = h
+                    out[..., :S] = h
                 else:
-                    _write_reversed(out[..., H:], h, rev)
+                    _write_reversed(out[..., S:], h, rev)
             mask = None
             if self.training and self.dropout > 0 and layer < L - 1:
                 mask = self._dropout_mask(out.shape)
                 out *= mask
-            layers.append(_LayerCache(inputs, states, mask))
+            layers.append(_LayerCache(inputs, states, workspaces, mask))
             inp = out
 
         output = inp
         if T_run < T:
-            output = np.concatenate([output, np.zeros((T - T_run, B, dirs * H), self.dtype)])
+            output = np.concatenate([output, np.zeros((T - T_run, B, dirs * S), self.dtype)])
         if not batched:
-            output, h_n = output[:, 0], h_n[:, 0]
+            output, finals = output[:, 0], tuple(f[:, 0] for f in finals)
         elif self.batch_first:
             output = output.swapaxes(0, 1)
         self._cache = _ForwardCache(
-            layers, h0, T, last, valid, rev, output.shape, h_n.shape, batched
+            layers, states0, T, last, valid, rev, output.shape, final_shapes, batched
         )
-        return output, h_n
+        return output, finals
 
-    def backward(self, d_output: Any, d_h_n: Any | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Backpropagation through time through every layer and direction of the last forward.
-
-        Adds every parameter's gradient into ``self.grads``.
-
-        Args:
-            d_output: dL/d(output), shaped like the forward's ``output``. Values at padded
-                positions (beyond ``lengths``) are ignored: those outputs are constant zeros.
-            d_h_n: dL/d(h_n) shaped like ``h_n``, or None. Enters each sequence at its own last
-                valid step.
-
-        Returns:
-            (dx, dh0): dL/dx shaped like x (zero at padded positions) and dL/dh0 shaped like
-            ``h_n`` (returned also when h0 was None).
-        """
+    def _backward(
+        self, d_output: Any, d_finals: tuple[Any, ...]
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """Backpropagation through the last ``_forward``: (dx, the initial states' gradients),
+        from d_output and the final states' gradients (each None or shaped like it)."""
         c = self._cache
         if c is None:
             raise RuntimeError("backward() needs a forward() first")
-        L, dirs, H = self.num_layers, self._num_directions, self.hidden_size
+        L, dirs, S = self.num_layers, self._num_directions, self._state_size
         d_out = as_float_array("d_output", d_output, self.dtype)
         check_shape("d_output", d_out, c.output_shape, meaning="the forward's output shape")
         if not c.batched:
             d_out = d_out[:, None]
         elif self.batch_first:
             d_out = d_out.swapaxes(0, 1)
-        T_run, B = c.layers[0].states[0].shape[:2]
+        T_run, B = c.layers[0].states[0][0].shape[:2]
         d_out = np.array(d_out[:T_run], dtype=self.dtype, order="C")
         if c.valid is not None:
             d_out[~c.valid] = 0
-        if d_h_n is not None:
-            d_h_n = as_float_array("d_h_n", d_h_n, self.dtype)
-            check_shape("d_h_n", d_h_n, c.h_n_shape, meaning="the forward's h_n shape")
-            d_h_n = d_h_n if c.batched else d_h_n[:, None]
+        checked = []
+        for name, d_final, shape in zip(self._STATES, d_finals, c.final_shapes, strict=True):
+            if d_final is not None:
+                d_final = as_float_array(f"d_{name}_n", d_final, self.dtype)
+                check_shape(f"d_{name}_n", d_final, shape, meaning=f"the forward's {name}_n shape")
+                d_final = d_final if c.batched else d_final[:, None]
+            checked.append(d_final)
         batch = np.arange(B)
+        features = self._state_features
 
-        dh0 = np.empty((L * dirs, B, H), dtype=self.dtype)
+        d_states0 = tuple(np.empty((L * dirs, B, n), dtype=self.dtype) for n in features)
         for layer in reversed(range(L)):
             lc = c.layers[layer]
             if lc.dropout_mask is not None:
@@ -408,16 +447,26 @@ class RNNBase(Module):
             d_in = None
             for d in range(dirs):
                 k = layer * dirs + d
-                dh = d_out[..., d * H : (d + 1) * H]
+                dh = d_out[..., d * S : (d + 1) * S]
                 # Contiguous; for one direction d_out itself, which is ours to change.
                 dh = np.ascontiguousarray(dh) if d == 0 else _reverse_time(dh, c.rev)
-                if d_h_n is not None:
-                    dh[c.last, batch] += d_h_n[k]
-                h0_k = None if c.h0 is None else c.h0[k]
-                g = self._run_backward(k, dh, lc.inputs[d], h0_k, lc.states[d])
-                _accumulate_grads(self._grads, self._names[k], g)
-                dh0[k] = g.dh0
-                dx = g.dx if d == 0 else _reverse_time(g.dx, c.rev)
+                # An LSTM's c: only its final value has a gradient from outside.
+                d_states: list[np.ndarray | None] = [dh] + [None] * (len(features) - 1)
+                for i, d_final in enumerate(checked):
+                    if d_final is None:
+                        continue
+                    if d_states[i] is None:
+                        d_states[i] = np.zeros((T_run, B, features[i]), dtype=self.dtype)
+                    d_states[i][c.last, batch] += d_final[k]
+                states0 = tuple(None if s0 is None else s0[k] for s0 in c.states0)
+                dx, d0, grads = self._run_backward(
+                    k, tuple(d_states), lc.inputs[d], states0, lc.states[d], lc.workspaces[d]
+                )
+                for name, g in grads.items():
+                    self._grads[name] += g
+                for out, g in zip(d_states0, d0, strict=True):
+                    out[k] = g
+                dx = dx if d == 0 else _reverse_time(dx, c.rev)
                 d_in = dx if d_in is None else np.add(d_in, dx, out=d_in)
             d_out = d_in
 
@@ -425,8 +474,8 @@ class RNNBase(Module):
         if T_run < c.T:
             dx = np.concatenate([dx, np.zeros((c.T - T_run, *dx.shape[1:]), self.dtype)])
         if not c.batched:
-            return dx[:, 0], dh0[:, 0]
-        return (dx.swapaxes(0, 1) if self.batch_first else dx), dh0
+            return dx[:, 0], tuple(g[:, 0] for g in d_states0)
+        return (dx.swapaxes(0, 1) if self.batch_first else dx), d_states0
 
 
 class RNN(RNNBase):
@@ -472,19 +521,81 @@ class RNN(RNNBase):
 
     _GATES = 1
 
-    def _run_forward(self, k: int, x: np.ndarray, h0: np.ndarray | None) -> np.ndarray:
+    def forward(
+        self, x: Any, h0: Any | None = None, lengths: Any | None = None, *, hx: Any | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Run the whole stack over a sequence.
+
+        Args:
+            x: input, (T, B, input_size), (B, T, input_size) with batch_first, or (T, input_size).
+            h0: initial states (num_layers * dirs, B, H), or (num_layers * dirs, H) for an
+                unbatched x; None for zeros. Also by PyTorch's name, ``hx=``.
+            lengths: (B,) integers in [1, T], the valid length of each sequence of a padded
+                batch, or None (all T). As PyTorch with a PackedSequence: outputs beyond a
+                sequence's end are zero, ``h_n`` holds each sequence's state at its own last
+                step, the reverse direction starts there, and the padding's values never
+                matter.
+
+        Returns:
+            (output, h_n): output (T, B, dirs * H) (batch-first or unbatched like x): the last
+            layer's states, forward and reverse concatenated; h_n (num_layers * dirs, B, H):
+            every layer's and direction's final state.
+
+        Raises:
+            TypeError: an array of the wrong dtype, or float lengths.
+            ValueError: a wrong shape or rank, T = 0, or lengths out of range.
+        """
+        output, (h_n,) = self._forward(x, (_state_argument("h0", h0, hx),), lengths)
+        return output, h_n
+
+    def backward(self, d_output: Any, d_h_n: Any | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Backpropagation through time through every layer and direction of the last forward.
+
+        Adds every parameter's gradient into ``self.grads``.
+
+        Args:
+            d_output: dL/d(output), shaped like the forward's ``output``. Values at padded
+                positions (beyond ``lengths``) are ignored: those outputs are constant zeros.
+            d_h_n: dL/d(h_n) shaped like ``h_n``, or None. Enters each sequence at its own last
+                valid step.
+
+        Returns:
+            (dx, dh0): dL/dx shaped like x (zero at padded positions) and dL/dh0 shaped like
+            ``h_n`` (returned also when h0 was None).
+        """
+        dx, (dh0,) = self._backward(d_output, (d_h_n,))
+        return dx, dh0
+
+    def _run_forward(
+        self, k: int, x: np.ndarray, states0: tuple[np.ndarray | None, ...]
+    ) -> tuple[tuple[np.ndarray, ...], Any]:
         w_ih, w_hh, b = self.layer_weights(k)
-        return functional.rnn_forward(
-            x, h0, w_ih, w_hh, b, nonlinearity=self.nonlinearity, backend=self.backend
+        h = functional.rnn_forward(
+            x, states0[0], w_ih, w_hh, b, nonlinearity=self.nonlinearity, backend=self.backend
         )
+        return (h,), None
 
     def _run_backward(
-        self, k: int, dh: np.ndarray, x: np.ndarray, h0: np.ndarray | None, h: np.ndarray
-    ) -> functional.RNNGrads:
+        self,
+        k: int,
+        d_states: tuple[np.ndarray | None, ...],
+        x: np.ndarray,
+        states0: tuple[np.ndarray | None, ...],
+        states: tuple[np.ndarray, ...],
+        workspace: Any,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...], dict[str, np.ndarray]]:
         w_ih, w_hh = self._step_layers[k][:2]  # (the biases' sum is not needed)
-        return functional.rnn_backward(
-            dh, x, h0, h, w_ih, w_hh, nonlinearity=self.nonlinearity, backend=self.backend
+        g = functional.rnn_backward(
+            d_states[0],
+            x,
+            states0[0],
+            states[0],
+            w_ih,
+            w_hh,
+            nonlinearity=self.nonlinearity,
+            backend=self.backend,
         )
+        return g.dx, (g.dh0,), _named_grads(self._names[k], g.dw_ih, g.dw_hh, g.db, g.db)
 
     def step(self, x_t: Any, h: Any | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One time step of the whole stack, the state carried by the caller (streaming).
@@ -624,3 +735,461 @@ class RNNCell(Module):
         _accumulate_grads(self._grads, self._names[0], grads)
         dx, dh = grads.dx[0], grads.dh0
         return (dx, dh) if batched else (dx[0], dh[0])
+
+
+# --------------------------------------------------------------------------------------------
+# The gated cells: LSTM, GRU and their one-step cells
+
+
+def _lstm_hx(hx: Any) -> tuple[Any, Any]:
+    """An LSTM's initial state: None, or PyTorch's tuple (h0, c0) of two arrays."""
+    if hx is None:
+        return None, None
+    if not isinstance(hx, tuple | list):
+        raise TypeError(f"hx must be a tuple (h0, c0) or None, got {type(hx).__name__}")
+    if len(hx) != 2:
+        raise ValueError(f"hx must be a tuple (h0, c0) of 2 arrays, got {len(hx)} items")
+    if hx[0] is None or hx[1] is None:
+        raise TypeError("hx must be a tuple (h0, c0) of two arrays (or None for zeros), got None")
+    return hx[0], hx[1]
+
+
+class LSTM(RNNBase):
+    """A multi-layer LSTM: ``torch.nn.LSTM`` on NumPy arrays, with an explicit backward.
+
+    Per layer and direction, with the gates i, f, g, o (PyTorch's order and layout)::
+
+        i, f, g, o = split(x_t @ W_ih.T + b_ih + h_{t-1} @ W_hh.T + b_hh)
+        c_t = sigmoid(f) * c_{t-1} + sigmoid(i) * tanh(g)
+        h_t = sigmoid(o) * tanh(c_t)          (with proj_size: h_t = W_hr (sigmoid(o) * tanh(c_t)))
+
+    Args:
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional: as
+            :class:`RNN` (and ``torch.nn.LSTM``).
+        proj_size: P > 0 adds ``weight_hr_l{k}`` (P, H) per layer and direction: h (and the
+            outputs) have P features, ``weight_hh_l{k}`` is (4H, P). An int in [0, H).
+        dtype, seed, backend: as :class:`RNN` (every parameter U(-1/sqrt(H), 1/sqrt(H))).
+
+    Shapes (``L`` = num_layers, ``dirs`` = 2 if bidirectional else 1, ``S`` = proj_size or H):
+        x: (T, B, input_size), (B, T, input_size) with batch_first, or unbatched (T, input_size).
+        h0, h_n: (L * dirs, B, S); c0, c_n: (L * dirs, B, H) (unbatched: without B).
+        output: (T, B, dirs * S) (batch-first or unbatched like x).
+
+    Examples:
+        >>> lstm = LSTM(10, 20, num_layers=2, seed=0)
+        >>> x = np.ones((5, 3, 10), dtype=np.float32)
+        >>> output, (h_n, c_n) = lstm(x)
+        >>> output.shape, h_n.shape, c_n.shape
+        ((5, 3, 20), (2, 3, 20), (2, 3, 20))
+        >>> dx, (dh0, dc0) = lstm.backward(np.ones_like(output))
+        >>> dx.shape, lstm.grads["weight_ih_l0"].shape
+        ((5, 3, 10), (80, 10))
+    """
+
+    _GATES = 4
+    _STATES = ("h", "c")
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        dtype: Any = np.float32,
+        seed: Seed = None,
+        *,
+        backend: str = "auto",
+    ) -> None:
+        hidden = check_int("hidden_size", hidden_size, 1)
+        proj = check_int("proj_size", proj_size, 0)
+        if proj >= hidden:
+            raise ValueError(
+                f"proj_size must be in [0, hidden_size) = [0, {hidden}), got {proj_size}"
+            )
+        self.proj_size = proj
+        super().__init__(
+            input_size, hidden, num_layers, "tanh", bias, batch_first, dropout, bidirectional,
+            dtype, seed, backend=backend,
+        )  # fmt: skip
+        del self.nonlinearity  # (the Elman cell's option)
+
+    def forward(
+        self, x: Any, hx: Any | None = None, lengths: Any | None = None
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Run the whole stack over a sequence.
+
+        Args:
+            x: input, (T, B, input_size), (B, T, input_size) with batch_first, or (T, input_size).
+            hx: (h0, c0): (L * dirs, B, S) and (L * dirs, B, H) (unbatched: without B), or
+                None for zeros.
+            lengths: as :meth:`RNN.forward` (PyTorch's packed sequences): ``h_n`` and ``c_n``
+                hold each sequence's state at its own last step.
+
+        Returns:
+            (output, (h_n, c_n)).
+
+        Raises:
+            TypeError: an array of the wrong dtype, hx not a tuple of two arrays, float lengths.
+            ValueError: a wrong shape or rank, hx of the wrong length, T = 0, lengths out of
+                range.
+        """
+        output, (h_n, c_n) = self._forward(x, _lstm_hx(hx), lengths)
+        return output, (h_n, c_n)
+
+    def backward(
+        self, d_output: Any, d_h_n: Any | None = None, d_c_n: Any | None = None
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Backpropagation through time through the last forward; adds every parameter's
+        gradient into ``self.grads``.
+
+        Args:
+            d_output: dL/d(output), shaped like ``output`` (padded positions ignored).
+            d_h_n, d_c_n: dL/d(h_n) and dL/d(c_n), shaped like them, or None; each enters a
+                sequence at its own last valid step.
+
+        Returns:
+            (dx, (dh0, dc0)), shaped like x, h_n and c_n.
+        """
+        dx, (dh0, dc0) = self._backward(d_output, (d_h_n, d_c_n))
+        return dx, (dh0, dc0)
+
+    def _run_forward(
+        self, k: int, x: np.ndarray, states0: tuple[np.ndarray | None, ...]
+    ) -> tuple[tuple[np.ndarray, ...], Any]:
+        w_ih, w_hh, b = self.layer_weights(k)
+        w_hr = self._step_layers[k][4]
+        h, c, ws = functional.lstm_forward(
+            x, *states0, w_ih, w_hh, b, w_hr, training=True, backend=self.backend
+        )
+        return (h, c), ws
+
+    def _run_backward(
+        self,
+        k: int,
+        d_states: tuple[np.ndarray | None, ...],
+        x: np.ndarray,
+        states0: tuple[np.ndarray | None, ...],
+        states: tuple[np.ndarray, ...],
+        workspace: Any,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...], dict[str, np.ndarray]]:
+        w_ih, w_hh, _, _, w_hr = self._step_layers[k]
+        g = functional.lstm_backward(
+            *d_states, x, *states0, *states, workspace, w_ih, w_hh, w_hr, backend=self.backend
+        )
+        grads = _named_grads(self._names[k], g.dw_ih, g.dw_hh, g.db, g.db)
+        if w_hr is not None:
+            grads[self._hr_names[k]] = g.dw_hr
+        return g.dx, (g.dh0, g.dc0), grads
+
+    def step(
+        self, x_t: Any, state: tuple[Any, Any] | None = None
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """One time step of the whole stack, the state (h, c) carried by the caller.
+
+        ``output, state = lstm.step(x[t], state)`` for t = 0, 1, ... gives ``lstm(x)[0][t]``;
+        the final state equals (h_n, c_n). Inference only (no dropout, nothing remembered);
+        not for a bidirectional LSTM.
+
+        Args:
+            x_t: (B, input_size), or unbatched (input_size,).
+            state: (h, c) with h (num_layers, B, S) and c (num_layers, B, H) (unbatched:
+                without B), or None for zeros.
+
+        Returns:
+            (output_t, (h_new, c_new)): the last layer's new state (B, S) and all new states.
+
+        Examples:
+            >>> lstm = LSTM(3, 4, num_layers=2, seed=0)
+            >>> x = np.ones((5, 2, 3), dtype=np.float32)
+            >>> state = None
+            >>> for t in range(5):
+            ...     y, state = lstm.step(x[t], state)
+            >>> bool(np.allclose(y, lstm(x)[0][-1], atol=1e-6))
+            True
+        """
+        output, (h, c) = functional.gated_step(
+            "lstm", x_t, _lstm_hx(state), self._step_stack, self.backend, self._step_layer
+        )
+        return output, (h, c)
+
+
+class GRU(RNNBase):
+    """A multi-layer GRU: ``torch.nn.GRU`` on NumPy arrays, with an explicit backward.
+
+    Per layer and direction, with the gates r, z, n (PyTorch's order, the reset applied after
+    the recurrent product, ``b_hn`` inside it)::
+
+        r = sigmoid(W_ir x + b_ir + W_hr h + b_hr);  z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+        n = tanh(W_in x + b_in + r * (W_hn h + b_hn));  h' = (1 - z) * n + z * h
+
+    Args:
+        input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, dtype,
+            seed, backend: as :class:`RNN` (no nonlinearity).
+
+    Shapes: as :class:`RNN`.
+
+    Examples:
+        >>> gru = GRU(10, 20, num_layers=2, seed=0)
+        >>> x = np.ones((5, 3, 10), dtype=np.float32)
+        >>> output, h_n = gru(x)
+        >>> output.shape, h_n.shape
+        ((5, 3, 20), (2, 3, 20))
+        >>> dx, dh0 = gru.backward(np.ones_like(output))
+        >>> dx.shape, gru.grads["weight_hh_l1"].shape
+        ((5, 3, 10), (60, 20))
+    """
+
+    _GATES = 3
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        dtype: Any = np.float32,
+        seed: Seed = None,
+        *,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__(
+            input_size, hidden_size, num_layers, "tanh", bias, batch_first, dropout,
+            bidirectional, dtype, seed, backend=backend,
+        )  # fmt: skip
+        del self.nonlinearity  # (the Elman cell's option)
+
+    def forward(
+        self, x: Any, hx: Any | None = None, lengths: Any | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Run the whole stack over a sequence: (output, h_n), arguments as :meth:`RNN.forward`
+        (``hx`` the initial state h0)."""
+        output, (h_n,) = self._forward(x, (hx,), lengths)
+        return output, h_n
+
+    def backward(self, d_output: Any, d_h_n: Any | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Backpropagation through the last forward: (dx, dh0), as :meth:`RNN.backward`."""
+        dx, (dh0,) = self._backward(d_output, (d_h_n,))
+        return dx, dh0
+
+    def _run_forward(
+        self, k: int, x: np.ndarray, states0: tuple[np.ndarray | None, ...]
+    ) -> tuple[tuple[np.ndarray, ...], Any]:
+        w_ih, w_hh, b_ih, b_hh = self._step_layers[k]
+        h, ws = functional.gru_forward(
+            x, states0[0], w_ih, w_hh, b_ih, b_hh, training=True, backend=self.backend
+        )
+        return (h,), ws
+
+    def _run_backward(
+        self,
+        k: int,
+        d_states: tuple[np.ndarray | None, ...],
+        x: np.ndarray,
+        states0: tuple[np.ndarray | None, ...],
+        states: tuple[np.ndarray, ...],
+        workspace: Any,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...], dict[str, np.ndarray]]:
+        w_ih, w_hh, _, b_hh = self._step_layers[k]
+        g = functional.gru_backward(
+            d_states[0], x, states0[0], states[0], workspace, w_ih, w_hh, b_hh,
+            backend=self.backend,
+        )  # fmt: skip
+        return g.dx, (g.dh0,), _named_grads(self._names[k], g.dw_ih, g.dw_hh, g.db_ih, g.db_hh)
+
+    def step(self, x_t: Any, h: Any | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One time step of the whole stack, the state carried by the caller: (output_t,
+        h_new), as :meth:`RNN.step`.
+
+        Examples:
+            >>> gru = GRU(3, 4, num_layers=2, seed=0)
+            >>> x = np.ones((5, 2, 3), dtype=np.float32)
+            >>> h = None
+            >>> for t in range(5):
+            ...     y, h = gru.step(x[t], h)
+            >>> bool(np.allclose(y, gru(x)[0][-1], atol=1e-6))
+            True
+        """
+        output, (h_new,) = functional.gated_step(
+            "gru", x_t, (h,), self._step_stack, self.backend, self._step_layer
+        )
+        return output, h_new
+
+
+class _GatedCell(Module):
+    """One step of a gated cell (LSTMCell, GRUCell): parameters ``weight_ih`` (G*H, D),
+    ``weight_hh`` (G*H, H), ``bias_ih``, ``bias_hh``; a forward is a length-1 sequence
+    through :mod:`rnnfast.functional`'s training forward, so its backward has what it needs."""
+
+    _GATES: ClassVar[int]
+    _CELL: ClassVar[str]
+    _STATES: ClassVar[tuple[str, ...]]
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        dtype: Any = np.float32,
+        seed: Seed = None,
+        *,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        _set_options(self, input_size, hidden_size, bias, "tanh", dtype, backend)
+        del self.nonlinearity
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        G, H, D = self._GATES * self.hidden_size, self.hidden_size, self.input_size
+        shapes = {"weight_ih": (G, D), "weight_hh": (G, H)}
+        if self.bias:
+            shapes |= {"bias_ih": (G,), "bias_hh": (G,)}
+        for name, shape in shapes.items():
+            self._add_parameter(name, _uniform(rng, shape, bound, self.dtype))
+        names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if self.bias else (None, None))
+        self._names = [names]
+        self._step_layers = _step_params(
+            self._parameters, self._names, [None] if self._CELL == "lstm" else None
+        )
+        self._step_layer = StepLayer(
+            self.input_size, self.hidden_size, self.dtype, (), None, (H,) * len(self._STATES)
+        )
+        self._cache: tuple | None = None
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        s += "" if self.bias else ", bias=False"
+        return s + ("" if self.dtype == np.float32 else f", dtype={self.dtype.name}")
+
+    def _cell_forward(self, x: Any, states: tuple[Any, ...]) -> tuple[np.ndarray, ...]:
+        x2, s3, _, batched = _validation.gated_step_args(
+            x, states, self._step_layers, self._step_layer, self._CELL
+        )
+        s2 = tuple(None if s is None else s[0] for s in s3)
+        w_ih, w_hh, b_ih, b_hh = self._step_layers[0][:4]
+        if self._CELL == "lstm":
+            b = None if b_ih is None else b_ih + b_hh
+            h, c, ws = functional.lstm_forward(
+                x2[None], *s2, w_ih, w_hh, b, training=True, backend=self.backend
+            )
+            out = (h, c)
+        else:
+            h, ws = functional.gru_forward(
+                x2[None], *s2, w_ih, w_hh, b_ih, b_hh, training=True, backend=self.backend
+            )
+            out = (h,)
+        self._cache = (x2, s2, out, ws, batched)
+        return tuple(s[0] if batched else s[0, 0] for s in out)
+
+    def _cell_backward(self, d_new: tuple[Any, ...]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        if self._cache is None:
+            raise RuntimeError("backward() needs a forward() first")
+        x2, s2, out, ws, batched = self._cache
+        shape = out[0].shape[1:] if batched else out[0].shape[2:]
+        d3 = []
+        for name, d in zip(self._STATES, d_new, strict=True):
+            if d is None:
+                d3.append(None)
+                continue
+            d = as_float_array(f"d_{name}1", d, self.dtype)
+            check_shape(f"d_{name}1", d, shape, meaning=f"{name}1's shape")
+            d3.append(d.reshape(out[0].shape))
+        if d3[0] is None:
+            d3[0] = np.zeros(out[0].shape, dtype=self.dtype)
+        w_ih, w_hh, _, b_hh = self._step_layers[0][:4]
+        if self._CELL == "lstm":
+            g = functional.lstm_backward(
+                *d3, x2[None], *s2, *out, ws, w_ih, w_hh, backend=self.backend
+            )
+            grads = _named_grads(self._names[0], g.dw_ih, g.dw_hh, g.db, g.db)
+            d0 = (g.dh0, g.dc0)
+        else:
+            g = functional.gru_backward(
+                d3[0], x2[None], s2[0], out[0], ws, w_ih, w_hh, b_hh, backend=self.backend
+            )
+            grads = _named_grads(self._names[0], g.dw_ih, g.dw_hh, g.db_ih, g.db_hh)
+            d0 = (g.dh0,)
+        for name, grad in grads.items():
+            self._grads[name] += grad
+        dx = g.dx[0]
+        if not batched:
+            return dx[0], tuple(d[0] for d in d0)
+        return dx, d0
+
+
+class LSTMCell(_GatedCell):
+    """One LSTM step: ``torch.nn.LSTMCell`` on NumPy arrays (its signature, parameter names
+    and gate order i, f, g, o).
+
+    Args:
+        input_size, hidden_size, bias: as ``torch.nn.LSTMCell``.
+        dtype, seed, backend: as :class:`RNN`.
+
+    ``h1, c1 = cell(x, (h, c))`` with x (B, input_size) or unbatched (input_size,), h and c
+    (B, H) (or (H,)) or None for zeros; ``dx, (dh, dc) = cell.backward(d_h1, d_c1)``
+    backpropagates through the most recent call.
+
+    Examples:
+        >>> cell = LSTMCell(3, 4, seed=0)
+        >>> h, c = cell(np.ones((2, 3), np.float32))
+        >>> h, c = cell(np.ones((2, 3), np.float32), (h, c))
+        >>> dx, (dh, dc) = cell.backward(np.ones_like(h), np.zeros_like(c))
+        >>> dx.shape, dh.shape, dc.shape
+        ((2, 3), (2, 4), (2, 4))
+    """
+
+    _GATES = 4
+    _CELL = "lstm"
+    _STATES = ("h", "c")
+
+    def forward(self, x: Any, hx: Any | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(h1, c1) from x and the state ``hx = (h, c)`` (None: zeros)."""
+        h1, c1 = self._cell_forward(x, _lstm_hx(hx))
+        return h1, c1
+
+    def backward(
+        self, d_h1: Any, d_c1: Any | None = None
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """(dx, (dh, dc)) from dL/dh1 and dL/dc1 (None: zeros); adds the parameters'
+        gradients into ``self.grads``."""
+        dx, (dh, dc) = self._cell_backward((d_h1, d_c1))
+        return dx, (dh, dc)
+
+
+class GRUCell(_GatedCell):
+    """One GRU step: ``torch.nn.GRUCell`` on NumPy arrays (its signature, parameter names and
+    gate order r, z, n).
+
+    Args:
+        input_size, hidden_size, bias: as ``torch.nn.GRUCell``.
+        dtype, seed, backend: as :class:`RNN`.
+
+    ``h1 = cell(x, h)`` with h (B, H) (or (H,)) or None; ``dx, dh = cell.backward(d_h1)``.
+
+    Examples:
+        >>> cell = GRUCell(3, 4, seed=0)
+        >>> h = cell(np.ones((2, 3), np.float32))
+        >>> dx, dh = cell.backward(np.ones_like(h))
+        >>> dx.shape, dh.shape
+        ((2, 3), (2, 4))
+    """
+
+    _GATES = 3
+    _CELL = "gru"
+    _STATES = ("h",)
+
+    def forward(self, x: Any, hx: Any | None = None) -> np.ndarray:
+        """h1 from x and the state ``hx`` (None: zeros)."""
+        (h1,) = self._cell_forward(x, (hx,))
+        return h1
+
+    def backward(self, d_h1: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(dx, dh) from dL/dh1; adds the parameters' gradients into ``self.grads``."""
+        dx, (dh,) = self._cell_backward((d_h1,))
+        return dx, dh
