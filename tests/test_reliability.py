@@ -8,6 +8,7 @@ import pytest
 from conftest import RTOL, assert_close_nonfinite, forward_backward, make_problem
 
 import rnnfast
+import rnnfast.benchmark
 from rnnfast import RNNGrads, functional
 
 # These tests feed NaN and Inf on purpose: NumPy's overflow warnings from the reference are
@@ -309,3 +310,37 @@ def test_masked_arrays_are_refused(which, arg):
     arrays[arg] = np.ma.masked_array(arrays[arg], mask=np.zeros(arrays[arg].shape, bool))
     with pytest.raises(TypeError, match=rf"^{arg} must be a plain array, got a masked array"):
         call(which, arrays, backend="numpy")
+
+
+# ---------------------------------------------------------------------------------------------
+# dtype arguments: float32 or float64, anything else a TypeError naming the argument
+
+
+BAD_DTYPES = ["flaot32", None, "float16", np.int32, "<>f8", object(), np.dtype(">f8"), "complex"]
+
+
+def dtype_callers():
+    return {
+        "RNN": lambda dt: rnnfast.RNN(3, 4, dtype=dt),
+        "RNNCell": lambda dt: rnnfast.RNNCell(3, 4, dtype=dt),
+        "Linear": lambda dt: rnnfast.Linear(3, 4, dtype=dt),
+        "one_hot": lambda dt: rnnfast.one_hot([0, 1], 3, dtype=dt),
+        "CharRNN": lambda dt: rnnfast.CharRNN("ab", hidden_size=4, dtype=dt),
+        "SequenceRegressor": lambda dt: rnnfast.SequenceRegressor(hidden_size=4, dtype=dt),
+        "bench Case": lambda dt: rnnfast.benchmark.Case(2, 1, 3, 4, dtype=dt),
+    }
+
+
+@pytest.mark.parametrize("caller", list(dtype_callers()))
+@pytest.mark.parametrize("bad", BAD_DTYPES, ids=repr)
+def test_every_dtype_argument_refuses_anything_but_float32_and_float64(caller, bad):
+    with pytest.raises(TypeError, match=r"^dtype must be float32 or float64, got "):
+        dtype_callers()[caller](bad)
+
+
+@pytest.mark.parametrize("caller", list(dtype_callers()))
+@pytest.mark.parametrize("good", ["float32", np.float64, "f8", np.dtype("float32")], ids=repr)
+def test_every_dtype_argument_accepts_float32_and_float64(caller, good):
+    made = dtype_callers()[caller](good)
+    dt = getattr(made, "dtype", None)
+    assert np.dtype(dt) == np.dtype(good)
