@@ -339,3 +339,62 @@ def test_kept_helper_thread_blocks_asynchronous_signals():
     assert done.returncode == 0, done.stderr
     before, after = map(int, done.stdout.split())
     assert after == before + 1
+
+
+# The kernels' single-threaded section, helper thread and BLAS count under concurrent callers,
+# fork and exit: each in a fresh interpreter (this process's BLAS is capped for the tests).
+SETTING_SCRIPT = """
+import threading
+import numpy as np
+import rnnfast
+from rnnfast import _threads, functional
+from rnnfast._core import kernels
+
+if _threads.get_num_threads() is None:
+    raise SystemExit(5)  # no OpenBLAS found: nothing to test
+rnnfast.set_num_threads(2)
+kernels.set_tuning(overlap="on")
+rng = np.random.default_rng(3)
+T, B, D, H = 100, 8, 64, 128
+x, h0 = rng.standard_normal((T, B, D)), rng.standard_normal((B, H))
+w_ih, w_hh = rng.standard_normal((H, D)) / 8, rng.standard_normal((H, H)) / 12
+b, g = rng.standard_normal(H), rng.standard_normal((T, B, H))
+stop = threading.Event()
+
+
+def work():
+    while not stop.is_set():
+        h = functional.rnn_forward(x, h0, w_ih, w_hh, b, backend="cython")
+        functional.rnn_backward(g, x, h0, h, w_ih, w_hh, backend="cython")
+
+
+workers = [threading.Thread(target=work) for _ in range(2)]
+for w in workers:
+    w.start()
+for i in range(401):  # the last sets 1
+    rnnfast.set_num_threads(1 if i % 2 == 0 else 2)
+    if i % 50 == 0:
+        stop.wait(0.01)
+stop.wait(0.2)  # the workers' calls enter and leave the serial section, set to 1 from outside
+stop.set()
+for w in workers:
+    w.join()
+outside, blas = rnnfast.get_num_threads(), int(_threads._blas_get())
+raise SystemExit(0 if (outside, blas) == (1, 1) else 10 * outside + blas)
+"""
+
+
+def run_script(script: str, timeout: float) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "RNNFAST_"))}
+    return subprocess.run(
+        [sys.executable, "-c", script], timeout=timeout, env=env, capture_output=True, text=True
+    )
+
+
+def test_set_num_threads_wins_over_calls_running_in_other_threads():
+    """set_num_threads(1) while other threads' calls hold BLAS at one: when the last leaves,
+    it restores the user's 1, not the 2 it saved on entry."""
+    done = run_script(SETTING_SCRIPT, 300)
+    if done.returncode == 5:
+        pytest.skip("SciPy's OpenBLAS not found")
+    assert done.returncode == 0, f"(outside, BLAS) counts x10+: {done.returncode}\n{done.stderr}"

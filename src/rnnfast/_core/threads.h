@@ -288,8 +288,30 @@ static pthread_mutex_t rf_serial_lock = PTHREAD_MUTEX_INITIALIZER;
 #define RF_UNLOCK() ((void)0)
 #endif
 
+#if RF_HAVE_THREADS
+/* A child forked while a call in another thread held the serial section: that thread does not
+ * exist in the child, so the section is closed there and the outside count restored; the lock
+ * is held across fork so that no other thread holds it at that moment. */
+static void rf_serial_before_fork(void) { pthread_mutex_lock(&rf_serial_lock); }
+static void rf_serial_after_fork_in_parent(void) { pthread_mutex_unlock(&rf_serial_lock); }
+static void rf_serial_after_fork_in_child(void)
+{
+    pthread_mutex_init(&rf_serial_lock, NULL);
+    if (rf_serial_depth > 0 && rf_serial_saved > 0 && rf_blas_set_threads != NULL)
+        rf_blas_set_threads(rf_serial_saved);
+    rf_serial_depth = 0;
+}
+#endif
+
 static void rf_use_blas_threads(rf_set_threads_fn set_threads, rf_get_threads_fn get_threads)
 {
+#if RF_HAVE_THREADS
+    static int fork_handlers_installed = 0;
+    if (!fork_handlers_installed)
+        fork_handlers_installed = pthread_atfork(rf_serial_before_fork,
+                                                 rf_serial_after_fork_in_parent,
+                                                 rf_serial_after_fork_in_child) == 0;
+#endif
     RF_LOCK();
     rf_blas_set_threads = set_threads;
     rf_blas_get_threads = get_threads;
@@ -314,6 +336,22 @@ static void rf_serial_leave(void)
     if (!rf_blas_known()) return;
     RF_LOCK();
     if (--rf_serial_depth == 0 && rf_serial_saved > 0) rf_blas_set_threads(rf_serial_saved);
+    RF_UNLOCK();
+}
+
+/* The user sets the count to n (after the BLAS's own setter ran): while serial sections run,
+ * n becomes the count they restore and BLAS stays at one; else BLAS is set to n again, in case
+ * a section left between the setter and this call and restored the count it had saved. */
+static void rf_blas_set_outside(int n)
+{
+    if (!rf_blas_known() || n < 1) return;
+    RF_LOCK();
+    if (rf_serial_depth > 0) {
+        rf_serial_saved = n;
+        rf_blas_set_threads(1);
+    } else {
+        rf_blas_set_threads(n);
+    }
     RF_UNLOCK();
 }
 
