@@ -282,7 +282,14 @@ class _RecurrentModel(Module):
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model (configuration, its own arrays, weights) to one ``.npz`` file at
-        exactly ``path``, replacing it atomically."""
+        exactly ``path``, replacing it atomically.
+
+        Raises:
+            ValueError: a weight is NaN or Inf (``load`` would refuse the file).
+        """
+        bad = [k for k, v in self.named_parameters() if not np.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"weights {bad} have NaN or Inf values: load would refuse the file")
         arrays = {
             "format": text_to_array(self._FORMAT),
             "version": np.array(FORMAT_VERSION, dtype=np.int64),
