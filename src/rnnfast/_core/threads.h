@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
@@ -279,6 +280,7 @@ typedef int (*rf_get_threads_fn)(void);
 static rf_set_threads_fn rf_blas_set_threads = NULL;
 static rf_get_threads_fn rf_blas_get_threads = NULL;
 static int rf_serial_depth = 0, rf_serial_saved = 0;
+static int rf_serial_exiting = 0; /* the process is exiting: the count is left alone */
 #if RF_HAVE_THREADS
 static pthread_mutex_t rf_serial_lock = PTHREAD_MUTEX_INITIALIZER;
 #define RF_LOCK() pthread_mutex_lock(&rf_serial_lock)
@@ -303,8 +305,23 @@ static void rf_serial_after_fork_in_child(void)
 }
 #endif
 
+/* At exit (C atexit handlers run before the libraries' destructors): OpenBLAS's destructor
+ * joins as many workers as its thread count says, so a count held at one by a call still
+ * running in a daemon thread would leave it joining a worker never told to stop, forever. Put
+ * the outside count back, and let calls still running change it no more. */
+static void rf_serial_at_exit(void)
+{
+    RF_LOCK();
+    rf_serial_exiting = 1;
+    if (rf_serial_depth > 0 && rf_serial_saved > 0 && rf_blas_set_threads != NULL)
+        rf_blas_set_threads(rf_serial_saved);
+    RF_UNLOCK();
+}
+
 static void rf_use_blas_threads(rf_set_threads_fn set_threads, rf_get_threads_fn get_threads)
 {
+    static int exit_handler_installed = 0;
+    if (!exit_handler_installed) exit_handler_installed = atexit(rf_serial_at_exit) == 0;
 #if RF_HAVE_THREADS
     static int fork_handlers_installed = 0;
     if (!fork_handlers_installed)
@@ -327,7 +344,7 @@ static void rf_serial_enter(void)
 {
     if (!rf_blas_known()) return;
     RF_LOCK();
-    if (rf_serial_depth++ == 0) rf_serial_saved = rf_blas_set_threads(1);
+    if (rf_serial_depth++ == 0 && !rf_serial_exiting) rf_serial_saved = rf_blas_set_threads(1);
     RF_UNLOCK();
 }
 
@@ -335,7 +352,8 @@ static void rf_serial_leave(void)
 {
     if (!rf_blas_known()) return;
     RF_LOCK();
-    if (--rf_serial_depth == 0 && rf_serial_saved > 0) rf_blas_set_threads(rf_serial_saved);
+    if (--rf_serial_depth == 0 && rf_serial_saved > 0 && !rf_serial_exiting)
+        rf_blas_set_threads(rf_serial_saved);
     RF_UNLOCK();
 }
 
