@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import atexit
 import functools
+import json
 import pickle
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +72,39 @@ MODEL_FILE_TAMPER = (
     "object_entry",
     "missing_entry",
     "extra_entry",
+    "config_size",
+    "config_deep",
+    "vocab_text",
+    "header_edit",
+    "entry_swap",
 )
 MODEL_FILE_TARGETS = [
     *(("damage", n) for n in MODEL_FILE_DAMAGE),
     *(("tamper", n) for n in MODEL_FILE_TAMPER),
 ]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _rewrite_headers(path: Path, entries: dict[str, np.ndarray], headers: dict) -> None:
+    """Rewrite the npz at ``path`` with the named entries' .npy headers declaring another
+    shape (the data unchanged): what a header edit by hand gives."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for key, value in entries.items():
+            if key not in headers:
+                with z.open(f"{key}.npy", "w") as f:
+                    np.lib.format.write_array(f, np.asarray(value), allow_pickle=True)
+                continue
+            header = {
+                "descr": np.lib.format.dtype_to_descr(value.dtype),
+                "fortran_order": False,
+                "shape": headers[key],
+            }
+            with z.open(f"{key}.npy", "w") as f:
+                np.lib.format.write_array_header_1_0(f, header)
+                f.write(np.ascontiguousarray(value).tobytes())
 
 
 @st.composite
@@ -89,6 +119,7 @@ def model_file_cases(draw: st.DrawFn, fault: tuple[str, str] | None = None) -> C
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     weight = draw(st.sampled_from(sorted(k for k in entries if k.startswith("param/"))))
     data: bytes | None = None
+    headers: dict[str, tuple[int, ...]] = {}  # entries written with a lying .npy header
     for kind, name in faults:
         notes.append(f"FAULT {kind} {name}")
         if name.startswith("weight") or name in ("object_entry", "missing_entry"):
@@ -114,6 +145,26 @@ def model_file_cases(draw: st.DrawFn, fault: tuple[str, str] | None = None) -> C
                 entries[weight] = np.array([Payload()], dtype=object)
             elif name == "missing_entry":
                 entries.pop(weight)
+            elif name == "config_size":  # a size no stored weight holds: nothing may be built
+                config = json.loads(entries["config"].tobytes())
+                key = draw(st.sampled_from(sorted(k for k, v in config.items() if _is_int(v))))
+                config[key] = draw(st.sampled_from([5, 12_000, 200_000, 10**9, 3e8, 2**70, -1]))
+                entries["config"] = np.frombuffer(json.dumps(config).encode(), np.uint8).copy()
+            elif name == "config_deep":
+                depth = draw(st.integers(5, 50_000))
+                text = '{"a": ' * depth + "1" + "}" * depth
+                entries["config"] = np.frombuffer(text.encode(), np.uint8).copy()
+            elif name == "vocab_text":
+                if "extra/vocab" in entries:  # a lone surrogate, or beyond U+10FFFF
+                    code = draw(st.sampled_from([0xD800, 0xDCFF, 0xDFFF, 0x110000, 2**32 - 1]))
+                    entries["extra/vocab"] = np.array([97, code], np.uint32)
+                else:
+                    entries["extra/mean"] = np.zeros(draw(st.integers(0, 10**6)))
+            elif name == "header_edit":  # the .npy header's shape no longer matches its data
+                headers[weight] = tuple(int(rng.integers(0, 2**40)) for _ in range(2))
+            elif name == "entry_swap":
+                a, b = rng.choice(sorted(entries), 2, replace=False)
+                entries[a], entries[b] = entries[b], entries[a]
             else:
                 entries["param/extra"] = np.zeros(3, np.float32)
         elif name == "truncate":
@@ -135,6 +186,8 @@ def model_file_cases(draw: st.DrawFn, fault: tuple[str, str] | None = None) -> C
     if data is None:
         with open(path, "wb") as f:
             np.savez(f, **entries)  # object entries are pickled here, as an attacker would
+        if headers:
+            _rewrite_headers(path, entries, headers)
     else:
         path.write_bytes(data)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import signal
 import subprocess
@@ -590,3 +591,72 @@ def test_bad_arguments_in_a_real_process(argv, files, tmp_path):
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "error:" in lines[0] and "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Faults of the command line: work is never lost, input is bounded, divergence is caught
+
+QUICK_TRAIN = ("train", "--steps", "30", "--hidden", "8", "--bptt", "10", "--batch", "4",
+               "--sample-every", "0", "--val-fraction", "0")  # fmt: skip
+
+
+def test_train_refuses_an_unwritable_out_before_training(tmp_path, capsys):
+    # /proc/self is a directory nobody, root included, can create files in.
+    assert cli.main([*QUICK_TRAIN, "--out", "/proc/self"]) == 2
+    err = capsys.readouterr()
+    assert "--out /proc/self: cannot write into it" in err.err
+    assert "Training" not in err.out
+
+
+def test_train_saves_to_a_fallback_if_saving_fails_at_the_end(tmp_path, monkeypatch, capsys):
+    real_save = rnnfast.CharRNN.save
+
+    def save(self, path):
+        if Path(path).parent == tmp_path / "run":
+            raise PermissionError(13, "Permission denied")
+        real_save(self, path)
+
+    monkeypatch.setattr(rnnfast.CharRNN, "save", save)
+    assert cli.main([*QUICK_TRAIN, "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    fallback = Path(err.split("saved the model to ")[1].split()[0])
+    try:
+        assert rnnfast.CharRNN.load(fallback).rnn.hidden_size == 8
+    finally:
+        fallback.unlink()
+
+
+@pytest.mark.parametrize("source", ["/dev/zero", "fifo", "huge"])
+def test_train_reads_only_bounded_regular_files(tmp_path, monkeypatch, capsys, source):
+    if source == "fifo":
+        path = tmp_path / "fifo"
+        os.mkfifo(path)  # no writer: opening it to read would block
+        assert cli.main([*QUICK_TRAIN, "--data", str(path), "--out", str(tmp_path / "o")]) == 2
+        assert "not a regular file" in capsys.readouterr().err
+        return
+    if source == "huge":
+        monkeypatch.setattr(rnnfast.cli._common, "MAX_INPUT_BYTES", 1000)
+        path = tmp_path / "big.txt"
+        path.write_text("ab" * 1000)
+        source = str(path)
+    assert cli.main([*QUICK_TRAIN, "--data", source, "--out", str(tmp_path / "o")]) == 2
+    assert "not a regular file" in capsys.readouterr().err or source != "/dev/zero"
+
+
+def test_training_that_diverges_stops_and_keeps_the_last_finite_weights(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = cli.main([*QUICK_TRAIN, "--lr", "1e308", "--optimizer", "sgd", "--clip", "0",
+                     "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "became NaN or Inf at step" in err
+    model = rnnfast.CharRNN.load(out / "model.npz")  # the loader takes it
+    assert all(np.isfinite(p).all() for p in model.parameters().values())
+
+
+def test_save_refuses_weights_load_would_refuse(tmp_path):
+    model = rnnfast.CharRNN("ab", hidden_size=4)
+    model.decoder.parameters()["weight"][0, 0] = np.nan
+    with pytest.raises(ValueError, match="load would refuse"):
+        model.save(tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,9 @@ pytestmark = pytest.mark.usefixtures("compiled")
 HARNESS = Path(__file__).with_name("fuzz_harness.py")
 CI_MINIMUM_CASES = 2000
 CHILD_TIMEOUT_S = 600
+# Address-space caps of the children that load untrusted input: a case that allocates beyond it
+# fails with a MemoryError (only ValueError is allowed) instead of swapping the machine.
+MEMORY_CAP_BYTES = {"model files": 3 << 30}
 
 
 def fuzz_seed() -> int:
@@ -52,8 +56,18 @@ def run_child(entry: str, cases: int, seed: int, last_case: Path) -> subprocess.
         f"--seed={seed}",
         f"--last-case={last_case}",
     ]
+    cap = MEMORY_CAP_BYTES.get(entry)
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
     return subprocess.run(
-        command, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=False
+        command,
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT_S,
+        check=False,
+        preexec_fn=limit_memory if cap else None,
     )
 
 

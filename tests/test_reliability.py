@@ -3,11 +3,19 @@ beyond the BLAS integer, allocations that fail, and objects NumPy cannot convert
 
 from __future__ import annotations
 
+import io
+import json
+import tracemalloc
+import zipfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import RTOL, assert_close_nonfinite, forward_backward, make_problem
 
 import rnnfast
+import rnnfast.benchmark
+import rnnfast.models.file_format
 from rnnfast import RNNGrads, functional
 
 # These tests feed NaN and Inf on purpose: NumPy's overflow warnings from the reference are
@@ -309,3 +317,154 @@ def test_masked_arrays_are_refused(which, arg):
     arrays[arg] = np.ma.masked_array(arrays[arg], mask=np.zeros(arrays[arg].shape, bool))
     with pytest.raises(TypeError, match=rf"^{arg} must be a plain array, got a masked array"):
         call(which, arrays, backend="numpy")
+
+
+# ---------------------------------------------------------------------------------------------
+# dtype arguments: float32 or float64, anything else a TypeError naming the argument
+
+
+BAD_DTYPES = ["flaot32", None, "float16", np.int32, "<>f8", object(), np.dtype(">f8"), "complex"]
+
+
+def dtype_callers():
+    return {
+        "RNN": lambda dt: rnnfast.RNN(3, 4, dtype=dt),
+        "RNNCell": lambda dt: rnnfast.RNNCell(3, 4, dtype=dt),
+        "Linear": lambda dt: rnnfast.Linear(3, 4, dtype=dt),
+        "one_hot": lambda dt: rnnfast.one_hot([0, 1], 3, dtype=dt),
+        "CharRNN": lambda dt: rnnfast.CharRNN("ab", hidden_size=4, dtype=dt),
+        "SequenceRegressor": lambda dt: rnnfast.SequenceRegressor(hidden_size=4, dtype=dt),
+        "bench Case": lambda dt: rnnfast.benchmark.Case(2, 1, 3, 4, dtype=dt),
+    }
+
+
+@pytest.mark.parametrize("caller", list(dtype_callers()))
+@pytest.mark.parametrize("bad", BAD_DTYPES, ids=repr)
+def test_every_dtype_argument_refuses_anything_but_float32_and_float64(caller, bad):
+    with pytest.raises(TypeError, match=r"^dtype must be float32 or float64, got "):
+        dtype_callers()[caller](bad)
+
+
+@pytest.mark.parametrize("caller", list(dtype_callers()))
+@pytest.mark.parametrize("good", ["float32", np.float64, "f8", np.dtype("float32")], ids=repr)
+def test_every_dtype_argument_accepts_float32_and_float64(caller, good):
+    made = dtype_callers()[caller](good)
+    dt = getattr(made, "dtype", None)
+    assert np.dtype(dt) == np.dtype(good)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model files are untrusted input: one ValueError, bounded memory and time
+
+
+def small_model_file(tmp_path, **config_changes) -> Path:
+    """A saved CharRNN (8 hidden units), its configuration changed as given."""
+    good = tmp_path / "good.npz"
+    rnnfast.CharRNN("ab", hidden_size=8, seed=0).save(good)
+    if not config_changes:
+        return good
+    with np.load(good) as f:
+        arrays = {k: f[k] for k in f.files}
+    config = json.loads(arrays["config"].tobytes()) | config_changes
+    arrays["config"] = np.frombuffer(json.dumps(config).encode(), np.uint8)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    return bad
+
+
+def load_peak_bytes(path) -> int:
+    """Load ``path`` (a ValueError expected) and return the peak of traced allocations."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"^'.*'"):
+            rnnfast.CharRNN.load(path)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"hidden_size": 12000},
+        {"hidden_size": 10**9},
+        {"num_layers": 200_000},
+        {"embedding_dim": 3e8},
+        {"embedding_dim": 7},  # smaller than the largest stored dimension, still not stored
+        {"hidden_size": 8, "num_layers": 8},
+        {"dropout": 1e308},
+        {"hidden_size": 2**80},
+    ],
+    ids=str,
+)
+def test_config_claiming_more_than_the_stored_weights_builds_nothing(tmp_path, changes):
+    assert load_peak_bytes(small_model_file(tmp_path, **changes)) < 4 << 20
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        ("[" * 20_000 + "]" * 20_000, "nests deeper"),
+        ('{"a": ' * 5_000 + "1" + "}" * 5_000, "nests deeper"),
+        ('{"x": "' + "y" * 70_000 + '"}', "more than"),
+        ('{"hidden_size": NaN}', "not valid JSON"),
+        ('{"hidden_size": ' + "9" * 5000 + "}", "not valid JSON"),
+    ],
+    ids=["deep-list", "deep-object", "huge", "nan", "long-int"],
+)
+def test_config_is_parsed_with_a_depth_and_size_bound(tmp_path, config, match):
+    path = small_model_file(tmp_path)
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["config"] = np.frombuffer(config.encode(), np.uint8)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match=match):
+        rnnfast.CharRNN.load(tmp_path / "bad.npz")
+
+
+def add_zero_entry(path, name: str, nbytes: int, compression=zipfile.ZIP_DEFLATED) -> None:
+    """Append an entry of ``nbytes`` zeros (a valid .npy header, deflated to almost nothing)."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": (nbytes,)}
+    )
+    with zipfile.ZipFile(path, "a", compression) as z, z.open(name, "w", force_zip64=True) as e:
+        e.write(header.getvalue())
+        block = bytes(1 << 20)
+        for _ in range(nbytes >> 20):
+            e.write(block)
+
+
+@pytest.mark.parametrize("name", ["surprise.npy", "param/decoder.bias.npy", "extra/junk.npy"])
+def test_oversize_or_unexpected_entries_are_refused_from_the_directory(tmp_path, monkeypatch, name):
+    path = small_model_file(tmp_path)
+    if name == "param/decoder.bias.npy":  # replace it by an oversize one
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files if k != "param/decoder.bias"}
+        np.savez(path, **arrays)
+    monkeypatch.setattr(rnnfast.models.file_format, "MAX_FILE_BYTES", 4 << 20)
+    add_zero_entry(path, name, 64 << 20)
+    assert path.stat().st_size < 1 << 20
+    assert load_peak_bytes(path) < 2 << 20
+
+
+def test_the_largest_model_file_is_a_stated_limit(tmp_path):
+    big = tmp_path / "big.npz"
+    with open(big, "wb") as f:
+        f.truncate(rnnfast.models.file_format.MAX_FILE_BYTES + 1)  # sparse
+    with pytest.raises(ValueError, match="more than"):
+        rnnfast.CharRNN.load(big)
+    with pytest.raises(ValueError, match="not a regular file"):
+        rnnfast.CharRNN.load("/dev/zero")
+
+
+def test_a_vocabulary_must_be_text(tmp_path):
+    path = small_model_file(tmp_path)
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["extra/vocab"] = np.array([97, 0xDCFF], np.uint32)
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="lone surrogate U\\+DCFF"):
+        rnnfast.CharRNN.load(path)
+    with pytest.raises(ValueError, match="lone surrogate U\\+D800"):
+        rnnfast.CharRNN("a\ud800", hidden_size=4)

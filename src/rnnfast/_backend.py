@@ -38,6 +38,7 @@ if kernels is not None:
     # The kernels' hooks for the BLAS thread count (rnnfast._threads gives them OpenBLAS's).
     set_blas_thread_functions = kernels.set_blas_thread_functions
     blas_threads = kernels.blas_threads
+    set_outside_blas_threads = kernels.set_outside_blas_threads
 
 _warned_fallback = False
 

@@ -116,4 +116,8 @@ def set_num_threads(n: int) -> int | None:
 
     previous = get_num_threads()
     threadpoolctl.threadpool_limits(limits=n)
+    # The kernels' single-threaded section would otherwise restore the count it saved on entry
+    # and undo this setting when another thread's call leaves it.
+    if _blas_set_local is not None and _blas_get is not None and _backend.HAVE_COMPILED:
+        _backend.set_outside_blas_threads(n)
     return previous

@@ -77,14 +77,19 @@ def check_finite_nonnegative(name: str, value: Any) -> float:
     return check_nonnegative(name, value, finite=True)
 
 
-def float_dtype(dtype: Any) -> np.dtype:
-    """``dtype`` as np.float32 or np.float64, else TypeError."""
+def float_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
+    """``dtype`` as np.float32 or np.float64, else a TypeError naming the argument.
+
+    ``None`` is refused rather than read as NumPy's default (``np.dtype(None)`` is float64, and
+    ``np.dtype("float64") == None`` is True: a membership test alone lets None through).
+    Anything ``np.dtype()`` refuses, whatever it raises, is the same TypeError.
+    """
     try:
-        dt = np.dtype(dtype)
-    except TypeError:
+        dt = None if dtype is None else np.dtype(dtype)
+    except Exception:  # np.dtype raises TypeError, ValueError or whatever a __dtype__ raises
         dt = None
-    if dt not in FLOAT_DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
+    if dt is None or not any(dt == f for f in FLOAT_DTYPES):
+        raise TypeError(f"{name} must be float32 or float64, got {dtype!r}")
     return dt
 
 

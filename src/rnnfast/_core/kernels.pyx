@@ -167,6 +167,12 @@ def blas_threads():
     return rf_blas_threads()
 
 
+def set_outside_blas_threads(int n):
+    """Make ``n`` the BLAS thread count set from outside, even while calls in other threads
+    hold BLAS at one (they restore ``n`` when the last leaves)."""
+    rf_blas_set_outside(n)
+
+
 cdef inline bint _serial_blas_begin(bint serial) noexcept nogil:
     """Make BLAS calls single-threaded if ``serial`` (process-wide: see rf_serial_enter);
     returns what to pass to _serial_blas_end."""

@@ -107,6 +107,7 @@ cdef extern from "threads.h" nogil:
     void rf_serial_enter()
     void rf_serial_leave()
     int rf_blas_threads()
+    void rf_blas_set_outside(int n)
 
 cdef extern from "tuning.h" nogil:
     enum:

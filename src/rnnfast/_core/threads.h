@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
@@ -279,6 +280,7 @@ typedef int (*rf_get_threads_fn)(void);
 static rf_set_threads_fn rf_blas_set_threads = NULL;
 static rf_get_threads_fn rf_blas_get_threads = NULL;
 static int rf_serial_depth = 0, rf_serial_saved = 0;
+static int rf_serial_exiting = 0; /* the process is exiting: the count is left alone */
 #if RF_HAVE_THREADS
 static pthread_mutex_t rf_serial_lock = PTHREAD_MUTEX_INITIALIZER;
 #define RF_LOCK() pthread_mutex_lock(&rf_serial_lock)
@@ -288,8 +290,45 @@ static pthread_mutex_t rf_serial_lock = PTHREAD_MUTEX_INITIALIZER;
 #define RF_UNLOCK() ((void)0)
 #endif
 
+#if RF_HAVE_THREADS
+/* A child forked while a call in another thread held the serial section: that thread does not
+ * exist in the child, so the section is closed there and the outside count restored; the lock
+ * is held across fork so that no other thread holds it at that moment. */
+static void rf_serial_before_fork(void) { pthread_mutex_lock(&rf_serial_lock); }
+static void rf_serial_after_fork_in_parent(void) { pthread_mutex_unlock(&rf_serial_lock); }
+static void rf_serial_after_fork_in_child(void)
+{
+    pthread_mutex_init(&rf_serial_lock, NULL);
+    if (rf_serial_depth > 0 && rf_serial_saved > 0 && rf_blas_set_threads != NULL)
+        rf_blas_set_threads(rf_serial_saved);
+    rf_serial_depth = 0;
+}
+#endif
+
+/* At exit (C atexit handlers run before the libraries' destructors): OpenBLAS's destructor
+ * joins as many workers as its thread count says, so a count held at one by a call still
+ * running in a daemon thread would leave it joining a worker never told to stop, forever. Put
+ * the outside count back, and let calls still running change it no more. */
+static void rf_serial_at_exit(void)
+{
+    RF_LOCK();
+    rf_serial_exiting = 1;
+    if (rf_serial_depth > 0 && rf_serial_saved > 0 && rf_blas_set_threads != NULL)
+        rf_blas_set_threads(rf_serial_saved);
+    RF_UNLOCK();
+}
+
 static void rf_use_blas_threads(rf_set_threads_fn set_threads, rf_get_threads_fn get_threads)
 {
+    static int exit_handler_installed = 0;
+    if (!exit_handler_installed) exit_handler_installed = atexit(rf_serial_at_exit) == 0;
+#if RF_HAVE_THREADS
+    static int fork_handlers_installed = 0;
+    if (!fork_handlers_installed)
+        fork_handlers_installed = pthread_atfork(rf_serial_before_fork,
+                                                 rf_serial_after_fork_in_parent,
+                                                 rf_serial_after_fork_in_child) == 0;
+#endif
     RF_LOCK();
     rf_blas_set_threads = set_threads;
     rf_blas_get_threads = get_threads;
@@ -305,7 +344,7 @@ static void rf_serial_enter(void)
 {
     if (!rf_blas_known()) return;
     RF_LOCK();
-    if (rf_serial_depth++ == 0) rf_serial_saved = rf_blas_set_threads(1);
+    if (rf_serial_depth++ == 0 && !rf_serial_exiting) rf_serial_saved = rf_blas_set_threads(1);
     RF_UNLOCK();
 }
 
@@ -313,7 +352,24 @@ static void rf_serial_leave(void)
 {
     if (!rf_blas_known()) return;
     RF_LOCK();
-    if (--rf_serial_depth == 0 && rf_serial_saved > 0) rf_blas_set_threads(rf_serial_saved);
+    if (--rf_serial_depth == 0 && rf_serial_saved > 0 && !rf_serial_exiting)
+        rf_blas_set_threads(rf_serial_saved);
+    RF_UNLOCK();
+}
+
+/* The user sets the count to n (after the BLAS's own setter ran): while serial sections run,
+ * n becomes the count they restore and BLAS stays at one; else BLAS is set to n again, in case
+ * a section left between the setter and this call and restored the count it had saved. */
+static void rf_blas_set_outside(int n)
+{
+    if (!rf_blas_known() || n < 1) return;
+    RF_LOCK();
+    if (rf_serial_depth > 0) {
+        rf_serial_saved = n;
+        rf_blas_set_threads(1);
+    } else {
+        rf_blas_set_threads(n);
+    }
     RF_UNLOCK();
 }
 

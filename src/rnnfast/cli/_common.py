@@ -9,6 +9,7 @@ import json
 import math
 import os
 import signal
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -122,7 +123,37 @@ def output_dir(path: str) -> Path:
         raise UsageError(f"--out {path}: exists and is not a directory") from None
     except OSError as exc:
         raise UsageError(f"--out {path}: cannot create the directory ({exc.strerror})") from None
+    # Written to, not os.access'ed: that says yes to root, and to read-only file systems.
+    probe = out / f".rnnfast-write-test-{os.getpid()}"
+    try:
+        probe.open("xb").close()
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"--out {path}: cannot write into it ({exc.strerror})") from None
     return out
+
+
+MAX_INPUT_BYTES = 1 << 28
+"""The largest input file a command reads (256 MiB)."""
+
+
+def _check_regular(path: str, st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError("not a regular file")
+
+
+def read_bounded(path: str) -> bytes:
+    """The bytes of a regular file of at most :data:`MAX_INPUT_BYTES` (ValueError otherwise:
+    ``/dev/zero``, a pipe or a huge file would be read without bound)."""
+    _check_regular(path, os.stat(path))  # before opening: a FIFO's open would block
+    with open(path, "rb") as f:
+        _check_regular(path, os.fstat(f.fileno()))  # what was opened
+        data = f.read(MAX_INPUT_BYTES + 1)
+    if len(data) > MAX_INPUT_BYTES:
+        raise ValueError(f"larger than the {MAX_INPUT_BYTES >> 20} MiB limit")
+    return data
 
 
 def check_writable(option: str, path: str) -> None:
@@ -273,8 +304,12 @@ class Monitor:
         every: int = 0,
         on_every: Callable[[Progress, float], None] | None = None,
         stop: StopOnInterrupt | None = None,
+        healthy: Callable[[Progress], bool] | None = None,
     ) -> None:
         self.bar = bar
+        self.healthy = healthy
+        self.diverged_at: int | None = None
+        """The step after which ``healthy`` said no (training then stops), or None."""
         self.unit = unit
         self.every = every
         self.on_every = on_every
@@ -285,6 +320,9 @@ class Monitor:
         """The smoothed loss after every step."""
 
     def __call__(self, progress: Progress) -> bool:
+        if self.healthy is not None and not self.healthy(progress):
+            self.diverged_at = progress.step
+            return True
         self.last = progress
         smoothed = self.smoother.update(progress.loss)
         self.smoothed.append(smoothed)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +18,7 @@ from tqdm import tqdm
 
 from rnnfast import datasets
 from rnnfast.cli._common import (
+    EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
     NON_NEGATIVE,
@@ -30,6 +33,7 @@ from rnnfast.cli._common import (
     fraction,
     output_dir,
     progress_bar,
+    read_bounded,
     read_input,
     si,
     threads_option,
@@ -106,7 +110,7 @@ _CELL_NAMES = {"rnn": "", "lstm": "LSTM, ", "gru": "GRU, "}  # the plain RNN goe
 
 def _utf8_text(path: str) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return read_bounded(path).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
@@ -198,7 +202,8 @@ def run(args: argparse.Namespace) -> int:
         ) as stop,
     ):
         with progress_bar(args.steps, "train") as bar:
-            monitor = Monitor(bar, "chars", args.sample_every, report, stop)
+            finite = _FiniteCheckpoint(model)
+            monitor = Monitor(bar, "chars", args.sample_every, report, stop, finite.check)
             losses = model.fit(
                 train_text,
                 steps=args.steps,
@@ -211,7 +216,11 @@ def run(args: argparse.Namespace) -> int:
             )
         seconds = time.perf_counter() - start
         interrupted = stop.requested
-        model.save(model_path)  # first, and still shielded from a first Ctrl-C
+        diverged = monitor.diverged_at
+        if diverged is not None:  # back to the last weights that were all finite
+            model.load_state_dict(finite.state)
+            losses = losses[: len(monitor.smoothed)]  # the finite ones
+        model_path = _save_somewhere(model, model_path)  # shielded from a first Ctrl-C
         final_val = _heldout_loss(model, val_ids) if n_val else None
         if final_val is not None and (not val_history or val_history[-1][0] != len(losses)):
             val_history.append((len(losses), final_val))
@@ -265,4 +274,51 @@ def run(args: argparse.Namespace) -> int:
         },
     )
     print(summary)
+    if diverged is not None:
+        print(
+            f"rnnfast train: the loss or the weights became NaN or Inf at step {diverged} "
+            f"(--lr {args.lr} too large?): training stopped, and {model_path} holds the weights "
+            f"after step {finite.step}, the last that were finite",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    if model_path.parent != out:
+        return EXIT_FAILURE
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
+
+
+class _FiniteCheckpoint:
+    """A copy of the model's weights after the last step that left them all finite."""
+
+    def __init__(self, model: CharRNN) -> None:
+        self.model = model
+        self.state = model.state_dict()
+        self.step = 0
+
+    def check(self, progress: Progress) -> bool:
+        """True if the step kept the loss and every weight finite (then kept as the copy)."""
+        params = self.model.parameters().values()
+        if not (math.isfinite(progress.loss) and all(np.isfinite(p).all() for p in params)):
+            return False
+        for key, value in self.model.parameters().items():
+            self.state[key][...] = value
+        self.step = progress.step
+        return True
+
+
+def _save_somewhere(model: CharRNN, path: Path) -> Path:
+    """Save to ``path``; if that fails (the disk filled, the directory became unwritable),
+    to a fallback file in the temporary directory, and say where: the training is not lost."""
+    try:
+        model.save(path)
+        return path
+    except OSError as exc:
+        fd, fallback = tempfile.mkstemp(prefix="rnnfast-model-", suffix=".npz")
+        os.close(fd)
+        model.save(fallback)
+        print(
+            f"rnnfast train: cannot write {path} ({exc.strerror or exc}); saved the model to "
+            f"{fallback} instead",
+            file=sys.stderr,
+        )
+        return Path(fallback)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, TypeVar
 
@@ -31,6 +32,7 @@ from rnnfast.models.file_format import (
     write_npz,
 )
 from rnnfast.nn import GRU, LSTM, RNN, Linear, Module, RNNBase
+from rnnfast.nn.module import parameter_budget
 from rnnfast.train import (
     SGD,
     Adagrad,
@@ -105,6 +107,84 @@ def _recurrent_layer(
         seed=rng,
         backend=backend,
     )
+
+# The configuration is a small flat JSON object: bounded before parsing, so a hostile one costs
+# neither a RecursionError nor time.
+_MAX_CONFIG_BYTES = 1 << 16
+_MAX_CONFIG_DEPTH = 4
+_MAX_CONFIG_STRING = 64
+_ENTRY_NAME = re.compile(r"(format|version|config|(extra|param)/[A-Za-z0-9_.]{1,100})")
+
+
+def _json_depth(text: str) -> int:
+    """How deeply the JSON text's arrays and objects nest (brackets inside strings skipped)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _parse_config(where: str, arr: np.ndarray) -> dict[str, Any]:
+    if arr.size > _MAX_CONFIG_BYTES:
+        raise ValueError(
+            f"{where}: the configuration is {arr.size} bytes, more than {_MAX_CONFIG_BYTES}"
+        )
+    text = array_to_text("config", arr)
+    if _json_depth(text) > _MAX_CONFIG_DEPTH:
+        raise ValueError(f"{where}: the configuration nests deeper than {_MAX_CONFIG_DEPTH}")
+
+    def no_constant(name: str) -> None:
+        raise ValueError(f"{name} is not a number")
+
+    try:
+        return json.loads(text, parse_constant=no_constant)
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, an int of too many digits
+        raise ValueError(f"{where}: the configuration is not valid JSON: {exc}") from None
+
+
+def _check_config_against_weights(
+    where: str, config: dict[str, Any], params: dict[str, np.ndarray]
+) -> None:
+    """What can be checked before building anything, whatever the keys: flat values only, and
+    every number within what the stored weights could hold (no size larger than the largest
+    stored dimension or the number of stored weights), every weight of the declared float
+    dtype with finite values."""
+    limit = max([len(params), *(max(v.shape, default=1) for v in params.values())])
+    for key, value in config.items():
+        if isinstance(value, str):
+            if len(value) > _MAX_CONFIG_STRING:
+                raise ValueError(f"{where}: configuration {key!r} is too long a string")
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            if not abs(value) <= limit:
+                raise ValueError(
+                    f"{where}: configuration {key!r} = {value} is larger than the stored weights "
+                    f"allow (at most {limit})"
+                )
+        elif value is not None and not isinstance(value, bool):
+            raise ValueError(f"{where}: configuration {key!r} must be a number, string or bool")
+    try:
+        dtype = float_dtype(config.get("dtype"), "configuration 'dtype'")
+    except TypeError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    for key, value in params.items():
+        if value.dtype != dtype:
+            raise ValueError(f"{where}: weight {key!r} is {value.dtype}, expected {dtype}")
+        if not np.isfinite(value).all():
+            raise ValueError(f"{where}: weight {key!r} has non-finite values")
 
 
 class _RecurrentModel(Module):
@@ -263,7 +343,14 @@ class _RecurrentModel(Module):
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model (configuration, its own arrays, weights) to one ``.npz`` file at
-        exactly ``path``, replacing it atomically."""
+        exactly ``path``, replacing it atomically.
+
+        Raises:
+            ValueError: a weight is NaN or Inf (``load`` would refuse the file).
+        """
+        bad = [k for k, v in self.named_parameters() if not np.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"weights {bad} have NaN or Inf values: load would refuse the file")
         arrays = {
             "format": text_to_array(self._FORMAT),
             "version": np.array(FORMAT_VERSION, dtype=np.int64),
@@ -298,10 +385,7 @@ class _RecurrentModel(Module):
                 f"{where} has format version {int(version)}, but this rnnfast reads version "
                 f"{FORMAT_VERSION} (and the older ones)"
             )
-        try:
-            config = json.loads(array_to_text("config", arrays.pop("config")))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{where}: the configuration is not valid JSON: {exc}") from None
+        config = _parse_config(where, arrays.pop("config"))
         # Version 1 predates the gated cells: its configuration has no "cell", all are "rnn".
         keys = set(cls._CONFIG_KEYS) - ({"cell"} if int(version) == 1 else set())
         if not isinstance(config, dict) or set(config) != keys:
@@ -316,9 +400,12 @@ class _RecurrentModel(Module):
         missing = [f"extra/{k}" for k in cls._EXTRA_KEYS if k not in extras]
         if unknown or missing:
             raise ValueError(f"{where}: unexpected entries {unknown}, missing entries {missing}")
+        _check_config_against_weights(where, config, params)
         try:
-            model = cls._from_file(config, extras)
-        except (TypeError, ValueError) as exc:
+            # Building allocates no more weights than the file stores, whatever it claims.
+            with parameter_budget(sum(v.size for v in params.values())):
+                model = cls._from_file(config, extras)
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"{where}: invalid configuration or data: {exc}") from None
         expected = model.parameters()
         if set(params) != set(expected):
@@ -334,8 +421,6 @@ class _RecurrentModel(Module):
                     f"{where}: weight {key!r} is {value.dtype} {value.shape}, "
                     f"expected {want.dtype} {want.shape}"
                 )
-            if not np.isfinite(value).all():
-                raise ValueError(f"{where}: weight {key!r} has non-finite values")
         model.load_state_dict(params)
         return model.eval()
 
@@ -353,7 +438,7 @@ def load_model(path: str | os.PathLike[str], kinds: Iterable[type[_R]] | None = 
             kind names the kind it holds.
     """
     where = repr(os.fspath(path))
-    arrays = read_npz(path)
+    arrays = read_npz(path, _ENTRY_NAME.fullmatch)
     for key in ("format", "version", "config"):
         if key not in arrays:
             raise ValueError(f"{where} is not an rnnfast model file (no {key!r} entry)")

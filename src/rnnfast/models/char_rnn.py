@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -75,8 +76,13 @@ class CharRNN(_RecurrentModel):
         if not chars or not all(isinstance(c, str) and len(c) == 1 for c in chars):
             raise ValueError("vocab must be a non-empty string or iterable of single characters")
         if len(set(chars)) != len(chars):
-            repeated = sorted({c for c in chars if chars.count(c) > 1})
-            raise ValueError(f"vocab must not repeat characters, got repeats {repeated}")
+            repeated = sorted(c for c, n in collections.Counter(chars).items() if n > 1)
+            raise ValueError(f"vocab must not repeat characters, got repeats {repeated[:20]}")
+        # Text only: a lone surrogate (U+D800..U+DFFF) cannot be encoded, so sample() and the
+        # command line's output would fail on it.
+        surrogates = [c for c in chars if "\ud800" <= c <= "\udfff"]
+        if surrogates:
+            raise ValueError(f"vocab must be text, got lone surrogate U+{ord(surrogates[0]):04X}")
         self.vocab = "".join(chars)
         V = len(chars)
         self.embedding_dim = (

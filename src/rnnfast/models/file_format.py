@@ -5,13 +5,25 @@ model file can never run code."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import math
 import os
+import stat
 import uuid
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
-__all__ = ["FORMAT_VERSION", "array_to_text", "read_npz", "text_to_array", "write_npz"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_ENTRIES",
+    "MAX_FILE_BYTES",
+    "array_to_text",
+    "read_npz",
+    "text_to_array",
+    "write_npz",
+]
 
 FORMAT_VERSION = 2
 """Version of the model file layout written by ``save``; ``load`` reads it and every older one.
@@ -49,22 +61,97 @@ def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) ->
         raise
 
 
-def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz`` file, read with ``allow_pickle=False``.
+MAX_FILE_BYTES = 1 << 30
+"""The largest model file ``load`` reads (1 GiB), and the most its arrays may hold in all once
+decompressed: a model of about 250 million float32 weights."""
+MAX_ENTRIES = 10_000
+"""The most arrays a model file may hold."""
+_MAX_HEADER_BYTES = 10_000  # an .npy header's dict is a few dozen bytes
+_ARRAY_KINDS = "biuf"  # booleans, integers, floats: never objects, strings or records
+
+
+def read_npz(
+    path: str | os.PathLike[str], accept: Callable[[str], bool] | None = None
+) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, read with bounded memory and time.
+
+    The zip directory is read first: only a regular file of at most :data:`MAX_FILE_BYTES`, at
+    most :data:`MAX_ENTRIES` entries, each an ``.npy`` whose name ``accept`` takes, stored or
+    deflated, their sizes (as the directory declares them) adding up to at most
+    :data:`MAX_FILE_BYTES`. Then each entry's ``.npy`` header, before its data: a plain numeric
+    dtype, and a shape whose bytes are exactly what the entry holds. Only then the data, never
+    more than the declared size (the zip checksum verified); no pickle is ever read.
 
     Raises:
         FileNotFoundError, IsADirectoryError, PermissionError: the file cannot be opened.
-        ValueError: the file is not a readable npz archive (truncated, corrupted, a pickle...).
+        ValueError: anything else: not a regular file, too large, not a readable npz archive
+            (truncated, corrupted, a pickle...), an unexpected entry.
     """
+    where = repr(os.fspath(path))
+    info = os.stat(path)
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", os.fspath(path))
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{where} is not a regular file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise ValueError(f"{where} is {info.st_size} bytes, more than {MAX_FILE_BYTES}")
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise ValueError("it holds a single array, not an .npz archive")
-        with loaded:
-            return {name: loaded[name] for name in loaded.files}
+        with open(path, "rb") as f:
+            if f.read(6) == b"\x93NUMPY":
+                raise ValueError("it holds a single array, not an .npz archive")
+            f.seek(0)
+            archive = zipfile.ZipFile(f)
+            entries = archive.infolist()
+            _check_directory(entries, accept)
+            return {e.filename[:-4]: _read_entry(archive, e) for e in entries}
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
     except Exception as exc:  # whatever zipfile, zlib or np.lib.format fail with
-        raise ValueError(
-            f"{os.fspath(path)!r} is not a readable rnnfast model file: {exc}"
-        ) from exc
+        raise ValueError(f"{where} is not a readable rnnfast model file: {exc}") from None
+
+
+def _check_directory(entries: list[zipfile.ZipInfo], accept: Callable[[str], bool] | None) -> None:
+    if len(entries) > MAX_ENTRIES:
+        raise ValueError(f"{len(entries)} entries, more than {MAX_ENTRIES}")
+    names = [e.filename for e in entries]
+    if len(set(names)) != len(names):
+        raise ValueError("an entry name is repeated")
+    for e in entries:
+        name = e.filename
+        if not name.endswith(".npy") or (accept is not None and not accept(name[:-4])):
+            raise ValueError(f"unexpected entry {name[:80]!r}")
+        if e.flag_bits & 0x1:
+            raise ValueError(f"entry {name!r} is encrypted")
+        if e.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise ValueError(f"entry {name!r} has an unsupported compression")
+    total = sum(e.file_size for e in entries)
+    if total > MAX_FILE_BYTES:
+        raise ValueError(f"its entries hold {total} bytes, more than {MAX_FILE_BYTES}")
+
+
+def _read_entry(archive: zipfile.ZipFile, entry: zipfile.ZipInfo) -> np.ndarray:
+    name = entry.filename
+    with archive.open(entry) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            header = np.lib.format.read_array_header_1_0(f, max_header_size=_MAX_HEADER_BYTES)
+        elif version == (2, 0):
+            header = np.lib.format.read_array_header_2_0(f, max_header_size=_MAX_HEADER_BYTES)
+        else:
+            raise ValueError(f"entry {name!r} has .npy version {version}")
+        shape, fortran_order, dtype = header
+        if dtype.kind not in _ARRAY_KINDS or dtype.hasobject or dtype.fields or dtype.subdtype:
+            raise ValueError(
+                f"entry {name!r} has dtype {dtype}, not a plain number type (model files are "
+                "read with allow_pickle=False)"
+            )
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes != entry.file_size - f.tell():
+            raise ValueError(
+                f"entry {name!r} declares {shape} {dtype} ({nbytes} bytes) but holds "
+                f"{entry.file_size - f.tell()} bytes of data"
+            )
+        data = bytearray(nbytes)
+        if f.readinto(data) != nbytes or f.read(1):  # the read to the end checks the CRC
+            raise ValueError(f"entry {name!r} is truncated")
+    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran_order else "C")

@@ -16,7 +16,7 @@ from rnnfast._validation import (
     check_shape,
     float_dtype,
 )
-from rnnfast.nn.module import Module, _uniform
+from rnnfast.nn.module import Module, _charge, _uniform
 
 __all__ = ["Embedding", "Linear", "one_hot"]
 
@@ -134,6 +134,7 @@ class Embedding(Module):
         self.padding_idx = padding_idx
         self.dtype = float_dtype(dtype)
         rng = np.random.default_rng(seed)
+        _charge((self.num_embeddings, self.embedding_dim))
         weight = rng.standard_normal((self.num_embeddings, self.embedding_dim)).astype(self.dtype)
         if padding_idx is not None:
             weight[padding_idx] = 0

@@ -4,6 +4,8 @@ train/eval mode, as ``torch.nn.Module`` has them (without autograd)."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple, TypeVar
 
@@ -11,7 +13,7 @@ import numpy as np
 
 from rnnfast._validation import check_flag, to_numpy
 
-__all__ = ["IncompatibleKeys", "Module"]
+__all__ = ["IncompatibleKeys", "Module", "parameter_budget"]
 
 _M = TypeVar("_M", bound="Module")
 
@@ -31,8 +33,36 @@ def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return buffer[start : start + nbytes].view(dtype).reshape(shape)
 
 
+# Elements of parameters still allowed to be created in this context (None: no limit).
+_budget: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "rnnfast_parameter_budget", default=None
+)
+
+
+@contextlib.contextmanager
+def parameter_budget(elements: int) -> Iterator[None]:
+    """Layers built inside may create at most ``elements`` parameter values in all, else
+    ValueError before allocating: loading a model file builds at most what the file stores,
+    whatever sizes its configuration claims."""
+    token = _budget.set([int(elements)])
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
+def _charge(shape: tuple[int, ...]) -> None:
+    left = _budget.get()
+    if left is not None:
+        n = math.prod(int(s) for s in shape)
+        if n > left[0]:
+            raise ValueError("the configuration describes more weights than the file stores")
+        left[0] -= n
+
+
 def _uniform(rng: np.random.Generator, shape: tuple[int, ...], bound: float, dtype: np.dtype):
     """U(-bound, bound) drawn in float64 and cast, so both dtypes start from the same numbers."""
+    _charge(shape)
     return rng.uniform(-bound, bound, shape).astype(dtype)
 
 
