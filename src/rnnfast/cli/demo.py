@@ -1,6 +1,5 @@
 """``rnnfast demo``: the alphabet puzzle (forward and backward), a series forecast against
-the naive last-value forecast, and a long-range recall that the gated cells learn and the plain
-RNN does not."""
+the naive last-value forecast, and the three cells graded on a long-range recall."""
 
 from __future__ import annotations
 
