@@ -2,9 +2,11 @@
 (a model template, flat weights, a shard, a truncated-BPTT state), so that Dask can run any of
 them again on another worker when one is lost. Nothing here imports Dask.
 
-A *template* is the pair ``(model, optimizer)`` pickled once per fit; every worker thread keeps
-one private copy of it (:func:`_clone`) whose weights each task overwrites, so a step costs no
-model construction and no thread ever shares arrays with another.
+A *template* is the pair ``(model, optimizer)`` pickled once per fit into one ``bytes`` object
+(Dask would serialize the items of a tuple one by one, and the optimizer would then hold other
+arrays than the model); every worker thread keeps one private copy of it (:func:`_clone`) whose
+weights each task overwrites, so a step costs no model construction and no thread ever shares
+arrays with another.
 """
 
 from __future__ import annotations
@@ -24,13 +26,16 @@ from rnnfast.train import Optimizer, clip_grad_norm, mse, softmax_cross_entropy
 __all__ = [
     "build_shard",
     "describe",
+    "encoded",
     "flat_grads",
     "flat_weights",
     "grad_step",
     "hold",
     "load_sequence",
     "local_round",
+    "pack",
     "predict_block",
+    "predict_one",
     "predict_partition",
     "set_flat_weights",
 ]
@@ -38,15 +43,22 @@ __all__ = [
 _local = threading.local()
 
 
-def _clone(template: Any) -> Any:
-    """This thread's own deep copy of ``template`` (made once per template object)."""
+def pack(obj: Any) -> bytes:
+    """``obj`` as one pickle (cloudpickle, Dask's own: a model that has run a forward pass
+    keeps a reference to its backend module, which plain pickle refuses)."""
+    import cloudpickle
+
+    return cloudpickle.dumps(obj)
+
+
+def _clone(template: bytes) -> Any:
+    """This thread's own copy of the object pickled in ``template`` (unpickled once per
+    template object)."""
     entry = getattr(_local, "entry", None)
     if entry is None or entry[0] is not template:
-        # cloudpickle (Dask's own), not deepcopy: a model that has run a forward pass keeps a
-        # reference to its backend module, which plain copying refuses.
         import cloudpickle
 
-        entry = (template, cloudpickle.loads(cloudpickle.dumps(template)))
+        entry = (template, cloudpickle.loads(template))
         _local.entry = entry  # the previous fit's copy is dropped
     return entry[1]
 
@@ -82,10 +94,9 @@ def _loss_fn(model: Any) -> Callable[..., tuple[Any, np.ndarray]]:
     return softmax_cross_entropy if isinstance(model, CharRNN) else mse
 
 
-def load_sequence(template: Any, source: Any) -> Any:
+def load_sequence(model: Any, source: Any) -> Any:
     """The raw data of ``source``: a callable's result, or a path's contents (UTF-8 text for a
     CharRNN; a ``.npy`` array, else whitespace-separated numbers, for a SequenceRegressor)."""
-    model = template[0]
     if callable(source):
         return source()
     path = os.fspath(source)
@@ -102,7 +113,7 @@ def describe(template: Any, source: Any) -> dict[str, Any]:
     length of the encoded sequence, and a SequenceRegressor's standardization (that of the
     whole series, as ``fit`` computes it when the model has none yet)."""
     model = _clone(template)[0]
-    data = load_sequence(template, source)
+    data = load_sequence(model, source)
     if isinstance(model, SequenceRegressor):
         mean, std = model.mean, model.std
         try:
@@ -136,7 +147,7 @@ def build_shard(
     if isinstance(source, np.ndarray):
         seq = source
     else:
-        seq = encoded(model, load_sequence(template, source))[c0 * rows : c1 * rows + 1]
+        seq = encoded(model, load_sequence(model, source))[c0 * rows : c1 * rows + 1]
     b = c1 - c0
     x = seq[: b * rows].reshape(b, rows, *seq.shape[1:]).swapaxes(0, 1)
     y = seq[1 : b * rows + 1].reshape(b, rows, *seq.shape[1:]).swapaxes(0, 1)
@@ -246,6 +257,8 @@ def predict_partition(sequences: Any, model: Any) -> list[np.ndarray]:
 def predict_block(block: np.ndarray, model: Any) -> np.ndarray:
     """:func:`predict_one` of every row of a dask.array block, stacked."""
     local = _clone(model)
-    return np.stack([predict_one(local, row) for row in block]) if len(block) else np.empty(
-        (0,), dtype=np.float64
+    return (
+        np.stack([predict_one(local, row) for row in block])
+        if len(block)
+        else np.empty((0,), dtype=np.float64)
     )

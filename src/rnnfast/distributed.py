@@ -223,6 +223,21 @@ def _load_checkpoint(path: str | os.PathLike[str], model: Any, opt: Optimizer) -
     }
 
 
+def _gather(distributed: Any, client: Any, futures: list[Any]) -> list[Any]:
+    """The futures' results; a ConnectionError as soon as the client is no longer connected to
+    its scheduler (rather than after Dask's reconnection timeout)."""
+    while True:
+        try:
+            distributed.wait(futures, timeout=0.5)
+            break
+        except TimeoutError:
+            if client.status != "running":
+                raise ConnectionError(
+                    f"the client is {client.status!r}: its connection to the scheduler is gone"
+                ) from None
+    return client.gather(futures)
+
+
 def fit_distributed(
     model: CharRNN | SequenceRegressor,
     data: Any,
@@ -302,7 +317,8 @@ def fit_distributed(
 
     def lost(exc: BaseException, step: int) -> SchedulerLostError:
         where = (
-            f"; the last checkpoint is {os.fspath(checkpoint)!r}: continue with "
+            f"; the last checkpoint is {os.fspath(checkpoint)!r} (after step "
+            f"{last_checkpoint[0]}): continue with "
             f"fit_distributed(..., resume={os.fspath(checkpoint)!r})"
             if checkpoint is not None and last_checkpoint[0] is not None
             else "; no checkpoint was written (pass checkpoint=PATH to keep one)"
@@ -322,7 +338,7 @@ def fit_distributed(
     if not workers:
         raise ValueError("the Dask cluster has no workers")
 
-    template = (model, opt)
+    template = worker.pack((model, opt))
     try:
         if _is_source(data):
             probe = client.submit(worker.hold, template, key=f"rnnfast-probe-{run}")
@@ -336,6 +352,7 @@ def fit_distributed(
             model.fit(data, steps=0)  # checks the data as fit does (and sets a regressor's mean)
             seq = worker.encoded(model, data)
             length = len(seq)
+        template = worker.pack((model, opt))  # now with a regressor's standardization
         template_f = client.submit(worker.hold, template, key=f"rnnfast-template-{run}")
         rows = (length - 1) // batch_size
         if rows == 0:
@@ -391,8 +408,14 @@ def fit_distributed(
     while step < steps:
         step_start = time.perf_counter()
         try:
-            current = set(client.scheduler_info()["workers"])
-            if current != known_workers:  # a worker left or came back: follow the shards
+            if client.status != "running":
+                raise ConnectionError(
+                    f"the client is {client.status!r}: its connection to the scheduler is gone"
+                )
+            # Every few steps, and after a lost worker was replaced, the step tasks follow the
+            # shards to where Dask keeps them now (scheduler_info is a round trip).
+            current = set(client.scheduler_info()["workers"]) if step % 10 == 0 else known_workers
+            if current != known_workers:
                 known_workers = current
                 who = client.who_has(shards)
                 for k, f in enumerate(shards):
@@ -422,7 +445,7 @@ def fit_distributed(
                     )
                     for k, shard in enumerate(shards)
                 ]
-                results = client.gather(futures)
+                results = _gather(distributed, client, futures)
                 del futures, weights_f
                 update_start = time.perf_counter()
                 flat = results[0][0].copy()
@@ -459,7 +482,7 @@ def fit_distributed(
                     )
                     for k, shard in enumerate(shards)
                 ]
-                results = client.gather(futures)
+                results = _gather(distributed, client, futures)
                 del futures, weights_f
                 update_start = time.perf_counter()
                 flat = np.zeros_like(results[0][0])
@@ -526,7 +549,7 @@ def predict_distributed(model: CharRNN | SequenceRegressor, sequences: Any, clie
 
     if not isinstance(model, CharRNN | SequenceRegressor):
         raise TypeError(f"model must be a CharRNN or a SequenceRegressor, got {type(model)}")
-    [model_f] = client.scatter([model], broadcast=True, hash=False)
+    [model_f] = client.scatter([worker.pack(model)], broadcast=True, hash=False)
     try:
         if isinstance(sequences, db.Bag):
             out = sequences.map_partitions(worker.predict_partition, model_f)
@@ -551,4 +574,3 @@ def predict_distributed(model: CharRNN | SequenceRegressor, sequences: Any, clie
         raise TypeError(f"sequences must be a dask.bag or a dask.array, got {type(sequences)}")
     finally:
         model_f.release()
-
