@@ -76,7 +76,7 @@ class DistributedProgress(NamedTuple):
     """Seconds since the call started."""
     compute_seconds: float
     """This step's compute on the slowest worker (forward and backward)."""
-    comm_seconds: float
+    communication_seconds: float
     """The rest of this step's wall time outside the client's optimizer update: moving
     weights, gradients and states, and Dask's scheduling."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import shlex
@@ -11,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -102,6 +104,20 @@ def add_parser(commands: Commands) -> None:
         help="fraction of the text held out to measure generalization (0: none)",
     )
     threads_option(p)
+    cluster = p.add_mutually_exclusive_group()
+    cluster.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="train data-parallel on the Dask cluster of this scheduler (tcp://HOST:PORT); "
+        'needs pip install "rnnfast[distributed]"',
+    )
+    cluster.add_argument(
+        "--workers",
+        type=POSITIVE,
+        metavar="N",
+        help="train data-parallel on a Dask cluster of N worker processes started on this "
+        "machine (127.0.0.1)",
+    )
     p.set_defaults(run=run)
 
 
@@ -204,8 +220,7 @@ def run(args: argparse.Namespace) -> int:
         with progress_bar(args.steps, "train") as bar:
             finite = _FiniteCheckpoint(model)
             monitor = Monitor(bar, "chars", args.sample_every, report, stop, finite.check)
-            losses = model.fit(
-                train_text,
+            fit_kwargs = dict(
                 steps=args.steps,
                 bptt=args.bptt,
                 batch_size=args.batch,
@@ -214,6 +229,11 @@ def run(args: argparse.Namespace) -> int:
                 callback=monitor,
                 max_grad_norm=args.clip or None,
             )
+            cluster_summary = ""
+            if args.scheduler is None and args.workers is None:
+                losses = model.fit(train_text, **fit_kwargs)
+            else:
+                losses, cluster_summary = _fit_on_dask(model, train_text, args, out, fit_kwargs)
         seconds = time.perf_counter() - start
         interrupted = stop.requested
         diverged = monitor.diverged_at
@@ -247,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
             f"characters"
             + (f"; on the held-out text it is {final_val:.2f}." if final_val is not None else ".")
         )
+    summary += f" {cluster_summary}" if cluster_summary else ""
     files = [str(model_path), *([str(plot_path)] if plotted else []), str(out / "train.json")]
     summary += (
         f" Wrote {', '.join(files)}. Generate text with: "
@@ -322,3 +343,78 @@ def _save_somewhere(model: CharRNN, path: Path) -> Path:
             file=sys.stderr,
         )
         return Path(fallback)
+
+
+# Data-parallel training on Dask (rnnfast.distributed): --scheduler ADDRESS or --workers N.
+
+
+def _fit_on_dask(
+    model: CharRNN, text: str, args: argparse.Namespace, out: Path, fit_kwargs: dict
+) -> tuple[list[float], str]:
+    """``model.fit(text, **fit_kwargs)`` on a Dask cluster (an existing one, or N local worker
+    processes started here and closed after): the losses and a sentence on the step time."""
+    try:
+        import distributed
+
+        from rnnfast.distributed import fit_distributed
+    except ImportError:
+        raise UsageError(
+            '--scheduler and --workers need Dask: pip install "rnnfast[distributed]"'
+        ) from None
+    monitor = fit_kwargs.pop("callback")
+    compute: list[float] = []
+    comm: list[float] = []
+
+    def callback(progress: Any) -> bool:
+        compute.append(progress.compute_seconds)
+        comm.append(progress.communication_seconds)
+        stop = monitor(progress)
+        monitor.bar.set_postfix_str(
+            f"{monitor.bar.postfix}, communication {1e3 * progress.communication_seconds:.0f} "
+            "ms/step",
+            refresh=False,
+        )
+        return stop
+
+    with contextlib.ExitStack() as stack:
+        if args.workers is not None:
+            tqdm.write(f"Starting {args.workers} Dask workers on 127.0.0.1", file=sys.stderr)
+            cluster = stack.enter_context(
+                distributed.LocalCluster(
+                    n_workers=args.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                    env={
+                        "OMP_NUM_THREADS": str(args.threads),
+                        "OPENBLAS_NUM_THREADS": str(args.threads),
+                    },
+                )
+            )
+            client = stack.enter_context(distributed.Client(cluster))
+        else:
+            try:
+                client = stack.enter_context(distributed.Client(args.scheduler, timeout=30))
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise UsageError(
+                    f"cannot reach the Dask scheduler {args.scheduler}: {exc}"
+                ) from None
+        n_workers = len(client.scheduler_info()["workers"])
+        losses = fit_distributed(
+            model,
+            text,
+            client,
+            checkpoint=out / "checkpoint.npz",
+            **fit_kwargs,
+            callback=callback,
+        )
+    # Medians: the first step also pays for the workers' imports and the shards.
+    step_compute = float(np.median(compute)) if compute else 0.0
+    step_comm = float(np.median(comm)) if comm else 0.0
+    summary = (
+        f"On {n_workers} Dask workers, a step took (median) {1e3 * step_compute:.1f} ms of "
+        f"compute on the slowest worker and {1e3 * step_comm:.1f} ms of communication and "
+        f"scheduling ({100 * step_comm / max(1e-12, step_compute + step_comm):.0f}%)."
+    )
+    return losses, summary
