@@ -45,10 +45,27 @@ def local_cluster(n_workers: int = 2) -> distributed.LocalCluster:
     )
 
 
+def children() -> list:
+    import psutil  # a dependency of distributed
+
+    # multiprocessing's resource tracker lives as long as this process, by design.
+    return [
+        p
+        for p in psutil.Process().children(recursive=True)
+        if p.is_running() and "resource_tracker" not in " ".join(p.cmdline())
+    ]
+
+
 @pytest.fixture(scope="module")
 def client():
+    before = {p.pid for p in children()}
     with local_cluster() as cluster, distributed.Client(cluster) as c:
         yield c
+    # No worker, nanny or scheduler process of this module outlives it.
+    deadline = time.monotonic() + 30
+    while (left := [p for p in children() if p.pid not in before]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, [p.cmdline() for p in left]
 
 
 def relative(a, b) -> float:
@@ -316,11 +333,24 @@ def test_lost_scheduler_names_it_and_the_checkpoint_resumes(client, tmp_path):
         message = str(info.value)
         assert address in message and "resume=" in message and str(path) in message
     finally:
-        for proc in (scheduler, workers):
-            if proc is not None and proc.poll() is None:
+        import psutil
+
+        for proc in (workers, scheduler):
+            if proc is None:
+                continue
+            # The worker command's nannies and workers too: none may outlive the test.
+            family = (
+                [*psutil.Process(proc.pid).children(recursive=True)] if proc.poll() is None else []
+            )
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
                 proc.kill()
-            if proc is not None:
-                proc.wait(timeout=60)
+                proc.wait(timeout=30)
+            _, alive = psutil.wait_procs(family, timeout=30)
+            for p in alive:
+                p.kill()
     fresh = CharRNN(VOCAB, 12, dtype=np.float64, seed=7)
     got = rd.fit_distributed(fresh, TEXT, client, resume=path, **kwargs)
     assert relative(got, expected) <= 1e-12
