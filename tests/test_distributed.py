@@ -59,7 +59,8 @@ def children() -> list:
 @pytest.fixture(scope="module")
 def client():
     before = {p.pid for p in children()}
-    with local_cluster() as cluster, distributed.Client(cluster) as c:
+    # Not the default client: rnnfast.distributed must use the client it is given.
+    with local_cluster() as cluster, distributed.Client(cluster, set_as_default=False) as c:
         yield c
     # No worker, nanny or scheduler process of this module outlives it.
     deadline = time.monotonic() + 30
@@ -311,7 +312,9 @@ def test_lost_scheduler_names_it_and_the_checkpoint_resumes(client, tmp_path):
             stderr=subprocess.DEVNULL,
         )
         path = tmp_path / "ckpt.npz"
-        with distributed.Client(scheduler_file=str(scheduler_file), timeout=60) as remote:
+        with distributed.Client(
+            scheduler_file=str(scheduler_file), timeout=60, set_as_default=False
+        ) as remote:
             remote.wait_for_workers(2, timeout=60)
             address = remote.scheduler.address
 

@@ -22,6 +22,7 @@ import concurrent.futures
 import hashlib
 import itertools
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -223,18 +224,26 @@ def _load_checkpoint(path: str | os.PathLike[str], model: Any, opt: Optimizer) -
     }
 
 
-def _gather(distributed: Any, client: Any, futures: list[Any]) -> list[Any]:
+def _gather(client: Any, futures: list[Any]) -> list[Any]:
     """The futures' results; a ConnectionError as soon as the client is no longer connected to
     its scheduler (rather than after Dask's reconnection timeout)."""
-    while True:
-        try:
-            distributed.wait(futures, timeout=0.5)
-            break
-        except TimeoutError:
-            if client.status != "running":
-                raise ConnectionError(
-                    f"the client is {client.status!r}: its connection to the scheduler is gone"
-                ) from None
+    finished = threading.Event()
+    left = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(_: Any) -> None:
+        with lock:
+            left[0] -= 1
+            if left[0] == 0:
+                finished.set()
+
+    for f in futures:
+        f.add_done_callback(one_done)
+    while not finished.wait(0.5):
+        if client.status != "running":
+            raise ConnectionError(
+                f"the client is {client.status!r}: its connection to the scheduler is gone"
+            )
     return client.gather(futures)
 
 
@@ -293,7 +302,7 @@ def fit_distributed(
         SchedulerLostError: the scheduler died or the connection to it was lost.
         ValueError, TypeError: bad arguments, as ``fit`` raises them.
     """
-    distributed = _dask()
+    _dask()
     if not isinstance(model, CharRNN | SequenceRegressor):
         raise TypeError(f"model must be a CharRNN or a SequenceRegressor, got {type(model)}")
     is_char = isinstance(model, CharRNN)
@@ -382,7 +391,6 @@ def fit_distributed(
                     allow_other_workers=True,
                 )
             )
-        distributed.wait(shards)
     except comm_errors as exc:
         raise lost(exc, -1) from exc
 
@@ -445,7 +453,7 @@ def fit_distributed(
                     )
                     for k, shard in enumerate(shards)
                 ]
-                results = _gather(distributed, client, futures)
+                results = _gather(client, futures)
                 del futures, weights_f
                 update_start = time.perf_counter()
                 flat = results[0][0].copy()
@@ -482,7 +490,7 @@ def fit_distributed(
                     )
                     for k, shard in enumerate(shards)
                 ]
-                results = _gather(distributed, client, futures)
+                results = _gather(client, futures)
                 del futures, weights_f
                 update_start = time.perf_counter()
                 flat = np.zeros_like(results[0][0])
