@@ -204,9 +204,13 @@ def test_local_sgd_trains_and_differs_from_sync(client):
 # Faults, checkpoints, resume
 
 
-def test_worker_killed_mid_fit(client):
+@pytest.mark.parametrize("weights", ["inline", "task"])
+def test_worker_killed_mid_fit(client, monkeypatch, weights):
     """SIGKILL one worker process after step 3: Dask reruns its tasks and rebuilds its shard
-    (the nanny starts a new worker); the result is the run without the kill."""
+    (the nanny starts a new worker); the result is the run without the kill. The weights
+    ride inside the step tasks (small models) or in a task of their own (large ones)."""
+    if weights == "task":
+        monkeypatch.setattr(rd, "_INLINE_WEIGHTS_BYTES", 0)
     local, dist = char_pair("lstm")
     kwargs = dict(steps=10, bptt=30, batch_size=6)
     expected = local.fit(TEXT, **kwargs)

@@ -44,6 +44,9 @@ __all__ = [
     "state_path",
 ]
 
+# Weights up to this size go inside every step task rather than in one task of their own.
+_INLINE_WEIGHTS_BYTES = 1 << 21
+
 _EXTRA_HINT = 'rnnfast.distributed needs Dask: pip install "rnnfast[distributed]"'
 
 
@@ -429,9 +432,13 @@ def fit_distributed(
                 for k, f in enumerate(shards):
                     held = who.get(f.key) or ()
                     placement[k] = list(held) or sorted(current)
-            weights_f = client.submit(
-                worker.hold, worker.flat_weights(model), key=f"rnnfast-w-{run}-{step}"
-            )
+            flat_w = worker.flat_weights(model)
+            # Small weights ride inside each step task (one hop, client -> scheduler -> worker);
+            # large ones go out once, as a task of their own that the workers fetch.
+            if flat_w.nbytes <= _INLINE_WEIGHTS_BYTES:
+                weights_f = flat_w
+            else:
+                weights_f = client.submit(worker.hold, flat_w, key=f"rnnfast-w-{run}-{step}")
             if sync_every == 1:
                 i = step % len(windows)
                 w = windows[i]
