@@ -109,7 +109,7 @@ def main() -> None:
                 threads_per_worker=1,
                 processes=True,
                 host="127.0.0.1",
-                dashboard_address=None,
+                dashboard_address="127.0.0.1:0",
                 env=env,
             )
             clients[n] = distributed.Client(clusters[n], set_as_default=False)

@@ -40,7 +40,7 @@ def local_cluster(n_workers: int = 2) -> distributed.LocalCluster:
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0",
         env=WORKER_ENV,
     )
 
@@ -430,15 +430,18 @@ def test_without_dask_the_error_names_the_extra():
     assert 'pip install "rnnfast[distributed]"' in out.stdout
 
 
-def test_cli_train_on_the_cluster(client, tmp_path, capsys):
+@pytest.mark.parametrize("where", ["scheduler", "workers"])
+def test_cli_train_on_the_cluster(client, tmp_path, capsys, where):
+    """On this module's cluster (--scheduler) and on a cluster of its own (--workers 2,
+    closed by the command)."""
     from rnnfast.cli import main
 
-    address = client.scheduler.address
+    before = {p.pid for p in children()}
     code = main(
         [
             "train",
-            "--scheduler",
-            address,
+            *(["--scheduler", client.scheduler.address] if where == "scheduler" else []),
+            *(["--workers", "2"] if where == "workers" else []),
             "--steps",
             "4",
             "--hidden",
@@ -457,3 +460,7 @@ def test_cli_train_on_the_cluster(client, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 Dask workers" in out and "communication" in out
     assert CharRNN.load(tmp_path / "out" / "model.npz").cell == "rnn"
+    deadline = time.monotonic() + 30
+    while (left := [p for p in children() if p.pid not in before]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, [p.cmdline() for p in left]

@@ -385,7 +385,7 @@ def _fit_on_dask(
                     threads_per_worker=1,
                     processes=True,
                     host="127.0.0.1",
-                    dashboard_address=None,
+                    dashboard_address="127.0.0.1:0",
                     env={
                         "OMP_NUM_THREADS": str(args.threads),
                         "OPENBLAS_NUM_THREADS": str(args.threads),
