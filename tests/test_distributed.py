@@ -407,6 +407,22 @@ def test_predict_dask_array(client):
     assert relative(logits, expected.swapaxes(0, 1)) <= 1e-12
 
 
+def test_bad_arguments_are_named(client):
+    model = CharRNN(VOCAB, 4, seed=0)
+    with pytest.raises(TypeError, match="client"):
+        rd.fit_distributed(model, TEXT, "tcp://127.0.0.1:8786", steps=1)
+    with pytest.raises(TypeError, match="model"):
+        rd.fit_distributed(rnnfast.RNN(2, 2), TEXT, client, steps=1)
+    with pytest.raises(ValueError, match="optimizer"):
+        rd.fit_distributed(model, TEXT, client, steps=1, optimizer="adamw")
+    with pytest.raises(ValueError, match="sync_every"):
+        rd.fit_distributed(model, TEXT, client, steps=1, sync_every=0)
+    with pytest.raises(ValueError, match="not in the model's vocabulary"):
+        rd.fit_distributed(model, TEXT + "\u2603", client, steps=1)
+    with pytest.raises(ValueError, match="too short"):
+        rd.fit_distributed(model, TEXT[:5], client, steps=1, batch_size=8)
+
+
 # --------------------------------------------------------------------------------------------
 # Without Dask; the command line
 

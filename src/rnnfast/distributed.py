@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rnnfast import _distributed_worker as worker
-from rnnfast._validation import check_int, check_nonnegative
+from rnnfast._validation import check_choice, check_int, check_nonnegative
 from rnnfast.models import OPTIMIZERS, CharRNN, SequenceRegressor, load_model
 from rnnfast.models.file_format import read_npz, write_npz
 from rnnfast.train import Optimizer, bptt_windows, clip_grad_norm
@@ -111,9 +111,7 @@ def _make_optimizer(model: Any, optimizer: str | Optimizer, lr: float | None) ->
         ):
             raise ValueError("the optimizer must be built over this model's parameters()")
         return optimizer
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
-    cls, default_lr = OPTIMIZERS[optimizer]
+    cls, default_lr = OPTIMIZERS[check_choice("optimizer", optimizer, tuple(OPTIMIZERS))]
     return cls(model.parameters(), model.grads, lr=default_lr if lr is None else lr)
 
 
@@ -274,8 +272,9 @@ def fit_distributed(
     per worker (the *shards*). A shard is built once, on its worker, by a task: from its slice
     of ``data`` (sent once, inside the task) or, when ``data`` is a path or a loader, read by
     the worker itself; Dask keeps it there and rebuilds it from the task if the worker is lost.
-    Each step, the weights go out once (one task holding them), every shard's gradient task
-    runs beside its shard, and the gradients and the shards' truncated-BPTT states come back.
+    Each step, the weights go out once per worker (inside the step tasks; weights over 2 MB in
+    one task of their own that the workers fetch), every shard's gradient task runs beside its
+    shard, and the gradients and the shards' truncated-BPTT states come back.
 
     Args:
         model: a CharRNN or SequenceRegressor (trained in place).
@@ -305,9 +304,11 @@ def fit_distributed(
         SchedulerLostError: the scheduler died or the connection to it was lost.
         ValueError, TypeError: bad arguments, as ``fit`` raises them.
     """
-    _dask()
+    distributed = _dask()
     if not isinstance(model, CharRNN | SequenceRegressor):
         raise TypeError(f"model must be a CharRNN or a SequenceRegressor, got {type(model)}")
+    if not isinstance(client, distributed.Client):
+        raise TypeError(f"client must be a distributed.Client, got {type(client).__name__}")
     is_char = isinstance(model, CharRNN)
     steps = check_int("steps", (1000 if is_char else 500) if steps is None else steps, 0)
     bptt = check_int("bptt", (64 if is_char else 50) if bptt is None else bptt, 1)
@@ -558,12 +559,14 @@ def predict_distributed(model: CharRNN | SequenceRegressor, sequences: Any, clie
         For a bag, the list of outputs in the bag's order; for an array, the stacked outputs
         (n, T, ...) as a NumPy array.
     """
-    _dask()
+    distributed = _dask()
     import dask.array as da
     import dask.bag as db
 
     if not isinstance(model, CharRNN | SequenceRegressor):
         raise TypeError(f"model must be a CharRNN or a SequenceRegressor, got {type(model)}")
+    if not isinstance(client, distributed.Client):
+        raise TypeError(f"client must be a distributed.Client, got {type(client).__name__}")
     [model_f] = client.scatter([worker.pack(model)], broadcast=True, hash=False)
     try:
         if isinstance(sequences, db.Bag):
