@@ -329,13 +329,19 @@ def fit_distributed(
         resumed = _load_checkpoint(resume, model, opt)
 
     def lost(exc: BaseException, step: int) -> SchedulerLostError:
-        where = (
-            f"; the last checkpoint is {os.fspath(checkpoint)!r} (after step "
-            f"{last_checkpoint[0]}): continue with "
-            f"fit_distributed(..., resume={os.fspath(checkpoint)!r})"
-            if checkpoint is not None and last_checkpoint[0] is not None
-            else "; no checkpoint was written (pass checkpoint=PATH to keep one)"
-        )
+        if checkpoint is not None and last_checkpoint[0] is not None:
+            path = os.fspath(checkpoint)
+            where = (
+                f"; the last checkpoint is {path!r} (after step {last_checkpoint[0]}): "
+                f"continue with fit_distributed(..., resume={path!r})"
+            )
+        elif resume is not None:
+            path = os.fspath(resume)
+            where = f"; nothing was saved since {path!r}: resume from it again"
+        elif checkpoint is not None:
+            where = f"; no checkpoint yet (the first comes after step {checkpoint_every})"
+        else:
+            where = "; no checkpoint was kept (pass checkpoint=PATH to keep one)"
         return SchedulerLostError(
             f"lost the Dask scheduler {address} at step {step + 1} "
             f"({type(exc).__name__}: {exc}){where}"
