@@ -415,7 +415,6 @@ def fit_distributed(
         losses = resumed["losses"]
         states = resumed["states"]
         shard_opts = resumed["shard_opts"]
-        last_checkpoint[0] = first
     grads = model.grads
     params = model.parameters()
     placement = {k: [workers[k % len(workers)]] for k in range(len(columns))}
