@@ -108,7 +108,6 @@ def _recurrent_layer(
         backend=backend,
     )
 
-
 # The configuration is a small flat JSON object: bounded before parsing, so a hostile one costs
 # neither a RecursionError nor time.
 _MAX_CONFIG_BYTES = 1 << 16
