@@ -256,6 +256,23 @@ def test_checkpoint_and_resume_equal_an_uninterrupted_run(client, tmp_path):
     assert_same_model(fresh, reference, 1e-12)
 
 
+def test_local_sgd_resumes_with_each_shards_optimizer(client, tmp_path):
+    """sync_every=2 stopped after round 2 and resumed: each shard's own Adam moments come back
+    from the checkpoint, so the run equals the uninterrupted one."""
+    kwargs = dict(steps=8, bptt=20, batch_size=6, lr=0.01, sync_every=2)
+    reference, first = char_pair("lstm")
+    expected = rd.fit_distributed(reference, TEXT, client, **kwargs)
+    path = tmp_path / "ckpt.npz"
+    part = rd.fit_distributed(
+        first, TEXT, client, checkpoint=path, callback=lambda p: p.step == 4, **kwargs
+    )
+    assert len(part) == 4
+    fresh = CharRNN(VOCAB, 12, cell="lstm", dtype=np.float64, seed=5)
+    got = rd.fit_distributed(fresh, TEXT, client, resume=path, **kwargs)
+    assert relative(got, expected) <= 1e-12
+    assert_same_model(fresh, reference, 1e-12)
+
+
 def test_resume_refuses_a_state_file_of_other_weights(client, tmp_path):
     a, b = char_pair()
     path = tmp_path / "ckpt.npz"
