@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from rnnfast._validation import asarray, check_flag, check_nonnegative
+from rnnfast.nn.module import FlatStore, find_store
 
 __all__ = ["SGD", "Adagrad", "Adam", "Optimizer", "clip_grad_norm", "clip_grad_value"]
 
@@ -70,6 +71,12 @@ class Optimizer:
         self.state: dict[str, dict[str, np.ndarray]] = {name: {} for name in params}
         for name in params:
             self._grad(name)
+        # Parameters and gradients that are exactly the views of one flat buffer each (a
+        # model's, see nn.module.FlatStore): step() then updates the buffers whole, and the
+        # per-parameter state arrays are views into the flat state.
+        self._store = find_store(params, grads)
+        self._flat_state: dict[str, np.ndarray] = {}
+        self._flat_in_sync = False  # every parameter's state a view of the flat state
 
     def _grad(self, name: str) -> np.ndarray:
         g = asarray(f"grads[{name!r}]", self.grads[name])
@@ -88,8 +95,40 @@ class Optimizer:
     def step(self) -> None:
         """Update every parameter in place from its current gradient."""
         self.steps += 1
+        store = self._store
+        if store is not None and store.covers(self.params, self.grads):
+            self._step_flat(store)
+            return
+        self._flat_in_sync = False
         for name, p in self.params.items():
             self._update(p, self._grad(name).astype(p.dtype, copy=False), self.state[name])
+
+    def _step_flat(self, store: FlatStore) -> None:
+        """One update of the whole flat buffer: elementwise the same operations, in the same
+        order, as the per-parameter update, so the same numbers (the padding stays zero)."""
+        n = store.size
+        flat = self._flat_state
+        if not self._flat_in_sync:
+            # State that per-parameter steps made (gradients swapped in and out) moves in.
+            for name, p in self.params.items():
+                where = store.views[id(p)][2]
+                for key, value in self.state[name].items():
+                    if key not in flat:
+                        flat[key] = np.zeros(n, dtype=store.dtype)
+                    if value.base is not flat[key]:
+                        flat[key][where] = value.reshape(-1)
+        known = set(flat)
+        self._update_flat(store.params[:n], store.grads[:n], flat)
+        if not self._flat_in_sync or set(flat) != known:
+            # Each parameter's state: a view of its part of the flat state.
+            self._flat_in_sync = True
+            for name, p in self.params.items():
+                where = store.views[id(p)][2]
+                for key, value in flat.items():
+                    self.state[name][key] = value[where].reshape(p.shape)
+
+    def _update_flat(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        self._update(p, g, state)
 
     def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
@@ -233,6 +272,34 @@ class Adam(Optimizer):
         step_size = self.lr / (1 - beta1**self.steps)
         denom = np.sqrt(v) / t(math.sqrt(1 - beta2**self.steps)) + t(self.eps)
         p -= t(step_size) * m / denom
+
+    def _update_flat(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        """``_update`` over the flat buffer in place, through two scratch buffers kept across
+        steps: no allocation per step, and the same operations in the same order."""
+        if self.weight_decay:
+            self._update(p, g, state)
+            return
+        beta1, beta2 = self.betas
+        if "exp_avg" not in state:
+            state["exp_avg"] = np.zeros_like(p)
+            state["exp_avg_sq"] = np.zeros_like(p)
+        scratch = getattr(self, "_scratch", None)
+        if scratch is None or scratch[0].shape != p.shape or scratch[0].dtype != p.dtype:
+            scratch = self._scratch = (np.empty_like(p), np.empty_like(p))
+        a, b = scratch
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        t = p.dtype.type
+        m *= t(beta1)
+        m += np.multiply(g, t(1 - beta1), out=a)
+        v *= t(beta2)
+        np.multiply(g, t(1 - beta2), out=a)
+        v += np.multiply(a, g, out=a)
+        step_size = self.lr / (1 - beta1**self.steps)
+        np.sqrt(v, out=a)
+        a /= t(math.sqrt(1 - beta2**self.steps))
+        a += t(self.eps)
+        np.multiply(m, t(step_size), out=b)
+        p -= np.divide(b, a, out=b)
 
 
 def _arrays(grads: Mapping[str, np.ndarray] | Iterable[np.ndarray]) -> list[np.ndarray]:
