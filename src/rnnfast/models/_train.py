@@ -13,18 +13,22 @@ the recurrent kernels it does here:
   gradients are written straight into their (zeroed) gradient arrays, and the gradient of
   the recurrent output into another kept buffer; every product is one 2-D GEMM;
 - the gradients are zeroed, clipped (one norm) and the optimizer steps over the model's one
-  flat gradient buffer and one flat parameter buffer (:class:`rnnfast.nn.module.FlatStore`).
+  flat gradient buffer and one flat parameter buffer (:class:`rnnfast.nn.module.FlatStore`);
+- NumPy's BLAS runs those small products on one thread (see :func:`_numpy_blas_serial`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
+from rnnfast import _threads
 from rnnfast.nn.module import FlatStore, find_store
 from rnnfast.train import Optimizer, Progress, bptt_windows, clip_grad_norm
 
@@ -114,6 +118,23 @@ def fit_windows(
 ) -> list[float]:
     """:func:`rnnfast.truncated_bptt`'s loop (the same windows, epochs, state carried, clipping,
     callback and losses) with ``step`` for the forward and backward."""
+    with _numpy_blas_serial():
+        return _fit_windows(
+            model, inputs, targets, step, optimizer, bptt, steps, max_grad_norm, callback
+        )
+
+
+def _fit_windows(
+    model: Any,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    step: CrossEntropyStep,
+    optimizer: Optimizer,
+    bptt: int,
+    steps: int,
+    max_grad_norm: float | None,
+    callback: Callable[[Progress], bool | None] | None,
+) -> list[float]:
     windows = bptt_windows(inputs.shape[0], bptt)
     store: FlatStore | None = find_store(model.parameters(), model.grads)
     grads = model.grads
@@ -145,6 +166,42 @@ def fit_windows(
             if callback(Progress(k + 1, loss, tokens, time.perf_counter() - start)):
                 break
     return losses
+
+
+@contextlib.contextmanager
+def _numpy_blas_serial() -> Iterator[None]:
+    """Every BLAS pool but the kernels' at one thread inside (restored after): NumPy's, which
+    runs the decoder's products. Those are small (at most tens of millions of multiply-adds
+    here), so a second thread saves little, while a second pool's threads, spinning after each
+    call, compete with the kernels' threads for the cores, and on a loaded machine a product
+    waiting for a descheduled thread takes 5-30 times longer (the median of 1,600 x 128 x 61
+    products measured 5-33 ms on two threads against 1.3-3 ms on one, at load 11 on 2 cores;
+    rnnfast._bench_train measures fit end to end). The kernels' own pool keeps its policy
+    (rnnfast._threads); when NumPy shares that library, nothing is changed."""
+    kernels_blas = _threads.blas_library()
+    others = []
+    if kernels_blas is not None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            controllers = ThreadpoolController().lib_controllers
+        except Exception:  # threadpoolctl missing or failing: leave the threads as they are
+            controllers = []
+        kernels_path = os.path.realpath(kernels_blas)
+        others = [
+            (c, c.num_threads)
+            for c in controllers
+            if c.user_api == "blas"
+            and c.num_threads > 1
+            and os.path.realpath(c.filepath) != kernels_path
+        ]
+    for c, _ in others:
+        c.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for c, n in others:
+            c.set_num_threads(n)
 
 
 def _clip_flat(g: np.ndarray, max_norm: float) -> None:
