@@ -123,3 +123,17 @@ def test_flat_update_is_the_per_parameter_update_bit_for_bit(cls, kw, dtype):
     for _, _, where in store.views.values():
         used[where] = True
     assert not store.params[: store.size][~used].any()
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_fit_equals_the_same_loop_in_torch(cell):
+    """The benchmark's PyTorch loop (rnnfast._bench_train.torch_loop: one-hot, nn.RNN/LSTM/GRU,
+    nn.Linear, cross_entropy, Adam, clip_grad_norm_, detached state) from the same weights, in
+    float64: the same losses over more than one epoch."""
+    pytest.importorskip("torch")
+    from rnnfast._bench_train import torch_loop
+
+    model = rnnfast.CharRNN(sorted(set(TEXT)), 16, cell=cell, dtype=np.float64, seed=3)
+    theirs = torch_loop(model, TEXT, bptt=20, batch_size=6, lr=1e-2, max_grad_norm=0.5)(12)
+    ours = model.fit(TEXT, steps=12, bptt=20, batch_size=6, lr=1e-2, max_grad_norm=0.5)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10)
