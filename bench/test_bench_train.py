@@ -18,13 +18,13 @@ STEPS = 2
 CASES = [bt.TrainCase(cell, hidden) for hidden in (128, 512) for cell in ("rnn", "lstm", "gru")]
 
 
-@pytest.mark.parametrize("peer", ["rnnfast", "torch"])
+@pytest.mark.parametrize("peer", list(bt.PEERS))
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.cell}-H{c.hidden}")
 def test_charrnn_fit(benchmark, case, peer):
-    if peer == "torch":
+    if peer.startswith("torch"):
         pytest.importorskip("torch")
     model = bt.model_for(TEXT, case)
-    runner = (bt.rnnfast_runner if peer == "rnnfast" else bt.torch_runner)(model, TEXT, STEPS)
+    runner = bt.PEERS[peer](model, TEXT, STEPS)
     runner()  # warm-up
     benchmark.group = f"CharRNN.fit {case.label} (chars per round: {STEPS * bt.BPTT * bt.BATCH})"
     benchmark.pedantic(runner, rounds=5, iterations=1)

@@ -25,10 +25,12 @@ from rnnfast.datasets import corpus_text
 from rnnfast.models import CharRNN
 
 __all__ = [
+    "PEERS",
     "TrainCase",
     "blas_line",
     "format_table",
     "model_for",
+    "plain_runner",
     "rnnfast_runner",
     "run",
     "run_cli",
@@ -117,17 +119,67 @@ def rnnfast_runner(model: CharRNN, text: str, steps: int) -> Callable[[], Any]:
     return lambda: model.fit(text, steps=steps, bptt=BPTT, batch_size=BATCH, lr=LR)
 
 
-def torch_runner(model: CharRNN, text: str, steps: int) -> Callable[[], Any]:
+def plain_runner(model: CharRNN, text: str, steps: int) -> Callable[[], Any]:
+    """The generic loop (:func:`rnnfast.truncated_bptt` over ``model.forward``/``backward``,
+    :func:`rnnfast.softmax_cross_entropy`, per-array clipping, Adam), as ``fit`` ran before its
+    fused step, on a copy of ``model`` (so its optimizer takes the per-parameter path)."""
+    from rnnfast.train import Adam, batchify, softmax_cross_entropy, truncated_bptt
+
+    copy = model_for(text, TrainCase(model.cell, model.rnn.hidden_size, model.dtype.name))
+    copy.load_state_dict(model.state_dict())
+    params = copy.parameters()
+    grads = {k: v for k, v in copy.grads.items()}
+    ids = copy.encode(text)
+    inputs, targets = batchify(ids[:-1], BATCH), batchify(ids[1:], BATCH)
+
+    def run() -> Any:
+        # the per-parameter update, as before the flat buffers
+        opt = Adam(params, grads, lr=LR)
+        opt._store = None
+        return truncated_bptt(
+            copy, inputs, targets, softmax_cross_entropy, opt, bptt=BPTT, steps=steps,
+            max_grad_norm=MAX_NORM,
+        ).losses  # fmt: skip
+
+    return run
+
+
+def torch_runner(
+    model: CharRNN, text: str, steps: int, threads: int | None = None
+) -> Callable[[], Any]:
+    """The PyTorch loop; ``threads``: torch's intra-op threads during the call (None: its
+    default)."""
+    import torch
+
     fit = torch_loop(model, text)
-    return lambda: fit(steps)
+
+    def run() -> Any:
+        if threads is None:
+            return fit(steps)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return fit(steps)
+        finally:
+            torch.set_num_threads(before)
+
+    return run
+
+
+PEERS = {
+    "rnnfast": rnnfast_runner,
+    "rnnfast-plain": plain_runner,
+    "torch": torch_runner,
+    "torch-1thread": lambda m, t, s: torch_runner(m, t, s, threads=1),
+}
 
 
 def run(
     cases: Sequence[TrainCase],
-    steps: int = 4,
+    steps: int = 2,
     repeats: int = 3,
-    rounds: int = 3,
-    peers: Sequence[str] = ("rnnfast", "torch"),
+    rounds: int = 2,
+    peers: Sequence[str] = ("rnnfast", "rnnfast-plain", "torch", "torch-1thread"),
     progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """chars/s of every peer on every case: per case the peers take turns in blocks of
@@ -138,8 +190,7 @@ def run(
     results = []
     for i, case in enumerate(cases):
         model = model_for(text, case)
-        factories = {"rnnfast": rnnfast_runner, "torch": torch_runner}
-        runners = {p: factories[p](model, text, steps) for p in peers}
+        runners = {p: PEERS[p](model, text, steps) for p in peers}
         for fn in runners.values():
             fn()  # warm-up: imports, BLAS and thread start, first allocations
         seconds = best_block_medians(runners, dict.fromkeys(runners, repeats), rounds)
@@ -161,19 +212,21 @@ def run(
 
 
 def format_table(results: Sequence[dict[str, Any]]) -> str:
-    """One line per case: each peer's chars/s and rnnfast's ratio to torch."""
+    """One line per case: each peer's chars/s and rnnfast's ratio to the others."""
     rows: dict[tuple, dict[str, float]] = {}
     for r in results:
         rows.setdefault((r["cell"], r["hidden"], r["dtype"]), {})[r["peer"]] = r["chars_per_sec"]
-    lines = [f"{'cell':<5} {'H':>4} {'dtype':<8} {'rnnfast ch/s':>13} {'torch ch/s':>11} {'x':>6}"]
+    peers = [p for p in PEERS if any(p in row for row in rows.values())]
+    others = [p for p in peers if p != "rnnfast"]
+    head = f"{'cell':<5} {'H':>4} {'dtype':<8}" + "".join(f" {p + ' ch/s':>18}" for p in peers)
+    lines = [head + "".join(f" {'x ' + p:>16}" for p in others)]
     for (cell, hidden, dtype), row in rows.items():
-        ours, theirs = row.get("rnnfast"), row.get("torch")
-        ratio = f"{ours / theirs:.2f}" if ours and theirs else "-"
-        lines.append(
-            f"{cell:<5} {hidden:>4} {dtype:<8} "
-            f"{'-' if ours is None else f'{ours:,.0f}':>13} "
-            f"{'-' if theirs is None else f'{theirs:,.0f}':>11} {ratio:>6}"
-        )
+        line = f"{cell:<5} {hidden:>4} {dtype:<8}"
+        line += "".join(f" {f'{row[p]:,.0f}' if p in row else '-':>18}" for p in peers)
+        ours = row.get("rnnfast")
+        for p in others:
+            line += f" {f'{ours / row[p]:.2f}' if ours and row.get(p) else '-':>16}"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -203,12 +256,11 @@ def run_cli(args: Any) -> int:
 
     from rnnfast.benchmark import machine
 
-    peers = [p for p in (args.peers or ["rnnfast", "torch"]) if p in ("rnnfast", "torch")]
-    if "torch" in peers:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            peers.remove("torch")
+    peers = list(PEERS)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        peers = [p for p in peers if not p.startswith("torch")]
     cases = [TrainCase(c, h) for h in (128, 512) for c in ("rnn", "lstm", "gru")]
     print(f"Timing CharRNN.fit against {', '.join(peers)} on {len(cases)} cases.", flush=True)
     results = run(cases, repeats=args.repeats or 3, peers=peers)
@@ -227,10 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rnnfast._bench_train", description=__doc__)
     p.add_argument("--cells", nargs="+", default=["rnn", "lstm", "gru"])
     p.add_argument("--hidden", nargs="+", type=int, default=[128, 512])
-    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--steps", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--peers", nargs="+", default=["rnnfast", "torch"])
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
     args = p.parse_args(argv)
     cases = [TrainCase(c, h) for h in args.hidden for c in args.cells]
     results = run(cases, args.steps, args.repeats, args.rounds, args.peers)
