@@ -20,6 +20,7 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rnnfast import get_num_threads, set_num_threads
 from rnnfast.benchmark import best_block_medians
 from rnnfast.datasets import corpus_text
 from rnnfast.models import CharRNN
@@ -115,8 +116,24 @@ def torch_loop(
     return fit
 
 
-def rnnfast_runner(model: CharRNN, text: str, steps: int) -> Callable[[], Any]:
-    return lambda: model.fit(text, steps=steps, bptt=BPTT, batch_size=BATCH, lr=LR)
+def rnnfast_runner(
+    model: CharRNN, text: str, steps: int, threads: int | None = None
+) -> Callable[[], Any]:
+    """``model.fit``; ``threads``: :func:`rnnfast.set_num_threads` during the call (None: as
+    set)."""
+
+    def run() -> Any:
+        if threads is None:
+            return model.fit(text, steps=steps, bptt=BPTT, batch_size=BATCH, lr=LR)
+        before = get_num_threads()
+        set_num_threads(threads)
+        try:
+            return model.fit(text, steps=steps, bptt=BPTT, batch_size=BATCH, lr=LR)
+        finally:
+            if before is not None:
+                set_num_threads(before)
+
+    return run
 
 
 def plain_runner(model: CharRNN, text: str, steps: int) -> Callable[[], Any]:
@@ -169,6 +186,7 @@ def torch_runner(
 PEERS = {
     "rnnfast": rnnfast_runner,
     "rnnfast-plain": plain_runner,
+    "rnnfast-1thread": lambda m, t, s: rnnfast_runner(m, t, s, threads=1),
     "torch": torch_runner,
     "torch-1thread": lambda m, t, s: torch_runner(m, t, s, threads=1),
 }
@@ -219,13 +237,18 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
     peers = [p for p in PEERS if any(p in row for row in rows.values())]
     others = [p for p in peers if p != "rnnfast"]
     head = f"{'cell':<5} {'H':>4} {'dtype':<8}" + "".join(f" {p + ' ch/s':>18}" for p in peers)
-    lines = [head + "".join(f" {'x ' + p:>16}" for p in others)]
+    head += "".join(f" {'x ' + p:>16}" for p in others)
+    if "rnnfast-1thread" in peers and "torch-1thread" in peers:
+        head += f" {'1thread x 1thread':>20}"
+    lines = [head]
     for (cell, hidden, dtype), row in rows.items():
         line = f"{cell:<5} {hidden:>4} {dtype:<8}"
         line += "".join(f" {f'{row[p]:,.0f}' if p in row else '-':>18}" for p in peers)
         ours = row.get("rnnfast")
         for p in others:
             line += f" {f'{ours / row[p]:.2f}' if ours and row.get(p) else '-':>16}"
+        if row.get("rnnfast-1thread") and row.get("torch-1thread"):
+            line += f" {row['rnnfast-1thread'] / row['torch-1thread']:>20.2f}"
         lines.append(line)
     return "\n".join(lines)
 
