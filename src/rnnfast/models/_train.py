@@ -20,6 +20,7 @@ the recurrent kernels it does here:
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import time
@@ -54,11 +55,12 @@ class CrossEntropyStep:
             N = T * B
             buffers = self._buffers[(T, B)] = {
                 "x": np.zeros((T, B, V), dtype) if self.one_hot else None,
-                "ids": None,  # the ids whose ones x holds
-                "logits": np.empty((N, V), dtype),
-                "column": np.empty((N, 1), dtype),
+                "ones": None,  # the flat positions of x's ones
+                "row_starts": np.arange(N) * V,  # x's rows (t, b) in the flat x
+                "logits": np.empty((V, N), dtype),  # transposed: see __call__
+                "row": np.empty((1, N), dtype),
                 "d_out": np.empty((T, B, H), dtype),
-                "rows": np.arange(N),
+                "columns": np.arange(N),
             }
         return buffers
 
@@ -66,10 +68,11 @@ class CrossEntropyStep:
         if not self.one_hot:
             return self.model.rnn_inputs(ids)
         x = buffers["x"]
-        if buffers["ids"] is not None:
-            np.put_along_axis(x, buffers["ids"][..., None], 0, axis=-1)
-        np.put_along_axis(x, ids[..., None], 1, axis=-1)
-        buffers["ids"] = ids
+        flat = x.reshape(-1)
+        if buffers["ones"] is not None:
+            flat[buffers["ones"]] = 0
+        ones = buffers["ones"] = buffers["row_starts"] + ids.reshape(-1)
+        flat[ones] = 1
         return x
 
     def __call__(self, ids: np.ndarray, targets: np.ndarray, state: Any) -> tuple[float, Any]:
@@ -80,25 +83,27 @@ class CrossEntropyStep:
         output, state = model.rnn(self._encode(ids, buf), state)
         N, H = T * B, output.shape[-1]
         x2 = output.reshape(N, H)
-        z = np.matmul(x2, self.weight.T, out=buf["logits"])
+        # The logits transposed, (V, N): the softmax's reductions over the classes then run
+        # along the long axis (a few vector passes) rather than over N rows of V.
+        z = np.matmul(self.weight, x2.T, out=buf["logits"])
         if self.bias is not None:
-            z += self.bias
-        column, rows, t = buf["column"], buf["rows"], targets.reshape(N)
-        z -= np.max(z, axis=1, keepdims=True, out=column)
-        target_shifted = z[rows, t]
+            z += self.bias[:, None]
+        row, columns, t = buf["row"], buf["columns"], targets.reshape(N)
+        z -= np.max(z, axis=0, keepdims=True, out=row)
+        target_shifted = z[t, columns]
         np.exp(z, out=z)
-        np.sum(z, axis=1, keepdims=True, out=column)
-        losses = np.log(column[:, 0]) - target_shifted
+        np.sum(z, axis=0, keepdims=True, out=row)
+        losses = np.log(row[0]) - target_shifted
         loss = float(losses.sum(dtype=np.float64)) / N
-        z /= column  # the softmax; minus one at each target, over the count:
-        z[rows, t] -= 1
+        z /= row  # the softmax; minus one at each target, over the count:
+        z[t, columns] -= 1
         z /= z.dtype.type(N)
         # The gradients were zeroed: written, not added (the decoder is their only source).
-        np.matmul(z.T, x2, out=self.d_weight)
+        np.matmul(z, x2, out=self.d_weight)
         if self.d_bias is not None:
-            np.sum(z, axis=0, out=self.d_bias)
+            np.sum(z, axis=1, out=self.d_bias)
         d_out = buf["d_out"]
-        np.matmul(z, self.weight, out=d_out.reshape(N, H))
+        np.matmul(z.T, self.weight, out=d_out.reshape(N, H))
         d_encoded, _ = model.rnn.backward(d_out)
         model._encode_backward(d_encoded)
         return loss, state
@@ -178,23 +183,7 @@ def _numpy_blas_serial() -> Iterator[None]:
     products measured 5-33 ms on two threads against 1.3-3 ms on one, at load 11 on 2 cores;
     rnnfast._bench_train measures fit end to end). The kernels' own pool keeps its policy
     (rnnfast._threads); when NumPy shares that library, nothing is changed."""
-    kernels_blas = _threads.blas_library()
-    others = []
-    if kernels_blas is not None:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            controllers = ThreadpoolController().lib_controllers
-        except Exception:  # threadpoolctl missing or failing: leave the threads as they are
-            controllers = []
-        kernels_path = os.path.realpath(kernels_blas)
-        others = [
-            (c, c.num_threads)
-            for c in controllers
-            if c.user_api == "blas"
-            and c.num_threads > 1
-            and os.path.realpath(c.filepath) != kernels_path
-        ]
+    others = [(c, c.num_threads) for c in _other_blas_pools() if c.num_threads > 1]
     for c, _ in others:
         c.set_num_threads(1)
     try:
@@ -202,6 +191,27 @@ def _numpy_blas_serial() -> Iterator[None]:
     finally:
         for c, n in others:
             c.set_num_threads(n)
+
+
+@functools.cache
+def _other_blas_pools() -> tuple[Any, ...]:
+    """threadpoolctl's controllers of the BLAS pools other than the kernels' (found once: the
+    libraries loaded by then; scanning them costs milliseconds)."""
+    kernels_blas = _threads.blas_library()
+    if kernels_blas is None:
+        return ()
+    try:
+        from threadpoolctl import ThreadpoolController
+
+        controllers = ThreadpoolController().lib_controllers
+    except Exception:  # threadpoolctl missing or failing: leave the threads as they are
+        return ()
+    kernels_path = os.path.realpath(kernels_blas)
+    return tuple(
+        c
+        for c in controllers
+        if c.user_api == "blas" and os.path.realpath(c.filepath) != kernels_path
+    )
 
 
 def _clip_flat(g: np.ndarray, max_norm: float) -> None:
