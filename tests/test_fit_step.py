@@ -111,6 +111,11 @@ def test_flat_update_is_the_per_parameter_update_bit_for_bit(cls, kw, dtype):
             swapped = dict(opt_flat.grads)
             swapped["0.bias"] = swapped["0.bias"].copy()
             opt_flat.grads = swapped
+        if step == 4:  # the state replaced from outside (a checkpoint loaded), on both
+            for opt in (opt_flat, opt_plain):
+                opt.state = {
+                    n: {k: 0.5 * v for k, v in st.items()} for n, st in opt_plain.state.items()
+                }
         opt_flat.step()
         opt_flat.grads = mapping(flat, "grads")
         opt_plain.step()

@@ -76,7 +76,7 @@ class Optimizer:
         # per-parameter state arrays are views into the flat state.
         self._store = find_store(params, grads)
         self._flat_state: dict[str, np.ndarray] = {}
-        self._flat_in_sync = False  # every parameter's state a view of the flat state
+        self._flat_bound = False  # state[name] made views of the flat state
 
     def _grad(self, name: str) -> np.ndarray:
         g = asarray(f"grads[{name!r}]", self.grads[name])
@@ -96,36 +96,51 @@ class Optimizer:
         """Update every parameter in place from its current gradient."""
         self.steps += 1
         store = self._store
-        if store is not None and store.covers(self.params, self.grads):
-            self._step_flat(store)
+        if store is not None and store.covers(self.params, self.grads) and self._step_flat(store):
             return
-        self._flat_in_sync = False
         for name, p in self.params.items():
             self._update(p, self._grad(name).astype(p.dtype, copy=False), self.state[name])
 
-    def _step_flat(self, store: FlatStore) -> None:
+    def _step_flat(self, store: FlatStore) -> bool:
         """One update of the whole flat buffer: elementwise the same operations, in the same
-        order, as the per-parameter update, so the same numbers (the padding stays zero)."""
-        n = store.size
+        order, as the per-parameter update, so the same numbers (the padding stays zero).
+        False, having done nothing, when the per-parameter state cannot be gathered."""
+        if not self._gather_state(store):
+            return False
         flat = self._flat_state
-        if not self._flat_in_sync:
-            # State that per-parameter steps made (gradients swapped in and out) moves in.
-            for name, p in self.params.items():
-                where = store.views[id(p)][2]
-                for key, value in self.state[name].items():
-                    if key not in flat:
-                        flat[key] = np.zeros(n, dtype=store.dtype)
-                    if value.base is not flat[key]:
-                        flat[key][where] = value.reshape(-1)
         known = set(flat)
+        n = store.size
         self._update_flat(store.params[:n], store.grads[:n], flat)
-        if not self._flat_in_sync or set(flat) != known:
+        if set(flat) != known or not self._flat_bound:
             # Each parameter's state: a view of its part of the flat state.
-            self._flat_in_sync = True
             for name, p in self.params.items():
                 where = store.views[id(p)][2]
-                for key, value in flat.items():
-                    self.state[name][key] = value[where].reshape(p.shape)
+                self.state[name].update({k: v[where].reshape(p.shape) for k, v in flat.items()})
+            self._flat_bound = True
+        return True
+
+    def _gather_state(self, store: FlatStore) -> bool:
+        """Make the flat state hold what ``state`` says, which may have been replaced from
+        outside (a checkpoint loaded into ``opt.state``) or made by per-parameter steps."""
+        flat = self._flat_state
+        if self._flat_bound and all(
+            set(self.state[name]) == set(flat)
+            and all(v.base is flat[k] for k, v in self.state[name].items())
+            for name in self.params
+        ):
+            return True
+        keys = {frozenset(self.state[name]) for name in self.params}
+        if len(keys) != 1:  # some parameters have state and others not: per parameter
+            return False
+        n = store.size
+        fresh = {k: np.zeros(n, dtype=store.dtype) for k in next(iter(keys))}
+        for name, p in self.params.items():
+            where = store.views[id(p)][2]
+            for key, value in self.state[name].items():
+                fresh[key][where] = np.asarray(value, dtype=store.dtype).reshape(-1)
+        self._flat_state = fresh
+        self._flat_bound = False
+        return True
 
     def _update_flat(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
         self._update(p, g, state)
