@@ -142,3 +142,19 @@ def test_fit_equals_the_same_loop_in_torch(cell):
     theirs = torch_loop(model, TEXT, bptt=20, batch_size=6, lr=1e-2, max_grad_norm=0.5)(12)
     ours = model.fit(TEXT, steps=12, bptt=20, batch_size=6, lr=1e-2, max_grad_norm=0.5)
     np.testing.assert_allclose(ours, theirs, rtol=1e-10)
+
+
+def test_a_pickled_model_trains_the_same_without_its_flat_buffers():
+    """cloudpickle (Dask ships models so): the copy's parameters are arrays of their
+    own, its store empty (not a second copy of the weights), and it trains as the original."""
+    cloudpickle = pytest.importorskip("cloudpickle")
+    vocab = sorted(set(TEXT))
+    model = rnnfast.CharRNN(vocab, 12, cell="gru", dtype=np.float64, seed=4)
+    model.fit(TEXT, steps=3, bptt=7, batch_size=5)
+    assert len(cloudpickle.dumps(model._flat)) < 200  # not a second copy of the weights
+    copy = cloudpickle.loads(cloudpickle.dumps(model))
+    assert copy._fused_step._buffers == {}
+    assert find_store(copy.parameters(), copy.grads) is None
+    a = model.fit(TEXT, steps=4, bptt=7, batch_size=5)
+    b = copy.fit(TEXT, steps=4, bptt=7, batch_size=5)
+    np.testing.assert_allclose(a, b, rtol=1e-12)

@@ -47,6 +47,9 @@ class CrossEntropyStep:
         self.d_weight, self.d_bias = grads["weight"], grads.get("bias")
         self._buffers: dict[tuple[int, int], dict[str, Any]] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_buffers": {}}  # (scratch: not worth pickling)
+
     def _buffers_for(self, T: int, B: int) -> dict[str, Any]:
         buffers = self._buffers.get((T, B))
         if buffers is None:

@@ -89,6 +89,18 @@ class FlatStore:
         self.views: dict[int, tuple[np.ndarray, np.ndarray, slice]] = {}
         _stores[id(self.params.base)] = self
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A pickle of the model holds its parameters as arrays of their own (NumPy does not
+        # keep views across a pickle): the copy's store is empty, not a second copy of them.
+        return {"dtype": self.dtype}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.dtype = state["dtype"]
+        self.params = np.zeros(0, self.dtype)
+        self.grads = np.zeros(0, self.dtype)
+        self.used = 0
+        self.views = {}
+
     def take(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray] | None:
         """(param, grad) views of a new parameter's place, or None: no room or another dtype."""
         n = math.prod(shape)
