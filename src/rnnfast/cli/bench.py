@@ -64,6 +64,12 @@ def add_parser(commands: Commands) -> None:
         help="timed repeats per case and round",
     )
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument(
+        "--train",
+        action="store_true",
+        help="end to end instead: CharRNN.fit chars/s against the same PyTorch loop "
+        "(rnn, lstm, gru at H=128 and 512)",
+    )
     p.add_argument("--plot", metavar="FILE", help="draw a bar chart (needs matplotlib)")
     p.set_defaults(run=run)
 
@@ -104,6 +110,10 @@ def _plot_bench(path: Path, results: Sequence[dict[str, Any]]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.train:  # end to end (rnnfast._bench_train): its own cases and table
+        from rnnfast import _bench_train
+
+        return _bench_train.run_cli(args)
     available = list(benchmark.available_peers())
     if args.peers:
         missing = [p for p in args.peers if p not in available]

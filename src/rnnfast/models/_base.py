@@ -22,8 +22,11 @@ import numpy as np
 
 from rnnfast._validation import (
     check_choice,
+    check_int,
+    check_nonnegative,
     float_dtype,
 )
+from rnnfast.models._train import CrossEntropyStep, fit_windows
 from rnnfast.models.file_format import (
     FORMAT_VERSION,
     array_to_text,
@@ -32,7 +35,7 @@ from rnnfast.models.file_format import (
     write_npz,
 )
 from rnnfast.nn import GRU, LSTM, RNN, Linear, Module, RNNBase
-from rnnfast.nn.module import parameter_budget
+from rnnfast.nn.module import flat_parameters, parameter_budget
 from rnnfast.train import (
     SGD,
     Adagrad,
@@ -107,6 +110,30 @@ def _recurrent_layer(
         seed=rng,
         backend=backend,
     )
+
+
+def _parameter_shapes(
+    cell: str,
+    input_size: Any,
+    hidden_size: Any,
+    num_layers: Any,
+    output_size: Any,
+    extra: list[tuple[int, ...]],
+) -> list[tuple[int, ...]]:
+    """The shapes of a model's parameters (one-directional layers with biases, the decoder,
+    ``extra``), or none when the sizes are not valid yet (the layers then say why)."""
+    try:
+        G, H, L = {"rnn": 1, "lstm": 4, "gru": 3}[cell], int(hidden_size), int(num_layers)
+        D, V = int(input_size), int(output_size)
+    except (TypeError, ValueError):
+        return []
+    if min(G * H, D, V, L) < 1:
+        return []
+    shapes = []
+    for layer in range(L):
+        shapes += [(G * H, D if layer == 0 else H), (G * H, H), (G * H,), (G * H,)]
+    return [*shapes, (V, H), (V,), *extra]
+
 
 # The configuration is a small flat JSON object: bounded before parsing, so a hostile one costs
 # neither a RecursionError nor time.
@@ -215,25 +242,41 @@ class _RecurrentModel(Module):
         super().__init__()
         self.dtype = float_dtype(dtype)
         self.cell = check_choice("cell", cell, CELLS)
-        self.rnn: RNNBase = self._add_module(
-            "rnn",
-            _recurrent_layer(
-                self.cell,
-                rnn_input_size,
-                hidden_size,
-                num_layers,
-                nonlinearity,
-                dropout,
-                self.dtype,
-                rng,
-                backend,
-            ),
+        shapes = _parameter_shapes(
+            self.cell, rnn_input_size, hidden_size, num_layers, output_size, self._extra_shapes()
         )
-        # The Elman cell's activation ("tanh" or "relu"); the gated cells' is fixed, "tanh".
-        self.nonlinearity: str = self.rnn.nonlinearity if self.cell == "rnn" else "tanh"
-        self.decoder: Linear = self._add_module(
-            "decoder", Linear(hidden_size, output_size, dtype=self.dtype, seed=rng)
-        )
+        # Every parameter a view into one flat buffer (and every gradient into another): the
+        # optimizers then update the model in a few vectorized passes (nn.module.FlatStore).
+        with flat_parameters(shapes, self.dtype) as store:
+            self._flat = store
+            self.rnn: RNNBase = self._add_module(
+                "rnn",
+                _recurrent_layer(
+                    self.cell,
+                    rnn_input_size,
+                    hidden_size,
+                    num_layers,
+                    nonlinearity,
+                    dropout,
+                    self.dtype,
+                    rng,
+                    backend,
+                ),
+            )
+            # The Elman cell's activation ("tanh" or "relu"); the gated cells' is fixed, "tanh".
+            self.nonlinearity: str = self.rnn.nonlinearity if self.cell == "rnn" else "tanh"
+            self.decoder: Linear = self._add_module(
+                "decoder", Linear(hidden_size, output_size, dtype=self.dtype, seed=rng)
+            )
+            self._add_encoding(rng)
+
+    def _extra_shapes(self) -> list[tuple[int, ...]]:
+        """The shapes of the parameters ``_add_encoding`` adds (none by default)."""
+        return []
+
+    def _add_encoding(self, rng: np.random.Generator) -> None:
+        """Add the input encoding's modules, if it has parameters (after the decoder: the
+        initial weights draw from ``rng`` in that order)."""
 
     # The model as a SequenceModel (forward/backward over time-major windows).
 
@@ -303,18 +346,42 @@ class _RecurrentModel(Module):
         """Train on one long sequence (N, ...) with truncated BPTT over ``batch_size`` streams."""
         opt = self._optimizer(optimizer, lr)
         self.train()
-        result = truncated_bptt(
+        inputs, targets = batchify(inputs, batch_size), batchify(targets, batch_size)
+        step = self._training_step(loss_fn)
+        if step is None:
+            result = truncated_bptt(
+                self,
+                inputs,
+                targets,
+                loss_fn,
+                opt,
+                bptt=bptt,
+                steps=steps,
+                max_grad_norm=max_grad_norm,
+                callback=callback,
+            )
+            return result.losses
+        # truncated_bptt's checks, before any work
+        bptt = check_int("bptt", bptt, 1)
+        steps = check_int("steps", steps, 0)
+        if max_grad_norm is not None:
+            max_grad_norm = check_nonnegative("max_grad_norm", max_grad_norm)
+        return fit_windows(
             self,
-            batchify(inputs, batch_size),
-            batchify(targets, batch_size),
-            loss_fn,
+            inputs,
+            targets,
+            step,
             opt,
             bptt=bptt,
             steps=steps,
             max_grad_norm=max_grad_norm,
             callback=callback,
         )
-        return result.losses
+
+    def _training_step(self, loss_fn: Callable[..., Any]) -> CrossEntropyStep | None:
+        """The fused training step for ``loss_fn`` (see models/_train.py), or None for the
+        generic loop. Kept across fits: its buffers are reused."""
+        return None
 
     # Model files.
 

@@ -14,6 +14,7 @@ from rnnfast._validation import (
     check_int,
 )
 from rnnfast.models._base import _RNN_CONFIG_KEYS, _RecurrentModel
+from rnnfast.models._train import CrossEntropyStep
 from rnnfast.nn import Embedding, one_hot
 from rnnfast.train import (
     Optimizer,
@@ -101,15 +102,21 @@ class CharRNN(_RecurrentModel):
             backend,
             cell,
         )
-        self.embedding: Embedding | None = None
-        if self.embedding_dim is not None:
-            self.embedding = self._add_module(
-                "embedding", Embedding(V, self.embedding_dim, dtype=self.dtype, seed=rng)
-            )
         # Code points, sorted, with each one's token id: for a vectorized encode.
         codes = np.array([ord(c) for c in chars], dtype=np.uint32)
         order = np.argsort(codes)
         self._sorted_codes, self._code_ids = codes[order], order
+
+    def _extra_shapes(self) -> list[tuple[int, ...]]:
+        return [] if self.embedding_dim is None else [(len(self.vocab), self.embedding_dim)]
+
+    def _add_encoding(self, rng: np.random.Generator) -> None:
+        self.embedding: Embedding | None = None
+        if self.embedding_dim is not None:
+            self.embedding = self._add_module(
+                "embedding",
+                Embedding(len(self.vocab), self.embedding_dim, dtype=self.dtype, seed=rng),
+            )
 
     def extra_repr(self) -> str:
         return f"vocab_size={len(self.vocab)}"
@@ -140,6 +147,14 @@ class CharRNN(_RecurrentModel):
         if self.embedding is not None:
             return self.embedding(ids)
         return one_hot(ids, len(self.vocab), dtype=self.dtype)
+
+    def _training_step(self, loss_fn: Callable[..., Any]) -> CrossEntropyStep | None:
+        if loss_fn is not softmax_cross_entropy:
+            return None
+        step = getattr(self, "_fused_step", None)
+        if step is None:
+            step = self._fused_step = CrossEntropyStep(self, one_hot=self.embedding is None)
+        return step
 
     def _encode_backward(self, d_encoded: np.ndarray) -> None:
         if self.embedding is not None:

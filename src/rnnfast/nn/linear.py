@@ -78,7 +78,10 @@ class Linear(Module):
                 f"got {x.shape}"
             )
         self._x = x
-        y = x @ self._parameters["weight"].T
+        # One 2-D GEMM: NumPy runs (T, B, in) @ (in, out) as T products, about 4x slower here.
+        y = (x.reshape(-1, self.in_features) @ self._parameters["weight"].T).reshape(
+            *x.shape[:-1], self.out_features
+        )
         if self.bias:
             y += self._parameters["bias"]
         return y
@@ -94,7 +97,7 @@ class Linear(Module):
         self._grads["weight"] += d2.T @ x.reshape(-1, self.in_features)
         if self.bias:
             self._grads["bias"] += d2.sum(axis=0)
-        return d_y @ self._parameters["weight"]
+        return (d2 @ self._parameters["weight"]).reshape(*x.shape[:-1], self.in_features)
 
 
 class Embedding(Module):

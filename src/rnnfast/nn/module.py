@@ -6,14 +6,22 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from collections.abc import Iterator, Mapping
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
 from rnnfast._validation import check_flag, to_numpy
 
-__all__ = ["IncompatibleKeys", "Module", "parameter_budget"]
+__all__ = [
+    "FlatStore",
+    "IncompatibleKeys",
+    "Module",
+    "find_store",
+    "flat_parameters",
+    "parameter_budget",
+]
 
 _M = TypeVar("_M", bound="Module")
 
@@ -60,6 +68,109 @@ def _charge(shape: tuple[int, ...]) -> None:
         left[0] -= n
 
 
+class FlatStore:
+    """One contiguous parameter buffer and one gradient buffer, of one dtype, that the
+    parameters built inside :func:`flat_parameters` are views of (each starting on a
+    PARAMETER_ALIGNMENT boundary; the padding between them stays zero in both buffers).
+
+    An optimizer over exactly these parameters updates the whole buffer with a few vectorized
+    operations instead of a loop over the parameters, and clipping takes one norm; an
+    elementwise update of the zero padding leaves it zero (zero gradient, zero state).
+    """
+
+    def __init__(self, capacity: int, dtype: np.dtype) -> None:
+        self.dtype = np.dtype(dtype)
+        self.params = _aligned_empty((capacity,), self.dtype)
+        self.params.fill(0)
+        self.grads = _aligned_empty((capacity,), self.dtype)
+        self.grads.fill(0)
+        self.used = 0
+        # id(param view) -> (param view, grad view, its place in the buffers)
+        self.views: dict[int, tuple[np.ndarray, np.ndarray, slice]] = {}
+        _stores[id(self.params.base)] = self
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A pickle of the model holds its parameters as arrays of their own (NumPy does not
+        # keep views across a pickle): the copy's store is empty, not a second copy of them.
+        return {"dtype": self.dtype}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.dtype = state["dtype"]
+        self.params = np.zeros(0, self.dtype)
+        self.grads = np.zeros(0, self.dtype)
+        self.used = 0
+        self.views = {}
+
+    def take(self, shape: tuple[int, ...], dtype: np.dtype) -> tuple[np.ndarray, np.ndarray] | None:
+        """(param, grad) views of a new parameter's place, or None: no room or another dtype."""
+        n = math.prod(shape)
+        if np.dtype(dtype) != self.dtype or self.used + n > self.params.size:
+            return None
+        where = slice(self.used, self.used + n)
+        per_line = max(1, PARAMETER_ALIGNMENT // self.dtype.itemsize)
+        self.used += -(-n // per_line) * per_line  # the next one starts on a line
+        param, grad = self.params[where].reshape(shape), self.grads[where].reshape(shape)
+        self.views[id(param)] = (param, grad, where)
+        return param, grad
+
+    @property
+    def size(self) -> int:
+        """Elements in use (parameters and padding): the part of the buffers to update."""
+        return self.used
+
+    def covers(self, params: Mapping[str, np.ndarray], grads: Mapping[str, Any]) -> bool:
+        """Whether ``params`` and ``grads`` are exactly this store's views: every parameter it
+        holds, each with its own gradient (so updating the whole buffer updates just them)."""
+        if len(params) != len(self.views):
+            return False
+        for name, p in params.items():
+            view = self.views.get(id(p))
+            if view is None or view[0] is not p or grads.get(name) is not view[1]:
+                return False
+        return True
+
+
+# The stores by id of the memory their parameter buffer views (a parameter's ``base``).
+_stores: weakref.WeakValueDictionary[int, FlatStore] = weakref.WeakValueDictionary()
+
+
+def find_store(params: Mapping[str, np.ndarray], grads: Mapping[str, Any]) -> FlatStore | None:
+    """The :class:`FlatStore` whose views ``params`` and ``grads`` are exactly, or None."""
+    first = next(iter(params.values()), None)
+    if not isinstance(first, np.ndarray) or first.base is None:
+        return None
+    store = _stores.get(id(first.base))
+    if store is None or store.params.base is not first.base or not store.covers(params, grads):
+        return None
+    return store
+
+
+_store: contextvars.ContextVar[FlatStore | None] = contextvars.ContextVar(
+    "rnnfast_flat_store", default=None
+)
+
+
+@contextlib.contextmanager
+def flat_parameters(shapes: Iterable[tuple[int, ...]], dtype: Any) -> Iterator[FlatStore | None]:
+    """Parameters built inside, of these ``shapes`` (in any order) and ``dtype``, are views
+    into one :class:`FlatStore`; a parameter beyond its room or of another dtype is allocated
+    apart as usual. No store (None) under a :func:`parameter_budget` the shapes exceed: the
+    layers then refuse the configuration before anything large is allocated."""
+    shapes = [tuple(int(n) for n in s) for s in shapes]
+    sizes = [math.prod(s) for s in shapes]
+    left = _budget.get()
+    if left is not None and sum(sizes) > left[0]:
+        yield None
+        return
+    per_line = max(1, PARAMETER_ALIGNMENT // np.dtype(dtype).itemsize)
+    store = FlatStore(sum(-(-n // per_line) * per_line for n in sizes), np.dtype(dtype))
+    token = _store.set(store)
+    try:
+        yield store
+    finally:
+        _store.reset(token)
+
+
 def _uniform(rng: np.random.Generator, shape: tuple[int, ...], bound: float, dtype: np.dtype):
     """U(-bound, bound) drawn in float64 and cast, so both dtypes start from the same numbers."""
     _charge(shape)
@@ -92,10 +203,15 @@ class Module:
 
     def _add_parameter(self, name: str, value: np.ndarray) -> np.ndarray:
         value = np.asarray(value)
-        param = _aligned_empty(value.shape, value.dtype)
+        store = _store.get()
+        views = None if store is None else store.take(value.shape, value.dtype)
+        if views is None:
+            param = _aligned_empty(value.shape, value.dtype)
+            grad = _aligned_empty(value.shape, value.dtype)
+            grad.fill(0)
+        else:
+            param, grad = views  # (the grad is zero already)
         param[...] = value
-        grad = _aligned_empty(value.shape, value.dtype)
-        grad.fill(0)
         self._parameters[name] = param
         self._grads[name] = grad
         return param

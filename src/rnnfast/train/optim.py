@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from rnnfast._validation import asarray, check_flag, check_nonnegative
+from rnnfast.nn.module import FlatStore, find_store
 
 __all__ = ["SGD", "Adagrad", "Adam", "Optimizer", "clip_grad_norm", "clip_grad_value"]
 
@@ -70,6 +71,12 @@ class Optimizer:
         self.state: dict[str, dict[str, np.ndarray]] = {name: {} for name in params}
         for name in params:
             self._grad(name)
+        # Parameters and gradients that are exactly the views of one flat buffer each (a
+        # model's, see nn.module.FlatStore): step() then updates the buffers whole, and the
+        # per-parameter state arrays are views into the flat state.
+        self._store = find_store(params, grads)
+        self._flat_state: dict[str, np.ndarray] = {}
+        self._flat_bound = False  # state[name] made views of the flat state
 
     def _grad(self, name: str) -> np.ndarray:
         g = asarray(f"grads[{name!r}]", self.grads[name])
@@ -88,8 +95,55 @@ class Optimizer:
     def step(self) -> None:
         """Update every parameter in place from its current gradient."""
         self.steps += 1
+        store = self._store
+        if store is not None and store.covers(self.params, self.grads) and self._step_flat(store):
+            return
         for name, p in self.params.items():
             self._update(p, self._grad(name).astype(p.dtype, copy=False), self.state[name])
+
+    def _step_flat(self, store: FlatStore) -> bool:
+        """One update of the whole flat buffer: elementwise the same operations, in the same
+        order, as the per-parameter update, so the same numbers (the padding stays zero).
+        False, having done nothing, when the per-parameter state cannot be gathered."""
+        if not self._gather_state(store):
+            return False
+        flat = self._flat_state
+        known = set(flat)
+        n = store.size
+        self._update_flat(store.params[:n], store.grads[:n], flat)
+        if set(flat) != known or not self._flat_bound:
+            # Each parameter's state: a view of its part of the flat state.
+            for name, p in self.params.items():
+                where = store.views[id(p)][2]
+                self.state[name].update({k: v[where].reshape(p.shape) for k, v in flat.items()})
+            self._flat_bound = True
+        return True
+
+    def _gather_state(self, store: FlatStore) -> bool:
+        """Make the flat state hold what ``state`` says, which may have been replaced from
+        outside (a checkpoint loaded into ``opt.state``) or made by per-parameter steps."""
+        flat = self._flat_state
+        if self._flat_bound and all(
+            set(self.state[name]) == set(flat)
+            and all(v.base is flat[k] for k, v in self.state[name].items())
+            for name in self.params
+        ):
+            return True
+        keys = {frozenset(self.state[name]) for name in self.params}
+        if len(keys) != 1:  # some parameters have state and others not: per parameter
+            return False
+        n = store.size
+        fresh = {k: np.zeros(n, dtype=store.dtype) for k in next(iter(keys))}
+        for name, p in self.params.items():
+            where = store.views[id(p)][2]
+            for key, value in self.state[name].items():
+                fresh[key][where] = np.asarray(value, dtype=store.dtype).reshape(-1)
+        self._flat_state = fresh
+        self._flat_bound = False
+        return True
+
+    def _update_flat(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        self._update(p, g, state)
 
     def _update(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
@@ -233,6 +287,34 @@ class Adam(Optimizer):
         step_size = self.lr / (1 - beta1**self.steps)
         denom = np.sqrt(v) / t(math.sqrt(1 - beta2**self.steps)) + t(self.eps)
         p -= t(step_size) * m / denom
+
+    def _update_flat(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        """``_update`` over the flat buffer in place, through two scratch buffers kept across
+        steps: no allocation per step, and the same operations in the same order."""
+        if self.weight_decay:
+            self._update(p, g, state)
+            return
+        beta1, beta2 = self.betas
+        if "exp_avg" not in state:
+            state["exp_avg"] = np.zeros_like(p)
+            state["exp_avg_sq"] = np.zeros_like(p)
+        scratch = getattr(self, "_scratch", None)
+        if scratch is None or scratch[0].shape != p.shape or scratch[0].dtype != p.dtype:
+            scratch = self._scratch = (np.empty_like(p), np.empty_like(p))
+        a, b = scratch
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        t = p.dtype.type
+        m *= t(beta1)
+        m += np.multiply(g, t(1 - beta1), out=a)
+        v *= t(beta2)
+        np.multiply(g, t(1 - beta2), out=a)
+        v += np.multiply(a, g, out=a)
+        step_size = self.lr / (1 - beta1**self.steps)
+        np.sqrt(v, out=a)
+        a /= t(math.sqrt(1 - beta2**self.steps))
+        a += t(self.eps)
+        np.multiply(m, t(step_size), out=b)
+        p -= np.divide(b, a, out=b)
 
 
 def _arrays(grads: Mapping[str, np.ndarray] | Iterable[np.ndarray]) -> list[np.ndarray]:

@@ -1,0 +1,225 @@
+"""The models' training step, designed as one piece rather than as the generic loop of
+:func:`rnnfast.truncated_bptt` (which it equals, loss for loss, to rounding).
+
+Per window of token ids, a step of a language model is: encode, the recurrent layer, the
+decoder, softmax cross-entropy, the backward of all of it, clipping and the optimizer. Around
+the recurrent kernels it does here:
+
+- the one-hot input is one buffer per window length, kept across steps: each step clears the
+  previous window's ones and sets its own (T * B writes, not a (T, B, V) allocation);
+- the decoder, the softmax and the cross-entropy gradient are fused: the logits are written
+  once, into a buffer kept across steps, and turned in place into the softmax, then into the
+  gradient (minus one at each target, divided by the count); the decoder's weight and bias
+  gradients are written straight into their (zeroed) gradient arrays, and the gradient of
+  the recurrent output into another kept buffer; every product is one 2-D GEMM;
+- the gradients are zeroed, clipped (one norm) and the optimizer steps over the model's one
+  flat gradient buffer and one flat parameter buffer (:class:`rnnfast.nn.module.FlatStore`);
+- NumPy's BLAS runs those small products on one thread (see :func:`_numpy_blas_serial`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from rnnfast import _threads
+from rnnfast.nn.module import FlatStore, find_store
+from rnnfast.train import Optimizer, Progress, bptt_windows, clip_grad_norm
+
+
+class CrossEntropyStep:
+    """The forward and backward of one window through ``model`` (a ``_RecurrentModel`` whose
+    decoder outputs logits over classes) with the mean softmax cross-entropy: the loss, and
+    the gradients added into ``model.grads`` (which the caller zeroes first)."""
+
+    def __init__(self, model: Any, one_hot: bool) -> None:
+        self.model = model
+        self.one_hot = one_hot
+        params, grads = model.decoder.parameters(), model.decoder.grads  # the live arrays
+        self.weight, self.bias = params["weight"], params.get("bias")
+        self.d_weight, self.d_bias = grads["weight"], grads.get("bias")
+        self._buffers: dict[tuple[int, int], dict[str, Any]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_buffers": {}}  # (scratch: not worth pickling)
+
+    def _buffers_for(self, T: int, B: int) -> dict[str, Any]:
+        buffers = self._buffers.get((T, B))
+        if buffers is None:
+            dtype = self.model.dtype
+            V, H = self.weight.shape
+            N = T * B
+            buffers = self._buffers[(T, B)] = {
+                "x": np.zeros((T, B, V), dtype) if self.one_hot else None,
+                "ones": None,  # the flat positions of x's ones
+                "row_starts": np.arange(N) * V,  # x's rows (t, b) in the flat x
+                "logits": np.empty((V, N), dtype),  # transposed: see __call__
+                "row": np.empty((1, N), dtype),
+                "d_out": np.empty((T, B, H), dtype),
+                "columns": np.arange(N),
+            }
+        return buffers
+
+    def _encode(self, ids: np.ndarray, buffers: dict[str, Any]) -> np.ndarray:
+        if not self.one_hot:
+            return self.model.rnn_inputs(ids)
+        x = buffers["x"]
+        flat = x.reshape(-1)
+        if buffers["ones"] is not None:
+            flat[buffers["ones"]] = 0
+        ones = buffers["ones"] = buffers["row_starts"] + ids.reshape(-1)
+        flat[ones] = 1
+        return x
+
+    def __call__(self, ids: np.ndarray, targets: np.ndarray, state: Any) -> tuple[float, Any]:
+        """(loss, the final state) of the window ``ids`` (T, B) with ``targets`` (T, B)."""
+        model = self.model
+        T, B = ids.shape
+        buf = self._buffers_for(T, B)
+        output, state = model.rnn(self._encode(ids, buf), state)
+        N, H = T * B, output.shape[-1]
+        x2 = output.reshape(N, H)
+        # The logits transposed, (V, N): the softmax's reductions over the classes then run
+        # along the long axis (a few vector passes) rather than over N rows of V.
+        z = np.matmul(self.weight, x2.T, out=buf["logits"])
+        if self.bias is not None:
+            z += self.bias[:, None]
+        row, columns, t = buf["row"], buf["columns"], targets.reshape(N)
+        z -= np.max(z, axis=0, keepdims=True, out=row)
+        target_shifted = z[t, columns]
+        np.exp(z, out=z)
+        np.sum(z, axis=0, keepdims=True, out=row)
+        losses = np.log(row[0]) - target_shifted
+        loss = float(losses.sum(dtype=np.float64)) / N
+        z /= row  # the softmax; minus one at each target, over the count:
+        z[t, columns] -= 1
+        z /= z.dtype.type(N)
+        # The gradients were zeroed: written, not added (the decoder is their only source).
+        np.matmul(z, x2, out=self.d_weight)
+        if self.d_bias is not None:
+            np.sum(z, axis=1, out=self.d_bias)
+        d_out = buf["d_out"]
+        np.matmul(z.T, self.weight, out=d_out.reshape(N, H))
+        d_encoded, _ = model.rnn.backward(d_out)
+        model._encode_backward(d_encoded)
+        return loss, state
+
+
+def fit_windows(
+    model: Any,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    step: CrossEntropyStep,
+    optimizer: Optimizer,
+    *,
+    bptt: int,
+    steps: int,
+    max_grad_norm: float | None,
+    callback: Callable[[Progress], bool | None] | None,
+) -> list[float]:
+    """:func:`rnnfast.truncated_bptt`'s loop (the same windows, epochs, state carried, clipping,
+    callback and losses) with ``step`` for the forward and backward."""
+    with _numpy_blas_serial():
+        return _fit_windows(
+            model, inputs, targets, step, optimizer, bptt, steps, max_grad_norm, callback
+        )
+
+
+def _fit_windows(
+    model: Any,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    step: CrossEntropyStep,
+    optimizer: Optimizer,
+    bptt: int,
+    steps: int,
+    max_grad_norm: float | None,
+    callback: Callable[[Progress], bool | None] | None,
+) -> list[float]:
+    windows = bptt_windows(inputs.shape[0], bptt)
+    store: FlatStore | None = find_store(model.parameters(), model.grads)
+    grads = model.grads
+    flat_grads = None if store is None else store.grads[: store.size]
+    losses: list[float] = []
+    state = None
+    tokens = 0
+    start = time.perf_counter()
+    for k in range(steps):
+        i = k % len(windows)
+        w = windows[i]
+        if i == 0:
+            state = None
+        if flat_grads is not None:
+            flat_grads.fill(0)
+        else:
+            model.zero_grad()
+        loss, state_n = step(inputs[w], targets[w], state)
+        if max_grad_norm is not None:
+            if flat_grads is not None:
+                _clip_flat(flat_grads, max_grad_norm)
+            else:
+                clip_grad_norm(grads, max_grad_norm)
+        optimizer.step()
+        state = state_n
+        losses.append(loss)
+        tokens += (w.stop - w.start) * inputs.shape[1]
+        if callback is not None:
+            if callback(Progress(k + 1, loss, tokens, time.perf_counter() - start)):
+                break
+    return losses
+
+
+@contextlib.contextmanager
+def _numpy_blas_serial() -> Iterator[None]:
+    """Every BLAS pool but the kernels' at one thread inside (restored after): NumPy's, which
+    runs the decoder's products. Those are small (at most tens of millions of multiply-adds
+    here), so a second thread saves little, while a second pool's threads, spinning after each
+    call, compete with the kernels' threads for the cores, and on a loaded machine a product
+    waiting for a descheduled thread takes 5-30 times longer (the median of 1,600 x 128 x 61
+    products measured 5-33 ms on two threads against 1.3-3 ms on one, at load 11 on 2 cores;
+    rnnfast._bench_train measures fit end to end). The kernels' own pool keeps its policy
+    (rnnfast._threads); when NumPy shares that library, nothing is changed."""
+    others = [(c, c.num_threads) for c in _other_blas_pools() if c.num_threads > 1]
+    for c, _ in others:
+        c.set_num_threads(1)
+    try:
+        yield
+    finally:
+        for c, n in others:
+            c.set_num_threads(n)
+
+
+@functools.cache
+def _other_blas_pools() -> tuple[Any, ...]:
+    """threadpoolctl's controllers of the BLAS pools other than the kernels' (found once: the
+    libraries loaded by then; scanning them costs milliseconds)."""
+    kernels_blas = _threads.blas_library()
+    if kernels_blas is None:
+        return ()
+    try:
+        from threadpoolctl import ThreadpoolController
+
+        controllers = ThreadpoolController().lib_controllers
+    except Exception:  # threadpoolctl missing or failing: leave the threads as they are
+        return ()
+    kernels_path = os.path.realpath(kernels_blas)
+    return tuple(
+        c
+        for c in controllers
+        if c.user_api == "blas" and os.path.realpath(c.filepath) != kernels_path
+    )
+
+
+def _clip_flat(g: np.ndarray, max_norm: float) -> None:
+    """:func:`rnnfast.clip_grad_norm` (2-norm) over one flat gradient buffer: one dot."""
+    total = math.sqrt(float(np.dot(g, g)))
+    coef = max_norm / (total + 1e-6)
+    if not coef >= 1.0:  # also when total is NaN: NaN gradients, as clip_grad_norm
+        g *= g.dtype.type(coef)
