@@ -662,6 +662,28 @@ def test_training_that_diverges_stops_and_keeps_the_last_finite_weights(tmp_path
     assert all(np.isfinite(p).all() for p in model.parameters().values())
 
 
+@pytest.mark.parametrize(
+    "losses", [[8.0, math.inf, 3.0], [math.nan, 8.0, 3.0], [3.0, 8.0, -math.inf, math.nan]]
+)
+def test_the_loss_plot_is_scaled_to_the_finite_losses(losses, tmp_path, monkeypatch):
+    """An infinite loss made the y-limit infinite (matplotlib refuses it), and a NaN first
+    made max() return it, so the plot was cut at the uniform guess, below the 8.0."""
+    pytest.importorskip("matplotlib")
+    from rnnfast.cli import _plots
+    from rnnfast.cli import train as train_command
+
+    drawn = []
+
+    def recording_figure(**kwargs):
+        drawn.append(_plots.figure(**kwargs))
+        return drawn[-1]
+
+    monkeypatch.setattr(train_command, "figure", recording_figure)
+    train_command._plot_training(tmp_path / "loss.png", losses, losses, [], uniform=2.0)
+    assert_png(tmp_path / "loss.png")
+    assert drawn[0].axes[0].get_ylim() == pytest.approx((0.0, 8.0 * 1.05))
+
+
 def test_save_refuses_weights_load_would_refuse(tmp_path):
     model = rnnfast.CharRNN("ab", hidden_size=4)
     model.decoder.parameters()["weight"][0, 0] = np.nan
