@@ -229,6 +229,21 @@ def test_sample_default_prefix_starts_a_line(trained, capsys):
     assert capsys.readouterr().out.rstrip("\n") == expected.rstrip("\n")
 
 
+def test_sample_of_a_model_whose_logits_overflow_is_an_error(tmp_path, capsys):
+    """Finite weights (the loader takes them) so large that the logits are infinite: a
+    one-line error, not a traceback, nor text that the model did not choose."""
+    model = rnnfast.CharRNN("abc\n", 4, seed=0)
+    model.parameters()["rnn.bias_ih_l0"][...] = 100.0  # every unit at tanh(100) = 1
+    model.decoder.parameters()["weight"][...] = 3e38  # 4 x 3e38 > float32's largest
+    model.save(tmp_path / "huge.npz")
+    code = cli.main(["sample", "--model", str(tmp_path / "huge.npz"), "--length", "5"])
+    captured = capsys.readouterr()
+    assert code == 1 and captured.out == ""
+    assert "huge.npz: cannot sample: the model's next-character logits are not finite" in (
+        captured.err
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # demo
 

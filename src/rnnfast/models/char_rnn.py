@@ -260,8 +260,8 @@ def _draw(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> i
     """
     if not np.isfinite(logits).all():
         raise ValueError(
-            "cannot sample: the model's next-character logits are not finite (NaN or inf); "
-            "its weights are probably not finite either (did training diverge?)"
+            "cannot sample: the model's next-character logits are not finite (NaN or inf): "
+            "its weights are not finite, or so large that the logits overflow"
         )
     if temperature == 0:
         return int(np.argmax(logits))
