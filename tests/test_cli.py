@@ -310,24 +310,36 @@ def test_demo_recall_section_reports_each_cell(demo):
     assert_png(out / "recall.png")
 
 
-def test_demo_recall_reports_what_it_measured(tmp_path, capsys):
-    """The full recall section, in-process: every cell is graded, and the verdict printed is the
-    one its numbers give. (Which cell wins is not asserted: the margin of this task depends on
-    rounding, and the plain RNN reaches 99% on the NumPy backend; a task with a robust margin is
-    still open in issue 18.)"""
+def test_demo_recall_gated_cells_beat_the_plain_rnn(tmp_path, capsys):
+    """The full recall section, in-process, on the backend the tests run on: the LSTM and the
+    GRU each recall at least RECALL_MARGIN (20 points) more than the plain RNN, and the verdict
+    says so. The margin held for seeds 0-4 on both backends (the table in
+    docs/guide/command-line.md), so a failure here is news, not noise."""
     from rnnfast.cli import demo as demo_command
 
     args = argparse.Namespace(seed=0, recall_steps=demo_command.RECALL_STEPS)
     with threadpool_limits(1):  # as the command runs it (--threads 1)
         accuracy = demo_command._recall_demo(args, tmp_path)
-    assert set(accuracy) == {"rnn", "lstm", "gru"}
-    assert all(0.0 <= a <= 1.0 for a in accuracy.values())
     out = capsys.readouterr().out
     for cell in ("RNN", "LSTM", "GRU"):
         assert f"{accuracy[cell.lower()]:.1%} of the letters" in out
-    gated_ahead = max(accuracy["lstm"], accuracy["gru"]) > accuracy["rnn"] + 0.2
-    assert ("The gated cells' best recalls" in out) == gated_ahead
-    assert ("No cell is clearly ahead" in out) == (not gated_ahead)
+    margin = demo_command.RECALL_MARGIN
+    assert margin >= 0.2
+    assert accuracy["lstm"] >= accuracy["rnn"] + margin, accuracy
+    assert accuracy["gru"] >= accuracy["rnn"] + margin, accuracy
+    assert "The gated cells recall" in out
+    assert_png(tmp_path / "recall.png")
+
+
+def test_demo_recall_verdict_follows_the_numbers():
+    from rnnfast.cli import demo as demo_command
+
+    verdict = demo_command._recall_verdict
+    both = verdict({"rnn": 0.25, "lstm": 0.99, "gru": 0.45})
+    assert "The gated cells recall 99% (LSTM) and 45% (GRU) against the plain RNN's 25%" in both
+    one = verdict({"rnn": 0.25, "lstm": 0.44, "gru": 1.0})
+    assert "Only the GRU is clearly ahead" in one and "(100% against 25%)" in one
+    assert "No cell is clearly ahead" in verdict({"rnn": 0.9, "lstm": 1.0, "gru": 1.0})
 
 
 # --------------------------------------------------------------------------------------------
