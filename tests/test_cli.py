@@ -299,6 +299,21 @@ def test_demo_series_beats_the_naive_forecast(demo):
         assert_png(out / name)
 
 
+def test_demo_series_says_when_the_forecasts_are_not_finite(tmp_path, capsys, monkeypatch):
+    """A NaN RMSE compared false with the naive one and read as a near miss."""
+    from rnnfast.cli import demo as demo_command
+
+    monkeypatch.setattr(
+        rnnfast.SequenceRegressor, "predict", lambda self, series: np.full(len(series), np.nan)
+    )
+    args = argparse.Namespace(seed=0, series_steps=2)
+    rnn_rmse, _ = demo_command._series_demo(args, tmp_path)
+    out = capsys.readouterr().out
+    assert math.isnan(rnn_rmse)
+    assert "forecasts are NaN or inf: its training diverged" in out
+    assert "more --series-steps may help" not in out
+
+
 def test_demo_recall_section_reports_each_cell(demo):
     proc, out = demo
     assert "3. Remembering across a gap." in proc.stdout

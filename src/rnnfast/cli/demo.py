@@ -4,6 +4,7 @@ the naive last-value forecast, and the three cells graded on a long-range recall
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import time
 from pathlib import Path
@@ -176,6 +177,9 @@ def _series_demo(args: argparse.Namespace, out: Path) -> tuple[float, float]:
             f"   The RNN's error is {rnn_rmse / naive_rmse:.2f}x the naive forecast's: it has "
             "learned the seasonal swing that the last value lags behind.\n"
             if rnn_rmse < naive_rmse
+            # NaN compares false: without this it would read as a near miss.
+            else "   The RNN's forecasts are NaN or inf: its training diverged.\n"
+            if not math.isfinite(rnn_rmse)
             else "   The RNN did not beat the naive forecast this time; more --series-steps "
             "may help.\n"
         )
