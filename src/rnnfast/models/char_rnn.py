@@ -266,8 +266,9 @@ def _draw(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> i
     if temperature == 0:
         return int(np.argmax(logits))
     # The maximum subtracted before dividing: at a tiny temperature logits / temperature
-    # overflows to inf, and inf - inf is NaN.
-    z = (logits.astype(np.float64) - float(logits.max())) / temperature
+    # overflows to inf, and inf - inf is NaN; this way the unlikely ones go to -inf, as meant.
+    with np.errstate(over="ignore"):
+        z = (logits.astype(np.float64) - float(logits.max())) / temperature
     p = np.exp(z)
     cdf = np.cumsum(p)
     return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(p) - 1))
