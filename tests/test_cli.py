@@ -229,6 +229,21 @@ def test_sample_default_prefix_starts_a_line(trained, capsys):
     assert capsys.readouterr().out.rstrip("\n") == expected.rstrip("\n")
 
 
+def test_sample_of_a_model_whose_logits_overflow_is_an_error(tmp_path, capsys):
+    """Finite weights (the loader takes them) so large that the logits are infinite: a
+    one-line error, not a traceback, nor text that the model did not choose."""
+    model = rnnfast.CharRNN("abc\n", 4, seed=0)
+    model.parameters()["rnn.bias_ih_l0"][...] = 100.0  # every unit at tanh(100) = 1
+    model.decoder.parameters()["weight"][...] = 3e38  # 4 x 3e38 > float32's largest
+    model.save(tmp_path / "huge.npz")
+    code = cli.main(["sample", "--model", str(tmp_path / "huge.npz"), "--length", "5"])
+    captured = capsys.readouterr()
+    assert code == 1 and captured.out == ""
+    assert "huge.npz: cannot sample: the model's next-character logits are not finite" in (
+        captured.err
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # demo
 
@@ -284,6 +299,21 @@ def test_demo_series_beats_the_naive_forecast(demo):
         assert_png(out / name)
 
 
+def test_demo_series_says_when_the_forecasts_are_not_finite(tmp_path, capsys, monkeypatch):
+    """A NaN RMSE compared false with the naive one and read as a near miss."""
+    from rnnfast.cli import demo as demo_command
+
+    monkeypatch.setattr(
+        rnnfast.SequenceRegressor, "predict", lambda self, series: np.full(len(series), np.nan)
+    )
+    args = argparse.Namespace(seed=0, series_steps=2)
+    rnn_rmse, _ = demo_command._series_demo(args, tmp_path)
+    out = capsys.readouterr().out
+    assert math.isnan(rnn_rmse)
+    assert "forecasts are NaN or inf: its training diverged" in out
+    assert "more --series-steps may help" not in out
+
+
 def test_demo_recall_section_reports_each_cell(demo):
     proc, out = demo
     assert "3. Remembering across a gap." in proc.stdout
@@ -295,24 +325,36 @@ def test_demo_recall_section_reports_each_cell(demo):
     assert_png(out / "recall.png")
 
 
-def test_demo_recall_reports_what_it_measured(tmp_path, capsys):
-    """The full recall section, in-process: every cell is graded, and the verdict printed is the
-    one its numbers give. (Which cell wins is not asserted: the margin of this task depends on
-    rounding, and the plain RNN reaches 99% on the NumPy backend; a task with a robust margin is
-    still open in issue 18.)"""
+def test_demo_recall_gated_cells_beat_the_plain_rnn(tmp_path, capsys):
+    """The full recall section, in-process, on the backend the tests run on: the LSTM and the
+    GRU each recall at least RECALL_MARGIN (20 points) more than the plain RNN, and the verdict
+    says so. The margin held for seeds 0-4 on both backends (the table in
+    docs/guide/command-line.md), so a failure here is news, not noise."""
     from rnnfast.cli import demo as demo_command
 
     args = argparse.Namespace(seed=0, recall_steps=demo_command.RECALL_STEPS)
     with threadpool_limits(1):  # as the command runs it (--threads 1)
         accuracy = demo_command._recall_demo(args, tmp_path)
-    assert set(accuracy) == {"rnn", "lstm", "gru"}
-    assert all(0.0 <= a <= 1.0 for a in accuracy.values())
     out = capsys.readouterr().out
     for cell in ("RNN", "LSTM", "GRU"):
         assert f"{accuracy[cell.lower()]:.1%} of the letters" in out
-    gated_ahead = max(accuracy["lstm"], accuracy["gru"]) > accuracy["rnn"] + 0.2
-    assert ("The gated cells' best recalls" in out) == gated_ahead
-    assert ("No cell is clearly ahead" in out) == (not gated_ahead)
+    margin = demo_command.RECALL_MARGIN
+    assert margin >= 0.2
+    assert accuracy["lstm"] >= accuracy["rnn"] + margin, accuracy
+    assert accuracy["gru"] >= accuracy["rnn"] + margin, accuracy
+    assert "The gated cells recall" in out
+    assert_png(tmp_path / "recall.png")
+
+
+def test_demo_recall_verdict_follows_the_numbers():
+    from rnnfast.cli import demo as demo_command
+
+    verdict = demo_command._recall_verdict
+    both = verdict({"rnn": 0.25, "lstm": 0.99, "gru": 0.45})
+    assert "The gated cells recall 99% (LSTM) and 45% (GRU) against the plain RNN's 25%" in both
+    one = verdict({"rnn": 0.25, "lstm": 0.44, "gru": 1.0})
+    assert "Only the GRU is clearly ahead" in one and "(100% against 25%)" in one
+    assert "No cell is clearly ahead" in verdict({"rnn": 0.9, "lstm": 1.0, "gru": 1.0})
 
 
 # --------------------------------------------------------------------------------------------
@@ -660,6 +702,28 @@ def test_training_that_diverges_stops_and_keeps_the_last_finite_weights(tmp_path
     assert "became NaN or Inf at step" in err
     model = rnnfast.CharRNN.load(out / "model.npz")  # the loader takes it
     assert all(np.isfinite(p).all() for p in model.parameters().values())
+
+
+@pytest.mark.parametrize(
+    "losses", [[8.0, math.inf, 3.0], [math.nan, 8.0, 3.0], [3.0, 8.0, -math.inf, math.nan]]
+)
+def test_the_loss_plot_is_scaled_to_the_finite_losses(losses, tmp_path, monkeypatch):
+    """An infinite loss made the y-limit infinite (matplotlib refuses it), and a NaN first
+    made max() return it, so the plot was cut at the uniform guess, below the 8.0."""
+    pytest.importorskip("matplotlib")
+    from rnnfast.cli import _plots
+    from rnnfast.cli import train as train_command
+
+    drawn = []
+
+    def recording_figure(**kwargs):
+        drawn.append(_plots.figure(**kwargs))
+        return drawn[-1]
+
+    monkeypatch.setattr(train_command, "figure", recording_figure)
+    train_command._plot_training(tmp_path / "loss.png", losses, losses, [], uniform=2.0)
+    assert_png(tmp_path / "loss.png")
+    assert drawn[0].axes[0].get_ylim() == pytest.approx((0.0, 8.0 * 1.05))
 
 
 def test_save_refuses_weights_load_would_refuse(tmp_path):

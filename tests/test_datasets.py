@@ -185,3 +185,41 @@ def test_recall_lines_repeat_their_opening_symbol_after_the_gap():
     assert datasets.recall(50, gap=7, seed=4).text != data.text
     with pytest.raises(ValueError):
         datasets.recall(0)
+
+
+def test_recall_with_a_gap_range_draws_each_lines_gap():
+    data = datasets.recall(400, gap=(3, 9), seed=2)
+    lines = data.text.split("\n")[:-1]
+    gaps = [len(line) - 3 for line in lines]
+    assert set(gaps) == set(range(3, 10))  # every length in the range, both ends included
+    for line, gap in zip(lines, gaps, strict=True):
+        assert line == line[0] + "." * gap + "=" + line[0]
+    positions = datasets.recall_positions(data)
+    assert len(positions) == 400
+    for p, gap in zip(positions, gaps, strict=True):
+        assert data.text[p + 1] == data.text[p - 1 - gap]
+    assert datasets.recall(400, gap=(3, 9), seed=2).text == data.text
+    assert datasets.recall(50, gap=(7, 7), seed=3).text == datasets.recall(50, 7, seed=3).text
+    for bad in ((5, 4), (1, 2, 3), (-1, 2)):
+        with pytest.raises(ValueError, match="gap"):
+            datasets.recall(5, gap=bad)
+
+
+def test_recall_with_distractors_draws_the_gap_from_the_filler():
+    data = datasets.recall(200, gap=9, seed=5, filler="0123")
+    lines = data.text.split("\n")[:-1]
+    assert data.vocab == "\n0123=abcd"
+    for line in lines:
+        assert len(line) == 12 and line[0] == line[-1] and line[-2] == "="
+        assert set(line[1:10]) <= set("0123")
+    assert len({line[1:10] for line in lines}) == 200  # every gap drawn anew
+    positions = datasets.recall_positions(data)
+    assert all(data.text[p + 1] == data.text[p - 10] for p in positions)
+    # One filler character draws nothing: the symbols are the dots' ones.
+    dashes = datasets.recall(50, gap=7, seed=3, filler="-").text
+    assert dashes == datasets.recall(50, gap=7, seed=3).text.replace(".", "-")
+    for bad in ("", "a", "0=", "\n", "00"):
+        with pytest.raises(ValueError, match="filler"):
+            datasets.recall(5, filler=bad)
+    with pytest.raises(TypeError, match="filler"):
+        datasets.recall(5, filler=5)

@@ -79,6 +79,26 @@ def test_sample_checks_its_arguments(trained):
         model.sample("o", -1)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_sampling_from_non_finite_logits_is_an_error(bad, temperature):
+    """A diverged model's NaN logits used to come out as a character (the last of the
+    vocabulary, or argmax's pick), as if the model had chosen it."""
+    model = CharRNN("abcd", 4, seed=0)
+    model.parameters()["decoder.bias"][1] = bad
+    with pytest.raises(ValueError, match="logits are not finite"):
+        model.sample("ab", 3, temperature=temperature, seed=0)
+
+
+def test_a_tiny_temperature_samples_the_argmax():
+    """logits / 5e-324 overflows to inf; the maximum is subtracted first, so the draw is the
+    greedy one rather than the NaN softmax's last character."""
+    model = CharRNN("abcdefgh", 8, seed=2)
+    greedy = model.sample("ab", 20, temperature=0)
+    assert len(set(greedy)) > 1  # not one character repeated, as the NaN draw gave
+    assert model.sample("ab", 20, temperature=5e-324, seed=0) == greedy
+
+
 def test_encode_decode_and_vocab_checks():
     model = CharRNN("abc", 4, seed=0)
     np.testing.assert_array_equal(model.encode("cab"), [2, 0, 1])

@@ -6,7 +6,8 @@
   classic sequence-completion puzzle, with :func:`alphabet_prompts` to grade completions.
 - :func:`synthetic_series`: a price-like series, trend + seasonality + noise.
 - :func:`recall`: a long-range dependency: each line opens with a random symbol, and after a
-  gap of filler ends by repeating it (:func:`recall_positions` marks where to grade).
+  gap of filler (dots, or random distractors) ends by repeating it (:func:`recall_positions`
+  marks where to grade).
 
 Every function returns NumPy arrays (text comes with its token ids), and every random one takes
 a ``seed``: the same seed gives the same data on every machine.
@@ -124,27 +125,62 @@ RECALL_SYMBOLS = "abcd"
 """The symbols a :func:`recall` line opens with (and must end with)."""
 
 
-def recall(n_lines: int = 3000, gap: int = 15, seed: Seed = 0) -> TextData:
-    """Lines ``"c" + "." * gap + "=" + "c" + "\\n"`` with ``c`` drawn from
+def recall(
+    n_lines: int = 3000, gap: int | tuple[int, int] = 15, seed: Seed = 0, *, filler: str = "."
+) -> TextData:
+    """Lines ``c + gap filler characters + "=" + c + "\\n"`` with ``c`` drawn from
     :data:`RECALL_SYMBOLS`: to predict the character after ``=``, a model must remember the
-    line's first character across ``gap + 1`` steps, where nothing else varies.
+    line's first character across ``gap + 1`` steps. With ``gap=(lo, hi)`` each line's gap is
+    drawn from lo..hi, so where the ``=`` comes is not known in advance either.
 
-    Everything but the opening symbol is determined, so a model that remembers it predicts
-    every line's last two characters exactly; one that does not is right a quarter of the time.
+    With one filler character (the default, dots) nothing but the opening symbol varies, so a
+    model that remembers it predicts every line's last two characters exactly; one that does
+    not is right a quarter of the time. With several, each gap character is drawn uniformly
+    from ``filler``: distractors that the memory must ignore.
 
     Args:
-        n_lines: number of lines; the text has ``(gap + 4) * n_lines`` characters.
-        gap: the filler between the symbol and ``=``.
+        n_lines: number of lines; the text has ``(gap + 4) * n_lines`` characters (the mean
+            gap for a range).
+        gap: the filler between the symbol and ``=``: a length, or a range ``(lo, hi)`` of
+            lengths, both included, each line's drawn uniformly.
         seed: int, Generator or None.
+        filler: the characters the gap is drawn from (distinct, none of
+            :data:`RECALL_SYMBOLS`, ``=`` or a line break).
 
     Returns:
-        TextData over ``"\\n.=abcd"``.
+        TextData over ``"\\n=abcd"`` and the filler characters.
     """
     n_lines = check_int("n_lines", n_lines, 1)
-    gap = check_int("gap", gap, 0)
-    symbols = np.random.default_rng(seed).integers(0, len(RECALL_SYMBOLS), n_lines)
-    middle = "." * gap + "="
-    text = "".join(RECALL_SYMBOLS[i] + middle + RECALL_SYMBOLS[i] + "\n" for i in symbols)
+    if isinstance(gap, tuple):
+        if len(gap) != 2:
+            raise ValueError(f"gap must be an int or a (lo, hi) pair, got {gap!r}")
+        lo = check_int("gap[0]", gap[0], 0)
+        hi = check_int("gap[1]", gap[1], lo)
+    else:
+        lo = hi = check_int("gap", gap, 0)
+    if not isinstance(filler, str):
+        raise TypeError(f"filler must be a str, got {type(filler).__name__}")
+    if not filler:
+        raise ValueError("filler must have at least one character")
+    reserved = set(RECALL_SYMBOLS + "=\n")
+    if reserved & set(filler) or len(set(filler)) != len(filler):
+        raise ValueError(
+            f"filler must be distinct characters other than {RECALL_SYMBOLS!r}, '=' and a line "
+            f"break, got {filler!r}"
+        )
+    rng = np.random.default_rng(seed)
+    symbols = rng.integers(0, len(RECALL_SYMBOLS), n_lines)
+    # Draws only for what varies: a fixed gap of one filler gives the texts of older versions.
+    lengths = rng.integers(lo, hi + 1, n_lines) if hi > lo else np.full(n_lines, lo)
+    if len(filler) == 1:
+        gaps = [filler * int(n) for n in lengths]
+    else:
+        chars = np.array(list(filler))[rng.integers(0, len(filler), int(lengths.sum()))]
+        gaps = ["".join(row) for row in np.split(chars, np.cumsum(lengths)[:-1])]
+    text = "".join(
+        RECALL_SYMBOLS[i] + middle + "=" + RECALL_SYMBOLS[i] + "\n"
+        for i, middle in zip(symbols, gaps, strict=True)
+    )
     return text_data(text)
 
 

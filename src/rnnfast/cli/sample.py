@@ -8,6 +8,7 @@ import sys
 from threadpoolctl import threadpool_limits
 
 from rnnfast.cli._common import (
+    EXIT_FAILURE,
     EXIT_OK,
     NON_NEGATIVE,
     NON_NEGATIVE_FLOAT,
@@ -68,7 +69,11 @@ def run(args: argparse.Namespace) -> int:
             f"(it knows {model.vocab!r})"
         )
     with threadpool_limits(args.threads):
-        text = model.sample(prefix, args.length, temperature=args.temperature, seed=args.seed)
+        try:
+            text = model.sample(prefix, args.length, temperature=args.temperature, seed=args.seed)
+        except ValueError as exc:  # finite weights so large that the logits overflow
+            print(f"rnnfast sample: error: {args.model}: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
     out = (prefix if show_prefix else "") + text
     sys.stdout.write(out if out.endswith("\n") else out + "\n")
     return EXIT_OK

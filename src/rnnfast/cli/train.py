@@ -161,7 +161,9 @@ def _plot_training(
     ax.axhline(uniform, color="gray", ls="--", lw=1, label=f"uniform guess, log V = {uniform:.2f}")
     ax.set_ylabel("cross-entropy (nats per character)")
     ax.set_title("rnnfast train: next-character loss")
-    ax.set_ylim(0, max(uniform, max(losses, default=uniform)) * 1.05)
+    # Finite losses only: max() returns an inf, or a NaN met first hides every later loss.
+    top = max((v for v in losses if math.isfinite(v)), default=uniform)
+    ax.set_ylim(0, max(uniform, top) * 1.05)
     ax.legend()
     fig.savefig(path, dpi=110)
 

@@ -267,10 +267,23 @@ class CharRNN(_RecurrentModel):
 
 
 def _draw(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
-    """A token id drawn from softmax(logits / temperature); the argmax at temperature 0."""
+    """A token id drawn from softmax(logits / temperature); the argmax at temperature 0.
+
+    Raises:
+        ValueError: a logit is NaN or infinite (argmax and the cumulative sum would
+            otherwise pick a character silently, whatever the model says).
+    """
+    if not np.isfinite(logits).all():
+        raise ValueError(
+            "cannot sample: the model's next-character logits are not finite (NaN or inf): "
+            "its weights are not finite, or so large that the logits overflow"
+        )
     if temperature == 0:
         return int(np.argmax(logits))
-    z = logits.astype(np.float64) / temperature
-    p = np.exp(z - z.max())
+    # The maximum subtracted before dividing: at a tiny temperature logits / temperature
+    # overflows to inf, and inf - inf is NaN; this way the unlikely ones go to -inf, as meant.
+    with np.errstate(over="ignore"):
+        z = (logits.astype(np.float64) - float(logits.max())) / temperature
+    p = np.exp(z)
     cdf = np.cumsum(p)
     return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(p) - 1))
