@@ -108,6 +108,15 @@ cdef extern from "threads.h" nogil:
     void rf_serial_leave()
     int rf_blas_threads()
     void rf_blas_set_outside(int n)
+    # what the process lets rnnfast use, calls in flight, the BLAS gate (exit and fork)
+    int rf_available_cpus
+    Py_ssize_t rf_calls
+    Py_ssize_t rf_helpers_started
+    Py_ssize_t rf_helpers_declined
+    Py_ssize_t rf_call_enter()
+    void rf_call_leave()
+    void rf_blas_call_begin()
+    void rf_blas_call_end()
 
 cdef extern from "tuning.h" nogil:
     enum:
