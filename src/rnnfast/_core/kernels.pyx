@@ -176,11 +176,12 @@ def set_available_cpus(int n):
 
 
 def thread_stats():
-    """Diagnostics: CPUs available, kernel calls in flight now, helper threads started and
-    declined (another call was in flight, fewer than two CPUs, or the pool was busy) since the
-    process began."""
+    """Diagnostics: CPUs available, kernel calls in flight now, and since the process began
+    helper threads started, declined (another call was in flight, fewer than two CPUs, the
+    pool busy, or a late helper's back-off) and found late (threads.h, RF_LATE_NS)."""
     return {"available_cpus": rf_available_cpus, "calls_in_flight": rf_calls,
-            "helpers_started": rf_helpers_started, "helpers_declined": rf_helpers_declined}
+            "helpers_started": rf_helpers_started, "helpers_declined": rf_helpers_declined,
+            "helpers_late": rf_helpers_late}
 
 
 cdef inline void gemm(BLAS_Trans trans_a, BLAS_Trans trans_b, Py_ssize_t m, Py_ssize_t n,
@@ -815,7 +816,7 @@ cdef void _forward_steps(floating* gates, floating* out, Loop* job, const floati
             c_prev = <const floating*>job.c0 if t == 0 else c_t - hstep
         _cell_forward(&cell, g_t, b_ptr, h_t, B, H, H, c_prev, c_t)
     if job.chunk > 0:
-        rf_thread_join(&helper)
+        rf_thread_join_or_cancel(&helper)  # every chunk is done; the helper may not have begun
     _serial_blas_end(saved)
 
 
@@ -857,7 +858,7 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
             saved = _serial_blas_begin(True)
             if rf_thread_start(&helper, _helper_main, &job):
                 _split_share(out, &job, True)
-                rf_thread_join(&helper)
+                rf_thread_join_or_cancel(&helper)  # a helper not begun claimed nothing
             else:  # no thread: whole steps below, on this one
                 job.split = False
                 job.chunk = job.progress = 0
@@ -954,7 +955,8 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                    <floating>0, &dx[0, 0, 0], D)
         if chunk > 0:
             _finish_grads(da_ptr, &job)  # help with the weight gradients the helper has left
-            rf_thread_join(&helper)
+            if helper.running and not rf_thread_join_or_cancel(&helper):
+                _helper_work(da_ptr, &job)  # it had not begun: db here, in the same order
             _serial_blas_end(saved)
         _serial_blas_end(shared)
         rf_call_leave()

@@ -90,6 +90,7 @@ cdef extern from "threads.h" nogil:
     int RF_HAVE_THREADS
     int rf_thread_start(rf_thread* thread, rf_thread_fn fn, void* arg)
     void rf_thread_join(rf_thread* thread)
+    bint rf_thread_join_or_cancel(rf_thread* thread)
     void rf_publish(Py_ssize_t* counter, Py_ssize_t value)
     void rf_wait_for(Py_ssize_t* counter, Py_ssize_t value)
     bint rf_claim(Py_ssize_t* next, Py_ssize_t index)
@@ -113,6 +114,7 @@ cdef extern from "threads.h" nogil:
     Py_ssize_t rf_calls
     Py_ssize_t rf_helpers_started
     Py_ssize_t rf_helpers_declined
+    Py_ssize_t rf_helpers_late
     Py_ssize_t rf_call_enter()
     void rf_call_leave()
     void rf_blas_call_begin()

@@ -143,6 +143,7 @@ typedef struct {
     int running;
     int pooled;        /* the pool's thread runs this job ... */
     ptrdiff_t job;     /* ... as its job number `job` */
+    uint64_t posted_ns; /* when it was handed over */
 } rf_thread;
 
 #if RF_HAVE_THREADS
@@ -155,7 +156,21 @@ static struct {
     void *arg;
     ptrdiff_t posted;   /* jobs handed over (release) ... */
     ptrdiff_t finished; /* ... and done (release) */
-} rf_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 0, 0};
+    uint64_t picked_ns; /* when the thread took the last job up */
+    /* the last job taken up, by the thread or (cancelled: rf_thread_join_or_cancel) by its
+     * caller: job j is the thread's only if it moves this from j - 1 to j first */
+    ptrdiff_t taken;
+} rf_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 0, 0, 0, 0};
+
+/* A helper that was late (descheduled: its core is busy with another process, or the machine
+ * is oversubscribed) makes the next calls run alone, for a number of calls that doubles while
+ * it stays late (up to RF_LATE_MAX_SKIP) and halves once it is on time: a probe now and then
+ * finds out when the core is free again. Late: it took a job up, or kept the caller waiting at
+ * the join, more than RF_LATE_NS and more than an eighth of the call. Only the thread holding
+ * the pool writes these. */
+#define RF_LATE_NS 100000
+#define RF_LATE_MAX_SKIP 256
+static ptrdiff_t rf_helper_skip = 0, rf_helper_backoff = 0, rf_helpers_late = 0;
 
 static uint64_t rf_now_ns(void)
 {
@@ -187,7 +202,12 @@ static void *rf_pool_main(void *unused)
             rf_backoff(0);
         }
         seen++;
-        rf_pool.fn(rf_pool.arg); /* fn and arg were written before `posted` (acquired above) */
+        ptrdiff_t expected = seen - 1;
+        if (__atomic_compare_exchange_n(&rf_pool.taken, &expected, seen, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            __atomic_store_n(&rf_pool.picked_ns, rf_now_ns(), __ATOMIC_RELEASE);
+            rf_pool.fn(rf_pool.arg); /* fn, arg written before `posted` (acquired above) */
+        } /* else its caller finished without it and has cancelled it */
         __atomic_store_n(&rf_pool.finished, seen, __ATOMIC_RELEASE);
     }
     return NULL;
@@ -198,7 +218,8 @@ static void rf_pool_after_fork_in_child(void)
     pthread_mutex_init(&rf_pool.lock, NULL);
     pthread_cond_init(&rf_pool.wake, NULL);
     rf_pool.started = rf_pool.busy = 0;
-    rf_pool.posted = rf_pool.finished = 0;
+    rf_pool.posted = rf_pool.finished = rf_pool.taken = 0;
+    rf_helper_skip = rf_helper_backoff = 0;
     rf_calls = 0; /* the calls in flight were other threads', gone in the child */
 }
 
@@ -226,6 +247,8 @@ static int rf_pool_post(rf_thread *t, void *(*fn)(void *), void *arg)
     }
     rf_pool.fn = fn;
     rf_pool.arg = arg;
+    rf_pool.picked_ns = 0;
+    t->posted_ns = rf_now_ns();
     t->job = __atomic_add_fetch(&rf_pool.posted, 1, __ATOMIC_RELEASE);
     pthread_cond_signal(&rf_pool.wake);
     pthread_mutex_unlock(&rf_pool.lock);
@@ -245,6 +268,11 @@ static int rf_thread_start(rf_thread *t, void *(*fn)(void *), void *arg)
         __atomic_add_fetch(&rf_helpers_declined, 1, __ATOMIC_RELAXED);
         return 0;
     }
+    if (__atomic_load_n(&rf_helper_skip, __ATOMIC_RELAXED) > 0) {
+        __atomic_sub_fetch(&rf_helper_skip, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&rf_helpers_declined, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
     t->pooled = t->running = rf_pool_post(t, fn, arg);
     __atomic_add_fetch(t->running ? &rf_helpers_started : &rf_helpers_declined, 1,
                        __ATOMIC_RELAXED);
@@ -255,16 +283,67 @@ static int rf_thread_start(rf_thread *t, void *(*fn)(void *), void *arg)
     return t->running;
 }
 
+#if RF_HAVE_THREADS
+/* The helper was late (see RF_LATE_NS): the next calls run alone, for longer each time. */
+static void rf_helper_was(int late)
+{
+    if (late) {
+        rf_helper_backoff = rf_helper_backoff ? 2 * rf_helper_backoff : 2;
+        if (rf_helper_backoff > RF_LATE_MAX_SKIP) rf_helper_backoff = RF_LATE_MAX_SKIP;
+        __atomic_store_n(&rf_helper_skip, rf_helper_backoff, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&rf_helpers_late, 1, __ATOMIC_RELAXED);
+    } else {
+        rf_helper_backoff /= 2;
+    }
+}
+
+static void rf_join_pooled(rf_thread *t)
+{
+    const uint64_t join_ns = rf_now_ns();
+    rf_wait_for(&rf_pool.finished, t->job);
+    const uint64_t end_ns = rf_now_ns();
+    const uint64_t picked = __atomic_load_n(&rf_pool.picked_ns, __ATOMIC_ACQUIRE);
+    const uint64_t call = end_ns - t->posted_ns, waited = end_ns - join_ns;
+    const uint64_t pickup = picked > t->posted_ns ? picked - t->posted_ns : 0;
+    rf_helper_was((pickup > RF_LATE_NS && pickup > call / 8)
+                  || (waited > RF_LATE_NS && waited > call / 8));
+    __atomic_store_n(&rf_pool.busy, 0, __ATOMIC_RELEASE);
+}
+#endif
+
 /* Wait for fn to return, and give the pool's thread back. */
 static void rf_thread_join(rf_thread *t)
 {
 #if RF_HAVE_THREADS
+    if (t->running) rf_join_pooled(t);
+#endif
+    t->running = 0;
+}
+
+/* For a caller that can do all of fn's work itself (every item it left is claimed by
+ * whichever thread gets there first): if the helper has not taken the job up yet, cancel it
+ * and return 0 at once (the caller must then do what is left of fn, if anything); else wait
+ * for it as rf_thread_join and return 1. So a descheduled helper never keeps its caller
+ * waiting for it to start. */
+static int rf_thread_join_or_cancel(rf_thread *t)
+{
+    int ran = 0;
+#if RF_HAVE_THREADS
     if (t->running) {
-        rf_wait_for(&rf_pool.finished, t->job);
-        __atomic_store_n(&rf_pool.busy, 0, __ATOMIC_RELEASE);
+        ptrdiff_t expected = t->job - 1;
+        if (__atomic_compare_exchange_n(&rf_pool.taken, &expected, t->job, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            rf_helper_was(rf_now_ns() - t->posted_ns > RF_LATE_NS);
+            /* the thread will skip the job; the next post waits for nothing of it */
+            __atomic_store_n(&rf_pool.busy, 0, __ATOMIC_RELEASE);
+        } else {
+            rf_join_pooled(t);
+            ran = 1;
+        }
     }
 #endif
     t->running = 0;
+    return ran;
 }
 
 static inline void rf_publish(ptrdiff_t *counter, ptrdiff_t value)
