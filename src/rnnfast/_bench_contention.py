@@ -194,7 +194,8 @@ def run_worker(
     """One worker process: {label: seconds per call} for one scenario, cell and size.
 
     ``pythonpath``: the rnnfast tree to import (None: this one)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    unset = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env.pop("RNNFAST_BACKEND", None)
     if pythonpath is not None:
         env["PYTHONPATH"] = pythonpath
@@ -306,7 +307,9 @@ def header() -> str:
             if info.get("filepath") == blas or (
                 _threads.blas_library() is None and info.get("internal_api") == "openblas"
             ):
-                core = f"{info.get('internal_api')} {info.get('version')} {info.get('architecture')}"
+                core = " ".join(
+                    str(info.get(k)) for k in ("internal_api", "version", "architecture")
+                )
     except ImportError:
         pass
     return (
@@ -321,6 +324,24 @@ def format_row(row: dict[str, Any]) -> str:
     keys = [k for k in row if k not in ("scenario", "cell", "size", "build")]
     cells = "  ".join(f"{k} {row[k]:.3g}" for k in keys)
     return f"{row['scenario']:8} {row['cell']:5} {row['size']:15} {row['build']:8} {cells}"
+
+
+def cli(args: Any) -> int:
+    """``rnnfast bench --contention`` (its ``--sizes``, ``--repeats``, ``--json``, and
+    ``--cell`` where the command has it)."""
+    sizes = args.sizes or SIZES
+    cell = getattr(args, "cell", None)
+    cell = {"elman": "rnn", "tanh": "rnn", "relu": "rnn"}.get(str(cell), cell)
+    cells = [cell] if cell in CELLS else ["rnn"]
+    reps = args.repeats or 21
+    print(header(), flush=True)
+    print(f"$ {getattr(args, 'command_line', 'rnnfast bench --contention')}", flush=True)
+    rows = run(SCENARIOS, cells, sizes, reps, progress=lambda r: print(format_row(r), flush=True))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"header": header(), "rows": rows}, f, indent=1)
+        print(f"Wrote {args.json}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -65,6 +65,12 @@ def add_parser(commands: Commands) -> None:
     )
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--plot", metavar="FILE", help="draw a bar chart (needs matplotlib)")
+    p.add_argument(
+        "--contention",
+        action="store_true",
+        help="time the shared-machine scenarios instead (a busy core, concurrent callers, "
+        "calls between PyTorch's, one CPU), as ratios in one run; see docs/guide/threads.md",
+    )
     p.set_defaults(run=run)
 
 
@@ -104,6 +110,10 @@ def _plot_bench(path: Path, results: Sequence[dict[str, Any]]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.contention:
+        from rnnfast import _bench_contention
+
+        return _bench_contention.cli(args)
     available = list(benchmark.available_peers())
     if args.peers:
         missing = [p for p in args.peers if p not in available]
