@@ -184,6 +184,14 @@ def thread_stats():
             "helpers_late": rf_helpers_late}
 
 
+def reset_thread_stats():
+    """Zero thread_stats' counters and forget a late helper's back-off (tests)."""
+    global rf_helpers_started, rf_helpers_declined, rf_helpers_late, rf_helper_skip
+    global rf_helper_backoff
+    rf_helpers_started = rf_helpers_declined = rf_helpers_late = 0
+    rf_helper_skip = rf_helper_backoff = 0
+
+
 cdef inline void gemm(BLAS_Trans trans_a, BLAS_Trans trans_b, Py_ssize_t m, Py_ssize_t n,
                       Py_ssize_t k, floating alpha, const floating* a, Py_ssize_t lda,
                       const floating* b, Py_ssize_t ldb,

@@ -115,6 +115,8 @@ cdef extern from "threads.h" nogil:
     Py_ssize_t rf_helpers_started
     Py_ssize_t rf_helpers_declined
     Py_ssize_t rf_helpers_late
+    Py_ssize_t rf_helper_skip
+    Py_ssize_t rf_helper_backoff
     Py_ssize_t rf_call_enter()
     void rf_call_leave()
     void rf_blas_call_begin()
