@@ -384,8 +384,11 @@ raise SystemExit(0 if (outside, blas) == (1, 1) else 10 * outside + blas)
 """
 
 
-def run_script(script: str, timeout: float) -> subprocess.CompletedProcess:
+def run_script(
+    script: str, timeout: float, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "RNNFAST_"))}
+    env.update(extra_env or {})
     return subprocess.run(
         [sys.executable, "-c", script], timeout=timeout, env=env, capture_output=True, text=True
     )
@@ -400,11 +403,13 @@ def test_set_num_threads_wins_over_calls_running_in_other_threads():
     assert done.returncode == 0, f"(outside, BLAS) counts x10+: {done.returncode}\n{done.stderr}"
 
 
-# Children forked at random moments while another thread runs kernels with the helper thread:
-# each does multi-threaded work (the kernels, NumPy's and SciPy's BLAS) and must end; a hung
-# one is killed and counted. (Large BLAS-step calls in the other thread can deadlock the
-# parent inside OpenBLAS's own fork handler, with a plain NumPy product too: an upstream
-# limit, docs/guide/backends.md; these sizes stay clear of it.)
+# Children forked at random moments while other threads run kernels (with the helper thread,
+# or with BLAS-step calls): each does multi-threaded work (NumPy's 512 x 512 product, the
+# kernels, SciPy's BLAS) and must end; a hung one is killed and counted. The parent must not
+# deadlock either: OpenBLAS's own fork handler stops its workers, which hangs if one is still
+# running another thread's product; the kernels' fork handler lets their products in flight end
+# first (threads.h, the BLAS gate). A product of another library running at the fork is
+# upstream's limit: docs/guide/threads.md.
 FORK_AT_RANDOM_SCRIPT = """
 import os, sys, threading, time
 import numpy as np
@@ -413,9 +418,10 @@ from rnnfast import functional
 from rnnfast._core import kernels
 
 rnnfast.set_num_threads(2)
-kernels.set_tuning(overlap="on")
+if os.environ.get("OVERLAP"):
+    kernels.set_tuning(overlap=os.environ["OVERLAP"])
 rng = np.random.default_rng(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
-T, B, D, H = 100, 8, 64, 128
+T, B, D, H = map(int, os.environ.get("SIZE", "100,8,64,128").split(","))
 x, h0 = rng.standard_normal((T, B, D)), rng.standard_normal((B, H))
 w_ih, w_hh = rng.standard_normal((H, D)) / 8, rng.standard_normal((H, H)) / 12
 b, g = rng.standard_normal(H), rng.standard_normal((T, B, H))
@@ -434,21 +440,23 @@ def work():
         fb()
 
 
-worker = threading.Thread(target=work, daemon=True)
-worker.start()
+workers = [threading.Thread(target=work, daemon=True) for _ in range(int(os.environ["WORKERS"]))]
+for w in workers:
+    w.start()
 hung = 0
 for i in range(int(os.environ.get("FORKS", "12"))):
     time.sleep(float(rng.uniform(0, 0.05)))
     pid = os.fork()
     if pid == 0:
-        big = np.random.default_rng(1).standard_normal((400, 400))
+        big = np.random.default_rng(1).standard_normal((512, 512))
         fb()
         big @ big
         import scipy.linalg.blas as sb
         sb.dgemm(1.0, big, big)
         fb()
         os._exit(0)
-    deadline = time.monotonic() + 20
+    # a hang is forever; a slow child (a loaded machine) ends within this
+    deadline = time.monotonic() + 90
     while (w := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
     if w[0] == 0:
@@ -458,15 +466,25 @@ for i in range(int(os.environ.get("FORKS", "12"))):
     elif os.waitstatus_to_exitcode(w[1]) != 0:
         hung += 100
 stop.set()
-worker.join()
+for w in workers:
+    w.join()
 print("hung", hung)
 sys.exit(min(hung, 99))
 """
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX")
-def test_children_forked_while_kernels_run_never_hang():
-    done = run_script(FORK_AT_RANDOM_SCRIPT, 600)
+@pytest.mark.parametrize(
+    ("size", "workers", "overlap"),
+    [("100,8,64,128", 1, "on"), ("100,8,64,128", 2, ""), ("10,300,64,600", 2, "")],
+    ids=["helper", "two-callers", "blas-steps"],
+)
+def test_children_forked_while_kernels_run_never_hang(size, workers, overlap):
+    env = {"SIZE": size, "WORKERS": str(workers), "OVERLAP": overlap}
+    try:
+        done = run_script(FORK_AT_RANDOM_SCRIPT, 900, env)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the parent hung (in a fork handler)")
     assert done.returncode == 0, f"{done.stdout}{done.stderr[-2000:]}"
 
 
