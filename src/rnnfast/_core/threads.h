@@ -69,9 +69,28 @@ static ptrdiff_t rf_calls = 0;
  * and ran alone because another call was in flight or fewer than two CPUs are available. */
 static ptrdiff_t rf_helpers_started = 0, rf_helpers_declined = 0;
 
+/* When two calls were last in flight at once: for RF_SHARED_HOLD_NS after, calls start no
+ * helper either, so that callers that take turns (two threads, each between its own Python
+ * work) do not each take a helper in the gaps and run three threads on two cores. */
+#define RF_SHARED_HOLD_NS 20000000
+static uint64_t rf_shared_ns = 0;
+
+static inline uint64_t rf_clock_ns(void)
+{
+#if RF_HAVE_THREADS
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+#else
+    return 0;
+#endif
+}
+
 static inline ptrdiff_t rf_call_enter(void)
 {
-    return __atomic_add_fetch(&rf_calls, 1, __ATOMIC_ACQ_REL);
+    const ptrdiff_t n = __atomic_add_fetch(&rf_calls, 1, __ATOMIC_ACQ_REL);
+    if (n > 1) __atomic_store_n(&rf_shared_ns, rf_clock_ns(), __ATOMIC_RELAXED);
+    return n;
 }
 
 static inline void rf_call_leave(void) { __atomic_sub_fetch(&rf_calls, 1, __ATOMIC_ACQ_REL); }
@@ -172,12 +191,7 @@ static struct {
 #define RF_LATE_MAX_SKIP 256
 static ptrdiff_t rf_helper_skip = 0, rf_helper_backoff = 0, rf_helpers_late = 0;
 
-static uint64_t rf_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+static uint64_t rf_now_ns(void) { return rf_clock_ns(); }
 
 static void *rf_pool_main(void *unused)
 {
@@ -220,7 +234,8 @@ static void rf_pool_after_fork_in_child(void)
     rf_pool.started = rf_pool.busy = 0;
     rf_pool.posted = rf_pool.finished = rf_pool.taken = 0;
     rf_helper_skip = rf_helper_backoff = 0;
-    rf_calls = 0; /* the calls in flight were other threads', gone in the child */
+    rf_calls = 0;
+    rf_shared_ns = 0; /* the calls in flight were other threads', gone in the child */
 }
 
 /* Hand fn(arg) to the pool's thread, starting it if need be; 0 if it is busy or cannot start. */
@@ -264,7 +279,8 @@ static int rf_thread_start(rf_thread *t, void *(*fn)(void *), void *arg)
     t->running = 0;
 #if RF_HAVE_THREADS
     if (__atomic_load_n(&rf_available_cpus, __ATOMIC_RELAXED) < 2
-        || __atomic_load_n(&rf_calls, __ATOMIC_ACQUIRE) > 1) {
+        || __atomic_load_n(&rf_calls, __ATOMIC_ACQUIRE) > 1
+        || rf_clock_ns() - __atomic_load_n(&rf_shared_ns, __ATOMIC_RELAXED) < RF_SHARED_HOLD_NS) {
         __atomic_add_fetch(&rf_helpers_declined, 1, __ATOMIC_RELAXED);
         return 0;
     }
