@@ -2,7 +2,7 @@
 time on the CPU."""
 
 from rnnfast import datasets, diagnostics
-from rnnfast._threads import get_num_threads, set_num_threads
+from rnnfast._threads import available_cpus, get_num_threads, set_num_threads, thread_stats
 from rnnfast.functional import (
     HAVE_COMPILED,
     GRUGrads,
@@ -52,6 +52,7 @@ __all__ = [
     "RNNGrads",
     "SequenceRegressor",
     "__version__",
+    "available_cpus",
     "clip_grad_norm",
     "clip_grad_value",
     "datasets",
@@ -69,5 +70,6 @@ __all__ = [
     "rnn_forward",
     "set_num_threads",
     "softmax_cross_entropy",
+    "thread_stats",
     "truncated_bptt",
 ]

@@ -39,6 +39,9 @@ if kernels is not None:
     set_blas_thread_functions = kernels.set_blas_thread_functions
     blas_threads = kernels.blas_threads
     set_outside_blas_threads = kernels.set_outside_blas_threads
+    set_available_cpus = kernels.set_available_cpus
+    thread_stats = kernels.thread_stats
+    reset_thread_stats = kernels.reset_thread_stats
 
 _warned_fallback = False
 

@@ -17,18 +17,55 @@ single-threaded section and the last to leave restores the count (``_overlap.h``
 
 The BLAS is found by looking for SciPy's OpenBLAS among the loaded libraries (Linux); with
 another BLAS only ``OMP_NUM_THREADS``-style controls of that BLAS apply.
+
+The CPUs really available (the affinity mask, a cgroup v1 or v2 CPU quota, as loky reads them)
+cap both: at import the kernels' BLAS is lowered to them unless ``OPENBLAS_NUM_THREADS`` or
+``OMP_NUM_THREADS`` says otherwise, the helper thread starts only with two, and
+``set_num_threads(n)`` above them warns once and uses them. docs/guide/threads.md says more.
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
 import os
+import warnings
 from pathlib import Path
 
 from rnnfast import _backend
 from rnnfast._validation import check_int
 
-__all__ = ["blas_library", "get_num_threads", "set_num_threads"]
+__all__ = ["available_cpus", "blas_library", "get_num_threads", "set_num_threads", "thread_stats"]
+
+
+def _cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> int | None:
+    """CPUs allowed by a cgroup CPU quota (v2 ``cpu.max``, else v1 ``cpu.cfs_quota_us`` over
+    ``cpu.cfs_period_us``), rounded up; None without a quota."""
+    try:
+        fields = Path(root, "cpu.max").read_text().split()
+        if len(fields) == 2 and fields[0] != "max":
+            return max(1, math.ceil(int(fields[0]) / int(fields[1])))
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int(Path(root, "cpu", "cpu.cfs_quota_us").read_text())
+        period = int(Path(root, "cpu", "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None
+
+
+def available_cpus() -> int:
+    """The CPUs this process may use: the smallest of ``os.cpu_count()``, its affinity mask
+    and a cgroup CPU quota (a container's ``--cpus``)."""
+    counts = [os.cpu_count() or 1]
+    if hasattr(os, "sched_getaffinity"):
+        counts.append(len(os.sched_getaffinity(0)))
+    quota = _cgroup_cpu_limit()
+    if quota is not None:
+        counts.append(quota)
+    return max(1, min(counts))
 
 
 def _loaded_libraries() -> list[str]:
@@ -83,6 +120,31 @@ if _blas_set_local is not None and _blas_get is not None and _backend.HAVE_COMPI
         *(ctypes.cast(fn, ctypes.c_void_p).value for fn in (_blas_set_local, _blas_get))
     )
 
+_available = available_cpus()
+if _backend.HAVE_COMPILED:
+    _backend.set_available_cpus(_available)
+# OpenBLAS sizes its pool from the affinity mask but not from a cgroup quota: a container
+# limited to one CPU would run two BLAS threads on it. An explicit setting is the user's.
+if (
+    _blas_set_local is not None
+    and _blas_get is not None
+    and not any(os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"))
+    and int(_blas_get()) > _available
+):
+    if _backend.HAVE_COMPILED:
+        _backend.set_outside_blas_threads(_available)
+    else:
+        _blas_set_local(_available)
+_warned_above_available = False
+
+
+def thread_stats() -> dict[str, int]:
+    """Diagnostics of the kernels' threads: ``available_cpus``, ``calls_in_flight`` now, and
+    since start ``helpers_started`` and ``helpers_declined`` (a call that could have used the
+    helper thread ran alone: another call was in flight, or fewer than two CPUs). Empty
+    without the compiled kernels."""
+    return dict(_backend.thread_stats()) if _backend.HAVE_COMPILED else {}
+
 
 def blas_library() -> str | None:
     """Path of the BLAS whose threads rnnfast controls, or None if it was not found."""
@@ -104,6 +166,9 @@ def get_num_threads() -> int | None:
 def set_num_threads(n: int) -> int | None:
     """Use at most ``n`` threads in every BLAS (and OpenMP) pool of the process.
 
+    ``n`` above the CPUs available to the process (:func:`available_cpus`) warns once and is
+    capped at them.
+
     That is SciPy's OpenBLAS (the kernels' GEMMs), NumPy's (the layers' small products) and
     any OpenMP runtime another library brought. Returns the kernels' previous BLAS thread
     count, as :func:`get_num_threads`.
@@ -111,8 +176,23 @@ def set_num_threads(n: int) -> int | None:
     Raises:
         TypeError, ValueError: ``n`` is not an integer >= 1.
     """
+    global _available, _warned_above_available
     n = check_int("n", n, 1)
     import threadpoolctl
+
+    _available = available_cpus()
+    if _backend.HAVE_COMPILED:
+        _backend.set_available_cpus(_available)
+    if n > _available:
+        if not _warned_above_available:
+            _warned_above_available = True
+            warnings.warn(
+                f"set_num_threads({n}): only {_available} CPU(s) available to this process "
+                f"(affinity or CPU quota); using {_available}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        n = _available
 
     previous = get_num_threads()
     threadpoolctl.threadpool_limits(limits=n)

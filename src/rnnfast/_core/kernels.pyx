@@ -28,7 +28,8 @@ import numpy as np
 cimport numpy as cnp
 from cpython.pyport cimport PY_SSIZE_T_MAX
 
-from rnnfast._core.blas cimport BLAS_Trans, NoTrans, Trans, gemm
+from rnnfast._core.blas cimport BLAS_Trans, NoTrans, Trans
+from rnnfast._core.blas cimport gemm as _blas_gemm
 from rnnfast._core.native cimport *
 
 cnp.import_array()
@@ -165,6 +166,40 @@ def set_blas_thread_functions(size_t set_local_address, size_t get_address):
 def blas_threads():
     """BLAS's thread count as set from outside (0: its functions are not installed)."""
     return rf_blas_threads()
+
+
+def set_available_cpus(int n):
+    """The CPUs this process may use (affinity, cgroup quota: rnnfast._threads reads them); a
+    helper thread starts only if there are at least two."""
+    global rf_available_cpus
+    rf_available_cpus = max(1, n)
+
+
+def thread_stats():
+    """Diagnostics: CPUs available, kernel calls in flight now, and since the process began
+    helper threads started, declined (another call was in flight, fewer than two CPUs, the
+    pool busy, or a late helper's back-off) and found late (threads.h, RF_LATE_NS)."""
+    return {"available_cpus": rf_available_cpus, "calls_in_flight": rf_calls,
+            "helpers_started": rf_helpers_started, "helpers_declined": rf_helpers_declined,
+            "helpers_late": rf_helpers_late}
+
+
+def reset_thread_stats():
+    """Zero thread_stats' counters and forget a late helper's back-off (tests)."""
+    global rf_helpers_started, rf_helpers_declined, rf_helpers_late, rf_helper_skip
+    global rf_helper_backoff
+    rf_helpers_started = rf_helpers_declined = rf_helpers_late = 0
+    rf_helper_skip = rf_helper_backoff = 0
+
+
+cdef inline void gemm(BLAS_Trans trans_a, BLAS_Trans trans_b, Py_ssize_t m, Py_ssize_t n,
+                      Py_ssize_t k, floating alpha, const floating* a, Py_ssize_t lda,
+                      const floating* b, Py_ssize_t ldb,
+                      floating beta, floating* c, Py_ssize_t ldc) noexcept nogil:
+    """Every BLAS call of the kernels: through the gate that exit and fork close (threads.h)."""
+    rf_blas_call_begin()
+    _blas_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    rf_blas_call_end()
 
 
 def set_outside_blas_threads(int n):
@@ -330,7 +365,7 @@ cdef bint _helper_available() noexcept nogil:
     count we know and can hold at one, may use two."""
     if rf_tuning_now.overlap != RF_OVERLAP_AUTO:
         return rf_tuning_now.overlap == RF_OVERLAP_ON
-    return RF_HAVE_THREADS and rf_blas_threads() >= 2
+    return RF_HAVE_THREADS and rf_available_cpus >= 2 and rf_blas_threads() >= 2
 
 
 cdef int _step_kind(Py_ssize_t B, Py_ssize_t H, Py_ssize_t N, Py_ssize_t itemsize):
@@ -789,7 +824,7 @@ cdef void _forward_steps(floating* gates, floating* out, Loop* job, const floati
             c_prev = <const floating*>job.c0 if t == 0 else c_t - hstep
         _cell_forward(&cell, g_t, b_ptr, h_t, B, H, H, c_prev, c_t)
     if job.chunk > 0:
-        rf_thread_join(&helper)
+        rf_thread_join_or_cancel(&helper)  # every chunk is done; the helper may not have begun
     _serial_blas_end(saved)
 
 
@@ -812,7 +847,7 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef floating* out = &h[0, 0, 0]
     # Elman (G = 1): the pre-activations become h in place
     cdef floating* gates = out if gates_ws is None else &gates_ws[0, 0, 0]
-    cdef bint saved
+    cdef bint saved, shared
     cdef Loop job
     cdef rf_thread helper
     job.is_double, job.backward = floating is double, False
@@ -822,19 +857,24 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     job.c = NULL if c is None else &c[0, 0, 0]
     job.c0 = NULL if c0 is None else &c0[0, 0]
     with nogil:
+        # Another call in flight (another Python thread): this one starts no helper
+        # (rf_thread_start) and keeps BLAS at one thread, the cores being the callers'.
+        shared = _serial_blas_begin(rf_call_enter() > 1)
         job.chunk = job.progress = _overlap_chunk(kind, T, B, D, H, N)
         job.split = job.chunk > 0 and _split_columns(&job, kind, sizeof(floating))
         if job.split:
             saved = _serial_blas_begin(True)
             if rf_thread_start(&helper, _helper_main, &job):
                 _split_share(out, &job, True)
-                rf_thread_join(&helper)
+                rf_thread_join_or_cancel(&helper)  # a helper not begun claimed nothing
             else:  # no thread: whole steps below, on this one
                 job.split = False
                 job.chunk = job.progress = 0
             _serial_blas_end(saved)
         if not job.split:
             _forward_steps(gates, out, &job, h0_ptr, b_ptr, w_op, &how)
+        _serial_blas_end(shared)
+        rf_call_leave()
 
 
 cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
@@ -869,7 +909,7 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     cdef const floating* act_ptr = NULL if act is None else &act[0, 0, 0]
     cdef const floating* c_ptr = NULL if c is None else &c[0, 0, 0]
     cdef const floating* c0_ptr = NULL if c0 is None else &c0[0, 0]
-    cdef bint saved
+    cdef bint saved, shared
     cdef Loop job
     cdef rf_thread helper
     job.is_double, job.backward, job.split = floating is double, True, False
@@ -880,6 +920,7 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     job.h0 = NULL if h0 is None else &h0[0, 0]
     job.dw_ih, job.dw_hh, job.db = &dw_ih[0, 0], &dw_hh[0, 0], &db[0]
     with nogil:
+        shared = _serial_blas_begin(rf_call_enter() > 1)  # as in _forward
         if chunk > 0:
             saved = _serial_blas_begin(True)
             rf_thread_start(&helper, _helper_main, &job)
@@ -922,8 +963,11 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                    <floating>0, &dx[0, 0, 0], D)
         if chunk > 0:
             _finish_grads(da_ptr, &job)  # help with the weight gradients the helper has left
-            rf_thread_join(&helper)
+            if helper.running and not rf_thread_join_or_cancel(&helper):
+                _helper_work(da_ptr, &job)  # it had not begun: db here, in the same order
             _serial_blas_end(saved)
+        _serial_blas_end(shared)
+        rf_call_leave()
 
 
 # ---- entry points ----------------------------------------------------------------------------

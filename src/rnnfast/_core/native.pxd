@@ -90,6 +90,7 @@ cdef extern from "threads.h" nogil:
     int RF_HAVE_THREADS
     int rf_thread_start(rf_thread* thread, rf_thread_fn fn, void* arg)
     void rf_thread_join(rf_thread* thread)
+    bint rf_thread_join_or_cancel(rf_thread* thread)
     void rf_publish(Py_ssize_t* counter, Py_ssize_t value)
     void rf_wait_for(Py_ssize_t* counter, Py_ssize_t value)
     bint rf_claim(Py_ssize_t* next, Py_ssize_t index)
@@ -108,6 +109,18 @@ cdef extern from "threads.h" nogil:
     void rf_serial_leave()
     int rf_blas_threads()
     void rf_blas_set_outside(int n)
+    # what the process lets rnnfast use, calls in flight, the BLAS gate (exit and fork)
+    int rf_available_cpus
+    Py_ssize_t rf_calls
+    Py_ssize_t rf_helpers_started
+    Py_ssize_t rf_helpers_declined
+    Py_ssize_t rf_helpers_late
+    Py_ssize_t rf_helper_skip
+    Py_ssize_t rf_helper_backoff
+    Py_ssize_t rf_call_enter()
+    void rf_call_leave()
+    void rf_blas_call_begin()
+    void rf_blas_call_end()
 
 cdef extern from "tuning.h" nogil:
     enum:

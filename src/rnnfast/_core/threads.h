@@ -26,16 +26,26 @@
 #endif
 
 /* One turn of a wait loop: a pause at first (the other side is usually microseconds away),
- * then yield the core, so that a process confined to one core still progresses. */
+ * then yield the core, then sleep: a wait never holds a core for long, so that a process
+ * confined to one core, or whose other thread was descheduled, still progresses, and a
+ * process that exits or forks while a thread waits is not held up. Spins are counted, not
+ * timed: about RF_SPIN_PAUSES pauses are some tens of microseconds. */
+#define RF_SPIN_PAUSES 2000
+#define RF_SPIN_YIELDS 200
 static inline void rf_backoff(long spins)
 {
-    if (spins < 20000) {
+    if (spins < RF_SPIN_PAUSES) {
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
 #endif
-    } else {
+    } else if (spins < RF_SPIN_PAUSES + RF_SPIN_YIELDS) {
 #if RF_HAVE_THREADS
         sched_yield();
+#endif
+    } else {
+#if RF_HAVE_THREADS
+        struct timespec nap = {0, 20000}; /* 20 us: the waker is descheduled; let it run */
+        nanosleep(&nap, NULL);
 #endif
     }
 }
@@ -47,14 +57,101 @@ static inline void rf_wait_for(ptrdiff_t *counter, ptrdiff_t value)
         rf_backoff(spins);
 }
 
+/* ---- what the process lets rnnfast use ---------------------------------------------------
+ * rf_available_cpus: the CPUs this process may run on (affinity, cgroup quota), as Python
+ * read them (rnnfast._threads); a helper thread starts only if there are two. rf_calls: the
+ * kernel calls in flight in the whole process (the engine counts them); a call that finds
+ * another in flight starts no helper and keeps BLAS at one thread, since the cores are then
+ * already taken by the callers themselves. */
+static int rf_available_cpus = 2;
+static ptrdiff_t rf_calls = 0;
+/* Diagnostics (read by kernels.thread_stats): helpers started, and calls that asked for one
+ * and ran alone because another call was in flight or fewer than two CPUs are available. */
+static ptrdiff_t rf_helpers_started = 0, rf_helpers_declined = 0;
+
+/* When two calls were last in flight at once: for RF_SHARED_HOLD_NS after, calls start no
+ * helper either, so that callers that take turns (two threads, each between its own Python
+ * work) do not each take a helper in the gaps and run three threads on two cores. */
+#define RF_SHARED_HOLD_NS 20000000
+static uint64_t rf_shared_ns = 0;
+
+static inline uint64_t rf_clock_ns(void)
+{
+#if RF_HAVE_THREADS
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+#else
+    return 0;
+#endif
+}
+
+static inline ptrdiff_t rf_call_enter(void)
+{
+    const ptrdiff_t n = __atomic_add_fetch(&rf_calls, 1, __ATOMIC_ACQ_REL);
+    if (n > 1) __atomic_store_n(&rf_shared_ns, rf_clock_ns(), __ATOMIC_RELAXED);
+    return n;
+}
+
+static inline void rf_call_leave(void) { __atomic_sub_fetch(&rf_calls, 1, __ATOMIC_ACQ_REL); }
+
+/* ---- the BLAS gate -------------------------------------------------------------------------
+ * Every BLAS call of the kernels passes it (rf_blas_call_begin / _end). OpenBLAS's destructor
+ * (at exit) and its fork handler (before fork) shut its worker threads down by writing a
+ * "stop" mark into each worker's queue slot and joining it; a worker still running another
+ * thread's product overwrites that mark with "done" when it finishes and goes back to sleep,
+ * and the join waits forever (seen with gdb: blas_thread_shutdown_ in pthread_join, the worker
+ * in pthread_cond_wait). So at exit and before a fork the gate closes and waits (bounded) for
+ * the kernels' BLAS calls in flight to end; a kernel thread that reaches it while closed waits
+ * outside BLAS: until the fork is done, or, at exit, until the process ends. */
+#define RF_GATE_FORK 1
+#define RF_GATE_EXIT 2
+static int rf_gate = 0;
+static ptrdiff_t rf_blas_in_flight = 0;
+
+static inline void rf_blas_call_begin(void)
+{
+    for (;;) {
+        __atomic_add_fetch(&rf_blas_in_flight, 1, __ATOMIC_SEQ_CST);
+        if (__builtin_expect(__atomic_load_n(&rf_gate, __ATOMIC_SEQ_CST) == 0, 1)) return;
+        __atomic_sub_fetch(&rf_blas_in_flight, 1, __ATOMIC_SEQ_CST);
+        for (long spins = RF_SPIN_PAUSES; __atomic_load_n(&rf_gate, __ATOMIC_SEQ_CST); spins++)
+            rf_backoff(spins);
+    }
+}
+
+static inline void rf_blas_call_end(void)
+{
+    __atomic_sub_fetch(&rf_blas_in_flight, 1, __ATOMIC_SEQ_CST);
+}
+
+#if RF_HAVE_THREADS
+/* Close the gate (set `bit`) and wait up to `ns` for the BLAS calls in flight to end. */
+static void rf_gate_close(int bit, uint64_t ns)
+{
+    __atomic_or_fetch(&rf_gate, bit, __ATOMIC_SEQ_CST);
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (long spins = 0; __atomic_load_n(&rf_blas_in_flight, __ATOMIC_SEQ_CST) > 0; spins++) {
+        rf_backoff(spins);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((uint64_t)(now.tv_sec - start.tv_sec) * 1000000000u + (uint64_t)now.tv_nsec
+                - (uint64_t)start.tv_nsec > ns)
+            break;
+    }
+}
+
+static void rf_gate_open(int bit) { __atomic_and_fetch(&rf_gate, ~bit, __ATOMIC_SEQ_CST); }
+#endif
+
 /* ---- the helper thread ------------------------------------------------------------------
  * One thread per process stays after its first call and waits for the next one: creating a
  * thread per call cost the caller about as much as a small call's overlap saves (see
  * docs/design/kernels.md). After a job the thread spins for
  * RF_POOL_SPIN_NS (a backward follows its forward, the next forward its optimizer step), then
  * sleeps on a condition variable. A call that finds it busy (calls in several Python threads)
- * starts a thread of its own, as before. A forked child starts afresh (only the forking
- * thread survives a fork).
+ * runs without one: the callers already keep the cores busy. A forked child starts afresh
+ * (only the forking thread survives a fork).
  */
 #define RF_POOL_SPIN_NS 100000
 
@@ -65,6 +162,7 @@ typedef struct {
     int running;
     int pooled;        /* the pool's thread runs this job ... */
     ptrdiff_t job;     /* ... as its job number `job` */
+    uint64_t posted_ns; /* when it was handed over */
 } rf_thread;
 
 #if RF_HAVE_THREADS
@@ -77,14 +175,23 @@ static struct {
     void *arg;
     ptrdiff_t posted;   /* jobs handed over (release) ... */
     ptrdiff_t finished; /* ... and done (release) */
-} rf_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 0, 0};
+    uint64_t picked_ns; /* when the thread took the last job up */
+    /* the last job taken up, by the thread or (cancelled: rf_thread_join_or_cancel) by its
+     * caller: job j is the thread's only if it moves this from j - 1 to j first */
+    ptrdiff_t taken;
+} rf_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 0, 0, 0, 0};
 
-static uint64_t rf_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+/* A helper that was late (descheduled: its core is busy with another process, or the machine
+ * is oversubscribed) makes the next calls run alone, for a number of calls that doubles while
+ * it stays late (up to RF_LATE_MAX_SKIP) and halves once it is on time: a probe now and then
+ * finds out when the core is free again. Late: it took a job up, or kept the caller waiting at
+ * the join, more than RF_LATE_NS and more than an eighth of the call. Only the thread holding
+ * the pool writes these. */
+#define RF_LATE_NS 100000
+#define RF_LATE_MAX_SKIP 256
+static ptrdiff_t rf_helper_skip = 0, rf_helper_backoff = 0, rf_helpers_late = 0;
+
+static uint64_t rf_now_ns(void) { return rf_clock_ns(); }
 
 static void *rf_pool_main(void *unused)
 {
@@ -109,7 +216,12 @@ static void *rf_pool_main(void *unused)
             rf_backoff(0);
         }
         seen++;
-        rf_pool.fn(rf_pool.arg); /* fn and arg were written before `posted` (acquired above) */
+        ptrdiff_t expected = seen - 1;
+        if (__atomic_compare_exchange_n(&rf_pool.taken, &expected, seen, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            __atomic_store_n(&rf_pool.picked_ns, rf_now_ns(), __ATOMIC_RELEASE);
+            rf_pool.fn(rf_pool.arg); /* fn, arg written before `posted` (acquired above) */
+        } /* else its caller finished without it and has cancelled it */
         __atomic_store_n(&rf_pool.finished, seen, __ATOMIC_RELEASE);
     }
     return NULL;
@@ -120,7 +232,10 @@ static void rf_pool_after_fork_in_child(void)
     pthread_mutex_init(&rf_pool.lock, NULL);
     pthread_cond_init(&rf_pool.wake, NULL);
     rf_pool.started = rf_pool.busy = 0;
-    rf_pool.posted = rf_pool.finished = 0;
+    rf_pool.posted = rf_pool.finished = rf_pool.taken = 0;
+    rf_helper_skip = rf_helper_backoff = 0;
+    rf_calls = 0;
+    rf_shared_ns = 0; /* the calls in flight were other threads', gone in the child */
 }
 
 /* Hand fn(arg) to the pool's thread, starting it if need be; 0 if it is busy or cannot start. */
@@ -147,6 +262,8 @@ static int rf_pool_post(rf_thread *t, void *(*fn)(void *), void *arg)
     }
     rf_pool.fn = fn;
     rf_pool.arg = arg;
+    rf_pool.picked_ns = 0;
+    t->posted_ns = rf_now_ns();
     t->job = __atomic_add_fetch(&rf_pool.posted, 1, __ATOMIC_RELEASE);
     pthread_cond_signal(&rf_pool.wake);
     pthread_mutex_unlock(&rf_pool.lock);
@@ -154,32 +271,95 @@ static int rf_pool_post(rf_thread *t, void *(*fn)(void *), void *arg)
 }
 #endif
 
-/* Start fn(arg) on the helper thread; 0 if none could start (then the caller runs fn itself). */
+/* Start fn(arg) on the helper thread; 0 if none started (then the caller runs fn itself):
+ * fewer than two CPUs available, another kernel call in flight (rf_calls counts this one if
+ * the engine entered it), or the pool's thread busy or unable to start. */
 static int rf_thread_start(rf_thread *t, void *(*fn)(void *), void *arg)
 {
+    t->running = 0;
 #if RF_HAVE_THREADS
-    t->pooled = rf_pool_post(t, fn, arg);
-    t->running = t->pooled || pthread_create(&t->id, NULL, fn, arg) == 0;
+    if (__atomic_load_n(&rf_available_cpus, __ATOMIC_RELAXED) < 2
+        || __atomic_load_n(&rf_calls, __ATOMIC_ACQUIRE) > 1
+        || rf_clock_ns() - __atomic_load_n(&rf_shared_ns, __ATOMIC_RELAXED) < RF_SHARED_HOLD_NS) {
+        __atomic_add_fetch(&rf_helpers_declined, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    if (__atomic_load_n(&rf_helper_skip, __ATOMIC_RELAXED) > 0) {
+        __atomic_sub_fetch(&rf_helper_skip, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&rf_helpers_declined, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    t->pooled = t->running = rf_pool_post(t, fn, arg);
+    __atomic_add_fetch(t->running ? &rf_helpers_started : &rf_helpers_declined, 1,
+                       __ATOMIC_RELAXED);
 #else
     (void)fn;
     (void)arg;
-    t->running = 0;
 #endif
     return t->running;
 }
+
+#if RF_HAVE_THREADS
+/* The helper was late (see RF_LATE_NS): the next calls run alone, for longer each time. */
+static void rf_helper_was(int late)
+{
+    if (late) {
+        rf_helper_backoff = rf_helper_backoff ? 2 * rf_helper_backoff : 2;
+        if (rf_helper_backoff > RF_LATE_MAX_SKIP) rf_helper_backoff = RF_LATE_MAX_SKIP;
+        __atomic_store_n(&rf_helper_skip, rf_helper_backoff, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&rf_helpers_late, 1, __ATOMIC_RELAXED);
+    } else {
+        rf_helper_backoff /= 2;
+    }
+}
+
+static void rf_join_pooled(rf_thread *t)
+{
+    const uint64_t join_ns = rf_now_ns();
+    rf_wait_for(&rf_pool.finished, t->job);
+    const uint64_t end_ns = rf_now_ns();
+    const uint64_t picked = __atomic_load_n(&rf_pool.picked_ns, __ATOMIC_ACQUIRE);
+    const uint64_t call = end_ns - t->posted_ns, waited = end_ns - join_ns;
+    const uint64_t pickup = picked > t->posted_ns ? picked - t->posted_ns : 0;
+    rf_helper_was((pickup > RF_LATE_NS && pickup > call / 8)
+                  || (waited > RF_LATE_NS && waited > call / 8));
+    __atomic_store_n(&rf_pool.busy, 0, __ATOMIC_RELEASE);
+}
+#endif
 
 /* Wait for fn to return, and give the pool's thread back. */
 static void rf_thread_join(rf_thread *t)
 {
 #if RF_HAVE_THREADS
-    if (t->running && t->pooled) {
-        rf_wait_for(&rf_pool.finished, t->job);
-        __atomic_store_n(&rf_pool.busy, 0, __ATOMIC_RELEASE);
-    } else if (t->running) {
-        pthread_join(t->id, NULL);
+    if (t->running) rf_join_pooled(t);
+#endif
+    t->running = 0;
+}
+
+/* For a caller that can do all of fn's work itself (every item it left is claimed by
+ * whichever thread gets there first): if the helper has not taken the job up yet, cancel it
+ * and return 0 at once (the caller must then do what is left of fn, if anything); else wait
+ * for it as rf_thread_join and return 1. So a descheduled helper never keeps its caller
+ * waiting for it to start. */
+static int rf_thread_join_or_cancel(rf_thread *t)
+{
+    int ran = 0;
+#if RF_HAVE_THREADS
+    if (t->running) {
+        ptrdiff_t expected = t->job - 1;
+        if (__atomic_compare_exchange_n(&rf_pool.taken, &expected, t->job, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            rf_helper_was(rf_now_ns() - t->posted_ns > RF_LATE_NS);
+            /* the thread will skip the job; the next post waits for nothing of it */
+            __atomic_store_n(&rf_pool.busy, 0, __ATOMIC_RELEASE);
+        } else {
+            rf_join_pooled(t);
+            ran = 1;
+        }
     }
 #endif
     t->running = 0;
+    return ran;
 }
 
 static inline void rf_publish(ptrdiff_t *counter, ptrdiff_t value)
@@ -291,26 +471,43 @@ static pthread_mutex_t rf_serial_lock = PTHREAD_MUTEX_INITIALIZER;
 #endif
 
 #if RF_HAVE_THREADS
-/* A child forked while a call in another thread held the serial section: that thread does not
- * exist in the child, so the section is closed there and the outside count restored; the lock
- * is held across fork so that no other thread holds it at that moment. */
-static void rf_serial_before_fork(void) { pthread_mutex_lock(&rf_serial_lock); }
-static void rf_serial_after_fork_in_parent(void) { pthread_mutex_unlock(&rf_serial_lock); }
+/* Before a fork: close the BLAS gate and let the kernels' BLAS calls in flight end (OpenBLAS's
+ * own fork handler, which runs next, shuts its workers down: see the gate), and hold the
+ * serial section's lock across the fork so that no other thread holds it, or changes the
+ * count, at that moment. A child forked while a call in another thread held the serial
+ * section: that thread does not exist in the child, so the section is closed there and the
+ * outside count restored. */
+static void rf_serial_before_fork(void)
+{
+    rf_gate_close(RF_GATE_FORK, 2000000000u);
+    pthread_mutex_lock(&rf_serial_lock);
+}
+static void rf_serial_after_fork_in_parent(void)
+{
+    pthread_mutex_unlock(&rf_serial_lock);
+    rf_gate_open(RF_GATE_FORK);
+}
 static void rf_serial_after_fork_in_child(void)
 {
     pthread_mutex_init(&rf_serial_lock, NULL);
+    rf_blas_in_flight = 0;
+    rf_calls = 0;
     if (rf_serial_depth > 0 && rf_serial_saved > 0 && rf_blas_set_threads != NULL)
         rf_blas_set_threads(rf_serial_saved);
     rf_serial_depth = 0;
+    rf_gate_open(RF_GATE_FORK);
 }
 #endif
 
-/* At exit (C atexit handlers run before the libraries' destructors): OpenBLAS's destructor
- * joins as many workers as its thread count says, so a count held at one by a call still
- * running in a daemon thread would leave it joining a worker never told to stop, forever. Put
- * the outside count back, and let calls still running change it no more. */
+/* At exit (C atexit handlers run before the libraries' destructors): close the BLAS gate for
+ * good and let the kernels' BLAS calls in flight (in daemon threads) end, so that OpenBLAS's
+ * destructor finds its workers idle; a kernel thread then waits at the gate until the process
+ * is gone. Put the outside count back, and let calls still running change it no more. */
 static void rf_serial_at_exit(void)
 {
+#if RF_HAVE_THREADS
+    rf_gate_close(RF_GATE_EXIT, 5000000000u);
+#endif
     RF_LOCK();
     rf_serial_exiting = 1;
     if (rf_serial_depth > 0 && rf_serial_saved > 0 && rf_blas_set_threads != NULL)
@@ -352,8 +549,13 @@ static void rf_serial_leave(void)
 {
     if (!rf_blas_known()) return;
     RF_LOCK();
-    if (--rf_serial_depth == 0 && rf_serial_saved > 0 && !rf_serial_exiting)
+    if (--rf_serial_depth == 0 && rf_serial_saved > 0 && !rf_serial_exiting) {
+        /* A count other than one was set from outside meanwhile (threadpoolctl, or OpenBLAS's
+         * own setter): it wins over the one saved on entry. */
+        int now = rf_blas_get_threads();
+        if (now > 1) rf_serial_saved = now;
         rf_blas_set_threads(rf_serial_saved);
+    }
     RF_UNLOCK();
 }
 

@@ -71,6 +71,12 @@ def add_parser(commands: Commands) -> None:
         "(rnn, lstm, gru at H=128 and 512)",
     )
     p.add_argument("--plot", metavar="FILE", help="draw a bar chart (needs matplotlib)")
+    p.add_argument(
+        "--contention",
+        action="store_true",
+        help="time the shared-machine scenarios instead (a busy core, concurrent callers, "
+        "calls between PyTorch's, one CPU), as ratios in one run; see docs/guide/threads.md",
+    )
     p.set_defaults(run=run)
 
 
@@ -114,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
         from rnnfast import _bench_train
 
         return _bench_train.run_cli(args)
+    if args.contention:
+        from rnnfast import _bench_contention
+
+        return _bench_contention.cli(args)
     available = list(benchmark.available_peers())
     if args.peers:
         missing = [p for p in args.peers if p not in available]
