@@ -537,13 +537,7 @@ def lstm_forward(
     training = check_flag("training", training)
     named = {"x": x, "h0": h0, "c0": c0, "w_ih": w_ih, "w_hh": w_hh, "b": b, "w_hr": w_hr}
     arrays, sizes, impl, _ = _gated_call("lstm", named, _LSTM_FORWARD_LAYOUT, backend, check_finite)
-    try:
-        h, c, data = impl.lstm_forward(*arrays.values(), training)
-    except NotImplementedError:  # a kernel without the projection yet
-        if impl is _reference or arrays["w_hr"] is None:
-            raise
-        impl = _reference
-        h, c, data = impl.lstm_forward(*arrays.values(), training)
+    h, c, data = impl.lstm_forward(*arrays.values(), training)
     ws = None
     if training:
         ws = Workspace("lstm", impl, _size_key(sizes), h.dtype, arrays["b"], data)
@@ -604,22 +598,14 @@ def lstm_backward(
     a = arrays
     ws = _workspace(workspace, "lstm", sizes, a["x"].dtype)
 
-    def run(impl: ModuleType) -> tuple:
-        data = ws.data
-        if ws.impl is not impl:  # another backend's workspace: this one's from the forward's
-            args = (a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], ws.bias, a["w_hr"], True)
-            data = impl.lstm_forward(*args)[2]
-        return impl.lstm_backward(
-            a["dh"], a["dc"], a["x"], a["h0"], a["c0"], a["h"], a["c"], data,
-            a["w_ih"], a["w_hh"], a["w_hr"],
-        )  # fmt: skip
-
-    try:
-        grads = run(impl)
-    except NotImplementedError:  # a kernel without the projection yet
-        if impl is _reference or a["w_hr"] is None:
-            raise
-        grads = run(_reference)
+    data = ws.data
+    if ws.impl is not impl:  # another backend's workspace: this one's from the forward's
+        args = (a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], ws.bias, a["w_hr"], True)
+        data = impl.lstm_forward(*args)[2]
+    grads = impl.lstm_backward(
+        a["dh"], a["dc"], a["x"], a["h0"], a["c0"], a["h"], a["c"], data,
+        a["w_ih"], a["w_hh"], a["w_hr"],
+    )  # fmt: skip
     return LSTMGrads(*grads)
 
 
@@ -817,19 +803,13 @@ def gated_step(
         raise ValueError(layer.refusal)
     if kernels is not None and (layer is None or layer.lead):
         # Operands already exactly right: one C call, its checks in C (None: they are not).
-        try:
-            result = getattr(kernels, name)(x, *states, params)
-        except NotImplementedError:  # a kernel without the projection yet: the reference
-            kernels = result = None
+        result = getattr(kernels, name)(x, *states, params)
         if result is not None:
             return result[0], tuple(result[1:])
     x2, s3, layers, batched = _validation.gated_step_args(x, states, params, layer, cell)
     result = None
     if kernels is not None:
-        try:
-            result = getattr(kernels, name)(x2, *s3, layers)  # None: an empty size
-        except NotImplementedError:  # a kernel without the projection yet
-            result = None
+        result = getattr(kernels, name)(x2, *s3, layers)  # None: an empty size
     if result is None:
         result = getattr(_reference, name)(x2, *s3, layers)
     output, new = result[0], tuple(result[1:])

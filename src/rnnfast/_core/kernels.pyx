@@ -447,6 +447,25 @@ cdef inline void _panel_columns(floating* out, const floating* a, StepProduct* h
                                      <double*>how.stage, q0, q1)
 
 
+cdef inline void _dot_product(floating* out, const floating* a, const floating* w,
+                              const floating* bias, Py_ssize_t B, Py_ssize_t k,
+                              Py_ssize_t n) noexcept nogil:
+    """out (B, n) = a (B, k) @ w.T + bias, w (n, k) as stored (a NULL: bias only; bias NULL:
+    none): the dot form for small batches, else one GEMM on the BLAS threads in force."""
+    cdef Py_ssize_t r, i
+    if a != NULL and B <= rf_tuning_now.step_dot_max_batch:
+        if floating is float:
+            rnnfast_simd.step_dot_f32(out, a, w, k, NULL, NULL, 0, bias, B, n)
+        else:
+            rnnfast_simd.step_dot_f64(out, a, w, k, NULL, NULL, 0, bias, B, n)
+        return
+    for r in range(B):
+        for i in range(n):
+            out[r * n + i] = 0 if bias == NULL else bias[i]
+    if a != NULL:
+        _bulk_gemm(NoTrans, Trans, B, n, k, <floating>1, a, k, w, k, <floating>1, out, n)
+
+
 # ---- the time-loop engine --------------------------------------------------------------------
 # Forward: one GEMM projects all T*B input rows into the gate pre-activations before the loop;
 # each step adds h[t-1] @ w_hh.T and runs the cell's pointwise forward. Backward: only the
@@ -526,8 +545,12 @@ cdef struct Loop:
     StepProduct how
     const void* bias
     Cell cell
-    void* c         # LSTM forward: the cell states (T, B, H)
+    void* c         # LSTM forward: the cell states (T, B, Hc)
     const void* c0  # ... and the initial one (NULL: zeros)
+    # LSTM with a projection (NULL: none): w_hr (H, Hc), H = P the state's width, and m (B, Hc)
+    # a step's o * tanh(c) before it
+    const void* w_hr
+    void* m
 
 
 cdef Py_ssize_t _overlap_chunk(int kind, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D,
@@ -749,8 +772,11 @@ cdef void _forward_steps(floating* gates, floating* out, Loop* job, const floati
     """The forward's time loop on this thread, with the helper projecting chunks ahead if
     job.chunk > 0 (else the projection of every step at once first)."""
     cdef Py_ssize_t T = job.T, B = job.B, H = job.H, N = job.N, t
-    cdef Py_ssize_t gstep = B * N, hstep = B * H
+    cdef Py_ssize_t Hc = N // job.cell.gates  # the cell's units (H but with a projection)
+    cdef Py_ssize_t gstep = B * N, hstep = B * H, cstep = B * Hc
     cdef Cell cell = job.cell
+    cdef const floating* w_hr = <const floating*>job.w_hr
+    cdef floating* m = <floating*>job.m
     # Steps whose projection is done, as far as this loop knows (all of them without chunks).
     cdef Py_ssize_t ready = job.chunk if job.chunk > 0 else T
     # The helper's projected rows reach this core a step early (see rf_prefetch), where a step
@@ -785,9 +811,13 @@ cdef void _forward_steps(floating* gates, floating* out, Loop* job, const floati
         if h_prev != NULL:  # a None h0 is zeros: nothing to add at t = 0
             _add_matmul(g_t, h_prev, w_op, Trans, how, B, H, N)
         if c != NULL:
-            c_t = c + t * hstep
-            c_prev = <const floating*>job.c0 if t == 0 else c_t - hstep
-        _cell_forward(&cell, g_t, b_ptr, h_t, B, H, H, c_prev, c_t)
+            c_t = c + t * cstep
+            c_prev = <const floating*>job.c0 if t == 0 else c_t - cstep
+        if w_hr == NULL:
+            _cell_forward(&cell, g_t, b_ptr, h_t, B, Hc, Hc, c_prev, c_t)
+        else:  # h[t] (B, P) = m (B, Hc) @ w_hr.T
+            _cell_forward(&cell, g_t, b_ptr, m, B, Hc, Hc, c_prev, c_t)
+            _dot_product(h_t, m, w_hr, <const floating*>NULL, B, Hc, H)
     if job.chunk > 0:
         rf_thread_join(&helper)
     _serial_blas_end(saved)
@@ -799,9 +829,12 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                    int kind, const floating[:, ::1] w_hh_t, const floating[:, ::1] tail,
                    const floating[::1] packed, floating[::1] stage,
                    floating[:, :, ::1] gates_ws=None, const floating[:, ::1] c0=None,
-                   floating[:, :, ::1] c=None) noexcept:
-    """Elman: the gates are h itself. LSTM: ``gates_ws`` (T, B, 4H) the gates (left holding
-    their activations), ``c`` (T, B, H) the cell states, ``c0`` (B, H) or None."""
+                   floating[:, :, ::1] c=None, const floating[:, ::1] w_hr=None,
+                   floating[:, ::1] m=None) noexcept:
+    """Elman: the gates are h itself. LSTM: ``gates_ws`` (T, B, 4Hc) the gates (left holding
+    their activations), ``c`` (T, B, Hc) the cell states, ``c0`` (B, Hc) or None; with a
+    projection ``w_hr`` (P, Hc) (h and w_hh then have P columns) and ``m`` (B, Hc) a step's
+    scratch."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], N = w_ih.shape[0]
     cdef Py_ssize_t H = w_hh.shape[1]
     cdef StepProduct how = _step_product(kind, tail, packed, stage)
@@ -821,6 +854,8 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     job.how, job.bias, job.cell, job.h0 = how, b_ptr, cell, h0_ptr
     job.c = NULL if c is None else &c[0, 0, 0]
     job.c0 = NULL if c0 is None else &c0[0, 0]
+    job.w_hr = NULL if w_hr is None else &w_hr[0, 0]
+    job.m = NULL if m is None else &m[0, 0]
     with nogil:
         job.chunk = job.progress = _overlap_chunk(kind, T, B, D, H, N)
         job.split = job.chunk > 0 and _split_columns(&job, kind, sizeof(floating))
@@ -847,17 +882,22 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                     Py_ssize_t chunk, const floating[:, :, ::1] dc_ext=None,
                     const floating[:, ::1] c0=None, const floating[:, :, ::1] c=None,
                     const floating[:, :, ::1] act=None, floating[:, ::1] dc=None,
-                    floating[:, ::1] dh_t=None) noexcept:
+                    floating[:, ::1] dh_t=None, const floating[:, ::1] w_hr=None,
+                    const floating[:, ::1] w_hr_t=None, floating[:, :, ::1] dhs=None,
+                    floating[:, ::1] dw_hr=None) noexcept:
     """``chunk`` > 0: overlap the weight gradients in chunks of that many steps (the caller
     decided, with _overlap_chunk, before placing the packed w_hh in dx's memory only).
 
     LSTM: ``act`` (T, B, 4H) the forward's gate activations, ``c`` (T, B, H) its cell states,
     ``c0`` (B, H) or None, ``dc_ext`` (T, B, H) or None the gradient into c from outside;
     ``dc`` (B, H), zeros on entry, carries the gradient into c[t-1] and ends as dc0; ``dh_t``
-    (B, H) holds a step's output gradient."""
+    (B, H) holds a step's output gradient. With a projection (H = P the state's width, Hc the
+    cell's): ``w_hr`` (P, Hc) and ``w_hr_t`` its transpose, ``dhs`` (T, B, P) keeps every
+    step's output gradient for dw_hr (P, Hc), one GEMM after the loop; ``dh_t`` (B, Hc) then
+    holds a step's gradient into o * tanh(c)."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], N = w_ih.shape[0]
-    cdef Py_ssize_t H = w_hh.shape[1]
-    cdef Py_ssize_t gstep = B * N, hstep = B * H, t
+    cdef Py_ssize_t H = w_hh.shape[1], Hc = N // cell.gates
+    cdef Py_ssize_t gstep = B * N, hstep = B * H, cstep = B * Hc, t
     cdef StepProduct how = _step_product(kind, tail, packed, stage)
     cdef const floating* w_hh_ptr = &w_hh[0, 0]
     cdef floating* da_ptr = &da[0, 0, 0]
@@ -869,6 +909,9 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     cdef const floating* act_ptr = NULL if act is None else &act[0, 0, 0]
     cdef const floating* c_ptr = NULL if c is None else &c[0, 0, 0]
     cdef const floating* c0_ptr = NULL if c0 is None else &c0[0, 0]
+    cdef const floating* w_hr_t_ptr = NULL if w_hr_t is None else &w_hr_t[0, 0]
+    cdef floating* dhs_ptr = NULL if dhs is None else &dhs[0, 0, 0]
+    cdef floating* d_out  # LSTM: the step's output gradient
     cdef bint saved
     cdef Loop job
     cdef rf_thread helper
@@ -891,13 +934,16 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
         for t in range(T - 1, -1, -1):
             da_t = da_ptr + t * gstep
             if lstm:  # the output gradient in its own (B, H) buffer, dc carried in another
-                memcpy(dh_ptr, &dh[t, 0, 0], hstep * sizeof(floating))
+                d_out = dh_ptr if dhs_ptr == NULL else dhs_ptr + t * hstep
+                memcpy(d_out, &dh[t, 0, 0], hstep * sizeof(floating))
                 if t < T - 1:
-                    _add_matmul(dh_ptr, da_t + gstep, w_hh_ptr, NoTrans, &how, B, N, H)
+                    _add_matmul(d_out, da_t + gstep, w_hh_ptr, NoTrans, &how, B, N, H)
+                if dhs_ptr != NULL:  # through the projection: dm (B, Hc) = d_out @ w_hr
+                    _dot_product(dh_ptr, d_out, w_hr_t_ptr, <const floating*>NULL, B, H, Hc)
                 _lstm_backward_step(da_t, dh_ptr, dc_ptr,
-                                    NULL if dce_ptr == NULL else dce_ptr + t * hstep,
-                                    act_ptr + t * gstep, c_ptr + t * hstep,
-                                    c0_ptr if t == 0 else c_ptr + (t - 1) * hstep, B, H)
+                                    NULL if dce_ptr == NULL else dce_ptr + t * cstep,
+                                    act_ptr + t * gstep, c_ptr + t * cstep,
+                                    c0_ptr if t == 0 else c_ptr + (t - 1) * cstep, B, Hc)
             else:
                 memcpy(da_t, &dh[t, 0, 0], hstep * sizeof(floating))
                 if t < T - 1:
@@ -924,6 +970,24 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
             _finish_grads(da_ptr, &job)  # help with the weight gradients the helper has left
             rf_thread_join(&helper)
             _serial_blas_end(saved)
+        if dhs_ptr != NULL:  # da is free now: it holds m = o * tanh(c) of every step
+            _projection_grad(da_ptr, act_ptr, c_ptr, dhs_ptr, &dw_hr[0, 0], T * B, Hc, H)
+
+
+cdef void _projection_grad(floating* m, const floating* act, const floating* c,
+                           const floating* dhs, floating* dw_hr, Py_ssize_t rows,
+                           Py_ssize_t Hc, Py_ssize_t P) noexcept nogil:
+    """dw_hr (P, Hc) = dhs (rows, P).T @ m, m (rows, Hc) = o * tanh(c) rebuilt from the
+    forward's gate activations ``act`` (rows, 4Hc) and cells ``c`` (rows, Hc)."""
+    cdef Py_ssize_t r, j
+    cdef const floating* o
+    memcpy(m, c, rows * Hc * sizeof(floating))
+    _bias_act(m, <const floating*>NULL, rows, Hc, Hc, CELL_ELMAN_TANH)
+    for r in range(rows):
+        o = act + r * 4 * Hc + 3 * Hc
+        for j in range(Hc):
+            m[r * Hc + j] *= o[j]
+    _bulk_gemm(Trans, NoTrans, P, Hc, rows, <floating>1, dhs, P, m, Hc, <floating>0, dw_hr, Hc)
 
 
 # ---- entry points ----------------------------------------------------------------------------
@@ -972,62 +1036,67 @@ def rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity):
 # the training forward (in PyTorch's order), handed back to lstm_backward with h and c.
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b, w_hr, training):
-    """Compiled LSTM forward: (h (T, B, H), c (T, B, H), gates (T, B, 4H) or None).
+    """Compiled LSTM forward: (h (T, B, S), c (T, B, H), gates (T, B, 4H) or None).
 
-    x (T, B, D), h0 and c0 (B, H) or None (zeros), w_ih (4H, D), w_hh (4H, H), b (4H,) or None
-    (b_ih + b_hh). ``gates``: the gate activations i, f, g, o when ``training``, else None.
-    Projections (w_hr) are not implemented here: NotImplementedError.
+    x (T, B, D), h0 (B, S) and c0 (B, H) or None (zeros), w_ih (4H, D), w_hh (4H, S), b (4H,)
+    or None (b_ih + b_hh), w_hr (P, H) or None: S = P with a projection, else H. ``gates``:
+    the gate activations i, f, g, o when ``training``, else None.
     """
-    if w_hr is not None:
-        raise NotImplementedError("lstm_forward: proj_size > 0 runs on the NumPy reference")
     cdef Cell cell = _lstm_cell()
-    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], N = w_ih.shape[0], H = w_hh.shape[1]
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], N = w_ih.shape[0], S = w_hh.shape[1]
+    cdef Py_ssize_t H = N // 4
     kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True)
     gates = np.empty((T, B, N), dtype=x.dtype)
-    h = np.empty((T, B, H), dtype=x.dtype)
+    h = np.empty((T, B, S), dtype=x.dtype)
     c = np.empty((T, B, H), dtype=x.dtype)
+    m = None if w_hr is None else np.empty((B, H), dtype=x.dtype)
     if x.dtype == np.float32:
         _forward[float](x, h0, w_ih, w_hh, b, h, cell, kind, w_hh_t, tail, packed, stage,
-                        gates, c0, c)
+                        gates, c0, c, w_hr, m)
     else:
         _forward[double](x, h0, w_ih, w_hh, b, h, cell, kind, w_hh_t, tail, packed, stage,
-                         gates, c0, c)
+                         gates, c0, c, w_hr, m)
     return h, c, (gates if training else None)
 
 
 def lstm_backward(dh, dc, x, h0, c0, h, c, gates, w_ih, w_hh, w_hr):
-    """Compiled LSTM BPTT: (dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr = None).
+    """Compiled LSTM BPTT: (dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr), dw_hr None without w_hr.
 
-    dh (T, B, H) the gradient from outside into every h[t]; dc (T, B, H) or None into every
+    dh (T, B, S) the gradient from outside into every h[t]; dc (T, B, H) or None into every
     c[t]; h, c, gates what the training forward returned. db is the gradient of the folded
     bias (b_ih and b_hh each receive it).
     """
-    if w_hr is not None:
-        raise NotImplementedError("lstm_backward: proj_size > 0 runs on the NumPy reference")
     if gates is None:
         raise ValueError("lstm_backward needs the gates of a training forward")
     cdef Cell cell = _lstm_cell()
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2]
-    cdef Py_ssize_t N = w_hh.shape[0], H = w_hh.shape[1]
+    cdef Py_ssize_t N = w_hh.shape[0], S = w_hh.shape[1], H = N // 4
     dtype = x.dtype
     da = np.empty((T, B, N), dtype=dtype)  # the one (T, B, 4H) workspace
     dx = np.empty((T, B, D), dtype=dtype)
-    dh0 = np.empty((B, H), dtype=dtype)
+    dh0 = np.empty((B, S), dtype=dtype)
     dc0 = np.zeros((B, H), dtype=dtype)  # the carry of dc, from zero at the last step
     dh_t = np.empty((B, H), dtype=dtype)
     dw_ih = np.empty((N, D), dtype=dtype)
-    dw_hh = np.empty((N, H), dtype=dtype)
+    dw_hh = np.empty((N, S), dtype=dtype)
     db = np.empty(N, dtype=dtype)
-    cdef Py_ssize_t chunk = _overlap_chunk(_step_kind(B, H, N, dtype.itemsize), T, B, D, H, N)
+    w_hr_t = dhs = dw_hr = None
+    if w_hr is not None:
+        w_hr_t = np.ascontiguousarray(w_hr.T)
+        dhs = np.empty((T, B, S), dtype=dtype)  # every step's output gradient, for dw_hr
+        dw_hr = np.empty((S, H), dtype=dtype)
+    cdef Py_ssize_t chunk = _overlap_chunk(_step_kind(B, S, N, dtype.itemsize), T, B, D, S, N)
     kind, _, tail, packed, stage = step_operands(w_hh, B, False,
                                                  (dx,) if chunk else (dx, dw_ih, dw_hh))
     if dtype == np.float32:
         _backward[float](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db,
-                         cell, kind, tail, packed, stage, chunk, dc, c0, c, gates, dc0, dh_t)
+                         cell, kind, tail, packed, stage, chunk, dc, c0, c, gates, dc0, dh_t,
+                         w_hr, w_hr_t, dhs, dw_hr)
     else:
         _backward[double](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db,
-                          cell, kind, tail, packed, stage, chunk, dc, c0, c, gates, dc0, dh_t)
-    return dx, dh0, dc0, dw_ih, dw_hh, db, None
+                          cell, kind, tail, packed, stage, chunk, dc, c0, c, gates, dc0, dh_t,
+                          w_hr, w_hr_t, dhs, dw_hr)
+    return dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr
 
 
 def overlap_steps(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssize_t itemsize):
@@ -1081,7 +1150,7 @@ cdef void _step_layer(floating* out, const floating* inp, const floating* h_prev
 cdef void _step_stack(floating* out, const floating* inp, const floating* h_ptr,
                       tuple params, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
                       const Cell* cell, bint release_gil):
-    """Run an admitted stack step (_step_admit): layer k writes out[k] (B, H)."""
+    """Run an admitted stack step (_stack_admit): layer k writes out[k] (B, H)."""
     cdef Py_ssize_t L = len(params), k, d_in = D
     cdef const floating* h_prev
     cdef object w_ih, w_hh, b_ih, b_hh
@@ -1116,10 +1185,9 @@ def rnn_step(x, h, tuple params, str nonlinearity):
     the right dtype and shape: the caller must take the validating path.
     """
     cdef Cell cell = _elman_cell(nonlinearity)
-    cdef Py_ssize_t sizes[4]  # L, B, D, H
+    cdef Py_ssize_t sizes[5]  # L, B, D, H, S
     cdef Py_ssize_t macs = 0
-    sizes[0] = sizes[1] = sizes[2] = sizes[3] = 0
-    cdef int typenum = _step_admit(x, h, params, sizes, &macs)
+    cdef int typenum = _stack_admit(x, (h,), params, 1, False, sizes, &macs)
     if typenum < 0:
         return None
     cdef Py_ssize_t L = sizes[0], B = sizes[1], D = sizes[2], H = sizes[3]
@@ -1143,86 +1211,96 @@ def rnn_step(x, h, tuple params, str nonlinearity):
 
 
 # The LSTM's streaming step: per layer, the (B, 4H) gates by the same dot-form product (or
-# GEMM) with b_hh, then the cell's pointwise forward with b_ih, c_prev and the new c.
+# GEMM) with b_hh, then the cell's pointwise forward with b_ih, c_prev and the new c; with a
+# projection the pointwise forward writes m = o * tanh(c) (B, H) and h = m @ w_hr.T (B, S).
 
-cdef void _lstm_step_layer(floating* h_out, floating* c_out, floating* gates,
+cdef void _lstm_step_layer(floating* h_out, floating* c_out, floating* gates, floating* m,
                            const floating* inp, const floating* h_prev, const floating* c_prev,
                            const floating* w_ih, const floating* w_hh, const floating* b_ih,
-                           const floating* b_hh, Py_ssize_t B, Py_ssize_t D,
-                           Py_ssize_t H) noexcept nogil:
+                           const floating* b_hh, const floating* w_hr, Py_ssize_t B,
+                           Py_ssize_t D, Py_ssize_t H, Py_ssize_t S) noexcept nogil:
     cdef Py_ssize_t N = 4 * H, r, i
     cdef Cell cell = _lstm_cell()
     if B <= rf_tuning_now.step_dot_max_batch:
         if floating is float:
-            rnnfast_simd.step_dot_f32(gates, inp, w_ih, D, h_prev, w_hh, H, b_hh, B, N)
+            rnnfast_simd.step_dot_f32(gates, inp, w_ih, D, h_prev, w_hh, S, b_hh, B, N)
         else:
-            rnnfast_simd.step_dot_f64(gates, inp, w_ih, D, h_prev, w_hh, H, b_hh, B, N)
+            rnnfast_simd.step_dot_f64(gates, inp, w_ih, D, h_prev, w_hh, S, b_hh, B, N)
     else:
         for r in range(B):
             for i in range(N):
                 gates[r * N + i] = 0 if b_hh == NULL else b_hh[i]
         _bulk_gemm(NoTrans, Trans, B, N, D, <floating>1, inp, D, w_ih, D, <floating>1, gates, N)
         if h_prev != NULL:
-            _bulk_gemm(NoTrans, Trans, B, N, H, <floating>1, h_prev, H, w_hh, H, <floating>1,
+            _bulk_gemm(NoTrans, Trans, B, N, S, <floating>1, h_prev, S, w_hh, S, <floating>1,
                        gates, N)
-    _cell_forward(&cell, gates, b_ih, h_out, B, H, H, c_prev, c_out)
+    if w_hr == NULL:
+        _cell_forward(&cell, gates, b_ih, h_out, B, H, H, c_prev, c_out)
+    else:
+        _cell_forward(&cell, gates, b_ih, m, B, H, H, c_prev, c_out)
+        _dot_product(h_out, m, w_hr, <const floating*>NULL, B, H, S)
 
 
 cdef void _lstm_step_stack(floating* h_new, floating* c_new, floating* gates,
                            const floating* inp, const floating* h_ptr, const floating* c_ptr,
                            tuple params, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
-                           bint release_gil):
-    """Run an admitted LSTM stack step: layer k writes h_new[k], c_new[k] (B, H)."""
-    cdef Py_ssize_t L = len(params), k, d_in = D, off
+                           Py_ssize_t S, bint release_gil):
+    """Run an admitted LSTM stack step: layer k writes h_new[k] (B, S), c_new[k] (B, H);
+    gates (B, 5H): the gates, then m."""
+    cdef Py_ssize_t L = len(params), k, d_in = D
     cdef object w_ih, w_hh, b_ih, b_hh, w_hr
     cdef const floating* b_ih_ptr
     cdef const floating* b_hh_ptr
     cdef const floating* w_ih_ptr
     cdef const floating* w_hh_ptr
+    cdef const floating* w_hr_ptr
     cdef const floating* h_prev
     cdef const floating* c_prev
+    cdef floating* m = gates + B * 4 * H
     for k in range(L):
         w_ih, w_hh, b_ih, b_hh, w_hr = params[k]
         b_ih_ptr = NULL if b_ih is None else <const floating*>_data(b_ih)
         b_hh_ptr = NULL if b_hh is None else <const floating*>_data(b_hh)
+        w_hr_ptr = NULL if w_hr is None else <const floating*>_data(w_hr)
         w_ih_ptr = <const floating*>_data(w_ih)
         w_hh_ptr = <const floating*>_data(w_hh)
-        off = k * B * H
-        h_prev = NULL if h_ptr == NULL else h_ptr + off
-        c_prev = NULL if c_ptr == NULL else c_ptr + off
+        h_prev = NULL if h_ptr == NULL else h_ptr + k * B * S
+        c_prev = NULL if c_ptr == NULL else c_ptr + k * B * H
         if release_gil:
             with nogil:
-                _lstm_step_layer(h_new + off, c_new + off, gates, inp, h_prev, c_prev,
-                                 w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr, B, d_in, H)
+                _lstm_step_layer(h_new + k * B * S, c_new + k * B * H, gates, m, inp, h_prev,
+                                 c_prev, w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr, w_hr_ptr, B,
+                                 d_in, H, S)
         else:
-            _lstm_step_layer(h_new + off, c_new + off, gates, inp, h_prev, c_prev, w_ih_ptr,
-                             w_hh_ptr, b_ih_ptr, b_hh_ptr, B, d_in, H)
-        inp = h_new + off
-        d_in = H
+            _lstm_step_layer(h_new + k * B * S, c_new + k * B * H, gates, m, inp, h_prev,
+                             c_prev, w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr, w_hr_ptr, B, d_in,
+                             H, S)
+        inp = h_new + k * B * S
+        d_in = S
 
 
 def lstm_step(x, h, c, tuple params):
-    """One LSTM step of a stack of layers: (output (B, H), h_new (L, B, H), c_new (L, B, H)),
+    """One LSTM step of a stack of layers: (output (B, S), h_new (L, B, S), c_new (L, B, H)),
     or None.
 
-    x (B, D); h (L, B, H) and c (L, B, H), each None for zeros; params: per layer (w_ih
-    (4H, D_in), w_hh (4H, H), b_ih, b_hh, w_hr) with both biases None for no bias. None means
-    an operand is not exactly a C-contiguous array of the right dtype and shape: the caller
-    validates and retries. A w_hr that is not None raises NotImplementedError.
+    x (B, D); h (L, B, S) and c (L, B, H), each None for zeros; params: per layer (w_ih
+    (4H, D_in), w_hh (4H, S), b_ih, b_hh, w_hr (S, H) or None: then S = H) with both biases
+    None for no bias. None means an operand is not exactly a C-contiguous array of the right
+    dtype and shape: the caller validates and retries.
     """
-    cdef Py_ssize_t sizes[4]  # L, B, D, H
+    cdef Py_ssize_t sizes[5]  # L, B, D, H, S
     cdef Py_ssize_t macs = 0
-    sizes[0] = sizes[1] = sizes[2] = sizes[3] = 0
-    cdef int typenum = _lstm_step_admit(x, h, c, params, sizes, &macs)
+    cdef int typenum = _stack_admit(x, (h, c), params, 4, True, sizes, &macs)
     if typenum < 0:
         return None
-    cdef Py_ssize_t L = sizes[0], B = sizes[1], D = sizes[2], H = sizes[3]
+    cdef Py_ssize_t L = sizes[0], B = sizes[1], D = sizes[2], H = sizes[3], S = sizes[4]
     cdef cnp.npy_intp dims[3]
-    dims[0], dims[1], dims[2] = L, B, H
+    dims[0], dims[1], dims[2] = L, B, S
     h_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
-    c_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
     output = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
-    dims[2] = 4 * H
+    dims[2] = H
+    c_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
+    dims[2] = 5 * H
     gates = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
     cdef bint release_gil = macs >= rf_tuning_now.step_nogil_min_macs
     if typenum == cnp.NPY_FLOAT:
@@ -1230,15 +1308,15 @@ def lstm_step(x, h, c, tuple params):
                                 <float*>_data(gates), <const float*>_data(x),
                                 NULL if h is None else <const float*>_data(h),
                                 NULL if c is None else <const float*>_data(c), params, B, D, H,
-                                release_gil)
+                                S, release_gil)
     else:
         _lstm_step_stack[double](<double*>_data(h_new), <double*>_data(c_new),
                                  <double*>_data(gates), <const double*>_data(x),
                                  NULL if h is None else <const double*>_data(h),
                                  NULL if c is None else <const double*>_data(c), params, B, D,
-                                 H, release_gil)
+                                 H, S, release_gil)
     cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(<cnp.ndarray>x)
-    memcpy(_data(output), <char*>_data(h_new) + (L - 1) * B * H * itemsize, B * H * itemsize)
+    memcpy(_data(output), <char*>_data(h_new) + (L - 1) * B * S * itemsize, B * S * itemsize)
     return output, h_new, c_new
 
 
@@ -1304,23 +1382,27 @@ cdef int _plain_sizes(object x, object h0, object w_ih, object w_hh, Py_ssize_t 
     return typenum
 
 
-cdef int _step_admit(object x, object h, tuple params, Py_ssize_t* sizes,
-                     Py_ssize_t* macs) except -2:
-    """Check every operand of a stack step; fill sizes = (L, B, D, H) and the step's
-    multiply-adds; return the dtype's typenum or -1."""
-    cdef Py_ssize_t L = len(params), k, B, D, H, d_in
+cdef int _stack_admit(object x, tuple states, tuple params, Py_ssize_t G, bint lstm,
+                      Py_ssize_t* sizes, Py_ssize_t* macs) except -2:
+    """Check every operand of a stack step of a cell with G gate blocks: per layer (w_ih
+    (G*H, d_in), w_hh (G*H, S), b_ih, b_hh (G*H,) or both None) and, for an LSTM, w_hr (S, H)
+    or None (then S = H); ``states`` h (L, B, S) and an LSTM's c (L, B, H), each None or
+    ready. Fill sizes = (L, B, D, H, S) and the step's multiply-adds; return the dtype's
+    typenum or -1."""
+    cdef Py_ssize_t L = len(params), fields = 5 if lstm else 4, k, B, D, H, S, N, d_in
     cdef tuple layer
-    cdef object w_ih, w_hh, b_ih, b_hh
+    cdef object w_ih, w_hh, b_ih, b_hh, w_hr = None
     cdef int typenum = _float_typenum(x, 2) if L > 0 else -1
     if typenum < 0:
         return -1
-    if type(params[0]) is not tuple or len(<tuple>params[0]) != 4:
+    if type(params[0]) is not tuple or len(<tuple>params[0]) != fields:
         return -1
     w_hh = (<tuple>params[0])[1]
     if not cnp.PyArray_CheckExact(w_hh) or cnp.PyArray_NDIM(<cnp.ndarray>w_hh) != 2:
         return -1
-    B, D, H = _dim(x, 0), _dim(x, 1), _dim(w_hh, 0)
-    if B == 0 or H == 0 or D == 0:
+    B, D, N, S = _dim(x, 0), _dim(x, 1), _dim(w_hh, 0), _dim(w_hh, 1)
+    H = N // G
+    if B == 0 or H == 0 or D == 0 or S == 0 or N != G * H:
         return -1
     d_in = D
     macs[0] = 0
@@ -1328,72 +1410,36 @@ cdef int _step_admit(object x, object h, tuple params, Py_ssize_t* sizes,
         if type(params[k]) is not tuple:
             return -1
         layer = <tuple>params[k]
-        if len(layer) != 4:
+        if len(layer) != fields:
             return -1
-        w_ih, w_hh, b_ih, b_hh = layer
-        if not (_shaped(w_ih, typenum, H, d_in) and _shaped(w_hh, typenum, H, H)):
+        w_ih, w_hh, b_ih, b_hh = layer[0], layer[1], layer[2], layer[3]
+        if lstm:
+            w_hr = layer[4]
+        if w_hr is None:
+            if S != H:
+                return -1
+        elif not _shaped(w_hr, typenum, S, H):
             return -1
-        if (b_ih is None) != (b_hh is None):
-            return -1
-        if b_ih is not None and not (_shaped(b_ih, typenum, H) and _shaped(b_hh, typenum, H)):
-            return -1
-        macs[0] += B * H * (d_in + H)
-        d_in = H
-    if h is not None and not _shaped(h, typenum, L, B, H):
-        return -1
-    sizes[0], sizes[1], sizes[2], sizes[3] = L, B, D, H
-    return typenum
-
-
-cdef int _lstm_step_admit(object x, object h, object c, tuple params, Py_ssize_t* sizes,
-                          Py_ssize_t* macs) except -2:
-    """_step_admit for an LSTM stack: layers (w_ih, w_hh, b_ih, b_hh, w_hr), w_ih (4H, D_in),
-    w_hh (4H, H); h and c (L, B, H) or None. NotImplementedError for a w_hr."""
-    cdef Py_ssize_t L = len(params), k, B, D, H, d_in
-    cdef tuple layer
-    cdef object w_ih, w_hh, b_ih, b_hh, w_hr
-    cdef int typenum = _float_typenum(x, 2) if L > 0 else -1
-    if typenum < 0:
-        return -1
-    if type(params[0]) is not tuple or len(<tuple>params[0]) != 5:
-        return -1
-    w_hh = (<tuple>params[0])[1]
-    if not cnp.PyArray_CheckExact(w_hh) or cnp.PyArray_NDIM(<cnp.ndarray>w_hh) != 2:
-        return -1
-    B, D, H = _dim(x, 0), _dim(x, 1), _dim(w_hh, 1)
-    if B == 0 or H == 0 or D == 0:
-        return -1
-    d_in = D
-    macs[0] = 0
-    for k in range(L):
-        if type(params[k]) is not tuple:
-            return -1
-        layer = <tuple>params[k]
-        if len(layer) != 5:
-            return -1
-        w_ih, w_hh, b_ih, b_hh, w_hr = layer
-        if w_hr is not None:
-            raise NotImplementedError("lstm_step: proj_size > 0 runs on the NumPy reference")
-        if not (_shaped(w_ih, typenum, 4 * H, d_in) and _shaped(w_hh, typenum, 4 * H, H)):
+        else:
+            macs[0] += B * S * H
+        if not (_shaped(w_ih, typenum, N, d_in) and _shaped(w_hh, typenum, N, S)):
             return -1
         if (b_ih is None) != (b_hh is None):
             return -1
-        if b_ih is not None and not (_shaped(b_ih, typenum, 4 * H)
-                                     and _shaped(b_hh, typenum, 4 * H)):
+        if b_ih is not None and not (_shaped(b_ih, typenum, N) and _shaped(b_hh, typenum, N)):
             return -1
-        macs[0] += 4 * B * H * (d_in + H)
-        d_in = H
-    if h is not None and not _shaped(h, typenum, L, B, H):
-        return -1
-    if c is not None and not _shaped(c, typenum, L, B, H):
-        return -1
-    sizes[0], sizes[1], sizes[2], sizes[3] = L, B, D, H
+        macs[0] += B * N * (d_in + S)
+        d_in = S
+    for k in range(len(states)):
+        if states[k] is not None and not _shaped(states[k], typenum, L, B, S if k == 0 else H):
+            return -1
+    sizes[0], sizes[1], sizes[2], sizes[3], sizes[4] = L, B, D, H, S
     return typenum
 
 
 def rnn_forward_plain(x, h0, w_ih, w_hh, b, nonlinearity, Py_ssize_t blas_int_max):
     """rnn_forward if every argument is admitted (see above), else None."""
-    cdef Py_ssize_t sizes[4]
+    cdef Py_ssize_t sizes[4]  # T, B, D, H
     cdef int typenum = _plain_sizes(x, h0, w_ih, w_hh, blas_int_max, sizes)
     if typenum < 0 or not (b is None or _shaped(b, typenum, sizes[3])):
         return None
@@ -1666,24 +1712,6 @@ def gru_overlap_steps(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
 
 # ---- GRU streaming step ----------------------------------------------------------------------
 
-cdef void _gru_step_product(floating* out, const floating* a, const floating* w,
-                            const floating* bias, Py_ssize_t B, Py_ssize_t k,
-                            Py_ssize_t n) noexcept nogil:
-    """out (B, n) = a (B, k) @ w.T + bias (a NULL: bias only; bias NULL: none)."""
-    cdef Py_ssize_t r, i
-    if a != NULL and B <= rf_tuning_now.step_dot_max_batch:
-        if floating is float:
-            rnnfast_simd.step_dot_f32(out, a, w, k, NULL, NULL, 0, bias, B, n)
-        else:
-            rnnfast_simd.step_dot_f64(out, a, w, k, NULL, NULL, 0, bias, B, n)
-        return
-    for r in range(B):
-        for i in range(n):
-            out[r * n + i] = 0 if bias == NULL else bias[i]
-    if a != NULL:
-        _bulk_gemm(NoTrans, Trans, B, n, k, <floating>1, a, k, w, k, <floating>1, out, n)
-
-
 cdef void _gru_step_layer(floating* out, floating* scratch, const floating* inp,
                           const floating* h_prev, const floating* w_ih, const floating* w_hh,
                           const floating* b_ih, const floating* b_hh, Py_ssize_t B,
@@ -1691,8 +1719,8 @@ cdef void _gru_step_layer(floating* out, floating* scratch, const floating* inp,
     """out (B, H): one GRU layer's step; the biases ride on the two products (the pointwise
     part then takes no bias), scratch (2, B, 3H) holds them."""
     cdef Py_ssize_t N = 3 * H
-    _gru_step_product(scratch, inp, w_ih, b_ih, B, D, N)
-    _gru_step_product(scratch + B * N, h_prev, w_hh, b_hh, B, H, N)
+    _dot_product(scratch, inp, w_ih, b_ih, B, D, N)
+    _dot_product(scratch + B * N, h_prev, w_hh, b_hh, B, H, N)
     _gru_pointwise_forward(scratch, scratch + B * N, <const floating*>NULL,
                            <const floating*>NULL, h_prev, out, <floating*>NULL, B, H)
 
@@ -1726,47 +1754,6 @@ cdef void _gru_step_stack(floating* out, floating* scratch, const floating* inp,
         d_in = H
 
 
-cdef int _gru_step_admit(object x, object h, tuple params, Py_ssize_t* sizes,
-                         Py_ssize_t* macs) except -2:
-    """_step_admit for a GRU stack (w_ih (3H, d_in), w_hh (3H, H), biases (3H,))."""
-    cdef Py_ssize_t L = len(params), k, B, D, H, d_in
-    cdef tuple layer
-    cdef object w_ih, w_hh, b_ih, b_hh
-    cdef int typenum = _float_typenum(x, 2) if L > 0 else -1
-    if typenum < 0:
-        return -1
-    if type(params[0]) is not tuple or len(<tuple>params[0]) != 4:
-        return -1
-    w_hh = (<tuple>params[0])[1]
-    if not cnp.PyArray_CheckExact(w_hh) or cnp.PyArray_NDIM(<cnp.ndarray>w_hh) != 2:
-        return -1
-    B, D, H = _dim(x, 0), _dim(x, 1), _dim(w_hh, 1)
-    if B == 0 or H == 0 or D == 0:
-        return -1
-    d_in = D
-    macs[0] = 0
-    for k in range(L):
-        if type(params[k]) is not tuple:
-            return -1
-        layer = <tuple>params[k]
-        if len(layer) != 4:
-            return -1
-        w_ih, w_hh, b_ih, b_hh = layer
-        if not (_shaped(w_ih, typenum, 3 * H, d_in) and _shaped(w_hh, typenum, 3 * H, H)):
-            return -1
-        if (b_ih is None) != (b_hh is None):
-            return -1
-        if b_ih is not None and not (_shaped(b_ih, typenum, 3 * H)
-                                     and _shaped(b_hh, typenum, 3 * H)):
-            return -1
-        macs[0] += 3 * B * H * (d_in + H)
-        d_in = H
-    if h is not None and not _shaped(h, typenum, L, B, H):
-        return -1
-    sizes[0], sizes[1], sizes[2], sizes[3] = L, B, D, H
-    return typenum
-
-
 def gru_step(x, h, tuple params):
     """One GRU step of a stack of layers: (output (B, H), a copy of h_new[-1]; h_new (L, B, H)),
     or None (an operand is not exactly right: the caller validates and retries).
@@ -1774,10 +1761,9 @@ def gru_step(x, h, tuple params):
     x (B, D); h (L, B, H) or None for zeros; params: per layer (w_ih, w_hh, b_ih, b_hh), both
     biases None for none.
     """
-    cdef Py_ssize_t sizes[4]
+    cdef Py_ssize_t sizes[5]  # L, B, D, H, S
     cdef Py_ssize_t macs = 0
-    sizes[0] = sizes[1] = sizes[2] = sizes[3] = 0
-    cdef int typenum = _gru_step_admit(x, h, params, sizes, &macs)
+    cdef int typenum = _stack_admit(x, (h,), params, 3, False, sizes, &macs)
     if typenum < 0:
         return None
     cdef Py_ssize_t L = sizes[0], B = sizes[1], D = sizes[2], H = sizes[3]
