@@ -213,6 +213,8 @@ cdef enum:
     CELL_ELMAN_RELU = 1
     # LSTM (G = 4): gates i, f, g, o; its own pointwise functions below
     CELL_LSTM = 2
+    # GRU (G = 3): gates r, z, n; its section at the end of the file
+    CELL_GRU = 3
 
 
 cdef struct Cell:
@@ -1122,6 +1124,27 @@ def split_panels(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssiz
 # product (simd_dot.h) on the weights as stored; larger ones GEMM, which packs the weights
 # again on every call. Measure with `python bench/tune_step_batch.py`.
 
+cdef void _step_gates(floating* out, const floating* inp, const floating* h_prev,
+                      const floating* w_ih, const floating* w_hh, const floating* b_hh,
+                      Py_ssize_t B, Py_ssize_t D, Py_ssize_t S, Py_ssize_t N) noexcept nogil:
+    """out (B, N) = inp @ w_ih.T + h_prev @ w_hh.T + b_hh: a step's gate pre-activations
+    (N = G * H) from the state h_prev (B, S) (NULL: zeros) and b_hh (NULL: none)."""
+    cdef Py_ssize_t r, i
+    if B <= rf_tuning_now.step_dot_max_batch:
+        if floating is float:
+            rnnfast_simd.step_dot_f32(out, inp, w_ih, D, h_prev, w_hh, S, b_hh, B, N)
+        else:
+            rnnfast_simd.step_dot_f64(out, inp, w_ih, D, h_prev, w_hh, S, b_hh, B, N)
+    else:
+        for r in range(B):
+            for i in range(N):
+                out[r * N + i] = 0 if b_hh == NULL else b_hh[i]
+        _bulk_gemm(NoTrans, Trans, B, N, D, <floating>1, inp, D, w_ih, D, <floating>1, out, N)
+        if h_prev != NULL:
+            _bulk_gemm(NoTrans, Trans, B, N, S, <floating>1, h_prev, S, w_hh, S, <floating>1,
+                       out, N)
+
+
 cdef void _step_layer(floating* out, const floating* inp, const floating* h_prev,
                       const floating* w_ih, const floating* w_hh, const floating* b_ih,
                       const floating* b_hh, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
@@ -1130,50 +1153,109 @@ cdef void _step_layer(floating* out, const floating* inp, const floating* h_prev
 
     ``h_prev`` NULL means zeros; ``b_hh`` and ``b_ih`` NULL mean no bias.
     """
-    cdef Py_ssize_t r, i
-    if B <= rf_tuning_now.step_dot_max_batch:
-        if floating is float:
-            rnnfast_simd.step_dot_f32(out, inp, w_ih, D, h_prev, w_hh, H, b_hh, B, H)
-        else:
-            rnnfast_simd.step_dot_f64(out, inp, w_ih, D, h_prev, w_hh, H, b_hh, B, H)
-    else:
-        for r in range(B):
-            for i in range(H):
-                out[r * H + i] = 0 if b_hh == NULL else b_hh[i]
-        _bulk_gemm(NoTrans, Trans, B, H, D, <floating>1, inp, D, w_ih, D, <floating>1, out, H)
-        if h_prev != NULL:
-            _bulk_gemm(NoTrans, Trans, B, H, H, <floating>1, h_prev, H, w_hh, H, <floating>1,
-                       out, H)
+    _step_gates(out, inp, h_prev, w_ih, w_hh, b_hh, B, D, H, H)
     _cell_forward(cell, out, b_ih, out, B, H, H, <const floating*>NULL, <floating*>NULL)
 
 
-cdef void _step_stack(floating* out, const floating* inp, const floating* h_ptr,
-                      tuple params, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
-                      const Cell* cell, bint release_gil):
-    """Run an admitted stack step (_stack_admit): layer k writes out[k] (B, H)."""
+cdef void _layer_step(const Cell* cell, floating* h_out, floating* c_out, floating* scratch,
+                      const floating* inp, const floating* h_prev, const floating* c_prev,
+                      const floating* w_ih, const floating* w_hh, const floating* b_ih,
+                      const floating* b_hh, const floating* w_hr, Py_ssize_t B, Py_ssize_t D,
+                      Py_ssize_t H, Py_ssize_t S) noexcept nogil:
+    """One layer's step of the cell (scratch: LSTM (B, 5H), GRU (2, B, 3H), Elman none)."""
+    if cell.code == CELL_LSTM:
+        _lstm_step_layer(h_out, c_out, scratch, scratch + B * 4 * H, inp, h_prev, c_prev, w_ih,
+                         w_hh, b_ih, b_hh, w_hr, B, D, H, S)
+    elif cell.code == CELL_GRU:
+        _gru_step_layer(h_out, scratch, inp, h_prev, w_ih, w_hh, b_ih, b_hh, B, D, H)
+    else:
+        _step_layer(h_out, inp, h_prev, w_ih, w_hh, b_ih, b_hh, B, D, H, cell)
+
+
+cdef void _stack_step(const Cell* cell, floating* h_new, floating* c_new, floating* scratch,
+                      const floating* inp, const floating* h_ptr, const floating* c_ptr,
+                      tuple params, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssize_t S,
+                      bint release_gil):
+    """Run an admitted stack step (_stack_admit): layer k writes h_new[k] (B, S) (and an
+    LSTM's c_new[k] (B, H)) from h[k], c[k] (NULL: zeros)."""
     cdef Py_ssize_t L = len(params), k, d_in = D
-    cdef const floating* h_prev
-    cdef object w_ih, w_hh, b_ih, b_hh
+    cdef tuple layer
+    cdef object b_ih, b_hh, w_hr
     cdef const floating* b_ih_ptr
     cdef const floating* b_hh_ptr
+    cdef const floating* w_hr_ptr
     cdef const floating* w_ih_ptr
     cdef const floating* w_hh_ptr
+    cdef const floating* h_prev
+    cdef const floating* c_prev
+    cdef floating* c_out
     for k in range(L):
-        w_ih, w_hh, b_ih, b_hh = params[k]
+        layer = <tuple>params[k]
+        b_ih, b_hh = layer[2], layer[3]
+        w_hr = layer[4] if cell.code == CELL_LSTM else None
         b_ih_ptr = NULL if b_ih is None else <const floating*>_data(b_ih)
         b_hh_ptr = NULL if b_hh is None else <const floating*>_data(b_hh)
-        w_ih_ptr = <const floating*>_data(w_ih)
-        w_hh_ptr = <const floating*>_data(w_hh)
-        h_prev = NULL if h_ptr == NULL else h_ptr + k * B * H
+        w_hr_ptr = NULL if w_hr is None else <const floating*>_data(w_hr)
+        w_ih_ptr = <const floating*>_data(layer[0])
+        w_hh_ptr = <const floating*>_data(layer[1])
+        h_prev = NULL if h_ptr == NULL else h_ptr + k * B * S
+        c_prev = NULL if c_ptr == NULL else c_ptr + k * B * H
+        c_out = NULL if c_new == NULL else c_new + k * B * H
         if release_gil:
             with nogil:
-                _step_layer(out + k * B * H, inp, h_prev, w_ih_ptr, w_hh_ptr, b_ih_ptr,
-                            b_hh_ptr, B, d_in, H, cell)
+                _layer_step(cell, h_new + k * B * S, c_out, scratch, inp, h_prev, c_prev,
+                            w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr, w_hr_ptr, B, d_in, H, S)
         else:
-            _step_layer(out + k * B * H, inp, h_prev, w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr,
-                        B, d_in, H, cell)
-        inp = out + k * B * H
-        d_in = H
+            _layer_step(cell, h_new + k * B * S, c_out, scratch, inp, h_prev, c_prev, w_ih_ptr,
+                        w_hh_ptr, b_ih_ptr, b_hh_ptr, w_hr_ptr, B, d_in, H, S)
+        inp = h_new + k * B * S
+        d_in = S
+
+
+cdef object _stack_call(Cell cell, object x, object h, object c, tuple params):
+    """A stack step of any cell: (output (B, S), h_new (L, B, S)[, c_new (L, B, H)]), or None
+    if an operand is not admitted."""
+    cdef bint lstm = cell.code == CELL_LSTM
+    cdef Py_ssize_t sizes[5]  # L, B, D, H, S
+    cdef Py_ssize_t macs = 0
+    cdef int typenum = _stack_admit(x, (h, c) if lstm else (h,), params, cell.gates, lstm, sizes,
+                                    &macs)
+    if typenum < 0:
+        return None
+    cdef Py_ssize_t L = sizes[0], B = sizes[1], D = sizes[2], H = sizes[3], S = sizes[4]
+    cdef cnp.npy_intp dims[3]
+    dims[0], dims[1], dims[2] = L, B, S
+    # C-API allocations, not np.empty and a slice: no Python-level calls per step.
+    h_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
+    output = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
+    c_new = scratch = None
+    dims[2] = H
+    if lstm:
+        c_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
+    if cell.gates > 1:
+        dims[2] = 5 * H if lstm else 6 * H
+        scratch = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
+    cdef bint release_gil = macs >= rf_tuning_now.step_nogil_min_macs
+    if typenum == cnp.NPY_FLOAT:
+        _stack_step[float](&cell, <float*>_data(h_new),
+                           NULL if c_new is None else <float*>_data(c_new),
+                           NULL if scratch is None else <float*>_data(scratch),
+                           <const float*>_data(x), NULL if h is None else <const float*>_data(h),
+                           NULL if c is None else <const float*>_data(c), params, B, D, H, S,
+                           release_gil)
+    else:
+        _stack_step[double](&cell, <double*>_data(h_new),
+                            NULL if c_new is None else <double*>_data(c_new),
+                            NULL if scratch is None else <double*>_data(scratch),
+                            <const double*>_data(x),
+                            NULL if h is None else <const double*>_data(h),
+                            NULL if c is None else <const double*>_data(c), params, B, D, H, S,
+                            release_gil)
+    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(<cnp.ndarray>x)
+    memcpy(_data(output), <char*>_data(h_new) + (L - 1) * B * S * itemsize, B * S * itemsize)
+    if lstm:
+        return output, h_new, c_new
+    return output, h_new
 
 
 def rnn_step(x, h, tuple params, str nonlinearity):
@@ -1184,30 +1266,7 @@ def rnn_step(x, h, tuple params, str nonlinearity):
     both biases None for no bias. None means an operand is not exactly a C-contiguous array of
     the right dtype and shape: the caller must take the validating path.
     """
-    cdef Cell cell = _elman_cell(nonlinearity)
-    cdef Py_ssize_t sizes[5]  # L, B, D, H, S
-    cdef Py_ssize_t macs = 0
-    cdef int typenum = _stack_admit(x, (h,), params, 1, False, sizes, &macs)
-    if typenum < 0:
-        return None
-    cdef Py_ssize_t L = sizes[0], B = sizes[1], D = sizes[2], H = sizes[3]
-    cdef cnp.npy_intp dims[3]
-    dims[0], dims[1], dims[2] = L, B, H
-    # C-API allocations, not np.empty and a slice: no Python-level calls per step.
-    h_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
-    output = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
-    cdef bint release_gil = macs >= rf_tuning_now.step_nogil_min_macs
-    if typenum == cnp.NPY_FLOAT:
-        _step_stack[float](<float*>_data(h_new), <const float*>_data(x),
-                           NULL if h is None else <const float*>_data(h), params, B, D, H,
-                           &cell, release_gil)
-    else:
-        _step_stack[double](<double*>_data(h_new), <const double*>_data(x),
-                            NULL if h is None else <const double*>_data(h), params, B, D, H,
-                            &cell, release_gil)
-    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(<cnp.ndarray>x)
-    memcpy(_data(output), <char*>_data(h_new) + (L - 1) * B * H * itemsize, B * H * itemsize)
-    return output, h_new
+    return _stack_call(_elman_cell(nonlinearity), x, h, None, params)
 
 
 # The LSTM's streaming step: per layer, the (B, 4H) gates by the same dot-form product (or
@@ -1219,64 +1278,13 @@ cdef void _lstm_step_layer(floating* h_out, floating* c_out, floating* gates, fl
                            const floating* w_ih, const floating* w_hh, const floating* b_ih,
                            const floating* b_hh, const floating* w_hr, Py_ssize_t B,
                            Py_ssize_t D, Py_ssize_t H, Py_ssize_t S) noexcept nogil:
-    cdef Py_ssize_t N = 4 * H, r, i
     cdef Cell cell = _lstm_cell()
-    if B <= rf_tuning_now.step_dot_max_batch:
-        if floating is float:
-            rnnfast_simd.step_dot_f32(gates, inp, w_ih, D, h_prev, w_hh, S, b_hh, B, N)
-        else:
-            rnnfast_simd.step_dot_f64(gates, inp, w_ih, D, h_prev, w_hh, S, b_hh, B, N)
-    else:
-        for r in range(B):
-            for i in range(N):
-                gates[r * N + i] = 0 if b_hh == NULL else b_hh[i]
-        _bulk_gemm(NoTrans, Trans, B, N, D, <floating>1, inp, D, w_ih, D, <floating>1, gates, N)
-        if h_prev != NULL:
-            _bulk_gemm(NoTrans, Trans, B, N, S, <floating>1, h_prev, S, w_hh, S, <floating>1,
-                       gates, N)
+    _step_gates(gates, inp, h_prev, w_ih, w_hh, b_hh, B, D, S, 4 * H)
     if w_hr == NULL:
         _cell_forward(&cell, gates, b_ih, h_out, B, H, H, c_prev, c_out)
     else:
         _cell_forward(&cell, gates, b_ih, m, B, H, H, c_prev, c_out)
         _dot_product(h_out, m, w_hr, <const floating*>NULL, B, H, S)
-
-
-cdef void _lstm_step_stack(floating* h_new, floating* c_new, floating* gates,
-                           const floating* inp, const floating* h_ptr, const floating* c_ptr,
-                           tuple params, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
-                           Py_ssize_t S, bint release_gil):
-    """Run an admitted LSTM stack step: layer k writes h_new[k] (B, S), c_new[k] (B, H);
-    gates (B, 5H): the gates, then m."""
-    cdef Py_ssize_t L = len(params), k, d_in = D
-    cdef object w_ih, w_hh, b_ih, b_hh, w_hr
-    cdef const floating* b_ih_ptr
-    cdef const floating* b_hh_ptr
-    cdef const floating* w_ih_ptr
-    cdef const floating* w_hh_ptr
-    cdef const floating* w_hr_ptr
-    cdef const floating* h_prev
-    cdef const floating* c_prev
-    cdef floating* m = gates + B * 4 * H
-    for k in range(L):
-        w_ih, w_hh, b_ih, b_hh, w_hr = params[k]
-        b_ih_ptr = NULL if b_ih is None else <const floating*>_data(b_ih)
-        b_hh_ptr = NULL if b_hh is None else <const floating*>_data(b_hh)
-        w_hr_ptr = NULL if w_hr is None else <const floating*>_data(w_hr)
-        w_ih_ptr = <const floating*>_data(w_ih)
-        w_hh_ptr = <const floating*>_data(w_hh)
-        h_prev = NULL if h_ptr == NULL else h_ptr + k * B * S
-        c_prev = NULL if c_ptr == NULL else c_ptr + k * B * H
-        if release_gil:
-            with nogil:
-                _lstm_step_layer(h_new + k * B * S, c_new + k * B * H, gates, m, inp, h_prev,
-                                 c_prev, w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr, w_hr_ptr, B,
-                                 d_in, H, S)
-        else:
-            _lstm_step_layer(h_new + k * B * S, c_new + k * B * H, gates, m, inp, h_prev,
-                             c_prev, w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr, w_hr_ptr, B, d_in,
-                             H, S)
-        inp = h_new + k * B * S
-        d_in = S
 
 
 def lstm_step(x, h, c, tuple params):
@@ -1288,36 +1296,7 @@ def lstm_step(x, h, c, tuple params):
     None for no bias. None means an operand is not exactly a C-contiguous array of the right
     dtype and shape: the caller validates and retries.
     """
-    cdef Py_ssize_t sizes[5]  # L, B, D, H, S
-    cdef Py_ssize_t macs = 0
-    cdef int typenum = _stack_admit(x, (h, c), params, 4, True, sizes, &macs)
-    if typenum < 0:
-        return None
-    cdef Py_ssize_t L = sizes[0], B = sizes[1], D = sizes[2], H = sizes[3], S = sizes[4]
-    cdef cnp.npy_intp dims[3]
-    dims[0], dims[1], dims[2] = L, B, S
-    h_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
-    output = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
-    dims[2] = H
-    c_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
-    dims[2] = 5 * H
-    gates = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
-    cdef bint release_gil = macs >= rf_tuning_now.step_nogil_min_macs
-    if typenum == cnp.NPY_FLOAT:
-        _lstm_step_stack[float](<float*>_data(h_new), <float*>_data(c_new),
-                                <float*>_data(gates), <const float*>_data(x),
-                                NULL if h is None else <const float*>_data(h),
-                                NULL if c is None else <const float*>_data(c), params, B, D, H,
-                                S, release_gil)
-    else:
-        _lstm_step_stack[double](<double*>_data(h_new), <double*>_data(c_new),
-                                 <double*>_data(gates), <const double*>_data(x),
-                                 NULL if h is None else <const double*>_data(h),
-                                 NULL if c is None else <const double*>_data(c), params, B, D,
-                                 H, S, release_gil)
-    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(<cnp.ndarray>x)
-    memcpy(_data(output), <char*>_data(h_new) + (L - 1) * B * S * itemsize, B * S * itemsize)
-    return output, h_new, c_new
+    return _stack_call(_lstm_cell(), x, h, c, params)
 
 
 # ==============================================================================================
@@ -1471,11 +1450,7 @@ def rnn_backward_plain(dh, x, h0, h, w_ih, w_hh, nonlinearity, Py_ssize_t blas_i
 # h[t-1] is z dh + da_h[t] @ w_hh. No split forward (an output column needs all three gates).
 # ==============================================================================================
 
-cdef enum:
-    CELL_GRU = 3
-
-
-cdef Cell _gru_cell():
+cdef Cell _gru_cell() noexcept nogil:
     cdef Cell cell
     cell.code, cell.gates = CELL_GRU, 3
     return cell
@@ -1725,35 +1700,6 @@ cdef void _gru_step_layer(floating* out, floating* scratch, const floating* inp,
                            <const floating*>NULL, h_prev, out, <floating*>NULL, B, H)
 
 
-cdef void _gru_step_stack(floating* out, floating* scratch, const floating* inp,
-                          const floating* h_ptr, tuple params, Py_ssize_t B, Py_ssize_t D,
-                          Py_ssize_t H, bint release_gil):
-    """Run an admitted GRU stack step: layer k writes out[k] (B, H); scratch (2, B, 3H)."""
-    cdef Py_ssize_t L = len(params), k, d_in = D, N = 3 * H
-    cdef const floating* h_prev
-    cdef object w_ih, w_hh, b_ih, b_hh
-    cdef const floating* b_ih_ptr
-    cdef const floating* b_hh_ptr
-    cdef const floating* w_ih_ptr
-    cdef const floating* w_hh_ptr
-    for k in range(L):
-        w_ih, w_hh, b_ih, b_hh = params[k]
-        b_ih_ptr = NULL if b_ih is None else <const floating*>_data(b_ih)
-        b_hh_ptr = NULL if b_hh is None else <const floating*>_data(b_hh)
-        w_ih_ptr = <const floating*>_data(w_ih)
-        w_hh_ptr = <const floating*>_data(w_hh)
-        h_prev = NULL if h_ptr == NULL else h_ptr + k * B * H
-        if release_gil:
-            with nogil:
-                _gru_step_layer(out + k * B * H, scratch, inp, h_prev, w_ih_ptr, w_hh_ptr,
-                                b_ih_ptr, b_hh_ptr, B, d_in, H)
-        else:
-            _gru_step_layer(out + k * B * H, scratch, inp, h_prev, w_ih_ptr, w_hh_ptr,
-                            b_ih_ptr, b_hh_ptr, B, d_in, H)
-        inp = out + k * B * H
-        d_in = H
-
-
 def gru_step(x, h, tuple params):
     """One GRU step of a stack of layers: (output (B, H), a copy of h_new[-1]; h_new (L, B, H)),
     or None (an operand is not exactly right: the caller validates and retries).
@@ -1761,29 +1707,4 @@ def gru_step(x, h, tuple params):
     x (B, D); h (L, B, H) or None for zeros; params: per layer (w_ih, w_hh, b_ih, b_hh), both
     biases None for none.
     """
-    cdef Py_ssize_t sizes[5]  # L, B, D, H, S
-    cdef Py_ssize_t macs = 0
-    cdef int typenum = _stack_admit(x, (h,), params, 3, False, sizes, &macs)
-    if typenum < 0:
-        return None
-    cdef Py_ssize_t L = sizes[0], B = sizes[1], D = sizes[2], H = sizes[3]
-    cdef cnp.npy_intp dims[3]
-    dims[0], dims[1], dims[2] = L, B, H
-    h_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
-    output = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
-    dims[0], dims[1], dims[2] = 2, B, 3 * H
-    scratch = cnp.PyArray_EMPTY(3, dims, typenum, 0)
-    cdef bint release_gil = macs >= rf_tuning_now.step_nogil_min_macs
-    if typenum == cnp.NPY_FLOAT:
-        _gru_step_stack[float](<float*>_data(h_new), <float*>_data(scratch),
-                               <const float*>_data(x),
-                               NULL if h is None else <const float*>_data(h), params, B, D, H,
-                               release_gil)
-    else:
-        _gru_step_stack[double](<double*>_data(h_new), <double*>_data(scratch),
-                                <const double*>_data(x),
-                                NULL if h is None else <const double*>_data(h), params, B, D,
-                                H, release_gil)
-    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(<cnp.ndarray>x)
-    memcpy(_data(output), <char*>_data(h_new) + (L - 1) * B * H * itemsize, B * H * itemsize)
-    return output, h_new
+    return _stack_call(_gru_cell(), x, h, None, params)
