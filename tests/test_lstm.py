@@ -245,3 +245,49 @@ def test_training_follows_torch(optimizer, options):
     assert_close(losses, tlosses, 1e-9, "loss curve")
     for k, v in theirs.items():
         assert_close(ours[k], v, 1e-9, k)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "auto"])
+def test_an_eval_forward_keeps_no_workspace_and_backward_still_works(backend):
+    """Inference keeps nothing beyond the states; a backward after it recomputes the
+    workspace and gives the training-mode gradients."""
+    layer = rnnfast.LSTM(
+        3,
+        5,
+        num_layers=2,
+        bidirectional=True,
+        proj_size=2,
+        dtype=np.float64,
+        seed=0,
+        backend=backend,
+    )
+    x = np.random.default_rng(0).standard_normal((4, 2, 3))
+    out, _ = layer(x)
+    want_dx = layer.backward(np.ones_like(out))[0]
+    want = {k: v.copy() for k, v in layer.grads.items()}
+    layer.zero_grad()
+    layer.eval()
+    out_eval, _ = layer(x)
+    np.testing.assert_array_equal(out_eval, out)
+    assert all(ws is None for lc in layer._cache.layers for ws in lc.workspaces)
+    np.testing.assert_allclose(layer.backward(np.ones_like(out))[0], want_dx, rtol=1e-12)
+    for k, v in want.items():
+        np.testing.assert_allclose(layer.grads[k], v, rtol=1e-12, atol=1e-14, err_msg=k)
+
+
+def test_a_workspace_serves_two_backwards():
+    """The compiled backward uses the workspace's memory for its gradients; a second backward
+    from the same workspace recomputes it and gives the same gradients."""
+    rng = np.random.default_rng(5)
+    x, w_ih, w_hh = (
+        rng.standard_normal((6, 3, 4)),
+        rng.standard_normal((20, 4)),
+        rng.standard_normal((20, 5)),
+    )
+    out = functional.lstm_forward(x, None, None, w_ih, w_hh, training=True)
+    dh = rng.standard_normal(out.h.shape)
+    first = functional.lstm_backward(dh, None, x, None, None, *out, w_ih, w_hh)
+    second = functional.lstm_backward(dh, None, x, None, None, *out, w_ih, w_hh)
+    for name, a, b in zip(first._fields, first, second, strict=True):
+        if a is not None:
+            np.testing.assert_array_equal(a, b, err_msg=name)

@@ -118,9 +118,10 @@ def run(p, training=True):
                                  None, training)
     if not training:
         return (h, c, gates)
+    activations = gates.copy()  # the backward writes its gradients over them
     grads = k.lstm_backward(p["dh"], p["dc"], p["x"], p["h0"], p["c0"], h, c, gates,
                             p["w_ih"], p["w_hh"], None)
-    return (h, c, gates, *grads)
+    return (h, c, activations, *grads)
 
 
 NAMES = ("h", "c", "gates", "dx", "dh0", "dc0", "dw_ih", "dw_hh", "db")
@@ -461,3 +462,27 @@ def test_bit_identical_from_concurrent_threads():
     for result in results:
         for name, a, e in zip(NAMES, result, first, strict=False):
             np.testing.assert_array_equal(a, e, err_msg=name)
+
+
+def test_forward_and_backward_peak_memory_is_one_workspace():
+    """Beyond the results (h, c, the gradients), a training forward and its backward hold at
+    the peak one (T, B, 4H) workspace: the backward writes its gate gradients over it."""
+    import tracemalloc
+
+    k = kernels()
+    T, B, D, H = 30, 8, 16, 64
+    p = problem(np.random.default_rng(9), T, B, D, H, np.float64)
+    b = folded(p)
+    with k.tuned(overlap="off"):
+        run(p)  # warm up
+        tracemalloc.start()
+        h, c, gates = k.lstm_forward(p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], b, None,
+                                     True)
+        grads = k.lstm_backward(p["dh"], p["dc"], p["x"], p["h0"], p["c0"], h, c, gates,
+                                p["w_ih"], p["w_hh"], None)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    results = h.nbytes + c.nbytes + sum(g.nbytes for g in grads if g is not None)
+    workspace = T * B * 4 * H * 8
+    # plus weight-sized scratch (the packed w_hh where no result's memory can hold it)
+    assert peak - results <= workspace + p["w_hh"].nbytes + 64 * 1024, (peak - results) / workspace

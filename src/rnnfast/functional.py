@@ -332,7 +332,8 @@ class Workspace:
 
     Opaque: its ``data`` belongs to the implementation that made it (the gate activations,
     e.g.). A backward on another backend recomputes it from the forward's arguments, so any
-    forward/backward pair of backends gives the same gradients.
+    forward/backward pair of backends gives the same gradients; so does a second backward
+    from a workspace whose memory the first used for its gradients (the compiled LSTM's).
     """
 
     cell: str
@@ -599,9 +600,13 @@ def lstm_backward(
     ws = _workspace(workspace, "lstm", sizes, a["x"].dtype)
 
     data = ws.data
-    if ws.impl is not impl:  # another backend's workspace: this one's from the forward's
+    if ws.impl is not impl or data is None:  # another backend's, or used up: recompute it
         args = (a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], ws.bias, a["w_hr"], True)
         data = impl.lstm_forward(*args)[2]
+    elif impl is not _reference and a["w_hr"] is None:
+        # The compiled backward writes its gradients over the activations (one workspace for
+        # forward and backward): a second backward from this workspace recomputes them.
+        object.__setattr__(ws, "data", None)
     grads = impl.lstm_backward(
         a["dh"], a["dc"], a["x"], a["h0"], a["c0"], a["h"], a["c"], data,
         a["w_ih"], a["w_hh"], a["w_hr"],

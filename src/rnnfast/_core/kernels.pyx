@@ -521,6 +521,7 @@ cdef struct Loop:
     const void* x
     const void* w_ih
     void* gates     # forward: (T, B, N) gate pre-activations (Elman: out itself)
+    Py_ssize_t gates_ld  # ... their row length: N, or a GRU's 4H (projected into its workspace)
     void* out       # forward: the output h (T, B, H)
     const void* h   # backward: the forward's output
     const void* da  # backward: (T, B, N) gradient of the gate pre-activations
@@ -570,10 +571,10 @@ cdef Py_ssize_t _overlap_chunk(int kind, Py_ssize_t T, Py_ssize_t B, Py_ssize_t 
 cdef void _project_steps(floating* dummy, Loop* job, Py_ssize_t t0,
                          Py_ssize_t t1) noexcept nogil:
     """gates[t0:t1] = x[t0:t1] @ w_ih.T (the forward's input projection of those steps)."""
-    cdef Py_ssize_t B = job.B, D = job.D, N = job.N
+    cdef Py_ssize_t B = job.B, D = job.D, N = job.N, ld = job.gates_ld
     _bulk_gemm(NoTrans, Trans, (t1 - t0) * B, N, D, <floating>1,
                <const floating*>job.x + t0 * B * D, D, <const floating*>job.w_ih, D,
-               <floating>0, <floating*>job.gates + t0 * B * N, N)
+               <floating>0, <floating*>job.gates + t0 * B * ld, ld)
 
 
 cdef void _grad_steps(floating* dummy, Loop* job, int which, Py_ssize_t t0, Py_ssize_t t1,
@@ -853,6 +854,7 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     job.is_double, job.backward = floating is double, False
     job.T, job.B, job.D, job.H, job.N = T, B, D, H, N
     job.x, job.w_ih, job.gates, job.out = &x[0, 0, 0], &w_ih[0, 0], gates, out
+    job.gates_ld = N
     job.how, job.bias, job.cell, job.h0 = how, b_ptr, cell, h0_ptr
     job.c = NULL if c is None else &c[0, 0, 0]
     job.c0 = NULL if c0 is None else &c0[0, 0]
@@ -1066,7 +1068,9 @@ def lstm_backward(dh, dc, x, h0, c0, h, c, gates, w_ih, w_hh, w_hr):
 
     dh (T, B, S) the gradient from outside into every h[t]; dc (T, B, H) or None into every
     c[t]; h, c, gates what the training forward returned. db is the gradient of the folded
-    bias (b_ih and b_hh each receive it).
+    bias (b_ih and b_hh each receive it). Without a projection ``gates`` is used up: step t's
+    gate gradients overwrite its activations (the peak extra memory stays the one (T, B, 4H)
+    workspace).
     """
     if gates is None:
         raise ValueError("lstm_backward needs the gates of a training forward")
@@ -1074,7 +1078,8 @@ def lstm_backward(dh, dc, x, h0, c0, h, c, gates, w_ih, w_hh, w_hr):
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2]
     cdef Py_ssize_t N = w_hh.shape[0], S = w_hh.shape[1], H = N // 4
     dtype = x.dtype
-    da = np.empty((T, B, N), dtype=dtype)  # the one (T, B, 4H) workspace
+    # The projection's gradient rebuilds o * tanh(c) from the activations after the loop.
+    da = gates if w_hr is None else np.empty((T, B, N), dtype=dtype)
     dx = np.empty((T, B, D), dtype=dtype)
     dh0 = np.empty((B, S), dtype=dtype)
     dc0 = np.zeros((B, H), dtype=dtype)  # the carry of dc, from zero at the last step
@@ -1480,14 +1485,15 @@ cdef inline void _gru_pointwise_backward(floating* d, const floating* ws,
         rnnfast_simd.gru_backward_f64(d, ws, h_prev, da_x, da_h, rows, H)
 
 
-cdef void _gru_forward_steps(floating* gates, floating* gh, floating* out, floating* ws,
-                             Loop* job, const floating* h0_ptr, const floating* bx,
-                             const floating* bhn, const floating* w_op,
-                             StepProduct* how) noexcept nogil:
+cdef void _gru_forward_steps(floating* gates, floating* gh, floating* out, Loop* job,
+                             const floating* h0_ptr, const floating* bx, const floating* bhn,
+                             const floating* w_op, StepProduct* how) noexcept nogil:
     """The GRU forward's time loop (as _forward_steps: the helper projects chunks ahead if
-    job.chunk > 0)."""
-    cdef Py_ssize_t T = job.T, B = job.B, H = job.H, N = job.N, t
-    cdef Py_ssize_t gstep = B * N, hstep = B * H, wstep = B * 4 * H
+    job.chunk > 0). Training (job.gates_ld = 4H): each row of the projection becomes the
+    workspace row [r, z, n, W_hn h + b_hn] in place."""
+    cdef Py_ssize_t T = job.T, B = job.B, H = job.H, N = job.N, t, b
+    cdef Py_ssize_t ld = job.gates_ld, gstep = B * ld, hstep = B * H
+    cdef bint keep = ld != N
     cdef Py_ssize_t ready = job.chunk if job.chunk > 0 else T
     cdef bint prefetch = job.chunk > 0 and (
         <Py_ssize_t>(gstep * sizeof(floating)) <= rf_tuning_now.prefetch_max_step_bytes)
@@ -1513,11 +1519,16 @@ cdef void _gru_forward_steps(floating* gates, floating* gh, floating* out, float
         h_prev = h0_ptr if t == 0 else h_t - hstep
         if prefetch and (t + 1 < ready or (t + 1 < T and rf_load(&job.progress) > t + 1)):
             rf_prefetch(g_t + gstep, gstep * sizeof(floating))
-        memset(gh, 0, gstep * sizeof(floating))
+        memset(gh, 0, B * N * sizeof(floating))
         if h_prev != NULL:
             _add_matmul(gh, h_prev, w_op, Trans, how, B, H, N)
-        _gru_pointwise_forward(g_t, gh, bx, bhn, h_prev, h_t,
-                               NULL if ws == NULL else ws + t * wstep, B, H)
+        if not keep:
+            _gru_pointwise_forward(g_t, gh, bx, bhn, h_prev, h_t, <floating*>NULL, B, H)
+        else:  # row by row: a row's projection is read before its workspace is written
+            for b in range(B):
+                _gru_pointwise_forward(g_t + b * ld, gh + b * N, bx, bhn,
+                                       NULL if h_prev == NULL else h_prev + b * H,
+                                       h_t + b * H, g_t + b * ld, 1, H)
     if job.chunk > 0:
         rf_thread_join(&helper)
     _serial_blas_end(saved)
@@ -1527,7 +1538,7 @@ cdef void _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                        const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
                        const floating[::1] bx, const floating[::1] bhn,
                        floating[:, :, ::1] h, floating[:, :, ::1] gates,
-                       floating[:, ::1] gh, floating[:, :, ::1] ws, int kind,
+                       floating[:, ::1] gh, int kind,
                        const floating[:, ::1] w_hh_t, const floating[:, ::1] tail,
                        const floating[::1] packed, floating[::1] stage) noexcept:
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], N = w_ih.shape[0]
@@ -1537,16 +1548,16 @@ cdef void _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef const floating* h0_ptr = NULL if h0 is None else &h0[0, 0]
     cdef const floating* bx_ptr = NULL if bx is None else &bx[0]
     cdef const floating* bhn_ptr = NULL if bhn is None else &bhn[0]
-    cdef floating* ws_ptr = NULL if ws is None else &ws[0, 0, 0]
     cdef Loop job
     job.is_double, job.backward, job.split = floating is double, False, False
     job.T, job.B, job.D, job.H, job.N = T, B, D, H, N
     job.x, job.w_ih, job.gates, job.out = &x[0, 0, 0], &w_ih[0, 0], &gates[0, 0, 0], &h[0, 0, 0]
+    job.gates_ld = gates.shape[2]  # 4H: the training workspace, the projection in its rows
     job.how, job.bias, job.cell, job.h0 = how, NULL, _gru_cell(), h0_ptr
     with nogil:
         job.chunk = job.progress = _overlap_chunk(kind, T, B, D, H, N)
-        _gru_forward_steps(&gates[0, 0, 0], &gh[0, 0], &h[0, 0, 0], ws_ptr, &job, h0_ptr,
-                           bx_ptr, bhn_ptr, w_op, &how)
+        _gru_forward_steps(&gates[0, 0, 0], &gh[0, 0], &h[0, 0, 0], &job, h0_ptr, bx_ptr,
+                           bhn_ptr, w_op, &how)
 
 
 cdef void _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
@@ -1630,21 +1641,22 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training):
     dtype = x.dtype
     kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True)
     h = np.empty((T, B, H), dtype=dtype)
-    gates = np.empty((T, B, N), dtype=dtype)  # the input projection
+    # The input projection, in training written into the rows of the workspace (no second
+    # (T, B, 3H) buffer)
+    gates = np.empty((T, B, 4 * H if training else N), dtype=dtype)
     gh = np.empty((B, N), dtype=dtype)  # a step's recurrent product
-    ws = np.empty((T, B, 4 * H), dtype=dtype) if training else None
     bx = bhn = None
     if b_ih is not None:
         bx = b_ih.copy()
         bx[:2 * H] += b_hh[:2 * H]
         bhn = np.ascontiguousarray(b_hh[2 * H:])
     if dtype == np.float32:
-        _gru_forward[float](x, h0, w_ih, w_hh, bx, bhn, h, gates, gh, ws, kind, w_hh_t, tail,
+        _gru_forward[float](x, h0, w_ih, w_hh, bx, bhn, h, gates, gh, kind, w_hh_t, tail,
                             packed, stage)
     else:
-        _gru_forward[double](x, h0, w_ih, w_hh, bx, bhn, h, gates, gh, ws, kind, w_hh_t, tail,
+        _gru_forward[double](x, h0, w_ih, w_hh, bx, bhn, h, gates, gh, kind, w_hh_t, tail,
                              packed, stage)
-    return h, ws
+    return h, (gates if training else None)
 
 
 def gru_backward(dh, x, h0, h, workspace, w_ih, w_hh, b_hh):
