@@ -432,6 +432,18 @@ _GRU_BACKWARD_LAYOUT = {
 }
 
 
+# Per layout, what gated_admit takes: the labels and whether each array may be None.
+_ADMIT_LAYOUTS = {
+    id(layout): (
+        tuple(layout.values()),
+        tuple(k in _validation.GATED_OPTIONAL for k in layout),
+    )
+    for layout in (
+        _LSTM_FORWARD_LAYOUT, _LSTM_BACKWARD_LAYOUT, _GRU_FORWARD_LAYOUT, _GRU_BACKWARD_LAYOUT
+    )
+}  # fmt: skip
+
+
 def _gated_call(
     cell: str,
     named: dict[str, Any],
@@ -445,13 +457,20 @@ def _gated_call(
     check_finite = check_flag("check_finite", check_finite)
     kernels = compiled(backend)
     named = {"w_hr": None, **named} if "w_hr" not in named else named
-    arrays, sizes = _validation.gated_arrays(
-        named,
-        layout,
-        4 if cell == "lstm" else 3,
-        check_finite,
-        None if kernels is None else BLAS_INT_MAX,
-    )
+    gates = 4 if cell == "lstm" else 3
+    sizes = None
+    if kernels is not None and not check_finite and hasattr(kernels, "gated_admit"):
+        # Arrays already exactly right: checked in C in a few microseconds (None: they are
+        # not, and the validating path below says why or converts them).
+        labels, optional = _ADMIT_LAYOUTS[id(layout)]
+        values = tuple([named[k] for k in layout])
+        sizes = kernels.gated_admit(values, labels, optional, gates, BLAS_INT_MAX)
+    if sizes is not None:
+        arrays: dict[str, np.ndarray | None] = dict(named)
+    else:
+        arrays, sizes = _validation.gated_arrays(
+            named, layout, gates, check_finite, None if kernels is None else BLAS_INT_MAX
+        )
     if cell == "gru":
         del arrays["w_hr"]
     name = f"{cell}_forward"

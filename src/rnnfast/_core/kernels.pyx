@@ -1421,6 +1421,54 @@ cdef int _stack_admit(object x, tuple states, tuple params, Py_ssize_t G, bint l
     return typenum
 
 
+def gated_admit(tuple values, tuple layouts, tuple optional, Py_ssize_t gates,
+                Py_ssize_t blas_int_max):
+    """The sizes (a dict of the layouts' labels, and H and S) if every array of a gated call
+    is admitted, else None (the caller validates).
+
+    ``values[i]`` is checked against ``layouts[i]``, a tuple of labels (its dimensions), in
+    order, x first and w_ih (G, ·) second; a value may be None where ``optional[i]`` (an
+    empty layout is w_hr's none: the state S then has H features). Every array must be ready
+    (see above) and of x's dtype, every label of one size, G a multiple of ``gates``, every
+    size > 0 and every GEMM operand within the BLAS integer.
+    """
+    cdef Py_ssize_t i, j, n = len(values), d
+    cdef dict sizes = {}
+    cdef tuple labels
+    cdef int typenum = _float_typenum(values[0], 3) if n > 0 else -1
+    if typenum < 0:
+        return None
+    for i in range(n):
+        value, labels = values[i], <tuple>layouts[i]
+        if value is None:
+            if not optional[i]:
+                return None
+            if len(labels) == 2 and labels[0] == "S":  # no projection: the state is h itself
+                sizes["S"] = sizes["H"]
+            continue
+        if not _ready(value, typenum, len(labels)):
+            return None
+        for j in range(len(labels)):
+            d = _dim(value, j)
+            if d == 0 or sizes.setdefault(labels[j], d) != d:
+                return None
+        if i == 1:  # w_ih
+            if sizes["G"] % gates:
+                return None
+            sizes["H"] = sizes["G"] // gates
+    if "S" not in sizes:
+        sizes["S"] = sizes["H"]
+    if sizes["S"] != sizes["H"] and not any(
+            values[i] is not None and len(<tuple>layouts[i]) == 2 and layouts[i][0] == "S"
+            for i in range(n)):
+        return None
+    cdef Py_ssize_t rows = sizes["T"] * sizes["B"], G = sizes["G"]
+    if max(rows * sizes["D"], rows * G, rows * max(sizes["S"], sizes["H"]), G * sizes["D"],
+           G * sizes["S"]) > blas_int_max:
+        return None
+    return sizes
+
+
 def rnn_forward_plain(x, h0, w_ih, w_hh, b, nonlinearity, Py_ssize_t blas_int_max):
     """rnn_forward if every argument is admitted (see above), else None."""
     cdef Py_ssize_t sizes[4]  # T, B, D, H
