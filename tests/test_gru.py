@@ -4,6 +4,7 @@ kernels, the streaming step and state dicts."""
 
 from __future__ import annotations
 
+import gated_torch
 import numpy as np
 import pytest
 import torch
@@ -151,20 +152,9 @@ def test_training_follows_torch(optimizer, options):
 
 @pytest.mark.parametrize("backend", ["numpy", "auto"])
 def test_an_eval_forward_keeps_no_workspace_and_backward_still_works(backend):
-    """Inference keeps nothing beyond the states; a backward after it recomputes the
-    workspace and gives the training-mode gradients."""
     layer = rnnfast.GRU(
         3, 5, num_layers=2, bidirectional=True, dtype=np.float64, seed=0, backend=backend
     )
-    x = np.random.default_rng(0).standard_normal((4, 2, 3))
-    out, _ = layer(x)
-    want_dx = layer.backward(np.ones_like(out))[0]
-    want = {k: v.copy() for k, v in layer.grads.items()}
-    layer.zero_grad()
-    layer.eval()
-    out_eval, _ = layer(x)
-    np.testing.assert_array_equal(out_eval, out)
-    assert all(ws is None for lc in layer._cache.layers for ws in lc.workspaces)
-    np.testing.assert_allclose(layer.backward(np.ones_like(out))[0], want_dx, rtol=1e-12)
-    for k, v in want.items():
-        np.testing.assert_allclose(layer.grads[k], v, rtol=1e-12, atol=1e-14, err_msg=k)
+    gated_torch.check_eval_forward_keeps_no_workspace(
+        layer, np.random.default_rng(0).standard_normal((4, 2, 3))
+    )
