@@ -282,7 +282,9 @@ def gated_sequence_cases(draw: st.DrawFn, cell: str, fault: tuple[str, str] | No
     lstm = cell == "lstm"
     sizes = {k: draw(st.integers(0 if k != "H" else 1, 4)) for k in "TBD"}
     sizes["H"] = draw(st.sampled_from([1, 2, 5, 17]))
-    sizes["P"] = draw(st.sampled_from([0, 0, 1])) if lstm and sizes["H"] > 1 else 0
+    # projections narrower and (the functions allow it) wider than the cell
+    H = sizes["H"]
+    sizes["P"] = draw(st.sampled_from([0, 0, 1, H - 1, H + 2])) if lstm and H > 1 else 0
     dtype = np.dtype(draw(st.sampled_from(FLOATS)))
     value_seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(value_seed)
@@ -349,7 +351,9 @@ def gated_sequence_cases(draw: st.DrawFn, cell: str, fault: tuple[str, str] | No
     )
 
 
-GATED_STEP_ARRAYS = ("x", "h", "c", "params[0] w_ih", "params[0] w_hh", "params[0] b_ih")
+GATED_STEP_ARRAYS = (
+    "x", "h", "c", "params[0] w_ih", "params[0] w_hh", "params[0] b_ih", "params[0] w_hr"
+)  # fmt: skip
 GATED_STEP_STRUCTURE = ("no_layers", "short_layer", "one_bias", "params_garbage", "h_layers")
 GATED_STEP_TARGETS = [
     *((k, n) for k in ARRAY_FAULTS for n in GATED_STEP_ARRAYS),
@@ -363,7 +367,7 @@ def gated_step_function_cases(draw: st.DrawFn, cell: str, fault: tuple[str, str]
     lstm = cell == "lstm"
     L, B, D = draw(st.integers(1, 2)), draw(st.integers(0, 3)), draw(st.integers(0, 4))
     H = draw(st.sampled_from([1, 3, 8, 17]))
-    P = draw(st.sampled_from([0, 0, 1])) if lstm and H > 1 else 0
+    P = draw(st.sampled_from([0, 0, 1, H - 1, H + 2])) if lstm and H > 1 else 0
     S = P or H
     G = (4 if lstm else 3) * H
     dtype = np.dtype(draw(st.sampled_from(FLOATS)))
@@ -387,7 +391,7 @@ def gated_step_function_cases(draw: st.DrawFn, cell: str, fault: tuple[str, str]
     c = arr(L, B, H) if lstm and draw(st.booleans()) else None
     params: Any = None
     notes = [f"{cell}_step L={L} B={B} D={D} H={H} P={P} dtype={dtype} seed={value_seed}"]
-    targets = [t for t in GATED_STEP_TARGETS if lstm or t[1] != "c"]
+    targets = [t for t in GATED_STEP_TARGETS if lstm or t[1] not in ("c", "params[0] w_hr")]
     faults = draw_faults(draw, targets, fault)
     for kind, name in faults:
         notes.append(f"FAULT {kind} {name}")
@@ -397,9 +401,9 @@ def gated_step_function_cases(draw: st.DrawFn, cell: str, fault: tuple[str, str]
             x, h, c = (value if name == n else v for n, v in (("x", x), ("h", h), ("c", c)))
             notes.append(note)
         elif kind in ARRAY_FAULTS:
-            w = ("w_ih", "w_hh", "b_ih").index(name.split()[-1])
+            w = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr").index(name.split()[-1])
             layers[0][w], note = break_array(
-                draw, kind, arr(*[(G, D), (G, S), (G,)][w]), value_seed
+                draw, kind, arr(*[(G, D), (G, S), (G,), (G,), (P or 2, H)][w]), value_seed
             )
             notes.append(note)
         elif name == "no_layers":
@@ -456,7 +460,7 @@ ENTRY_POINTS: dict[str, EntryPoint] = {
     ),
     "gru_step": EntryPoint(
         lambda fault: gated_step_function_cases("gru", fault),
-        tuple(t for t in GATED_STEP_TARGETS if t[1] != "c"),
+        tuple(t for t in GATED_STEP_TARGETS if t[1] not in ("c", "params[0] w_hr")),
         ci_cases=200,
     ),
 }

@@ -180,3 +180,19 @@ def train_both(cell: str, optimizer: str, steps: int = 25, **options: Any):
         ours.state_dict(),
         {k: v.detach().numpy() for k, v in theirs.state_dict().items()},
     )
+
+
+def check_eval_forward_keeps_no_workspace(layer, x: np.ndarray) -> None:
+    """Inference (eval mode) keeps nothing beyond the states; a backward after it recomputes
+    the workspace and gives the training-mode gradients."""
+    out, _ = layer(x)
+    want_dx = layer.backward(np.ones_like(out))[0]
+    want = {k: v.copy() for k, v in layer.grads.items()}
+    layer.zero_grad()
+    layer.eval()
+    out_eval, _ = layer(x)
+    np.testing.assert_array_equal(out_eval, out)
+    assert all(ws is None for lc in layer._cache.layers for ws in lc.workspaces)
+    np.testing.assert_allclose(layer.backward(np.ones_like(out))[0], want_dx, rtol=1e-12)
+    for k, v in want.items():
+        np.testing.assert_allclose(layer.grads[k], v, rtol=1e-12, atol=1e-14, err_msg=k)

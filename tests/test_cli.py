@@ -464,7 +464,7 @@ def test_bench_end_to_end(tmp_path):
     assert "5,2,3,4" in proc.stdout and "6,1,2,3" in proc.stdout
     assert "$ rnnfast bench --sizes 5,2,3,4 6,1,2,3" in proc.stdout
     data = strict_json(tmp_path / "bench.json")
-    assert set(data) == {"date", "machine", "command", "results"}
+    assert set(data) == {"date", "machine", "blas", "command", "results"}
     assert data["command"].startswith("rnnfast bench --sizes")
     assert len(data["results"]) == 2 * len(peers)
     assert ("GEMM GF/s" in proc.stdout) == ("rnnfast" in peers)
@@ -495,7 +495,7 @@ def fake_bench(monkeypatch):
         return results
 
     monkeypatch.setattr(benchmark, "run", run)
-    monkeypatch.setattr(benchmark, "available_peers", lambda: ["rnnfast", "numpy"])
+    monkeypatch.setattr(benchmark, "available_peers", lambda cell="rnn": ["rnnfast", "numpy"])
     return calls
 
 
@@ -525,6 +525,39 @@ def test_bench_grids_and_options(fake_bench, tmp_path, capsys, monkeypatch):
     assert cli.main(["bench", "--sizes", "3,2,1,4", "--json", str(json_path)]) == 0
     data = strict_json(json_path)
     assert [(r["T"], r["B"], r["D"], r["H"]) for r in data["results"]] == [(3, 2, 1, 4)] * 2
+
+
+def test_bench_cell_option(fake_bench, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert cli.main(["bench", "--cell", "gru"]) == 0
+    (call,) = fake_bench
+    assert [(c.T, c.B, c.D, c.H, c.cell) for c in call["cases"]] == [
+        (c.T, c.B, c.D, c.H, "gru") for c in benchmark.GATED_GRID
+    ]
+    out = capsys.readouterr().out
+    assert "GRU forward + backward" in out and " gru " in out
+    assert "BLAS of the kernels:" in out and "warning: OPENBLAS_CORETYPE=Haswell" in out
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    assert cli.main(["bench", "--cell", "lstm", "--quick"]) == 0
+    assert {c.cell for c in fake_bench[-1]["cases"]} == {"lstm"}
+    assert len(fake_bench[-1]["cases"]) == len(benchmark.QUICK_GRID)
+    assert "warning" not in capsys.readouterr().out
+    assert cli.main(["bench", "--cell", "cnn"]) == 2
+
+
+def test_bench_cell_end_to_end(tmp_path):
+    peers = [p for p in ("rnnfast", "torch") if p in benchmark.available_peers("lstm")]
+    proc = run_cli(
+        "bench", "--cell", "lstm", "--sizes", "4,2,3,5", "--peers", *peers, "--repeats", "3",
+        "--json", "bench.json", cwd=tmp_path,
+    )  # fmt: skip
+    assert_ok(proc)
+    data = strict_json(tmp_path / "bench.json")
+    assert [(r["cell"], r["peer"]) for r in data["results"]] == [("lstm", p) for p in peers]
+    assert data["results"][0]["gflops"] == pytest.approx(
+        6 * 4 * 4 * 2 * 5 * (3 + 5) / data["results"][0]["median_ms"] / 1e6
+    )
 
 
 def test_bench_refuses_peers_not_installed(fake_bench, capsys):

@@ -4,6 +4,7 @@ kernels, the streaming step and state dicts."""
 
 from __future__ import annotations
 
+import gated_torch
 import numpy as np
 import pytest
 import torch
@@ -147,3 +148,13 @@ def test_training_follows_torch(optimizer, options):
     assert_close(losses, tlosses, 1e-9, "loss curve")
     for k, v in theirs.items():
         assert_close(ours[k], v, 1e-9, k)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "auto"])
+def test_an_eval_forward_keeps_no_workspace_and_backward_still_works(backend):
+    layer = rnnfast.GRU(
+        3, 5, num_layers=2, bidirectional=True, dtype=np.float64, seed=0, backend=backend
+    )
+    gated_torch.check_eval_forward_keeps_no_workspace(
+        layer, np.random.default_rng(0).standard_normal((4, 2, 3))
+    )

@@ -4,6 +4,7 @@ compiled kernels, the streaming step, state dicts and the constructor's checks."
 
 from __future__ import annotations
 
+import gated_torch
 import numpy as np
 import pytest
 import torch
@@ -245,3 +246,38 @@ def test_training_follows_torch(optimizer, options):
     assert_close(losses, tlosses, 1e-9, "loss curve")
     for k, v in theirs.items():
         assert_close(ours[k], v, 1e-9, k)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "auto"])
+def test_an_eval_forward_keeps_no_workspace_and_backward_still_works(backend):
+    layer = rnnfast.LSTM(
+        3,
+        5,
+        num_layers=2,
+        bidirectional=True,
+        proj_size=2,
+        dtype=np.float64,
+        seed=0,
+        backend=backend,
+    )
+    gated_torch.check_eval_forward_keeps_no_workspace(
+        layer, np.random.default_rng(0).standard_normal((4, 2, 3))
+    )
+
+
+def test_a_workspace_serves_two_backwards():
+    """The compiled backward uses the workspace's memory for its gradients; a second backward
+    from the same workspace recomputes it and gives the same gradients."""
+    rng = np.random.default_rng(5)
+    x, w_ih, w_hh = (
+        rng.standard_normal((6, 3, 4)),
+        rng.standard_normal((20, 4)),
+        rng.standard_normal((20, 5)),
+    )
+    out = functional.lstm_forward(x, None, None, w_ih, w_hh, training=True)
+    dh = rng.standard_normal(out.h.shape)
+    first = functional.lstm_backward(dh, None, x, None, None, *out, w_ih, w_hh)
+    second = functional.lstm_backward(dh, None, x, None, None, *out, w_ih, w_hh)
+    for name, a, b in zip(first._fields, first, second, strict=True):
+        if a is not None:
+            np.testing.assert_array_equal(a, b, err_msg=name)

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import assert_close, require_compiled
+from conftest import assert_close, finite_difference_gradient, require_compiled
 
 pytestmark = pytest.mark.usefixtures("compiled")
 
@@ -118,9 +118,10 @@ def run(p, training=True):
                                  None, training)
     if not training:
         return (h, c, gates)
+    activations = gates.copy()  # the backward writes its gradients over them
     grads = k.lstm_backward(p["dh"], p["dc"], p["x"], p["h0"], p["c0"], h, c, gates,
                             p["w_ih"], p["w_hh"], None)
-    return (h, c, gates, *grads)
+    return (h, c, activations, *grads)
 
 
 NAMES = ("h", "c", "gates", "dx", "dh0", "dc0", "dw_ih", "dw_hh", "db")
@@ -229,16 +230,113 @@ def test_inference_keeps_nothing_and_equals_training():
     assert np.all(np.abs(g) < 1)
 
 
-def test_projection_is_not_implemented_here():
+def projected(rng, T, B, D, H, P, dtype, h0=True):
+    """A problem with a projection: w_hr (P, H), w_hh (4H, P), h0 and dh with P features."""
+    p = problem(rng, T, B, D, H, dtype, h0=h0)
+    s = 1 / np.sqrt(H)
+    p["w_hh"] = np.ascontiguousarray(rng.uniform(-s, s, (4 * H, P)) * 2, dtype)
+    p["w_hr"] = np.ascontiguousarray(rng.uniform(-s, s, (P, H)) * 2, dtype)
+    p["dh"] = np.ascontiguousarray(rng.standard_normal((T, B, P)), dtype)
+    if h0:
+        p["h0"] = np.ascontiguousarray(rng.standard_normal((B, P)), dtype)
+    return p
+
+
+def run_projected(p, impl=None):
+    k = kernels() if impl is None else impl
+    h, c, gates = k.lstm_forward(p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], folded(p),
+                                 p["w_hr"], True)
+    grads = k.lstm_backward(p["dh"], p["dc"], p["x"], p["h0"], p["c0"], h, c, gates,
+                            p["w_ih"], p["w_hh"], p["w_hr"])
+    return (h, c, gates, *grads)
+
+
+PROJ_NAMES = ("h", "c", "gates", "dx", "dh0", "dc0", "dw_ih", "dw_hh", "db", "dw_hr")
+# (T, B, D, H, P): B = 1 (the dot-form projection), B = 40 (its GEMM), P = 1, T = 1.
+PROJ_SIZES = [(1, 1, 3, 5, 2), (7, 1, 4, 9, 4), (6, 3, 5, 17, 1), (5, 40, 6, 12, 7)]
+
+
+@pytest.mark.parametrize("h0", [True, False], ids=["h0", "zeros"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("size", PROJ_SIZES, ids=lambda s: "x".join(map(str, s)))
+def test_projection_matches_the_reference_on_every_product(size, dtype, h0):
+    from rnnfast import _reference
+
+    k = kernels()
+    p = projected(np.random.default_rng(sum(size)), *size, dtype, h0=h0)
+    q = {n: None if a is None else a.astype(np.float64) for n, a in p.items()}
+    want = run_projected(q, _reference)
+    for product in PRODUCTS:
+        with k.tuned(step_product=product):
+            got = run_projected(p)
+        for name, a, e in zip(PROJ_NAMES, got, want, strict=True):
+            assert a.dtype == p["x"].dtype, name
+            assert_close(a, e, TOL[dtype], f"{product}: {name}")
+
+
+@pytest.mark.parametrize("overlap", ["on", "off"])
+@pytest.mark.parametrize("product", ["small", "panel"])
+def test_projection_with_the_helper_thread_is_the_same_bits(overlap, product):
+    from rnnfast import _reference
+
+    k = kernels()
+    p = projected(np.random.default_rng(8), 23, 4, 9, 13, 5, np.float64)
+    with k.tuned(step_product=product, overlap=overlap, overlap_chunk_rows=8):
+        first = run_projected(p)
+        for name, a, e in zip(PROJ_NAMES, first, run_projected(p, _reference), strict=True):
+            assert_close(a, e, 1e-12, name)
+        for _ in range(3):
+            for name, a, e in zip(PROJ_NAMES, run_projected(p), first, strict=True):
+                np.testing.assert_array_equal(a, e, err_msg=name)
+
+
+def test_projection_matches_torch():
+    rng = np.random.default_rng(12)
+    T, B, D, H, P = 6, 3, 5, 11, 4
+    p = projected(rng, T, B, D, H, P, np.float64)
+    lstm = torch.nn.LSTM(D, H, proj_size=P, dtype=torch.float64)
+    with torch.no_grad():
+        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "weight_hr_l0"):
+            key = {"weight_ih_l0": "w_ih", "weight_hh_l0": "w_hh", "bias_ih_l0": "b_ih",
+                   "bias_hh_l0": "b_hh", "weight_hr_l0": "w_hr"}[name]
+            getattr(lstm, name).copy_(torch.from_numpy(p[key]))
+    x = torch.from_numpy(p["x"]).requires_grad_()
+    h0 = torch.from_numpy(p["h0"])[None].requires_grad_()
+    c0 = torch.from_numpy(p["c0"])[None].requires_grad_()
+    out, (_, c_n) = lstm(x, (h0, c0))
+    loss = (out * torch.from_numpy(p["dh"])).sum() + (c_n[0] * torch.from_numpy(p["dc"][-1])).sum()
+    loss.backward()
+    p["dc"][:-1] = 0
+    h, c, _, dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr = run_projected(p)
+    got = (h, c[-1], dx, dh0, dc0, dw_ih, dw_hh, db, db, dw_hr)
+    want = (out.detach().numpy(), c_n[0].detach().numpy(), x.grad.numpy(), h0.grad[0].numpy(),
+            c0.grad[0].numpy(), lstm.weight_ih_l0.grad.numpy(), lstm.weight_hh_l0.grad.numpy(),
+            lstm.bias_ih_l0.grad.numpy(), lstm.bias_hh_l0.grad.numpy(),
+            lstm.weight_hr_l0.grad.numpy())
+    names = ("output", "c_n", "dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh", "dw_hr")
+    for name, a, e in zip(names, got, want, strict=True):
+        assert_close(a, e, 1e-10, name)
+
+
+def test_projection_finite_differences():
+    """dL/dw_hr and dL/dw_hh of L = sum(h * dh) + sum(c * dc), by central differences."""
+    p = projected(np.random.default_rng(13), 4, 2, 3, 5, 3, np.float64)
+    k = kernels()
+    grads = dict(zip(PROJ_NAMES, run_projected(p), strict=True))
+
+    def loss():
+        h, c, _ = k.lstm_forward(p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], folded(p),
+                                 p["w_hr"], False)
+        return float((h * p["dh"]).sum() + (c * p["dc"]).sum())
+
+    for name, grad in (("w_hr", "dw_hr"), ("w_hh", "dw_hh"), ("h0", "dh0"), ("c0", "dc0")):
+        assert_close(finite_difference_gradient(loss, p[name]), grads[grad], 1e-7, name)
+
+
+def test_backward_needs_the_training_gates():
     k = kernels()
     p = problem(np.random.default_rng(2), 2, 1, 3, 4, np.float64)
-    w_hr = np.zeros((2, 4))
-    with pytest.raises(NotImplementedError):
-        k.lstm_forward(p["x"], None, None, p["w_ih"], p["w_hh"], None, w_hr, True)
-    h, c, gates = run(p, training=True)[:3]
-    with pytest.raises(NotImplementedError):
-        k.lstm_backward(p["dh"], None, p["x"], None, None, h, c, gates, p["w_ih"], p["w_hh"],
-                        w_hr)
+    h, c = run(p, training=True)[:2]
     with pytest.raises(ValueError):
         k.lstm_backward(p["dh"], None, p["x"], None, None, h, c, None, p["w_ih"], p["w_hh"],
                         None)
@@ -288,8 +386,40 @@ def test_step_admission():
     assert k.lstm_step(x, np.zeros((1, 2, 5)), None, (layer,)) is None  # h's shape
     assert k.lstm_step(x, None, np.zeros((2, 2, 4)), (layer,)) is None  # c's layers
     assert k.lstm_step(np.asfortranarray(np.zeros((2, 3))[:, :2]), None, None, (layer,)) is None
-    with pytest.raises(NotImplementedError):
-        k.lstm_step(x, None, None, ((p["w_ih"], p["w_hh"], None, None, np.zeros((2, 4))),))
+    # a projection: w_hr (P, H) with w_hh (4H, P); the state h then has P features
+    w_hh_p = np.zeros((16, 2))
+    proj = (p["w_ih"], w_hh_p, None, None, np.zeros((2, 4)))
+    assert k.lstm_step(x, np.zeros((1, 2, 2)), np.zeros((1, 2, 4)), (proj,)) is not None
+    assert k.lstm_step(x, np.zeros((1, 2, 4)), None, (proj,)) is None  # h has P features
+    assert k.lstm_step(x, None, np.zeros((1, 2, 2)), (proj,)) is None  # c has H
+    assert k.lstm_step(x, None, None, ((p["w_ih"], w_hh_p, None, None, None),)) is None
+    assert k.lstm_step(x, None, None, ((p["w_ih"], w_hh_p, None, None, np.zeros((3, 4))),)) is None
+    w_hr_square = (p["w_ih"], p["w_hh"], None, None, np.zeros((2, 4)))
+    assert k.lstm_step(x, None, None, (w_hr_square,)) is None
+
+
+@pytest.mark.parametrize("B", [1, 3, 40], ids=lambda b: f"B{b}")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_projected_step_equals_the_forward_per_step(B, dtype):
+    k = kernels()
+    rng = np.random.default_rng(20 + B)
+    T, D, H, P = 4, 6, 13, 5
+    first, second = projected(rng, T, B, D, H, P, dtype), projected(rng, T, B, P, H, P, dtype)
+    h_a, c_a, _ = k.lstm_forward(first["x"], first["h0"], first["c0"], first["w_ih"],
+                                 first["w_hh"], folded(first), first["w_hr"], False)
+    h_b, c_b, _ = k.lstm_forward(h_a, second["h0"], second["c0"], second["w_ih"],
+                                 second["w_hh"], folded(second), second["w_hr"], False)
+    params = tuple((q["w_ih"], q["w_hh"], q["b_ih"], q["b_hh"], q["w_hr"]) for q in (first, second))
+    h = np.stack([first["h0"], second["h0"]])
+    c = np.stack([first["c0"], second["c0"]])
+    for t in range(T):
+        out, h, c = k.lstm_step(first["x"][t], h, c, params)
+        assert h.shape == (2, B, P) and c.shape == (2, B, H)
+        assert_close(h[0], h_a[t], TOL[dtype], f"step {t} h[0]")
+        assert_close(c[0], c_a[t], TOL[dtype], f"step {t} c[0]")
+        assert_close(c[1], c_b[t], TOL[dtype], f"step {t} c[1]")
+        assert_close(h[1], h_b[t], TOL[dtype], f"step {t} h[1]")
+        np.testing.assert_array_equal(out, h[1])
 
 
 def test_gil_released_while_a_large_forward_and_backward_run():
@@ -332,3 +462,27 @@ def test_bit_identical_from_concurrent_threads():
     for result in results:
         for name, a, e in zip(NAMES, result, first, strict=False):
             np.testing.assert_array_equal(a, e, err_msg=name)
+
+
+def test_forward_and_backward_peak_memory_is_one_workspace():
+    """Beyond the results (h, c, the gradients), a training forward and its backward hold at
+    the peak one (T, B, 4H) workspace: the backward writes its gate gradients over it."""
+    import tracemalloc
+
+    k = kernels()
+    T, B, D, H = 30, 8, 16, 64
+    p = problem(np.random.default_rng(9), T, B, D, H, np.float64)
+    b = folded(p)
+    with k.tuned(overlap="off"):
+        run(p)  # warm up
+        tracemalloc.start()
+        h, c, gates = k.lstm_forward(p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], b, None,
+                                     True)
+        grads = k.lstm_backward(p["dh"], p["dc"], p["x"], p["h0"], p["c0"], h, c, gates,
+                                p["w_ih"], p["w_hh"], None)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    results = h.nbytes + c.nbytes + sum(g.nbytes for g in grads if g is not None)
+    workspace = T * B * 4 * H * 8
+    # plus weight-sized scratch (the packed w_hh where no result's memory can hold it)
+    assert peak - results <= workspace + p["w_hh"].nbytes + 64 * 1024, (peak - results) / workspace

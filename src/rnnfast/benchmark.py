@@ -6,17 +6,20 @@ What ``rnnfast bench`` times, importable for your own runs::
     results = benchmark.run(benchmark.QUICK_GRID)
     print(benchmark.format_table(results))
 
-Every peer computes the same thing: one tanh layer over (T, B, D) inputs, the loss
-``sum(h * dh)`` for a fixed dh, and the gradients of x, h0, w_ih, w_hh and the bias. Timings
-are medians of repeats, each peer in its own block after a pause (see :func:`run`); compare
+Every peer computes the same thing: one layer of the case's cell (:attr:`Case.cell`: a tanh
+``"rnn"``, ``"lstm"`` or ``"gru"``) over (T, B, D) inputs, the loss ``sum(h * dh)`` for a fixed
+dh, and the gradients of x, h0 (and an LSTM's c0), the weights and the biases. Timings are
+medians of repeats, each peer in its own block after a pause (see :func:`run`); compare
 ratios, not absolute times.
 
 Peers (those not installed are left out):
   rnnfast    compiled kernels through rnnfast.rnn_forward / rnn_backward
   reference  the same functions on rnnfast's NumPy reference backend (a per-step loop)
   numpy      NumPy with the input projection hoisted out of the time loop (a strong NumPy)
-  torch      torch.nn.RNN, autograd backward
+  torch      torch.nn.RNN / LSTM / GRU, autograd backward
   jax        jax.jit(jax.grad(...)) of a lax.scan
+
+(The gated cells have no ``numpy`` peer.) :func:`blas_info` says which BLAS ran.
 
 The grids: :data:`DEFAULT_GRID` (six sizes, from a char-RNN to a 1024-wide layer) and
 :data:`QUICK_GRID` (its three small cases). The repository's ``bench/`` builds its tables and
@@ -42,7 +45,9 @@ from rnnfast._tables import format_rows
 from rnnfast._validation import check_flag, float_dtype
 
 __all__ = [
+    "CELLS",
     "DEFAULT_GRID",
+    "GATED_GRID",
     "GEMM_REPEATS",
     "PEERS",
     "QUICK_GRID",
@@ -50,17 +55,22 @@ __all__ = [
     "Case",
     "available_peers",
     "best_block_medians",
+    "blas_info",
     "format_table",
     "gemm_runner",
     "machine",
     "make_problem",
     "make_runner",
     "run",
+    "torch_gated",
     "torch_rnn",
 ]
 
 PEERS = ("rnnfast", "reference", "numpy", "torch", "jax")
 """Every implementation the benchmark knows, in table order."""
+CELLS = ("rnn", "lstm", "gru")
+"""The cells a :class:`Case` can time: a tanh Elman layer, an LSTM, a GRU."""
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 # Between peers: OpenMP and BLAS worker threads keep spinning for a while after a parallel
 # region (python bench/spinning_pool.py shows how long and what it costs the next caller).
 _PAUSE_S = 0.3
@@ -75,15 +85,25 @@ class Case:
     D: int
     H: int
     dtype: str = "float32"
+    cell: str = "rnn"
+    """``"rnn"`` (tanh), ``"lstm"`` or ``"gru"``."""
 
     def __post_init__(self) -> None:
         # A misspelled dtype is a TypeError here, not a float16 or float64 run timed as asked.
         object.__setattr__(self, "dtype", float_dtype(self.dtype).name)
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+
+    @property
+    def gates(self) -> int:
+        """G, the gate blocks of the cell: 1, LSTM 4, GRU 3."""
+        return _GATES[self.cell]
 
     @property
     def flops(self) -> int:
-        """Floating-point operations of forward + backward, ``6 * T * B * H * (D + H)``."""
-        return 6 * self.T * self.B * self.H * (self.D + self.H)
+        """Floating-point operations of forward + backward, ``6 * G * T * B * H * (D + H)``
+        (three passes of the products, G gate blocks)."""
+        return 6 * self.gates * self.T * self.B * self.H * (self.D + self.H)
 
     @property
     def label(self) -> str:
@@ -101,13 +121,21 @@ DEFAULT_GRID = [
 """The cases ``rnnfast bench`` times by default: float32 forward + backward from a classic
 char-RNN (T=25, B=1) to a 1024-wide layer over a batch of 64."""
 QUICK_GRID = [Case(25, 1, 65, 100), Case(100, 8, 64, 128), Case(100, 32, 128, 256)]
+GATED_GRID = [
+    Case(25, 1, 65, 100),
+    Case(100, 8, 64, 128),
+    Case(100, 32, 128, 256),
+    Case(50, 64, 512, 512),
+    Case(50, 64, 1024, 1024),
+]
+"""The grid ``rnnfast bench --cell lstm|gru`` times by default (the gated cells' targets)."""
 """The three cases of :data:`DEFAULT_GRID` that ``rnnfast bench --quick`` times, each well under
 a second (the char-RNN, and batches of 8 and 32)."""
 
 
-def available_peers() -> list[str]:
-    """The peers that can run here, in PEERS order."""
-    have = {"rnnfast": functional.HAVE_COMPILED, "reference": True, "numpy": True}
+def available_peers(cell: str = "rnn") -> list[str]:
+    """The peers that can run ``cell`` here, in PEERS order."""
+    have = {"rnnfast": functional.HAVE_COMPILED, "reference": True, "numpy": cell == "rnn"}
     have["torch"] = importlib.util.find_spec("torch") is not None
     have["jax"] = importlib.util.find_spec("jax") is not None
     return [p for p in PEERS if have[p]]
@@ -131,6 +159,8 @@ def make_problem(
     bias, h0 = check_flag("bias", bias), check_flag("h0", h0)
     rng = np.random.default_rng(seed)
     T, B, D, H = case.T, case.B, case.D, case.H
+    if case.cell != "rnn":
+        return _gated_problem(case, rng, bias, h0)
     bound = 1.0 / np.sqrt(H) if H > 0 else 1.0
     x = rng.standard_normal((T, B, D))
     w_ih = rng.uniform(-bound, bound, (H, D))
@@ -147,6 +177,36 @@ def make_problem(
         "b": b.astype(dt) if bias else None,
         "dh": dh.astype(dt),
     }
+
+
+def _gated_problem(
+    case: Case, rng: np.random.Generator, bias: bool, h0: bool
+) -> dict[str, np.ndarray | None]:
+    """A gated cell's problem: x, h0, c0 (LSTM), w_ih (G*H, D), w_hh (G*H, H), b_ih, b_hh,
+    dh; as :func:`make_problem`."""
+    T, B, D, H, G = case.T, case.B, case.D, case.H, case.gates * case.H
+    bound = 1.0 / np.sqrt(H) if H > 0 else 1.0
+    dt = np.dtype(case.dtype)
+    arrays = {
+        "x": rng.standard_normal((T, B, D)),
+        "w_ih": rng.uniform(-bound, bound, (G, D)),
+        "w_hh": rng.uniform(-bound, bound, (G, H)),
+        "b_ih": rng.uniform(-bound, bound, G),
+        "b_hh": rng.uniform(-bound, bound, G),
+        "h0": rng.standard_normal((B, H)),
+        "c0": rng.standard_normal((B, H)),
+        "dh": rng.standard_normal((T, B, H)),
+    }
+    out: dict[str, np.ndarray | None] = {k: v.astype(dt) for k, v in arrays.items()}
+    if case.cell != "lstm":
+        del out["c0"]
+    if not bias:
+        out["b_ih"] = out["b_hh"] = None
+    if not h0:
+        out["h0"] = None
+        if "c0" in out:
+            out["c0"] = None
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,11 +331,159 @@ _FACTORIES: dict[str, Callable[[dict[str, np.ndarray]], Callable[[], Any]]] = {
 }
 
 
+# The gated cells: the same peers (but numpy), each a factory of (problem, cell).
+
+
+def _gated_rnnfast(backend: str) -> Callable[[dict[str, np.ndarray], str], Callable[[], Any]]:
+    def factory(p: dict[str, np.ndarray], cell: str) -> Callable[[], Any]:
+        if cell == "lstm":
+            b = p["b_ih"] + p["b_hh"]
+
+            def run() -> Any:
+                out = functional.lstm_forward(
+                    p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], b, training=True,
+                    backend=backend,
+                )  # fmt: skip
+                return functional.lstm_backward(
+                    p["dh"], None, p["x"], p["h0"], p["c0"], *out, p["w_ih"], p["w_hh"],
+                    backend=backend,
+                )  # fmt: skip
+
+            return run
+
+        def run_gru() -> Any:
+            out = functional.gru_forward(
+                p["x"], p["h0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], training=True,
+                backend=backend,
+            )  # fmt: skip
+            return functional.gru_backward(
+                p["dh"], p["x"], p["h0"], *out, p["w_ih"], p["w_hh"], p["b_hh"], backend=backend
+            )
+
+        return run_gru
+
+    return factory
+
+
+def torch_gated(p: dict[str, np.ndarray], cell: str) -> Any:
+    """A one-layer torch.nn.LSTM or GRU holding the problem's weights."""
+    import torch
+
+    D = p["w_ih"].shape[1]
+    module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+    layer = module(D, p["w_hh"].shape[1], dtype=getattr(torch, p["x"].dtype.name))
+    with torch.no_grad():
+        for name, key in (("weight_ih_l0", "w_ih"), ("weight_hh_l0", "w_hh"),
+                          ("bias_ih_l0", "b_ih"), ("bias_hh_l0", "b_hh")):  # fmt: skip
+            getattr(layer, name).copy_(torch.from_numpy(p[key]))
+    return layer
+
+
+def _torch_state(p: dict[str, np.ndarray], cell: str, grad: bool) -> Any:
+    import torch
+
+    h0 = torch.from_numpy(p["h0"])[None].clone().requires_grad_(grad)
+    if cell == "lstm":
+        return h0, torch.from_numpy(p["c0"])[None].clone().requires_grad_(grad)
+    return h0
+
+
+def _torch_gated_runner(p: dict[str, np.ndarray], cell: str) -> Callable[[], Any]:
+    import torch
+
+    layer = torch_gated(p, cell)
+    x = torch.from_numpy(p["x"]).requires_grad_()
+    state = _torch_state(p, cell, True)
+    g = torch.from_numpy(p["dh"])
+
+    def release() -> None:
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        for s in state if cell == "lstm" else (state,):
+            s.grad = None
+
+    def run() -> Any:
+        release()
+        out, _ = layer(x, state)
+        (out * g).sum().backward()
+        return x.grad
+
+    run.release = release  # type: ignore[attr-defined]
+    return run
+
+
+def _jax_cell(cell: str) -> Callable[..., Any]:
+    """The cell's step for lax.scan: (carry, x-projection row) -> (carry, h)."""
+    import jax
+    import jax.numpy as jnp
+
+    def lstm_step(w_hh, b_hh):
+        def step(carry, xw_t):
+            h, c = carry
+            a = xw_t + h @ w_hh.T + b_hh
+            i, f, g, o = jnp.split(a, 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (h, c), h
+
+        return step
+
+    def gru_step(w_hh, b_hh):
+        def step(h, xw_t):
+            gh = h @ w_hh.T + b_hh
+            xr, xz, xn = jnp.split(xw_t, 3, axis=-1)
+            hr, hz, hn = jnp.split(gh, 3, axis=-1)
+            r, z = jax.nn.sigmoid(xr + hr), jax.nn.sigmoid(xz + hz)
+            n = jnp.tanh(xn + r * hn)
+            h = (1 - z) * n + z * h
+            return h, h
+
+        return step
+
+    return lstm_step if cell == "lstm" else gru_step
+
+
+def _jax_gated(p: dict[str, np.ndarray], cell: str) -> Callable[[], Any]:
+    import jax
+
+    if p["x"].dtype == np.float64:
+        jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    make_step = _jax_cell(cell)
+
+    def loss(x, state, w_ih, w_hh, b_ih, b_hh, g):
+        xw = jnp.einsum("tbd,gd->tbg", x, w_ih) + b_ih  # the input projection hoisted
+        _, hs = jax.lax.scan(make_step(w_hh, b_hh), state, xw)
+        return jnp.sum(hs * g)
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3, 4, 5)))
+    state = (jnp.asarray(p["h0"]), jnp.asarray(p["c0"])) if cell == "lstm" else jnp.asarray(p["h0"])
+    args = [jnp.asarray(p[k]) for k in ("x", "w_ih", "w_hh", "b_ih", "b_hh", "dh")]
+
+    def run() -> Any:
+        return jax.block_until_ready(grad(args[0], state, *args[1:]))
+
+    return run
+
+
+_GATED_FACTORIES: dict[str, Callable[[dict[str, np.ndarray], str], Callable[[], Any]]] = {
+    "rnnfast": _gated_rnnfast("cython"),
+    "reference": _gated_rnnfast("numpy"),
+    "torch": _torch_gated_runner,
+    "jax": _jax_gated,
+}
+
+
 def make_runner(peer: str, case: Case, seed: int = 0) -> Callable[[], Any]:
     """The timed call of ``peer`` for ``case`` (setup done, compiled where the peer compiles)."""
-    if peer not in _FACTORIES:
-        raise ValueError(f"peer must be one of {PEERS}, got {peer!r}")
-    return _FACTORIES[peer](make_problem(case, seed))
+    factories: Mapping[str, Any] = _FACTORIES if case.cell == "rnn" else _GATED_FACTORIES
+    if peer not in factories:
+        raise ValueError(
+            f"peer must be one of {tuple(factories)} for cell {case.cell!r}, got {peer!r}"
+        )
+    p = make_problem(case, seed)
+    return factories[peer](p) if case.cell == "rnn" else factories[peer](p, case.cell)
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -341,7 +549,7 @@ def run(
     rounds = max(1, rounds)
     results = []
     for i, case in enumerate(cases):
-        runners = {peer: make_runner(peer, case) for peer in peers}
+        runners = {peer: make_runner(peer, case) for peer in peers if peer in _peers_of(case)}
         counts = {}
         for peer, fn in runners.items():
             first = _timed(fn)  # warm-up: caches, JIT compilation, thread pools
@@ -355,7 +563,9 @@ def run(
         best = best_block_medians(runners, counts, rounds)
         if gemm_roof:
             roof["roof_gflops"] = gemm_flops / best[_ROOF] / 1e9
-        for peer in peers:
+        for peer in runners:
+            if peer == _ROOF:
+                continue
             results.append(
                 {
                     **asdict(case),
@@ -371,6 +581,10 @@ def run(
         if progress is not None:
             progress(i + 1, len(cases))
     return results
+
+
+def _peers_of(case: Case) -> tuple[str, ...]:
+    return PEERS if case.cell == "rnn" else tuple(_GATED_FACTORIES)
 
 
 # The roof's runner in a case's rotation (a name no peer has), its samples per block, and the
@@ -400,6 +614,40 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def blas_info() -> dict[str, str]:
+    """The BLAS libraries loaded (threadpoolctl): ``library``, ``version`` and ``core`` (the
+    core type its kernels run for) of SciPy's, which rnnfast's kernels call; ``others`` lists
+    the rest (NumPy's, a peer's) with where they come from; ``warning`` when the environment
+    forces a core type (OPENBLAS_CORETYPE)."""
+    info: dict[str, str] = {"library": "unknown", "version": "?", "core": "?"}
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        info["library"] = "unknown (threadpoolctl is not installed)"
+        pools = []
+    else:
+        pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+    # SciPy's first: the kernels call it (scipy.linalg.cython_blas)
+    pools.sort(key=lambda p: "scipy" not in Path(str(p.get("filepath"))).parent.name)
+    for i, pool in enumerate(pools):
+        line = f"{pool.get('internal_api')} {pool.get('version')}"
+        core = str(pool.get("architecture"))
+        if i == 0:
+            info.update(library=str(pool.get("internal_api")), version=str(pool.get("version")))
+            info.update(core=core, prefix=str(pool.get("prefix")))
+        else:
+            where = Path(str(pool.get("filepath"))).parent.name
+            others = info.get("others", "")
+            info["others"] = (others + "; " if others else "") + f"{line} ({where}, {core})"
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    if forced:
+        info["warning"] = (
+            f"OPENBLAS_CORETYPE={forced} forces OpenBLAS's kernels for that core; unset it "
+            "(env -u OPENBLAS_CORETYPE ...) to time the kernels this CPU would pick"
+        )
+    return info
+
+
 def machine() -> str:
     """One line about this machine: processor, cores, Python, NumPy."""
     return (
@@ -416,9 +664,11 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
     """
     by_case: dict[tuple, dict[str, dict[str, Any]]] = {}
     for r in results:
-        by_case.setdefault((r["T"], r["B"], r["D"], r["H"], r["dtype"]), {})[r["peer"]] = r
+        key = (r["T"], r["B"], r["D"], r["H"], r["dtype"], r.get("cell", "rnn"))
+        by_case.setdefault(key, {})[r["peer"]] = r
     peers = [p for p in PEERS if any(p in row for row in by_case.values())]
-    head = ["T,B,D,H", "dtype"]
+    cells = len({key[5] for key in by_case}) > 1 or any(key[5] != "rnn" for key in by_case)
+    head = ["T,B,D,H", "dtype"] + (["cell"] if cells else [])
     for p in peers:
         head += [f"{p} ms", f"{p} GF/s"]
     others = [p for p in peers if p != "rnnfast"] if "rnnfast" in peers else []
@@ -427,8 +677,8 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
     if share:
         head += ["GEMM GF/s", "% of GEMM"]
     rows = [head]
-    for (T, B, D, H, dtype), row in by_case.items():
-        line = [f"{T},{B},{D},{H}", dtype]
+    for (T, B, D, H, dtype, cell), row in by_case.items():
+        line = [f"{T},{B},{D},{H}", dtype] + ([cell] if cells else [])
         for p in peers:
             r = row.get(p)
             line += ["-", "-"] if r is None else [f"{r['median_ms']:.3f}", f"{r['gflops']:.1f}"]

@@ -332,7 +332,8 @@ class Workspace:
 
     Opaque: its ``data`` belongs to the implementation that made it (the gate activations,
     e.g.). A backward on another backend recomputes it from the forward's arguments, so any
-    forward/backward pair of backends gives the same gradients.
+    forward/backward pair of backends gives the same gradients; so does a second backward
+    from a workspace whose memory the first used for its gradients (the compiled LSTM's).
     """
 
     cell: str
@@ -431,6 +432,18 @@ _GRU_BACKWARD_LAYOUT = {
 }
 
 
+# Per layout, what gated_admit takes: the labels and whether each array may be None.
+_ADMIT_LAYOUTS = {
+    id(layout): (
+        tuple(layout.values()),
+        tuple(k in _validation.GATED_OPTIONAL for k in layout),
+    )
+    for layout in (
+        _LSTM_FORWARD_LAYOUT, _LSTM_BACKWARD_LAYOUT, _GRU_FORWARD_LAYOUT, _GRU_BACKWARD_LAYOUT
+    )
+}  # fmt: skip
+
+
 def _gated_call(
     cell: str,
     named: dict[str, Any],
@@ -444,13 +457,20 @@ def _gated_call(
     check_finite = check_flag("check_finite", check_finite)
     kernels = compiled(backend)
     named = {"w_hr": None, **named} if "w_hr" not in named else named
-    arrays, sizes = _validation.gated_arrays(
-        named,
-        layout,
-        4 if cell == "lstm" else 3,
-        check_finite,
-        None if kernels is None else BLAS_INT_MAX,
-    )
+    gates = 4 if cell == "lstm" else 3
+    sizes = None
+    if kernels is not None and not check_finite and hasattr(kernels, "gated_admit"):
+        # Arrays already exactly right: checked in C in a few microseconds (None: they are
+        # not, and the validating path below says why or converts them).
+        labels, optional = _ADMIT_LAYOUTS[id(layout)]
+        values = tuple([named[k] for k in layout])
+        sizes = kernels.gated_admit(values, labels, optional, gates, BLAS_INT_MAX)
+    if sizes is not None:
+        arrays: dict[str, np.ndarray | None] = dict(named)
+    else:
+        arrays, sizes = _validation.gated_arrays(
+            named, layout, gates, check_finite, None if kernels is None else BLAS_INT_MAX
+        )
     if cell == "gru":
         del arrays["w_hr"]
     name = f"{cell}_forward"
@@ -537,13 +557,7 @@ def lstm_forward(
     training = check_flag("training", training)
     named = {"x": x, "h0": h0, "c0": c0, "w_ih": w_ih, "w_hh": w_hh, "b": b, "w_hr": w_hr}
     arrays, sizes, impl, _ = _gated_call("lstm", named, _LSTM_FORWARD_LAYOUT, backend, check_finite)
-    try:
-        h, c, data = impl.lstm_forward(*arrays.values(), training)
-    except NotImplementedError:  # a kernel without the projection yet
-        if impl is _reference or arrays["w_hr"] is None:
-            raise
-        impl = _reference
-        h, c, data = impl.lstm_forward(*arrays.values(), training)
+    h, c, data = impl.lstm_forward(*arrays.values(), training)
     ws = None
     if training:
         ws = Workspace("lstm", impl, _size_key(sizes), h.dtype, arrays["b"], data)
@@ -604,22 +618,18 @@ def lstm_backward(
     a = arrays
     ws = _workspace(workspace, "lstm", sizes, a["x"].dtype)
 
-    def run(impl: ModuleType) -> tuple:
-        data = ws.data
-        if ws.impl is not impl:  # another backend's workspace: this one's from the forward's
-            args = (a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], ws.bias, a["w_hr"], True)
-            data = impl.lstm_forward(*args)[2]
-        return impl.lstm_backward(
-            a["dh"], a["dc"], a["x"], a["h0"], a["c0"], a["h"], a["c"], data,
-            a["w_ih"], a["w_hh"], a["w_hr"],
-        )  # fmt: skip
-
-    try:
-        grads = run(impl)
-    except NotImplementedError:  # a kernel without the projection yet
-        if impl is _reference or a["w_hr"] is None:
-            raise
-        grads = run(_reference)
+    data = ws.data
+    if ws.impl is not impl or data is None:  # another backend's, or used up: recompute it
+        args = (a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], ws.bias, a["w_hr"], True)
+        data = impl.lstm_forward(*args)[2]
+    elif impl is not _reference and a["w_hr"] is None:
+        # The compiled backward writes its gradients over the activations (one workspace for
+        # forward and backward): a second backward from this workspace recomputes them.
+        object.__setattr__(ws, "data", None)
+    grads = impl.lstm_backward(
+        a["dh"], a["dc"], a["x"], a["h0"], a["c0"], a["h"], a["c"], data,
+        a["w_ih"], a["w_hh"], a["w_hr"],
+    )  # fmt: skip
     return LSTMGrads(*grads)
 
 
@@ -817,19 +827,13 @@ def gated_step(
         raise ValueError(layer.refusal)
     if kernels is not None and (layer is None or layer.lead):
         # Operands already exactly right: one C call, its checks in C (None: they are not).
-        try:
-            result = getattr(kernels, name)(x, *states, params)
-        except NotImplementedError:  # a kernel without the projection yet: the reference
-            kernels = result = None
+        result = getattr(kernels, name)(x, *states, params)
         if result is not None:
             return result[0], tuple(result[1:])
     x2, s3, layers, batched = _validation.gated_step_args(x, states, params, layer, cell)
     result = None
     if kernels is not None:
-        try:
-            result = getattr(kernels, name)(x2, *s3, layers)  # None: an empty size
-        except NotImplementedError:  # a kernel without the projection yet
-            result = None
+        result = getattr(kernels, name)(x2, *s3, layers)  # None: an empty size
     if result is None:
         result = getattr(_reference, name)(x2, *s3, layers)
     output, new = result[0], tuple(result[1:])

@@ -248,6 +248,8 @@ cdef enum:
     CELL_ELMAN_RELU = 1
     # LSTM (G = 4): gates i, f, g, o; its own pointwise functions below
     CELL_LSTM = 2
+    # GRU (G = 3): gates r, z, n; its section at the end of the file
+    CELL_GRU = 3
 
 
 cdef struct Cell:
@@ -482,6 +484,25 @@ cdef inline void _panel_columns(floating* out, const floating* a, StepProduct* h
                                      <double*>how.stage, q0, q1)
 
 
+cdef inline void _dot_product(floating* out, const floating* a, const floating* w,
+                              const floating* bias, Py_ssize_t B, Py_ssize_t k,
+                              Py_ssize_t n) noexcept nogil:
+    """out (B, n) = a (B, k) @ w.T + bias, w (n, k) as stored (a NULL: bias only; bias NULL:
+    none): the dot form for small batches, else one GEMM on the BLAS threads in force."""
+    cdef Py_ssize_t r, i
+    if a != NULL and B <= rf_tuning_now.step_dot_max_batch:
+        if floating is float:
+            rnnfast_simd.step_dot_f32(out, a, w, k, NULL, NULL, 0, bias, B, n)
+        else:
+            rnnfast_simd.step_dot_f64(out, a, w, k, NULL, NULL, 0, bias, B, n)
+        return
+    for r in range(B):
+        for i in range(n):
+            out[r * n + i] = 0 if bias == NULL else bias[i]
+    if a != NULL:
+        _bulk_gemm(NoTrans, Trans, B, n, k, <floating>1, a, k, w, k, <floating>1, out, n)
+
+
 # ---- the time-loop engine --------------------------------------------------------------------
 # Forward: one GEMM projects all T*B input rows into the gate pre-activations before the loop;
 # each step adds h[t-1] @ w_hh.T and runs the cell's pointwise forward. Backward: only the
@@ -535,6 +556,7 @@ cdef struct Loop:
     const void* x
     const void* w_ih
     void* gates     # forward: (T, B, N) gate pre-activations (Elman: out itself)
+    Py_ssize_t gates_ld  # ... their row length: N, or a GRU's 4H (projected into its workspace)
     void* out       # forward: the output h (T, B, H)
     const void* h   # backward: the forward's output
     const void* da  # backward: (T, B, N) gradient of the gate pre-activations
@@ -561,8 +583,12 @@ cdef struct Loop:
     StepProduct how
     const void* bias
     Cell cell
-    void* c         # LSTM forward: the cell states (T, B, H)
+    void* c         # LSTM forward: the cell states (T, B, Hc)
     const void* c0  # ... and the initial one (NULL: zeros)
+    # LSTM with a projection (NULL: none): w_hr (H, Hc), H = P the state's width, and m (B, Hc)
+    # a step's o * tanh(c) before it
+    const void* w_hr
+    void* m
 
 
 cdef Py_ssize_t _overlap_chunk(int kind, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D,
@@ -580,10 +606,10 @@ cdef Py_ssize_t _overlap_chunk(int kind, Py_ssize_t T, Py_ssize_t B, Py_ssize_t 
 cdef void _project_steps(floating* dummy, Loop* job, Py_ssize_t t0,
                          Py_ssize_t t1) noexcept nogil:
     """gates[t0:t1] = x[t0:t1] @ w_ih.T (the forward's input projection of those steps)."""
-    cdef Py_ssize_t B = job.B, D = job.D, N = job.N
+    cdef Py_ssize_t B = job.B, D = job.D, N = job.N, ld = job.gates_ld
     _bulk_gemm(NoTrans, Trans, (t1 - t0) * B, N, D, <floating>1,
                <const floating*>job.x + t0 * B * D, D, <const floating*>job.w_ih, D,
-               <floating>0, <floating*>job.gates + t0 * B * N, N)
+               <floating>0, <floating*>job.gates + t0 * B * ld, ld)
 
 
 cdef void _grad_steps(floating* dummy, Loop* job, int which, Py_ssize_t t0, Py_ssize_t t1,
@@ -784,8 +810,11 @@ cdef void _forward_steps(floating* gates, floating* out, Loop* job, const floati
     """The forward's time loop on this thread, with the helper projecting chunks ahead if
     job.chunk > 0 (else the projection of every step at once first)."""
     cdef Py_ssize_t T = job.T, B = job.B, H = job.H, N = job.N, t
-    cdef Py_ssize_t gstep = B * N, hstep = B * H
+    cdef Py_ssize_t Hc = N // job.cell.gates  # the cell's units (H but with a projection)
+    cdef Py_ssize_t gstep = B * N, hstep = B * H, cstep = B * Hc
     cdef Cell cell = job.cell
+    cdef const floating* w_hr = <const floating*>job.w_hr
+    cdef floating* m = <floating*>job.m
     # Steps whose projection is done, as far as this loop knows (all of them without chunks).
     cdef Py_ssize_t ready = job.chunk if job.chunk > 0 else T
     # The helper's projected rows reach this core a step early (see rf_prefetch), where a step
@@ -820,9 +849,13 @@ cdef void _forward_steps(floating* gates, floating* out, Loop* job, const floati
         if h_prev != NULL:  # a None h0 is zeros: nothing to add at t = 0
             _add_matmul(g_t, h_prev, w_op, Trans, how, B, H, N)
         if c != NULL:
-            c_t = c + t * hstep
-            c_prev = <const floating*>job.c0 if t == 0 else c_t - hstep
-        _cell_forward(&cell, g_t, b_ptr, h_t, B, H, H, c_prev, c_t)
+            c_t = c + t * cstep
+            c_prev = <const floating*>job.c0 if t == 0 else c_t - cstep
+        if w_hr == NULL:
+            _cell_forward(&cell, g_t, b_ptr, h_t, B, Hc, Hc, c_prev, c_t)
+        else:  # h[t] (B, P) = m (B, Hc) @ w_hr.T
+            _cell_forward(&cell, g_t, b_ptr, m, B, Hc, Hc, c_prev, c_t)
+            _dot_product(h_t, m, w_hr, <const floating*>NULL, B, Hc, H)
     if job.chunk > 0:
         rf_thread_join_or_cancel(&helper)  # every chunk is done; the helper may not have begun
     _serial_blas_end(saved)
@@ -834,9 +867,12 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                    int kind, const floating[:, ::1] w_hh_t, const floating[:, ::1] tail,
                    const floating[::1] packed, floating[::1] stage,
                    floating[:, :, ::1] gates_ws=None, const floating[:, ::1] c0=None,
-                   floating[:, :, ::1] c=None) noexcept:
-    """Elman: the gates are h itself. LSTM: ``gates_ws`` (T, B, 4H) the gates (left holding
-    their activations), ``c`` (T, B, H) the cell states, ``c0`` (B, H) or None."""
+                   floating[:, :, ::1] c=None, const floating[:, ::1] w_hr=None,
+                   floating[:, ::1] m=None) noexcept:
+    """Elman: the gates are h itself. LSTM: ``gates_ws`` (T, B, 4Hc) the gates (left holding
+    their activations), ``c`` (T, B, Hc) the cell states, ``c0`` (B, Hc) or None; with a
+    projection ``w_hr`` (P, Hc) (h and w_hh then have P columns) and ``m`` (B, Hc) a step's
+    scratch."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], N = w_ih.shape[0]
     cdef Py_ssize_t H = w_hh.shape[1]
     cdef StepProduct how = _step_product(kind, tail, packed, stage)
@@ -853,9 +889,12 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     job.is_double, job.backward = floating is double, False
     job.T, job.B, job.D, job.H, job.N = T, B, D, H, N
     job.x, job.w_ih, job.gates, job.out = &x[0, 0, 0], &w_ih[0, 0], gates, out
+    job.gates_ld = N
     job.how, job.bias, job.cell, job.h0 = how, b_ptr, cell, h0_ptr
     job.c = NULL if c is None else &c[0, 0, 0]
     job.c0 = NULL if c0 is None else &c0[0, 0]
+    job.w_hr = NULL if w_hr is None else &w_hr[0, 0]
+    job.m = NULL if m is None else &m[0, 0]
     with nogil:
         # Another call in flight (another Python thread): this one starts no helper
         # (rf_thread_start) and keeps BLAS at one thread, the cores being the callers'.
@@ -887,17 +926,22 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                     Py_ssize_t chunk, const floating[:, :, ::1] dc_ext=None,
                     const floating[:, ::1] c0=None, const floating[:, :, ::1] c=None,
                     const floating[:, :, ::1] act=None, floating[:, ::1] dc=None,
-                    floating[:, ::1] dh_t=None) noexcept:
+                    floating[:, ::1] dh_t=None, const floating[:, ::1] w_hr=None,
+                    const floating[:, ::1] w_hr_t=None, floating[:, :, ::1] dhs=None,
+                    floating[:, ::1] dw_hr=None) noexcept:
     """``chunk`` > 0: overlap the weight gradients in chunks of that many steps (the caller
     decided, with _overlap_chunk, before placing the packed w_hh in dx's memory only).
 
     LSTM: ``act`` (T, B, 4H) the forward's gate activations, ``c`` (T, B, H) its cell states,
     ``c0`` (B, H) or None, ``dc_ext`` (T, B, H) or None the gradient into c from outside;
     ``dc`` (B, H), zeros on entry, carries the gradient into c[t-1] and ends as dc0; ``dh_t``
-    (B, H) holds a step's output gradient."""
+    (B, H) holds a step's output gradient. With a projection (H = P the state's width, Hc the
+    cell's): ``w_hr`` (P, Hc) and ``w_hr_t`` its transpose, ``dhs`` (T, B, P) keeps every
+    step's output gradient for dw_hr (P, Hc), one GEMM after the loop; ``dh_t`` (B, Hc) then
+    holds a step's gradient into o * tanh(c)."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], N = w_ih.shape[0]
-    cdef Py_ssize_t H = w_hh.shape[1]
-    cdef Py_ssize_t gstep = B * N, hstep = B * H, t
+    cdef Py_ssize_t H = w_hh.shape[1], Hc = N // cell.gates
+    cdef Py_ssize_t gstep = B * N, hstep = B * H, cstep = B * Hc, t
     cdef StepProduct how = _step_product(kind, tail, packed, stage)
     cdef const floating* w_hh_ptr = &w_hh[0, 0]
     cdef floating* da_ptr = &da[0, 0, 0]
@@ -909,6 +953,9 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     cdef const floating* act_ptr = NULL if act is None else &act[0, 0, 0]
     cdef const floating* c_ptr = NULL if c is None else &c[0, 0, 0]
     cdef const floating* c0_ptr = NULL if c0 is None else &c0[0, 0]
+    cdef const floating* w_hr_t_ptr = NULL if w_hr_t is None else &w_hr_t[0, 0]
+    cdef floating* dhs_ptr = NULL if dhs is None else &dhs[0, 0, 0]
+    cdef floating* d_out  # LSTM: the step's output gradient
     cdef bint saved, shared
     cdef Loop job
     cdef rf_thread helper
@@ -932,13 +979,16 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
         for t in range(T - 1, -1, -1):
             da_t = da_ptr + t * gstep
             if lstm:  # the output gradient in its own (B, H) buffer, dc carried in another
-                memcpy(dh_ptr, &dh[t, 0, 0], hstep * sizeof(floating))
+                d_out = dh_ptr if dhs_ptr == NULL else dhs_ptr + t * hstep
+                memcpy(d_out, &dh[t, 0, 0], hstep * sizeof(floating))
                 if t < T - 1:
-                    _add_matmul(dh_ptr, da_t + gstep, w_hh_ptr, NoTrans, &how, B, N, H)
+                    _add_matmul(d_out, da_t + gstep, w_hh_ptr, NoTrans, &how, B, N, H)
+                if dhs_ptr != NULL:  # through the projection: dm (B, Hc) = d_out @ w_hr
+                    _dot_product(dh_ptr, d_out, w_hr_t_ptr, <const floating*>NULL, B, H, Hc)
                 _lstm_backward_step(da_t, dh_ptr, dc_ptr,
-                                    NULL if dce_ptr == NULL else dce_ptr + t * hstep,
-                                    act_ptr + t * gstep, c_ptr + t * hstep,
-                                    c0_ptr if t == 0 else c_ptr + (t - 1) * hstep, B, H)
+                                    NULL if dce_ptr == NULL else dce_ptr + t * cstep,
+                                    act_ptr + t * gstep, c_ptr + t * cstep,
+                                    c0_ptr if t == 0 else c_ptr + (t - 1) * cstep, B, Hc)
             else:
                 memcpy(da_t, &dh[t, 0, 0], hstep * sizeof(floating))
                 if t < T - 1:
@@ -966,8 +1016,26 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
             if helper.running and not rf_thread_join_or_cancel(&helper):
                 _helper_work(da_ptr, &job)  # it had not begun: db here, in the same order
             _serial_blas_end(saved)
+        if dhs_ptr != NULL:  # da is free now: it holds m = o * tanh(c) of every step
+            _projection_grad(da_ptr, act_ptr, c_ptr, dhs_ptr, &dw_hr[0, 0], T * B, Hc, H)
         _serial_blas_end(shared)
         rf_call_leave()
+
+
+cdef void _projection_grad(floating* m, const floating* act, const floating* c,
+                           const floating* dhs, floating* dw_hr, Py_ssize_t rows,
+                           Py_ssize_t Hc, Py_ssize_t P) noexcept nogil:
+    """dw_hr (P, Hc) = dhs (rows, P).T @ m, m (rows, Hc) = o * tanh(c) rebuilt from the
+    forward's gate activations ``act`` (rows, 4Hc) and cells ``c`` (rows, Hc)."""
+    cdef Py_ssize_t r, j
+    cdef const floating* o
+    memcpy(m, c, rows * Hc * sizeof(floating))
+    _bias_act(m, <const floating*>NULL, rows, Hc, Hc, CELL_ELMAN_TANH)
+    for r in range(rows):
+        o = act + r * 4 * Hc + 3 * Hc
+        for j in range(Hc):
+            m[r * Hc + j] *= o[j]
+    _bulk_gemm(Trans, NoTrans, P, Hc, rows, <floating>1, dhs, P, m, Hc, <floating>0, dw_hr, Hc)
 
 
 # ---- entry points ----------------------------------------------------------------------------
@@ -1016,62 +1084,70 @@ def rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity):
 # the training forward (in PyTorch's order), handed back to lstm_backward with h and c.
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b, w_hr, training):
-    """Compiled LSTM forward: (h (T, B, H), c (T, B, H), gates (T, B, 4H) or None).
+    """Compiled LSTM forward: (h (T, B, S), c (T, B, H), gates (T, B, 4H) or None).
 
-    x (T, B, D), h0 and c0 (B, H) or None (zeros), w_ih (4H, D), w_hh (4H, H), b (4H,) or None
-    (b_ih + b_hh). ``gates``: the gate activations i, f, g, o when ``training``, else None.
-    Projections (w_hr) are not implemented here: NotImplementedError.
+    x (T, B, D), h0 (B, S) and c0 (B, H) or None (zeros), w_ih (4H, D), w_hh (4H, S), b (4H,)
+    or None (b_ih + b_hh), w_hr (P, H) or None: S = P with a projection, else H. ``gates``:
+    the gate activations i, f, g, o when ``training``, else None.
     """
-    if w_hr is not None:
-        raise NotImplementedError("lstm_forward: proj_size > 0 runs on the NumPy reference")
     cdef Cell cell = _lstm_cell()
-    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], N = w_ih.shape[0], H = w_hh.shape[1]
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], N = w_ih.shape[0], S = w_hh.shape[1]
+    cdef Py_ssize_t H = N // 4
     kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True)
     gates = np.empty((T, B, N), dtype=x.dtype)
-    h = np.empty((T, B, H), dtype=x.dtype)
+    h = np.empty((T, B, S), dtype=x.dtype)
     c = np.empty((T, B, H), dtype=x.dtype)
+    m = None if w_hr is None else np.empty((B, H), dtype=x.dtype)
     if x.dtype == np.float32:
         _forward[float](x, h0, w_ih, w_hh, b, h, cell, kind, w_hh_t, tail, packed, stage,
-                        gates, c0, c)
+                        gates, c0, c, w_hr, m)
     else:
         _forward[double](x, h0, w_ih, w_hh, b, h, cell, kind, w_hh_t, tail, packed, stage,
-                         gates, c0, c)
+                         gates, c0, c, w_hr, m)
     return h, c, (gates if training else None)
 
 
 def lstm_backward(dh, dc, x, h0, c0, h, c, gates, w_ih, w_hh, w_hr):
-    """Compiled LSTM BPTT: (dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr = None).
+    """Compiled LSTM BPTT: (dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr), dw_hr None without w_hr.
 
-    dh (T, B, H) the gradient from outside into every h[t]; dc (T, B, H) or None into every
+    dh (T, B, S) the gradient from outside into every h[t]; dc (T, B, H) or None into every
     c[t]; h, c, gates what the training forward returned. db is the gradient of the folded
-    bias (b_ih and b_hh each receive it).
+    bias (b_ih and b_hh each receive it). Without a projection ``gates`` is used up: step t's
+    gate gradients overwrite its activations (the peak extra memory stays the one (T, B, 4H)
+    workspace).
     """
-    if w_hr is not None:
-        raise NotImplementedError("lstm_backward: proj_size > 0 runs on the NumPy reference")
     if gates is None:
         raise ValueError("lstm_backward needs the gates of a training forward")
     cdef Cell cell = _lstm_cell()
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2]
-    cdef Py_ssize_t N = w_hh.shape[0], H = w_hh.shape[1]
+    cdef Py_ssize_t N = w_hh.shape[0], S = w_hh.shape[1], H = N // 4
     dtype = x.dtype
-    da = np.empty((T, B, N), dtype=dtype)  # the one (T, B, 4H) workspace
+    # The projection's gradient rebuilds o * tanh(c) from the activations after the loop.
+    da = gates if w_hr is None else np.empty((T, B, N), dtype=dtype)
     dx = np.empty((T, B, D), dtype=dtype)
-    dh0 = np.empty((B, H), dtype=dtype)
+    dh0 = np.empty((B, S), dtype=dtype)
     dc0 = np.zeros((B, H), dtype=dtype)  # the carry of dc, from zero at the last step
     dh_t = np.empty((B, H), dtype=dtype)
     dw_ih = np.empty((N, D), dtype=dtype)
-    dw_hh = np.empty((N, H), dtype=dtype)
+    dw_hh = np.empty((N, S), dtype=dtype)
     db = np.empty(N, dtype=dtype)
-    cdef Py_ssize_t chunk = _overlap_chunk(_step_kind(B, H, N, dtype.itemsize), T, B, D, H, N)
+    w_hr_t = dhs = dw_hr = None
+    if w_hr is not None:
+        w_hr_t = np.ascontiguousarray(w_hr.T)
+        dhs = np.empty((T, B, S), dtype=dtype)  # every step's output gradient, for dw_hr
+        dw_hr = np.empty((S, H), dtype=dtype)
+    cdef Py_ssize_t chunk = _overlap_chunk(_step_kind(B, S, N, dtype.itemsize), T, B, D, S, N)
     kind, _, tail, packed, stage = step_operands(w_hh, B, False,
                                                  (dx,) if chunk else (dx, dw_ih, dw_hh))
     if dtype == np.float32:
         _backward[float](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db,
-                         cell, kind, tail, packed, stage, chunk, dc, c0, c, gates, dc0, dh_t)
+                         cell, kind, tail, packed, stage, chunk, dc, c0, c, gates, dc0, dh_t,
+                         w_hr, w_hr_t, dhs, dw_hr)
     else:
         _backward[double](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db,
-                          cell, kind, tail, packed, stage, chunk, dc, c0, c, gates, dc0, dh_t)
-    return dx, dh0, dc0, dw_ih, dw_hh, db, None
+                          cell, kind, tail, packed, stage, chunk, dc, c0, c, gates, dc0, dh_t,
+                          w_hr, w_hr_t, dhs, dw_hr)
+    return dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr
 
 
 def overlap_steps(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssize_t itemsize):
@@ -1097,6 +1173,27 @@ def split_panels(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssiz
 # product (simd_dot.h) on the weights as stored; larger ones GEMM, which packs the weights
 # again on every call. Measure with `python bench/tune_step_batch.py`.
 
+cdef void _step_gates(floating* out, const floating* inp, const floating* h_prev,
+                      const floating* w_ih, const floating* w_hh, const floating* b_hh,
+                      Py_ssize_t B, Py_ssize_t D, Py_ssize_t S, Py_ssize_t N) noexcept nogil:
+    """out (B, N) = inp @ w_ih.T + h_prev @ w_hh.T + b_hh: a step's gate pre-activations
+    (N = G * H) from the state h_prev (B, S) (NULL: zeros) and b_hh (NULL: none)."""
+    cdef Py_ssize_t r, i
+    if B <= rf_tuning_now.step_dot_max_batch:
+        if floating is float:
+            rnnfast_simd.step_dot_f32(out, inp, w_ih, D, h_prev, w_hh, S, b_hh, B, N)
+        else:
+            rnnfast_simd.step_dot_f64(out, inp, w_ih, D, h_prev, w_hh, S, b_hh, B, N)
+    else:
+        for r in range(B):
+            for i in range(N):
+                out[r * N + i] = 0 if b_hh == NULL else b_hh[i]
+        _bulk_gemm(NoTrans, Trans, B, N, D, <floating>1, inp, D, w_ih, D, <floating>1, out, N)
+        if h_prev != NULL:
+            _bulk_gemm(NoTrans, Trans, B, N, S, <floating>1, h_prev, S, w_hh, S, <floating>1,
+                       out, N)
+
+
 cdef void _step_layer(floating* out, const floating* inp, const floating* h_prev,
                       const floating* w_ih, const floating* w_hh, const floating* b_ih,
                       const floating* b_hh, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
@@ -1105,50 +1202,109 @@ cdef void _step_layer(floating* out, const floating* inp, const floating* h_prev
 
     ``h_prev`` NULL means zeros; ``b_hh`` and ``b_ih`` NULL mean no bias.
     """
-    cdef Py_ssize_t r, i
-    if B <= rf_tuning_now.step_dot_max_batch:
-        if floating is float:
-            rnnfast_simd.step_dot_f32(out, inp, w_ih, D, h_prev, w_hh, H, b_hh, B, H)
-        else:
-            rnnfast_simd.step_dot_f64(out, inp, w_ih, D, h_prev, w_hh, H, b_hh, B, H)
-    else:
-        for r in range(B):
-            for i in range(H):
-                out[r * H + i] = 0 if b_hh == NULL else b_hh[i]
-        _bulk_gemm(NoTrans, Trans, B, H, D, <floating>1, inp, D, w_ih, D, <floating>1, out, H)
-        if h_prev != NULL:
-            _bulk_gemm(NoTrans, Trans, B, H, H, <floating>1, h_prev, H, w_hh, H, <floating>1,
-                       out, H)
+    _step_gates(out, inp, h_prev, w_ih, w_hh, b_hh, B, D, H, H)
     _cell_forward(cell, out, b_ih, out, B, H, H, <const floating*>NULL, <floating*>NULL)
 
 
-cdef void _step_stack(floating* out, const floating* inp, const floating* h_ptr,
-                      tuple params, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
-                      const Cell* cell, bint release_gil):
-    """Run an admitted stack step (_step_admit): layer k writes out[k] (B, H)."""
+cdef void _layer_step(const Cell* cell, floating* h_out, floating* c_out, floating* scratch,
+                      const floating* inp, const floating* h_prev, const floating* c_prev,
+                      const floating* w_ih, const floating* w_hh, const floating* b_ih,
+                      const floating* b_hh, const floating* w_hr, Py_ssize_t B, Py_ssize_t D,
+                      Py_ssize_t H, Py_ssize_t S) noexcept nogil:
+    """One layer's step of the cell (scratch: LSTM (B, 5H), GRU (2, B, 3H), Elman none)."""
+    if cell.code == CELL_LSTM:
+        _lstm_step_layer(h_out, c_out, scratch, scratch + B * 4 * H, inp, h_prev, c_prev, w_ih,
+                         w_hh, b_ih, b_hh, w_hr, B, D, H, S)
+    elif cell.code == CELL_GRU:
+        _gru_step_layer(h_out, scratch, inp, h_prev, w_ih, w_hh, b_ih, b_hh, B, D, H)
+    else:
+        _step_layer(h_out, inp, h_prev, w_ih, w_hh, b_ih, b_hh, B, D, H, cell)
+
+
+cdef void _stack_step(const Cell* cell, floating* h_new, floating* c_new, floating* scratch,
+                      const floating* inp, const floating* h_ptr, const floating* c_ptr,
+                      tuple params, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssize_t S,
+                      bint release_gil):
+    """Run an admitted stack step (_stack_admit): layer k writes h_new[k] (B, S) (and an
+    LSTM's c_new[k] (B, H)) from h[k], c[k] (NULL: zeros)."""
     cdef Py_ssize_t L = len(params), k, d_in = D
-    cdef const floating* h_prev
-    cdef object w_ih, w_hh, b_ih, b_hh
+    cdef tuple layer
+    cdef object b_ih, b_hh, w_hr
     cdef const floating* b_ih_ptr
     cdef const floating* b_hh_ptr
+    cdef const floating* w_hr_ptr
     cdef const floating* w_ih_ptr
     cdef const floating* w_hh_ptr
+    cdef const floating* h_prev
+    cdef const floating* c_prev
+    cdef floating* c_out
     for k in range(L):
-        w_ih, w_hh, b_ih, b_hh = params[k]
+        layer = <tuple>params[k]
+        b_ih, b_hh = layer[2], layer[3]
+        w_hr = layer[4] if cell.code == CELL_LSTM else None
         b_ih_ptr = NULL if b_ih is None else <const floating*>_data(b_ih)
         b_hh_ptr = NULL if b_hh is None else <const floating*>_data(b_hh)
-        w_ih_ptr = <const floating*>_data(w_ih)
-        w_hh_ptr = <const floating*>_data(w_hh)
-        h_prev = NULL if h_ptr == NULL else h_ptr + k * B * H
+        w_hr_ptr = NULL if w_hr is None else <const floating*>_data(w_hr)
+        w_ih_ptr = <const floating*>_data(layer[0])
+        w_hh_ptr = <const floating*>_data(layer[1])
+        h_prev = NULL if h_ptr == NULL else h_ptr + k * B * S
+        c_prev = NULL if c_ptr == NULL else c_ptr + k * B * H
+        c_out = NULL if c_new == NULL else c_new + k * B * H
         if release_gil:
             with nogil:
-                _step_layer(out + k * B * H, inp, h_prev, w_ih_ptr, w_hh_ptr, b_ih_ptr,
-                            b_hh_ptr, B, d_in, H, cell)
+                _layer_step(cell, h_new + k * B * S, c_out, scratch, inp, h_prev, c_prev,
+                            w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr, w_hr_ptr, B, d_in, H, S)
         else:
-            _step_layer(out + k * B * H, inp, h_prev, w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr,
-                        B, d_in, H, cell)
-        inp = out + k * B * H
-        d_in = H
+            _layer_step(cell, h_new + k * B * S, c_out, scratch, inp, h_prev, c_prev, w_ih_ptr,
+                        w_hh_ptr, b_ih_ptr, b_hh_ptr, w_hr_ptr, B, d_in, H, S)
+        inp = h_new + k * B * S
+        d_in = S
+
+
+cdef object _stack_call(Cell cell, object x, object h, object c, tuple params):
+    """A stack step of any cell: (output (B, S), h_new (L, B, S)[, c_new (L, B, H)]), or None
+    if an operand is not admitted."""
+    cdef bint lstm = cell.code == CELL_LSTM
+    cdef Py_ssize_t sizes[5]  # L, B, D, H, S
+    cdef Py_ssize_t macs = 0
+    cdef int typenum = _stack_admit(x, (h, c) if lstm else (h,), params, cell.gates, lstm, sizes,
+                                    &macs)
+    if typenum < 0:
+        return None
+    cdef Py_ssize_t L = sizes[0], B = sizes[1], D = sizes[2], H = sizes[3], S = sizes[4]
+    cdef cnp.npy_intp dims[3]
+    dims[0], dims[1], dims[2] = L, B, S
+    # C-API allocations, not np.empty and a slice: no Python-level calls per step.
+    h_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
+    output = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
+    c_new = scratch = None
+    dims[2] = H
+    if lstm:
+        c_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
+    if cell.gates > 1:
+        dims[2] = 5 * H if lstm else 6 * H
+        scratch = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
+    cdef bint release_gil = macs >= rf_tuning_now.step_nogil_min_macs
+    if typenum == cnp.NPY_FLOAT:
+        _stack_step[float](&cell, <float*>_data(h_new),
+                           NULL if c_new is None else <float*>_data(c_new),
+                           NULL if scratch is None else <float*>_data(scratch),
+                           <const float*>_data(x), NULL if h is None else <const float*>_data(h),
+                           NULL if c is None else <const float*>_data(c), params, B, D, H, S,
+                           release_gil)
+    else:
+        _stack_step[double](&cell, <double*>_data(h_new),
+                            NULL if c_new is None else <double*>_data(c_new),
+                            NULL if scratch is None else <double*>_data(scratch),
+                            <const double*>_data(x),
+                            NULL if h is None else <const double*>_data(h),
+                            NULL if c is None else <const double*>_data(c), params, B, D, H, S,
+                            release_gil)
+    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(<cnp.ndarray>x)
+    memcpy(_data(output), <char*>_data(h_new) + (L - 1) * B * S * itemsize, B * S * itemsize)
+    if lstm:
+        return output, h_new, c_new
+    return output, h_new
 
 
 def rnn_step(x, h, tuple params, str nonlinearity):
@@ -1159,131 +1315,37 @@ def rnn_step(x, h, tuple params, str nonlinearity):
     both biases None for no bias. None means an operand is not exactly a C-contiguous array of
     the right dtype and shape: the caller must take the validating path.
     """
-    cdef Cell cell = _elman_cell(nonlinearity)
-    cdef Py_ssize_t sizes[4]  # L, B, D, H
-    cdef Py_ssize_t macs = 0
-    sizes[0] = sizes[1] = sizes[2] = sizes[3] = 0
-    cdef int typenum = _step_admit(x, h, params, sizes, &macs)
-    if typenum < 0:
-        return None
-    cdef Py_ssize_t L = sizes[0], B = sizes[1], D = sizes[2], H = sizes[3]
-    cdef cnp.npy_intp dims[3]
-    dims[0], dims[1], dims[2] = L, B, H
-    # C-API allocations, not np.empty and a slice: no Python-level calls per step.
-    h_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
-    output = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
-    cdef bint release_gil = macs >= rf_tuning_now.step_nogil_min_macs
-    if typenum == cnp.NPY_FLOAT:
-        _step_stack[float](<float*>_data(h_new), <const float*>_data(x),
-                           NULL if h is None else <const float*>_data(h), params, B, D, H,
-                           &cell, release_gil)
-    else:
-        _step_stack[double](<double*>_data(h_new), <const double*>_data(x),
-                            NULL if h is None else <const double*>_data(h), params, B, D, H,
-                            &cell, release_gil)
-    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(<cnp.ndarray>x)
-    memcpy(_data(output), <char*>_data(h_new) + (L - 1) * B * H * itemsize, B * H * itemsize)
-    return output, h_new
+    return _stack_call(_elman_cell(nonlinearity), x, h, None, params)
 
 
 # The LSTM's streaming step: per layer, the (B, 4H) gates by the same dot-form product (or
-# GEMM) with b_hh, then the cell's pointwise forward with b_ih, c_prev and the new c.
+# GEMM) with b_hh, then the cell's pointwise forward with b_ih, c_prev and the new c; with a
+# projection the pointwise forward writes m = o * tanh(c) (B, H) and h = m @ w_hr.T (B, S).
 
-cdef void _lstm_step_layer(floating* h_out, floating* c_out, floating* gates,
+cdef void _lstm_step_layer(floating* h_out, floating* c_out, floating* gates, floating* m,
                            const floating* inp, const floating* h_prev, const floating* c_prev,
                            const floating* w_ih, const floating* w_hh, const floating* b_ih,
-                           const floating* b_hh, Py_ssize_t B, Py_ssize_t D,
-                           Py_ssize_t H) noexcept nogil:
-    cdef Py_ssize_t N = 4 * H, r, i
+                           const floating* b_hh, const floating* w_hr, Py_ssize_t B,
+                           Py_ssize_t D, Py_ssize_t H, Py_ssize_t S) noexcept nogil:
     cdef Cell cell = _lstm_cell()
-    if B <= rf_tuning_now.step_dot_max_batch:
-        if floating is float:
-            rnnfast_simd.step_dot_f32(gates, inp, w_ih, D, h_prev, w_hh, H, b_hh, B, N)
-        else:
-            rnnfast_simd.step_dot_f64(gates, inp, w_ih, D, h_prev, w_hh, H, b_hh, B, N)
+    _step_gates(gates, inp, h_prev, w_ih, w_hh, b_hh, B, D, S, 4 * H)
+    if w_hr == NULL:
+        _cell_forward(&cell, gates, b_ih, h_out, B, H, H, c_prev, c_out)
     else:
-        for r in range(B):
-            for i in range(N):
-                gates[r * N + i] = 0 if b_hh == NULL else b_hh[i]
-        _bulk_gemm(NoTrans, Trans, B, N, D, <floating>1, inp, D, w_ih, D, <floating>1, gates, N)
-        if h_prev != NULL:
-            _bulk_gemm(NoTrans, Trans, B, N, H, <floating>1, h_prev, H, w_hh, H, <floating>1,
-                       gates, N)
-    _cell_forward(&cell, gates, b_ih, h_out, B, H, H, c_prev, c_out)
-
-
-cdef void _lstm_step_stack(floating* h_new, floating* c_new, floating* gates,
-                           const floating* inp, const floating* h_ptr, const floating* c_ptr,
-                           tuple params, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
-                           bint release_gil):
-    """Run an admitted LSTM stack step: layer k writes h_new[k], c_new[k] (B, H)."""
-    cdef Py_ssize_t L = len(params), k, d_in = D, off
-    cdef object w_ih, w_hh, b_ih, b_hh, w_hr
-    cdef const floating* b_ih_ptr
-    cdef const floating* b_hh_ptr
-    cdef const floating* w_ih_ptr
-    cdef const floating* w_hh_ptr
-    cdef const floating* h_prev
-    cdef const floating* c_prev
-    for k in range(L):
-        w_ih, w_hh, b_ih, b_hh, w_hr = params[k]
-        b_ih_ptr = NULL if b_ih is None else <const floating*>_data(b_ih)
-        b_hh_ptr = NULL if b_hh is None else <const floating*>_data(b_hh)
-        w_ih_ptr = <const floating*>_data(w_ih)
-        w_hh_ptr = <const floating*>_data(w_hh)
-        off = k * B * H
-        h_prev = NULL if h_ptr == NULL else h_ptr + off
-        c_prev = NULL if c_ptr == NULL else c_ptr + off
-        if release_gil:
-            with nogil:
-                _lstm_step_layer(h_new + off, c_new + off, gates, inp, h_prev, c_prev,
-                                 w_ih_ptr, w_hh_ptr, b_ih_ptr, b_hh_ptr, B, d_in, H)
-        else:
-            _lstm_step_layer(h_new + off, c_new + off, gates, inp, h_prev, c_prev, w_ih_ptr,
-                             w_hh_ptr, b_ih_ptr, b_hh_ptr, B, d_in, H)
-        inp = h_new + off
-        d_in = H
+        _cell_forward(&cell, gates, b_ih, m, B, H, H, c_prev, c_out)
+        _dot_product(h_out, m, w_hr, <const floating*>NULL, B, H, S)
 
 
 def lstm_step(x, h, c, tuple params):
-    """One LSTM step of a stack of layers: (output (B, H), h_new (L, B, H), c_new (L, B, H)),
+    """One LSTM step of a stack of layers: (output (B, S), h_new (L, B, S), c_new (L, B, H)),
     or None.
 
-    x (B, D); h (L, B, H) and c (L, B, H), each None for zeros; params: per layer (w_ih
-    (4H, D_in), w_hh (4H, H), b_ih, b_hh, w_hr) with both biases None for no bias. None means
-    an operand is not exactly a C-contiguous array of the right dtype and shape: the caller
-    validates and retries. A w_hr that is not None raises NotImplementedError.
+    x (B, D); h (L, B, S) and c (L, B, H), each None for zeros; params: per layer (w_ih
+    (4H, D_in), w_hh (4H, S), b_ih, b_hh, w_hr (S, H) or None: then S = H) with both biases
+    None for no bias. None means an operand is not exactly a C-contiguous array of the right
+    dtype and shape: the caller validates and retries.
     """
-    cdef Py_ssize_t sizes[4]  # L, B, D, H
-    cdef Py_ssize_t macs = 0
-    sizes[0] = sizes[1] = sizes[2] = sizes[3] = 0
-    cdef int typenum = _lstm_step_admit(x, h, c, params, sizes, &macs)
-    if typenum < 0:
-        return None
-    cdef Py_ssize_t L = sizes[0], B = sizes[1], D = sizes[2], H = sizes[3]
-    cdef cnp.npy_intp dims[3]
-    dims[0], dims[1], dims[2] = L, B, H
-    h_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
-    c_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
-    output = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
-    dims[2] = 4 * H
-    gates = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
-    cdef bint release_gil = macs >= rf_tuning_now.step_nogil_min_macs
-    if typenum == cnp.NPY_FLOAT:
-        _lstm_step_stack[float](<float*>_data(h_new), <float*>_data(c_new),
-                                <float*>_data(gates), <const float*>_data(x),
-                                NULL if h is None else <const float*>_data(h),
-                                NULL if c is None else <const float*>_data(c), params, B, D, H,
-                                release_gil)
-    else:
-        _lstm_step_stack[double](<double*>_data(h_new), <double*>_data(c_new),
-                                 <double*>_data(gates), <const double*>_data(x),
-                                 NULL if h is None else <const double*>_data(h),
-                                 NULL if c is None else <const double*>_data(c), params, B, D,
-                                 H, release_gil)
-    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(<cnp.ndarray>x)
-    memcpy(_data(output), <char*>_data(h_new) + (L - 1) * B * H * itemsize, B * H * itemsize)
-    return output, h_new, c_new
+    return _stack_call(_lstm_cell(), x, h, c, params)
 
 
 # ==============================================================================================
@@ -1348,23 +1410,27 @@ cdef int _plain_sizes(object x, object h0, object w_ih, object w_hh, Py_ssize_t 
     return typenum
 
 
-cdef int _step_admit(object x, object h, tuple params, Py_ssize_t* sizes,
-                     Py_ssize_t* macs) except -2:
-    """Check every operand of a stack step; fill sizes = (L, B, D, H) and the step's
-    multiply-adds; return the dtype's typenum or -1."""
-    cdef Py_ssize_t L = len(params), k, B, D, H, d_in
+cdef int _stack_admit(object x, tuple states, tuple params, Py_ssize_t G, bint lstm,
+                      Py_ssize_t* sizes, Py_ssize_t* macs) except -2:
+    """Check every operand of a stack step of a cell with G gate blocks: per layer (w_ih
+    (G*H, d_in), w_hh (G*H, S), b_ih, b_hh (G*H,) or both None) and, for an LSTM, w_hr (S, H)
+    or None (then S = H); ``states`` h (L, B, S) and an LSTM's c (L, B, H), each None or
+    ready. Fill sizes = (L, B, D, H, S) and the step's multiply-adds; return the dtype's
+    typenum or -1."""
+    cdef Py_ssize_t L = len(params), fields = 5 if lstm else 4, k, B, D, H, S, N, d_in
     cdef tuple layer
-    cdef object w_ih, w_hh, b_ih, b_hh
+    cdef object w_ih, w_hh, b_ih, b_hh, w_hr = None
     cdef int typenum = _float_typenum(x, 2) if L > 0 else -1
     if typenum < 0:
         return -1
-    if type(params[0]) is not tuple or len(<tuple>params[0]) != 4:
+    if type(params[0]) is not tuple or len(<tuple>params[0]) != fields:
         return -1
     w_hh = (<tuple>params[0])[1]
     if not cnp.PyArray_CheckExact(w_hh) or cnp.PyArray_NDIM(<cnp.ndarray>w_hh) != 2:
         return -1
-    B, D, H = _dim(x, 0), _dim(x, 1), _dim(w_hh, 0)
-    if B == 0 or H == 0 or D == 0:
+    B, D, N, S = _dim(x, 0), _dim(x, 1), _dim(w_hh, 0), _dim(w_hh, 1)
+    H = N // G
+    if B == 0 or H == 0 or D == 0 or S == 0 or N != G * H:
         return -1
     d_in = D
     macs[0] = 0
@@ -1372,72 +1438,84 @@ cdef int _step_admit(object x, object h, tuple params, Py_ssize_t* sizes,
         if type(params[k]) is not tuple:
             return -1
         layer = <tuple>params[k]
-        if len(layer) != 4:
+        if len(layer) != fields:
             return -1
-        w_ih, w_hh, b_ih, b_hh = layer
-        if not (_shaped(w_ih, typenum, H, d_in) and _shaped(w_hh, typenum, H, H)):
+        w_ih, w_hh, b_ih, b_hh = layer[0], layer[1], layer[2], layer[3]
+        if lstm:
+            w_hr = layer[4]
+        if w_hr is None:
+            if S != H:
+                return -1
+        elif not _shaped(w_hr, typenum, S, H):
+            return -1
+        else:
+            macs[0] += B * S * H
+        if not (_shaped(w_ih, typenum, N, d_in) and _shaped(w_hh, typenum, N, S)):
             return -1
         if (b_ih is None) != (b_hh is None):
             return -1
-        if b_ih is not None and not (_shaped(b_ih, typenum, H) and _shaped(b_hh, typenum, H)):
+        if b_ih is not None and not (_shaped(b_ih, typenum, N) and _shaped(b_hh, typenum, N)):
             return -1
-        macs[0] += B * H * (d_in + H)
-        d_in = H
-    if h is not None and not _shaped(h, typenum, L, B, H):
-        return -1
-    sizes[0], sizes[1], sizes[2], sizes[3] = L, B, D, H
+        macs[0] += B * N * (d_in + S)
+        d_in = S
+    for k in range(len(states)):
+        if states[k] is not None and not _shaped(states[k], typenum, L, B, S if k == 0 else H):
+            return -1
+    sizes[0], sizes[1], sizes[2], sizes[3], sizes[4] = L, B, D, H, S
     return typenum
 
 
-cdef int _lstm_step_admit(object x, object h, object c, tuple params, Py_ssize_t* sizes,
-                          Py_ssize_t* macs) except -2:
-    """_step_admit for an LSTM stack: layers (w_ih, w_hh, b_ih, b_hh, w_hr), w_ih (4H, D_in),
-    w_hh (4H, H); h and c (L, B, H) or None. NotImplementedError for a w_hr."""
-    cdef Py_ssize_t L = len(params), k, B, D, H, d_in
-    cdef tuple layer
-    cdef object w_ih, w_hh, b_ih, b_hh, w_hr
-    cdef int typenum = _float_typenum(x, 2) if L > 0 else -1
+def gated_admit(tuple values, tuple layouts, tuple optional, Py_ssize_t gates,
+                Py_ssize_t blas_int_max):
+    """The sizes (a dict of the layouts' labels, and H and S) if every array of a gated call
+    is admitted, else None (the caller validates).
+
+    ``values[i]`` is checked against ``layouts[i]``, a tuple of labels (its dimensions), in
+    order, x first and w_ih (G, ·) second; a value may be None where ``optional[i]`` (an
+    empty layout is w_hr's none: the state S then has H features). Every array must be ready
+    (see above) and of x's dtype, every label of one size, G a multiple of ``gates``, every
+    size > 0 and every GEMM operand within the BLAS integer.
+    """
+    cdef Py_ssize_t i, j, n = len(values), d
+    cdef dict sizes = {}
+    cdef tuple labels
+    cdef int typenum = _float_typenum(values[0], 3) if n > 0 else -1
     if typenum < 0:
-        return -1
-    if type(params[0]) is not tuple or len(<tuple>params[0]) != 5:
-        return -1
-    w_hh = (<tuple>params[0])[1]
-    if not cnp.PyArray_CheckExact(w_hh) or cnp.PyArray_NDIM(<cnp.ndarray>w_hh) != 2:
-        return -1
-    B, D, H = _dim(x, 0), _dim(x, 1), _dim(w_hh, 1)
-    if B == 0 or H == 0 or D == 0:
-        return -1
-    d_in = D
-    macs[0] = 0
-    for k in range(L):
-        if type(params[k]) is not tuple:
-            return -1
-        layer = <tuple>params[k]
-        if len(layer) != 5:
-            return -1
-        w_ih, w_hh, b_ih, b_hh, w_hr = layer
-        if w_hr is not None:
-            raise NotImplementedError("lstm_step: proj_size > 0 runs on the NumPy reference")
-        if not (_shaped(w_ih, typenum, 4 * H, d_in) and _shaped(w_hh, typenum, 4 * H, H)):
-            return -1
-        if (b_ih is None) != (b_hh is None):
-            return -1
-        if b_ih is not None and not (_shaped(b_ih, typenum, 4 * H)
-                                     and _shaped(b_hh, typenum, 4 * H)):
-            return -1
-        macs[0] += 4 * B * H * (d_in + H)
-        d_in = H
-    if h is not None and not _shaped(h, typenum, L, B, H):
-        return -1
-    if c is not None and not _shaped(c, typenum, L, B, H):
-        return -1
-    sizes[0], sizes[1], sizes[2], sizes[3] = L, B, D, H
-    return typenum
+        return None
+    for i in range(n):
+        value, labels = values[i], <tuple>layouts[i]
+        if value is None:
+            if not optional[i]:
+                return None
+            if len(labels) == 2 and labels[0] == "S":  # no projection: the state is h itself
+                sizes["S"] = sizes["H"]
+            continue
+        if not _ready(value, typenum, len(labels)):
+            return None
+        for j in range(len(labels)):
+            d = _dim(value, j)
+            if d == 0 or sizes.setdefault(labels[j], d) != d:
+                return None
+        if i == 1:  # w_ih
+            if sizes["G"] % gates:
+                return None
+            sizes["H"] = sizes["G"] // gates
+    if "S" not in sizes:
+        sizes["S"] = sizes["H"]
+    if sizes["S"] != sizes["H"] and not any(
+            values[i] is not None and len(<tuple>layouts[i]) == 2 and layouts[i][0] == "S"
+            for i in range(n)):
+        return None
+    cdef Py_ssize_t rows = sizes["T"] * sizes["B"], G = sizes["G"]
+    if max(rows * sizes["D"], rows * G, rows * max(sizes["S"], sizes["H"]), G * sizes["D"],
+           G * sizes["S"]) > blas_int_max:
+        return None
+    return sizes
 
 
 def rnn_forward_plain(x, h0, w_ih, w_hh, b, nonlinearity, Py_ssize_t blas_int_max):
     """rnn_forward if every argument is admitted (see above), else None."""
-    cdef Py_ssize_t sizes[4]
+    cdef Py_ssize_t sizes[4]  # T, B, D, H
     cdef int typenum = _plain_sizes(x, h0, w_ih, w_hh, blas_int_max, sizes)
     if typenum < 0 or not (b is None or _shaped(b, typenum, sizes[3])):
         return None
@@ -1469,11 +1547,7 @@ def rnn_backward_plain(dh, x, h0, h, w_ih, w_hh, nonlinearity, Py_ssize_t blas_i
 # h[t-1] is z dh + da_h[t] @ w_hh. No split forward (an output column needs all three gates).
 # ==============================================================================================
 
-cdef enum:
-    CELL_GRU = 3
-
-
-cdef Cell _gru_cell():
+cdef Cell _gru_cell() noexcept nogil:
     cdef Cell cell
     cell.code, cell.gates = CELL_GRU, 3
     return cell
@@ -1503,14 +1577,15 @@ cdef inline void _gru_pointwise_backward(floating* d, const floating* ws,
         rnnfast_simd.gru_backward_f64(d, ws, h_prev, da_x, da_h, rows, H)
 
 
-cdef void _gru_forward_steps(floating* gates, floating* gh, floating* out, floating* ws,
-                             Loop* job, const floating* h0_ptr, const floating* bx,
-                             const floating* bhn, const floating* w_op,
-                             StepProduct* how) noexcept nogil:
+cdef void _gru_forward_steps(floating* gates, floating* gh, floating* out, Loop* job,
+                             const floating* h0_ptr, const floating* bx, const floating* bhn,
+                             const floating* w_op, StepProduct* how) noexcept nogil:
     """The GRU forward's time loop (as _forward_steps: the helper projects chunks ahead if
-    job.chunk > 0)."""
-    cdef Py_ssize_t T = job.T, B = job.B, H = job.H, N = job.N, t
-    cdef Py_ssize_t gstep = B * N, hstep = B * H, wstep = B * 4 * H
+    job.chunk > 0). Training (job.gates_ld = 4H): each row of the projection becomes the
+    workspace row [r, z, n, W_hn h + b_hn] in place."""
+    cdef Py_ssize_t T = job.T, B = job.B, H = job.H, N = job.N, t, b
+    cdef Py_ssize_t ld = job.gates_ld, gstep = B * ld, hstep = B * H
+    cdef bint keep = ld != N
     cdef Py_ssize_t ready = job.chunk if job.chunk > 0 else T
     cdef bint prefetch = job.chunk > 0 and (
         <Py_ssize_t>(gstep * sizeof(floating)) <= rf_tuning_now.prefetch_max_step_bytes)
@@ -1536,13 +1611,18 @@ cdef void _gru_forward_steps(floating* gates, floating* gh, floating* out, float
         h_prev = h0_ptr if t == 0 else h_t - hstep
         if prefetch and (t + 1 < ready or (t + 1 < T and rf_load(&job.progress) > t + 1)):
             rf_prefetch(g_t + gstep, gstep * sizeof(floating))
-        memset(gh, 0, gstep * sizeof(floating))
+        memset(gh, 0, B * N * sizeof(floating))
         if h_prev != NULL:
             _add_matmul(gh, h_prev, w_op, Trans, how, B, H, N)
-        _gru_pointwise_forward(g_t, gh, bx, bhn, h_prev, h_t,
-                               NULL if ws == NULL else ws + t * wstep, B, H)
+        if not keep:
+            _gru_pointwise_forward(g_t, gh, bx, bhn, h_prev, h_t, <floating*>NULL, B, H)
+        else:  # row by row: a row's projection is read before its workspace is written
+            for b in range(B):
+                _gru_pointwise_forward(g_t + b * ld, gh + b * N, bx, bhn,
+                                       NULL if h_prev == NULL else h_prev + b * H,
+                                       h_t + b * H, g_t + b * ld, 1, H)
     if job.chunk > 0:
-        rf_thread_join(&helper)
+        rf_thread_join_or_cancel(&helper)  # as in _forward_steps
     _serial_blas_end(saved)
 
 
@@ -1550,7 +1630,7 @@ cdef void _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                        const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
                        const floating[::1] bx, const floating[::1] bhn,
                        floating[:, :, ::1] h, floating[:, :, ::1] gates,
-                       floating[:, ::1] gh, floating[:, :, ::1] ws, int kind,
+                       floating[:, ::1] gh, int kind,
                        const floating[:, ::1] w_hh_t, const floating[:, ::1] tail,
                        const floating[::1] packed, floating[::1] stage) noexcept:
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], N = w_ih.shape[0]
@@ -1560,16 +1640,20 @@ cdef void _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef const floating* h0_ptr = NULL if h0 is None else &h0[0, 0]
     cdef const floating* bx_ptr = NULL if bx is None else &bx[0]
     cdef const floating* bhn_ptr = NULL if bhn is None else &bhn[0]
-    cdef floating* ws_ptr = NULL if ws is None else &ws[0, 0, 0]
+    cdef bint shared
     cdef Loop job
     job.is_double, job.backward, job.split = floating is double, False, False
     job.T, job.B, job.D, job.H, job.N = T, B, D, H, N
     job.x, job.w_ih, job.gates, job.out = &x[0, 0, 0], &w_ih[0, 0], &gates[0, 0, 0], &h[0, 0, 0]
+    job.gates_ld = gates.shape[2]  # 4H: the training workspace, the projection in its rows
     job.how, job.bias, job.cell, job.h0 = how, NULL, _gru_cell(), h0_ptr
     with nogil:
+        shared = _serial_blas_begin(rf_call_enter() > 1)  # as in _forward
         job.chunk = job.progress = _overlap_chunk(kind, T, B, D, H, N)
-        _gru_forward_steps(&gates[0, 0, 0], &gh[0, 0], &h[0, 0, 0], ws_ptr, &job, h0_ptr,
-                           bx_ptr, bhn_ptr, w_op, &how)
+        _gru_forward_steps(&gates[0, 0, 0], &gh[0, 0], &h[0, 0, 0], &job, h0_ptr, bx_ptr,
+                           bhn_ptr, w_op, &how)
+        _serial_blas_end(shared)
+        rf_call_leave()
 
 
 cdef void _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
@@ -1594,7 +1678,7 @@ cdef void _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] 
     cdef floating* d = &carry[0, 0]
     cdef const floating* dh_t
     cdef const floating* h0_ptr = NULL if h0 is None else &h0[0, 0]
-    cdef bint saved
+    cdef bint saved, shared
     cdef Loop job
     cdef rf_thread helper
     job.is_double, job.backward, job.split = floating is double, True, False
@@ -1604,6 +1688,7 @@ cdef void _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] 
     job.da_hh, job.db_hh, job.h0 = dah, &db_hh[0], h0_ptr
     job.dw_ih, job.dw_hh, job.db = &dw_ih[0, 0], &dw_hh[0, 0], &db_ih[0]
     with nogil:
+        shared = _serial_blas_begin(rf_call_enter() > 1)  # as in _forward
         if chunk > 0:
             saved = _serial_blas_begin(True)
             rf_thread_start(&helper, _helper_main, &job)
@@ -1638,8 +1723,11 @@ cdef void _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] 
                    <floating>0, &dx[0, 0, 0], D)
         if chunk > 0:
             _finish_grads(dax, &job)
-            rf_thread_join(&helper)
+            if helper.running and not rf_thread_join_or_cancel(&helper):
+                _helper_work(dax, &job)  # it had not begun: db here, in the same order
             _serial_blas_end(saved)
+        _serial_blas_end(shared)
+        rf_call_leave()
 
 
 def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training):
@@ -1653,21 +1741,22 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training):
     dtype = x.dtype
     kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True)
     h = np.empty((T, B, H), dtype=dtype)
-    gates = np.empty((T, B, N), dtype=dtype)  # the input projection
+    # The input projection, in training written into the rows of the workspace (no second
+    # (T, B, 3H) buffer)
+    gates = np.empty((T, B, 4 * H if training else N), dtype=dtype)
     gh = np.empty((B, N), dtype=dtype)  # a step's recurrent product
-    ws = np.empty((T, B, 4 * H), dtype=dtype) if training else None
     bx = bhn = None
     if b_ih is not None:
         bx = b_ih.copy()
         bx[:2 * H] += b_hh[:2 * H]
         bhn = np.ascontiguousarray(b_hh[2 * H:])
     if dtype == np.float32:
-        _gru_forward[float](x, h0, w_ih, w_hh, bx, bhn, h, gates, gh, ws, kind, w_hh_t, tail,
+        _gru_forward[float](x, h0, w_ih, w_hh, bx, bhn, h, gates, gh, kind, w_hh_t, tail,
                             packed, stage)
     else:
-        _gru_forward[double](x, h0, w_ih, w_hh, bx, bhn, h, gates, gh, ws, kind, w_hh_t, tail,
+        _gru_forward[double](x, h0, w_ih, w_hh, bx, bhn, h, gates, gh, kind, w_hh_t, tail,
                              packed, stage)
-    return h, ws
+    return h, (gates if training else None)
 
 
 def gru_backward(dh, x, h0, h, workspace, w_ih, w_hh, b_hh):
@@ -1710,24 +1799,6 @@ def gru_overlap_steps(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
 
 # ---- GRU streaming step ----------------------------------------------------------------------
 
-cdef void _gru_step_product(floating* out, const floating* a, const floating* w,
-                            const floating* bias, Py_ssize_t B, Py_ssize_t k,
-                            Py_ssize_t n) noexcept nogil:
-    """out (B, n) = a (B, k) @ w.T + bias (a NULL: bias only; bias NULL: none)."""
-    cdef Py_ssize_t r, i
-    if a != NULL and B <= rf_tuning_now.step_dot_max_batch:
-        if floating is float:
-            rnnfast_simd.step_dot_f32(out, a, w, k, NULL, NULL, 0, bias, B, n)
-        else:
-            rnnfast_simd.step_dot_f64(out, a, w, k, NULL, NULL, 0, bias, B, n)
-        return
-    for r in range(B):
-        for i in range(n):
-            out[r * n + i] = 0 if bias == NULL else bias[i]
-    if a != NULL:
-        _bulk_gemm(NoTrans, Trans, B, n, k, <floating>1, a, k, w, k, <floating>1, out, n)
-
-
 cdef void _gru_step_layer(floating* out, floating* scratch, const floating* inp,
                           const floating* h_prev, const floating* w_ih, const floating* w_hh,
                           const floating* b_ih, const floating* b_hh, Py_ssize_t B,
@@ -1735,80 +1806,10 @@ cdef void _gru_step_layer(floating* out, floating* scratch, const floating* inp,
     """out (B, H): one GRU layer's step; the biases ride on the two products (the pointwise
     part then takes no bias), scratch (2, B, 3H) holds them."""
     cdef Py_ssize_t N = 3 * H
-    _gru_step_product(scratch, inp, w_ih, b_ih, B, D, N)
-    _gru_step_product(scratch + B * N, h_prev, w_hh, b_hh, B, H, N)
+    _dot_product(scratch, inp, w_ih, b_ih, B, D, N)
+    _dot_product(scratch + B * N, h_prev, w_hh, b_hh, B, H, N)
     _gru_pointwise_forward(scratch, scratch + B * N, <const floating*>NULL,
                            <const floating*>NULL, h_prev, out, <floating*>NULL, B, H)
-
-
-cdef void _gru_step_stack(floating* out, floating* scratch, const floating* inp,
-                          const floating* h_ptr, tuple params, Py_ssize_t B, Py_ssize_t D,
-                          Py_ssize_t H, bint release_gil):
-    """Run an admitted GRU stack step: layer k writes out[k] (B, H); scratch (2, B, 3H)."""
-    cdef Py_ssize_t L = len(params), k, d_in = D, N = 3 * H
-    cdef const floating* h_prev
-    cdef object w_ih, w_hh, b_ih, b_hh
-    cdef const floating* b_ih_ptr
-    cdef const floating* b_hh_ptr
-    cdef const floating* w_ih_ptr
-    cdef const floating* w_hh_ptr
-    for k in range(L):
-        w_ih, w_hh, b_ih, b_hh = params[k]
-        b_ih_ptr = NULL if b_ih is None else <const floating*>_data(b_ih)
-        b_hh_ptr = NULL if b_hh is None else <const floating*>_data(b_hh)
-        w_ih_ptr = <const floating*>_data(w_ih)
-        w_hh_ptr = <const floating*>_data(w_hh)
-        h_prev = NULL if h_ptr == NULL else h_ptr + k * B * H
-        if release_gil:
-            with nogil:
-                _gru_step_layer(out + k * B * H, scratch, inp, h_prev, w_ih_ptr, w_hh_ptr,
-                                b_ih_ptr, b_hh_ptr, B, d_in, H)
-        else:
-            _gru_step_layer(out + k * B * H, scratch, inp, h_prev, w_ih_ptr, w_hh_ptr,
-                            b_ih_ptr, b_hh_ptr, B, d_in, H)
-        inp = out + k * B * H
-        d_in = H
-
-
-cdef int _gru_step_admit(object x, object h, tuple params, Py_ssize_t* sizes,
-                         Py_ssize_t* macs) except -2:
-    """_step_admit for a GRU stack (w_ih (3H, d_in), w_hh (3H, H), biases (3H,))."""
-    cdef Py_ssize_t L = len(params), k, B, D, H, d_in
-    cdef tuple layer
-    cdef object w_ih, w_hh, b_ih, b_hh
-    cdef int typenum = _float_typenum(x, 2) if L > 0 else -1
-    if typenum < 0:
-        return -1
-    if type(params[0]) is not tuple or len(<tuple>params[0]) != 4:
-        return -1
-    w_hh = (<tuple>params[0])[1]
-    if not cnp.PyArray_CheckExact(w_hh) or cnp.PyArray_NDIM(<cnp.ndarray>w_hh) != 2:
-        return -1
-    B, D, H = _dim(x, 0), _dim(x, 1), _dim(w_hh, 1)
-    if B == 0 or H == 0 or D == 0:
-        return -1
-    d_in = D
-    macs[0] = 0
-    for k in range(L):
-        if type(params[k]) is not tuple:
-            return -1
-        layer = <tuple>params[k]
-        if len(layer) != 4:
-            return -1
-        w_ih, w_hh, b_ih, b_hh = layer
-        if not (_shaped(w_ih, typenum, 3 * H, d_in) and _shaped(w_hh, typenum, 3 * H, H)):
-            return -1
-        if (b_ih is None) != (b_hh is None):
-            return -1
-        if b_ih is not None and not (_shaped(b_ih, typenum, 3 * H)
-                                     and _shaped(b_hh, typenum, 3 * H)):
-            return -1
-        macs[0] += 3 * B * H * (d_in + H)
-        d_in = H
-    if h is not None and not _shaped(h, typenum, L, B, H):
-        return -1
-    sizes[0], sizes[1], sizes[2], sizes[3] = L, B, D, H
-    return typenum
 
 
 def gru_step(x, h, tuple params):
@@ -1818,30 +1819,4 @@ def gru_step(x, h, tuple params):
     x (B, D); h (L, B, H) or None for zeros; params: per layer (w_ih, w_hh, b_ih, b_hh), both
     biases None for none.
     """
-    cdef Py_ssize_t sizes[4]
-    cdef Py_ssize_t macs = 0
-    sizes[0] = sizes[1] = sizes[2] = sizes[3] = 0
-    cdef int typenum = _gru_step_admit(x, h, params, sizes, &macs)
-    if typenum < 0:
-        return None
-    cdef Py_ssize_t L = sizes[0], B = sizes[1], D = sizes[2], H = sizes[3]
-    cdef cnp.npy_intp dims[3]
-    dims[0], dims[1], dims[2] = L, B, H
-    h_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
-    output = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
-    dims[0], dims[1], dims[2] = 2, B, 3 * H
-    scratch = cnp.PyArray_EMPTY(3, dims, typenum, 0)
-    cdef bint release_gil = macs >= rf_tuning_now.step_nogil_min_macs
-    if typenum == cnp.NPY_FLOAT:
-        _gru_step_stack[float](<float*>_data(h_new), <float*>_data(scratch),
-                               <const float*>_data(x),
-                               NULL if h is None else <const float*>_data(h), params, B, D, H,
-                               release_gil)
-    else:
-        _gru_step_stack[double](<double*>_data(h_new), <double*>_data(scratch),
-                                <const double*>_data(x),
-                                NULL if h is None else <const double*>_data(h), params, B, D,
-                                H, release_gil)
-    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(<cnp.ndarray>x)
-    memcpy(_data(output), <char*>_data(h_new) + (L - 1) * B * H * itemsize, B * H * itemsize)
-    return output, h_new
+    return _stack_call(_gru_cell(), x, h, None, params)

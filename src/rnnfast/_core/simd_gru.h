@@ -33,11 +33,12 @@
     /* Rows of the forward: g (rows, 3H) the input projection without bias, gh (rows, 3H) the   \
      * recurrent product without bias, bx (3H) the folded input-side bias and bhn (H) b_hn      \
      * (both NULL: none), hp (rows, H) the state before (NULL: zeros); writes out (rows, H)     \
-     * and, unless NULL, ws (rows, 4H). Per element; the vector loop and the zero-padded tail    \
+     * and, unless NULL, ws (rows, 4H), which may be g itself (one row: each element is read    \
+     * before it is written). Per element; the vector loop and the zero-padded tail              \
      * give every lane the same arithmetic. */                                                   \
     static inline __attribute__((always_inline)) void RF(gru_forward_rows_##SFX)(                \
-        const T *restrict g, const T *restrict gh, const T *restrict bx, const T *restrict bhn,  \
-        const T *restrict hp, T *restrict out, T *restrict ws, ptrdiff_t rows, ptrdiff_t H,      \
+        const T *g, const T *restrict gh, const T *restrict bx, const T *restrict bhn,           \
+        const T *restrict hp, T *restrict out, T *ws, ptrdiff_t rows, ptrdiff_t H,               \
         int biased, int has_h, int keep)                                                         \
     {                                                                                            \
         typedef RF(vec_##SFX) VT;                                                                \

@@ -49,6 +49,13 @@ def add_parser(commands: Commands) -> None:
         "--dtype", choices=("float32", "float64"), default="float32", help="floating-point type"
     )
     p.add_argument(
+        "--cell",
+        choices=benchmark.CELLS,
+        default="rnn",
+        help="the layer to time: a tanh RNN (default), an LSTM or a GRU (against torch.nn.LSTM "
+        "/ GRU and a JAX lax.scan; the default grid is then the gated cells' own)",
+    )
+    p.add_argument(
         "--peers",
         nargs="+",
         choices=benchmark.PEERS,
@@ -124,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         from rnnfast import _bench_contention
 
         return _bench_contention.cli(args)
-    available = list(benchmark.available_peers())
+    available = list(benchmark.available_peers(args.cell))
     if args.peers:
         missing = [p for p in args.peers if p not in available]
         if missing:
@@ -136,12 +143,17 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, option):
             check_writable(f"--{option}", getattr(args, option))
     if args.sizes:
-        cases = [benchmark.Case(*size, dtype=args.dtype) for size in args.sizes]
+        cases = [benchmark.Case(*size, dtype=args.dtype, cell=args.cell) for size in args.sizes]
     else:
-        grid = benchmark.QUICK_GRID if args.quick else benchmark.DEFAULT_GRID
-        cases = [dataclasses.replace(case, dtype=args.dtype) for case in grid]
+        full = benchmark.DEFAULT_GRID if args.cell == "rnn" else benchmark.GATED_GRID
+        grid = benchmark.QUICK_GRID if args.quick else full
+        cases = [dataclasses.replace(case, dtype=args.dtype, cell=args.cell) for case in grid]
     peers = args.peers or available
-    print(f"Timing forward + backward of {len(cases)} cases with {', '.join(peers)}.", flush=True)
+    what = "" if args.cell == "rnn" else f" {args.cell.upper()}"
+    print(
+        f"Timing{what} forward + backward of {len(cases)} cases with {', '.join(peers)}.",
+        flush=True,
+    )
     with progress_bar(len(cases), "bench", unit="case") as bar:
 
         def progress(done: int, total: int) -> None:
@@ -158,8 +170,17 @@ def run(args: argparse.Namespace) -> int:
         )
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     machine = benchmark.machine()
+    blas = benchmark.blas_info()
     command = args.command_line
-    print(f"\n$ {command}\n{date}, {machine}\n")
+    print(f"\n$ {command}\n{date}, {machine}")
+    print(
+        f"BLAS of the kernels: {blas['library']} {blas['version']}, core type {blas['core']}",
+        end="",
+    )
+    print(f" (also loaded: {blas['others']})" if "others" in blas else "")
+    if "warning" in blas:
+        print(f"warning: {blas['warning']}")
+    print()
     print(benchmark.format_table(results))
     if args.json:
         write_json(
@@ -167,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
             {
                 "date": date,
                 "machine": machine,
+                "blas": blas,
                 "command": command,
                 "results": results,
             },

@@ -862,8 +862,9 @@ class LSTM(RNNBase):
     ) -> tuple[tuple[np.ndarray, ...], Any]:
         w_ih, w_hh, b = self.layer_weights(k)
         w_hr = self._step_layers[k][4]
+        # In eval mode nothing is kept: a backward then recomputes the workspace.
         h, c, ws = functional.lstm_forward(
-            x, *states0, w_ih, w_hh, b, w_hr, training=True, backend=self.backend
+            x, *states0, w_ih, w_hh, b, w_hr, training=self.training, backend=self.backend
         )
         return (h, c), ws
 
@@ -877,6 +878,11 @@ class LSTM(RNNBase):
         workspace: Any,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...], dict[str, np.ndarray]]:
         w_ih, w_hh, _, _, w_hr = self._step_layers[k]
+        if workspace is None:  # an eval-mode forward kept none
+            b = self.layer_weights(k)[2]
+            workspace = functional.lstm_forward(
+                x, *states0, w_ih, w_hh, b, w_hr, training=True, backend=self.backend
+            ).workspace
         g = functional.lstm_backward(
             *d_states, x, *states0, *states, workspace, w_ih, w_hh, w_hr, backend=self.backend
         )
@@ -982,8 +988,9 @@ class GRU(RNNBase):
         self, k: int, x: np.ndarray, states0: tuple[np.ndarray | None, ...]
     ) -> tuple[tuple[np.ndarray, ...], Any]:
         w_ih, w_hh, b_ih, b_hh = self._step_layers[k]
+        # In eval mode nothing is kept: a backward then recomputes the workspace.
         h, ws = functional.gru_forward(
-            x, states0[0], w_ih, w_hh, b_ih, b_hh, training=True, backend=self.backend
+            x, states0[0], w_ih, w_hh, b_ih, b_hh, training=self.training, backend=self.backend
         )
         return (h,), ws
 
@@ -996,7 +1003,11 @@ class GRU(RNNBase):
         states: tuple[np.ndarray, ...],
         workspace: Any,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...], dict[str, np.ndarray]]:
-        w_ih, w_hh, _, b_hh = self._step_layers[k]
+        w_ih, w_hh, b_ih, b_hh = self._step_layers[k]
+        if workspace is None:  # an eval-mode forward kept none
+            workspace = functional.gru_forward(
+                x, states0[0], w_ih, w_hh, b_ih, b_hh, training=True, backend=self.backend
+            ).workspace
         g = functional.gru_backward(
             d_states[0], x, states0[0], states[0], workspace, w_ih, w_hh, b_hh,
             backend=self.backend,

@@ -1,0 +1,120 @@
+"""The gated cells (LSTM, GRU) against their peers, every table in one interleaved run.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/gated.py [--quick] [--cell lstm]
+
+Per cell: forward + backward of one layer, float32, on the gated grid against torch.nn.LSTM /
+GRU and a jitted JAX lax.scan (rnnfast.benchmark.run, the peers taking turns in each case's
+rotation, a 2048 GEMM beside them as the roof); the same rows in float64 against torch; the
+inference forward against torch under no_grad; and the streaming step B=1, D=32, H=128
+against torch's LSTMCell / GRUCell. Ratios within one run are what to compare (the machine is
+shared). Also imported by test_bench_gated.py for its runners.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.util
+from collections.abc import Callable
+from typing import Any
+
+import harness
+import numpy as np
+
+import rnnfast
+from rnnfast import benchmark, functional
+from rnnfast.benchmark import GATED_GRID, Case, make_problem, torch_gated
+
+
+def inference_runners(case: Case) -> dict[str, Callable[[], Any]]:
+    """A gated case's inference forward (nothing kept for a backward): rnnfast (functional,
+    training=False) and torch under no_grad."""
+    p = make_problem(case)
+    if case.cell == "lstm":
+        b = p["b_ih"] + p["b_hh"]
+        args = (p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], b)
+        runners: dict[str, Callable[[], Any]] = {"rnnfast": lambda: functional.lstm_forward(*args)}
+    else:
+        args = (p["x"], p["h0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"])
+        runners = {"rnnfast": lambda: functional.gru_forward(*args)}
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        layer = torch_gated(p, case.cell)
+        x, h0 = torch.from_numpy(p["x"]), torch.from_numpy(p["h0"])[None]
+        state = (h0, torch.from_numpy(p["c0"])[None]) if case.cell == "lstm" else h0
+
+        def torch_forward() -> Any:
+            with torch.no_grad():
+                return layer(x, state)
+
+        runners["torch"] = torch_forward
+    return runners
+
+
+def step_runners(
+    cell: str, B: int = 1, D: int = 32, H: int = 128, dtype: str = "float32"
+) -> dict[str, Callable[[], Any]]:
+    """One streaming step of a one-layer cell, its state fed back: rnnfast's layer ``step``
+    and torch's LSTMCell / GRUCell under no_grad."""
+    layer = {"lstm": rnnfast.LSTM, "gru": rnnfast.GRU}[cell](D, H, dtype=dtype, seed=0)
+    x = np.random.default_rng(0).standard_normal((B, D)).astype(dtype)
+    state: list[Any] = [None]
+
+    def ours() -> Any:
+        out, state[0] = layer.step(x, state[0])
+        return out
+
+    runners: dict[str, Callable[[], Any]] = {"rnnfast": ours}
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        module = {"lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell}[cell]
+        torch_cell = module(D, H, dtype=getattr(torch, np.dtype(dtype).name))
+        xt = torch.from_numpy(x)
+        theirs_state: list[Any] = [None]
+
+        def theirs() -> Any:
+            with torch.no_grad():
+                theirs_state[0] = torch_cell(xt, theirs_state[0])
+            return theirs_state[0]
+
+        runners["torch"] = theirs
+    return runners
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cell", choices=("lstm", "gru"), nargs="+", default=["lstm", "gru"])
+    parser.add_argument("--quick", action="store_true", help="the first three rows only")
+    args = parser.parse_args()
+    grid = GATED_GRID[:3] if args.quick else GATED_GRID
+    blas = benchmark.blas_info()
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    print(f"{date}, {benchmark.machine()}")
+    print(f"BLAS of the kernels: {blas['library']} {blas['version']}, core {blas['core']}")
+    if "warning" in blas:
+        print(f"warning: {blas['warning']}")
+    for cell in args.cell:
+        cases = [dataclasses.replace(c, cell=cell) for c in grid]
+        print(f"\n## {cell.upper()}: forward + backward, float32\n")
+        peers = [p for p in ("rnnfast", "torch", "jax") if p in benchmark.available_peers(cell)]
+        results = benchmark.run(cases, peers=peers, gemm_roof=benchmark.ROOF_GEMM_SIZE)
+        print(benchmark.format_table(results))
+        print(f"\n## {cell.upper()}: forward + backward, float64\n")
+        f64 = [dataclasses.replace(c, dtype="float64") for c in cases]
+        print(benchmark.format_table(benchmark.run(f64, peers=[p for p in peers if p != "jax"])))
+        print(f"\n## {cell.upper()}: inference forward, float32 (ms)\n")
+        for case in cases:
+            ms = harness.time_blocks(inference_runners(case))
+            ratio = ms["torch"] / ms["rnnfast"] if "torch" in ms else float("nan")
+            print(f"{case.label:>16}  " + "  ".join(f"{k} {v:.3f}" for k, v in ms.items())
+                  + f"  x vs torch {ratio:.2f}")  # fmt: skip
+        us = harness.time_per_call(step_runners(cell), calls=2000)
+        print(f"\n## {cell.upper()}.step B=1 D=32 H=128 (us per call): "
+              + "  ".join(f"{k} {v:.2f}" for k, v in us.items()))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
