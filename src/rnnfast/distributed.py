@@ -31,8 +31,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from rnnfast import _distributed_worker as worker
-from rnnfast._validation import check_choice, check_int, check_nonnegative
-from rnnfast.models import OPTIMIZERS, CharRNN, SequenceRegressor, load_model
+from rnnfast._validation import check_int, check_nonnegative
+from rnnfast.models import CharRNN, SequenceRegressor, load_model
+from rnnfast.models._base import make_optimizer
 from rnnfast.models.file_format import read_npz, write_npz
 from rnnfast.train import Optimizer, bptt_windows, clip_grad_norm
 
@@ -98,21 +99,6 @@ def state_path(checkpoint: str | os.PathLike[str]) -> str:
 
 # --------------------------------------------------------------------------------------------
 # Training
-
-
-def _make_optimizer(model: Any, optimizer: str | Optimizer, lr: float | None) -> Optimizer:
-    """The optimizer ``fit`` would build (or the given one, checked the same way)."""
-    if isinstance(optimizer, Optimizer):
-        if lr is not None:
-            raise ValueError("lr is the optimizer's: pass lr=None with an Optimizer instance")
-        params = model.parameters()
-        if set(optimizer.params) != set(params) or any(
-            optimizer.params[k] is not v for k, v in params.items()
-        ):
-            raise ValueError("the optimizer must be built over this model's parameters()")
-        return optimizer
-    cls, default_lr = OPTIMIZERS[check_choice("optimizer", optimizer, tuple(OPTIMIZERS))]
-    return cls(model.parameters(), model.grads, lr=default_lr if lr is None else lr)
 
 
 def _split(batch_size: int, parts: int) -> list[tuple[int, int]]:
@@ -319,7 +305,7 @@ def fit_distributed(
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
     if max_grad_norm is not None:
         max_grad_norm = check_nonnegative("max_grad_norm", max_grad_norm)
-    opt = _make_optimizer(model, optimizer, lr)
+    opt = make_optimizer(model, optimizer, lr)
     scheduler = getattr(client, "scheduler", None)
     address = getattr(scheduler, "address", None) or "the scheduler"
     run = uuid.uuid4().hex[:12]

@@ -214,6 +214,22 @@ def _check_config_against_weights(
             raise ValueError(f"{where}: weight {key!r} has non-finite values")
 
 
+def make_optimizer(model: Module, optimizer: str | Optimizer, lr: float | None) -> Optimizer:
+    """The optimizer ``fit`` trains ``model`` with: one of OPTIMIZERS by name (``lr`` None for
+    its default), or a given Optimizer instance, checked to be over ``model.parameters()``."""
+    if isinstance(optimizer, Optimizer):
+        if lr is not None:
+            raise ValueError("lr is the optimizer's: pass lr=None with an Optimizer instance")
+        params = model.parameters()
+        if set(optimizer.params) != set(params) or any(
+            optimizer.params[k] is not v for k, v in params.items()
+        ):
+            raise ValueError("the optimizer must be built over this model's parameters()")
+        return optimizer
+    cls, default_lr = OPTIMIZERS[check_choice("optimizer", optimizer, tuple(OPTIMIZERS))]
+    return cls(model.parameters(), model.grads, lr=default_lr if lr is None else lr)
+
+
 class _RecurrentModel(Module):
     """An input encoding, a recurrent layer (RNN, LSTM or GRU) and a Linear decoder, trained
     with truncated BPTT and saved to one ``.npz``: what CharRNN and SequenceRegressor share.
@@ -317,17 +333,7 @@ class _RecurrentModel(Module):
     # Training.
 
     def _optimizer(self, optimizer: str | Optimizer, lr: float | None) -> Optimizer:
-        if isinstance(optimizer, Optimizer):
-            if lr is not None:
-                raise ValueError("lr is the optimizer's: pass lr=None with an Optimizer instance")
-            params = self.parameters()
-            if set(optimizer.params) != set(params) or any(
-                optimizer.params[k] is not v for k, v in params.items()
-            ):
-                raise ValueError("the optimizer must be built over this model's parameters()")
-            return optimizer
-        cls, default_lr = OPTIMIZERS[check_choice("optimizer", optimizer, tuple(OPTIMIZERS))]
-        return cls(self.parameters(), self.grads, lr=default_lr if lr is None else lr)
+        return make_optimizer(self, optimizer, lr)
 
     def _fit(
         self,

@@ -23,7 +23,6 @@ import contextlib
 import functools
 import math
 import os
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -32,6 +31,7 @@ import numpy as np
 from rnnfast import _threads
 from rnnfast.nn.module import FlatStore, find_store
 from rnnfast.train import Optimizer, Progress, bptt_windows, clip_grad_norm
+from rnnfast.train._windows import window_loop
 
 
 class CrossEntropyStep:
@@ -126,53 +126,27 @@ def fit_windows(
 ) -> list[float]:
     """:func:`rnnfast.truncated_bptt`'s loop (the same windows, epochs, state carried, clipping,
     callback and losses) with ``step`` for the forward and backward."""
-    with _numpy_blas_serial():
-        return _fit_windows(
-            model, inputs, targets, step, optimizer, bptt, steps, max_grad_norm, callback
-        )
-
-
-def _fit_windows(
-    model: Any,
-    inputs: np.ndarray,
-    targets: np.ndarray,
-    step: CrossEntropyStep,
-    optimizer: Optimizer,
-    bptt: int,
-    steps: int,
-    max_grad_norm: float | None,
-    callback: Callable[[Progress], bool | None] | None,
-) -> list[float]:
-    windows = bptt_windows(inputs.shape[0], bptt)
     store: FlatStore | None = find_store(model.parameters(), model.grads)
-    grads = model.grads
-    flat_grads = None if store is None else store.grads[: store.size]
-    losses: list[float] = []
-    state = None
-    tokens = 0
-    start = time.perf_counter()
-    for k in range(steps):
-        i = k % len(windows)
-        w = windows[i]
-        if i == 0:
-            state = None
-        if flat_grads is not None:
-            flat_grads.fill(0)
-        else:
-            model.zero_grad()
-        loss, state_n = step(inputs[w], targets[w], state)
-        if max_grad_norm is not None:
-            if flat_grads is not None:
-                _clip_flat(flat_grads, max_grad_norm)
-            else:
-                clip_grad_norm(grads, max_grad_norm)
-        optimizer.step()
-        state = state_n
-        losses.append(loss)
-        tokens += (w.stop - w.start) * inputs.shape[1]
-        if callback is not None:
-            if callback(Progress(k + 1, loss, tokens, time.perf_counter() - start)):
-                break
+    if store is None:  # parameters not in one flat buffer: per-array zeroing and clipping
+        zero_grad: Callable[[], None] = model.zero_grad
+        grads = model.grads
+        clip = None if max_grad_norm is None else lambda: clip_grad_norm(grads, max_grad_norm)
+    else:  # one fill, one dot
+        flat_grads = store.grads[: store.size]
+        zero_grad = functools.partial(flat_grads.fill, 0)
+        clip = None if max_grad_norm is None else lambda: _clip_flat(flat_grads, max_grad_norm)
+    with _numpy_blas_serial():
+        losses, _ = window_loop(
+            bptt_windows(inputs.shape[0], bptt),
+            steps,
+            inputs.shape[1],
+            None,
+            lambda w, state: step(inputs[w], targets[w], state),
+            zero_grad,
+            clip,
+            optimizer.step,
+            None if callback is None else lambda *progress: callback(Progress(*progress)),
+        )
     return losses
 
 

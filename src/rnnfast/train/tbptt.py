@@ -9,13 +9,13 @@ gradient is dropped (``h.detach()`` in a PyTorch loop). :func:`truncated_bptt` i
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from rnnfast._validation import check_int, check_nonnegative
+from rnnfast.train._windows import window_loop
 from rnnfast.train.optim import Optimizer, clip_grad_norm
 
 __all__ = [
@@ -162,28 +162,22 @@ def truncated_bptt(
     if max_grad_norm is not None:
         max_grad_norm = check_nonnegative("max_grad_norm", max_grad_norm)  # before any work
     grads = model.grads  # live arrays: built once, not per step
-    losses: list[float] = []
-    h = state
-    tokens = 0
-    start = time.perf_counter()
-    for step in range(total):
-        i = step % len(windows)
-        w = windows[i]
-        if i == 0:
-            h = state
-        model.zero_grad()
+
+    def train_window(w: slice, h: Any) -> tuple[float, Any]:
         prediction, h_n = model.forward(inputs[w], h)
         loss, d_prediction = loss_fn(prediction, targets[w])
         model.backward(d_prediction)
-        if max_grad_norm is not None:
-            clip_grad_norm(grads, max_grad_norm)
-        optimizer.step()
-        h = h_n
-        loss = float(loss)
-        losses.append(loss)
-        tokens += (w.stop - w.start) * inputs.shape[1]
-        if callback is not None:
-            progress = Progress(step + 1, loss, tokens, time.perf_counter() - start)
-            if callback(progress):
-                break
+        return loss, h_n
+
+    losses, h = window_loop(
+        windows,
+        total,
+        inputs.shape[1],
+        state,
+        train_window,
+        model.zero_grad,
+        None if max_grad_norm is None else lambda: clip_grad_norm(grads, max_grad_norm),
+        optimizer.step,
+        None if callback is None else lambda *progress: callback(Progress(*progress)),
+    )
     return TBPTTResult(losses, h)
