@@ -119,6 +119,22 @@ def threads_section() -> str:
     return "### Two threads against one (float32)\n\n" + "\n".join(lines) + "\n"
 
 
+def train_section() -> str:
+    from rnnfast import _bench_train as train
+
+    peers = [p for p in train.PEERS if "torch" not in p or "torch" in benchmark.available_peers()]
+    cases = [train.TrainCase(c, h) for h in (128, 512) for c in ("rnn", "lstm", "gru")]
+    results = train.run(cases, peers=peers)
+    return (
+        "### End to end: `CharRNN.fit` against the same PyTorch loop (float32, chars/s)\n\n"
+        "The loop of `rnnfast bench --train` (one-hot input, one layer, Linear decoder, softmax "
+        "cross-entropy, Adam, clipping, truncated BPTT 50, batch 32); `-1thread` peers run "
+        "with `rnnfast.set_num_threads(1)` / `torch.set_num_threads(1)`, `rnnfast-plain` is "
+        "the generic `truncated_bptt` loop. " + train.blas_line() + "\n\n"
+        f"```\n{train.format_table(results)}\n```\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
@@ -153,7 +169,13 @@ def main() -> None:
     grid64, _ = grid_section("float64", args.repeats, args.rounds)
     print(grid64, flush=True)
     sections += [grid32, grid64]
-    for make in (step_section, lambda: inference_section(train32), memory_section, threads_section):
+    for make in (
+        step_section,
+        lambda: inference_section(train32),
+        memory_section,
+        threads_section,
+        train_section,
+    ):
         text = make()
         print(text, flush=True)
         sections.append(text)
