@@ -624,7 +624,8 @@ def gathered_arrays(
             continue
         arr = as_float_array(name, value, dtype, dtype_of="table")
         if name == "w_hh":
-            check_shape(name, arr, ("G", "H"), sizes)
+            meaning = "(gates * hidden_size, hidden_size)"
+            check_shape(name, arr, ("G", "H"), sizes, meaning=meaning)
             if sizes["G"] != gates * sizes["H"]:
                 raise ValueError(
                     f"w_hh must have shape ({gates} * hidden_size, hidden_size) (the gates' "

@@ -1073,8 +1073,26 @@ def gathered_backward(
         data = _gathered_run(cell, impl, {**a, "table": ws.data[1]}, ws.bias, nonlinearity)[1]
     elif impl is not _reference and cell == "lstm":
         object.__setattr__(ws, "data", (None, ws.data[1]))  # the backward writes over it
-    ids, h0, c0, w_hh, b_hh, dh = a["ids"], a["h0"], a["c0"], a["w_hh"], a["b_hh"], a["dh"]
-    h, V = a["h"], sizes["V"]
+    grads = _gathered_grads(cell, impl, a, data, ws, nonlinearity, sizes["V"])
+    if ws.bias is None:  # (the Elman and LSTM kernels sum a db all the same)
+        return grads._replace(db_ih=None, db_hh=None)
+    return grads
+
+
+def _gathered_grads(
+    cell: str, impl: ModuleType, a: dict[str, Any], data: Any, ws: Workspace,
+    nonlinearity: str, V: int,
+) -> GatheredGrads:  # fmt: skip
+    """The backward's gradients on ``impl``, from the checked arrays ``a``."""
+    ids, h0, c0, w_hh, b_hh, dh, h = (
+        a["ids"],
+        a["h0"],
+        a["c0"],
+        a["w_hh"],
+        a["b_hh"],
+        a["dh"],
+        a["h"],
+    )
     if impl is not _reference:
         if cell == "rnn":
             d_table, dh0, dw_hh, db = impl.rnn_backward_gathered(
