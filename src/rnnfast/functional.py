@@ -56,6 +56,7 @@ __all__ = [
     "NONLINEARITIES",
     "GRUGrads",
     "GRUOutput",
+    "GatheredBuffers",
     "GatheredGrads",
     "GatheredOutput",
     "LSTMGrads",
@@ -874,6 +875,38 @@ class GatheredGrads(NamedTuple):
     """(G*H,), None without biases."""
 
 
+class GatheredBuffers:
+    """Arrays kept across :func:`gathered_forward` and :func:`gathered_backward` calls, so
+    that a training loop allocates nothing per step: pass one object to every call of a loop.
+    A call's results are then views into it, valid until the next call with it (a forward's
+    until its backward has run). It adapts to the calls' cell, sizes and dtype (a change
+    starts it afresh); the reference backend ignores it."""
+
+    __slots__ = ("_arrays", "_key")
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return GatheredBuffers, ()  # (scratch: a copy starts empty)
+
+    def _for(self, key: tuple[Any, ...]) -> dict[str, np.ndarray]:
+        """The arrays of calls of ``key`` = (cell, T, B, V, H, dtype)."""
+        if key != self._key:
+            self._key, self._arrays = key, {}
+        return self._arrays
+
+
+def _kept(buffers: GatheredBuffers | None, cell: str, sizes: dict[str, int], dtype: Any):
+    if buffers is None:
+        return None
+    if not isinstance(buffers, GatheredBuffers):
+        raise TypeError(f"buffers must be a GatheredBuffers or None, got {type(buffers).__name__}")
+    key = (cell, sizes["T"], sizes["B"], sizes["V"], sizes["H"], np.dtype(dtype))
+    return buffers._for(key)
+
+
 _GATHERED_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 _GATHERED_FORWARD_LAYOUT = {
     "table": ("V", "G"),
@@ -926,17 +959,23 @@ def _one_hot_input(ids: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def _gathered_run(
-    cell: str, impl: ModuleType, a: dict[str, Any], b: np.ndarray | None, nonlinearity: str
+    cell: str,
+    impl: ModuleType,
+    a: dict[str, Any],
+    b: np.ndarray | None,
+    nonlinearity: str,
+    kept: dict[str, np.ndarray] | None = None,
 ) -> tuple[tuple[np.ndarray, ...], Any]:
     """The forward's (states, the backward's data) on ``impl``."""
     ids, table, w_hh, h0 = a["ids"], a["table"], a["w_hh"], a["h0"]
     if impl is not _reference:
         if cell == "rnn":
-            return (impl.rnn_forward_gathered(ids, table, h0, w_hh, b, nonlinearity),), None
+            h = impl.rnn_forward_gathered(ids, table, h0, w_hh, b, nonlinearity, kept)
+            return (h,), None
         if cell == "lstm":
-            h, c, data = impl.lstm_forward_gathered(ids, table, h0, a["c0"], w_hh, b, True)
+            h, c, data = impl.lstm_forward_gathered(ids, table, h0, a["c0"], w_hh, b, True, kept)
             return (h, c), data
-        h, data = impl.gru_forward_gathered(ids, table, h0, w_hh, b, a["b_hh"], True)
+        h, data = impl.gru_forward_gathered(ids, table, h0, w_hh, b, a["b_hh"], True, kept)
         return (h,), data
     x, w_ih = _one_hot_input(ids, table)
     if cell == "rnn":
@@ -960,6 +999,7 @@ def gathered_forward(
     *,
     nonlinearity: str = "tanh",
     backend: str = "auto",
+    buffers: GatheredBuffers | None = None,
 ) -> GatheredOutput:
     """A layer's training forward over token ids whose input projection is a row of ``table``
     per id: the same as the cell's forward (:func:`rnn_forward`, :func:`lstm_forward`,
@@ -977,6 +1017,8 @@ def gathered_forward(
         b_ih, b_hh: (G*H,) each (PyTorch's ``bias_ih_l0``, ``bias_hh_l0``), or both None.
         nonlinearity: the Elman cell's (``"tanh"`` or ``"relu"``).
         backend: as in :func:`rnn_forward`.
+        buffers: a :class:`GatheredBuffers` to compute in (the results are then views into
+            it), or None (new arrays).
 
     Returns:
         GatheredOutput(states, workspace): (h,) or an LSTM's (h, c), each (T, B, H), and what
@@ -1001,7 +1043,8 @@ def gathered_forward(
     a, sizes, impl = _gathered_call(cell, named, _GATHERED_FORWARD_LAYOUT, nonlinearity, backend)
     # The Elman cell and the LSTM take one bias (b_ih + b_hh), the GRU both.
     b = a["b_ih"] if b_ih is None or cell == "gru" else a["b_ih"] + a["b_hh"]
-    states, data = _gathered_run(cell, impl, a, b, nonlinearity)
+    kept = _kept(buffers, cell, sizes, a["table"].dtype)
+    states, data = _gathered_run(cell, impl, a, b, nonlinearity, kept)
     key = (sizes["T"], sizes["B"], sizes["V"], sizes["H"], sizes["H"])
     ws = Workspace(f"{cell}-gathered", impl, key, states[0].dtype, b, (data, a["table"]))
     return GatheredOutput(states, ws)
@@ -1021,6 +1064,7 @@ def gathered_backward(
     *,
     nonlinearity: str = "tanh",
     backend: str = "auto",
+    buffers: GatheredBuffers | None = None,
 ) -> GatheredGrads:
     """Backpropagation through time for :func:`gathered_forward`, without the input's
     gradient: the table's gradient is the gate gradients summed by id (no (T*B)-row product).
@@ -1032,6 +1076,7 @@ def gathered_backward(
         ids, h0, c0, w_hh, b_hh, nonlinearity: the forward's (``b_hh`` None: no biases).
         states, workspace: the forward's results.
         backend: as in :func:`rnn_forward`.
+        buffers: as in the forward (the forward's own: its results stay valid).
 
     Returns:
         GatheredGrads(d_table, d_states0, dw_hh, db_ih, db_hh).
@@ -1073,7 +1118,8 @@ def gathered_backward(
         data = _gathered_run(cell, impl, {**a, "table": ws.data[1]}, ws.bias, nonlinearity)[1]
     elif impl is not _reference and cell == "lstm":
         object.__setattr__(ws, "data", (None, ws.data[1]))  # the backward writes over it
-    grads = _gathered_grads(cell, impl, a, data, ws, nonlinearity, sizes["V"])
+    kept = _kept(buffers, cell, sizes, a["table"].dtype)
+    grads = _gathered_grads(cell, impl, a, data, ws, nonlinearity, sizes["V"], kept)
     if ws.bias is None:  # (the Elman and LSTM kernels sum a db all the same)
         return grads._replace(db_ih=None, db_hh=None)
     return grads
@@ -1081,7 +1127,7 @@ def gathered_backward(
 
 def _gathered_grads(
     cell: str, impl: ModuleType, a: dict[str, Any], data: Any, ws: Workspace,
-    nonlinearity: str, V: int,
+    nonlinearity: str, V: int, kept: dict[str, np.ndarray] | None,
 ) -> GatheredGrads:  # fmt: skip
     """The backward's gradients on ``impl``, from the checked arrays ``a``."""
     ids, h0, c0, w_hh, b_hh, dh, h = (
@@ -1096,16 +1142,16 @@ def _gathered_grads(
     if impl is not _reference:
         if cell == "rnn":
             d_table, dh0, dw_hh, db = impl.rnn_backward_gathered(
-                dh, ids, h0, h, w_hh, nonlinearity, V
+                dh, ids, h0, h, w_hh, nonlinearity, V, kept
             )
             return GatheredGrads(d_table, (dh0,), dw_hh, db, db)
         if cell == "lstm":
             d_table, dh0, dc0, dw_hh, db = impl.lstm_backward_gathered(
-                dh, a["dc"], ids, h0, c0, h, a["c"], data, w_hh, V
+                dh, a["dc"], ids, h0, c0, h, a["c"], data, w_hh, V, kept
             )
             return GatheredGrads(d_table, (dh0, dc0), dw_hh, db, db)
         d_table, dh0, dw_hh, db_ih, db_hh = impl.gru_backward_gathered(
-            dh, ids, h0, h, data, w_hh, b_hh, V
+            dh, ids, h0, h, data, w_hh, b_hh, V, kept
         )
         return GatheredGrads(d_table, (dh0,), dw_hh, db_ih, db_hh)
     x, w_ih = _one_hot_input(ids, ws.data[1])

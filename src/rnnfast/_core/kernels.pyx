@@ -1856,6 +1856,35 @@ def gru_step(x, h, tuple params):
 # instead of a (T*B, D) x (D, G*H) GEMM, and runs the time loops above with no x (they then
 # skip the projection, dx and dw_ih). The gradient of the table is a scatter-add of the gate
 # gradients by id (dw_ih = d_table.T for one-hot input): no (T*B)-row GEMM at all.
+# ``kept``: None, or a dict of arrays kept across calls of the same cell, sizes and dtype (the
+# caller, rnnfast.functional, guarantees that), so that a training loop allocates nothing per
+# step: fresh pages of a large array cost a page fault each, about as much as the step's
+# arithmetic at H = 128 (bench/train_phases.py: sys time and faults).
+
+cdef object _kept(dict kept, str name, tuple shape, dtype, bint zero=False):
+    """An array of that shape and dtype: ``kept[name]`` (made on first use) or a new one."""
+    a = None if kept is None else kept.get(name)
+    if a is None:
+        a = np.zeros(shape, dtype=dtype) if zero else np.empty(shape, dtype=dtype)
+        if kept is not None:
+            kept[name] = a
+    elif zero:
+        a.fill(0)
+    return a
+
+
+cdef tuple _kept_operands(dict kept, str name, w_hh, Py_ssize_t B, bint transposed,
+                          tuple scratch=()):
+    """step_operands, its packed panels placed in the memory kept under ``name`` (that of
+    the first call's)."""
+    room = None if kept is None else kept.get(name)
+    operands = step_operands(w_hh, B, transposed, scratch if room is None else (room,))
+    packed = operands[3]
+    if kept is not None and room is None and packed is not None and packed.base is not None:
+        if not any(packed.base is a for a in scratch):
+            kept[name] = packed.base
+    return operands
+
 
 cdef void _gather_rows(floating* out, Py_ssize_t ld, const floating[:, ::1] table,
                        const cnp.int64_t[::1] ids) noexcept nogil:
@@ -1879,15 +1908,15 @@ cdef void _scatter_rows(floating[:, ::1] out, const floating* da, Py_ssize_t ld,
             o[j] += d[j]
 
 
-def rnn_forward_gathered(ids, table, h0, w_hh, b, nonlinearity):
+def rnn_forward_gathered(ids, table, h0, w_hh, b, nonlinearity, dict kept=None):
     """rnn_forward of the input whose projection x[t, b] @ w_ih.T is table[ids[t, b]]: h.
 
     ids (T, B) int64 in [0, V); table (V, H); the rest as rnn_forward.
     """
     cdef Cell cell = _elman_cell(nonlinearity)
     cdef Py_ssize_t T = ids.shape[0], B = ids.shape[1], H = w_hh.shape[1]
-    kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True)
-    h = np.empty((T, B, H), dtype=table.dtype)  # the gates, then h in place
+    kind, w_hh_t, tail, packed, stage = _kept_operands(kept, "room_f", w_hh, B, True)
+    h = _kept(kept, "h", (T, B, H), table.dtype)  # the gates, then h in place
     if table.dtype == np.float32:
         _gather_rows[float](<float*>cnp.PyArray_DATA(h), H, table, ids.reshape(-1))
         _forward[float](None, h0, None, w_hh, b, h, cell, kind, w_hh_t, tail, packed, stage)
@@ -1897,19 +1926,19 @@ def rnn_forward_gathered(ids, table, h0, w_hh, b, nonlinearity):
     return h
 
 
-def rnn_backward_gathered(dh, ids, h0, h, w_hh, nonlinearity, Py_ssize_t V):
+def rnn_backward_gathered(dh, ids, h0, h, w_hh, nonlinearity, Py_ssize_t V, dict kept=None):
     """rnn_backward after rnn_forward_gathered: (d_table (V, H), dh0, dw_hh, db)."""
     cdef Cell cell = _elman_cell(nonlinearity)
     cdef Py_ssize_t T = ids.shape[0], B = ids.shape[1], N = w_hh.shape[0], H = w_hh.shape[1]
     dtype = dh.dtype
-    da = np.empty((T, B, N), dtype=dtype)
-    dh0 = np.empty((B, H), dtype=dtype)
-    dw_hh = np.empty((N, H), dtype=dtype)
-    db = np.empty(N, dtype=dtype)
-    d_table = np.empty((V, N), dtype=dtype)  # written after the loop: scratch until then
+    da = _kept(kept, "da", (T, B, N), dtype)
+    dh0 = _kept(kept, "dh0", (B, H), dtype)
+    dw_hh = _kept(kept, "dw_hh", (N, H), dtype)
+    db = _kept(kept, "db", (N,), dtype)
+    d_table = _kept(kept, "d_table", (V, N), dtype)  # written after the loop: scratch until then
     cdef Py_ssize_t chunk = _overlap_chunk(_step_kind(B, H, N, dtype.itemsize), T, B, 0, H, N)
-    kind, _, tail, packed, stage = step_operands(w_hh, B, False,
-                                                 (d_table,) if chunk else (d_table, dw_hh))
+    kind, _, tail, packed, stage = _kept_operands(kept, "room_b", w_hh, B, False,
+                                                  (d_table,) if chunk else (d_table, dw_hh))
     if dtype == np.float32:
         _backward[float](dh, None, h0, h, None, w_hh, da, None, dh0, None, dw_hh, db,
                          cell, kind, tail, packed, stage, chunk)
@@ -1921,15 +1950,15 @@ def rnn_backward_gathered(dh, ids, h0, h, w_hh, nonlinearity, Py_ssize_t V):
     return d_table, dh0, dw_hh, db
 
 
-def lstm_forward_gathered(ids, table, h0, c0, w_hh, b, training):
+def lstm_forward_gathered(ids, table, h0, c0, w_hh, b, training, dict kept=None):
     """lstm_forward (no projection) of the input whose projection is table[ids]: (h, c,
     gates or None), as lstm_forward. table (V, 4H)."""
     cdef Cell cell = _lstm_cell()
     cdef Py_ssize_t T = ids.shape[0], B = ids.shape[1], N = w_hh.shape[0], H = w_hh.shape[1]
-    kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True)
-    gates = np.empty((T, B, N), dtype=table.dtype)
-    h = np.empty((T, B, H), dtype=table.dtype)
-    c = np.empty((T, B, H), dtype=table.dtype)
+    kind, w_hh_t, tail, packed, stage = _kept_operands(kept, "room_f", w_hh, B, True)
+    gates = _kept(kept, "gates", (T, B, N), table.dtype)
+    h = _kept(kept, "h", (T, B, H), table.dtype)
+    c = _kept(kept, "c", (T, B, H), table.dtype)
     if table.dtype == np.float32:
         _gather_rows[float](<float*>cnp.PyArray_DATA(gates), N, table, ids.reshape(-1))
         _forward[float](None, h0, None, w_hh, b, h, cell, kind, w_hh_t, tail, packed, stage,
@@ -1941,21 +1970,22 @@ def lstm_forward_gathered(ids, table, h0, c0, w_hh, b, training):
     return h, c, (gates if training else None)
 
 
-def lstm_backward_gathered(dh, dc, ids, h0, c0, h, c, gates, w_hh, Py_ssize_t V):
+def lstm_backward_gathered(dh, dc, ids, h0, c0, h, c, gates, w_hh, Py_ssize_t V,
+                           dict kept=None):
     """lstm_backward after lstm_forward_gathered: (d_table (V, 4H), dh0, dc0, dw_hh, db).
     ``gates`` is used up as in lstm_backward."""
     cdef Cell cell = _lstm_cell()
     cdef Py_ssize_t T = ids.shape[0], B = ids.shape[1], N = w_hh.shape[0], H = w_hh.shape[1]
     dtype = dh.dtype
-    dh0 = np.empty((B, H), dtype=dtype)
-    dc0 = np.zeros((B, H), dtype=dtype)  # the carry of dc, from zero at the last step
-    dh_t = np.empty((B, H), dtype=dtype)
-    dw_hh = np.empty((N, H), dtype=dtype)
-    db = np.empty(N, dtype=dtype)
-    d_table = np.empty((V, N), dtype=dtype)
+    dh0 = _kept(kept, "dh0", (B, H), dtype)
+    dc0 = _kept(kept, "dc0", (B, H), dtype, True)  # the carry of dc, from zero at the last step
+    dh_t = _kept(kept, "dh_t", (B, H), dtype)
+    dw_hh = _kept(kept, "dw_hh", (N, H), dtype)
+    db = _kept(kept, "db", (N,), dtype)
+    d_table = _kept(kept, "d_table", (V, N), dtype)
     cdef Py_ssize_t chunk = _overlap_chunk(_step_kind(B, H, N, dtype.itemsize), T, B, 0, H, N)
-    kind, _, tail, packed, stage = step_operands(w_hh, B, False,
-                                                 (d_table,) if chunk else (d_table, dw_hh))
+    kind, _, tail, packed, stage = _kept_operands(kept, "room_b", w_hh, B, False,
+                                                  (d_table,) if chunk else (d_table, dw_hh))
     if dtype == np.float32:
         _backward[float](dh, None, h0, h, None, w_hh, gates, None, dh0, None, dw_hh, db,
                          cell, kind, tail, packed, stage, chunk, dc, c0, c, gates, dc0, dh_t)
@@ -1963,20 +1993,20 @@ def lstm_backward_gathered(dh, dc, ids, h0, c0, h, c, gates, w_hh, Py_ssize_t V)
     else:
         _backward[double](dh, None, h0, h, None, w_hh, gates, None, dh0, None, dw_hh, db,
                           cell, kind, tail, packed, stage, chunk, dc, c0, c, gates, dc0, dh_t)
-        _scatter_rows[double](d_table, <double*>cnp.PyArray_DATA(gates), N,
-                              ids.reshape(-1))
+        _scatter_rows[double](d_table, <double*>cnp.PyArray_DATA(gates), N, ids.reshape(-1))
     return d_table, dh0, dc0, dw_hh, db
 
 
-def gru_forward_gathered(ids, table, h0, w_hh, b_ih, b_hh, training):
+def gru_forward_gathered(ids, table, h0, w_hh, b_ih, b_hh, training, dict kept=None):
     """gru_forward of the input whose projection is table[ids] (no bias in it): (h, workspace
     or None), as gru_forward. table (V, 3H)."""
     cdef Py_ssize_t T = ids.shape[0], B = ids.shape[1], N = w_hh.shape[0], H = w_hh.shape[1]
     dtype = table.dtype
-    kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True)
-    h = np.empty((T, B, H), dtype=dtype)
-    gates = np.empty((T, B, 4 * H if training else N), dtype=dtype)
-    gh = np.empty((B, N), dtype=dtype)
+    kind, w_hh_t, tail, packed, stage = _kept_operands(kept, "room_f", w_hh, B, True)
+    h = _kept(kept, "h", (T, B, H), dtype)
+    gates = _kept(kept, "gates" if training else "gates_inference",
+                  (T, B, 4 * H if training else N), dtype)
+    gh = _kept(kept, "gh", (B, N), dtype)
     bx, bhn = _gru_biases(b_ih, b_hh, H)
     if dtype == np.float32:
         _gather_rows[float](<float*>cnp.PyArray_DATA(gates), gates.shape[2], table,
@@ -1991,22 +2021,23 @@ def gru_forward_gathered(ids, table, h0, w_hh, b_ih, b_hh, training):
     return h, (gates if training else None)
 
 
-def gru_backward_gathered(dh, ids, h0, h, workspace, w_hh, b_hh, Py_ssize_t V):
+def gru_backward_gathered(dh, ids, h0, h, workspace, w_hh, b_hh, Py_ssize_t V,
+                          dict kept=None):
     """gru_backward after gru_forward_gathered: (d_table (V, 3H), dh0, dw_hh, db_ih, db_hh),
     the biases' None when b_hh is None."""
     cdef Py_ssize_t T = ids.shape[0], B = ids.shape[1], N = w_hh.shape[0], H = w_hh.shape[1]
     dtype = dh.dtype
-    da_x = np.empty((T, B, N), dtype=dtype)
-    da_h = np.empty((T, B, N), dtype=dtype)
-    carry = np.empty((B, H), dtype=dtype)
-    dh0 = np.empty((B, H), dtype=dtype)
-    dw_hh = np.empty((N, H), dtype=dtype)
-    db_ih = np.empty(N, dtype=dtype)
-    db_hh = np.empty(N, dtype=dtype)
-    d_table = np.empty((V, N), dtype=dtype)
+    da_x = _kept(kept, "da_x", (T, B, N), dtype)
+    da_h = _kept(kept, "da_h", (T, B, N), dtype)
+    carry = _kept(kept, "carry", (B, H), dtype)
+    dh0 = _kept(kept, "dh0", (B, H), dtype)
+    dw_hh = _kept(kept, "dw_hh", (N, H), dtype)
+    db_ih = _kept(kept, "db_ih", (N,), dtype)
+    db_hh = _kept(kept, "db_hh", (N,), dtype)
+    d_table = _kept(kept, "d_table", (V, N), dtype)
     cdef Py_ssize_t chunk = _overlap_chunk(_step_kind(B, H, N, dtype.itemsize), T, B, 0, H, N)
-    kind, _, tail, packed, stage = step_operands(w_hh, B, False,
-                                                 (d_table,) if chunk else (d_table, dw_hh))
+    kind, _, tail, packed, stage = _kept_operands(kept, "room_b", w_hh, B, False,
+                                                  (d_table,) if chunk else (d_table, dw_hh))
     if dtype == np.float32:
         _gru_backward[float](dh, None, h0, h, workspace, None, w_hh, da_x, da_h, carry, None,
                              dh0, None, dw_hh, db_ih, db_hh, kind, tail, packed, stage, chunk)

@@ -64,6 +64,7 @@ class CrossEntropyStep:
             w_ih = self.layer[0]
             V = w_ih.shape[1] if self.embedding is None else self.embedding.shape[0]
             self.table = np.empty((V, w_ih.shape[0]), w_ih.dtype)  # rows of the layer's input
+            self.kept = functional.GatheredBuffers()  # the layer's arrays, kept across steps
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_buffers": {}}  # (scratch: not worth pickling)
@@ -160,6 +161,7 @@ class CrossEntropyStep:
         out = functional.gathered_forward(
             cell, ids, table, h0, c0, w_hh, b_ih, b_hh, nonlinearity=nonlinearity,
             backend=rnn.backend,
+            buffers=self.kept,
         )  # fmt: skip
         states = out.states
         final = tuple(s[-1:].copy() for s in states)
@@ -167,7 +169,7 @@ class CrossEntropyStep:
         def backward(d_output: np.ndarray) -> None:
             g = functional.gathered_backward(
                 cell, d_output, None, ids, h0, c0, states, out.workspace, w_hh, b_hh,
-                nonlinearity=nonlinearity, backend=rnn.backend,
+                nonlinearity=nonlinearity, backend=rnn.backend, buffers=self.kept,
             )  # fmt: skip
             # The gradients were zeroed and this layer is their only source: written.
             d_ih, d_hh, d_bih, d_bhh = self.d_layer
