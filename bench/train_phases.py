@@ -2,9 +2,11 @@
 fused step (encoding, decoder, softmax cross-entropy), the optimizer, and the loop around them
 (zeroing, clipping, windows).
 
-    PYTHONPATH=src python bench/train_phases.py [THREADS] [--embedding DIM] [--layers L]
+    PYTHONPATH=src python bench/train_phases.py [THREADS] [--cpu] [--embedding DIM] [--layers L]
 
 THREADS: rnnfast.set_num_threads first (1 for a profile less sensitive to a loaded machine).
+--cpu: this process's CPU time instead of wall time (with THREADS 1, what a loaded machine
+changes least).
 The case is rnnfast._bench_train's: one-hot corpus, batch 32, windows of 50, float32, Adam.
 """
 
@@ -21,13 +23,16 @@ PHASES = ("fwd", "bwd", "step", "opt")
 GATHERED = (functional.gathered_forward, functional.gathered_backward)
 
 
+CLOCK = [time.perf_counter]
+
+
 def timed(fn, acc, key):
     """fn, adding its seconds into acc[key]."""
 
     def wrapper(*args, **kwargs):
-        t0 = time.perf_counter()
+        t0 = CLOCK[0]()
         result = fn(*args, **kwargs)
-        acc[key] += time.perf_counter() - t0
+        acc[key] += CLOCK[0]() - t0
         return result
 
     return wrapper
@@ -55,9 +60,9 @@ def profile(text: str, cell: str, H: int, steps: int, embedding: int | None, lay
     try:
         for k in acc:
             acc[k] = 0.0
-        t0 = time.perf_counter()
+        t0 = CLOCK[0]()
         model.fit(text, steps=steps, bptt=50, batch_size=32, optimizer=opt)
-        total = time.perf_counter() - t0
+        total = CLOCK[0]() - t0
     finally:
         type(fused).__call__ = fused_call
     return total / steps, {k: v / steps for k, v in acc.items()}
@@ -66,11 +71,14 @@ def profile(text: str, cell: str, H: int, steps: int, embedding: int | None, lay
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("threads", nargs="?", type=int)
+    p.add_argument("--cpu", action="store_true")
     p.add_argument("--embedding", type=int)
     p.add_argument("--layers", type=int, default=1)
     p.add_argument("--hidden", type=int, nargs="+", default=[128, 512])
     p.add_argument("--cells", nargs="+", default=["rnn", "lstm", "gru"])
     args = p.parse_args()
+    if args.cpu:
+        CLOCK[0] = time.process_time
     if args.threads is not None:
         rnnfast.set_num_threads(args.threads)
     text = corpus_text()

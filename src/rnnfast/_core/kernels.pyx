@@ -918,6 +918,8 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                 job.chunk = job.progress = 0
             _serial_blas_end(saved)
         if not job.split:
+            if job.x == NULL:  # the gates came filled: no projection for a helper to run ahead
+                job.chunk = job.progress = 0
             _forward_steps(gates, out, &job, h0_ptr, b_ptr, w_op, &how)
         _serial_blas_end(shared)
         rf_call_leave()
@@ -1666,7 +1668,9 @@ cdef void _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     job.how, job.bias, job.cell, job.h0 = how, NULL, _gru_cell(), h0_ptr
     with nogil:
         shared = _serial_blas_begin(rf_call_enter() > 1)  # as in _forward
-        job.chunk = job.progress = _overlap_chunk(kind, T, B, D, H, N)
+        # (no x: the gates came filled, no projection for a helper to run ahead)
+        job.chunk = job.progress = (0 if job.x == NULL
+                                    else _overlap_chunk(kind, T, B, D, H, N))
         _gru_forward_steps(&gates[0, 0, 0], &gh[0, 0], &h[0, 0, 0], &job, h0_ptr, bx_ptr,
                            bhn_ptr, w_op, &how)
         _serial_blas_end(shared)
