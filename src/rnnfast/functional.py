@@ -898,7 +898,11 @@ class GatheredBuffers:
         return self._arrays
 
 
-def _kept(buffers: GatheredBuffers | None, cell: str, sizes: dict[str, int], dtype: Any):
+def _kept(
+    buffers: GatheredBuffers | None, cell: str, sizes: dict[str, int], dtype: Any
+) -> dict[str, np.ndarray] | None:
+    """The kernels' kept arrays for a call of these checked sizes (None: none kept). The key
+    fixes every shape the kernels keep, so they may trust what they find."""
     if buffers is None:
         return None
     if not isinstance(buffers, GatheredBuffers):
