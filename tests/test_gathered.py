@@ -236,3 +236,53 @@ def test_bad_backward_arguments_are_named():
         call(b_hh=None)
     with pytest.raises(ValueError, match="ids must be in"):
         call(ids=c["ids"] + 5)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_kept_buffers_give_the_same_numbers_in_the_same_memory(cell):
+    """Calls with a GatheredBuffers equal calls without; a second call of the same sizes
+    computes in the first one's arrays (no allocation); other sizes start afresh."""
+    kept = F.GatheredBuffers()
+    c = case(cell, np.float64, T=5, B=4, V=6, H=8)
+    table = c["w_ih"].T
+
+    def both(c, buffers):
+        args = (c["ids"], table, c["h0"], c["c0"], c["w_hh"], c["b_ih"], c["b_hh"])
+        out = F.gathered_forward(cell, *args, buffers=buffers)
+        g = F.gathered_backward(
+            cell, c["dh"], c["dc"], c["ids"], c["h0"], c["c0"], out.states, out.workspace,
+            c["w_hh"], c["b_hh"], buffers=buffers,
+        )  # fmt: skip
+        return [s.copy() for s in out.states], g
+
+    plain_states, plain = both(c, None)
+    first_states, first = both(c, kept)
+    for a, b in zip(first_states, plain_states, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in ((first.d_table, plain.d_table), (first.dw_hh, plain.dw_hh)):
+        np.testing.assert_array_equal(a, b)
+    d_table = first.d_table
+    second_c = case(cell, np.float64, T=5, B=4, V=6, H=8, seed=9)  # other values, same sizes
+    _, second = both(second_c, kept)
+    if rnnfast.HAVE_COMPILED:
+        assert np.shares_memory(second.d_table, d_table)
+    _, expected = both(second_c, None)
+    np.testing.assert_array_equal(second.d_table, expected.d_table)
+    np.testing.assert_array_equal(second.d_states0[0], expected.d_states0[0])
+    smaller = case(cell, np.float64, T=3, B=2, V=6, H=8, seed=10)
+    smaller["w_hh"] = c["w_hh"]
+    states, got = both(smaller, kept)
+    _, want = both(smaller, None)
+    np.testing.assert_array_equal(got.d_table, want.d_table)
+    assert states[0].shape == (3, 2, 8)
+
+
+def test_kept_buffers_pickle_empty_and_are_checked():
+    import pickle
+
+    kept = F.GatheredBuffers()
+    c = case("gru", np.float64)
+    F.gathered_forward("gru", c["ids"], c["w_ih"].T, None, None, c["w_hh"], buffers=kept)
+    assert len(pickle.dumps(kept)) < 200
+    with pytest.raises(TypeError, match="buffers must be a GatheredBuffers"):
+        F.gathered_forward("gru", c["ids"], c["w_ih"].T, None, None, c["w_hh"], buffers={})
