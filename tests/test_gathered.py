@@ -4,6 +4,8 @@ the one-hot (or embedded) input, on every backend; bad input named."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -264,7 +266,7 @@ def test_kept_buffers_give_the_same_numbers_in_the_same_memory(cell):
     d_table = first.d_table
     second_c = case(cell, np.float64, T=5, B=4, V=6, H=8, seed=9)  # other values, same sizes
     _, second = both(second_c, kept)
-    if rnnfast.HAVE_COMPILED:
+    if os.environ.get("RNNFAST_BACKEND", "auto") != "numpy" and rnnfast.HAVE_COMPILED:
         assert np.shares_memory(second.d_table, d_table)
     _, expected = both(second_c, None)
     np.testing.assert_array_equal(second.d_table, expected.d_table)
