@@ -855,7 +855,7 @@ class GatheredOutput(NamedTuple):
     """What :func:`gathered_forward` returns."""
 
     states: tuple[np.ndarray, ...]
-    """(h,) (T, B, H), an LSTM's (h, c): the states after every step."""
+    """Every step's states, each (T, B, H); (h,), or an LSTM's (h, c)."""
     workspace: Workspace
     """What :func:`gathered_backward` needs."""
 
