@@ -150,18 +150,14 @@ class CrossEntropyStep:
         else:
             np.matmul(self.embedding, w_ih.T, out=table)
         lstm = cell == "lstm"
-        h0, c0 = (
-            (None, None)
-            if state is None
-            else (state[0][0], state[1][0])
-            if lstm
-            else (state[0], None)
-        )
+        # the state carried from the last window: h_n (1, B, H), an LSTM's (h_n, c_n)
+        h0 = c0 = None
+        if state is not None:
+            h0, c0 = (state[0][0], state[1][0]) if lstm else (state[0], None)
         nonlinearity = rnn.nonlinearity if cell == "rnn" else "tanh"
         out = functional.gathered_forward(
             cell, ids, table, h0, c0, w_hh, b_ih, b_hh, nonlinearity=nonlinearity,
-            backend=rnn.backend,
-            buffers=self.kept,
+            backend=rnn.backend, buffers=self.kept,
         )  # fmt: skip
         states = out.states
         final = tuple(s[-1:].copy() for s in states)
