@@ -41,12 +41,31 @@ def test_fit_equals_the_plain_loop(cell, options, optimizer):
     b = rnnfast.CharRNN(vocab, 12, cell=cell, dtype=np.float64, seed=1, **options)
     cls, lr = rnnfast.models.OPTIMIZERS[optimizer]
     losses = a.fit(TEXT, steps=30, bptt=7, batch_size=5, optimizer=optimizer, max_grad_norm=0.5)
+    # one layer: its projection gathered from the ids (functional.gathered_forward)
+    assert a._fused_step.gathered == ("num_layers" not in options)
     # b's optimizer over copies of the grads mapping with one array swapped: the per-parameter
     # path, the per-array clipping and the generic loop.
     expected = plain_fit(b, TEXT, 30, 7, 5, cls(b.parameters(), b.grads, lr=lr), 0.5)
     np.testing.assert_allclose(losses, expected, rtol=1e-12, atol=0)
     for k, v in b.state_dict().items():
         np.testing.assert_allclose(a.state_dict()[k], v, rtol=1e-9, atol=1e-11, err_msg=k)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("options", [{}, {"embedding_dim": 5}])
+def test_the_gathered_layer_equals_the_fused_step_without_it(cell, options):
+    """The one-layer step reading the ids (gathered projection, scatter-added dw_ih) against the
+    same fused step running the layer on the encoded input: the same losses and weights."""
+    vocab = sorted(set(TEXT))
+    a = rnnfast.CharRNN(vocab, 12, cell=cell, dtype=np.float64, seed=5, **options)
+    b = rnnfast.CharRNN(vocab, 12, cell=cell, dtype=np.float64, seed=5, **options)
+    b.fit(TEXT, steps=0)  # makes its step, then without the gathered layer
+    b._fused_step.gathered = False
+    la = a.fit(TEXT, steps=20, bptt=7, batch_size=5, max_grad_norm=0.5)
+    lb = b.fit(TEXT, steps=20, bptt=7, batch_size=5, max_grad_norm=0.5)
+    np.testing.assert_allclose(la, lb, rtol=1e-12, atol=0)
+    for k, v in b.state_dict().items():
+        np.testing.assert_allclose(a.state_dict()[k], v, rtol=1e-10, atol=1e-12, err_msg=k)
 
 
 def test_fit_float32_and_callbacks_equal_the_plain_loop():
@@ -141,6 +160,7 @@ def test_fit_equals_the_same_loop_in_torch(cell):
     model = rnnfast.CharRNN(sorted(set(TEXT)), 16, cell=cell, dtype=np.float64, seed=3)
     theirs = torch_loop(model, TEXT, bptt=20, batch_size=6, lr=1e-2, max_grad_norm=0.5)(12)
     ours = model.fit(TEXT, steps=12, bptt=20, batch_size=6, lr=1e-2, max_grad_norm=0.5)
+    assert model._fused_step.gathered
     np.testing.assert_allclose(ours, theirs, rtol=1e-10)
 
 

@@ -589,3 +589,64 @@ def _gated_step_params_args(
             check_shape(name, s, ("L", "B", "S" if name == "h" else "H"), sizes)
         out.append(s)
     return kernel_ready(x, dtype), tuple(out), tuple(checked)
+
+
+# --------------------------------------------------------------------------------------------
+# The arguments of a layer fed token ids (functional.gathered_forward / gathered_backward)
+
+GATHERED_OPTIONAL = ("h0", "c0", "b_ih", "b_hh", "dc")
+"""The arguments of a gathered call that may be None."""
+
+
+def gathered_arrays(
+    named: dict[str, Any],
+    layout: dict[str, tuple[str, ...]],
+    gates: int,
+    blas_limit: int | None,
+) -> tuple[dict[str, np.ndarray | None], dict[str, int]]:
+    """Validate a gathered call's arrays: ``table`` (V, G) first (it fixes the dtype), then
+    ``ids`` (T, B) integers in [0, V), then the rest in ``layout`` order, ``w_hh`` (G, H)
+    having ``gates`` blocks of H rows. Returns them kernel-ready (ids int64) in the order of
+    ``named``, and the sizes (T, B, V, G, H)."""
+    table = as_float_array("table", named["table"])
+    dtype = table.dtype.newbyteorder("=")
+    sizes: dict[str, int] = {}
+    check_shape("table", table, layout["table"], sizes)
+    ids = as_ids("ids", named["ids"], sizes["V"])
+    check_shape("ids", ids, layout["ids"], sizes)
+    arrays: dict[str, np.ndarray | None] = {"table": table, "ids": ids}
+    for name, labels in layout.items():
+        if name in arrays:
+            continue
+        value = named[name]
+        if value is None and name in GATHERED_OPTIONAL:
+            arrays[name] = None
+            continue
+        arr = as_float_array(name, value, dtype, dtype_of="table")
+        if name == "w_hh":
+            meaning = "(gates * hidden_size, hidden_size)"
+            check_shape(name, arr, ("G", "H"), sizes, meaning=meaning)
+            if sizes["G"] != gates * sizes["H"]:
+                raise ValueError(
+                    f"w_hh must have shape ({gates} * hidden_size, hidden_size) (the gates' "
+                    f"blocks), got {arr.shape}"
+                )
+        else:
+            check_shape(name, arr, labels, sizes)
+        arrays[name] = arr
+    if blas_limit is not None:
+        rows = sizes["T"] * sizes["B"]
+        check_blas_elements(
+            {
+                "T * B * gates * H (the gates)": rows * sizes["G"],
+                "gates * H * H (w_hh)": sizes["G"] * sizes["H"],
+            },
+            blas_limit,
+        )
+    ready = {
+        k: (None if arrays[k] is None else kernel_ready(arrays[k], dtype))
+        for k in named
+        if k != "ids"
+    }
+    ready["ids"] = np.ascontiguousarray(ids, dtype=np.int64)
+    return {k: ready[k] for k in named}, sizes

@@ -56,10 +56,15 @@ __all__ = [
     "NONLINEARITIES",
     "GRUGrads",
     "GRUOutput",
+    "GatheredBuffers",
+    "GatheredGrads",
+    "GatheredOutput",
     "LSTMGrads",
     "LSTMOutput",
     "RNNGrads",
     "Workspace",
+    "gathered_backward",
+    "gathered_forward",
     "gru_backward",
     "gru_forward",
     "gru_step",
@@ -840,3 +845,325 @@ def gated_step(
     if batched:
         return output, new
     return output[0], tuple(s[:, 0] for s in new)
+
+
+# --------------------------------------------------------------------------------------------
+# A first layer fed token ids: the input projection gathered from a table
+
+
+class GatheredOutput(NamedTuple):
+    """What :func:`gathered_forward` returns."""
+
+    states: tuple[np.ndarray, ...]
+    """Every step's states, each (T, B, H); (h,), or an LSTM's (h, c)."""
+    workspace: Workspace
+    """What :func:`gathered_backward` needs."""
+
+
+class GatheredGrads(NamedTuple):
+    """Gradients of the loss through :func:`gathered_forward`, summed over all time steps."""
+
+    d_table: np.ndarray
+    """(V, G*H): of the table's rows (one-hot input: ``dw_ih.T``)."""
+    d_states0: tuple[np.ndarray, ...]
+    """(dh0,) (B, H), an LSTM's (dh0, dc0), also when they were None."""
+    dw_hh: np.ndarray
+    """(G*H, H)."""
+    db_ih: np.ndarray | None
+    """(G*H,), None without biases (the Elman cell's and the LSTM's equal ``db_hh``)."""
+    db_hh: np.ndarray | None
+    """(G*H,), None without biases."""
+
+
+class GatheredBuffers:
+    """Arrays kept across :func:`gathered_forward` and :func:`gathered_backward` calls, so
+    that a training loop allocates nothing per step: pass one object to every call of a loop.
+    A call's results are then views into it, valid until the next call with it (a forward's
+    until its backward has run). It adapts to the calls' cell, sizes and dtype (a change
+    starts it afresh); the reference backend ignores it."""
+
+    __slots__ = ("_arrays", "_key")
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return GatheredBuffers, ()  # (scratch: a copy starts empty)
+
+    def _for(self, key: tuple[Any, ...]) -> dict[str, np.ndarray]:
+        """The arrays of calls of ``key`` = (cell, T, B, V, H, dtype)."""
+        if key != self._key:
+            self._key, self._arrays = key, {}
+        return self._arrays
+
+
+def _kept(
+    buffers: GatheredBuffers | None, cell: str, sizes: dict[str, int], dtype: Any
+) -> dict[str, np.ndarray] | None:
+    """The kernels' kept arrays for a call of these checked sizes (None: none kept). The key
+    fixes every shape the kernels keep, so they may trust what they find."""
+    if buffers is None:
+        return None
+    if not isinstance(buffers, GatheredBuffers):
+        raise TypeError(f"buffers must be a GatheredBuffers or None, got {type(buffers).__name__}")
+    key = (cell, sizes["T"], sizes["B"], sizes["V"], sizes["H"], np.dtype(dtype))
+    return buffers._for(key)
+
+
+_GATHERED_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+_GATHERED_FORWARD_LAYOUT = {
+    "table": ("V", "G"),
+    "ids": ("T", "B"),
+    "w_hh": ("G", "H"),
+    "h0": ("B", "H"),
+    "c0": ("B", "H"),
+    "b_ih": ("G",),
+    "b_hh": ("G",),
+}
+_GATHERED_BACKWARD_LAYOUT = {
+    "table": ("V", "G"),  # (only its dtype and sizes: the workspace's table)
+    "ids": ("T", "B"),
+    "w_hh": ("G", "H"),
+    "h0": ("B", "H"),
+    "c0": ("B", "H"),
+    "b_hh": ("G",),
+    "dh": ("T", "B", "H"),
+    "dc": ("T", "B", "H"),
+    "h": ("T", "B", "H"),
+    "c": ("T", "B", "H"),
+}
+
+
+def _gathered_call(
+    cell: str, named: dict[str, Any], layout: dict[str, tuple[str, ...]], nonlinearity: str,
+    backend: str,
+) -> tuple[dict[str, Any], dict[str, int], ModuleType]:  # fmt: skip
+    """The door of the gathered calls: options, then the arrays; the implementation (the
+    reference for empty sizes, or a build without the gathered kernels)."""
+    check_choice("cell", cell, tuple(_GATHERED_GATES))
+    check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
+    kernels = compiled(backend)
+    if cell != "lstm" and (named.get("c0") is not None or named.get("dc") is not None):
+        raise ValueError(f"c0 and dc are an LSTM's: pass None for cell={cell!r}")
+    arrays, sizes = _validation.gathered_arrays(
+        named, layout, _GATHERED_GATES[cell], None if kernels is None else BLAS_INT_MAX
+    )
+    name = f"{cell}_forward_gathered"
+    use = kernels is not None and min(sizes.values()) > 0 and hasattr(kernels, name)
+    return arrays, sizes, (kernels if use else _reference)
+
+
+def _one_hot_input(ids: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(x, w_ih) of the plain call equal to a gathered one: x one-hot (T, B, V), w_ih =
+    table.T, so that x @ w_ih.T is table[ids] exactly (the reference's way)."""
+    x = np.zeros((*ids.shape, table.shape[0]), dtype=table.dtype)
+    np.put_along_axis(x, ids[..., None], 1, axis=-1)
+    return x, np.ascontiguousarray(table.T)
+
+
+def _gathered_run(
+    cell: str,
+    impl: ModuleType,
+    a: dict[str, Any],
+    b: np.ndarray | None,
+    nonlinearity: str,
+    kept: dict[str, np.ndarray] | None = None,
+) -> tuple[tuple[np.ndarray, ...], Any]:
+    """The forward's (states, the backward's data) on ``impl``."""
+    ids, table, w_hh, h0 = a["ids"], a["table"], a["w_hh"], a["h0"]
+    if impl is not _reference:
+        if cell == "rnn":
+            h = impl.rnn_forward_gathered(ids, table, h0, w_hh, b, nonlinearity, kept)
+            return (h,), None
+        if cell == "lstm":
+            h, c, data = impl.lstm_forward_gathered(ids, table, h0, a["c0"], w_hh, b, True, kept)
+            return (h, c), data
+        h, data = impl.gru_forward_gathered(ids, table, h0, w_hh, b, a["b_hh"], True, kept)
+        return (h,), data
+    x, w_ih = _one_hot_input(ids, table)
+    if cell == "rnn":
+        return (impl.rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity),), None
+    if cell == "lstm":
+        h, c, data = impl.lstm_forward(x, h0, a["c0"], w_ih, w_hh, b, None, True)
+        return (h, c), data
+    h, data = impl.gru_forward(x, h0, w_ih, w_hh, b, a["b_hh"], True)
+    return (h,), data
+
+
+def gathered_forward(
+    cell: str,
+    ids: Any,
+    table: Any,
+    h0: Any | None,
+    c0: Any | None,
+    w_hh: Any,
+    b_ih: Any | None = None,
+    b_hh: Any | None = None,
+    *,
+    nonlinearity: str = "tanh",
+    backend: str = "auto",
+    buffers: GatheredBuffers | None = None,
+) -> GatheredOutput:
+    """A layer's training forward over token ids whose input projection is a row of ``table``
+    per id: the same as the cell's forward (:func:`rnn_forward`, :func:`lstm_forward`,
+    :func:`gru_forward`) on inputs x with ``x[t, b] @ w_ih.T == table[ids[t, b]]``, without
+    the (T*B, D) x (D, G*H) product.
+
+    For one-hot input ``table`` is ``w_ih.T``; for an embedding E (V, D), ``E @ w_ih.T``.
+
+    Args:
+        cell: ``"rnn"``, ``"lstm"`` or ``"gru"`` (G = 1, 4, 3 gate rows per unit).
+        ids: (T, B) integers in [0, V).
+        table: (V, G*H), float32 or float64 (it fixes the dtype).
+        h0: (B, H) or None (zeros); c0: an LSTM's (B, H) or None.
+        w_hh: (G*H, H).
+        b_ih, b_hh: (G*H,) each (PyTorch's ``bias_ih_l0``, ``bias_hh_l0``), or both None.
+        nonlinearity: the Elman cell's (``"tanh"`` or ``"relu"``).
+        backend: as in :func:`rnn_forward`.
+        buffers: a :class:`GatheredBuffers` to compute in (the results are then views into
+            it), or None (new arrays).
+
+    Returns:
+        GatheredOutput(states, workspace): (h,) or an LSTM's (h, c), each (T, B, H), and what
+        :func:`gathered_backward` needs.
+
+    Raises:
+        TypeError: a non-float table, ids not integers, dtypes that differ.
+        ValueError: an unknown cell, nonlinearity or backend; an id out of range; a shape that
+            disagrees with the others; one bias None; c0 for another cell than the LSTM.
+
+    Examples:
+        >>> w_ih, w_hh = np.full((3, 2), 0.5), np.zeros((3, 1))  # GRU, H=1, V=2
+        >>> out = gathered_forward("gru", [[0], [1]], w_ih.T, None, None, w_hh)
+        >>> bool(np.allclose(out.states[0], gru_forward(np.eye(2)[[[0], [1]]], None, w_ih,
+        ...                                              w_hh).h))
+        True
+    """
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("b_ih and b_hh must both be arrays or both None")
+    named = {"table": table, "ids": ids, "w_hh": w_hh, "h0": h0, "c0": c0,
+             "b_ih": b_ih, "b_hh": b_hh}  # fmt: skip
+    a, sizes, impl = _gathered_call(cell, named, _GATHERED_FORWARD_LAYOUT, nonlinearity, backend)
+    # The Elman cell and the LSTM take one bias (b_ih + b_hh), the GRU both.
+    b = a["b_ih"] if b_ih is None or cell == "gru" else a["b_ih"] + a["b_hh"]
+    kept = _kept(buffers, cell, sizes, a["table"].dtype)
+    states, data = _gathered_run(cell, impl, a, b, nonlinearity, kept)
+    key = (sizes["T"], sizes["B"], sizes["V"], sizes["H"], sizes["H"])
+    ws = Workspace(f"{cell}-gathered", impl, key, states[0].dtype, b, (data, a["table"]))
+    return GatheredOutput(states, ws)
+
+
+def gathered_backward(
+    cell: str,
+    dh: Any,
+    dc: Any | None,
+    ids: Any,
+    h0: Any | None,
+    c0: Any | None,
+    states: tuple[Any, ...],
+    workspace: Workspace,
+    w_hh: Any,
+    b_hh: Any | None = None,
+    *,
+    nonlinearity: str = "tanh",
+    backend: str = "auto",
+    buffers: GatheredBuffers | None = None,
+) -> GatheredGrads:
+    """Backpropagation through time for :func:`gathered_forward`, without the input's
+    gradient: the table's gradient is the gate gradients summed by id (no (T*B)-row product).
+
+    Args:
+        cell: as in the forward.
+        dh: (T, B, H), dL/dh[t] from outside the recurrence; dc: an LSTM's (T, B, H) dL/dc[t]
+            or None.
+        ids, h0, c0, w_hh, b_hh, nonlinearity: the forward's (``b_hh`` None: no biases).
+        states, workspace: the forward's results.
+        backend: as in :func:`rnn_forward`.
+        buffers: as in the forward (the forward's own: its results stay valid).
+
+    Returns:
+        GatheredGrads(d_table, d_states0, dw_hh, db_ih, db_hh).
+
+    Raises:
+        TypeError: as the forward, or ``workspace`` not a gathered forward's of this cell.
+        ValueError: as the forward, or ``workspace`` from a call of other sizes or dtype.
+    """
+    ws = workspace
+    if not isinstance(ws, Workspace) or ws.cell != f"{cell}-gathered":
+        raise TypeError(
+            f"workspace must be what gathered_forward({cell!r}, ...) returned, got "
+            f"{type(ws).__name__}" + ("" if not isinstance(ws, Workspace) else f" of {ws.cell}")
+        )
+    states = tuple(states)
+    if len(states) != (2 if cell == "lstm" else 1):
+        raise ValueError(
+            f"states must be the forward's: (h,), an LSTM's (h, c); got {len(states)} arrays"
+        )
+    named = {"table": ws.data[1], "ids": ids, "w_hh": w_hh, "h0": h0, "c0": c0, "b_hh": b_hh,
+             "dh": dh, "dc": dc, "h": states[0]}  # fmt: skip
+    if cell == "lstm":
+        named["c"] = states[1]
+    layout = _GATHERED_BACKWARD_LAYOUT
+    if cell != "lstm":
+        layout = {k: v for k, v in layout.items() if k != "c"}
+    a, sizes, impl = _gathered_call(cell, named, layout, nonlinearity, backend)
+    key = (sizes["T"], sizes["B"], sizes["V"], sizes["H"], sizes["H"])
+    if ws.sizes != key or ws.dtype != a["table"].dtype:
+        raise ValueError(
+            f"workspace is from a gathered_forward of sizes (T, B, V, H, H) = {ws.sizes} and "
+            f"dtype {ws.dtype}, but the arrays have {key} and {a['table'].dtype}"
+        )
+    if (ws.bias is None) != (a["b_hh"] is None):
+        raise ValueError("b_hh must be None exactly when the forward had no biases")
+    data = ws.data[0]
+    if cell != "rnn" and (ws.impl is not impl or data is None):
+        # another backend's, or used up (the compiled LSTM's): recompute it
+        data = _gathered_run(cell, impl, {**a, "table": ws.data[1]}, ws.bias, nonlinearity)[1]
+    elif impl is not _reference and cell == "lstm":
+        object.__setattr__(ws, "data", (None, ws.data[1]))  # the backward writes over it
+    kept = _kept(buffers, cell, sizes, a["table"].dtype)
+    grads = _gathered_grads(cell, impl, a, data, ws, nonlinearity, sizes["V"], kept)
+    if ws.bias is None:  # (the Elman and LSTM kernels sum a db all the same)
+        return grads._replace(db_ih=None, db_hh=None)
+    return grads
+
+
+def _gathered_grads(
+    cell: str, impl: ModuleType, a: dict[str, Any], data: Any, ws: Workspace,
+    nonlinearity: str, V: int, kept: dict[str, np.ndarray] | None,
+) -> GatheredGrads:  # fmt: skip
+    """The backward's gradients on ``impl``, from the checked arrays ``a``."""
+    ids, h0, c0, w_hh, b_hh, dh, h = (
+        a["ids"],
+        a["h0"],
+        a["c0"],
+        a["w_hh"],
+        a["b_hh"],
+        a["dh"],
+        a["h"],
+    )
+    if impl is not _reference:
+        if cell == "rnn":
+            d_table, dh0, dw_hh, db = impl.rnn_backward_gathered(
+                dh, ids, h0, h, w_hh, nonlinearity, V, kept
+            )
+            return GatheredGrads(d_table, (dh0,), dw_hh, db, db)
+        if cell == "lstm":
+            d_table, dh0, dc0, dw_hh, db = impl.lstm_backward_gathered(
+                dh, a["dc"], ids, h0, c0, h, a["c"], data, w_hh, V, kept
+            )
+            return GatheredGrads(d_table, (dh0, dc0), dw_hh, db, db)
+        d_table, dh0, dw_hh, db_ih, db_hh = impl.gru_backward_gathered(
+            dh, ids, h0, h, data, w_hh, b_hh, V, kept
+        )
+        return GatheredGrads(d_table, (dh0,), dw_hh, db_ih, db_hh)
+    x, w_ih = _one_hot_input(ids, ws.data[1])
+    if cell == "rnn":
+        _, dh0, dw_ih, dw_hh, db = impl.rnn_backward(dh, x, h0, h, w_ih, w_hh, nonlinearity)
+        return GatheredGrads(dw_ih.T, (dh0,), dw_hh, db, db)
+    if cell == "lstm":
+        g = impl.lstm_backward(dh, a["dc"], x, h0, c0, h, a["c"], data, w_ih, w_hh, None)
+        return GatheredGrads(g[3].T, (g[1], g[2]), g[4], g[5], g[5])
+    g = impl.gru_backward(dh, x, h0, h, data, w_ih, w_hh, b_hh)
+    return GatheredGrads(g[2].T, (g[1],), g[3], g[4], g[5])

@@ -607,6 +607,8 @@ cdef void _project_steps(floating* dummy, Loop* job, Py_ssize_t t0,
                          Py_ssize_t t1) noexcept nogil:
     """gates[t0:t1] = x[t0:t1] @ w_ih.T (the forward's input projection of those steps)."""
     cdef Py_ssize_t B = job.B, D = job.D, N = job.N, ld = job.gates_ld
+    if job.x == NULL:
+        return  # no x: the caller filled the gates with the projection (gathered rows)
     _bulk_gemm(NoTrans, Trans, (t1 - t0) * B, N, D, <floating>1,
                <const floating*>job.x + t0 * B * D, D, <const floating*>job.w_ih, D,
                <floating>0, <floating*>job.gates + t0 * B * ld, ld)
@@ -622,6 +624,8 @@ cdef void _grad_steps(floating* dummy, Loop* job, int which, Py_ssize_t t0, Py_s
     cdef floating beta = 0 if first else 1
     cdef Py_ssize_t hh0 = max(t0, 1)  # dw_hh pairs da[t] with h[t-1]; step 0 with h0
     if which == GRAD_IH:
+        if job.dw_ih == NULL:
+            return  # no dw_ih wanted: the caller derives it from da (a scatter-add by input id)
         _bulk_gemm(Trans, NoTrans, N, D, (t1 - t0) * B, <floating>1, da + t0 * gstep, N,
                    <const floating*>job.x + t0 * B * D, D, beta, <floating*>job.dw_ih, D)
         return
@@ -872,8 +876,9 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     """Elman: the gates are h itself. LSTM: ``gates_ws`` (T, B, 4Hc) the gates (left holding
     their activations), ``c`` (T, B, Hc) the cell states, ``c0`` (B, Hc) or None; with a
     projection ``w_hr`` (P, Hc) (h and w_hh then have P columns) and ``m`` (B, Hc) a step's
-    scratch."""
-    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], N = w_ih.shape[0]
+    scratch. ``x`` and ``w_ih`` None: the gates come filled with the input projection."""
+    cdef Py_ssize_t T = h.shape[0], B = h.shape[1], D = 0 if x is None else x.shape[2]
+    cdef Py_ssize_t N = w_hh.shape[0]
     cdef Py_ssize_t H = w_hh.shape[1]
     cdef StepProduct how = _step_product(kind, tail, packed, stage)
     # BLAS takes w_hh with a transpose flag; the small product wants w_hh.T laid out.
@@ -888,7 +893,9 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef rf_thread helper
     job.is_double, job.backward = floating is double, False
     job.T, job.B, job.D, job.H, job.N = T, B, D, H, N
-    job.x, job.w_ih, job.gates, job.out = &x[0, 0, 0], &w_ih[0, 0], gates, out
+    job.gates, job.out = gates, out
+    job.x = NULL if x is None else &x[0, 0, 0]
+    job.w_ih = NULL if w_ih is None else &w_ih[0, 0]
     job.gates_ld = N
     job.how, job.bias, job.cell, job.h0 = how, b_ptr, cell, h0_ptr
     job.c = NULL if c is None else &c[0, 0, 0]
@@ -911,6 +918,8 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                 job.chunk = job.progress = 0
             _serial_blas_end(saved)
         if not job.split:
+            if job.x == NULL:  # the gates came filled: no projection for a helper to run ahead
+                job.chunk = job.progress = 0
             _forward_steps(gates, out, &job, h0_ptr, b_ptr, w_op, &how)
         _serial_blas_end(shared)
         rf_call_leave()
@@ -938,8 +947,11 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     (B, H) holds a step's output gradient. With a projection (H = P the state's width, Hc the
     cell's): ``w_hr`` (P, Hc) and ``w_hr_t`` its transpose, ``dhs`` (T, B, P) keeps every
     step's output gradient for dw_hr (P, Hc), one GEMM after the loop; ``dh_t`` (B, Hc) then
-    holds a step's gradient into o * tanh(c)."""
-    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], N = w_ih.shape[0]
+    holds a step's gradient into o * tanh(c). ``x``, ``w_ih``, ``dx`` and ``dw_ih`` None (the
+    forward's gates came filled): neither dx nor dw_ih is computed, ``da`` is left holding the
+    gate gradients."""
+    cdef Py_ssize_t T = dh.shape[0], B = dh.shape[1], D = 0 if x is None else x.shape[2]
+    cdef Py_ssize_t N = w_hh.shape[0]
     cdef Py_ssize_t H = w_hh.shape[1], Hc = N // cell.gates
     cdef Py_ssize_t gstep = B * N, hstep = B * H, cstep = B * Hc, t
     cdef StepProduct how = _step_product(kind, tail, packed, stage)
@@ -962,10 +974,12 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     job.is_double, job.backward, job.split = floating is double, True, False
     job.T, job.B, job.D, job.H, job.N, job.chunk, job.progress = T, B, D, H, N, chunk, 0
     job.claimed[0] = job.claimed[1] = job.done[0] = job.done[1] = 0
-    job.x, job.h, job.da, job.cell = &x[0, 0, 0], &h[0, 0, 0], da_ptr, cell
+    job.h, job.da, job.cell = &h[0, 0, 0], da_ptr, cell
+    job.x = NULL if x is None else &x[0, 0, 0]
     job.da_hh, job.db_hh = da_ptr, NULL
     job.h0 = NULL if h0 is None else &h0[0, 0]
-    job.dw_ih, job.dw_hh, job.db = &dw_ih[0, 0], &dw_hh[0, 0], &db[0]
+    job.dw_hh, job.db = &dw_hh[0, 0], &db[0]
+    job.dw_ih = NULL if dw_ih is None else &dw_ih[0, 0]
     with nogil:
         shared = _serial_blas_begin(rf_call_enter() > 1)  # as in _forward
         if chunk > 0:
@@ -1009,8 +1023,9 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
         _bulk_gemm(NoTrans, NoTrans, B, H, N, <floating>1, da_ptr, N, w_hh_ptr, H,
                    <floating>0, &dh0[0, 0], H)
         # dx (T*B, D) = da (T*B, N) @ w_ih (N, D)
-        _bulk_gemm(NoTrans, NoTrans, T * B, D, N, <floating>1, da_ptr, N, &w_ih[0, 0], D,
-                   <floating>0, &dx[0, 0, 0], D)
+        if dx is not None:
+            _bulk_gemm(NoTrans, NoTrans, T * B, D, N, <floating>1, da_ptr, N, &w_ih[0, 0], D,
+                       <floating>0, &dx[0, 0, 0], D)
         if chunk > 0:
             _finish_grads(da_ptr, &job)  # help with the weight gradients the helper has left
             if helper.running and not rf_thread_join_or_cancel(&helper):
@@ -1633,7 +1648,9 @@ cdef void _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                        floating[:, ::1] gh, int kind,
                        const floating[:, ::1] w_hh_t, const floating[:, ::1] tail,
                        const floating[::1] packed, floating[::1] stage) noexcept:
-    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], N = w_ih.shape[0]
+    """``x`` and ``w_ih`` None: the gates' first 3H columns come filled with the projection."""
+    cdef Py_ssize_t T = h.shape[0], B = h.shape[1], D = 0 if x is None else x.shape[2]
+    cdef Py_ssize_t N = w_hh.shape[0]
     cdef Py_ssize_t H = w_hh.shape[1]
     cdef StepProduct how = _step_product(kind, tail, packed, stage)
     cdef const floating* w_op = &w_hh[0, 0] if w_hh_t is None else &w_hh_t[0, 0]
@@ -1644,12 +1661,16 @@ cdef void _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef Loop job
     job.is_double, job.backward, job.split = floating is double, False, False
     job.T, job.B, job.D, job.H, job.N = T, B, D, H, N
-    job.x, job.w_ih, job.gates, job.out = &x[0, 0, 0], &w_ih[0, 0], &gates[0, 0, 0], &h[0, 0, 0]
+    job.gates, job.out = &gates[0, 0, 0], &h[0, 0, 0]
+    job.x = NULL if x is None else &x[0, 0, 0]
+    job.w_ih = NULL if w_ih is None else &w_ih[0, 0]
     job.gates_ld = gates.shape[2]  # 4H: the training workspace, the projection in its rows
     job.how, job.bias, job.cell, job.h0 = how, NULL, _gru_cell(), h0_ptr
     with nogil:
         shared = _serial_blas_begin(rf_call_enter() > 1)  # as in _forward
-        job.chunk = job.progress = _overlap_chunk(kind, T, B, D, H, N)
+        # (no x: the gates came filled, no projection for a helper to run ahead)
+        job.chunk = job.progress = (0 if job.x == NULL
+                                    else _overlap_chunk(kind, T, B, D, H, N))
         _gru_forward_steps(&gates[0, 0, 0], &gh[0, 0], &h[0, 0, 0], &job, h0_ptr, bx_ptr,
                            bhn_ptr, w_op, &how)
         _serial_blas_end(shared)
@@ -1667,8 +1688,10 @@ cdef void _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] 
                         const floating[::1] packed, floating[::1] stage,
                         Py_ssize_t chunk) noexcept:
     """As _backward, for the GRU: ``carry`` (B, H) holds the gradient into the step's output,
-    dh[t] + z dh_total[t+1] + da_h[t+1] @ w_hh."""
-    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], N = w_ih.shape[0]
+    dh[t] + z dh_total[t+1] + da_h[t+1] @ w_hh. ``x``, ``w_ih``, ``dx`` and ``dw_ih`` None: as
+    in _backward (da_x left holding the input-side gate gradients)."""
+    cdef Py_ssize_t T = dh.shape[0], B = dh.shape[1], D = 0 if x is None else x.shape[2]
+    cdef Py_ssize_t N = w_hh.shape[0]
     cdef Py_ssize_t H = w_hh.shape[1]
     cdef Py_ssize_t gstep = B * N, hstep = B * H, wstep = B * 4 * H, t, i
     cdef StepProduct how = _step_product(kind, tail, packed, stage)
@@ -1684,9 +1707,11 @@ cdef void _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] 
     job.is_double, job.backward, job.split = floating is double, True, False
     job.T, job.B, job.D, job.H, job.N, job.chunk, job.progress = T, B, D, H, N, chunk, 0
     job.claimed[0] = job.claimed[1] = job.done[0] = job.done[1] = 0
-    job.x, job.h, job.da, job.cell = &x[0, 0, 0], &h[0, 0, 0], dax, _gru_cell()
+    job.h, job.da, job.cell = &h[0, 0, 0], dax, _gru_cell()
+    job.x = NULL if x is None else &x[0, 0, 0]
     job.da_hh, job.db_hh, job.h0 = dah, &db_hh[0], h0_ptr
-    job.dw_ih, job.dw_hh, job.db = &dw_ih[0, 0], &dw_hh[0, 0], &db_ih[0]
+    job.dw_hh, job.db = &dw_hh[0, 0], &db_ih[0]
+    job.dw_ih = NULL if dw_ih is None else &dw_ih[0, 0]
     with nogil:
         shared = _serial_blas_begin(rf_call_enter() > 1)  # as in _forward
         if chunk > 0:
@@ -1719,8 +1744,9 @@ cdef void _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] 
         elif not helper.running:
             _helper_work(dax, &job)
         # dx (T*B, D) = da_x (T*B, N) @ w_ih (N, D)
-        _bulk_gemm(NoTrans, NoTrans, T * B, D, N, <floating>1, dax, N, &w_ih[0, 0], D,
-                   <floating>0, &dx[0, 0, 0], D)
+        if dx is not None:
+            _bulk_gemm(NoTrans, NoTrans, T * B, D, N, <floating>1, dax, N, &w_ih[0, 0], D,
+                       <floating>0, &dx[0, 0, 0], D)
         if chunk > 0:
             _finish_grads(dax, &job)
             if helper.running and not rf_thread_join_or_cancel(&helper):
@@ -1745,11 +1771,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training):
     # (T, B, 3H) buffer)
     gates = np.empty((T, B, 4 * H if training else N), dtype=dtype)
     gh = np.empty((B, N), dtype=dtype)  # a step's recurrent product
-    bx = bhn = None
-    if b_ih is not None:
-        bx = b_ih.copy()
-        bx[:2 * H] += b_hh[:2 * H]
-        bhn = np.ascontiguousarray(b_hh[2 * H:])
+    bx, bhn = _gru_biases(b_ih, b_hh, H)
     if dtype == np.float32:
         _gru_forward[float](x, h0, w_ih, w_hh, bx, bhn, h, gates, gh, kind, w_hh_t, tail,
                             packed, stage)
@@ -1757,6 +1779,16 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training):
         _gru_forward[double](x, h0, w_ih, w_hh, bx, bhn, h, gates, gh, kind, w_hh_t, tail,
                              packed, stage)
     return h, (gates if training else None)
+
+
+def _gru_biases(b_ih, b_hh, Py_ssize_t H):
+    """(bx, bhn): b_ih with b_hh's r and z rows added (3H,), and b_hh's n rows (H,), which
+    stay inside the reset's product; both None without biases."""
+    if b_ih is None:
+        return None, None
+    bx = b_ih.copy()
+    bx[:2 * H] += b_hh[:2 * H]
+    return bx, np.ascontiguousarray(b_hh[2 * H:])
 
 
 def gru_backward(dh, x, h0, h, workspace, w_ih, w_hh, b_hh):
@@ -1820,3 +1852,204 @@ def gru_step(x, h, tuple params):
     biases None for none.
     """
     return _stack_call(_gru_cell(), x, h, None, params)
+
+
+# ---- gathered input projection (a first layer fed token ids) ---------------------------------
+# A layer whose input is a row of a table per token id (one-hot: the identity; an embedding:
+# its rows) projects it by gathering rows of ``table`` = rows @ w_ih.T (V, G*H) into the gates,
+# instead of a (T*B, D) x (D, G*H) GEMM, and runs the time loops above with no x (they then
+# skip the projection, dx and dw_ih). The gradient of the table is a scatter-add of the gate
+# gradients by id (dw_ih = d_table.T for one-hot input): no (T*B)-row GEMM at all.
+# ``kept``: None, or a dict of arrays kept across calls of the same cell, sizes and dtype (the
+# caller, rnnfast.functional, guarantees that), so that a training loop allocates nothing per
+# step: fresh pages of a large array cost a page fault each, about as much as the step's
+# arithmetic at H = 128 (bench/train_phases.py: sys time and faults).
+
+cdef object _kept(dict kept, str name, tuple shape, dtype, bint zero=False):
+    """An array of that shape and dtype: ``kept[name]`` (made on first use) or a new one."""
+    a = None if kept is None else kept.get(name)
+    if a is None:
+        a = np.zeros(shape, dtype=dtype) if zero else np.empty(shape, dtype=dtype)
+        if kept is not None:
+            kept[name] = a
+    elif zero:
+        a.fill(0)
+    return a
+
+
+cdef tuple _kept_operands(dict kept, str name, w_hh, Py_ssize_t B, bint transposed,
+                          tuple scratch=()):
+    """step_operands, its packed panels placed in the memory kept under ``name`` (that of
+    the first call's)."""
+    room = None if kept is None else kept.get(name)
+    operands = step_operands(w_hh, B, transposed, scratch if room is None else (room,))
+    packed = operands[3]
+    if kept is not None and room is None and packed is not None and packed.base is not None:
+        if not any(packed.base is a for a in scratch):
+            kept[name] = packed.base
+    return operands
+
+
+cdef void _gather_rows(floating* out, Py_ssize_t ld, const floating[:, ::1] table,
+                       const cnp.int64_t[::1] ids) noexcept nogil:
+    """Row r of out (rows ld apart) = table[ids[r]]."""
+    cdef Py_ssize_t r, N = table.shape[1]
+    for r in range(ids.shape[0]):
+        memcpy(out + r * ld, &table[ids[r], 0], N * sizeof(floating))
+
+
+cdef void _scatter_rows(floating[:, ::1] out, const floating* da, Py_ssize_t ld,
+                        const cnp.int64_t[::1] ids) noexcept nogil:
+    """out (V, N) = the sum of the rows of da (ld apart) by id, in row order."""
+    cdef Py_ssize_t r, j, N = out.shape[1]
+    cdef floating* o
+    cdef const floating* d
+    memset(&out[0, 0], 0, out.shape[0] * N * sizeof(floating))
+    for r in range(ids.shape[0]):
+        o = &out[ids[r], 0]
+        d = da + r * ld
+        for j in range(N):
+            o[j] += d[j]
+
+
+def rnn_forward_gathered(ids, table, h0, w_hh, b, nonlinearity, dict kept=None):
+    """rnn_forward of the input whose projection x[t, b] @ w_ih.T is table[ids[t, b]]: h.
+
+    ids (T, B) int64 in [0, V); table (V, H); the rest as rnn_forward.
+    """
+    cdef Cell cell = _elman_cell(nonlinearity)
+    cdef Py_ssize_t T = ids.shape[0], B = ids.shape[1], H = w_hh.shape[1]
+    kind, w_hh_t, tail, packed, stage = _kept_operands(kept, "room_f", w_hh, B, True)
+    h = _kept(kept, "h", (T, B, H), table.dtype)  # the gates, then h in place
+    if table.dtype == np.float32:
+        _gather_rows[float](<float*>cnp.PyArray_DATA(h), H, table, ids.reshape(-1))
+        _forward[float](None, h0, None, w_hh, b, h, cell, kind, w_hh_t, tail, packed, stage)
+    else:
+        _gather_rows[double](<double*>cnp.PyArray_DATA(h), H, table, ids.reshape(-1))
+        _forward[double](None, h0, None, w_hh, b, h, cell, kind, w_hh_t, tail, packed, stage)
+    return h
+
+
+def rnn_backward_gathered(dh, ids, h0, h, w_hh, nonlinearity, Py_ssize_t V, dict kept=None):
+    """rnn_backward after rnn_forward_gathered: (d_table (V, H), dh0, dw_hh, db)."""
+    cdef Cell cell = _elman_cell(nonlinearity)
+    cdef Py_ssize_t T = ids.shape[0], B = ids.shape[1], N = w_hh.shape[0], H = w_hh.shape[1]
+    dtype = dh.dtype
+    da = _kept(kept, "da", (T, B, N), dtype)
+    dh0 = _kept(kept, "dh0", (B, H), dtype)
+    dw_hh = _kept(kept, "dw_hh", (N, H), dtype)
+    db = _kept(kept, "db", (N,), dtype)
+    d_table = _kept(kept, "d_table", (V, N), dtype)  # written after the loop: scratch until then
+    cdef Py_ssize_t chunk = _overlap_chunk(_step_kind(B, H, N, dtype.itemsize), T, B, 0, H, N)
+    kind, _, tail, packed, stage = _kept_operands(kept, "room_b", w_hh, B, False,
+                                                  (d_table,) if chunk else (d_table, dw_hh))
+    if dtype == np.float32:
+        _backward[float](dh, None, h0, h, None, w_hh, da, None, dh0, None, dw_hh, db,
+                         cell, kind, tail, packed, stage, chunk)
+        _scatter_rows[float](d_table, <float*>cnp.PyArray_DATA(da), N, ids.reshape(-1))
+    else:
+        _backward[double](dh, None, h0, h, None, w_hh, da, None, dh0, None, dw_hh, db,
+                          cell, kind, tail, packed, stage, chunk)
+        _scatter_rows[double](d_table, <double*>cnp.PyArray_DATA(da), N, ids.reshape(-1))
+    return d_table, dh0, dw_hh, db
+
+
+def lstm_forward_gathered(ids, table, h0, c0, w_hh, b, training, dict kept=None):
+    """lstm_forward (no projection) of the input whose projection is table[ids]: (h, c,
+    gates or None), as lstm_forward. table (V, 4H)."""
+    cdef Cell cell = _lstm_cell()
+    cdef Py_ssize_t T = ids.shape[0], B = ids.shape[1], N = w_hh.shape[0], H = w_hh.shape[1]
+    kind, w_hh_t, tail, packed, stage = _kept_operands(kept, "room_f", w_hh, B, True)
+    gates = _kept(kept, "gates", (T, B, N), table.dtype)
+    h = _kept(kept, "h", (T, B, H), table.dtype)
+    c = _kept(kept, "c", (T, B, H), table.dtype)
+    if table.dtype == np.float32:
+        _gather_rows[float](<float*>cnp.PyArray_DATA(gates), N, table, ids.reshape(-1))
+        _forward[float](None, h0, None, w_hh, b, h, cell, kind, w_hh_t, tail, packed, stage,
+                        gates, c0, c)
+    else:
+        _gather_rows[double](<double*>cnp.PyArray_DATA(gates), N, table, ids.reshape(-1))
+        _forward[double](None, h0, None, w_hh, b, h, cell, kind, w_hh_t, tail, packed, stage,
+                         gates, c0, c)
+    return h, c, (gates if training else None)
+
+
+def lstm_backward_gathered(dh, dc, ids, h0, c0, h, c, gates, w_hh, Py_ssize_t V,
+                           dict kept=None):
+    """lstm_backward after lstm_forward_gathered: (d_table (V, 4H), dh0, dc0, dw_hh, db).
+    ``gates`` is used up as in lstm_backward."""
+    cdef Cell cell = _lstm_cell()
+    cdef Py_ssize_t T = ids.shape[0], B = ids.shape[1], N = w_hh.shape[0], H = w_hh.shape[1]
+    dtype = dh.dtype
+    dh0 = _kept(kept, "dh0", (B, H), dtype)
+    dc0 = _kept(kept, "dc0", (B, H), dtype, True)  # the carry of dc, from zero at the last step
+    dh_t = _kept(kept, "dh_t", (B, H), dtype)
+    dw_hh = _kept(kept, "dw_hh", (N, H), dtype)
+    db = _kept(kept, "db", (N,), dtype)
+    d_table = _kept(kept, "d_table", (V, N), dtype)
+    cdef Py_ssize_t chunk = _overlap_chunk(_step_kind(B, H, N, dtype.itemsize), T, B, 0, H, N)
+    kind, _, tail, packed, stage = _kept_operands(kept, "room_b", w_hh, B, False,
+                                                  (d_table,) if chunk else (d_table, dw_hh))
+    if dtype == np.float32:
+        _backward[float](dh, None, h0, h, None, w_hh, gates, None, dh0, None, dw_hh, db,
+                         cell, kind, tail, packed, stage, chunk, dc, c0, c, gates, dc0, dh_t)
+        _scatter_rows[float](d_table, <float*>cnp.PyArray_DATA(gates), N, ids.reshape(-1))
+    else:
+        _backward[double](dh, None, h0, h, None, w_hh, gates, None, dh0, None, dw_hh, db,
+                          cell, kind, tail, packed, stage, chunk, dc, c0, c, gates, dc0, dh_t)
+        _scatter_rows[double](d_table, <double*>cnp.PyArray_DATA(gates), N, ids.reshape(-1))
+    return d_table, dh0, dc0, dw_hh, db
+
+
+def gru_forward_gathered(ids, table, h0, w_hh, b_ih, b_hh, training, dict kept=None):
+    """gru_forward of the input whose projection is table[ids] (no bias in it): (h, workspace
+    or None), as gru_forward. table (V, 3H)."""
+    cdef Py_ssize_t T = ids.shape[0], B = ids.shape[1], N = w_hh.shape[0], H = w_hh.shape[1]
+    dtype = table.dtype
+    kind, w_hh_t, tail, packed, stage = _kept_operands(kept, "room_f", w_hh, B, True)
+    h = _kept(kept, "h", (T, B, H), dtype)
+    gates = _kept(kept, "gates" if training else "gates_inference",
+                  (T, B, 4 * H if training else N), dtype)
+    gh = _kept(kept, "gh", (B, N), dtype)
+    bx, bhn = _gru_biases(b_ih, b_hh, H)
+    if dtype == np.float32:
+        _gather_rows[float](<float*>cnp.PyArray_DATA(gates), gates.shape[2], table,
+                            ids.reshape(-1))
+        _gru_forward[float](None, h0, None, w_hh, bx, bhn, h, gates, gh, kind, w_hh_t, tail,
+                            packed, stage)
+    else:
+        _gather_rows[double](<double*>cnp.PyArray_DATA(gates), gates.shape[2], table,
+                             ids.reshape(-1))
+        _gru_forward[double](None, h0, None, w_hh, bx, bhn, h, gates, gh, kind, w_hh_t, tail,
+                             packed, stage)
+    return h, (gates if training else None)
+
+
+def gru_backward_gathered(dh, ids, h0, h, workspace, w_hh, b_hh, Py_ssize_t V,
+                          dict kept=None):
+    """gru_backward after gru_forward_gathered: (d_table (V, 3H), dh0, dw_hh, db_ih, db_hh),
+    the biases' None when b_hh is None."""
+    cdef Py_ssize_t T = ids.shape[0], B = ids.shape[1], N = w_hh.shape[0], H = w_hh.shape[1]
+    dtype = dh.dtype
+    da_x = _kept(kept, "da_x", (T, B, N), dtype)
+    da_h = _kept(kept, "da_h", (T, B, N), dtype)
+    carry = _kept(kept, "carry", (B, H), dtype)
+    dh0 = _kept(kept, "dh0", (B, H), dtype)
+    dw_hh = _kept(kept, "dw_hh", (N, H), dtype)
+    db_ih = _kept(kept, "db_ih", (N,), dtype)
+    db_hh = _kept(kept, "db_hh", (N,), dtype)
+    d_table = _kept(kept, "d_table", (V, N), dtype)
+    cdef Py_ssize_t chunk = _overlap_chunk(_step_kind(B, H, N, dtype.itemsize), T, B, 0, H, N)
+    kind, _, tail, packed, stage = _kept_operands(kept, "room_b", w_hh, B, False,
+                                                  (d_table,) if chunk else (d_table, dw_hh))
+    if dtype == np.float32:
+        _gru_backward[float](dh, None, h0, h, workspace, None, w_hh, da_x, da_h, carry, None,
+                             dh0, None, dw_hh, db_ih, db_hh, kind, tail, packed, stage, chunk)
+        _scatter_rows[float](d_table, <float*>cnp.PyArray_DATA(da_x), N, ids.reshape(-1))
+    else:
+        _gru_backward[double](dh, None, h0, h, workspace, None, w_hh, da_x, da_h, carry, None,
+                              dh0, None, dw_hh, db_ih, db_hh, kind, tail, packed, stage, chunk)
+        _scatter_rows[double](d_table, <double*>cnp.PyArray_DATA(da_x), N, ids.reshape(-1))
+    if b_hh is None:
+        return d_table, dh0, dw_hh, None, None
+    return d_table, dh0, dw_hh, db_ih, db_hh

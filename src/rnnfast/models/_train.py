@@ -5,8 +5,13 @@ Per window of token ids, a step of a language model is: encode, the recurrent la
 decoder, softmax cross-entropy, the backward of all of it, clipping and the optimizer. Around
 the recurrent kernels it does here:
 
-- the one-hot input is one buffer per window length, kept across steps: each step clears the
-  previous window's ones and sets its own (T * B writes, not a (T, B, V) allocation);
+- a one-layer recurrent layer reads the token ids themselves: its input projection is a
+  gather of rows of ``table`` (``w_ih.T`` for one-hot input, ``E @ w_ih.T`` for an embedding
+  E), and its backward returns the table's gradient (the gate gradients summed by id) instead
+  of dx and a (T*B)-row dw_ih product (:func:`rnnfast.functional.gathered_forward`);
+- otherwise the one-hot input is one buffer per window length, kept across steps: each step
+  clears the previous window's ones and sets its own (T * B writes, not a (T, B, V)
+  allocation);
 - the decoder, the softmax and the cross-entropy gradient are fused: the logits are written
   once, into a buffer kept across steps, and turned in place into the softmax, then into the
   gradient (minus one at each target, divided by the count); the decoder's weight and bias
@@ -28,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnfast import _threads
+from rnnfast import _threads, functional
 from rnnfast.nn.module import FlatStore, find_store
 from rnnfast.train import Optimizer, Progress, bptt_windows, clip_grad_norm
 from rnnfast.train._windows import window_loop
@@ -46,6 +51,20 @@ class CrossEntropyStep:
         self.weight, self.bias = params["weight"], params.get("bias")
         self.d_weight, self.d_bias = grads["weight"], grads.get("bias")
         self._buffers: dict[tuple[int, int], dict[str, Any]] = {}
+        rnn = model.rnn
+        # One layer, one direction, no projection: the layer reads the ids (_gathered_layer).
+        self.gathered = rnn.num_layers == 1 and not rnn.bidirectional and not rnn.proj_size
+        if self.gathered:
+            embedding = getattr(model, "embedding", None) if not one_hot else None
+            self.embedding = None if embedding is None else embedding.parameters()["weight"]
+            self.d_embedding = None if embedding is None else embedding.grads["weight"]
+            p, g = rnn.parameters(), rnn.grads
+            self.layer = tuple(p.get(n) for n in _LAYER_NAMES)
+            self.d_layer = tuple(g.get(n) for n in _LAYER_NAMES)
+            w_ih = self.layer[0]
+            V = w_ih.shape[1] if self.embedding is None else self.embedding.shape[0]
+            self.table = np.empty((V, w_ih.shape[0]), w_ih.dtype)  # rows of the layer's input
+            self.kept = functional.GatheredBuffers()  # the layer's arrays, kept across steps
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_buffers": {}}  # (scratch: not worth pickling)
@@ -83,7 +102,10 @@ class CrossEntropyStep:
         model = self.model
         T, B = ids.shape
         buf = self._buffers_for(T, B)
-        output, state = model.rnn(self._encode(ids, buf), state)
+        if self.gathered:
+            output, state, layer_backward = self._gathered_layer(ids, state)
+        else:
+            output, state = model.rnn(self._encode(ids, buf), state)
         N, H = T * B, output.shape[-1]
         x2 = output.reshape(N, H)
         # The logits transposed, (V, N): the softmax's reductions over the classes then run
@@ -107,9 +129,60 @@ class CrossEntropyStep:
             np.sum(z, axis=1, out=self.d_bias)
         d_out = buf["d_out"]
         np.matmul(z.T, self.weight, out=d_out.reshape(N, H))
-        d_encoded, _ = model.rnn.backward(d_out)
-        model._encode_backward(d_encoded)
+        if self.gathered:
+            layer_backward(d_out)
+        else:
+            d_encoded, _ = model.rnn.backward(d_out)
+            model._encode_backward(d_encoded)
         return loss, state
+
+    def _gathered_layer(
+        self, ids: np.ndarray, state: Any
+    ) -> tuple[np.ndarray, Any, Callable[[np.ndarray], None]]:
+        """The recurrent layer over ``ids`` from ``state``, as ``model.rnn`` on the encoded
+        ids: (output, the final state, the backward from d_output, which writes the layer's
+        and the embedding's gradients)."""
+        rnn, cell = self.model.rnn, self.model.cell
+        w_ih, w_hh, b_ih, b_hh = self.layer
+        table = self.table
+        if self.embedding is None:
+            np.copyto(table, w_ih.T)
+        else:
+            np.matmul(self.embedding, w_ih.T, out=table)
+        lstm = cell == "lstm"
+        # the state carried from the last window: h_n (1, B, H), an LSTM's (h_n, c_n)
+        h0 = c0 = None
+        if state is not None:
+            h0, c0 = (state[0][0], state[1][0]) if lstm else (state[0], None)
+        nonlinearity = rnn.nonlinearity if cell == "rnn" else "tanh"
+        out = functional.gathered_forward(
+            cell, ids, table, h0, c0, w_hh, b_ih, b_hh, nonlinearity=nonlinearity,
+            backend=rnn.backend, buffers=self.kept,
+        )  # fmt: skip
+        states = out.states
+        final = tuple(s[-1:].copy() for s in states)
+
+        def backward(d_output: np.ndarray) -> None:
+            g = functional.gathered_backward(
+                cell, d_output, None, ids, h0, c0, states, out.workspace, w_hh, b_hh,
+                nonlinearity=nonlinearity, backend=rnn.backend, buffers=self.kept,
+            )  # fmt: skip
+            # The gradients were zeroed and this layer is their only source: written.
+            d_ih, d_hh, d_bih, d_bhh = self.d_layer
+            if self.embedding is None:
+                np.copyto(d_ih, g.d_table.T)
+            else:  # x = E[ids]: dw_ih = d_table.T @ E, dE = d_table @ w_ih
+                np.matmul(g.d_table.T, self.embedding, out=d_ih)
+                np.matmul(g.d_table, w_ih, out=self.d_embedding)
+            np.copyto(d_hh, g.dw_hh)
+            if d_bih is not None:
+                np.copyto(d_bih, g.db_ih)
+                np.copyto(d_bhh, g.db_hh)
+
+        return states[0], (final if lstm else final[0]), backward
+
+
+_LAYER_NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
 
 
 def fit_windows(
