@@ -1281,26 +1281,31 @@ cdef object _stack_call(Cell cell, object x, object h, object c, tuple params):
     dims[2] = H
     if lstm:
         c_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
+    # A gated cell's scratch on the stack while it is small (one allocation less a step).
+    cdef double small_scratch[2048]
+    cdef void* scratch_ptr = NULL
+    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(<cnp.ndarray>x)
     if cell.gates > 1:
         dims[2] = 5 * H if lstm else 6 * H
-        scratch = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
+        if B * dims[2] * itemsize <= sizeof(small_scratch):
+            scratch_ptr = small_scratch
+        else:
+            scratch = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
+            scratch_ptr = _data(scratch)
     cdef bint release_gil = macs >= rf_tuning_now.step_nogil_min_macs
     if typenum == cnp.NPY_FLOAT:
         _stack_step[float](&cell, <float*>_data(h_new),
-                           NULL if c_new is None else <float*>_data(c_new),
-                           NULL if scratch is None else <float*>_data(scratch),
+                           NULL if c_new is None else <float*>_data(c_new), <float*>scratch_ptr,
                            <const float*>_data(x), NULL if h is None else <const float*>_data(h),
                            NULL if c is None else <const float*>_data(c), params, B, D, H, S,
                            release_gil)
     else:
         _stack_step[double](&cell, <double*>_data(h_new),
                             NULL if c_new is None else <double*>_data(c_new),
-                            NULL if scratch is None else <double*>_data(scratch),
-                            <const double*>_data(x),
+                            <double*>scratch_ptr, <const double*>_data(x),
                             NULL if h is None else <const double*>_data(h),
                             NULL if c is None else <const double*>_data(c), params, B, D, H, S,
                             release_gil)
-    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(<cnp.ndarray>x)
     memcpy(_data(output), <char*>_data(h_new) + (L - 1) * B * S * itemsize, B * S * itemsize)
     if lstm:
         return output, h_new, c_new
