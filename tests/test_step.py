@@ -117,3 +117,52 @@ def test_the_backend_is_chosen_per_call(cell, monkeypatch):
     monkeypatch.setenv("RNNFAST_BACKEND", "numpy")  # read on every call
     for a, b in zip(_arrays(layer.step(x)), ref, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# ---- the time loop at a batch of one: the dot-form product ------------------------------------
+# Where BLAS would take each step's product at B=1, the loop takes the streaming step's dot form:
+# forward on w_hh as stored; backward the small product on w_hh while a row of H fits in
+# registers (H=100), else the dot form on a copy of w_hh.T (H=300).
+
+
+@pytest.mark.skipif(reference_only_run(), reason="compares the compiled loop with the reference")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("H", [100, 300])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_batch_of_one_loops_match_the_reference(cell, H, dtype):
+    from rnnfast._core import kernels
+
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    rng = np.random.default_rng(H)
+    T, D = 7, 65
+    x = rng.standard_normal((T, 1, D)).astype(dtype)
+    h0 = rng.standard_normal((1, H)).astype(dtype)
+    w_ih = (rng.standard_normal((G * H, D)) * 0.1).astype(dtype)
+    w_hh = (rng.standard_normal((G * H, H)) * 0.1).astype(dtype)
+    b_ih = (rng.standard_normal(G * H) * 0.1).astype(dtype)
+    b_hh = (rng.standard_normal(G * H) * 0.1).astype(dtype)
+    dh = rng.standard_normal((T, 1, H)).astype(dtype)
+    kinds = kernels.step_operands(w_hh, 1, True)[0], kernels.step_operands(w_hh, 1, False)[0]
+    if cell != "rnn" or H == 300:  # (an Elman w_hh of H=100 is small: the small product)
+        assert kinds[0] == 3  # the dot form forward
+        assert kinds[1] == (1 if H == 100 else 3)  # backward: small, or dot on w_hh.T
+
+    def run(backend):
+        if cell == "rnn":
+            h = functional.rnn_forward(x, h0, w_ih, w_hh, b_ih, backend=backend)
+            return [h, *functional.rnn_backward(dh, x, h0, h, w_ih, w_hh, backend=backend)]
+        if cell == "lstm":
+            c0 = np.ones((1, H), dtype)
+            h, c, ws = functional.lstm_forward(
+                x, h0, c0, w_ih, w_hh, b_ih + b_hh, training=True, backend=backend
+            )
+            g = functional.lstm_backward(dh, None, x, h0, c0, h, c, ws, w_ih, w_hh, backend=backend)
+            return [h, c, *(a for a in g if a is not None)]
+        h, ws = functional.gru_forward(
+            x, h0, w_ih, w_hh, b_ih, b_hh, training=True, backend=backend
+        )
+        g = functional.gru_backward(dh, x, h0, h, ws, w_ih, w_hh, b_hh, backend=backend)
+        return [h, *g]
+
+    for k, (got, want) in enumerate(zip(run("cython"), run("numpy"), strict=True)):
+        assert_close(got, want, RTOL[np.dtype(dtype)], f"result {k}")
