@@ -117,10 +117,10 @@ class Problem:
 
 def step_product(w_hh: np.ndarray, B: int) -> str:
     """Which product the compiled kernels use for this w_hh's time steps at batch B, under the
-    current rule and SIMD level: "blas", "small" or "panel"."""
+    current rule and SIMD level: "blas", "small", "panel" or "dot"."""
     from rnnfast._core import kernels
 
-    return ("blas", "small", "panel")[kernels.step_operands(w_hh, B, True)[0]]
+    return ("blas", "small", "panel", "dot")[kernels.step_operands(w_hh, B, True)[0]]
 
 
 def make_problem(

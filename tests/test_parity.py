@@ -209,10 +209,11 @@ def test_small_product_at_each_simd_level(level, size, dtype, nonlinearity):
 
 @pytest.mark.parametrize("level", SIMD_LEVELS, ids=str)
 def test_threshold_sizes_reach_every_product(level, dtype):
-    """Under the measured rule, THRESHOLD_SIZES put steps on each of the three products."""
+    """Under the measured rule, THRESHOLD_SIZES put steps on each of the four products (the dot
+    form at B=1 where BLAS would run)."""
     with simd_level(level):
         reached = {step_product(np.zeros((s[3], s[3]), dtype), s[1]) for s in THRESHOLD_SIZES}
-    assert reached == {"blas", "small", "panel"}
+    assert reached == {"blas", "small", "panel", "dot"}
 
 
 @pytest.mark.parametrize("level", SIMD_LEVELS, ids=str)

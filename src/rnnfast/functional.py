@@ -813,6 +813,10 @@ def gru_step(
     return output, h_new
 
 
+# The compiled gated steps by cell ({} without the extension).
+_STEP_KERNELS = {} if _kernels is None else {"lstm": _kernels.lstm_step, "gru": _kernels.gru_step}
+
+
 def gated_step(
     cell: str,
     x: Any,
@@ -824,24 +828,27 @@ def gated_step(
     """The one door of the gated streaming steps: :func:`lstm_step`, :func:`gru_step`, the
     layers' ``step`` and the cells. ``states``: (h, c) for the LSTM, (h,) for the GRU.
     ``layer`` as in :func:`step`; returns (output, new states), unbatched like x."""
-    kernels = compiled(backend)
-    name = f"{cell}_step"
-    if kernels is not None and not hasattr(kernels, name):
-        kernels = None
+    # The common case of _backend.compiled inline, and the kernel looked up once (a call,
+    # an f-string and two attribute lookups cost the step about 0.3 us).
+    if backend is AUTO and ENV_KEY not in ENVIRON and _STEP_KERNELS:
+        kernel = _STEP_KERNELS[cell]
+    else:
+        kernels = compiled(backend)
+        kernel = None if kernels is None else getattr(kernels, f"{cell}_step", None)
     if layer is not None and layer.refusal is not None:
         raise ValueError(layer.refusal)
-    if kernels is not None and (layer is None or layer.lead):
+    if kernel is not None and (layer is None or layer.lead):
         # Operands already exactly right: one C call, its checks in C (None: they are not).
-        result = getattr(kernels, name)(x, *states, params)
+        result = kernel(x, *states, params)
         if result is not None:
-            return result[0], tuple(result[1:])
+            return result[0], result[1:]
     x2, s3, layers, batched = _validation.gated_step_args(x, states, params, layer, cell)
     result = None
-    if kernels is not None:
-        result = getattr(kernels, name)(x2, *s3, layers)  # None: an empty size
+    if kernel is not None:
+        result = kernel(x2, *s3, layers)  # None: an empty size
     if result is None:
-        result = getattr(_reference, name)(x2, *s3, layers)
-    output, new = result[0], tuple(result[1:])
+        result = getattr(_reference, f"{cell}_step")(x2, *s3, layers)
+    output, new = result[0], result[1:]
     if batched:
         return output, new
     return output[0], tuple(s[:, 0] for s in new)

@@ -334,9 +334,13 @@ cdef inline void _cell_backward(const Cell* cell, floating* d, const floating* h
 
 # ---- the per-step recurrent product ----------------------------------------------------------
 # out (B, n) += a (B, k) @ op(w_hh): forward h[t-1] @ w_hh.T (k = H, n = G*H), backward
-# dgates[t+1] @ w_hh (k = G*H, n = H). Three implementations, chosen once per call by
+# dgates[t+1] @ w_hh (k = G*H, n = H). Four implementations, chosen once per call by
 # _step_kind from the tuning rules:
 # - BLAS GEMM (large batches or weights);
+# - at a batch of 1 where BLAS would run, the streaming step's dot form (simd_dot.h) on the rows
+#   of op(w_hh).T: w_hh as stored forward; backward the small product below on w_hh itself
+#   while a row of n = H fits in registers, else the dot form on one copy of w_hh.T a call.
+#   OpenBLAS's M = 1 products took 3.5 us a forward step at D=65 H=100 LSTM f32;
 # - the small product (simd_small.h): whole output rows held in vector registers, on op(w_hh)
 #   laid out (k, n), for batches of 1 while w_hh is small and small batches of narrow rows;
 # - the panel product (simd_panel.h): op(w_hh) packed once per call into column panels that
@@ -349,6 +353,7 @@ cdef enum:
     STEP_BLAS = 0   # = RF_PRODUCT_BLAS - 1, and so on
     STEP_SMALL = 1
     STEP_PANEL = 2
+    STEP_DOT = 3    # (automatic only)
 
 
 cdef struct StepProduct:
@@ -392,13 +397,16 @@ cdef int _step_kind(Py_ssize_t B, Py_ssize_t H, Py_ssize_t N, Py_ssize_t itemsiz
                 and weight_bytes <= rf_tuning_now.panel_helped_max_weight_bytes
                 and _helper_available())):
         return STEP_PANEL
+    if B == 1:
+        return STEP_DOT
     return STEP_BLAS
 
 
 def step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=()):
     """(kind, w_in_out, tail, packed, stage): what a call's recurrent products need.
 
-    kind: 0 BLAS, 1 small, 2 panel. The product is ``a @ op(w_hh)``, op(w_hh) = w_hh.T when
+    kind: 0 BLAS, 1 small, 2 panel, 3 dot form (``packed``: w_hh.T when not ``transposed``;
+    ``stage``: a row of the product). The product is ``a @ op(w_hh)``, op(w_hh) = w_hh.T when
     ``transposed`` (forward), else w_hh (backward). The small product reads op(w_hh) laid out
     (in, out), ``w_in_out`` (None when that is w_hh itself), with its last rows zero-padded in
     ``tail``; the panel product reads it ``packed`` into column panels. ``stage``: their
@@ -414,7 +422,15 @@ def step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=()):
     cdef Py_ssize_t padded_len = (n + vector_len - 1) // vector_len * vector_len, tail_rows
     cdef cnp.ndarray packed = None
     w_in_out = tail = stage = None
-    if kind == STEP_SMALL:
+    if kind == STEP_DOT and not transposed and padded_len // vector_len <= rnnfast_simd.max_vectors:
+        kind = STEP_SMALL  # on w_hh as it is: no copy
+    if kind == STEP_DOT:
+        if not transposed:  # w_hh.T (n, k), in scratch memory as the panels below
+            room = next((a.reshape(-1) for a in scratch if a.size >= k * n), None)
+            packed = np.empty(k * n, dtype=w_hh.dtype) if room is None else room[:k * n]
+            np.copyto(packed.reshape(n, k), w_hh.T)
+        stage = np.empty(B * n, dtype=w_hh.dtype)
+    elif kind == STEP_SMALL:
         w_in_out = np.ascontiguousarray(w_hh.T) if transposed else None  # one copy a call
         m = w_hh if w_in_out is None else w_in_out
         # The rows whose whole-vector reads would run past the end of m (often one); `stage`
@@ -463,6 +479,18 @@ cdef inline void _add_matmul(floating* out, const floating* a, const floating* w
              <floating>1, out, n)
     elif how.kind == STEP_PANEL:
         _panel_columns(out, a, how, rows, k, n, 0, n)
+    elif how.kind == STEP_DOT:
+        # the dot form's weight rows are op(w)'s columns: w itself when op transposes it; out
+        # rides as the bias (out + the product, as BLAS adds) into the stage, then back
+        if floating is float:
+            rnnfast_simd.step_dot_f32(<float*>how.stage, a,
+                                      w if trans_w == Trans else <const float*>how.packed, k,
+                                      NULL, NULL, 0, out, rows, n)
+        else:
+            rnnfast_simd.step_dot_f64(<double*>how.stage, a,
+                                      w if trans_w == Trans else <const double*>how.packed, k,
+                                      NULL, NULL, 0, out, rows, n)
+        memcpy(out, how.stage, rows * n * sizeof(floating))
     elif floating is float:
         rnnfast_simd.small_addmm_f32(out, a, rows, k, n, w, n, <const float*>how.tail,
                                      how.tail_rows, <float*>how.stage)
@@ -1296,26 +1324,31 @@ cdef object _stack_call(Cell cell, object x, object h, object c, tuple params):
     dims[2] = H
     if lstm:
         c_new = cnp.PyArray_EMPTY(3, dims, typenum, 0)
+    # A gated cell's scratch on the stack while it is small (one allocation less a step).
+    cdef double small_scratch[2048]
+    cdef void* scratch_ptr = NULL
+    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(<cnp.ndarray>x)
     if cell.gates > 1:
         dims[2] = 5 * H if lstm else 6 * H
-        scratch = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
+        if B * dims[2] * itemsize <= sizeof(small_scratch):
+            scratch_ptr = small_scratch
+        else:
+            scratch = cnp.PyArray_EMPTY(2, &dims[1], typenum, 0)
+            scratch_ptr = _data(scratch)
     cdef bint release_gil = macs >= rf_tuning_now.step_nogil_min_macs
     if typenum == cnp.NPY_FLOAT:
         _stack_step[float](&cell, <float*>_data(h_new),
-                           NULL if c_new is None else <float*>_data(c_new),
-                           NULL if scratch is None else <float*>_data(scratch),
+                           NULL if c_new is None else <float*>_data(c_new), <float*>scratch_ptr,
                            <const float*>_data(x), NULL if h is None else <const float*>_data(h),
                            NULL if c is None else <const float*>_data(c), params, B, D, H, S,
                            release_gil)
     else:
         _stack_step[double](&cell, <double*>_data(h_new),
                             NULL if c_new is None else <double*>_data(c_new),
-                            NULL if scratch is None else <double*>_data(scratch),
-                            <const double*>_data(x),
+                            <double*>scratch_ptr, <const double*>_data(x),
                             NULL if h is None else <const double*>_data(h),
                             NULL if c is None else <const double*>_data(c), params, B, D, H, S,
                             release_gil)
-    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(<cnp.ndarray>x)
     memcpy(_data(output), <char*>_data(h_new) + (L - 1) * B * S * itemsize, B * S * itemsize)
     if lstm:
         return output, h_new, c_new

@@ -743,6 +743,8 @@ class RNNCell(Module):
 
 def _lstm_hx(hx: Any) -> tuple[Any, Any]:
     """An LSTM's initial state: None, or PyTorch's tuple (h0, c0) of two arrays."""
+    if type(hx) is tuple and len(hx) == 2 and hx[0] is not None and hx[1] is not None:
+        return hx  # (the streaming step's case, first: it runs on every call)
     if hx is None:
         return None, None
     if not isinstance(hx, tuple | list):
@@ -917,10 +919,9 @@ class LSTM(RNNBase):
             >>> bool(np.allclose(y, lstm(x)[0][-1], atol=1e-6))
             True
         """
-        output, (h, c) = functional.gated_step(
+        return functional.gated_step(  # (output, (h, c))
             "lstm", x_t, _lstm_hx(state), self._step_stack, self.backend, self._step_layer
         )
-        return output, (h, c)
 
 
 class GRU(RNNBase):
