@@ -608,6 +608,53 @@ def test_a_second_concurrent_call_starts_no_helper():
     assert done.returncode == 0, f"(alone, started, declined): {done.stdout}{done.stderr}"
 
 
+STEP_ASIDE_SCRIPT = (
+    HELPER_SETUP
+    + """
+kernels.set_tuning(overlap="on")
+second = problem(1000, 8, 64, 128)  # long enough to meet a round or chunk boundary
+# forward: the split (both threads share every step's panels); backward: weight gradients
+long_call = problem(3000, 8, 64, 512, seed=4)
+expected = long_call()
+phases = {1: "forward", 2: "backward"}
+hit, bad = set(), []
+for attempt in range(40):
+    phase = 1 + attempt % 2
+    time.sleep(0.05)  # past the hold of the last attempt's overlap
+    _backend.reset_thread_stats()
+    out = [None]
+    worker = threading.Thread(target=lambda: out.__setitem__(0, long_call()))
+    worker.start()
+    while kernels.thread_stats()["helpers_started"] < phase and worker.is_alive():
+        time.sleep(0.0002)
+    time.sleep(0.002)
+    before = kernels.thread_stats()
+    second()  # a second call comes in: the long call's helper steps aside
+    worker.join()
+    if not same(out[0], expected):
+        bad.append(phases[phase])
+    # (the second call's hold keeps a backward that starts after it from taking a helper: a
+    # helper that stepped aside was the phase's)
+    in_phase = before["helpers_started"] == phase and before["calls_in_flight"] == 1
+    if in_phase and kernels.thread_stats()["helpers_stepped_aside"] > 0:
+        hit.add(phase)
+    if hit == {1, 2} and attempt >= 3:
+        break
+print(sorted(hit), bad)
+raise SystemExit(0 if hit == {1, 2} and not bad else 1)
+"""
+)
+
+
+def test_a_helper_steps_aside_when_a_second_call_comes_in():
+    """A call that has its helper when another call comes in (another Python thread) drops to
+    one thread at its next chunk boundary, in the split forward and in the backward: its
+    caller takes the chunks the helper left, and the results keep their bits."""
+    done = run_or_skip(STEP_ASIDE_SCRIPT, 600)
+    report = f"(phases stepped aside, phases whose bits changed): {done.stdout}"
+    assert done.returncode == 0, report + done.stderr[-2000:]
+
+
 SCENARIO_SCRIPT = (
     HELPER_SETUP
     + """
