@@ -655,6 +655,68 @@ def test_a_helper_steps_aside_when_a_second_call_comes_in():
     assert done.returncode == 0, report + done.stderr[-2000:]
 
 
+HOLD_SCRIPT = (
+    HELPER_SETUP
+    + """
+from rnnfast import _threads
+rng = np.random.default_rng(4)
+x, w_ih = rng.standard_normal((3000, 16, 64)), rng.standard_normal((128, 64)) / 8
+w_hh = rng.standard_normal((128, 128)) / 12
+
+
+def long_call():  # a forward: alone and without a helper, BLAS at two threads throughout
+    functional.rnn_forward(x, None, w_ih, w_hh, None, backend="cython")
+
+
+pair = [problem(100, 8, 64, 128, seed=s) for s in (5, 6)]
+
+
+def blas_counts_during(fn):
+    # the BLAS thread counts seen from here while fn runs in another thread
+    seen, worker = set(), threading.Thread(target=fn)
+    worker.start()
+    while worker.is_alive():
+        seen.add(int(_threads._blas_get()))
+        time.sleep(0.0002)
+    worker.join()
+    return seen
+
+
+hits = alone_at_one = 0
+for attempt in range(40):
+    time.sleep(0.05)  # past any hold
+    kernels.set_tuning(overlap="off")  # long_call: no helper
+    alone = blas_counts_during(long_call)
+    alone_at_one += 1 in alone
+    kernels.set_tuning(overlap="auto")
+    _backend.reset_thread_stats()
+    barrier = threading.Barrier(2)
+    threads = [threading.Thread(target=lambda f=f: (barrier.wait(), f())) for f in pair]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # a declined helper: the pair was in flight at once (or the hold of their own began)
+    overlapped = kernels.thread_stats()["helpers_declined"] > 0
+    kernels.set_tuning(overlap="off")
+    held = blas_counts_during(long_call)  # it starts within 20 ms: held at one
+    hits += overlapped and 1 in held
+    if hits >= 2:
+        break
+print(hits, alone_at_one, int(_threads._blas_get()))
+raise SystemExit(0 if (hits, alone_at_one, int(_threads._blas_get())) == (2, 0, 2) else 1)
+"""
+)
+
+
+def test_a_call_alone_right_after_two_calls_keeps_blas_at_one_thread():
+    """For 20 ms after two calls were in flight at once, a call alone keeps BLAS at one
+    thread (where alone it would use two), and the count is back to two after it."""
+    done = run_or_skip(HOLD_SCRIPT, 600)
+    report = f"(held calls, calls alone seen at one thread, BLAS after): {done.stdout}"
+    assert done.returncode == 0, report + done.stderr
+
+
 SCENARIO_SCRIPT = (
     HELPER_SETUP
     + """

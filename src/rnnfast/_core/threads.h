@@ -121,7 +121,13 @@ static inline int rf_wait_uncrowded(ptrdiff_t *counter, ptrdiff_t value)
     return 1;
 }
 
-static inline void rf_call_leave(void) { __atomic_sub_fetch(&rf_calls, 1, __ATOMIC_ACQ_REL); }
+/* Count a call out; one that leaves another in flight renews the hold from now (the calls
+ * were in flight at once until this moment). */
+static inline void rf_call_leave(void)
+{
+    if (__atomic_sub_fetch(&rf_calls, 1, __ATOMIC_ACQ_REL) > 0)
+        __atomic_store_n(&rf_shared_ns, rf_clock_ns(), __ATOMIC_RELAXED);
+}
 
 /* ---- the BLAS gate -------------------------------------------------------------------------
  * Every BLAS call of the kernels passes it (rf_blas_call_begin / _end). OpenBLAS's destructor
