@@ -306,10 +306,14 @@ from rnnfast._core import kernels as _kernels
 def threads_blocking_sigint():
     count = 0
     for status in glob.glob("/proc/self/task/*/status"):
-        with open(status) as f:
-            for line in f:
-                if line.startswith("SigBlk:") and int(line.split()[1], 16) & 2:  # SIGINT: bit 1
-                    count += 1
+        try:
+            with open(status) as f:
+                lines = f.readlines()
+        except FileNotFoundError:  # a thread that ended meanwhile (a joined one may still be)
+            continue
+        for line in lines:
+            if line.startswith("SigBlk:") and int(line.split()[1], 16) & 2:  # SIGINT: bit 1
+                count += 1
     return count
 
 

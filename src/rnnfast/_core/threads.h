@@ -87,11 +87,12 @@ static inline uint64_t rf_clock_ns(void)
 }
 
 /* Whether the cores are the callers' now: another call in flight, or two were within the
- * last RF_SHARED_HOLD_NS. */
+ * last RF_SHARED_HOLD_NS (never, without a clock: rf_shared_ns stays 0). */
 static inline int rf_cores_shared(void)
 {
+    const uint64_t shared_ns = __atomic_load_n(&rf_shared_ns, __ATOMIC_RELAXED);
     return __atomic_load_n(&rf_calls, __ATOMIC_ACQUIRE) > 1
-           || rf_clock_ns() - __atomic_load_n(&rf_shared_ns, __ATOMIC_RELAXED) < RF_SHARED_HOLD_NS;
+           || (shared_ns != 0 && rf_clock_ns() - shared_ns < RF_SHARED_HOLD_NS);
 }
 
 /* Count a call in; how many calls share the cores: the calls in flight, or 2 while the hold
