@@ -181,14 +181,14 @@ def thread_stats():
     pool busy, or a late helper's back-off) and found late (threads.h, RF_LATE_NS)."""
     return {"available_cpus": rf_available_cpus, "calls_in_flight": rf_calls,
             "helpers_started": rf_helpers_started, "helpers_declined": rf_helpers_declined,
-            "helpers_late": rf_helpers_late}
+            "helpers_late": rf_helpers_late, "helpers_stepped_aside": rf_helpers_stepped_aside}
 
 
 def reset_thread_stats():
     """Zero thread_stats' counters and forget a late helper's back-off (tests)."""
     global rf_helpers_started, rf_helpers_declined, rf_helpers_late, rf_helper_skip
-    global rf_helper_backoff
-    rf_helpers_started = rf_helpers_declined = rf_helpers_late = 0
+    global rf_helper_backoff, rf_helpers_stepped_aside
+    rf_helpers_started = rf_helpers_declined = rf_helpers_late = rf_helpers_stepped_aside = 0
     rf_helper_skip = rf_helper_backoff = 0
 
 
@@ -701,13 +701,17 @@ cdef inline void _chunk_steps(Loop* job, Py_ssize_t k, Py_ssize_t* t0,
 
 
 cdef bint _run_grad_chunk(floating* dummy, Loop* job, int which, Py_ssize_t k) noexcept nogil:
-    """Chunk k of weight-gradient sequence ``which``, if this thread claims it; True if it did."""
+    """Chunk k of weight-gradient sequence ``which``, if this thread claims it; True if it did.
+    The chunk of dw_hh also sums the bias gradients of its steps: so they too run once each,
+    in order, on whichever thread (a helper may step aside between two chunks)."""
     cdef Py_ssize_t t0, t1
     if not rf_claim(&job.claimed[which], k):
         return False
     rf_wait_for(&job.done[which], k)  # the chunk before, maybe on the other thread
     _chunk_steps(job, k, &t0, &t1)
     _grad_steps(dummy, job, which, t0, t1, k == 0)
+    if which == GRAD_HH:
+        _bias_grad_steps(dummy, job, t0, t1, k == 0)
     rf_publish(&job.done[which], k + 1)
     return True
 
@@ -751,10 +755,13 @@ cdef bint _split_columns(Loop* job, int kind, size_t itemsize) noexcept nogil:
     return True
 
 
-cdef void _split_share(floating* dummy, Loop* job, bint from_last) noexcept nogil:
+cdef void _split_share(floating* dummy, Loop* job, bint from_last,
+                       bint may_leave=False) noexcept nogil:
     """One thread's part of a split forward; both threads run it, one taking each round's items
     from the first, the other ``from_last``: the projection's chunks, then step by step the
-    column panels' products and pointwise forward, each step once the one before is done."""
+    column panels' products and pointwise forward, each step once the one before is done.
+    ``may_leave`` (the helper): stop between two rounds once another call is in flight; the
+    other thread then takes every item (it holds none on leaving)."""
     cdef Py_ssize_t T = job.T, B = job.B, H = job.H, N = job.N, step = job.B * job.N
     cdef Py_ssize_t chunks = job.split_chunks, panels = job.split_panels
     cdef Py_ssize_t width = job.panel_width, item, t, c0, done = chunks
@@ -770,6 +777,9 @@ cdef void _split_share(floating* dummy, Loop* job, bint from_last) noexcept nogi
         rf_count(&job.finished)
         item = rf_round_claim(&job.claims, 0, from_last)
     for t in range(T):
+        if may_leave and rf_crowded():
+            rf_count(&rf_helpers_stepped_aside)
+            return
         rf_wait_for(&job.finished, done)  # every item of the round before
         rf_round_open(&job.claims, t + 1, panels)
         h_t = out + t * step
@@ -786,16 +796,22 @@ cdef void _split_share(floating* dummy, Loop* job, bint from_last) noexcept nogi
         done += panels
 
 
-cdef void _helper_work(floating* dummy, Loop* job) noexcept nogil:
-    """The helper's share of a call (or, if no thread started, the caller's after its loop)."""
+cdef void _helper_work(floating* dummy, Loop* job, bint may_leave=False) noexcept nogil:
+    """The helper's share of a call (or, if no thread started, the caller's after its loop).
+    ``may_leave`` (the helper thread): step aside at the next chunk boundary once another call
+    is in flight, so that the two calls run on one thread each; every chunk it leaves is
+    claimed by its caller (_await_chunk, _split_share, _finish_grads), in the same order."""
     cdef Py_ssize_t T = job.T, chunk = job.chunk, t0, t1, k
     if job.split:
-        _split_share(dummy, job, False)
+        _split_share(dummy, job, False, may_leave)
         return
     if not job.backward:
         # The projection's chunks in order, each unless the caller has taken it (_await_chunk).
         k = rf_load(&job.claimed[0])
         while k * chunk < T:
+            if may_leave and rf_crowded():
+                rf_count(&rf_helpers_stepped_aside)
+                return
             if rf_claim(&job.claimed[0], k):
                 _project_steps(dummy, job, k * chunk, min(T, (k + 1) * chunk))
                 rf_publish(&job.progress, min(T, (k + 1) * chunk))
@@ -804,10 +820,13 @@ cdef void _helper_work(floating* dummy, Loop* job) noexcept nogil:
     k = 0
     while k * chunk < T:
         _chunk_steps(job, k, &t0, &t1)
-        rf_wait_for(&job.progress, T - t0)
+        if not may_leave:
+            rf_wait_for(&job.progress, T - t0)
+        elif not rf_wait_uncrowded(&job.progress, T - t0):
+            rf_count(&rf_helpers_stepped_aside)
+            return
         _run_grad_chunk(dummy, job, GRAD_IH, k)
-        _run_grad_chunk(dummy, job, GRAD_HH, k)
-        _bias_grad_steps(dummy, job, t0, t1, k == 0)
+        _run_grad_chunk(dummy, job, GRAD_HH, k)  # and the bias gradients of its steps
         k += 1
 
 
@@ -815,9 +834,9 @@ cdef void* _helper_main(void* arg) noexcept nogil:
     """The helper thread's body; the caller keeps BLAS on one thread until it has joined."""
     cdef Loop* job = <Loop*>arg
     if job.is_double:
-        _helper_work[double](NULL, job)
+        _helper_work[double](NULL, job, True)
     else:
-        _helper_work[float](NULL, job)
+        _helper_work[float](NULL, job, True)
     return NULL
 
 

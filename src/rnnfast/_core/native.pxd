@@ -117,6 +117,9 @@ cdef extern from "threads.h" nogil:
     Py_ssize_t rf_helpers_late
     Py_ssize_t rf_helper_skip
     Py_ssize_t rf_helper_backoff
+    Py_ssize_t rf_helpers_stepped_aside
+    bint rf_crowded()
+    bint rf_wait_uncrowded(Py_ssize_t* counter, Py_ssize_t value)
     Py_ssize_t rf_call_enter()
     void rf_call_leave()
     void rf_blas_call_begin()

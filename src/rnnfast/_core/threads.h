@@ -86,14 +86,49 @@ static inline uint64_t rf_clock_ns(void)
 #endif
 }
 
+/* Whether the cores are the callers' now: another call in flight, or two were within the
+ * last RF_SHARED_HOLD_NS (never, without a clock: rf_shared_ns stays 0). */
+static inline int rf_cores_shared(void)
+{
+    const uint64_t shared_ns = __atomic_load_n(&rf_shared_ns, __ATOMIC_RELAXED);
+    return __atomic_load_n(&rf_calls, __ATOMIC_ACQUIRE) > 1
+           || (shared_ns != 0 && rf_clock_ns() - shared_ns < RF_SHARED_HOLD_NS);
+}
+
+/* Count a call in; how many calls share the cores: the calls in flight, or 2 while the hold
+ * runs (a call alone between two of another thread's keeps BLAS at one thread too: a second
+ * BLAS thread would take the other caller's core, and OpenBLAS's pool spins for about 0.1 s
+ * of CPU after each multi-threaded product, see docs/guide/threads.md). */
 static inline ptrdiff_t rf_call_enter(void)
 {
     const ptrdiff_t n = __atomic_add_fetch(&rf_calls, 1, __ATOMIC_ACQ_REL);
     if (n > 1) __atomic_store_n(&rf_shared_ns, rf_clock_ns(), __ATOMIC_RELAXED);
+    else if (rf_cores_shared()) return 2;
     return n;
 }
 
-static inline void rf_call_leave(void) { __atomic_sub_fetch(&rf_calls, 1, __ATOMIC_ACQ_REL); }
+/* A helper steps aside, at its next chunk boundary, once another call is in flight: from then
+ * on both calls run one thread each (its caller takes the chunks it leaves). */
+static ptrdiff_t rf_helpers_stepped_aside = 0;
+static inline int rf_crowded(void) { return __atomic_load_n(&rf_calls, __ATOMIC_ACQUIRE) > 1; }
+
+/* Wait until *counter >= value, as rf_wait_for; 0 (at once) if another call comes in first. */
+static inline int rf_wait_uncrowded(ptrdiff_t *counter, ptrdiff_t value)
+{
+    for (long spins = 0; __atomic_load_n(counter, __ATOMIC_ACQUIRE) < value; spins++) {
+        if (rf_crowded()) return 0;
+        rf_backoff(spins);
+    }
+    return 1;
+}
+
+/* Count a call out; one that leaves another in flight renews the hold from now (the calls
+ * were in flight at once until this moment). */
+static inline void rf_call_leave(void)
+{
+    if (__atomic_sub_fetch(&rf_calls, 1, __ATOMIC_ACQ_REL) > 0)
+        __atomic_store_n(&rf_shared_ns, rf_clock_ns(), __ATOMIC_RELAXED);
+}
 
 /* ---- the BLAS gate -------------------------------------------------------------------------
  * Every BLAS call of the kernels passes it (rf_blas_call_begin / _end). OpenBLAS's destructor
@@ -278,9 +313,7 @@ static int rf_thread_start(rf_thread *t, void *(*fn)(void *), void *arg)
 {
     t->running = 0;
 #if RF_HAVE_THREADS
-    if (__atomic_load_n(&rf_available_cpus, __ATOMIC_RELAXED) < 2
-        || __atomic_load_n(&rf_calls, __ATOMIC_ACQUIRE) > 1
-        || rf_clock_ns() - __atomic_load_n(&rf_shared_ns, __ATOMIC_RELAXED) < RF_SHARED_HOLD_NS) {
+    if (__atomic_load_n(&rf_available_cpus, __ATOMIC_RELAXED) < 2 || rf_cores_shared()) {
         __atomic_add_fetch(&rf_helpers_declined, 1, __ATOMIC_RELAXED);
         return 0;
     }
