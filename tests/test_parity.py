@@ -422,7 +422,7 @@ def test_overlap_rule():
         # floats, more than the baseline holds in registers) they are BLAS steps, hence none
         small = step_product(np.zeros((64, 64), np.float32), 1) != "blas"
         assert KERNELS.overlap_steps(100, 1, 32, 64, 4) == (48 if small else 0)
-        assert KERNELS.overlap_steps(50, 64, 1024, 1500, 4) == 0  # still BLAS steps
+        assert KERNELS.overlap_steps(50, 64, 1024, 4200, 4) == 0  # still BLAS steps
     with overlap("off"):
         assert KERNELS.overlap_steps(100, 8, 64, 128, 4) == 0
 
