@@ -5,8 +5,10 @@
 Per cell: forward + backward of one layer, float32, on the gated grid against torch.nn.LSTM /
 GRU and a jitted JAX lax.scan (rnnfast.benchmark.run, the peers taking turns in each case's
 rotation, a 2048 GEMM beside them as the roof); the same rows in float64 against torch; the
-inference forward against torch under no_grad; and the streaming step B=1, D=32, H=128
-against torch's LSTMCell / GRUCell. Ratios within one run are what to compare (the machine is
+inference forward against torch under no_grad (and JAX); packed ``lengths=`` against torch's
+pack_padded_sequence; the LSTM with proj_size = H/2 against torch's proj_size (and JAX) (the
+modes of rnnfast.benchmark.Case); and the streaming step B=1, D=32, H=128 against torch's
+LSTMCell / GRUCell. Ratios within one run are what to compare (the machine is
 shared). Also imported by test_bench_gated.py for its runners.
 """
 
@@ -23,34 +25,17 @@ import harness
 import numpy as np
 
 import rnnfast
-from rnnfast import benchmark, functional
-from rnnfast.benchmark import GATED_GRID, Case, make_problem, torch_gated
+from rnnfast import benchmark
+from rnnfast.benchmark import GATED_GRID
 
-
-def inference_runners(case: Case) -> dict[str, Callable[[], Any]]:
-    """A gated case's inference forward (nothing kept for a backward): rnnfast (functional,
-    training=False) and torch under no_grad."""
-    p = make_problem(case)
-    if case.cell == "lstm":
-        b = p["b_ih"] + p["b_hh"]
-        args = (p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], b)
-        runners: dict[str, Callable[[], Any]] = {"rnnfast": lambda: functional.lstm_forward(*args)}
-    else:
-        args = (p["x"], p["h0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"])
-        runners = {"rnnfast": lambda: functional.gru_forward(*args)}
-    if importlib.util.find_spec("torch") is not None:
-        import torch
-
-        layer = torch_gated(p, case.cell)
-        x, h0 = torch.from_numpy(p["x"]), torch.from_numpy(p["h0"])[None]
-        state = (h0, torch.from_numpy(p["c0"])[None]) if case.cell == "lstm" else h0
-
-        def torch_forward() -> Any:
-            with torch.no_grad():
-                return layer(x, state)
-
-        runners["torch"] = torch_forward
-    return runners
+SECTIONS = (
+    ("train", "float32", "forward + backward, float32"),
+    ("train", "float64", "forward + backward, float64"),
+    ("inference", "float32", "inference forward, float32 (torch under no_grad)"),
+    ("packed", "float32", "forward + backward with lengths= (torch: pack_padded_sequence)"),
+    ("proj", "float32", "forward + backward with proj_size = H/2"),
+)
+"""(mode, dtype, title) of each table per cell (rnnfast.benchmark.Case.mode)."""
 
 
 def step_runners(
@@ -98,19 +83,17 @@ def main() -> None:
         print(f"warning: {blas['warning']}")
     for cell in args.cell:
         cases = [dataclasses.replace(c, cell=cell) for c in grid]
-        print(f"\n## {cell.upper()}: forward + backward, float32\n")
-        peers = [p for p in ("rnnfast", "torch", "jax") if p in benchmark.available_peers(cell)]
-        results = benchmark.run(cases, peers=peers, gemm_roof=benchmark.ROOF_GEMM_SIZE)
-        print(benchmark.format_table(results))
-        print(f"\n## {cell.upper()}: forward + backward, float64\n")
-        f64 = [dataclasses.replace(c, dtype="float64") for c in cases]
-        print(benchmark.format_table(benchmark.run(f64, peers=[p for p in peers if p != "jax"])))
-        print(f"\n## {cell.upper()}: inference forward, float32 (ms)\n")
-        for case in cases:
-            ms = harness.time_blocks(inference_runners(case))
-            ratio = ms["torch"] / ms["rnnfast"] if "torch" in ms else float("nan")
-            print(f"{case.label:>16}  " + "  ".join(f"{k} {v:.3f}" for k, v in ms.items())
-                  + f"  x vs torch {ratio:.2f}")  # fmt: skip
+        for mode, dtype, title in SECTIONS:
+            if mode == "proj" and cell != "lstm":
+                continue
+            print(f"\n## {cell.upper()}: {title}\n")
+            rows = [dataclasses.replace(c, mode=mode, dtype=dtype) for c in cases]
+            have = benchmark.available_peers(cell, mode)
+            peers = [p for p in ("rnnfast", "torch", "jax") if p in have]
+            if dtype == "float64":
+                peers = [p for p in peers if p != "jax"]
+            results = benchmark.run(rows, peers=peers, gemm_roof=benchmark.ROOF_GEMM_SIZE)
+            print(benchmark.format_table(results))
         us = harness.time_per_call(step_runners(cell), calls=2000)
         print(f"\n## {cell.upper()}.step B=1 D=32 H=128 (us per call): "
               + "  ".join(f"{k} {v:.2f}" for k, v in us.items()))  # fmt: skip

@@ -3,7 +3,8 @@
     pytest bench/test_bench_gated.py --benchmark-only --benchmark-columns=median,iqr,rounds
 
 Forward + BPTT of one layer (float32 against torch and JAX, float64 against torch), the
-inference forward and the streaming step against torch, one benchmark group per case: compare
+modes of rnnfast.benchmark.Case (inference forward, packed lengths=, LSTM proj_size) and the
+streaming step against torch, one benchmark group per case: compare
 the medians within a group (ratios, not absolute times: the machine is shared and noisy).
 Peers not installed are skipped. ``python bench/gated.py`` prints the same as one table.
 """
@@ -34,15 +35,23 @@ def test_forward_backward(benchmark, case, peer):
     benchmark(make_runner(peer, case))
 
 
-@pytest.mark.parametrize("peer", ["rnnfast", "torch"])
-@pytest.mark.parametrize("case", [c for c in CASES if c.dtype == "float32"],
-                         ids=lambda c: f"{c.cell}-{c.label}")  # fmt: skip
-def test_inference_forward(benchmark, case, peer):
-    runners = gated.inference_runners(case)
-    if peer not in runners:
-        pytest.skip(f"{peer} is not installed")
-    benchmark.group = f"{case.cell} inference forward {case.label}"
-    benchmark(runners[peer])
+MODE_CASES = [
+    dataclasses.replace(c, cell=cell, mode=mode)
+    for cell in CELLS
+    for mode in ("inference", "packed", "proj")
+    if mode != "proj" or cell == "lstm"
+    for c in GATED_GRID
+]
+
+
+@pytest.mark.parametrize("peer", ["rnnfast", "torch", "jax"])
+@pytest.mark.parametrize("case", MODE_CASES, ids=lambda c: f"{c.cell}-{c.mode}-{c.label}")
+def test_modes(benchmark, case, peer):
+    if peer not in available_peers(case.cell, case.mode):
+        pytest.skip(f"{peer} is not installed or has no {case.mode} mode")
+    benchmark.group = f"{case.cell} {case.mode} {case.label}"
+    benchmark.extra_info["gflop"] = case.flops / 1e9
+    benchmark(make_runner(peer, case))
 
 
 @pytest.mark.parametrize("peer", ["rnnfast", "torch"])

@@ -495,7 +495,9 @@ def fake_bench(monkeypatch):
         return results
 
     monkeypatch.setattr(benchmark, "run", run)
-    monkeypatch.setattr(benchmark, "available_peers", lambda cell="rnn": ["rnnfast", "numpy"])
+    monkeypatch.setattr(
+        benchmark, "available_peers", lambda cell="rnn", mode="train": ["rnnfast", "numpy"]
+    )
     return calls
 
 

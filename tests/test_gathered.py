@@ -133,11 +133,13 @@ def test_compiled_forward_is_the_plain_compiled_forward_bit_for_bit():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_second_lstm_backward_recomputes_its_workspace(backend):
-    c = case("lstm", np.float64)
-    out, g1 = gathered("lstm", c, c["w_ih"].T, backend)
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_second_gated_backward_recomputes_its_workspace(cell, backend):
+    # the compiled backwards write their gate gradients over the workspace
+    c = case(cell, np.float64)
+    out, g1 = gathered(cell, c, c["w_ih"].T, backend)
     g2 = F.gathered_backward(
-        "lstm", c["dh"], c["dc"], c["ids"], c["h0"], c["c0"], out.states, out.workspace,
+        cell, c["dh"], c["dc"], c["ids"], c["h0"], c["c0"], out.states, out.workspace,
         c["w_hh"], c["b_hh"], backend=backend,
     )  # fmt: skip
     np.testing.assert_allclose(g2.d_table, g1.d_table, rtol=1e-12)

@@ -395,3 +395,47 @@ def test_sigmoid_saturates_cleanly():
         p["x"] = (p["x"] * 1e4).astype(dtype)
         h, grads = run(p)
         assert np.isfinite(h).all() and all(np.isfinite(g).all() for g in grads)
+
+
+def test_forward_and_backward_peak_memory_is_one_workspace():
+    """Beyond the results (h, the gradients), a training forward and its backward hold at the
+    peak one (T, B, 4H) workspace: the backward writes its gate gradients over it."""
+    import tracemalloc
+
+    T, B, D, H = 30, 8, 16, 64
+    p = make(np.random.default_rng(9), T, B, D, H)
+    with K.tuned(overlap="off"):
+        run(p)  # warm up
+        tracemalloc.start()
+        h, grads = run(p)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    results = h.nbytes + sum(g.nbytes for g in grads if g is not None)
+    workspace = T * B * 4 * H * 8
+    # plus weight-sized scratch (the packed w_hh where no result's memory can hold it) and a
+    # step's (B, 3H) gradient
+    extra = p["w_hh"].nbytes + B * 3 * H * 8 + 64 * 1024
+    assert peak - results <= workspace + extra, (peak - results) / workspace
+
+
+@pytest.mark.parametrize("overlap", ["off", "on"])
+def test_backward_writes_its_gradients_over_the_workspace(overlap):
+    """The workspace's rows become [dr, dz, r dn, dn] (the oracle's gate gradients)."""
+    rng = np.random.default_rng(12)
+    p = make(rng, 7, 3, 4, 6)
+    with K.tuned(step_product="panel", overlap=overlap, overlap_chunk_rows=3):
+        h, ws = K.gru_forward(p["x"], p["h0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], True)
+        _, saved = oracle_forward(p["x"], p["h0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"])
+        K.gru_backward(p["dh"], p["x"], p["h0"], h, ws, p["w_ih"], p["w_hh"], p["b_hh"])
+    # the oracle's gradients of the pre-activations, step by step from the last
+    H = 6
+    carry = np.zeros((3, H))
+    for t in reversed(range(7)):
+        _, r, z, n, a = saved[t]
+        hp = p["h0"] if t == 0 else h[t - 1]
+        d = p["dh"][t] + carry
+        dn = d * (1 - z) * (1 - n * n)
+        dz = d * (hp - n) * z * (1 - z)
+        dr = dn * a * r * (1 - r)
+        assert_close(ws[t], np.concatenate([dr, dz, r * dn, dn], axis=1), 1e-12, f"ws[{t}]")
+        carry = d * z + np.concatenate([dr, dz, r * dn], axis=1) @ p["w_hh"]

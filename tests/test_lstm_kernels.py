@@ -486,3 +486,16 @@ def test_forward_and_backward_peak_memory_is_one_workspace():
     workspace = T * B * 4 * H * 8
     # plus weight-sized scratch (the packed w_hh where no result's memory can hold it)
     assert peak - results <= workspace + p["w_hh"].nbytes + 64 * 1024, (peak - results) / workspace
+
+
+def test_the_h1024_rows_step_on_the_panel_product():
+    """Issue 19's largest row (H = 1024, B = 64): w_hh of 16 MiB (LSTM) or 12 MiB (GRU) in
+    float32 is packed once a call for the panel product beside the helper thread, not repacked
+    by BLAS at every step (2-4x slower under load: bench/experiments/panel_weight_ab.py)."""
+    from conftest import step_product
+
+    k = kernels()
+    if not k.overlap_steps(50, 64, 512, 512, 4):  # H = 512 has the helper under either rule
+        pytest.skip("no helper thread here (one CPU available)")
+    for gates in (4, 3):
+        assert step_product(np.zeros((gates * 1024, 1024), np.float32), 64) == "panel", gates

@@ -412,7 +412,7 @@ def test_overlap_rule():
     # 48 rows a chunk: one step of 32
     assert KERNELS.overlap_steps(100, 32, 128, 256, 4) == (1 if two_threads else 0)
     assert KERNELS.overlap_steps(25, 1, 65, 100, 4) == 0  # too small to pay for a thread
-    assert KERNELS.overlap_steps(50, 64, 1024, 1500, 4) == 0  # BLAS steps: w_hh 9 MB
+    assert KERNELS.overlap_steps(50, 64, 1024, 4200, 4) == 0  # BLAS steps: w_hh 71 MB > 64 MiB
     assert KERNELS.overlap_steps(50, 300, 64, 256, 4) == 0  # BLAS steps: B > 256
     assert KERNELS.overlap_steps(6, 8, 64, 1024, 4) == 0  # one chunk of 6 steps
     with threadpoolctl.threadpool_limits(1):
@@ -423,7 +423,7 @@ def test_overlap_rule():
         # floats, more than the baseline holds in registers) they are BLAS steps, hence none
         small = step_product(np.zeros((64, 64), np.float32), 1) != "blas"
         assert KERNELS.overlap_steps(100, 1, 32, 64, 4) == (48 if small else 0)
-        assert KERNELS.overlap_steps(50, 64, 1024, 1500, 4) == 0  # still BLAS steps
+        assert KERNELS.overlap_steps(50, 64, 1024, 4200, 4) == 0  # still BLAS steps
     with overlap("off"):
         assert KERNELS.overlap_steps(100, 8, 64, 128, 4) == 0
 

@@ -49,6 +49,7 @@ __all__ = [
     "DEFAULT_GRID",
     "GATED_GRID",
     "GEMM_REPEATS",
+    "MODES",
     "PEERS",
     "QUICK_GRID",
     "ROOF_GEMM_SIZE",
@@ -71,6 +72,8 @@ PEERS = ("rnnfast", "reference", "numpy", "torch", "jax")
 CELLS = ("rnn", "lstm", "gru")
 """The cells a :class:`Case` can time: a tanh Elman layer, an LSTM, a GRU."""
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+MODES = ("train", "inference", "packed", "proj")
+"""What a :class:`Case` can time (:attr:`Case.mode`)."""
 # Between peers: OpenMP and BLAS worker threads keep spinning for a while after a parallel
 # region (python bench/spinning_pool.py shows how long and what it costs the next caller).
 _PAUSE_S = 0.3
@@ -87,12 +90,35 @@ class Case:
     dtype: str = "float32"
     cell: str = "rnn"
     """``"rnn"`` (tanh), ``"lstm"`` or ``"gru"``."""
+    mode: str = "train"
+    """What is timed (:data:`MODES`): ``"train"`` forward + backward; ``"inference"`` the
+    forward alone, nothing kept (torch under ``no_grad``); ``"packed"`` forward + backward of
+    a padded batch with per-sequence ``lengths`` (:attr:`lengths`; torch through
+    ``pack_padded_sequence``); ``"proj"`` forward + backward of an LSTM with
+    ``proj_size = H // 2`` (:attr:`proj_size`)."""
 
     def __post_init__(self) -> None:
         # A misspelled dtype is a TypeError here, not a float16 or float64 run timed as asked.
         object.__setattr__(self, "dtype", float_dtype(self.dtype).name)
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.mode == "proj" and (self.cell != "lstm" or self.H < 2):
+            raise ValueError(f"mode 'proj' needs an LSTM with H >= 2, got {self.cell} H={self.H}")
+
+    @property
+    def proj_size(self) -> int:
+        """P, an LSTM's projection in mode ``"proj"`` (``H // 2``), else 0."""
+        return self.H // 2 if self.mode == "proj" else 0
+
+    @property
+    def lengths(self) -> np.ndarray | None:
+        """Mode ``"packed"``: the (B,) valid lengths, evenly from T down to about T/2 (longest
+        first, as ``pack_padded_sequence`` wants them); None otherwise."""
+        if self.mode != "packed":
+            return None
+        return np.linspace(self.T, (self.T + 1) // 2, self.B).round().astype(np.int64)
 
     @property
     def gates(self) -> int:
@@ -101,9 +127,15 @@ class Case:
 
     @property
     def flops(self) -> int:
-        """Floating-point operations of forward + backward, ``6 * G * T * B * H * (D + H)``
-        (three passes of the products, G gate blocks)."""
-        return 6 * self.gates * self.T * self.B * self.H * (self.D + self.H)
+        """Floating-point operations of the products: forward + backward
+        ``6 * G * T * B * H * (D + H)`` (three passes, G gate blocks); the inference forward
+        one pass; packed, the valid steps only (``sum(lengths) * B`` for ``T * B``); with a
+        projection P, ``G * H * (D + P) + P * H`` for ``G * H * (D + H)``."""
+        passes = 1 if self.mode == "inference" else 3
+        rows = self.T * self.B if self.mode != "packed" else int(self.lengths.sum())
+        P = self.proj_size
+        per_row = self.gates * self.H * (self.D + (P or self.H)) + P * self.H
+        return 2 * passes * rows * per_row
 
     @property
     def label(self) -> str:
@@ -133,12 +165,13 @@ GATED_GRID = [
 a second (the char-RNN, and batches of 8 and 32)."""
 
 
-def available_peers(cell: str = "rnn") -> list[str]:
-    """The peers that can run ``cell`` here, in PEERS order."""
-    have = {"rnnfast": functional.HAVE_COMPILED, "reference": True, "numpy": cell == "rnn"}
+def available_peers(cell: str = "rnn", mode: str = "train") -> list[str]:
+    """The peers that can run ``cell`` in ``mode`` here, in PEERS order."""
+    have = {"rnnfast": functional.HAVE_COMPILED, "reference": True, "numpy": True}
     have["torch"] = importlib.util.find_spec("torch") is not None
     have["jax"] = importlib.util.find_spec("jax") is not None
-    return [p for p in PEERS if have[p]]
+    can = _peers_of(Case(1, 1, 1, 2, cell=cell, mode=mode))
+    return [p for p in PEERS if have[p] and p in can]
 
 
 def make_problem(
@@ -182,21 +215,25 @@ def make_problem(
 def _gated_problem(
     case: Case, rng: np.random.Generator, bias: bool, h0: bool
 ) -> dict[str, np.ndarray | None]:
-    """A gated cell's problem: x, h0, c0 (LSTM), w_ih (G*H, D), w_hh (G*H, H), b_ih, b_hh,
-    dh; as :func:`make_problem`."""
+    """A gated cell's problem: x, h0, c0 (LSTM), w_ih (G*H, D), w_hh (G*H, S), b_ih, b_hh,
+    dh, and with a projection (:attr:`Case.proj_size` P > 0) w_hr (P, H); S = P or H. As
+    :func:`make_problem`."""
     T, B, D, H, G = case.T, case.B, case.D, case.H, case.gates * case.H
+    S = case.proj_size or H
     bound = 1.0 / np.sqrt(H) if H > 0 else 1.0
     dt = np.dtype(case.dtype)
     arrays = {
         "x": rng.standard_normal((T, B, D)),
         "w_ih": rng.uniform(-bound, bound, (G, D)),
-        "w_hh": rng.uniform(-bound, bound, (G, H)),
+        "w_hh": rng.uniform(-bound, bound, (G, S)),
         "b_ih": rng.uniform(-bound, bound, G),
         "b_hh": rng.uniform(-bound, bound, G),
-        "h0": rng.standard_normal((B, H)),
+        "h0": rng.standard_normal((B, S)),
         "c0": rng.standard_normal((B, H)),
-        "dh": rng.standard_normal((T, B, H)),
+        "dh": rng.standard_normal((T, B, S)),
     }
+    if case.proj_size:
+        arrays["w_hr"] = rng.uniform(-bound, bound, (case.proj_size, H))
     out: dict[str, np.ndarray | None] = {k: v.astype(dt) for k, v in arrays.items()}
     if case.cell != "lstm":
         del out["c0"]
@@ -262,34 +299,73 @@ def _numpy(p: dict[str, np.ndarray]) -> Callable[[], Any]:
 def torch_rnn(p: dict[str, np.ndarray]) -> Any:
     """A one-layer torch.nn.RNN holding the problem ``p``'s weights (bias ``b`` as bias_ih,
     bias_hh zero)."""
+    return _torch_layer(p, "rnn")
+
+
+def _state_dict(p: dict[str, np.ndarray], cell: str) -> dict[str, np.ndarray]:
+    """The problem's weights under PyTorch's names (an Elman problem's bias ``b`` as bias_ih,
+    bias_hh zero; a projection's ``w_hr`` as weight_hr_l0)."""
+    d = {"weight_ih_l0": p["w_ih"], "weight_hh_l0": p["w_hh"]}
+    if cell == "rnn":
+        d["bias_ih_l0"], d["bias_hh_l0"] = p["b"], np.zeros_like(p["b"])
+    else:
+        d["bias_ih_l0"], d["bias_hh_l0"] = p["b_ih"], p["b_hh"]
+    if p.get("w_hr") is not None:
+        d["weight_hr_l0"] = p["w_hr"]
+    return d
+
+
+def _torch_layer(p: dict[str, np.ndarray], cell: str) -> Any:
     import torch
 
-    H, D = p["w_ih"].shape
-    rnn = torch.nn.RNN(D, H, dtype=getattr(torch, p["x"].dtype.name))
+    D, H = p["w_ih"].shape[1], p["w_ih"].shape[0] // _GATES[cell]
+    kwargs = {"proj_size": p["w_hr"].shape[0]} if p.get("w_hr") is not None else {}
+    module = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+    layer = module(D, H, dtype=getattr(torch, p["x"].dtype.name), **kwargs)
     with torch.no_grad():
-        rnn.weight_ih_l0.copy_(torch.from_numpy(p["w_ih"]))
-        rnn.weight_hh_l0.copy_(torch.from_numpy(p["w_hh"]))
-        rnn.bias_ih_l0.copy_(torch.from_numpy(p["b"]))
-        rnn.bias_hh_l0.zero_()
-    return rnn
+        for name, value in _state_dict(p, cell).items():
+            getattr(layer, name).copy_(torch.from_numpy(value))
+    return layer
 
 
-def _torch(p: dict[str, np.ndarray]) -> Callable[[], Any]:
+def _torch_runner(p: dict[str, np.ndarray], case: Case) -> Callable[[], Any]:
+    """torch.nn.RNN / LSTM / GRU in ``case.mode``: autograd forward + backward (returns dx),
+    packed through ``pack_padded_sequence``, or the forward under ``no_grad``."""
     import torch
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-    rnn = torch_rnn(p)
-    x = torch.from_numpy(p["x"]).requires_grad_()
-    h0 = torch.from_numpy(p["h0"])[None].clone().requires_grad_()
+    layer = _torch_layer(p, case.cell)
+    grad = case.mode != "inference"
+    x = torch.from_numpy(p["x"]).requires_grad_(grad)
+    keys = ("h0", "c0") if case.cell == "lstm" else ("h0",)
+    states = [torch.from_numpy(p[k])[None].clone().requires_grad_(grad) for k in keys]
+    state = tuple(states) if case.cell == "lstm" else states[0]
     g = torch.from_numpy(p["dh"])
+    lengths = None if case.lengths is None else torch.from_numpy(case.lengths)
+
+    def forward() -> Any:
+        if lengths is None:
+            return layer(x, state)[0]
+        out, _ = layer(pack_padded_sequence(x, lengths), state)
+        return pad_packed_sequence(out, total_length=case.T)[0]
+
+    if not grad:
+
+        def infer() -> Any:
+            with torch.no_grad():
+                return forward()
+
+        return infer
 
     def release() -> None:
-        rnn.zero_grad(set_to_none=True)
-        x.grad = h0.grad = None
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        for s in states:
+            s.grad = None
 
     def run() -> Any:
         release()
-        out, _ = rnn(x, h0)
-        (out * g).sum().backward()
+        (forward() * g).sum().backward()
         return x.grad
 
     run.release = release  # type: ignore[attr-defined]  # frees the gradients it holds
@@ -326,36 +402,47 @@ _FACTORIES: dict[str, Callable[[dict[str, np.ndarray]], Callable[[], Any]]] = {
     "rnnfast": _rnnfast_backend("cython"),
     "reference": _rnnfast_backend("numpy"),
     "numpy": _numpy,
-    "torch": _torch,
     "jax": _jax,
 }
 
 
-# The gated cells: the same peers (but numpy), each a factory of (problem, cell).
+# The gated cells and the modes: each a factory of (problem, case).
 
 
-def _gated_rnnfast(backend: str) -> Callable[[dict[str, np.ndarray], str], Callable[[], Any]]:
-    def factory(p: dict[str, np.ndarray], cell: str) -> Callable[[], Any]:
+def _rnnfast_runner(backend: str) -> Callable[[dict[str, np.ndarray], Case], Callable[[], Any]]:
+    """rnnfast on ``backend`` in ``case.mode``: the functional forward (+ backward), or for
+    ``"packed"`` the layer (rnnfast.RNN / LSTM / GRU) with ``lengths=``, its own way there."""
+
+    def factory(p: dict[str, np.ndarray], case: Case) -> Callable[[], Any]:
+        cell, mode = case.cell, case.mode
+        if mode == "packed":
+            return _rnnfast_packed(p, case, backend)
+        training = mode != "inference"
+        if cell == "rnn":
+            args = (p["x"], p["h0"], p["w_ih"], p["w_hh"])
+            if not training:
+                return lambda: functional.rnn_forward(*args, p["b"], backend=backend)
+            return _rnnfast_backend(backend)(p)
         if cell == "lstm":
-            b = p["b_ih"] + p["b_hh"]
+            b, w_hr = p["b_ih"] + p["b_hh"], p.get("w_hr")
+            fwd = (p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], b, w_hr)
 
             def run() -> Any:
-                out = functional.lstm_forward(
-                    p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], b, training=True,
-                    backend=backend,
-                )  # fmt: skip
+                out = functional.lstm_forward(*fwd, training=training, backend=backend)
+                if not training:
+                    return out
                 return functional.lstm_backward(
-                    p["dh"], None, p["x"], p["h0"], p["c0"], *out, p["w_ih"], p["w_hh"],
+                    p["dh"], None, p["x"], p["h0"], p["c0"], *out, p["w_ih"], p["w_hh"], w_hr,
                     backend=backend,
                 )  # fmt: skip
 
             return run
+        fwd = (p["x"], p["h0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"])
 
         def run_gru() -> Any:
-            out = functional.gru_forward(
-                p["x"], p["h0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], training=True,
-                backend=backend,
-            )  # fmt: skip
+            out = functional.gru_forward(*fwd, training=training, backend=backend)
+            if not training:
+                return out
             return functional.gru_backward(
                 p["dh"], p["x"], p["h0"], *out, p["w_ih"], p["w_hh"], p["b_hh"], backend=backend
             )
@@ -365,72 +452,51 @@ def _gated_rnnfast(backend: str) -> Callable[[dict[str, np.ndarray], str], Calla
     return factory
 
 
-def torch_gated(p: dict[str, np.ndarray], cell: str) -> Any:
-    """A one-layer torch.nn.LSTM or GRU holding the problem's weights."""
-    import torch
+def _rnnfast_packed(p: dict[str, np.ndarray], case: Case, backend: str) -> Callable[[], Any]:
+    from rnnfast import nn
 
-    D = p["w_ih"].shape[1]
-    module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
-    layer = module(D, p["w_hh"].shape[1], dtype=getattr(torch, p["x"].dtype.name))
-    with torch.no_grad():
-        for name, key in (("weight_ih_l0", "w_ih"), ("weight_hh_l0", "w_hh"),
-                          ("bias_ih_l0", "b_ih"), ("bias_hh_l0", "b_hh")):  # fmt: skip
-            getattr(layer, name).copy_(torch.from_numpy(p[key]))
-    return layer
-
-
-def _torch_state(p: dict[str, np.ndarray], cell: str, grad: bool) -> Any:
-    import torch
-
-    h0 = torch.from_numpy(p["h0"])[None].clone().requires_grad_(grad)
-    if cell == "lstm":
-        return h0, torch.from_numpy(p["c0"])[None].clone().requires_grad_(grad)
-    return h0
-
-
-def _torch_gated_runner(p: dict[str, np.ndarray], cell: str) -> Callable[[], Any]:
-    import torch
-
-    layer = torch_gated(p, cell)
-    x = torch.from_numpy(p["x"]).requires_grad_()
-    state = _torch_state(p, cell, True)
-    g = torch.from_numpy(p["dh"])
-
-    def release() -> None:
-        layer.zero_grad(set_to_none=True)
-        x.grad = None
-        for s in state if cell == "lstm" else (state,):
-            s.grad = None
+    module = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[case.cell]
+    layer = module(case.D, case.H, dtype=case.dtype, seed=0, backend=backend)
+    layer.load_state_dict(_state_dict(p, case.cell))
+    h0 = p["h0"][None]
+    state = (h0, p["c0"][None]) if case.cell == "lstm" else h0
+    x, g, lengths = p["x"], p["dh"], case.lengths
 
     def run() -> Any:
-        release()
-        out, _ = layer(x, state)
-        (out * g).sum().backward()
-        return x.grad
+        layer(x, state, lengths)
+        return layer.backward(g)
 
-    run.release = release  # type: ignore[attr-defined]
+    run.release = layer.zero_grad  # type: ignore[attr-defined]
     return run
 
 
-def _jax_cell(cell: str) -> Callable[..., Any]:
+def torch_gated(p: dict[str, np.ndarray], cell: str) -> Any:
+    """A one-layer torch.nn.LSTM or GRU holding the problem's weights (and an LSTM's
+    projection ``w_hr``, if the problem has one, as ``proj_size``)."""
+    return _torch_layer(p, cell)
+
+
+def _jax_cell(cell: str, projected: bool) -> Callable[..., Any]:
     """The cell's step for lax.scan: (carry, x-projection row) -> (carry, h)."""
     import jax
     import jax.numpy as jnp
 
-    def lstm_step(w_hh, b_hh):
+    def lstm_step(w):
         def step(carry, xw_t):
             h, c = carry
-            a = xw_t + h @ w_hh.T + b_hh
+            a = xw_t + h @ w["w_hh"].T + w["b_hh"]
             i, f, g, o = jnp.split(a, 4, axis=-1)
             c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
             h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            if projected:
+                h = h @ w["w_hr"].T
             return (h, c), h
 
         return step
 
-    def gru_step(w_hh, b_hh):
+    def gru_step(w):
         def step(h, xw_t):
-            gh = h @ w_hh.T + b_hh
+            gh = h @ w["w_hh"].T + w["b_hh"]
             xr, xz, xn = jnp.split(xw_t, 3, axis=-1)
             hr, hz, hn = jnp.split(gh, 3, axis=-1)
             r, z = jax.nn.sigmoid(xr + hr), jax.nn.sigmoid(xz + hz)
@@ -443,47 +509,61 @@ def _jax_cell(cell: str) -> Callable[..., Any]:
     return lstm_step if cell == "lstm" else gru_step
 
 
-def _jax_gated(p: dict[str, np.ndarray], cell: str) -> Callable[[], Any]:
+def _jax_gated(p: dict[str, np.ndarray], case: Case) -> Callable[[], Any]:
+    """A jitted lax.scan of the cell: the gradient of every input and weight (modes "train",
+    "proj"), or the forward alone ("inference")."""
     import jax
 
     if p["x"].dtype == np.float64:
         jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
 
-    make_step = _jax_cell(cell)
+    make_step = _jax_cell(case.cell, p.get("w_hr") is not None)
 
-    def loss(x, state, w_ih, w_hh, b_ih, b_hh, g):
-        xw = jnp.einsum("tbd,gd->tbg", x, w_ih) + b_ih  # the input projection hoisted
-        _, hs = jax.lax.scan(make_step(w_hh, b_hh), state, xw)
-        return jnp.sum(hs * g)
+    def states(x, state, w):
+        xw = jnp.einsum("tbd,gd->tbg", x, w["w_ih"]) + w["b_ih"]  # the input projection hoisted
+        return jax.lax.scan(make_step(w), state, xw)[1]
 
-    grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3, 4, 5)))
-    state = (jnp.asarray(p["h0"]), jnp.asarray(p["c0"])) if cell == "lstm" else jnp.asarray(p["h0"])
-    args = [jnp.asarray(p[k]) for k in ("x", "w_ih", "w_hh", "b_ih", "b_hh", "dh")]
+    keys = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")
+    w = {k: jnp.asarray(p[k]) for k in keys if p.get(k) is not None}
+    x, g = jnp.asarray(p["x"]), jnp.asarray(p["dh"])
+    state = jnp.asarray(p["h0"])
+    if case.cell == "lstm":
+        state = (state, jnp.asarray(p["c0"]))
+    if case.mode == "inference":
+        fn = jax.jit(states)
+        return lambda: jax.block_until_ready(fn(x, state, w))
+    grad = jax.jit(jax.grad(lambda x, s, w, g: jnp.sum(states(x, s, w) * g), argnums=(0, 1, 2)))
+    return lambda: jax.block_until_ready(grad(x, state, w, g))
 
-    def run() -> Any:
-        return jax.block_until_ready(grad(args[0], state, *args[1:]))
 
-    return run
-
-
-_GATED_FACTORIES: dict[str, Callable[[dict[str, np.ndarray], str], Callable[[], Any]]] = {
-    "rnnfast": _gated_rnnfast("cython"),
-    "reference": _gated_rnnfast("numpy"),
-    "torch": _torch_gated_runner,
+_RUNNERS: dict[str, Callable[[dict[str, np.ndarray], Case], Callable[[], Any]]] = {
+    "rnnfast": _rnnfast_runner("cython"),
+    "reference": _rnnfast_runner("numpy"),
+    "torch": _torch_runner,
     "jax": _jax_gated,
+}
+# The peers of each mode, in PEERS order (an Elman cell's numpy and jax peers: "train" only).
+_MODE_PEERS = {
+    "train": ("rnnfast", "reference", "numpy", "torch", "jax"),
+    "inference": ("rnnfast", "reference", "torch", "jax"),
+    "packed": ("rnnfast", "reference", "torch"),
+    "proj": ("rnnfast", "reference", "torch", "jax"),
 }
 
 
 def make_runner(peer: str, case: Case, seed: int = 0) -> Callable[[], Any]:
     """The timed call of ``peer`` for ``case`` (setup done, compiled where the peer compiles)."""
-    factories: Mapping[str, Any] = _FACTORIES if case.cell == "rnn" else _GATED_FACTORIES
-    if peer not in factories:
+    peers = _peers_of(case)
+    if peer not in peers:
         raise ValueError(
-            f"peer must be one of {tuple(factories)} for cell {case.cell!r}, got {peer!r}"
+            f"peer must be one of {peers} for cell {case.cell!r} in mode {case.mode!r}, "
+            f"got {peer!r}"
         )
     p = make_problem(case, seed)
-    return factories[peer](p) if case.cell == "rnn" else factories[peer](p, case.cell)
+    if case.cell == "rnn" and case.mode == "train" and peer != "torch":
+        return _FACTORIES[peer](p)
+    return _RUNNERS[peer](p, case)
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -545,11 +625,11 @@ def run(
     measured in the same moments as the case, which a roof timed before or after the whole
     table is not, on a machine whose speed changes over minutes.
     """
-    peers = available_peers() if peers is None else list(peers)
     rounds = max(1, rounds)
     results = []
     for i, case in enumerate(cases):
-        runners = {peer: make_runner(peer, case) for peer in peers if peer in _peers_of(case)}
+        have = available_peers(case.cell, case.mode) if peers is None else peers
+        runners = {peer: make_runner(peer, case) for peer in have if peer in _peers_of(case)}
         counts = {}
         for peer, fn in runners.items():
             first = _timed(fn)  # warm-up: caches, JIT compilation, thread pools
@@ -584,7 +664,11 @@ def run(
 
 
 def _peers_of(case: Case) -> tuple[str, ...]:
-    return PEERS if case.cell == "rnn" else tuple(_GATED_FACTORIES)
+    """The peers that can time ``case`` (installed or not)."""
+    peers = _MODE_PEERS[case.mode]
+    if case.cell == "rnn" and case.mode != "train":
+        return tuple(p for p in peers if p != "jax")
+    return peers if case.cell == "rnn" else tuple(p for p in peers if p != "numpy")
 
 
 # The roof's runner in a case's rotation (a name no peer has), its samples per block, and the
@@ -664,11 +748,13 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
     """
     by_case: dict[tuple, dict[str, dict[str, Any]]] = {}
     for r in results:
-        key = (r["T"], r["B"], r["D"], r["H"], r["dtype"], r.get("cell", "rnn"))
+        key = (r["T"], r["B"], r["D"], r["H"], r["dtype"], r.get("cell", "rnn"),
+               r.get("mode", "train"))  # fmt: skip
         by_case.setdefault(key, {})[r["peer"]] = r
     peers = [p for p in PEERS if any(p in row for row in by_case.values())]
     cells = len({key[5] for key in by_case}) > 1 or any(key[5] != "rnn" for key in by_case)
-    head = ["T,B,D,H", "dtype"] + (["cell"] if cells else [])
+    modes = any(key[6] != "train" for key in by_case)
+    head = ["T,B,D,H", "dtype"] + (["cell"] if cells else []) + (["mode"] if modes else [])
     for p in peers:
         head += [f"{p} ms", f"{p} GF/s"]
     others = [p for p in peers if p != "rnnfast"] if "rnnfast" in peers else []
@@ -677,8 +763,8 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
     if share:
         head += ["GEMM GF/s", "% of GEMM"]
     rows = [head]
-    for (T, B, D, H, dtype, cell), row in by_case.items():
-        line = [f"{T},{B},{D},{H}", dtype] + ([cell] if cells else [])
+    for (T, B, D, H, dtype, cell, mode), row in by_case.items():
+        line = [f"{T},{B},{D},{H}", dtype] + ([cell] if cells else []) + ([mode] if modes else [])
         for p in peers:
             r = row.get(p)
             line += ["-", "-"] if r is None else [f"{r['median_ms']:.3f}", f"{r['gflops']:.1f}"]

@@ -338,7 +338,8 @@ class Workspace:
     Opaque: its ``data`` belongs to the implementation that made it (the gate activations,
     e.g.). A backward on another backend recomputes it from the forward's arguments, so any
     forward/backward pair of backends gives the same gradients; so does a second backward
-    from a workspace whose memory the first used for its gradients (the compiled LSTM's).
+    from a workspace whose memory the first used for its gradients (the compiled LSTM's and
+    GRU's).
     """
 
     cell: str
@@ -740,10 +741,14 @@ def gru_backward(
     a, sizes, impl, _ = _gated_call("gru", named, _GRU_BACKWARD_LAYOUT, backend, check_finite)
     ws = _workspace(workspace, "gru", sizes, a["x"].dtype)
     data = ws.data
-    if ws.impl is not impl:  # another backend's workspace: this one's from the forward's
+    if ws.impl is not impl or data is None:  # another backend's, or used up: recompute it
         if (ws.bias is None) != (a["b_hh"] is None):
             raise ValueError("b_hh must be None exactly when the forward had no biases")
         data = impl.gru_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], ws.bias, a["b_hh"], True)[1]
+    elif impl is not _reference:
+        # The compiled backward writes its gradients over the workspace (as the LSTM's): a
+        # second backward from it recomputes it.
+        object.__setattr__(ws, "data", None)
     grads = impl.gru_backward(
         a["dh"], a["x"], a["h0"], a["h"], data, a["w_ih"], a["w_hh"], a["b_hh"]
     )
@@ -1125,9 +1130,9 @@ def gathered_backward(
         raise ValueError("b_hh must be None exactly when the forward had no biases")
     data = ws.data[0]
     if cell != "rnn" and (ws.impl is not impl or data is None):
-        # another backend's, or used up (the compiled LSTM's): recompute it
+        # another backend's, or used up (the compiled LSTM's or GRU's): recompute it
         data = _gathered_run(cell, impl, {**a, "table": ws.data[1]}, ws.bias, nonlinearity)[1]
-    elif impl is not _reference and cell == "lstm":
+    elif impl is not _reference and cell != "rnn":
         object.__setattr__(ws, "data", (None, ws.data[1]))  # the backward writes over it
     kept = _kept(buffers, cell, sizes, a["table"].dtype)
     grads = _gathered_grads(cell, impl, a, data, ws, nonlinearity, sizes["V"], kept)

@@ -592,6 +592,10 @@ cdef struct Loop:
     # are scaled by r on the recurrent side), and db_hh (NULL: db is the only bias gradient)
     const void* da_hh
     void* db_hh
+    # backward: the row length of da and da_hh (N; a GRU's 4H: both live in its workspace),
+    # and where the input side's gate columns are: da's columns [0, da_cut), then the rest
+    # from column da_rest (a GRU's dn after r dn: 2H and 3H); da_cut = N for all N in place
+    Py_ssize_t da_ld, da_cut, da_rest
     const void* h0
     void* dw_ih
     void* dw_hh
@@ -646,51 +650,63 @@ cdef void _grad_steps(floating* dummy, Loop* job, int which, Py_ssize_t t0, Py_s
                       bint first) noexcept nogil:
     """dw_ih (which = GRAD_IH) or dw_hh (GRAD_HH) of steps t0..t1-1, set by the ``first``
     chunk and added to by the rest."""
-    cdef Py_ssize_t B = job.B, D = job.D, H = job.H, N = job.N
-    cdef Py_ssize_t gstep = B * N, hstep = B * H
+    cdef Py_ssize_t B = job.B, D = job.D, H = job.H, N = job.N, ld = job.da_ld
+    cdef Py_ssize_t gstep = B * ld, hstep = B * H, cut = job.da_cut
     cdef const floating* da = <const floating*>job.da
     cdef floating beta = 0 if first else 1
     cdef Py_ssize_t hh0 = max(t0, 1)  # dw_hh pairs da[t] with h[t-1]; step 0 with h0
+    cdef const floating* x_rows = <const floating*>job.x + t0 * B * D
     if which == GRAD_IH:
         if job.dw_ih == NULL:
             return  # no dw_ih wanted: the caller derives it from da (a scatter-add by input id)
-        _bulk_gemm(Trans, NoTrans, N, D, (t1 - t0) * B, <floating>1, da + t0 * gstep, N,
-                   <const floating*>job.x + t0 * B * D, D, beta, <floating*>job.dw_ih, D)
+        _bulk_gemm(Trans, NoTrans, cut, D, (t1 - t0) * B, <floating>1, da + t0 * gstep, ld,
+                   x_rows, D, beta, <floating*>job.dw_ih, D)
+        if cut < N:  # the rest of the gate columns, apart
+            _bulk_gemm(Trans, NoTrans, N - cut, D, (t1 - t0) * B, <floating>1,
+                       da + t0 * gstep + job.da_rest, ld, x_rows, D, beta,
+                       <floating*>job.dw_ih + cut * D, D)
         return
     da = <const floating*>job.da_hh
     if first or t1 > hh0:  # with no rows (T = 1), the first GEMM still sets dw_hh to zero
         _bulk_gemm(Trans, NoTrans, N, H, max(0, t1 - hh0) * B, <floating>1, da + hh0 * gstep,
-                   N, <const floating*>job.h + (hh0 - 1) * hstep, H, beta,
+                   ld, <const floating*>job.h + (hh0 - 1) * hstep, H, beta,
                    <floating*>job.dw_hh, H)
     if t0 == 0 and job.h0 != NULL:
-        _bulk_gemm(Trans, NoTrans, N, H, B, <floating>1, da, N, <const floating*>job.h0, H,
+        _bulk_gemm(Trans, NoTrans, N, H, B, <floating>1, da, ld, <const floating*>job.h0, H,
                    <floating>1, <floating*>job.dw_hh, H)
+
+
+cdef inline void _add_col_sums(floating* out, const floating* a, Py_ssize_t rows,
+                               Py_ssize_t n, Py_ssize_t ld) noexcept nogil:
+    """out (n) += the column sums of a (rows, n), rows ld apart."""
+    cdef Py_ssize_t r, count = 1 if ld != n else rows  # rows apart: one at a time
+    if rows <= 0:
+        return
+    for r in range(rows // count):
+        if floating is float:
+            rnnfast_simd.add_col_sums_f32(out, a + r * ld, count, n)
+        else:
+            rnnfast_simd.add_col_sums_f64(out, a + r * ld, count, n)
 
 
 cdef void _bias_grad_steps(floating* dummy, Loop* job, Py_ssize_t t0, Py_ssize_t t1,
                            bint first) noexcept nogil:
     """db of steps t0..t1-1: the sum of their rows of da (set by the ``first`` chunk); and
     db_hh, from da_hh, if the cell has one."""
-    cdef Py_ssize_t N = job.N, i
+    cdef Py_ssize_t N = job.N, ld = job.da_ld, cut = job.da_cut, rows = (t1 - t0) * job.B, i
     cdef floating* db = <floating*>job.db
     cdef floating* db_hh = <floating*>job.db_hh
+    cdef const floating* da = <const floating*>job.da + t0 * job.B * ld
     if first:
         for i in range(N):
             db[i] = 0
             if db_hh != NULL:
                 db_hh[i] = 0
-    if floating is float:
-        rnnfast_simd.add_col_sums_f32(db, <const float*>job.da + t0 * job.B * N,
-                                      (t1 - t0) * job.B, N)
-        if db_hh != NULL:
-            rnnfast_simd.add_col_sums_f32(db_hh, <const float*>job.da_hh + t0 * job.B * N,
-                                          (t1 - t0) * job.B, N)
-    else:
-        rnnfast_simd.add_col_sums_f64(db, <const double*>job.da + t0 * job.B * N,
-                                      (t1 - t0) * job.B, N)
-        if db_hh != NULL:
-            rnnfast_simd.add_col_sums_f64(db_hh, <const double*>job.da_hh + t0 * job.B * N,
-                                          (t1 - t0) * job.B, N)
+    _add_col_sums(db, da, rows, cut, ld)
+    if cut < N:
+        _add_col_sums(db + cut, da + job.da_rest, rows, N - cut, ld)
+    if db_hh != NULL:
+        _add_col_sums(db_hh, <const floating*>job.da_hh + t0 * job.B * ld, rows, N, ld)
 
 
 cdef inline void _chunk_steps(Loop* job, Py_ssize_t k, Py_ssize_t* t0,
@@ -1024,6 +1040,7 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     job.h, job.da, job.cell = &h[0, 0, 0], da_ptr, cell
     job.x = NULL if x is None else &x[0, 0, 0]
     job.da_hh, job.db_hh = da_ptr, NULL
+    job.da_ld = job.da_cut = job.da_rest = N
     job.h0 = NULL if h0 is None else &h0[0, 0]
     job.dw_hh, job.db = &dw_hh[0, 0], &db[0]
     job.dw_ih = NULL if dw_ih is None else &dw_ih[0, 0]
@@ -1609,9 +1626,12 @@ def rnn_backward_plain(dh, x, h0, h, w_ih, w_hh, nonlinearity, Py_ssize_t blas_i
 # (B, 3H) buffer (the n rows are needed apart, to be scaled by r), the pointwise part in
 # simd_gru.h. b_ih and the r, z parts of b_hh are folded into one bias added in the pointwise
 # part; b_hn stays inside r * (...). The training forward keeps the workspace (T, B, 4H): per
-# row [r, z, n, W_hn h + b_hn]. Backward: two (T, B, 3H) gradients, da_x = [dr, dz, dn] (for
-# dw_ih, dx, db_ih) and da_h = [dr, dz, r dn] (for dw_hh, dh_prev, db_hh); the gradient into
-# h[t-1] is z dh + da_h[t] @ w_hh. No split forward (an output column needs all three gates).
+# row [r, z, n, W_hn h + b_hn]. Backward: the gradients written over it, per row
+# [dr, dz, r dn, dn]: da_h = its first 3H columns [dr, dz, r dn] (for dw_hh, dh_prev, db_hh)
+# and da_x = [dr, dz, dn] its columns 0..2H and 3H..4H (for dw_ih, dx, db_ih: the products
+# split in two), so that the peak is the one workspace; a step's da_h also goes to a (B, 3H)
+# buffer for the next step's product. The gradient into h[t-1] is z dh + da_h[t] @ w_hh. No
+# split forward (an output column needs all three gates).
 # ==============================================================================================
 
 cdef Cell _gru_cell() noexcept nogil:
@@ -1633,15 +1653,15 @@ cdef inline void _gru_pointwise_forward(const floating* g, const floating* gh,
         rnnfast_simd.gru_forward_f64(g, gh, bx, bhn, h_prev, out, ws, rows, H)
 
 
-cdef inline void _gru_pointwise_backward(floating* d, const floating* ws,
-                                         const floating* h_prev, floating* da_x,
+cdef inline void _gru_pointwise_backward(floating* d, floating* ws, const floating* h_prev,
                                          floating* da_h, Py_ssize_t rows,
                                          Py_ssize_t H) noexcept nogil:
-    """da_x, da_h (rows, 3H) from d = dL/dh' (rows, H), which becomes z d."""
+    """From d = dL/dh' (rows, H), which becomes z d: ws's rows (rows, 4H) [r, z, n, a] become
+    [dr, dz, r dn, dn], and da_h (rows, 3H) = [dr, dz, r dn]."""
     if floating is float:
-        rnnfast_simd.gru_backward_f32(d, ws, h_prev, da_x, da_h, rows, H)
+        rnnfast_simd.gru_backward_f32(d, ws, h_prev, da_h, rows, H)
     else:
-        rnnfast_simd.gru_backward_f64(d, ws, h_prev, da_x, da_h, rows, H)
+        rnnfast_simd.gru_backward_f64(d, ws, h_prev, da_h, rows, H)
 
 
 cdef void _gru_forward_steps(floating* gates, floating* gh, floating* out, Loop* job,
@@ -1731,25 +1751,27 @@ cdef void _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
 
 cdef void _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                         const floating[:, ::1] h0, const floating[:, :, ::1] h,
-                        const floating[:, :, ::1] ws, const floating[:, ::1] w_ih,
-                        const floating[:, ::1] w_hh, floating[:, :, ::1] da_x,
-                        floating[:, :, ::1] da_h, floating[:, ::1] carry,
+                        floating[:, :, ::1] ws, const floating[:, ::1] w_ih,
+                        const floating[:, ::1] w_hh, floating[:, ::1] da_step,
+                        floating[:, ::1] carry,
                         floating[:, :, ::1] dx, floating[:, ::1] dh0,
                         floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
                         floating[::1] db_hh, int kind, const floating[:, ::1] tail,
                         const floating[::1] packed, floating[::1] stage,
                         Py_ssize_t chunk) noexcept:
-    """As _backward, for the GRU: ``carry`` (B, H) holds the gradient into the step's output,
-    dh[t] + z dh_total[t+1] + da_h[t+1] @ w_hh. ``x``, ``w_ih``, ``dx`` and ``dw_ih`` None: as
-    in _backward (da_x left holding the input-side gate gradients)."""
+    """As _backward, for the GRU: the gradients written over the workspace ``ws`` (see the top
+    of this section), ``da_step`` (B, 3H) a step's da_h for the next step's product, ``carry``
+    (B, H) the gradient into the step's output, dh[t] + z dh_total[t+1] + da_h[t+1] @ w_hh.
+    ``x``, ``w_ih``, ``dx`` and ``dw_ih`` None: as in _backward (ws left holding the input-side
+    gate gradients)."""
     cdef Py_ssize_t T = dh.shape[0], B = dh.shape[1], D = 0 if x is None else x.shape[2]
     cdef Py_ssize_t N = w_hh.shape[0]
     cdef Py_ssize_t H = w_hh.shape[1]
-    cdef Py_ssize_t gstep = B * N, hstep = B * H, wstep = B * 4 * H, t, i
+    cdef Py_ssize_t hstep = B * H, wstep = B * 4 * H, t, i
     cdef StepProduct how = _step_product(kind, tail, packed, stage)
     cdef const floating* w_hh_ptr = &w_hh[0, 0]
-    cdef floating* dax = &da_x[0, 0, 0]
-    cdef floating* dah = &da_h[0, 0, 0]
+    cdef floating* wsp = &ws[0, 0, 0]
+    cdef floating* dah = &da_step[0, 0]
     cdef floating* d = &carry[0, 0]
     cdef const floating* dh_t
     cdef const floating* h0_ptr = NULL if h0 is None else &h0[0, 0]
@@ -1759,9 +1781,10 @@ cdef void _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] 
     job.is_double, job.backward, job.split = floating is double, True, False
     job.T, job.B, job.D, job.H, job.N, job.chunk, job.progress = T, B, D, H, N, chunk, 0
     job.claimed[0] = job.claimed[1] = job.done[0] = job.done[1] = 0
-    job.h, job.da, job.cell = &h[0, 0, 0], dax, _gru_cell()
+    job.h, job.da, job.cell = &h[0, 0, 0], wsp, _gru_cell()
     job.x = NULL if x is None else &x[0, 0, 0]
-    job.da_hh, job.db_hh, job.h0 = dah, &db_hh[0], h0_ptr
+    job.da_hh, job.db_hh, job.h0 = wsp, &db_hh[0], h0_ptr
+    job.da_ld, job.da_cut, job.da_rest = 4 * H, 2 * H, 3 * H
     job.dw_hh, job.db = &dw_hh[0, 0], &db_ih[0]
     job.dw_ih = NULL if dw_ih is None else &dw_ih[0, 0]
     with nogil:
@@ -1776,12 +1799,12 @@ cdef void _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] 
             dh_t = &dh[t, 0, 0]
             if t == T - 1:
                 memcpy(d, dh_t, hstep * sizeof(floating))
-            else:  # d holds z dh_total[t+1]
+            else:  # d holds z dh_total[t+1]; da_step, da_h[t+1]
                 for i in range(hstep):
                     d[i] += dh_t[i]
-                _add_matmul(d, dah + (t + 1) * gstep, w_hh_ptr, NoTrans, &how, B, N, H)
-            _gru_pointwise_backward(d, &ws[t, 0, 0], h0_ptr if t == 0 else &h[t - 1, 0, 0],
-                                    dax + t * gstep, dah + t * gstep, B, H)
+                _add_matmul(d, dah, w_hh_ptr, NoTrans, &how, B, N, H)
+            _gru_pointwise_backward(d, wsp + t * wstep, h0_ptr if t == 0 else &h[t - 1, 0, 0],
+                                    dah, B, H)
             if chunk > 0 and ((T - t) % chunk == 0 or t == 0):
                 rf_publish(&job.progress, T - t)
         # dh0 = z dh_total[0] + da_h[0] @ w_hh, by the step product (its packed w_hh may live
@@ -1790,19 +1813,21 @@ cdef void _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] 
         _add_matmul(&dh0[0, 0], dah, w_hh_ptr, NoTrans, &how, B, N, H)
         if chunk == 0:
             _serial_blas_end(saved)
-            _grad_steps(dax, &job, GRAD_IH, 0, T, True)
-            _grad_steps(dax, &job, GRAD_HH, 0, T, True)
-            _bias_grad_steps(dax, &job, 0, T, True)
+            _grad_steps(wsp, &job, GRAD_IH, 0, T, True)
+            _grad_steps(wsp, &job, GRAD_HH, 0, T, True)
+            _bias_grad_steps(wsp, &job, 0, T, True)
         elif not helper.running:
-            _helper_work(dax, &job)
-        # dx (T*B, D) = da_x (T*B, N) @ w_ih (N, D)
+            _helper_work(wsp, &job)
+        # dx (T*B, D) = da_x (T*B, 3H) @ w_ih (3H, D), da_x's columns in two parts
         if dx is not None:
-            _bulk_gemm(NoTrans, NoTrans, T * B, D, N, <floating>1, dax, N, &w_ih[0, 0], D,
-                       <floating>0, &dx[0, 0, 0], D)
+            _bulk_gemm(NoTrans, NoTrans, T * B, D, 2 * H, <floating>1, wsp, 4 * H, &w_ih[0, 0],
+                       D, <floating>0, &dx[0, 0, 0], D)
+            _bulk_gemm(NoTrans, NoTrans, T * B, D, H, <floating>1, wsp + 3 * H, 4 * H,
+                       &w_ih[2 * H, 0], D, <floating>1, &dx[0, 0, 0], D)
         if chunk > 0:
-            _finish_grads(dax, &job)
+            _finish_grads(wsp, &job)
             if helper.running and not rf_thread_join_or_cancel(&helper):
-                _helper_work(dax, &job)  # it had not begun: db here, in the same order
+                _helper_work(wsp, &job)  # it had not begun: db here, in the same order
             _serial_blas_end(saved)
         _serial_blas_end(shared)
         rf_call_leave()
@@ -1847,13 +1872,13 @@ def gru_backward(dh, x, h0, h, workspace, w_ih, w_hh, b_hh):
     """Compiled GRU BPTT: (dx, dh0, dw_ih, dw_hh, db_ih, db_hh), db_* None when b_hh is None.
 
     dh (T, B, H) the gradient from outside into every h[t]; workspace from gru_forward
-    (training=True).
+    (training=True), whose memory the gate gradients are written over (a second backward
+    needs the forward's workspace again).
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2]
     cdef Py_ssize_t N = w_hh.shape[0], H = w_hh.shape[1]
     dtype = x.dtype
-    da_x = np.empty((T, B, N), dtype=dtype)
-    da_h = np.empty((T, B, N), dtype=dtype)
+    da_step = np.empty((B, N), dtype=dtype)
     carry = np.empty((B, H), dtype=dtype)
     dx = np.empty((T, B, D), dtype=dtype)
     dh0 = np.empty((B, H), dtype=dtype)
@@ -1865,10 +1890,10 @@ def gru_backward(dh, x, h0, h, workspace, w_ih, w_hh, b_hh):
     kind, _, tail, packed, stage = step_operands(w_hh, B, False,
                                                  (dx,) if chunk else (dx, dw_ih, dw_hh))
     if dtype == np.float32:
-        _gru_backward[float](dh, x, h0, h, workspace, w_ih, w_hh, da_x, da_h, carry, dx, dh0,
+        _gru_backward[float](dh, x, h0, h, workspace, w_ih, w_hh, da_step, carry, dx, dh0,
                              dw_ih, dw_hh, db_ih, db_hh, kind, tail, packed, stage, chunk)
     else:
-        _gru_backward[double](dh, x, h0, h, workspace, w_ih, w_hh, da_x, da_h, carry, dx, dh0,
+        _gru_backward[double](dh, x, h0, h, workspace, w_ih, w_hh, da_step, carry, dx, dh0,
                               dw_ih, dw_hh, db_ih, db_hh, kind, tail, packed, stage, chunk)
     if b_hh is None:
         return dx, dh0, dw_ih, dw_hh, None, None
@@ -1951,8 +1976,9 @@ cdef void _gather_rows(floating* out, Py_ssize_t ld, const floating[:, ::1] tabl
 
 
 cdef void _scatter_rows(floating[:, ::1] out, const floating* da, Py_ssize_t ld,
-                        const cnp.int64_t[::1] ids) noexcept nogil:
-    """out (V, N) = the sum of the rows of da (ld apart) by id, in row order."""
+                        const cnp.int64_t[::1] ids, Py_ssize_t cut, Py_ssize_t rest) noexcept nogil:
+    """out (V, N) = the sum of the rows of da (ld apart) by id, in row order; a row's columns
+    cut.. N-1 start at da's column ``rest`` (the GRU's workspace layout; else cut = N)."""
     cdef Py_ssize_t r, j, N = out.shape[1]
     cdef floating* o
     cdef const floating* d
@@ -1960,7 +1986,10 @@ cdef void _scatter_rows(floating[:, ::1] out, const floating* da, Py_ssize_t ld,
     for r in range(ids.shape[0]):
         o = &out[ids[r], 0]
         d = da + r * ld
-        for j in range(N):
+        for j in range(cut):
+            o[j] += d[j]
+        d += rest - cut
+        for j in range(cut, N):
             o[j] += d[j]
 
 
@@ -1998,11 +2027,11 @@ def rnn_backward_gathered(dh, ids, h0, h, w_hh, nonlinearity, Py_ssize_t V, dict
     if dtype == np.float32:
         _backward[float](dh, None, h0, h, None, w_hh, da, None, dh0, None, dw_hh, db,
                          cell, kind, tail, packed, stage, chunk)
-        _scatter_rows[float](d_table, <float*>cnp.PyArray_DATA(da), N, ids.reshape(-1))
+        _scatter_rows[float](d_table, <float*>cnp.PyArray_DATA(da), N, ids.reshape(-1), N, N)
     else:
         _backward[double](dh, None, h0, h, None, w_hh, da, None, dh0, None, dw_hh, db,
                           cell, kind, tail, packed, stage, chunk)
-        _scatter_rows[double](d_table, <double*>cnp.PyArray_DATA(da), N, ids.reshape(-1))
+        _scatter_rows[double](d_table, <double*>cnp.PyArray_DATA(da), N, ids.reshape(-1), N, N)
     return d_table, dh0, dw_hh, db
 
 
@@ -2045,11 +2074,11 @@ def lstm_backward_gathered(dh, dc, ids, h0, c0, h, c, gates, w_hh, Py_ssize_t V,
     if dtype == np.float32:
         _backward[float](dh, None, h0, h, None, w_hh, gates, None, dh0, None, dw_hh, db,
                          cell, kind, tail, packed, stage, chunk, dc, c0, c, gates, dc0, dh_t)
-        _scatter_rows[float](d_table, <float*>cnp.PyArray_DATA(gates), N, ids.reshape(-1))
+        _scatter_rows[float](d_table, <float*>cnp.PyArray_DATA(gates), N, ids.reshape(-1), N, N)
     else:
         _backward[double](dh, None, h0, h, None, w_hh, gates, None, dh0, None, dw_hh, db,
                           cell, kind, tail, packed, stage, chunk, dc, c0, c, gates, dc0, dh_t)
-        _scatter_rows[double](d_table, <double*>cnp.PyArray_DATA(gates), N, ids.reshape(-1))
+        _scatter_rows[double](d_table, <double*>cnp.PyArray_DATA(gates), N, ids.reshape(-1), N, N)
     return d_table, dh0, dc0, dw_hh, db
 
 
@@ -2080,11 +2109,10 @@ def gru_forward_gathered(ids, table, h0, w_hh, b_ih, b_hh, training, dict kept=N
 def gru_backward_gathered(dh, ids, h0, h, workspace, w_hh, b_hh, Py_ssize_t V,
                           dict kept=None):
     """gru_backward after gru_forward_gathered: (d_table (V, 3H), dh0, dw_hh, db_ih, db_hh),
-    the biases' None when b_hh is None."""
+    the biases' None when b_hh is None. The workspace is written over, as by gru_backward."""
     cdef Py_ssize_t T = ids.shape[0], B = ids.shape[1], N = w_hh.shape[0], H = w_hh.shape[1]
     dtype = dh.dtype
-    da_x = _kept(kept, "da_x", (T, B, N), dtype)
-    da_h = _kept(kept, "da_h", (T, B, N), dtype)
+    da_step = _kept(kept, "da_step", (B, N), dtype)
     carry = _kept(kept, "carry", (B, H), dtype)
     dh0 = _kept(kept, "dh0", (B, H), dtype)
     dw_hh = _kept(kept, "dw_hh", (N, H), dtype)
@@ -2095,13 +2123,15 @@ def gru_backward_gathered(dh, ids, h0, h, workspace, w_hh, b_hh, Py_ssize_t V,
     kind, _, tail, packed, stage = _kept_operands(kept, "room_b", w_hh, B, False,
                                                   (d_table,) if chunk else (d_table, dw_hh))
     if dtype == np.float32:
-        _gru_backward[float](dh, None, h0, h, workspace, None, w_hh, da_x, da_h, carry, None,
+        _gru_backward[float](dh, None, h0, h, workspace, None, w_hh, da_step, carry, None,
                              dh0, None, dw_hh, db_ih, db_hh, kind, tail, packed, stage, chunk)
-        _scatter_rows[float](d_table, <float*>cnp.PyArray_DATA(da_x), N, ids.reshape(-1))
+        _scatter_rows[float](d_table, <float*>cnp.PyArray_DATA(workspace), 4 * H,
+                             ids.reshape(-1), 2 * H, 3 * H)
     else:
-        _gru_backward[double](dh, None, h0, h, workspace, None, w_hh, da_x, da_h, carry, None,
+        _gru_backward[double](dh, None, h0, h, workspace, None, w_hh, da_step, carry, None,
                               dh0, None, dw_hh, db_ih, db_hh, kind, tail, packed, stage, chunk)
-        _scatter_rows[double](d_table, <double*>cnp.PyArray_DATA(da_x), N, ids.reshape(-1))
+        _scatter_rows[double](d_table, <double*>cnp.PyArray_DATA(workspace), 4 * H,
+                              ids.reshape(-1), 2 * H, 3 * H)
     if b_hh is None:
         return d_table, dh0, dw_hh, None, None
     return d_table, dh0, dw_hh, db_ih, db_hh

@@ -62,17 +62,17 @@ cdef extern from "simd.h" nogil:
                                   const double*, const double*, Py_ssize_t,
                                   Py_ssize_t) noexcept nogil
         # GRU pointwise (simd_gru.h): forward(g, gh, bx, bhn, h_prev, out, ws, rows, H),
-        # backward(d, ws, h_prev, da_x, da_h, rows, H)
+        # backward(d, ws in place, h_prev, da_h, rows, H)
         void (*gru_forward_f32)(const float*, const float*, const float*, const float*,
                                 const float*, float*, float*, Py_ssize_t,
                                 Py_ssize_t) noexcept nogil
         void (*gru_forward_f64)(const double*, const double*, const double*, const double*,
                                 const double*, double*, double*, Py_ssize_t,
                                 Py_ssize_t) noexcept nogil
-        void (*gru_backward_f32)(float*, const float*, const float*, float*, float*,
-                                 Py_ssize_t, Py_ssize_t) noexcept nogil
-        void (*gru_backward_f64)(double*, const double*, const double*, double*, double*,
-                                 Py_ssize_t, Py_ssize_t) noexcept nogil
+        void (*gru_backward_f32)(float*, float*, const float*, float*, Py_ssize_t,
+                                 Py_ssize_t) noexcept nogil
+        void (*gru_backward_f64)(double*, double*, const double*, double*, Py_ssize_t,
+                                 Py_ssize_t) noexcept nogil
         Py_ssize_t vector_bytes
         Py_ssize_t max_vectors
         Py_ssize_t panel_vectors

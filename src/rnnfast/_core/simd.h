@@ -93,15 +93,14 @@ typedef struct {
     void (*lstm_backward_f64)(double *, const double *, double *, const double *, const double *,
                               const double *, const double *, ptrdiff_t, ptrdiff_t);
     /* GRU pointwise (simd_gru.h): forward (g, gh, bx, bhn, h_prev, out, ws, rows, H) and
-     * backward (d, ws, h_prev, da_x, da_h, rows, H) */
+     * backward (d, ws in place, h_prev, da_h, rows, H) */
     void (*gru_forward_f32)(const float *, const float *, const float *, const float *,
                             const float *, float *, float *, ptrdiff_t, ptrdiff_t);
     void (*gru_forward_f64)(const double *, const double *, const double *, const double *,
                             const double *, double *, double *, ptrdiff_t, ptrdiff_t);
-    void (*gru_backward_f32)(float *, const float *, const float *, float *, float *, ptrdiff_t,
+    void (*gru_backward_f32)(float *, float *, const float *, float *, ptrdiff_t, ptrdiff_t);
+    void (*gru_backward_f64)(double *, double *, const double *, double *, ptrdiff_t,
                              ptrdiff_t);
-    void (*gru_backward_f64)(double *, const double *, const double *, double *, double *,
-                             ptrdiff_t, ptrdiff_t);
     ptrdiff_t vector_bytes; /* the small product pads its columns to whole vectors */
     ptrdiff_t max_vectors;  /* ... and holds at most this many per row in registers */
     ptrdiff_t panel_vectors; /* a panel is this many vectors wide */

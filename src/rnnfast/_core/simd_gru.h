@@ -9,8 +9,9 @@
  *   backward: from d = dL/dh' and ws, h:
  *             dn = d (1 - z) (1 - n^2)            (the n pre-activation, input side)
  *             dz = d (h - n) z (1 - z),  dr = dn a r (1 - r)
- *             da_x = [dr, dz, dn]                 (-> dW_ih, dx, db_ih)
- *             da_h = [dr, dz, r dn]               (-> dW_hh, dh_prev, db_hh)
+ *             ws <- [dr, dz, r dn, dn]            (in place: da_h its first 3H columns,
+ *                                                  da_x = [dr, dz, dn] -> dW_ih, dx, db_ih)
+ *             da_h = [dr, dz, r dn]               (also apart: -> dh_prev)
  *             d <- d z                            (the direct part of dL/dh)
  */
 
@@ -115,31 +116,50 @@
             else RF(gru_forward_rows_##SFX)(g, gh, bx, bhn, hp, out, ws, rows, H, 0, 0, 0);      \
         }                                                                                        \
     }                                                                                            \
-    /* Rows of the backward (see the top): d (rows, H) in, d z out; ws (rows, 4H); hp (rows, H) \
-     * the state before (NULL: zeros); writes dx_ (rows, 3H) and dh_ (rows, 3H). Plain loops    \
-     * that gcc vectorizes (no transcendental). */                                               \
-    static void RF(gru_backward_##SFX)(T *restrict d, const T *restrict ws,                      \
-                                       const T *restrict hp, T *restrict dx_, T *restrict dh_,   \
-                                       ptrdiff_t rows, ptrdiff_t H)                              \
+    /* Rows of the backward (see the top): d (rows, H) in, d z out; ws (rows, 4H) [r, z, n, a] \
+     * in, [dr, dz, r dn, dn] out (in place: each element is read before it is written);      \
+     * hp (rows, H) the state before (NULL: zeros); writes da_h (rows, 3H) [dr, dz, r dn]. A   \
+     * vector loop and a scalar tail (no transcendental: the same arithmetic either way). */    \
+    static void RF(gru_backward_##SFX)(T *restrict d, T *ws, const T *restrict hp,              \
+                                       T *restrict da_h, ptrdiff_t rows, ptrdiff_t H)            \
     {                                                                                            \
+        typedef RF(vec_##SFX) VT;                                                                \
+        enum { VL = RF_VBYTES / sizeof(T) };                                                     \
         const ptrdiff_t N = 3 * H;                                                               \
         for (ptrdiff_t b = 0; b < rows; b++) {                                                   \
             T *restrict db_ = d + b * H;                                                         \
-            const T *restrict w = ws + b * 4 * H;                                                \
+            T *w = ws + b * 4 * H;                                                               \
             const T *restrict p = hp == NULL ? NULL : hp + b * H;                                \
-            T *restrict gx = dx_ + b * N, *restrict gh = dh_ + b * N;                            \
-            for (ptrdiff_t j = 0; j < H; j++) {                                                  \
+            T *restrict gh = da_h + b * N;                                                       \
+            ptrdiff_t j = 0;                                                                     \
+            for (; j + VL <= H; j += VL) {                                                       \
+                const VT r = *(const VT *)(w + j), z = *(const VT *)(w + H + j);                 \
+                const VT n = *(const VT *)(w + 2 * H + j), a = *(const VT *)(w + 3 * H + j);     \
+                const VT dd = *(const VT *)(db_ + j);                                            \
+                const VT h = p == NULL ? (VT){0} : *(const VT *)(p + j);                         \
+                const VT dn = dd * (1 - z) * (1 - n * n);                                        \
+                const VT dz = dd * (h - n) * (z * (1 - z));                                      \
+                const VT dr = dn * a * (r * (1 - r));                                            \
+                const VT rdn = r * dn;                                                           \
+                *(VT *)(w + j) = dr;                                                             \
+                *(VT *)(w + H + j) = dz;                                                         \
+                *(VT *)(w + 2 * H + j) = rdn;                                                    \
+                *(VT *)(w + 3 * H + j) = dn;                                                     \
+                *(VT *)(gh + j) = dr;                                                            \
+                *(VT *)(gh + H + j) = dz;                                                        \
+                *(VT *)(gh + 2 * H + j) = rdn;                                                   \
+                *(VT *)(db_ + j) = dd * z;                                                       \
+            }                                                                                    \
+            for (; j < H; j++) {                                                                 \
                 const T r = w[j], z = w[H + j], n = w[2 * H + j], a = w[3 * H + j];              \
                 const T dd = db_[j], h = p == NULL ? (T)0 : p[j];                                \
                 const T dn = dd * (1 - z) * (1 - n * n);                                         \
                 const T dz = dd * (h - n) * (z * (1 - z));                                       \
                 const T dr = dn * a * (r * (1 - r));                                             \
-                gx[j] = dr;                                                                      \
-                gx[H + j] = dz;                                                                  \
-                gx[2 * H + j] = dn;                                                              \
-                gh[j] = dr;                                                                      \
-                gh[H + j] = dz;                                                                  \
-                gh[2 * H + j] = r * dn;                                                          \
+                w[j] = gh[j] = dr;                                                               \
+                w[H + j] = gh[H + j] = dz;                                                       \
+                w[2 * H + j] = gh[2 * H + j] = r * dn;                                           \
+                w[3 * H + j] = dn;                                                               \
                 db_[j] = dd * z;                                                                 \
             }                                                                                    \
         }                                                                                        \

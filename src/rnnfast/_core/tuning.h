@@ -56,7 +56,10 @@ typedef struct {
         .panel_max_batch = 32,                                                                   \
         .panel_max_step_bytes = (ptrdiff_t)1 << 25,                                              \
         .panel_helped_max_batch = 256,                                                           \
-        .panel_helped_max_weight_bytes = (ptrdiff_t)1 << 23,                                     \
+        /* 64 MiB: the H = 1024 gated rows too (w_hh 16 MiB LSTM, 12 MiB GRU in f32), whose  \
+         * BLAS steps repack w_hh every step: 2-4x faster under load, the same idle            \
+         * (python bench/experiments/panel_weight_ab.py; docs/measurements/gated-modes.md) */ \
+        .panel_helped_max_weight_bytes = (ptrdiff_t)1 << 26,                                     \
         .serial_step_max_macs = (ptrdiff_t)1 << 20,                                              \
         .serial_gemm_max_macs = (ptrdiff_t)1 << 24,                                              \
         .overlap = RF_OVERLAP_AUTO,                                                              \

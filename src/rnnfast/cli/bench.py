@@ -56,6 +56,15 @@ def add_parser(commands: Commands) -> None:
         "/ GRU and a JAX lax.scan; the default grid is then the gated cells' own)",
     )
     p.add_argument(
+        "--mode",
+        choices=benchmark.MODES,
+        default="train",
+        help="what to time: forward + backward (train, the default); the forward alone "
+        "(inference, against torch under no_grad); forward + backward of a padded batch with "
+        "per-sequence lengths (packed, against torch's pack_padded_sequence); an LSTM with "
+        "proj_size H/2 (proj)",
+    )
+    p.add_argument(
         "--peers",
         nargs="+",
         choices=benchmark.PEERS,
@@ -131,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
         from rnnfast import _bench_contention
 
         return _bench_contention.cli(args)
-    available = list(benchmark.available_peers(args.cell))
+    if args.mode == "proj" and args.cell != "lstm":
+        raise UsageError("--mode proj: only an LSTM has a projection (add --cell lstm)")
+    available = list(benchmark.available_peers(args.cell, args.mode))
     if args.peers:
         missing = [p for p in args.peers if p not in available]
         if missing:
@@ -143,17 +154,24 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, option):
             check_writable(f"--{option}", getattr(args, option))
     if args.sizes:
-        cases = [benchmark.Case(*size, dtype=args.dtype, cell=args.cell) for size in args.sizes]
+        kind = {"dtype": args.dtype, "cell": args.cell, "mode": args.mode}
+        cases = [benchmark.Case(*size, **kind) for size in args.sizes]
     else:
         full = benchmark.DEFAULT_GRID if args.cell == "rnn" else benchmark.GATED_GRID
         grid = benchmark.QUICK_GRID if args.quick else full
-        cases = [dataclasses.replace(case, dtype=args.dtype, cell=args.cell) for case in grid]
+        cases = [
+            dataclasses.replace(case, dtype=args.dtype, cell=args.cell, mode=args.mode)
+            for case in grid
+        ]
     peers = args.peers or available
     what = "" if args.cell == "rnn" else f" {args.cell.upper()}"
-    print(
-        f"Timing{what} forward + backward of {len(cases)} cases with {', '.join(peers)}.",
-        flush=True,
-    )
+    timed = {
+        "train": "forward + backward",
+        "inference": "inference forward",
+        "packed": "packed (lengths=) forward + backward",
+        "proj": "projected (proj_size=H/2) forward + backward",
+    }[args.mode]
+    print(f"Timing{what} {timed} of {len(cases)} cases with {', '.join(peers)}.", flush=True)
     with progress_bar(len(cases), "bench", unit="case") as bar:
 
         def progress(done: int, total: int) -> None:
