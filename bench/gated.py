@@ -18,7 +18,7 @@ import argparse
 import dataclasses
 import datetime
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import harness
@@ -26,7 +26,7 @@ import numpy as np
 
 import rnnfast
 from rnnfast import benchmark
-from rnnfast.benchmark import GATED_GRID
+from rnnfast.benchmark import GATED_GRID, Case
 
 SECTIONS = (
     ("train", "float32", "forward + backward, float32"),
@@ -69,34 +69,47 @@ def step_runners(
     return runners
 
 
+def tables(cells: Sequence[str], grid: Sequence[Case], rounds: int = 3) -> Iterator[str]:
+    """Every table of the gated cells, one markdown section per (cell, mode, dtype) and one
+    for the streaming steps, as each is timed."""
+    for cell in cells:
+        cases = [dataclasses.replace(c, cell=cell) for c in grid]
+        for mode, dtype, title in SECTIONS:
+            if mode == "proj" and cell != "lstm":
+                continue
+            rows = [dataclasses.replace(c, mode=mode, dtype=dtype) for c in cases]
+            have = benchmark.available_peers(cell, mode)
+            peers = [p for p in ("rnnfast", "torch", "jax") if p in have]
+            if dtype == "float64":
+                peers = [p for p in peers if p != "jax"]
+            results = benchmark.run(
+                rows, peers=peers, rounds=rounds, gemm_roof=benchmark.ROOF_GEMM_SIZE
+            )
+            yield f"### {cell.upper()}: {title}\n\n```\n{benchmark.format_table(results)}\n```\n"
+    lines = ["| cell | " + " | ".join(step_runners(cells[0])) + " |"]
+    lines.append("|---" * len(lines[0].split("|")[1:-1]) + "|")
+    for cell in cells:
+        us = harness.time_per_call(step_runners(cell), calls=2000)
+        lines.append(f"| {cell} | " + " | ".join(f"{v:.2f}" for v in us.values()) + " |")
+    yield (
+        "### Gated streaming step, B=1 D=32 H=128, float32 (us per call; torch's LSTMCell / "
+        "GRUCell under no_grad)\n\n" + "\n".join(lines) + "\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cell", choices=("lstm", "gru"), nargs="+", default=["lstm", "gru"])
     parser.add_argument("--quick", action="store_true", help="the first three rows only")
     args = parser.parse_args()
-    grid = GATED_GRID[:3] if args.quick else GATED_GRID
     blas = benchmark.blas_info()
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     print(f"{date}, {benchmark.machine()}")
     print(f"BLAS of the kernels: {blas['library']} {blas['version']}, core {blas['core']}")
     if "warning" in blas:
         print(f"warning: {blas['warning']}")
-    for cell in args.cell:
-        cases = [dataclasses.replace(c, cell=cell) for c in grid]
-        for mode, dtype, title in SECTIONS:
-            if mode == "proj" and cell != "lstm":
-                continue
-            print(f"\n## {cell.upper()}: {title}\n")
-            rows = [dataclasses.replace(c, mode=mode, dtype=dtype) for c in cases]
-            have = benchmark.available_peers(cell, mode)
-            peers = [p for p in ("rnnfast", "torch", "jax") if p in have]
-            if dtype == "float64":
-                peers = [p for p in peers if p != "jax"]
-            results = benchmark.run(rows, peers=peers, gemm_roof=benchmark.ROOF_GEMM_SIZE)
-            print(benchmark.format_table(results))
-        us = harness.time_per_call(step_runners(cell), calls=2000)
-        print(f"\n## {cell.upper()}.step B=1 D=32 H=128 (us per call): "
-              + "  ".join(f"{k} {v:.2f}" for k, v in us.items()))  # fmt: skip
+    for text in tables(args.cell, GATED_GRID[:3] if args.quick else GATED_GRID):
+        print(text, flush=True)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import functools
 import sys
 from pathlib import Path
 
+import gated
 import harness
 import numpy as np
 
@@ -146,12 +147,16 @@ def main() -> None:
 
     from rnnfast._core import kernels as _kernels
 
+    blas = benchmark.blas_info()
+
     sections = [
         "# rnnfast benchmark results\n",
         f"- Command: `python {' '.join(sys.argv)}`",
         f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- Machine: {benchmark.machine()}; rnnfast SIMD level {_kernels.simd_level()}; "
         f"threads {rnnfast.get_num_threads()}",
+        f"- BLAS of the kernels (threadpoolctl): {blas['library']} {blas['version']}, core type "
+        f"{blas['core']}" + (f" (warning: {blas['warning']})" if "warning" in blas else ""),
         f"- Peers: {', '.join(benchmark.available_peers())}"
         + "".join(
             f"; {m} {__import__(m).__version__}"
@@ -168,17 +173,29 @@ def main() -> None:
     print(grid32, flush=True)
     grid64, _ = grid_section("float64", args.repeats, args.rounds)
     print(grid64, flush=True)
-    sections += [grid32, grid64]
+    sections += ["## Plain (Elman) RNN\n", grid32, grid64]
+    gated_parts = [
+        "## Gated cells (LSTM, GRU)\n\nFLOPs counted as `2*G*T*B*H*(D+H)` per pass (G = 4 "
+        "gates for the LSTM, 3 for "
+        "the GRU), three passes for forward + backward; `rnnfast bench --cell lstm|gru "
+        "[--mode inference|packed|proj] [--dtype float64]` times any of these rows.\n"
+    ]
+    for text in gated.tables(["lstm", "gru"], benchmark.GATED_GRID, rounds=min(args.rounds, 3)):
+        print(text, flush=True)
+        gated_parts.append(text)
     for make in (
         step_section,
         lambda: inference_section(train32),
         memory_section,
         threads_section,
-        train_section,
     ):
         text = make()
         print(text, flush=True)
         sections.append(text)
+    sections += gated_parts
+    text = train_section()
+    print(text, flush=True)
+    sections.append(text)
     Path(args.out).write_text("\n".join(sections))
     print(f"wrote {args.out}", file=sys.stderr)
 
