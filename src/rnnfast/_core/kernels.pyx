@@ -1092,8 +1092,8 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                        <floating>0, &dx[0, 0, 0], D)
         if chunk > 0:
             _finish_grads(da_ptr, &job)  # help with the weight gradients the helper has left
-            if helper.running and not rf_thread_join_or_cancel(&helper):
-                _helper_work(da_ptr, &job)  # it had not begun: db here, in the same order
+            if helper.running:  # every chunk is done (_finish_grads); it may not have begun
+                rf_thread_join_or_cancel(&helper)
             _serial_blas_end(saved)
         if dhs_ptr != NULL:  # da is free now: it holds m = o * tanh(c) of every step
             _projection_grad(da_ptr, act_ptr, c_ptr, dhs_ptr, &dw_hr[0, 0], T * B, Hc, H)
@@ -1826,8 +1826,8 @@ cdef void _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] 
                        &w_ih[2 * H, 0], D, <floating>1, &dx[0, 0, 0], D)
         if chunk > 0:
             _finish_grads(wsp, &job)
-            if helper.running and not rf_thread_join_or_cancel(&helper):
-                _helper_work(wsp, &job)  # it had not begun: db here, in the same order
+            if helper.running:  # every chunk is done (_finish_grads); it may not have begun
+                rf_thread_join_or_cancel(&helper)
             _serial_blas_end(saved)
         _serial_blas_end(shared)
         rf_call_leave()
