@@ -145,3 +145,110 @@ def test_matches_torch():
     loss, grad = mse(logits[..., 0], target)
     assert loss == pytest.approx(ref.item(), rel=1e-14)
     assert_close(grad, p.grad.numpy(), 1e-14, "mse grad")
+
+
+# ---- functional.linear_cross_entropy: a decoder and its loss in one call ----------------------
+
+from rnnfast import functional  # noqa: E402
+from rnnfast._backend import kernels as K  # noqa: E402
+
+BACKENDS = ["numpy"] + (["cython"] if K is not None else [])
+
+
+def decoder_expected(x, weight, bias, targets):
+    """softmax_cross_entropy of the Linear decoder's logits, and the backward by hand."""
+    logits = x @ weight.T + (0 if bias is None else bias)
+    loss, g = softmax_cross_entropy(logits, targets)
+    return loss, g.T, g @ weight, g.T @ x, None if bias is None else g.sum(0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize(
+    "N, H, V", [(1, 1, 1), (7, 5, 3), (37, 12, 15), (1600, 128, 61), (3000, 33, 17), (900, 8, 200)]
+)
+def test_linear_cross_entropy_is_the_decoder_and_its_loss(backend, dtype, bias, N, H, V):
+    """Sizes with partial vectors of columns, one and several column chunks, one and two row
+    blocks of dweight."""
+    rng = np.random.default_rng(N + V)
+    x = rng.standard_normal((N, H)).astype(dtype)
+    w = (rng.standard_normal((V, H)) * 0.5).astype(dtype)
+    b = rng.standard_normal(V).astype(dtype) if bias else None
+    t = rng.integers(0, V, N)
+    got = functional.linear_cross_entropy(x, w, b, t, backend=backend)
+    want = decoder_expected(*(a if a is None else a.astype(np.float64) for a in (x, w, b)), t)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    assert isinstance(got.loss, float)
+    assert_close(got.loss, want[0], tol, "loss")
+    for name, a, e in zip(("d_logits_t", "dx", "dweight", "dbias"), got[1:], want[1:], strict=True):
+        if e is None:
+            assert a is None
+            continue
+        assert a.dtype == dtype and a.shape == e.shape, name
+        np.testing.assert_allclose(a, e, rtol=tol, atol=tol * np.abs(e).max(), err_msg=name)
+
+
+@pytest.mark.skipif(K is None, reason="compiled kernels not built")
+def test_linear_cross_entropy_bits_do_not_depend_on_the_helper_thread():
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((3000, 64)), rng.standard_normal((61, 64))
+    b, t = rng.standard_normal(61), rng.integers(0, 61, 3000)
+    results = []
+    for overlap in ("off", "on", "on", "off"):
+        with K.tuned(overlap=overlap, overlap_min_macs=0):
+            results.append(functional.linear_cross_entropy(x, w, b, t, backend="cython"))
+    for r in results[1:]:
+        assert r.loss == results[0].loss
+        for a, e in zip(r[1:], results[0][1:], strict=True):
+            np.testing.assert_array_equal(a, e)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_linear_cross_entropy_writes_into_out(backend):
+    rng = np.random.default_rng(4)
+    x, w, b = rng.standard_normal((40, 6)), rng.standard_normal((9, 6)), rng.standard_normal(9)
+    t = rng.integers(0, 9, 40)
+    out = (np.full((9, 40), np.nan), np.full((40, 6), np.nan), np.full((9, 6), np.nan),
+           np.full(9, np.nan))  # fmt: skip
+    got = functional.linear_cross_entropy(x, w, b, t, out=out, backend=backend)
+    want = functional.linear_cross_entropy(x, w, b, t, backend=backend)
+    for a, o, e in zip(got[1:], out, want[1:], strict=True):
+        assert a is o
+        np.testing.assert_array_equal(a, e)
+    assert got.loss == want.loss
+
+
+def test_linear_cross_entropy_rejects_bad_arguments():
+    x, w, b, t = np.zeros((4, 3)), np.zeros((5, 3)), np.zeros(5), np.array([0, 1, 2, 4])
+    f = functional.linear_cross_entropy
+    good = (np.zeros((5, 4)), np.zeros((4, 3)), np.zeros((5, 3)), np.zeros(5))
+    with pytest.raises(ValueError, match="targets must be in"):
+        f(x, w, b, [0, 1, 2, 5])
+    with pytest.raises(ValueError, match="targets"):
+        f(x, w, b, [0, 1])
+    with pytest.raises(TypeError, match="targets must hold integers"):
+        f(x, w, b, np.zeros(4))
+    with pytest.raises(ValueError, match="weight"):
+        f(x, np.zeros((5, 2)), b, t)
+    with pytest.raises(ValueError, match="bias"):
+        f(x, w, np.zeros(4), t)
+    with pytest.raises(TypeError, match="weight has dtype float32"):
+        f(x, w.astype(np.float32), b, t)
+    with pytest.raises(ValueError, match="N >= 1"):
+        f(np.zeros((0, 3)), w, b, np.zeros(0, int))
+    with pytest.raises(TypeError, match="out must be"):
+        f(x, w, b, t, out=good[:3])
+    with pytest.raises(TypeError, match="dx must be a NumPy array of dtype float64"):
+        f(x, w, b, t, out=(good[0], good[1].astype(np.float32), good[2], good[3]))
+    with pytest.raises(ValueError, match="dweight"):
+        f(x, w, b, t, out=(good[0], good[1], np.zeros((5, 4)), good[3]))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        f(x, w, b, t, out=(np.zeros((4, 5)).T, *good[1:]))
+    with pytest.raises(ValueError, match="dbias must be None exactly"):
+        f(x, w, None, t, out=good)
+    room = np.zeros(25)
+    with pytest.raises(ValueError, match="overlap"):
+        f(x, w, b, t, out=(room[:20].reshape(5, 4), good[1], good[2], room[15:20]))
+    with pytest.raises(ValueError, match="overlap"):
+        f(good[1], w, b, t, out=good)

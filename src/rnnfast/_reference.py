@@ -316,3 +316,37 @@ def gru_step(x: np.ndarray, h: np.ndarray | None, params: tuple) -> tuple[np.nda
         hs.append(h1[0])
         inp = h1[0]
     return hs[-1].copy(), np.stack(hs)
+
+
+def linear_cross_entropy(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    targets: np.ndarray,
+    z: np.ndarray,
+    dx: np.ndarray,
+    dweight: np.ndarray,
+    dbias: np.ndarray | None,
+) -> float:
+    """The mean softmax cross-entropy of x @ weight.T + bias against ``targets``; writes the
+    gradient of the logits transposed into z (V, N), and dx, dweight, dbias. The logits are
+    kept transposed so that the reductions over the classes run along the long axis."""
+    N = x.shape[0]
+    np.matmul(weight, x.T, out=z)
+    if bias is not None:
+        z += bias[:, None]
+    columns = np.arange(N)
+    row = np.max(z, axis=0, keepdims=True)
+    z -= row
+    target_shifted = z[targets, columns]
+    np.exp(z, out=z)
+    np.sum(z, axis=0, keepdims=True, out=row)
+    loss = float((np.log(row[0]) - target_shifted).sum(dtype=np.float64)) / N
+    z /= row  # the softmax; minus one at each target, over the count:
+    z[targets, columns] -= 1
+    z /= z.dtype.type(N)
+    np.matmul(z.T, weight, out=dx)
+    np.matmul(z, x, out=dweight)
+    if dbias is not None:
+        np.sum(z, axis=1, out=dbias)
+    return loss

@@ -650,3 +650,64 @@ def gathered_arrays(
     }
     ready["ids"] = np.ascontiguousarray(ids, dtype=np.int64)
     return {k: ready[k] for k in named}, sizes
+
+
+# --------------------------------------------------------------------------------------------
+# The decoder's softmax cross-entropy (functional.linear_cross_entropy)
+
+
+def decoder_arrays(
+    x: Any, weight: Any, bias: Any, targets: Any, out: Any, blas_limit: int | None
+) -> tuple[list[np.ndarray | None], dict[str, int]]:
+    """Validate x (N, H) (it fixes the dtype), weight (V, H), bias (V,) or None, targets (N,)
+    integers in [0, V), and ``out``: None or the 4 arrays (d_logits_t (V, N), dx (N, H),
+    dweight (V, H), dbias (V,) or None exactly when bias is), each a writeable C-contiguous
+    array of the dtype, written in place. Returns [x, weight, bias, targets, *out] kernel-ready
+    (None for an ``out`` of None: the caller allocates) and the sizes N, H, V."""
+    x = as_float_array("x", x)
+    dtype = x.dtype.newbyteorder("=")
+    sizes: dict[str, int] = {}
+    check_shape("x", x, ("N", "H"), sizes)
+    weight = as_float_array("weight", weight, dtype, dtype_of="x")
+    check_shape("weight", weight, ("V", "H"), sizes)
+    if bias is not None:
+        bias = as_float_array("bias", bias, dtype, dtype_of="x")
+        check_shape("bias", bias, ("V",), sizes)
+    if sizes["N"] == 0 or sizes["V"] == 0:
+        raise ValueError(f"x and weight need N >= 1 examples and V >= 1 classes, got {sizes}")
+    t = as_ids("targets", targets, sizes["V"])
+    check_shape("targets", t, ("N",), sizes)
+    if blas_limit is not None:
+        N, H, V = sizes["N"], sizes["H"], sizes["V"]
+        check_blas_elements({"N * H (x)": N * H, "V * N (the logits)": V * N}, blas_limit)
+    arrays: list[np.ndarray | None] = [
+        kernel_ready(x, dtype),
+        kernel_ready(weight, dtype),
+        None if bias is None else kernel_ready(bias, dtype),
+        np.ascontiguousarray(t, dtype=np.int64),
+    ]
+    if out is None:
+        return [*arrays, None, None, None, None], sizes
+    if not isinstance(out, tuple | list) or len(out) != 4:
+        raise TypeError("out must be None or a tuple (d_logits_t, dx, dweight, dbias)")
+    shapes = {"d_logits_t": ("V", "N"), "dx": ("N", "H"), "dweight": ("V", "H"), "dbias": ("V",)}
+    for (name, dims), arr in zip(shapes.items(), out, strict=True):
+        if name == "dbias" and (arr is None) != (bias is None):
+            raise ValueError("out's dbias must be None exactly when bias is None")
+        if arr is None and name == "dbias":
+            arrays.append(None)
+            continue
+        if not isinstance(arr, np.ndarray) or arr.dtype != dtype:
+            got = arr.dtype if isinstance(arr, np.ndarray) else type(arr).__name__
+            raise TypeError(f"out's {name} must be a NumPy array of dtype {dtype}, got {got}")
+        check_shape(f"out's {name}", arr, dims, sizes)
+        if not (arr.flags.c_contiguous and arr.flags.aligned and arr.flags.writeable):
+            raise ValueError(f"out's {name} must be a writeable C-contiguous array")
+        arrays.append(arr)
+    written = [a for a in arrays[4:] if a is not None]
+    inputs = [a for a in arrays[:3] if a is not None]
+    if any(
+        np.may_share_memory(a, b) for i, a in enumerate(written) for b in written[i + 1 :] + inputs
+    ):
+        raise ValueError("out's arrays must not overlap each other or the inputs")
+    return arrays, sizes

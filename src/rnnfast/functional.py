@@ -54,6 +54,7 @@ __all__ = [
     "FLOAT_DTYPES",
     "HAVE_COMPILED",
     "NONLINEARITIES",
+    "DecoderGrads",
     "GRUGrads",
     "GRUOutput",
     "GatheredBuffers",
@@ -68,6 +69,7 @@ __all__ = [
     "gru_backward",
     "gru_forward",
     "gru_step",
+    "linear_cross_entropy",
     "lstm_backward",
     "lstm_forward",
     "lstm_step",
@@ -1179,3 +1181,75 @@ def _gathered_grads(
         return GatheredGrads(g[3].T, (g[1], g[2]), g[4], g[5], g[5])
     g = impl.gru_backward(dh, x, h0, h, data, w_ih, w_hh, b_hh)
     return GatheredGrads(g[2].T, (g[1],), g[3], g[4], g[5])
+
+
+# ----------------------------------------------------------------------------------------------
+# A decoder and its softmax cross-entropy, forward and backward in one call
+
+
+class DecoderGrads(NamedTuple):
+    """What :func:`linear_cross_entropy` returns."""
+
+    loss: float
+    """The mean cross-entropy over the N examples."""
+    d_logits_t: np.ndarray
+    """(V, N): the gradient of the loss with respect to the logits, transposed."""
+    dx: np.ndarray
+    """(N, H)."""
+    dweight: np.ndarray
+    """(V, H)."""
+    dbias: np.ndarray | None
+    """(V,), None without a bias."""
+
+
+def linear_cross_entropy(
+    x: Any,
+    weight: Any,
+    bias: Any | None,
+    targets: Any,
+    *,
+    out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None] | None = None,
+    backend: str = "auto",
+) -> DecoderGrads:
+    """The mean softmax cross-entropy of the logits ``x @ weight.T + bias`` against
+    ``targets``, and its gradients: a linear decoder and its loss, forward and backward in one
+    call (:func:`rnnfast.softmax_cross_entropy` of :class:`rnnfast.nn.Linear`'s output, and
+    their backward), the logits written once.
+
+    Args:
+        x: (N, H), float32 or float64 (it fixes the dtype).
+        weight: (V, H); bias: (V,) or None.
+        targets: (N,) integer classes in [0, V).
+        out: None (new arrays), or the arrays to write the results into: (d_logits_t (V, N),
+            dx (N, H), dweight (V, H), dbias (V,) or None exactly when ``bias`` is), each a
+            writeable C-contiguous array of x's dtype, none overlapping another or an input.
+        backend: as in :func:`rnn_forward`.
+
+    Returns:
+        DecoderGrads(loss, d_logits_t, dx, dweight, dbias) (the arrays ``out``'s if given).
+
+    Raises:
+        TypeError: non-float x, dtypes that differ, targets not integers, ``out`` not arrays of
+            x's dtype.
+        ValueError: a shape that disagrees with the others, N or V zero, a target out of range,
+            ``out`` arrays not writeable, not C-contiguous or overlapping.
+
+    Examples:
+        >>> g = linear_cross_entropy(np.zeros((2, 3)), np.zeros((4, 3)), None, [1, 3])
+        >>> round(g.loss, 4)  # log(4): a uniform guess over 4 classes
+        1.3863
+        >>> g.dx.shape, g.dweight.shape
+        ((2, 3), (4, 3))
+    """
+    kernels = compiled(backend)
+    limit = None if kernels is None else BLAS_INT_MAX
+    arrays, sizes = _validation.decoder_arrays(x, weight, bias, targets, out, limit)
+    x, weight, bias, t, z, dx, dweight, dbias = arrays
+    dtype, N, H, V = x.dtype, sizes["N"], sizes["H"], sizes["V"]
+    if out is None:
+        z, dx, dweight = np.empty((V, N), dtype), np.empty((N, H), dtype), np.empty((V, H), dtype)
+        dbias = None if bias is None else np.empty(V, dtype)
+    use = kernels is not None and H > 0 and hasattr(kernels, "linear_cross_entropy")
+    impl = kernels if use else _reference
+    loss = impl.linear_cross_entropy(x, weight, bias, t, z, dx, dweight, dbias)
+    return DecoderGrads(loss, z, dx, dweight, dbias)

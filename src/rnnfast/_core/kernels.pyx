@@ -2135,3 +2135,152 @@ def gru_backward_gathered(dh, ids, h0, h, workspace, w_hh, b_hh, Py_ssize_t V,
     if b_hh is None:
         return d_table, dh0, dw_hh, None, None
     return d_table, dh0, dw_hh, db_ih, db_hh
+
+
+# ---- the decoder and its softmax cross-entropy (a language model's training step) -------------
+# One call: logits = weight @ x.T, transposed (V, N), so that the softmax's reductions over the
+# classes run along the examples (decoder.h); turned in place into the gradient of the mean
+# cross-entropy, then dx = d_logits.T @ weight, dweight = d_logits @ x, dbias its row sums. The
+# work is items, the same for any thread count (so the same bits): column chunks of the
+# logits, each computed, softmaxed and multiplied into its rows of dx; then row blocks of
+# dweight and dbias, which need every chunk. With a helper thread (as the time loops'), the two
+# threads claim items in turn; one not yet begun leaves them all to the caller.
+
+from libc.stdint cimport int64_t
+
+cdef extern from "decoder.h" nogil:
+    double rf_softmax_xent_f32(float* z, Py_ssize_t ld, Py_ssize_t V, Py_ssize_t n,
+                               const float* bias, const int64_t* targets, float scale)
+    double rf_softmax_xent_f64(double* z, Py_ssize_t ld, Py_ssize_t V, Py_ssize_t n,
+                               const double* bias, const int64_t* targets, double scale)
+    void rf_row_sums_f32(float* out, const float* a, Py_ssize_t rows, Py_ssize_t n,
+                         Py_ssize_t ld)
+    void rf_row_sums_f64(double* out, const double* a, Py_ssize_t rows, Py_ssize_t n,
+                         Py_ssize_t ld)
+
+cdef enum:
+    DECODER_MAX_CHUNKS = 8
+
+
+cdef struct Decoder:
+    bint is_double
+    Py_ssize_t N, V, H
+    Py_ssize_t chunks, chunk_cols   # the logits' column chunks (items 0 .. chunks - 1)
+    Py_ssize_t blocks, block_rows   # dweight's row blocks (the items after them)
+    const void* x
+    const void* w
+    const void* bias
+    const int64_t* targets
+    void* z
+    void* dx
+    void* dw
+    void* db
+    double losses[DECODER_MAX_CHUNKS]  # each chunk's sum of cross-entropies
+    char _pad0[64]
+    Py_ssize_t claimed   # the next item to claim
+    char _pad1[64]
+    Py_ssize_t finished  # chunks done
+    char _pad2[64]
+
+
+cdef void _decoder_item(floating* dummy, Decoder* job, Py_ssize_t k) noexcept nogil:
+    cdef Py_ssize_t N = job.N, V = job.V, H = job.H, n0, n, v0, rows
+    cdef floating* z = <floating*>job.z
+    cdef const floating* x = <const floating*>job.x
+    cdef const floating* w = <const floating*>job.w
+    if k < job.chunks:
+        n0 = k * job.chunk_cols
+        n = min(N, n0 + job.chunk_cols) - n0
+        gemm(NoTrans, Trans, V, n, H, <floating>1, w, H, x + n0 * H, H, <floating>0, z + n0, N)
+        if floating is float:
+            job.losses[k] = rf_softmax_xent_f32(z + n0, N, V, n, <const float*>job.bias,
+                                                job.targets + n0, <float>(1.0 / N))
+        else:
+            job.losses[k] = rf_softmax_xent_f64(z + n0, N, V, n, <const double*>job.bias,
+                                                job.targets + n0, 1.0 / N)
+        gemm(Trans, NoTrans, n, H, V, <floating>1, z + n0, N, w, H, <floating>0,
+             <floating*>job.dx + n0 * H, H)
+        return
+    v0 = (k - job.chunks) * job.block_rows
+    rows = min(V, v0 + job.block_rows) - v0
+    gemm(NoTrans, NoTrans, rows, H, N, <floating>1, z + v0 * N, N, x, H, <floating>0,
+         <floating*>job.dw + v0 * H, H)
+    if job.db != NULL:
+        if floating is float:
+            rf_row_sums_f32(<float*>job.db + v0, <const float*>z + v0 * N, rows, N, N)
+        else:
+            rf_row_sums_f64(<double*>job.db + v0, <const double*>z + v0 * N, rows, N, N)
+
+
+cdef void _decoder_work(floating* dummy, Decoder* job, bint helper) noexcept nogil:
+    """Claim and run items until none is left. The helper steps aside at an item boundary once
+    another call is in flight (its caller runs what it leaves)."""
+    cdef Py_ssize_t k, total = job.chunks + job.blocks
+    while True:
+        k = rf_load(&job.claimed)
+        if k >= total:
+            return
+        if k >= job.chunks:  # dweight's rows need every chunk's gradient
+            if not helper:
+                rf_wait_for(&job.finished, job.chunks)
+            elif not rf_wait_uncrowded(&job.finished, job.chunks):
+                rf_count(&rf_helpers_stepped_aside)
+                return
+        elif helper and rf_crowded():
+            rf_count(&rf_helpers_stepped_aside)
+            return
+        if rf_claim(&job.claimed, k):
+            _decoder_item(dummy, job, k)
+            if k < job.chunks:
+                rf_count(&job.finished)
+
+
+cdef void* _decoder_main(void* arg) noexcept nogil:
+    cdef Decoder* job = <Decoder*>arg
+    if job.is_double:
+        _decoder_work[double](NULL, job, True)
+    else:
+        _decoder_work[float](NULL, job, True)
+    return NULL
+
+
+def linear_cross_entropy(x, weight, bias, targets, z, dx, dweight, dbias):
+    """The mean softmax cross-entropy of the logits x @ weight.T + bias (N, V) against
+    ``targets`` (N,) int64, and its gradients, written into z (V, N) (the logits' gradient,
+    transposed), dx (N, H), dweight (V, H) and dbias (V,) (None with no bias). x (N, H),
+    weight (V, H), bias (V,) or None. Returns the loss."""
+    cdef Decoder job
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], V = weight.shape[0], k
+    cdef double loss = 0
+    cdef bint saved
+    cdef rf_thread helper
+    job.is_double = x.dtype == np.float64
+    job.N, job.V, job.H = N, V, H
+    job.chunks = min(DECODER_MAX_CHUNKS, max(1, N // 384))
+    job.chunk_cols = ((N + job.chunks - 1) // job.chunks + 63) // 64 * 64
+    job.chunks = (N + job.chunk_cols - 1) // job.chunk_cols
+    job.blocks = 2 if V >= 16 else 1
+    job.block_rows = (V + job.blocks - 1) // job.blocks
+    job.x, job.w = cnp.PyArray_DATA(x), cnp.PyArray_DATA(weight)
+    job.bias = NULL if bias is None else cnp.PyArray_DATA(bias)
+    job.targets = <const int64_t*>cnp.PyArray_DATA(targets)
+    job.z, job.dx, job.dw = cnp.PyArray_DATA(z), cnp.PyArray_DATA(dx), cnp.PyArray_DATA(dweight)
+    job.db = NULL if dbias is None else cnp.PyArray_DATA(dbias)
+    job.claimed = job.finished = 0
+    with nogil:
+        rf_call_enter()  # a second call in flight: no helper (rf_thread_start)
+        saved = _serial_blas_begin(True)  # the items run BLAS on one thread each
+        helper.running = False
+        if (job.chunks + job.blocks > 2 and _helper_available()
+                and 3 * N * V * H >= rf_tuning_now.overlap_min_macs):
+            rf_thread_start(&helper, _decoder_main, &job)
+        if job.is_double:
+            _decoder_work[double](NULL, &job, False)
+        else:
+            _decoder_work[float](NULL, &job, False)
+        rf_thread_join_or_cancel(&helper)  # every item is done; the helper may not have begun
+        _serial_blas_end(saved)
+        rf_call_leave()
+    for k in range(job.chunks):
+        loss += job.losses[k]
+    return loss / N

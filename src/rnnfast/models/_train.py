@@ -12,14 +12,15 @@ the recurrent kernels it does here:
 - otherwise the one-hot input is one buffer per window length, kept across steps: each step
   clears the previous window's ones and sets its own (T * B writes, not a (T, B, V)
   allocation);
-- the decoder, the softmax and the cross-entropy gradient are fused: the logits are written
-  once, into a buffer kept across steps, and turned in place into the softmax, then into the
-  gradient (minus one at each target, divided by the count); the decoder's weight and bias
-  gradients are written straight into their (zeroed) gradient arrays, and the gradient of
-  the recurrent output into another kept buffer; every product is one 2-D GEMM;
+- the decoder, the softmax and the cross-entropy gradient are one call
+  (:func:`rnnfast.functional.linear_cross_entropy`): the logits are written once, into a buffer
+  kept across steps, and turned in place into the gradient; the decoder's weight and bias
+  gradients are written straight into their (zeroed) gradient arrays, and the gradient of the
+  recurrent output into another kept buffer; the kernel shares the work with the helper
+  thread of the time loops;
 - the gradients are zeroed, clipped (one norm) and the optimizer steps over the model's one
   flat gradient buffer and one flat parameter buffer (:class:`rnnfast.nn.module.FlatStore`);
-- NumPy's BLAS runs those small products on one thread (see :func:`_numpy_blas_serial`).
+- NumPy's BLAS runs any product left to it on one thread (see :func:`_numpy_blas_serial`).
 """
 
 from __future__ import annotations
@@ -79,10 +80,8 @@ class CrossEntropyStep:
                 "x": np.zeros((T, B, V), dtype) if self.one_hot else None,
                 "ones": None,  # the flat positions of x's ones
                 "row_starts": np.arange(N) * V,  # x's rows (t, b) in the flat x
-                "logits": np.empty((V, N), dtype),  # transposed: see __call__
-                "row": np.empty((1, N), dtype),
+                "logits": np.empty((V, N), dtype),  # (transposed: the softmax's gradient)
                 "d_out": np.empty((T, B, H), dtype),
-                "columns": np.arange(N),
             }
         return buffers
 
@@ -107,28 +106,14 @@ class CrossEntropyStep:
         else:
             output, state = model.rnn(self._encode(ids, buf), state)
         N, H = T * B, output.shape[-1]
-        x2 = output.reshape(N, H)
-        # The logits transposed, (V, N): the softmax's reductions over the classes then run
-        # along the long axis (a few vector passes) rather than over N rows of V.
-        z = np.matmul(self.weight, x2.T, out=buf["logits"])
-        if self.bias is not None:
-            z += self.bias[:, None]
-        row, columns, t = buf["row"], buf["columns"], targets.reshape(N)
-        z -= np.max(z, axis=0, keepdims=True, out=row)
-        target_shifted = z[t, columns]
-        np.exp(z, out=z)
-        np.sum(z, axis=0, keepdims=True, out=row)
-        losses = np.log(row[0]) - target_shifted
-        loss = float(losses.sum(dtype=np.float64)) / N
-        z /= row  # the softmax; minus one at each target, over the count:
-        z[t, columns] -= 1
-        z /= z.dtype.type(N)
-        # The gradients were zeroed: written, not added (the decoder is their only source).
-        np.matmul(z, x2, out=self.d_weight)
-        if self.d_bias is not None:
-            np.sum(z, axis=1, out=self.d_bias)
+        # The decoder, the softmax and the loss's gradient in one call, into kept arrays; the
+        # decoder's gradients were zeroed and it is their only source: written, not added.
         d_out = buf["d_out"]
-        np.matmul(z.T, self.weight, out=d_out.reshape(N, H))
+        out = (buf["logits"], d_out.reshape(N, H), self.d_weight, self.d_bias)
+        loss = functional.linear_cross_entropy(
+            output.reshape(N, H), self.weight, self.bias, targets.reshape(N), out=out,
+            backend=model.rnn.backend,
+        ).loss  # fmt: skip
         if self.gathered:
             layer_backward(d_out)
         else:
