@@ -168,3 +168,18 @@ def test_trains_a_model_with_memory():
     baseline = np.mean(y**2)  # predicting 0
     assert np.mean(result.losses[:5]) > 0.5 * baseline
     assert np.mean(result.losses[-10:]) < 0.1 * baseline
+
+
+@pytest.mark.parametrize(
+    "vocab", ["cab", ["\x00", "é", " ", "ÿ"], ["\x00", "é", "🙂", " "], ["z", "\U0010ffff", "a"]]
+)
+def test_encode_finds_every_character_and_names_the_first_unknown(vocab):
+    """Vocabularies of small code points (encode's table) and of large ones (its search)."""
+    model = rnnfast.CharRNN(vocab, 4, seed=0)
+    text = "".join(vocab[i] for i in [2, 0, 1, 1, 0, 2])
+    ids = model.encode(text)
+    assert ids.dtype == np.int64
+    np.testing.assert_array_equal(ids, [2, 0, 1, 1, 0, 2])
+    for bad in ["\x01", "d", "\u00fe", "\uffff", "\U0001f643"]:
+        with pytest.raises(ValueError, match=r"text\[2\] = .* is not in the model's vocabulary"):
+            model.encode(text[:2] + bad + text[2:])

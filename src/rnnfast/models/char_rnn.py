@@ -25,6 +25,8 @@ from rnnfast.train import (
 __all__ = ["CharRNN"]
 
 
+_CODE_TABLE_MAX = 1 << 16  # encode's table of ids by code point: 512 KiB at most
+
 class CharRNN(_RecurrentModel):
     """A character-level language model: text in, text out.
 
@@ -102,10 +104,17 @@ class CharRNN(_RecurrentModel):
             backend,
             cell,
         )
-        # Code points, sorted, with each one's token id: for a vectorized encode.
+        # Code points, sorted, with each one's token id: for a vectorized encode; and where the
+        # code points are small, the id of every code point up to the largest (-1: none), so
+        # that encode is one gather (a tenth of searchsorted's time: fit encodes its text at
+        # every call).
         codes = np.array([ord(c) for c in chars], dtype=np.uint32)
         order = np.argsort(codes)
         self._sorted_codes, self._code_ids = codes[order], order
+        self._code_table: np.ndarray | None = None
+        if len(codes) and int(codes.max()) < _CODE_TABLE_MAX:
+            self._code_table = np.full(int(codes.max()) + 2, -1, dtype=np.int64)
+            self._code_table[codes] = np.arange(len(codes))
 
     def _extra_shapes(self) -> list[tuple[int, ...]]:
         return [] if self.embedding_dim is None else [(len(self.vocab), self.embedding_dim)]
@@ -130,14 +139,19 @@ class CharRNN(_RecurrentModel):
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-        pos = np.minimum(np.searchsorted(self._sorted_codes, codes), len(self.vocab) - 1)
-        unknown = self._sorted_codes[pos] != codes
+        table = getattr(self, "_code_table", None)  # (None in a model pickled without it)
+        if table is not None:  # its last entry, -1, for every code point above the vocabulary's
+            ids = table[np.minimum(codes, len(table) - 1)]
+            unknown = ids < 0
+        else:
+            pos = np.minimum(np.searchsorted(self._sorted_codes, codes), len(self.vocab) - 1)
+            unknown = self._sorted_codes[pos] != codes
         if unknown.any():
             i = int(np.argmax(unknown))
             raise ValueError(
                 f"text[{i}] = {text[i]!r} is not in the model's vocabulary {self.vocab!r}"
             )
-        return self._code_ids[pos].astype(np.int64)
+        return ids if table is not None else self._code_ids[pos].astype(np.int64)
 
     def decode(self, ids: Iterable[int]) -> str:
         """The string of token ids."""
