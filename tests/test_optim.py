@@ -230,3 +230,60 @@ def test_optimizer_argument_checks():
     grads["w"] = np.zeros(4)  # replaced by something of the wrong shape
     with pytest.raises(ValueError, match=r"grads\['w'\] has shape \(4,\)"):
         opt.step()
+
+
+# ---- functional.adam_update: Adam over a flat buffer in one pass -----------------------------
+
+from rnnfast import functional  # noqa: E402
+from rnnfast._backend import kernels as _kernels  # noqa: E402
+
+
+@pytest.mark.parametrize("backend", ["numpy"] + (["cython"] if _kernels is not None else []))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_update_is_adams_numpy_update_bit_for_bit(backend, dtype):
+    """Several steps over 1,000 values (whole vectors and a tail), against Adam's per-parameter
+    update of the same arrays."""
+    rng = np.random.default_rng(7)
+    n = 1003
+    p = rng.standard_normal(n).astype(dtype)
+    ref = {"w": p.copy()}
+    grads = {"w": np.zeros(n, dtype)}
+    opt = rnnfast.Adam(ref, grads, lr=3e-3, betas=(0.8, 0.99), eps=1e-6)
+    opt._store = None  # the per-parameter update
+    m, v = np.zeros(n, dtype), np.zeros(n, dtype)
+    for step in range(1, 6):
+        g = (rng.standard_normal(n) * 10.0 ** rng.integers(-8, 3, n)).astype(dtype)
+        grads["w"][...] = g
+        opt.step()
+        functional.adam_update(
+            p, g, m, v, lr=3e-3, betas=(0.8, 0.99), eps=1e-6, step=step, backend=backend
+        )
+        np.testing.assert_array_equal(p, ref["w"])
+        np.testing.assert_array_equal(m, opt.state["w"]["exp_avg"])
+        np.testing.assert_array_equal(v, opt.state["w"]["exp_avg_sq"])
+
+
+def test_adam_update_rejects_bad_arrays():
+    a, b, c, d = (np.zeros(4) for _ in range(4))
+    kw = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "step": 1}
+    f = functional.adam_update
+    with pytest.raises(TypeError, match="grads must be a float32 or float64"):
+        f(a, [0.0] * 4, c, d, **kw)
+    with pytest.raises(TypeError, match="exp_avg has dtype float32"):
+        f(a, b, c.astype(np.float32), d, **kw)
+    with pytest.raises(ValueError, match="exp_avg_sq must have shape"):
+        f(a, b, c, np.zeros(5), **kw)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        f(np.zeros(8)[::2], b, c, d, **kw)
+    read_only = np.zeros(4)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="params is read-only"):
+        f(read_only, b, c, d, **kw)
+    with pytest.raises(ValueError, match="must not overlap"):
+        f(a, b, a, d, **kw)
+    with pytest.raises(ValueError, match="must not overlap"):
+        f(a, a, c, d, **kw)
+    with pytest.raises(ValueError, match="betas"):
+        f(a, b, c, d, **{**kw, "betas": (1.0, 0.9)})
+    with pytest.raises(ValueError, match="step"):
+        f(a, b, c, d, **{**kw, "step": 0})

@@ -350,3 +350,26 @@ def linear_cross_entropy(
     if dbias is not None:
         np.sum(z, axis=1, out=dbias)
     return loss
+
+
+def adam_update(
+    p: np.ndarray,
+    g: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    b1: float,
+    c1: float,
+    b2: float,
+    c2: float,
+    d: float,
+    eps: float,
+    s: float,
+) -> None:
+    """Adam's update in place: m = m * b1 + g * c1, v = v * b2 + (g * c2) * g,
+    p -= (m * s) / (sqrt(v) / d + eps), every constant in p's dtype."""
+    t = p.dtype.type
+    m *= t(b1)
+    m += g * t(c1)
+    v *= t(b2)
+    v += (g * t(c2)) * g
+    p -= (m * t(s)) / (np.sqrt(v) / t(d) + t(eps))

@@ -711,3 +711,29 @@ def decoder_arrays(
     ):
         raise ValueError("out's arrays must not overlap each other or the inputs")
     return arrays, sizes
+
+
+def flat_update_arrays(arrays: dict[str, Any], written: tuple[str, ...]) -> None:
+    """An optimizer's flat buffers (functional.adam_update): NumPy float arrays of one dtype,
+    1-D, one length, C-contiguous and aligned; those ``written`` writeable and apart from every
+    other."""
+    first = next(iter(arrays))
+    shape = dtype = None
+    for name, arr in arrays.items():
+        if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f" or not arr.dtype.isnative:
+            got = arr.dtype if isinstance(arr, np.ndarray) else type(arr).__name__
+            raise TypeError(f"{name} must be a float32 or float64 NumPy array, got {got}")
+        if dtype is None:
+            shape, dtype = arr.shape, arr.dtype
+        if arr.dtype != dtype or arr.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{name} has dtype {arr.dtype} but {first} has dtype {dtype}")
+        if arr.ndim != 1 or arr.shape != shape:
+            raise ValueError(f"{name} must have shape {shape} (1-D, as {first}), got {arr.shape}")
+        if not (arr.flags.c_contiguous and arr.flags.aligned):
+            raise ValueError(f"{name} must be a C-contiguous array")
+        if name in written and not arr.flags.writeable:
+            raise ValueError(f"{name} is read-only; it is updated in place")
+    for name in written:
+        for other, arr in arrays.items():
+            if other != name and np.may_share_memory(arrays[name], arr):
+                raise ValueError(f"{name} and {other} must not overlap")

@@ -36,6 +36,7 @@ Inf.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -64,6 +65,7 @@ __all__ = [
     "LSTMOutput",
     "RNNGrads",
     "Workspace",
+    "adam_update",
     "gathered_backward",
     "gathered_forward",
     "gru_backward",
@@ -1253,3 +1255,51 @@ def linear_cross_entropy(
     impl = kernels if use else _reference
     loss = impl.linear_cross_entropy(x, weight, bias, t, z, dx, dweight, dbias)
     return DecoderGrads(loss, z, dx, dweight, dbias)
+
+
+# ----------------------------------------------------------------------------------------------
+# An optimizer's update of a flat parameter buffer
+
+
+def adam_update(
+    params: np.ndarray,
+    grads: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    *,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    step: int,
+    backend: str = "auto",
+) -> None:
+    """Adam's update (PyTorch's, without weight decay) of 1-D ``params`` in place from
+    ``grads``, after ``step`` steps, its moments ``exp_avg`` and ``exp_avg_sq`` updated in place:
+    elementwise the operations of :class:`rnnfast.Adam`'s update in the same order, so the same
+    numbers, in one pass over the arrays.
+
+    Args:
+        params, exp_avg, exp_avg_sq: writeable C-contiguous 1-D float arrays of one dtype and
+            length, none overlapping another or ``grads``.
+        grads: a C-contiguous array like them (read only).
+        lr, betas, eps: the optimizer's (betas in [0, 1)).
+        step: the step count, from 1 at the first update.
+        backend: as in :func:`rnn_forward`.
+
+    Raises:
+        TypeError: not NumPy float arrays of one dtype.
+        ValueError: other shapes, read-only or non-contiguous arrays, overlapping arrays, betas
+            out of range, a step below 1.
+    """
+    kernels = compiled(backend)
+    arrays = {"params": params, "grads": grads, "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
+    _validation.flat_update_arrays(arrays, written=("params", "exp_avg", "exp_avg_sq"))
+    beta1, beta2 = (float(b) for b in betas)
+    if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
+        raise ValueError(f"betas must be in [0, 1), got {betas}")
+    step = _validation.check_int("step", step, 1)
+    t = params.dtype.type
+    constants = (t(beta1), t(1 - beta1), t(beta2), t(1 - beta2),
+                 t(math.sqrt(1 - beta2**step)), t(eps), t(lr / (1 - beta1**step)))  # fmt: skip
+    impl = kernels if kernels is not None and hasattr(kernels, "adam_update") else _reference
+    impl.adam_update(params, grads, exp_avg, exp_avg_sq, *(float(c) for c in constants))

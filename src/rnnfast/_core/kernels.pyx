@@ -2284,3 +2284,32 @@ def linear_cross_entropy(x, weight, bias, targets, z, dx, dweight, dbias):
     for k in range(job.chunks):
         loss += job.losses[k]
     return loss / N
+
+
+# ---- the optimizers' update over a flat buffer -----------------------------------------------
+
+cdef extern from "optim.h" nogil:
+    void rf_adam_f32(float* p, const float* g, float* m, float* v, Py_ssize_t n, float b1,
+                     float c1, float b2, float c2, float d, float eps, float s)
+    void rf_adam_f64(double* p, const double* g, double* m, double* v, Py_ssize_t n, double b1,
+                     double c1, double b2, double c2, double d, double eps, double s)
+
+
+def adam_update(p, g, m, v, double b1, double c1, double b2, double c2, double d, double eps,
+                double s):
+    """Adam's update of p from g, its moments m and v updated in place (1-D arrays of one
+    dtype and length); the constants as rnnfast._reference.adam_update takes them, each
+    already a value of that dtype."""
+    cdef Py_ssize_t n = p.shape[0]
+    cdef void* pp = cnp.PyArray_DATA(p)
+    cdef const void* gp = cnp.PyArray_DATA(g)
+    cdef void* mp = cnp.PyArray_DATA(m)
+    cdef void* vp = cnp.PyArray_DATA(v)
+    if p.dtype == np.float32:
+        with nogil:
+            rf_adam_f32(<float*>pp, <const float*>gp, <float*>mp, <float*>vp, n, <float>b1,
+                        <float>c1, <float>b2, <float>c2, <float>d, <float>eps, <float>s)
+    else:
+        with nogil:
+            rf_adam_f64(<double*>pp, <const double*>gp, <double*>mp, <double*>vp, n, b1, c1,
+                        b2, c2, d, eps, s)

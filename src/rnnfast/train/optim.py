@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnfast import functional
 from rnnfast._validation import asarray, check_flag, check_nonnegative
 from rnnfast.nn.module import FlatStore, find_store
 
@@ -289,32 +290,18 @@ class Adam(Optimizer):
         p -= t(step_size) * m / denom
 
     def _update_flat(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
-        """``_update`` over the flat buffer in place, through two scratch buffers kept across
-        steps: no allocation per step, and the same operations in the same order."""
+        """``_update`` over the flat buffer in place, in one pass of the kernels (the
+        reference's NumPy passes on its backend): the same operations in the same order."""
         if self.weight_decay:
             self._update(p, g, state)
             return
-        beta1, beta2 = self.betas
         if "exp_avg" not in state:
             state["exp_avg"] = np.zeros_like(p)
             state["exp_avg_sq"] = np.zeros_like(p)
-        scratch = getattr(self, "_scratch", None)
-        if scratch is None or scratch[0].shape != p.shape or scratch[0].dtype != p.dtype:
-            scratch = self._scratch = (np.empty_like(p), np.empty_like(p))
-        a, b = scratch
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        t = p.dtype.type
-        m *= t(beta1)
-        m += np.multiply(g, t(1 - beta1), out=a)
-        v *= t(beta2)
-        np.multiply(g, t(1 - beta2), out=a)
-        v += np.multiply(a, g, out=a)
-        step_size = self.lr / (1 - beta1**self.steps)
-        np.sqrt(v, out=a)
-        a /= t(math.sqrt(1 - beta2**self.steps))
-        a += t(self.eps)
-        np.multiply(m, t(step_size), out=b)
-        p -= np.divide(b, a, out=b)
+        functional.adam_update(
+            p, g, state["exp_avg"], state["exp_avg_sq"], lr=self.lr, betas=self.betas,
+            eps=self.eps, step=self.steps,
+        )  # fmt: skip
 
 
 def _arrays(grads: Mapping[str, np.ndarray] | Iterable[np.ndarray]) -> list[np.ndarray]:
