@@ -2141,12 +2141,16 @@ def gru_backward_gathered(dh, ids, h0, h, workspace, w_hh, b_hh, Py_ssize_t V,
 # One call: logits = weight @ x.T, transposed (V, N), so that the softmax's reductions over the
 # classes run along the examples (decoder.h); turned in place into the gradient of the mean
 # cross-entropy, then dx = d_logits.T @ weight, dweight = d_logits @ x, dbias its row sums. The
-# work is items, the same for any thread count (so the same bits): column chunks of the
-# logits, each computed, softmaxed and multiplied into its rows of dx; then row blocks of
-# dweight and dbias, which need every chunk. With a helper thread (as the time loops'), the two
-# threads claim items in turn; one not yet begun leaves them all to the caller.
+# work is column chunks of the logits, fixed by the sizes alone (so the same bits on any
+# thread count), each independent of the others: its logits, softmax and gradient, its rows
+# of dx, and its own terms of dweight and dbias (chunk 0's written in place, the others' in
+# scratch, added in chunk order at the end). With a helper thread (as the time loops'), the
+# two threads claim chunks in turn; the caller never waits for the helper but at the end, for
+# a chunk it has claimed (the wait that marks a helper late, threads.h), and a helper not yet
+# begun leaves every chunk to the caller.
 
 from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
 
 cdef extern from "decoder.h" nogil:
     double rf_softmax_xent_f32(float* z, Py_ssize_t ld, Py_ssize_t V, Py_ssize_t n,
@@ -2160,13 +2164,13 @@ cdef extern from "decoder.h" nogil:
 
 cdef enum:
     DECODER_MAX_CHUNKS = 8
+    DECODER_CHUNK_COLUMNS = 256  # about this many columns a chunk (a multiple of 16)
 
 
 cdef struct Decoder:
     bint is_double
     Py_ssize_t N, V, H
-    Py_ssize_t chunks, chunk_cols   # the logits' column chunks (items 0 .. chunks - 1)
-    Py_ssize_t blocks, block_rows   # dweight's row blocks (the items after them)
+    Py_ssize_t chunks, chunk_cols
     const void* x
     const void* w
     const void* bias
@@ -2175,64 +2179,55 @@ cdef struct Decoder:
     void* dx
     void* dw
     void* db
+    void* partial  # chunks 1 ..: dweight's terms (V, H) then dbias's (V), one after the other
     double losses[DECODER_MAX_CHUNKS]  # each chunk's sum of cross-entropies
     char _pad0[64]
-    Py_ssize_t claimed   # the next item to claim
+    Py_ssize_t claimed  # the next chunk to claim
     char _pad1[64]
-    Py_ssize_t finished  # chunks done
-    char _pad2[64]
 
 
-cdef void _decoder_item(floating* dummy, Decoder* job, Py_ssize_t k) noexcept nogil:
-    cdef Py_ssize_t N = job.N, V = job.V, H = job.H, n0, n, v0, rows
-    cdef floating* z = <floating*>job.z
-    cdef const floating* x = <const floating*>job.x
+cdef void _decoder_chunk(floating* dummy, Decoder* job, Py_ssize_t k) noexcept nogil:
+    cdef Py_ssize_t N = job.N, V = job.V, H = job.H
+    cdef Py_ssize_t n0 = k * job.chunk_cols
+    cdef Py_ssize_t n = min(N, n0 + job.chunk_cols) - n0
+    cdef floating* z = <floating*>job.z + n0
+    cdef const floating* x = <const floating*>job.x + n0 * H
     cdef const floating* w = <const floating*>job.w
-    if k < job.chunks:
-        n0 = k * job.chunk_cols
-        n = min(N, n0 + job.chunk_cols) - n0
-        gemm(NoTrans, Trans, V, n, H, <floating>1, w, H, x + n0 * H, H, <floating>0, z + n0, N)
+    cdef floating* dw = <floating*>job.dw
+    cdef floating* db = <floating*>job.db
+    if k > 0:
+        dw = <floating*>job.partial + (k - 1) * (V * H + V)
+        db = NULL if job.db == NULL else dw + V * H
+    gemm(NoTrans, Trans, V, n, H, <floating>1, w, H, x, H, <floating>0, z, N)
+    if floating is float:
+        job.losses[k] = rf_softmax_xent_f32(z, N, V, n, <const float*>job.bias, job.targets + n0,
+                                            <float>(1.0 / N))
+    else:
+        job.losses[k] = rf_softmax_xent_f64(z, N, V, n, <const double*>job.bias,
+                                            job.targets + n0, 1.0 / N)
+    gemm(Trans, NoTrans, n, H, V, <floating>1, z, N, w, H, <floating>0,
+         <floating*>job.dx + n0 * H, H)
+    gemm(NoTrans, NoTrans, V, H, n, <floating>1, z, N, x, H, <floating>0, dw, H)
+    if db != NULL:
         if floating is float:
-            job.losses[k] = rf_softmax_xent_f32(z + n0, N, V, n, <const float*>job.bias,
-                                                job.targets + n0, <float>(1.0 / N))
+            rf_row_sums_f32(db, z, V, n, N)
         else:
-            job.losses[k] = rf_softmax_xent_f64(z + n0, N, V, n, <const double*>job.bias,
-                                                job.targets + n0, 1.0 / N)
-        gemm(Trans, NoTrans, n, H, V, <floating>1, z + n0, N, w, H, <floating>0,
-             <floating*>job.dx + n0 * H, H)
-        return
-    v0 = (k - job.chunks) * job.block_rows
-    rows = min(V, v0 + job.block_rows) - v0
-    gemm(NoTrans, NoTrans, rows, H, N, <floating>1, z + v0 * N, N, x, H, <floating>0,
-         <floating*>job.dw + v0 * H, H)
-    if job.db != NULL:
-        if floating is float:
-            rf_row_sums_f32(<float*>job.db + v0, <const float*>z + v0 * N, rows, N, N)
-        else:
-            rf_row_sums_f64(<double*>job.db + v0, <const double*>z + v0 * N, rows, N, N)
+            rf_row_sums_f64(db, z, V, n, N)
 
 
 cdef void _decoder_work(floating* dummy, Decoder* job, bint helper) noexcept nogil:
-    """Claim and run items until none is left. The helper steps aside at an item boundary once
+    """Claim and run chunks until none is left. The helper steps aside at a chunk boundary once
     another call is in flight (its caller runs what it leaves)."""
-    cdef Py_ssize_t k, total = job.chunks + job.blocks
+    cdef Py_ssize_t k
     while True:
         k = rf_load(&job.claimed)
-        if k >= total:
+        if k >= job.chunks:
             return
-        if k >= job.chunks:  # dweight's rows need every chunk's gradient
-            if not helper:
-                rf_wait_for(&job.finished, job.chunks)
-            elif not rf_wait_uncrowded(&job.finished, job.chunks):
-                rf_count(&rf_helpers_stepped_aside)
-                return
-        elif helper and rf_crowded():
+        if helper and rf_crowded():
             rf_count(&rf_helpers_stepped_aside)
             return
         if rf_claim(&job.claimed, k):
-            _decoder_item(dummy, job, k)
-            if k < job.chunks:
-                rf_count(&job.finished)
+            _decoder_chunk(dummy, job, k)
 
 
 cdef void* _decoder_main(void* arg) noexcept nogil:
@@ -2244,6 +2239,21 @@ cdef void* _decoder_main(void* arg) noexcept nogil:
     return NULL
 
 
+cdef void _decoder_sum(floating* dummy, Decoder* job) noexcept nogil:
+    """dweight and dbias += the terms of chunks 1 .., in chunk order."""
+    cdef Py_ssize_t k, i, V = job.V, n = job.V * job.H
+    cdef floating* dw = <floating*>job.dw
+    cdef floating* db = <floating*>job.db
+    cdef const floating* part
+    for k in range(1, job.chunks):
+        part = <const floating*>job.partial + (k - 1) * (n + V)
+        for i in range(n):
+            dw[i] += part[i]
+        if db != NULL:
+            for i in range(V):
+                db[i] += part[n + i]
+
+
 def linear_cross_entropy(x, weight, bias, targets, z, dx, dweight, dbias):
     """The mean softmax cross-entropy of the logits x @ weight.T + bias (N, V) against
     ``targets`` (N,) int64, and its gradients, written into z (V, N) (the logits' gradient,
@@ -2251,36 +2261,46 @@ def linear_cross_entropy(x, weight, bias, targets, z, dx, dweight, dbias):
     weight (V, H), bias (V,) or None. Returns the loss."""
     cdef Decoder job
     cdef Py_ssize_t N = x.shape[0], H = x.shape[1], V = weight.shape[0], k
+    cdef size_t itemsize = x.dtype.itemsize
     cdef double loss = 0
     cdef bint saved
     cdef rf_thread helper
-    job.is_double = x.dtype == np.float64
+    job.is_double = itemsize == 8
     job.N, job.V, job.H = N, V, H
-    job.chunks = min(DECODER_MAX_CHUNKS, max(1, N // 384))
-    job.chunk_cols = ((N + job.chunks - 1) // job.chunks + 63) // 64 * 64
+    job.chunks = min(<Py_ssize_t>DECODER_MAX_CHUNKS, max(1, N // DECODER_CHUNK_COLUMNS))
+    job.chunk_cols = ((N + job.chunks - 1) // job.chunks + 15) // 16 * 16
     job.chunks = (N + job.chunk_cols - 1) // job.chunk_cols
-    job.blocks = 2 if V >= 16 else 1
-    job.block_rows = (V + job.blocks - 1) // job.blocks
     job.x, job.w = cnp.PyArray_DATA(x), cnp.PyArray_DATA(weight)
     job.bias = NULL if bias is None else cnp.PyArray_DATA(bias)
     job.targets = <const int64_t*>cnp.PyArray_DATA(targets)
     job.z, job.dx, job.dw = cnp.PyArray_DATA(z), cnp.PyArray_DATA(dx), cnp.PyArray_DATA(dweight)
     job.db = NULL if dbias is None else cnp.PyArray_DATA(dbias)
-    job.claimed = job.finished = 0
+    job.claimed = 0
+    # (malloc: after its first free the allocator hands the same memory back, no fresh pages)
+    job.partial = NULL
+    if job.chunks > 1:
+        job.partial = malloc((job.chunks - 1) * (V * H + V) * itemsize)
+        if job.partial == NULL:
+            raise MemoryError("linear_cross_entropy: no memory for the chunks' terms")
     with nogil:
         rf_call_enter()  # a second call in flight: no helper (rf_thread_start)
-        saved = _serial_blas_begin(True)  # the items run BLAS on one thread each
+        saved = _serial_blas_begin(True)  # the chunks run BLAS on one thread each
         helper.running = False
-        if (job.chunks + job.blocks > 2 and _helper_available()
-                and 3 * N * V * H >= rf_tuning_now.overlap_min_macs):
+        if job.chunks > 1 and _helper_available() and (
+                3 * N * V * H >= rf_tuning_now.overlap_min_macs):
             rf_thread_start(&helper, _decoder_main, &job)
         if job.is_double:
             _decoder_work[double](NULL, &job, False)
         else:
             _decoder_work[float](NULL, &job, False)
-        rf_thread_join_or_cancel(&helper)  # every item is done; the helper may not have begun
+        rf_thread_join_or_cancel(&helper)  # every chunk is done; the helper may not have begun
+        if job.is_double:
+            _decoder_sum[double](NULL, &job)
+        else:
+            _decoder_sum[float](NULL, &job)
         _serial_blas_end(saved)
         rf_call_leave()
+    free(job.partial)
     for k in range(job.chunks):
         loss += job.losses[k]
     return loss / N
