@@ -2163,8 +2163,8 @@ cdef extern from "decoder.h" nogil:
                          Py_ssize_t ld)
 
 cdef enum:
-    DECODER_MAX_CHUNKS = 8
-    DECODER_CHUNK_COLUMNS = 256  # about this many columns a chunk (a multiple of 16)
+    DECODER_MAX_CHUNKS = 16
+    DECODER_CHUNK_COLUMNS = 96  # about this many columns a chunk (a multiple of 16)
 
 
 cdef struct Decoder:
