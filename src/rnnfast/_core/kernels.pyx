@@ -1149,7 +1149,7 @@ cdef void _projection_steps(floating* dummy, Loop* job, Py_ssize_t t0, Py_ssize_
     dw_hh's chunks: on whichever thread runs them, in their one order, so that it is the
     same whichever thread ran which (and the helper's BLAS calls all stay on one thread)."""
     cdef Py_ssize_t B = job.B, P = job.H, Hc = job.N // 4, r0 = t0 * B
-    if job.dw_hr == NULL:
+    if job.cell.code != CELL_LSTM or job.dw_hr == NULL:  # (only _backward sets dw_hr)
         return
     _projection_grad(<floating*>job.m, <const floating*>job.act + r0 * 4 * Hc,
                      <const floating*>job.c + r0 * Hc, <const floating*>job.dhs + r0 * P,
