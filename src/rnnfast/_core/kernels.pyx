@@ -621,6 +621,15 @@ cdef struct Loop:
     # a step's o * tanh(c) before it
     const void* w_hr
     void* m
+    # ... the projection's per-step product (forward h = m @ w_hr.T, backward dm = d_out @
+    # w_hr), run as w_hh's: w_hr is then its operand as step_operands returned it
+    StepProduct how_r
+    # ... backward with a helper: dw_hr (P, Hc) summed in dw_hh's chunks (_projection_steps)
+    # from dhs (T, B, P) the steps' output gradients, act (T, B, 4Hc) and c the forward's
+    # activations and cells; m then holds a chunk's o * tanh(c) (chunk * B, Hc)
+    void* dw_hr
+    const void* dhs
+    const void* act
 
 
 cdef Py_ssize_t _overlap_chunk(int kind, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D,
@@ -728,6 +737,7 @@ cdef bint _run_grad_chunk(floating* dummy, Loop* job, int which, Py_ssize_t k) n
     _grad_steps(dummy, job, which, t0, t1, k == 0)
     if which == GRAD_HH:
         _bias_grad_steps(dummy, job, t0, t1, k == 0)
+        _projection_steps(dummy, job, t0, t1, k == 0)
     rf_publish(&job.done[which], k + 1)
     return True
 
@@ -922,7 +932,8 @@ cdef void _forward_steps(floating* gates, floating* out, Loop* job, const floati
             _cell_forward(&cell, g_t, b_ptr, h_t, B, Hc, Hc, c_prev, c_t)
         else:  # h[t] (B, P) = m (B, Hc) @ w_hr.T
             _cell_forward(&cell, g_t, b_ptr, m, B, Hc, Hc, c_prev, c_t)
-            _dot_product(h_t, m, w_hr, <const floating*>NULL, B, Hc, H)
+            memset(h_t, 0, hstep * sizeof(floating))
+            _add_matmul(h_t, m, w_hr, Trans, &job.how_r, B, Hc, H)
     if job.chunk > 0:
         rf_thread_join_or_cancel(&helper)  # every chunk is done; the helper may not have begun
     _serial_blas_end(saved)
@@ -935,11 +946,12 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                    const floating[::1] packed, floating[::1] stage,
                    floating[:, :, ::1] gates_ws=None, const floating[:, ::1] c0=None,
                    floating[:, :, ::1] c=None, const floating[:, ::1] w_hr=None,
-                   floating[:, ::1] m=None) noexcept:
+                   floating[:, ::1] m=None, const StepProduct* how_r=NULL) noexcept:
     """Elman: the gates are h itself. LSTM: ``gates_ws`` (T, B, 4Hc) the gates (left holding
     their activations), ``c`` (T, B, Hc) the cell states, ``c0`` (B, Hc) or None; with a
-    projection ``w_hr`` (P, Hc) (h and w_hh then have P columns) and ``m`` (B, Hc) a step's
-    scratch. ``x`` and ``w_ih`` None: the gates come filled with the input projection."""
+    projection (h and w_hh then have P columns) ``how_r`` its product and ``w_hr`` its operand,
+    as step_operands(w_hr (P, Hc), B, True) gave them, and ``m`` (B, Hc) a step's scratch.
+    ``x`` and ``w_ih`` None: the gates come filled with the input projection."""
     cdef Py_ssize_t T = h.shape[0], B = h.shape[1], D = 0 if x is None else x.shape[2]
     cdef Py_ssize_t N = w_hh.shape[0]
     cdef Py_ssize_t H = w_hh.shape[1]
@@ -965,6 +977,8 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     job.c0 = NULL if c0 is None else &c0[0, 0]
     job.w_hr = NULL if w_hr is None else &w_hr[0, 0]
     job.m = NULL if m is None else &m[0, 0]
+    if how_r != NULL:
+        job.how_r = how_r[0]
     with nogil:
         # Another call in flight (another Python thread): this one starts no helper
         # (rf_thread_start) and keeps BLAS at one thread, the cores being the callers'.
@@ -1000,7 +1014,8 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                     const floating[:, :, ::1] act=None, floating[:, ::1] dc=None,
                     floating[:, ::1] dh_t=None, const floating[:, ::1] w_hr=None,
                     const floating[:, ::1] w_hr_t=None, floating[:, :, ::1] dhs=None,
-                    floating[:, ::1] dw_hr=None) noexcept:
+                    floating[:, ::1] dw_hr=None, const StepProduct* how_r=NULL,
+                    floating[:, ::1] m_rows=None) noexcept:
     """``chunk`` > 0: overlap the weight gradients in chunks of that many steps (the caller
     decided, with _overlap_chunk, before placing the packed w_hh in dx's memory only).
 
@@ -1008,9 +1023,11 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     ``c0`` (B, H) or None, ``dc_ext`` (T, B, H) or None the gradient into c from outside;
     ``dc`` (B, H), zeros on entry, carries the gradient into c[t-1] and ends as dc0; ``dh_t``
     (B, H) holds a step's output gradient. With a projection (H = P the state's width, Hc the
-    cell's): ``w_hr`` (P, Hc) and ``w_hr_t`` its transpose, ``dhs`` (T, B, P) keeps every
-    step's output gradient for dw_hr (P, Hc), one GEMM after the loop; ``dh_t`` (B, Hc) then
-    holds a step's gradient into o * tanh(c). ``x``, ``w_ih``, ``dx`` and ``dw_ih`` None (the
+    cell's): ``how_r`` the product dm = d_out @ w_hr and ``w_hr_t`` its operand, as
+    step_operands(w_hr.T (Hc, P), B, True) gave them; ``dhs`` (T, B, P) keeps every step's
+    output gradient for dw_hr (P, Hc): with a helper (``chunk`` > 0) summed in dw_hh's chunks,
+    their o * tanh(c) rebuilt in ``m_rows`` (chunk * B, Hc), else one GEMM after the loop;
+    ``dh_t`` (B, Hc) then holds a step's gradient into o * tanh(c). ``x``, ``w_ih``, ``dx`` and ``dw_ih`` None (the
     forward's gates came filled): neither dx nor dw_ih is computed, ``da`` is left holding the
     gate gradients."""
     cdef Py_ssize_t T = dh.shape[0], B = dh.shape[1], D = 0 if x is None else x.shape[2]
@@ -1044,6 +1061,12 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     job.h0 = NULL if h0 is None else &h0[0, 0]
     job.dw_hh, job.db = &dw_hh[0, 0], &db[0]
     job.dw_ih = NULL if dw_ih is None else &dw_ih[0, 0]
+    job.dw_hr = NULL  # (set below for dw_hh's chunks to sum dw_hr too)
+    if how_r != NULL:
+        job.how_r = how_r[0]
+        if chunk > 0:
+            job.dw_hr, job.dhs, job.act = &dw_hr[0, 0], dhs_ptr, act_ptr
+            job.c, job.m = <void*>c_ptr, &m_rows[0, 0]
     with nogil:
         shared = _serial_blas_begin(rf_call_enter() > 1)  # as in _forward
         if chunk > 0:
@@ -1062,7 +1085,8 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                 if t < T - 1:
                     _add_matmul(d_out, da_t + gstep, w_hh_ptr, NoTrans, &how, B, N, H)
                 if dhs_ptr != NULL:  # through the projection: dm (B, Hc) = d_out @ w_hr
-                    _dot_product(dh_ptr, d_out, w_hr_t_ptr, <const floating*>NULL, B, H, Hc)
+                    memset(dh_ptr, 0, cstep * sizeof(floating))
+                    _add_matmul(dh_ptr, d_out, w_hr_t_ptr, Trans, &job.how_r, B, H, Hc)
                 _lstm_backward_step(da_t, dh_ptr, dc_ptr,
                                     NULL if dce_ptr == NULL else dce_ptr + t * cstep,
                                     act_ptr + t * gstep, c_ptr + t * cstep,
@@ -1095,17 +1119,18 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
             if helper.running:  # every chunk is done (_finish_grads); it may not have begun
                 rf_thread_join_or_cancel(&helper)
             _serial_blas_end(saved)
-        if dhs_ptr != NULL:  # da is free now: it holds m = o * tanh(c) of every step
-            _projection_grad(da_ptr, act_ptr, c_ptr, dhs_ptr, &dw_hr[0, 0], T * B, Hc, H)
+        if dhs_ptr != NULL and chunk == 0:  # da is free now: it holds m of every step
+            _projection_grad(da_ptr, act_ptr, c_ptr, dhs_ptr, &dw_hr[0, 0], T * B, Hc, H, True)
         _serial_blas_end(shared)
         rf_call_leave()
 
 
 cdef void _projection_grad(floating* m, const floating* act, const floating* c,
                            const floating* dhs, floating* dw_hr, Py_ssize_t rows,
-                           Py_ssize_t Hc, Py_ssize_t P) noexcept nogil:
-    """dw_hr (P, Hc) = dhs (rows, P).T @ m, m (rows, Hc) = o * tanh(c) rebuilt from the
-    forward's gate activations ``act`` (rows, 4Hc) and cells ``c`` (rows, Hc)."""
+                           Py_ssize_t Hc, Py_ssize_t P, bint first) noexcept nogil:
+    """dw_hr (P, Hc) = dhs (rows, P).T @ m (set if ``first``, else added to), m (rows, Hc) =
+    o * tanh(c) rebuilt from the forward's gate activations ``act`` (rows, 4Hc) and cells
+    ``c`` (rows, Hc)."""
     cdef Py_ssize_t r, j
     cdef const floating* o
     memcpy(m, c, rows * Hc * sizeof(floating))
@@ -1114,7 +1139,21 @@ cdef void _projection_grad(floating* m, const floating* act, const floating* c,
         o = act + r * 4 * Hc + 3 * Hc
         for j in range(Hc):
             m[r * Hc + j] *= o[j]
-    _bulk_gemm(Trans, NoTrans, P, Hc, rows, <floating>1, dhs, P, m, Hc, <floating>0, dw_hr, Hc)
+    _bulk_gemm(Trans, NoTrans, P, Hc, rows, <floating>1, dhs, P, m, Hc,
+               <floating>(0 if first else 1), dw_hr, Hc)
+
+
+cdef void _projection_steps(floating* dummy, Loop* job, Py_ssize_t t0, Py_ssize_t t1,
+                            bint first) noexcept nogil:
+    """dw_hr of steps t0..t1-1 (set by the ``first`` chunk), if this backward sums it in
+    dw_hh's chunks: on whichever thread runs them, in their one order, so that it is the
+    same whichever thread ran which (and the helper's BLAS calls all stay on one thread)."""
+    cdef Py_ssize_t B = job.B, P = job.H, Hc = job.N // 4, r0 = t0 * B
+    if job.cell.code != CELL_LSTM or job.dw_hr == NULL:  # (only _backward sets dw_hr)
+        return
+    _projection_grad(<floating*>job.m, <const floating*>job.act + r0 * 4 * Hc,
+                     <const floating*>job.c + r0 * Hc, <const floating*>job.dhs + r0 * P,
+                     <floating*>job.dw_hr, (t1 - t0) * B, Hc, P, first)
 
 
 # ---- entry points ----------------------------------------------------------------------------
@@ -1176,13 +1215,24 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, w_hr, training):
     gates = np.empty((T, B, N), dtype=x.dtype)
     h = np.empty((T, B, S), dtype=x.dtype)
     c = np.empty((T, B, H), dtype=x.dtype)
-    m = None if w_hr is None else np.empty((B, H), dtype=x.dtype)
+    m = w_hr_op = r_tail = r_packed = r_stage = None
+    cdef StepProduct how_r
+    cdef StepProduct* how_r_ptr = NULL
+    if w_hr is not None:  # h[t] = m @ w_hr.T a step, by the step products of w_hh's rule
+        m = np.empty((B, H), dtype=x.dtype)
+        r_kind, w_hr_op, r_tail, r_packed, r_stage = step_operands(w_hr, B, True)
+        w_hr_op = w_hr if w_hr_op is None else w_hr_op
+        how_r_ptr = &how_r
     if x.dtype == np.float32:
+        if how_r_ptr != NULL:
+            how_r = _step_product[float](r_kind, r_tail, r_packed, r_stage)
         _forward[float](x, h0, w_ih, w_hh, b, h, cell, kind, w_hh_t, tail, packed, stage,
-                        gates, c0, c, w_hr, m)
+                        gates, c0, c, w_hr_op, m, how_r_ptr)
     else:
+        if how_r_ptr != NULL:
+            how_r = _step_product[double](r_kind, r_tail, r_packed, r_stage)
         _forward[double](x, h0, w_ih, w_hh, b, h, cell, kind, w_hh_t, tail, packed, stage,
-                         gates, c0, c, w_hr, m)
+                         gates, c0, c, w_hr_op, m, how_r_ptr)
     return h, c, (gates if training else None)
 
 
@@ -1210,22 +1260,32 @@ def lstm_backward(dh, dc, x, h0, c0, h, c, gates, w_ih, w_hh, w_hr):
     dw_ih = np.empty((N, D), dtype=dtype)
     dw_hh = np.empty((N, S), dtype=dtype)
     db = np.empty(N, dtype=dtype)
-    w_hr_t = dhs = dw_hr = None
-    if w_hr is not None:
+    w_hr_op = dhs = dw_hr = m_rows = r_tail = r_packed = r_stage = None
+    cdef Py_ssize_t chunk = _overlap_chunk(_step_kind(B, S, N, dtype.itemsize), T, B, D, S, N)
+    cdef StepProduct how_r
+    cdef StepProduct* how_r_ptr = NULL
+    if w_hr is not None:  # dm = d_out @ w_hr = d_out @ (w_hr.T).T a step, as w_hh's products
         w_hr_t = np.ascontiguousarray(w_hr.T)
+        r_kind, w_hr_op, r_tail, r_packed, r_stage = step_operands(w_hr_t, B, True)
+        w_hr_op = w_hr_t if w_hr_op is None else w_hr_op
+        how_r_ptr = &how_r
         dhs = np.empty((T, B, S), dtype=dtype)  # every step's output gradient, for dw_hr
         dw_hr = np.empty((S, H), dtype=dtype)
-    cdef Py_ssize_t chunk = _overlap_chunk(_step_kind(B, S, N, dtype.itemsize), T, B, D, S, N)
+        m_rows = np.empty((chunk * B, H), dtype=dtype) if chunk else None
     kind, _, tail, packed, stage = step_operands(w_hh, B, False,
                                                  (dx,) if chunk else (dx, dw_ih, dw_hh))
     if dtype == np.float32:
+        if how_r_ptr != NULL:
+            how_r = _step_product[float](r_kind, r_tail, r_packed, r_stage)
         _backward[float](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db,
                          cell, kind, tail, packed, stage, chunk, dc, c0, c, gates, dc0, dh_t,
-                         w_hr, w_hr_t, dhs, dw_hr)
+                         w_hr, w_hr_op, dhs, dw_hr, how_r_ptr, m_rows)
     else:
+        if how_r_ptr != NULL:
+            how_r = _step_product[double](r_kind, r_tail, r_packed, r_stage)
         _backward[double](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db,
                           cell, kind, tail, packed, stage, chunk, dc, c0, c, gates, dc0, dh_t,
-                          w_hr, w_hr_t, dhs, dw_hr)
+                          w_hr, w_hr_op, dhs, dw_hr, how_r_ptr, m_rows)
     return dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr
 
 
