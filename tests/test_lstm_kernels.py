@@ -524,6 +524,13 @@ def test_split_forward_shares_blocks_of_units_and_keeps_the_bits(size, dtype):
             for name, a, e in zip(NAMES, run(p), first, strict=False):
                 np.testing.assert_array_equal(a, e, err_msg=name)
         inference = run(p, training=False)
+        # concurrent calls: each helper steps aside or never starts, its caller takes the rest
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            for result in pool.map(lambda _: run(p), range(6)):
+                for name, a, e in zip(NAMES, result, first, strict=False):
+                    np.testing.assert_array_equal(a, e, err_msg=f"concurrent: {name}")
     with k.tuned(**{**split, "split_min_step_macs": 2**40, "split_small_max_batch": 0}):
         assert k.split_panels(T, B, D, H, itemsize, gates=4) == 0
         whole = run(p)
