@@ -499,3 +499,54 @@ def test_the_h1024_rows_step_on_the_panel_product():
         pytest.skip("no helper thread here (one CPU available)")
     for gates in (4, 3):
         assert step_product(np.zeros((gates * 1024, 1024), np.float32), 64) == "panel", gates
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("size", [(9, 11, 5, 37), (6, 8, 7, 64), (5, 3, 4, 20)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_split_forward_shares_blocks_of_units_and_keeps_the_bits(size, dtype):
+    """A forward that shares each step's gate panels (blocks of units, their four gates'
+    columns) between two threads: the oracle's values, and the same bits as whole steps on one
+    thread, whichever thread took which block. H = 37: a last partial block; B = 11: a
+    partial block of rows."""
+    k = kernels()
+    T, B, D, H = size
+    itemsize = np.dtype(dtype).itemsize
+    p = problem(np.random.default_rng(5), T, B, D, H, dtype)
+    split = dict(step_product="panel", overlap="on", overlap_chunk_rows=B,
+                 split_min_step_macs=1, split_chunk_rows=2 * B)
+    with k.tuned(**split):
+        if not k.split_panels(T, B, D, H, itemsize, gates=4):
+            pytest.skip("no second thread here")
+        first = run(p)
+        check_against_oracle(p, first, TOL[dtype])
+        for _ in range(3):
+            for name, a, e in zip(NAMES, run(p), first, strict=False):
+                np.testing.assert_array_equal(a, e, err_msg=name)
+        inference = run(p, training=False)
+        # concurrent calls: each helper steps aside or never starts, its caller takes the rest
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            for result in pool.map(lambda _: run(p), range(6)):
+                for name, a, e in zip(NAMES, result, first, strict=False):
+                    np.testing.assert_array_equal(a, e, err_msg=f"concurrent: {name}")
+    with k.tuned(**{**split, "split_min_step_macs": 2**40, "split_small_max_batch": 0}):
+        assert k.split_panels(T, B, D, H, itemsize, gates=4) == 0
+        whole = run(p)
+    for name, a, e in zip(NAMES, whole, first, strict=False):
+        np.testing.assert_array_equal(a, e, err_msg=f"whole steps: {name}")
+    np.testing.assert_array_equal(inference[0], first[0])
+    np.testing.assert_array_equal(inference[1], first[1])
+    assert inference[2] is None
+
+
+def test_split_rule_for_the_lstm_forward():
+    """The LSTM forward splits its steps' blocks of units under the Elman rule (from
+    split_min_step_macs multiply-adds a step), not with a projection's product."""
+    k = kernels()
+    if not k.overlap_steps(50, 64, 512, 512, 4):
+        pytest.skip("no helper thread here (one CPU available)")
+    assert k.split_panels(50, 64, 512, 512, 4, gates=4) == 512 // 16 or k.simd_level() != "avx512"
+    assert k.split_panels(100, 32, 128, 256, 4, gates=4) > 0  # 8.4M multiply-adds a step
+    assert k.split_panels(100, 8, 64, 128, 4, gates=4) == 0  # 0.5M

@@ -306,9 +306,9 @@ cdef inline void _cell_forward(const Cell* cell, floating* gates, const floating
         _bias_act(h, bias, rows, n, ld, cell.code)
     elif cell.code == CELL_LSTM:
         if floating is float:
-            rnnfast_simd.lstm_forward_f32(gates, bias, c_prev, c, h, rows, n)
+            rnnfast_simd.lstm_forward_f32(gates, bias, c_prev, c, h, rows, n, 0, n)
         else:
-            rnnfast_simd.lstm_forward_f64(gates, bias, c_prev, c, h, rows, n)
+            rnnfast_simd.lstm_forward_f64(gates, bias, c_prev, c, h, rows, n, 0, n)
 
 
 cdef inline void _lstm_backward_step(floating* d, const floating* dh, floating* dc,
@@ -354,6 +354,11 @@ cdef enum:
     STEP_SMALL = 1
     STEP_PANEL = 2
     STEP_DOT = 3    # (automatic only)
+    # The panel product on the LSTM forward's gate panels (simd_panel.h): a panel per block of
+    # units holds their four gates' columns, so that a block's pointwise step follows its own
+    # product alone and a split forward (_split_columns) can share the blocks out. The sums
+    # run as in STEP_PANEL's.
+    STEP_GATE_PANEL = 4
 
 
 cdef struct StepProduct:
@@ -402,7 +407,7 @@ cdef int _step_kind(Py_ssize_t B, Py_ssize_t H, Py_ssize_t N, Py_ssize_t itemsiz
     return STEP_BLAS
 
 
-def step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=()):
+def step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=(), Py_ssize_t gates=1):
     """(kind, w_in_out, tail, packed, stage): what a call's recurrent products need.
 
     kind: 0 BLAS, 1 small, 2 panel, 3 dot form (``packed``: w_hh.T when not ``transposed``;
@@ -412,7 +417,8 @@ def step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=()):
     ``tail``; the panel product reads it ``packed`` into column panels. ``stage``: their
     staging buffer. ``scratch``: arrays of w_hh's dtype whose memory is free until the time
     loop ends (outputs written after it); the packed panels and their stage go in the first
-    large enough, so that they cost no memory.
+    large enough, so that they cost no memory. ``gates=4`` (the LSTM forward, ``transposed``):
+    a panel product becomes 4, the gate panels.
     """
     cdef Py_ssize_t N = w_hh.shape[0], H = w_hh.shape[1], itemsize = w_hh.dtype.itemsize
     cdef int kind = _step_kind(B, H, N, itemsize)
@@ -440,13 +446,24 @@ def step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=()):
         tail[:, :n] = m[k - tail_rows:]
         stage = np.empty(4 * padded_len, dtype=w_hh.dtype)
     elif kind == STEP_PANEL:
-        stage_len = rnnfast_simd.panel_rows * rnnfast_simd.panel_vectors * vector_len
+        if gates == 4 and transposed:
+            kind = STEP_GATE_PANEL
+            padded_len = 4 * ((N // 4 + vector_len - 1) // vector_len * vector_len)
+        stage_len = rnnfast_simd.panel_rows * max(4, rnnfast_simd.panel_vectors) * vector_len
         room = next((a.reshape(-1) for a in scratch if a.size >= k * padded_len + stage_len),
                     None)
         if room is None:
             room = np.empty(k * padded_len + stage_len, dtype=w_hh.dtype)
         packed, stage = room[:k * padded_len], room[k * padded_len:k * padded_len + stage_len]
-        if itemsize == 4:
+        if kind == STEP_GATE_PANEL:
+            if itemsize == 4:
+                rnnfast_simd.pack_gate_panels_f32(<float*>cnp.PyArray_DATA(packed),
+                                                  <const float*>cnp.PyArray_DATA(w_hh), k, N // 4)
+            else:
+                rnnfast_simd.pack_gate_panels_f64(<double*>cnp.PyArray_DATA(packed),
+                                                  <const double*>cnp.PyArray_DATA(w_hh), k,
+                                                  N // 4)
+        elif itemsize == 4:
             rnnfast_simd.pack_panels_f32(<float*>cnp.PyArray_DATA(packed),
                                          <const float*>cnp.PyArray_DATA(w_hh), k, n, H,
                                          transposed)
@@ -477,7 +494,7 @@ cdef inline void _add_matmul(floating* out, const floating* a, const floating* w
     if how.kind == STEP_BLAS:
         gemm(NoTrans, trans_w, rows, n, k, <floating>1, a, k, w, k if trans_w == Trans else n,
              <floating>1, out, n)
-    elif how.kind == STEP_PANEL:
+    elif how.kind == STEP_PANEL or how.kind == STEP_GATE_PANEL:
         _panel_columns(out, a, how, rows, k, n, 0, n)
     elif how.kind == STEP_DOT:
         # the dot form's weight rows are op(w)'s columns: w itself when op transposes it; out
@@ -502,9 +519,17 @@ cdef inline void _add_matmul(floating* out, const floating* a, const floating* w
 cdef inline void _panel_columns(floating* out, const floating* a, StepProduct* how,
                                 Py_ssize_t rows, Py_ssize_t k, Py_ssize_t n, Py_ssize_t q0,
                                 Py_ssize_t q1) noexcept nogil:
-    """The panel product's columns of panels q0 .. q1 - 1 only; a q1 past the last panel (n
-    will do) means up to the end."""
-    if floating is float:
+    """The panel product's columns of panels q0 .. q1 - 1 only (gate panels: of unit blocks);
+    a q1 past the last panel (n will do) means up to the end."""
+    if how.kind == STEP_GATE_PANEL:
+        if floating is float:
+            rnnfast_simd.panel_gates_addmm_f32(out, a, rows, k, n // 4, <const float*>how.packed,
+                                               <float*>how.stage, q0, q1)
+        else:
+            rnnfast_simd.panel_gates_addmm_f64(out, a, rows, k, n // 4,
+                                               <const double*>how.packed, <double*>how.stage,
+                                               q0, q1)
+    elif floating is float:
         rnnfast_simd.panel_addmm_f32(out, a, rows, k, n, <const float*>how.packed,
                                      <float*>how.stage, q0, q1)
     else:
@@ -757,14 +782,20 @@ cdef void _finish_grads(floating* dummy, Loop* job) noexcept nogil:
 cdef bint _split_columns(Loop* job, int kind, size_t itemsize) noexcept nogil:
     """Should this forward share every step's columns between the two threads? If so, set up
     the rounds of _split_share: the projection in an even number of chunks of about
-    split_chunk_rows rows (two threads at the same speed take half each), then the panels."""
+    split_chunk_rows rows (two threads at the same speed take half each), then the panels
+    (an LSTM's: its gate panels, each a block of units)."""
     cdef Py_ssize_t width = rnnfast_simd.panel_vectors * (rnnfast_simd.vector_bytes // itemsize)
-    cdef Py_ssize_t panels = (job.N + width - 1) // width
+    cdef Py_ssize_t units = job.N  # the output columns an item's pointwise step covers
     cdef Py_ssize_t macs = job.B * job.N * job.H
     cdef Py_ssize_t min_macs = rf_tuning_now.split_min_step_macs
-    if job.cell.gates != 1:
+    cdef Py_ssize_t panels
+    if job.cell.code == CELL_LSTM and kind == STEP_GATE_PANEL and job.w_hr == NULL:
+        # a block of units with its four gates' columns: its pointwise step needs no other
+        width, units = rnnfast_simd.vector_bytes // itemsize, job.N // 4
+    elif job.cell.gates != 1 or kind != STEP_PANEL:
         return False  # a gated cell's output columns need all its gates' columns
-    if kind != STEP_PANEL or panels < 2 or panels > RF_MAX_ITEMS or job.T >= RF_MAX_ROUNDS:
+    panels = (units + width - 1) // width
+    if panels < 2 or panels > RF_MAX_ITEMS or job.T >= RF_MAX_ROUNDS:
         return False
     # Small batches split from an eighth of the size, where H is wide enough that each
     # thread's panels are worth the other's half of h[t-1] to fetch.
@@ -793,10 +824,15 @@ cdef void _split_share(floating* dummy, Loop* job, bint from_last,
     cdef Py_ssize_t width = job.panel_width, item, t, c0, done = chunks
     cdef Cell cell = job.cell
     cdef StepProduct how = job.how
-    cdef floating* out = <floating*>job.out  # the gates, in place (G = 1)
+    cdef floating* out = <floating*>job.out  # Elman: the gates, in place (G = 1)
     cdef const floating* bias = <const floating*>job.bias
     cdef floating* h_t
     cdef const floating* h_prev
+    cdef bint lstm = cell.code == CELL_LSTM
+    cdef Py_ssize_t hstep = B * H, gstep = B * N, j1
+    cdef floating* g_t
+    cdef floating* c_t
+    cdef const floating* c_prev
     item = rf_round_claim(&job.claims, 0, from_last)
     while item >= 0:
         _project_steps(dummy, job, item * T // chunks, (item + 1) * T // chunks)
@@ -810,9 +846,26 @@ cdef void _split_share(floating* dummy, Loop* job, bint from_last,
         rf_round_open(&job.claims, t + 1, panels)
         h_t = out + t * step
         h_prev = <const floating*>job.h0 if t == 0 else h_t - step
+        if lstm:  # (step = B * N is the gates' step, h's is B * H)
+            g_t = <floating*>job.gates + t * gstep
+            h_t = out + t * hstep
+            h_prev = <const floating*>job.h0 if t == 0 else h_t - hstep
+            c_t = <floating*>job.c + t * hstep
+            c_prev = <const floating*>job.c0 if t == 0 else c_t - hstep
         item = rf_round_claim(&job.claims, t + 1, from_last)
         while item >= 0:
             c0 = item * width
+            if lstm:  # units c0 .. j1 - 1: their gates' product, then their pointwise step
+                j1 = min(H, c0 + width)
+                if h_prev != NULL:
+                    _panel_columns(g_t, h_prev, &how, B, H, N, item, item + 1)
+                if floating is float:
+                    rnnfast_simd.lstm_forward_f32(g_t, bias, c_prev, c_t, h_t, B, H, c0, j1)
+                else:
+                    rnnfast_simd.lstm_forward_f64(g_t, bias, c_prev, c_t, h_t, B, H, c0, j1)
+                rf_count(&job.finished)
+                item = rf_round_claim(&job.claims, t + 1, from_last)
+                continue
             if h_prev != NULL:
                 _panel_columns(h_t, h_prev, &how, B, H, N, item, item + 1)
             _cell_forward(&cell, h_t + c0, NULL if bias == NULL else bias + c0, h_t + c0, B,
@@ -1211,7 +1264,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, w_hr, training):
     cdef Cell cell = _lstm_cell()
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], N = w_ih.shape[0], S = w_hh.shape[1]
     cdef Py_ssize_t H = N // 4
-    kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True)
+    kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True, gates=4)
     gates = np.empty((T, B, N), dtype=x.dtype)
     h = np.empty((T, B, S), dtype=x.dtype)
     c = np.empty((T, B, H), dtype=x.dtype)
@@ -1295,13 +1348,20 @@ def overlap_steps(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssi
     return _overlap_chunk(_step_kind(B, H, H, itemsize), T, B, D, H, H)
 
 
-def split_panels(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssize_t itemsize):
-    """Column panels of every step an Elman forward of these sizes shares between its two
-    threads (0: no split), under the current rules and BLAS thread count."""
+def split_panels(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssize_t itemsize,
+                 Py_ssize_t gates=1):
+    """Column panels of every step an Elman forward (``gates=4``: an LSTM forward, its blocks
+    of units) of these sizes shares between its two threads (0: no split), under the current
+    rules and BLAS thread count."""
     cdef Loop job
-    cdef int kind = _step_kind(B, H, H, itemsize)
-    job.T, job.B, job.H, job.N, job.cell.gates = T, B, H, H, 1
-    if _overlap_chunk(kind, T, B, D, H, H) == 0 or not _split_columns(&job, kind, itemsize):
+    cdef Py_ssize_t N = gates * H
+    cdef int kind = _step_kind(B, H, N, itemsize)
+    job.T, job.B, job.H, job.N, job.w_hr = T, B, H, N, NULL
+    job.cell.gates, job.cell.code = 1, CELL_ELMAN_TANH
+    if gates == 4:
+        job.cell = _lstm_cell()
+        kind = STEP_GATE_PANEL if kind == STEP_PANEL else kind
+    if _overlap_chunk(kind, T, B, D, H, N) == 0 or not _split_columns(&job, kind, itemsize):
         return 0
     return job.split_panels
 

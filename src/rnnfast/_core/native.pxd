@@ -44,16 +44,26 @@ cdef extern from "simd.h" nogil:
                                 int) noexcept nogil
         void (*pack_panels_f64)(double*, const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                 int) noexcept nogil
+        # the LSTM forward's gate panels: pack_gate_panels(dst, w_hh, k, units) and the product
+        # of unit blocks u0 .. u1 - 1: (out, a, rows, k, units, packed, stage, u0, u1)
+        void (*pack_gate_panels_f32)(float*, const float*, Py_ssize_t, Py_ssize_t) noexcept nogil
+        void (*pack_gate_panels_f64)(double*, const double*, Py_ssize_t,
+                                     Py_ssize_t) noexcept nogil
+        void (*panel_gates_addmm_f32)(float*, const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                      const float*, float*, Py_ssize_t, Py_ssize_t) noexcept nogil
+        void (*panel_gates_addmm_f64)(double*, const double*, Py_ssize_t, Py_ssize_t,
+                                      Py_ssize_t, const double*, double*, Py_ssize_t,
+                                      Py_ssize_t) noexcept nogil
         # out (n) = sigmoid(in (n)); out may be in
         void (*sigmoid_f32)(float*, const float*, Py_ssize_t) noexcept nogil
         void (*sigmoid_f64)(double*, const double*, Py_ssize_t) noexcept nogil
         # the LSTM cell's pointwise parts (simd_elementwise.h):
         # forward(gates (rows, 4H) in place, bias (4H) or NULL, c_prev (rows, H) or NULL,
-        #         c, h (rows, H), rows, H)
+        #         c, h (rows, H), rows, H, j0, j1): units j0 .. j1 - 1 of each row
         void (*lstm_forward_f32)(float*, const float*, const float*, float*, float*, Py_ssize_t,
-                                 Py_ssize_t) noexcept nogil
+                                 Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
         void (*lstm_forward_f64)(double*, const double*, const double*, double*, double*,
-                                 Py_ssize_t, Py_ssize_t) noexcept nogil
+                                 Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t) noexcept nogil
         # backward(dgates (rows, 4H), dh (rows, H), dc carry (rows, H) in/out, dc_ext or NULL,
         #          act (rows, 4H), c, c_prev or NULL, rows, H)
         void (*lstm_backward_f32)(float*, const float*, float*, const float*, const float*,

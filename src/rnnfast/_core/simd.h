@@ -80,14 +80,22 @@ typedef struct {
                             const double *, double *, ptrdiff_t, ptrdiff_t);
     void (*pack_panels_f32)(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
     void (*pack_panels_f64)(double *, const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, int);
+    /* the LSTM forward's gate panels: pack (dst, w_hh, k, units) and the product of unit blocks
+     * u0 .. u1 - 1 (out, a, rows, k, units, packed, stage, u0, u1); see simd_panel.h */
+    void (*pack_gate_panels_f32)(float *, const float *, ptrdiff_t, ptrdiff_t);
+    void (*pack_gate_panels_f64)(double *, const double *, ptrdiff_t, ptrdiff_t);
+    void (*panel_gates_addmm_f32)(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                  const float *, float *, ptrdiff_t, ptrdiff_t);
+    void (*panel_gates_addmm_f64)(double *, const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                                  const double *, double *, ptrdiff_t, ptrdiff_t);
     /* out (n) = sigmoid(in (n)); out may be in */
     void (*sigmoid_f32)(float *, const float *, ptrdiff_t);
     void (*sigmoid_f64)(double *, const double *, ptrdiff_t);
     /* the LSTM cell's pointwise forward and backward (simd_elementwise.h) */
     void (*lstm_forward_f32)(float *, const float *, const float *, float *, float *, ptrdiff_t,
-                             ptrdiff_t);
+                             ptrdiff_t, ptrdiff_t, ptrdiff_t);
     void (*lstm_forward_f64)(double *, const double *, const double *, double *, double *,
-                             ptrdiff_t, ptrdiff_t);
+                             ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t);
     void (*lstm_backward_f32)(float *, const float *, float *, const float *, const float *,
                               const float *, const float *, ptrdiff_t, ptrdiff_t);
     void (*lstm_backward_f64)(double *, const double *, double *, const double *, const double *,
@@ -112,6 +120,8 @@ typedef struct {
      add_col_sums_f32##SFX, add_col_sums_f64##SFX,                                             \
      small_addmm_f32##SFX, small_addmm_f64##SFX, step_dot_f32##SFX, step_dot_f64##SFX,       \
      panel_addmm_f32##SFX, panel_addmm_f64##SFX, pack_panels_f32##SFX, pack_panels_f64##SFX,   \
+     pack_gate_panels_f32##SFX, pack_gate_panels_f64##SFX, panel_gates_addmm_f32##SFX,        \
+     panel_gates_addmm_f64##SFX,                                                               \
      sigmoid_array_f32##SFX, sigmoid_array_f64##SFX,                                           \
      lstm_forward_f32##SFX, lstm_forward_f64##SFX, lstm_backward_f32##SFX,                     \
      lstm_backward_f64##SFX,                                                                   \

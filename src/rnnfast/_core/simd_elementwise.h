@@ -307,21 +307,22 @@ RF_SIGMOID_ARRAY(double, f64)
         *(VT *)c = vc;                                                                           \
         *(VT *)h = vo * RF(tanh_##SFX)(vc);                                                      \
     }                                                                                            \
+    /* units j0 .. j1 - 1 of each row only (j0 a multiple of the vector width, or j1 = H) */    \
     static void RF(lstm_forward_##SFX)(T *gates, const T *b, const T *c_prev, T *c, T *h,        \
-                                       ptrdiff_t rows, ptrdiff_t H)                              \
+                                       ptrdiff_t rows, ptrdiff_t H, ptrdiff_t j0, ptrdiff_t j1)  \
     {                                                                                            \
         enum { VL = RF_VBYTES / sizeof(T) };                                                     \
         for (ptrdiff_t r = 0; r < rows; r++) {                                                   \
             T *g = gates + r * 4 * H;                                                            \
             const T *cp = c_prev == NULL ? NULL : c_prev + r * H;                                \
             T *cr = c + r * H, *hr = h + r * H;                                                  \
-            ptrdiff_t j = 0;                                                                     \
-            for (; j + VL <= H; j += VL)                                                         \
+            ptrdiff_t j = j0;                                                                    \
+            for (; j + VL <= j1; j += VL)                                                        \
                 RF(lstm_fwd_vec_##SFX)(g + j, g + H + j, g + 2 * H + j, g + 3 * H + j,          \
                                        b == NULL ? NULL : b + j, H,                              \
                                        cp == NULL ? NULL : cp + j, cr + j, hr + j);              \
-            if (j < H) {                                                                         \
-                const size_t m = (size_t)(H - j) * sizeof(T);                                    \
+            if (j < j1) {                                                                        \
+                const size_t m = (size_t)(j1 - j) * sizeof(T);                                   \
                 T lg[4][VL] __attribute__((aligned(RF_VBYTES))) = {{0}};                         \
                 T lb[4][VL] __attribute__((aligned(RF_VBYTES))) = {{0}};                         \
                 T lcp[VL] __attribute__((aligned(RF_VBYTES))) = {0};                             \

@@ -18,16 +18,17 @@
 
 #define RF_PANEL_KERNEL(T, SFX, NR, MR)                                                          \
     static inline __attribute__((always_inline)) void RF(panel_##SFX##_##NR##_##MR)(            \
-        T *out, ptrdiff_t ldo, const T *a, ptrdiff_t lda, const T *panel, ptrdiff_t k)           \
+        T *out, ptrdiff_t ldo, ptrdiff_t vs, const T *a, ptrdiff_t lda, const T *panel,          \
+        ptrdiff_t pld, ptrdiff_t k)                                                              \
     {                                                                                            \
         typedef RF(vec_##SFX) VT;                                                                \
         enum { VL = RF_VBYTES / sizeof(T) };                                                     \
         VT acc[MR][NR];                                                                          \
         _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)                                     \
             _Pragma("GCC unroll 4") for (int v = 0; v < NR; v++)                                 \
-                acc[r][v] = *(const VT *)(out + r * ldo + v * VL);                               \
+                acc[r][v] = *(const VT *)(out + r * ldo + v * vs);                               \
         for (ptrdiff_t j = 0; j < k; j++) {                                                      \
-            const T *row = panel + j * (NR * VL);                                                \
+            const T *row = panel + j * pld;                                                      \
             VT w[NR];                                                                            \
             _Pragma("GCC unroll 4") for (int v = 0; v < NR; v++)                                 \
                 w[v] = *(const VT *)(row + v * VL);                                              \
@@ -38,11 +39,11 @@
         }                                                                                        \
         _Pragma("GCC unroll 8") for (int r = 0; r < MR; r++)                                     \
             _Pragma("GCC unroll 4") for (int v = 0; v < NR; v++)                                 \
-                *(VT *)(out + r * ldo + v * VL) = acc[r][v];                                     \
+                *(VT *)(out + r * ldo + v * vs) = acc[r][v];                                     \
     }
 
 #define RF_PANEL_CASE(SFX, NR, MR)                                                               \
-    case MR: RF(panel_##SFX##_##NR##_##MR)(out, ldo, a, lda, panel, k); return;
+    case MR: RF(panel_##SFX##_##NR##_##MR)(out, ldo, vs, a, lda, panel, pld, k); return;
 
 /* One kernel per block height 1..RF_PANEL_MR, and the switch that picks one. */
 #if RF_PANEL_MR == 8
@@ -56,8 +57,9 @@
 
 #define RF_PANEL_WIDTH(T, SFX, NR)                                                               \
     RF_PANEL_HEIGHTS(RF_PANEL_KERNEL, T, SFX, NR)                                                \
-    static void RF(panel_block_##SFX##_##NR)(int mr, T *out, ptrdiff_t ldo, const T *a,         \
-                                             ptrdiff_t lda, const T *panel, ptrdiff_t k)         \
+    static void RF(panel_block_##SFX##_##NR)(int mr, T *out, ptrdiff_t ldo, ptrdiff_t vs,        \
+                                             const T *a, ptrdiff_t lda, const T *panel,          \
+                                             ptrdiff_t pld, ptrdiff_t k)                         \
     {                                                                                            \
         switch (mr) {                                                                            \
             RF_PANEL_HEIGHTS(RF_PANEL_CASE, SFX, NR)                                             \
@@ -71,13 +73,15 @@
 
 #define RF_PANEL(T, SFX)                                                                         \
     RF_PANEL_WIDTH(T, SFX, 1) RF_PANEL_WIDTH(T, SFX, 2) RF_PANEL_WIDTH(T, SFX, 3)                \
-    /* One block of mr <= RF_PANEL_MR rows against one panel of nr vectors. */                   \
-    static void RF(panel_block_##SFX)(int nr, int mr, T *out, ptrdiff_t ldo, const T *a,         \
-                                      ptrdiff_t lda, const T *panel, ptrdiff_t k)                \
+    /* One block of mr <= RF_PANEL_MR rows against one panel of nr vectors: out's vectors vs    \
+     * apart, the panel's rows pld apart (a plain panel: VL and nr * VL). */                     \
+    static void RF(panel_block_##SFX)(int nr, int mr, T *out, ptrdiff_t ldo, ptrdiff_t vs,       \
+                                      const T *a, ptrdiff_t lda, const T *panel, ptrdiff_t pld,  \
+                                      ptrdiff_t k)                                               \
     {                                                                                            \
-        if (nr == 3) RF(panel_block_##SFX##_3)(mr, out, ldo, a, lda, panel, k);                  \
-        else if (nr == 2) RF(panel_block_##SFX##_2)(mr, out, ldo, a, lda, panel, k);             \
-        else RF(panel_block_##SFX##_1)(mr, out, ldo, a, lda, panel, k);                          \
+        if (nr == 3) RF(panel_block_##SFX##_3)(mr, out, ldo, vs, a, lda, panel, pld, k);         \
+        else if (nr == 2) RF(panel_block_##SFX##_2)(mr, out, ldo, vs, a, lda, panel, pld, k);    \
+        else RF(panel_block_##SFX##_1)(mr, out, ldo, vs, a, lda, panel, pld, k);                 \
     }                                                                                            \
     /* Panel q: its first column c0 and width in vectors (NR, the last one fewer). */            \
     static inline void RF(panel_span_##SFX)(ptrdiff_t q, ptrdiff_t n, ptrdiff_t *c0, int *nr)    \
@@ -137,14 +141,75 @@
                 const int mr = rows - r < MR ? (int)(rows - r) : MR;                             \
                 T *o = out + r * n + c0;                                                         \
                 if (width == w) {                                                                \
-                    RF(panel_block_##SFX)(nr, mr, o, n, a + r * k, k, panel, k);                 \
+                    RF(panel_block_##SFX)(nr, mr, o, n, VL, a + r * k, k, panel, w, k);          \
                     continue;                                                                    \
                 }                                                                                \
                 for (int i = 0; i < mr; i++)                                                     \
                     memcpy(stage + i * w, o + i * n, width * sizeof(T));                         \
-                RF(panel_block_##SFX)(nr, mr, stage, w, a + r * k, k, panel, k);                 \
+                RF(panel_block_##SFX)(nr, mr, stage, w, VL, a + r * k, k, panel, w, k);          \
                 for (int i = 0; i < mr; i++)                                                     \
                     memcpy(o + i * n, stage + i * w, width * sizeof(T));                         \
+            }                                                                                    \
+        }                                                                                        \
+    }                                                                                            \
+    /* The LSTM forward's gate panels: unit block u (units u VL .. u VL + VL - 1 of `units`) is  \
+     * one panel of 4 vectors, the columns of gates i, f, g, o of those units, at               \
+     * dst + u * k * 4 VL, zero past the last unit; from w_hh (4 units, k) as stored. A block's  \
+     * product then gives all that its units' pointwise step needs, so that a split forward     \
+     * can hand out blocks (kernels.pyx); each output's sum runs as in the plain panels.        \
+     * dst holds k * 4 * (units rounded up to whole vectors). */                                \
+    static void RF(pack_gate_panels_##SFX)(T *restrict dst, const T *restrict src, ptrdiff_t k,  \
+                                           ptrdiff_t units)                                      \
+    {                                                                                            \
+        enum { VL = RF_VBYTES / sizeof(T), W = 4 * VL };                                         \
+        const ptrdiff_t j_tiled = k / VL * VL;                                                   \
+        for (ptrdiff_t u0 = 0; u0 < units; u0 += VL) {                                           \
+            T *panel = dst + u0 * 4 * k;                                                         \
+            const ptrdiff_t valid = units - u0 < VL ? units - u0 : VL;                           \
+            for (int q = 0; q < 4; q++) {                                                        \
+                const T *rows = src + (q * units + u0) * k; /* gate q's rows of the block */     \
+                if (valid == VL)                                                                 \
+                    for (ptrdiff_t j = 0; j < j_tiled; j += VL)                                  \
+                        RF(transpose_tile_##SFX)(panel + j * W + q * VL, W, rows + j, k);       \
+                for (ptrdiff_t j = valid == VL ? j_tiled : 0; j < k; j++)                        \
+                    for (ptrdiff_t l = 0; l < VL; l++)                                           \
+                        panel[j * W + q * VL + l] = l < valid ? rows[l * k + j] : (T)0;          \
+            }                                                                                    \
+        }                                                                                        \
+    }                                                                                            \
+    /* out (rows, 4 units) += a (rows, k) @ w_hh.T, the columns of unit blocks u0 .. u1 - 1      \
+     * only (a u1 past the last block: up to the end), w_hh packed by pack_gate_panels; stage    \
+     * (RF_PANEL_MR x 4 vectors) for a last partial block. Each block in two halves of two      \
+     * vectors (gates i, f then g, o), out's vectors `units` apart. */                           \
+    static void RF(panel_gates_addmm_##SFX)(T *out, const T *a, ptrdiff_t rows, ptrdiff_t k,     \
+                                            ptrdiff_t units, const T *packed, T *stage,          \
+                                            ptrdiff_t u0, ptrdiff_t u1)                          \
+    {                                                                                            \
+        enum { VL = RF_VBYTES / sizeof(T), W = 4 * VL, MR = RF_PANEL_MR };                       \
+        const ptrdiff_t n = 4 * units;                                                           \
+        for (ptrdiff_t u = u0; u < u1 && u * VL < units; u++) {                                 \
+            const T *panel = packed + u * k * W;                                                 \
+            const ptrdiff_t c0 = u * VL, width = units - c0 < VL ? units - c0 : VL;              \
+            for (ptrdiff_t r = 0; r < rows; r += MR) {                                           \
+                const int mr = rows - r < MR ? (int)(rows - r) : MR;                             \
+                T *o = out + r * n + c0;                                                         \
+                if (width == VL) {                                                               \
+                    RF(panel_block_##SFX)(2, mr, o, n, units, a + r * k, k, panel, W, k);        \
+                    RF(panel_block_##SFX)(2, mr, o + 2 * units, n, units, a + r * k, k,          \
+                                          panel + 2 * VL, W, k);                                 \
+                    continue;                                                                    \
+                }                                                                                \
+                for (int i = 0; i < mr; i++)                                                     \
+                    for (int q = 0; q < 4; q++)                                                  \
+                        memcpy(stage + i * W + q * VL, o + i * n + q * units,                    \
+                               width * sizeof(T));                                               \
+                RF(panel_block_##SFX)(2, mr, stage, W, VL, a + r * k, k, panel, W, k);           \
+                RF(panel_block_##SFX)(2, mr, stage + 2 * VL, W, VL, a + r * k, k,                \
+                                      panel + 2 * VL, W, k);                                     \
+                for (int i = 0; i < mr; i++)                                                     \
+                    for (int q = 0; q < 4; q++)                                                  \
+                        memcpy(o + i * n + q * units, stage + i * W + q * VL,                    \
+                               width * sizeof(T));                                               \
             }                                                                                    \
         }                                                                                        \
     }
