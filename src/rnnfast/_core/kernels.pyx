@@ -1252,13 +1252,153 @@ def split_panels(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssiz
 # product (simd_dot.h) on the weights as stored; larger ones GEMM, which packs the weights
 # again on every call. Measure with `python bench/tune_step_batch.py`.
 
+# The split step. Where a layer's weights are large (an LSTM's or GRU's at D=32 H=128: 246 to
+# 328 KB a step, read from L2 at its read rate), a batch of one shares the rows of its products
+# with the step's helper thread (threads.h): the caller computes the first rows, the thread the
+# rest, so that each core reads its part of the weights from its own L2, the same part at every
+# call. The caller's part is the larger, as the thread starts a few cache-line transfers later.
+# A row's sum is the same expression whichever thread computes it (simd_dot.h), so the results
+# do not depend on the split. The caller never waits for a thread that has not begun (it then
+# does the thread's part too), only for a part the thread has claimed. A thread that kept it
+# waiting (descheduled: its core is busy) or missed many calls in a row sends the steps alone
+# for a while that doubles each time (1 ms to 1 s). The pointwise part follows on the caller.
+
+cdef enum:
+    _SPLIT_ROWS = 16  # the parts' boundary: a multiple of this many rows (an f32 vector block)
+    _SPLIT_CALLER_SIXTEENTHS = 9  # the caller's share of the rows
+    _SPLIT_LATE_NS = 20000  # a wait longer than this at the end: the thread was descheduled
+    _SPLIT_MISSES = 64  # calls in a row whose thread never began: its core is taken
+
+# The weight bytes from which a step of one row splits (set_step_split, for tests: 0 splits
+# every step), and the back-off (one caller at a time posts, the others run alone).
+cdef Py_ssize_t _split_min_bytes = 192 * 1024
+cdef uint64_t _split_resume_ns = 0, _split_backoff_ns = 0
+cdef Py_ssize_t _split_misses = 0, _split_on_time = 0, _split_shared = 0
+
+
+def set_step_split(Py_ssize_t min_bytes=-1):
+    """Set the weight bytes from which a streaming step of one row shares its products with the
+    step's helper thread (-1: keep; a new value also clears the back-off); return the previous
+    value and the number of steps the thread has shared so far."""
+    global _split_min_bytes, _split_resume_ns, _split_backoff_ns
+    previous = (_split_min_bytes, _split_shared)
+    if min_bytes >= 0:
+        _split_min_bytes = min_bytes
+        _split_resume_ns = _split_backoff_ns = 0
+    return previous
+
+
+cdef struct StepPart:
+    # out (n,) = a @ wa.T + c @ wc.T + bias (a NULL: bias only; c, bias NULL: none), rows of w
+    # as stored (n, ka) and (n, kc); any float type (SplitStep.itemsize)
+    void* out
+    const void* a
+    const void* wa
+    const void* c
+    const void* wc
+    const void* bias
+    Py_ssize_t ka, kc
+
+
+cdef struct SplitStep:
+    StepPart part[2]
+    int parts, itemsize
+    Py_ssize_t n, n1  # rows of each part; the caller's are 0 .. n1 - 1, the thread's the rest
+
+
+cdef void _part_rows(floating* dummy, StepPart* p, Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
+    """Rows i0 .. i1 - 1 of one product of a batch of one."""
+    cdef floating* out = <floating*>p.out + i0
+    cdef const floating* bias = NULL if p.bias == NULL else <const floating*>p.bias + i0
+    cdef const floating* c = <const floating*>p.c
+    cdef Py_ssize_t i
+    if p.a == NULL:
+        for i in range(i1 - i0):
+            out[i] = 0 if bias == NULL else bias[i]
+    elif floating is float:
+        rnnfast_simd.step_dot_f32(out, <const float*>p.a, <const float*>p.wa + i0 * p.ka, p.ka,
+                                  c, NULL if c == NULL else <const float*>p.wc + i0 * p.kc,
+                                  p.kc, bias, 1, i1 - i0)
+    else:
+        rnnfast_simd.step_dot_f64(out, <const double*>p.a, <const double*>p.wa + i0 * p.ka, p.ka,
+                                  c, NULL if c == NULL else <const double*>p.wc + i0 * p.kc,
+                                  p.kc, bias, 1, i1 - i0)
+
+
+cdef void _split_rows(SplitStep* s, Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
+    """Rows i0 .. i1 - 1 of every product of s."""
+    cdef Py_ssize_t k
+    for k in range(s.parts):
+        if s.itemsize == 4:
+            _part_rows(<float*>NULL, &s.part[k], i0, i1)
+        else:
+            _part_rows(<double*>NULL, &s.part[k], i0, i1)
+
+
+cdef void _split_thread_part(void* arg) noexcept nogil:
+    cdef SplitStep* s = <SplitStep*>arg
+    _split_rows(s, s.n1, s.n)
+
+
+cdef inline void _split_back_off(uint64_t now) noexcept nogil:
+    """Run the next steps alone for a while, twice as long as last time (1 ms to 1 s)."""
+    global _split_resume_ns, _split_backoff_ns, _split_misses, _split_on_time
+    _split_backoff_ns = min(max(2 * _split_backoff_ns, 1000000), 1000000000)
+    _split_resume_ns, _split_misses, _split_on_time = now + _split_backoff_ns, 0, 0
+
+
+cdef void _split_products(SplitStep* s) noexcept nogil:
+    """Compute the products of s, sharing their rows with the step's thread if it may help."""
+    global _split_backoff_ns, _split_misses, _split_on_time, _split_shared
+    cdef uint64_t waited
+    cdef Py_ssize_t bytes_ = 0, k, job = 0
+    for k in range(s.parts):
+        bytes_ += s.n * (s.part[k].ka + (0 if s.part[k].c == NULL else s.part[k].kc))
+    s.n1 = (s.n * _SPLIT_CALLER_SIXTEENTHS // 16 + _SPLIT_ROWS - 1) // _SPLIT_ROWS * _SPLIT_ROWS
+    if bytes_ * s.itemsize < _split_min_bytes or s.n1 >= s.n:
+        _split_rows(s, 0, s.n)
+        return
+    if (rf_call_enter() == 1 and rf_available_cpus >= 2
+            and (_split_resume_ns == 0 or rf_clock_ns() >= _split_resume_ns)):
+        job = rf_step_post(_split_thread_part, s)
+    _split_rows(s, 0, s.n1)
+    if job == 0:
+        _split_rows(s, s.n1, s.n)
+    elif rf_step_finish(job, &waited):
+        _split_misses = 0
+        _split_shared += 1
+        if waited > _SPLIT_LATE_NS:
+            _split_back_off(rf_clock_ns())
+        else:
+            _split_on_time += 1
+            if _split_on_time >= 1024:  # on time for a while: back off less next time
+                _split_backoff_ns, _split_on_time = _split_backoff_ns // 2, 0
+    else:  # the thread had not begun: its part here too
+        _split_rows(s, s.n1, s.n)
+        _split_misses += 1
+        if _split_misses >= _SPLIT_MISSES:
+            _split_back_off(rf_clock_ns())
+    rf_call_leave()
+
+
+cdef inline void _set_part(StepPart* p, void* out, const void* a, const void* wa, Py_ssize_t ka,
+                           const void* c, const void* wc, Py_ssize_t kc,
+                           const void* bias) noexcept nogil:
+    p.out, p.a, p.wa, p.ka, p.c, p.wc, p.kc, p.bias = out, a, wa, ka, c, wc, kc, bias
+
+
 cdef void _step_gates(floating* out, const floating* inp, const floating* h_prev,
                       const floating* w_ih, const floating* w_hh, const floating* b_hh,
                       Py_ssize_t B, Py_ssize_t D, Py_ssize_t S, Py_ssize_t N) noexcept nogil:
     """out (B, N) = inp @ w_ih.T + h_prev @ w_hh.T + b_hh: a step's gate pre-activations
     (N = G * H) from the state h_prev (B, S) (NULL: zeros) and b_hh (NULL: none)."""
     cdef Py_ssize_t r, i
-    if B <= rf_tuning_now.step_dot_max_batch:
+    cdef SplitStep split
+    if B == 1 and B <= rf_tuning_now.step_dot_max_batch:
+        _set_part(&split.part[0], out, inp, w_ih, D, h_prev, w_hh, S, b_hh)
+        split.parts, split.itemsize, split.n = 1, sizeof(floating), N
+        _split_products(&split)
+    elif B <= rf_tuning_now.step_dot_max_batch:
         if floating is float:
             rnnfast_simd.step_dot_f32(out, inp, w_ih, D, h_prev, w_hh, S, b_hh, B, N)
         else:
@@ -1915,8 +2055,15 @@ cdef void _gru_step_layer(floating* out, floating* scratch, const floating* inp,
     """out (B, H): one GRU layer's step; the biases ride on the two products (the pointwise
     part then takes no bias), scratch (2, B, 3H) holds them."""
     cdef Py_ssize_t N = 3 * H
-    _dot_product(scratch, inp, w_ih, b_ih, B, D, N)
-    _dot_product(scratch + B * N, h_prev, w_hh, b_hh, B, H, N)
+    cdef SplitStep split
+    if B == 1 and B <= rf_tuning_now.step_dot_max_batch:  # the two products' rows shared
+        _set_part(&split.part[0], scratch, inp, w_ih, D, NULL, NULL, 0, b_ih)
+        _set_part(&split.part[1], scratch + N, h_prev, w_hh, H, NULL, NULL, 0, b_hh)
+        split.parts, split.itemsize, split.n = 2, sizeof(floating), N
+        _split_products(&split)
+    else:
+        _dot_product(scratch, inp, w_ih, b_ih, B, D, N)
+        _dot_product(scratch + B * N, h_prev, w_hh, b_hh, B, H, N)
     _gru_pointwise_forward(scratch, scratch + B * N, <const floating*>NULL,
                            <const floating*>NULL, h_prev, out, <floating*>NULL, B, H)
 
