@@ -1260,31 +1260,37 @@ def split_panels(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssiz
 # A row's sum is the same expression whichever thread computes it (simd_dot.h), so the results
 # do not depend on the split. The caller never waits for a thread that has not begun (it then
 # does the thread's part too), only for a part the thread has claimed. A thread that kept it
-# waiting (descheduled: its core is busy) or missed many calls in a row sends the steps alone
-# for a while that doubles each time (1 ms to 1 s). The pointwise part follows on the caller.
+# waiting (descheduled: its core is busy) sends the steps alone for 16 times that wait, so such
+# waits cost at most about 1/17 of the time; one that missed many calls in a row (asleep, or
+# its core taken), for a while that doubles each time (1 ms to 1 s). The pointwise part
+# follows on the caller.
 
 cdef enum:
     _SPLIT_ROWS = 16  # the parts' boundary: a multiple of this many rows (an f32 vector block)
     _SPLIT_CALLER_SIXTEENTHS = 9  # the caller's share of the rows
     _SPLIT_LATE_NS = 20000  # a wait longer than this at the end: the thread was descheduled
+    _SPLIT_LATE_FACTOR = 16  # ... then the steps run alone this many times as long
     _SPLIT_MISSES = 64  # calls in a row whose thread never began: its core is taken
 
-# The weight bytes from which a step of one row splits (set_step_split, for tests: 0 splits
-# every step), and the back-off (one caller at a time posts, the others run alone).
-cdef Py_ssize_t _split_min_bytes = 192 * 1024
+# The weight bytes per product from which a step of one row splits (set_step_split, for tests:
+# 0 splits every step), and the back-off (one caller at a time posts, the others run alone).
+# Per product: the GRU's two products (x's and h's) lose at 246 and 442 KB in all and win at
+# 884 KB, the LSTM's and Elman's one product win from about 288 KB, lose at 196 KB (D=32 H=96,
+# 128, 192, 256, 384: `python bench/step_cost.py --cell gru --threads 1 2`).
+cdef Py_ssize_t _split_min_bytes = 256 * 1024
 cdef uint64_t _split_resume_ns = 0, _split_backoff_ns = 0
-cdef Py_ssize_t _split_misses = 0, _split_on_time = 0, _split_shared = 0
+cdef Py_ssize_t _split_misses = 0, _split_shared = 0
+cdef Py_ssize_t _split_late = 0, _split_missed = 0  # diagnostics: late waits, missed posts
 
 
 def set_step_split(Py_ssize_t min_bytes=-1):
-    """Set the weight bytes from which a streaming step of one row shares its products with the
-    step's helper thread (-1: keep; a new value also clears the back-off); return the previous
-    value and the number of steps the thread has shared so far."""
-    global _split_min_bytes, _split_resume_ns, _split_backoff_ns
-    previous = (_split_min_bytes, _split_shared)
+    """Set the weight bytes per product from which a streaming step of one row shares its
+    products with the step's helper thread (-1: keep); return the previous value and the
+    number of steps the thread has shared, waited for (late) and missed (not begun) so far."""
+    global _split_min_bytes
+    previous = (_split_min_bytes, _split_shared, _split_late, _split_missed)
     if min_bytes >= 0:
         _split_min_bytes = min_bytes
-        _split_resume_ns = _split_backoff_ns = 0
     return previous
 
 
@@ -1340,44 +1346,37 @@ cdef void _split_thread_part(void* arg) noexcept nogil:
     _split_rows(s, s.n1, s.n)
 
 
-cdef inline void _split_back_off(uint64_t now) noexcept nogil:
-    """Run the next steps alone for a while, twice as long as last time (1 ms to 1 s)."""
-    global _split_resume_ns, _split_backoff_ns, _split_misses, _split_on_time
-    _split_backoff_ns = min(max(2 * _split_backoff_ns, 1000000), 1000000000)
-    _split_resume_ns, _split_misses, _split_on_time = now + _split_backoff_ns, 0, 0
-
-
 cdef void _split_products(SplitStep* s) noexcept nogil:
     """Compute the products of s, sharing their rows with the step's thread if it may help."""
-    global _split_backoff_ns, _split_misses, _split_on_time, _split_shared
+    global _split_resume_ns, _split_backoff_ns, _split_misses, _split_shared, _split_late
+    global _split_missed
     cdef uint64_t waited
     cdef Py_ssize_t bytes_ = 0, k, job = 0
     for k in range(s.parts):
         bytes_ += s.n * (s.part[k].ka + (0 if s.part[k].c == NULL else s.part[k].kc))
     s.n1 = (s.n * _SPLIT_CALLER_SIXTEENTHS // 16 + _SPLIT_ROWS - 1) // _SPLIT_ROWS * _SPLIT_ROWS
-    if bytes_ * s.itemsize < _split_min_bytes or s.n1 >= s.n:
+    if bytes_ * s.itemsize < _split_min_bytes * s.parts or s.n1 >= s.n:
         _split_rows(s, 0, s.n)
         return
-    if (rf_call_enter() == 1 and rf_available_cpus >= 2
+    if (rf_call_enter() == 1 and _helper_available()
             and (_split_resume_ns == 0 or rf_clock_ns() >= _split_resume_ns)):
         job = rf_step_post(_split_thread_part, s)
     _split_rows(s, 0, s.n1)
     if job == 0:
         _split_rows(s, s.n1, s.n)
     elif rf_step_finish(job, &waited):
-        _split_misses = 0
+        _split_misses = _split_backoff_ns = 0
         _split_shared += 1
-        if waited > _SPLIT_LATE_NS:
-            _split_back_off(rf_clock_ns())
-        else:
-            _split_on_time += 1
-            if _split_on_time >= 1024:  # on time for a while: back off less next time
-                _split_backoff_ns, _split_on_time = _split_backoff_ns // 2, 0
+        if waited > _SPLIT_LATE_NS:  # alone for 16 times that wait: at most 1/17 of it lost
+            _split_late += 1
+            _split_resume_ns = rf_clock_ns() + _SPLIT_LATE_FACTOR * waited
     else:  # the thread had not begun: its part here too
         _split_rows(s, s.n1, s.n)
         _split_misses += 1
-        if _split_misses >= _SPLIT_MISSES:
-            _split_back_off(rf_clock_ns())
+        _split_missed += 1
+        if _split_misses >= _SPLIT_MISSES:  # alone for 1 ms, then twice as long each time
+            _split_backoff_ns = min(max(2 * _split_backoff_ns, 1000000), 1000000000)
+            _split_resume_ns, _split_misses = rf_clock_ns() + _split_backoff_ns, 0
     rf_call_leave()
 
 

@@ -505,7 +505,7 @@ static struct {
     ptrdiff_t state __attribute__((aligned(64))); /* 4j + one of RF_STEP_* */
     rf_step_fn fn;
     void *arg;
-    int sleeping __attribute__((aligned(64))); /* the thread waits on `wake` (seq_cst) */
+    int sleeping __attribute__((aligned(64))); /* 1: waits on `wake`, 2: woken (seq_cst) */
     int started;
     pthread_mutex_t lock;
     pthread_cond_t wake;
@@ -580,7 +580,10 @@ static ptrdiff_t rf_step_post(rf_step_fn fn, void *arg)
     rf_step.fn = fn;
     rf_step.arg = arg;
     __atomic_store_n(&rf_step.state, job << 2, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&rf_step.sleeping, __ATOMIC_SEQ_CST)) {
+    int asleep = 1; /* wake it once per sleep: 1 -> 2 (woken) */
+    if (__atomic_load_n(&rf_step.sleeping, __ATOMIC_SEQ_CST) == 1
+        && __atomic_compare_exchange_n(&rf_step.sleeping, &asleep, 2, 0, __ATOMIC_SEQ_CST,
+                                       __ATOMIC_SEQ_CST)) {
         pthread_mutex_lock(&rf_step.lock);
         pthread_cond_signal(&rf_step.wake);
         pthread_mutex_unlock(&rf_step.lock);
