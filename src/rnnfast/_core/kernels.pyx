@@ -1479,9 +1479,11 @@ cdef void _stack_step(const Cell* cell, floating* h_new, floating* c_new, floati
         d_in = S
 
 
-cdef object _stack_call(Cell cell, object x, object h, object c, tuple params):
+cdef object _stack_call(Cell cell, object x, object h, object c, tuple params,
+                        bint nested=False):
     """A stack step of any cell: (output (B, S), h_new (L, B, S)[, c_new (L, B, H)]), or None
-    if an operand is not admitted."""
+    if an operand is not admitted; ``nested``: a gated cell's new states in one tuple,
+    (output, (h_new[, c_new]))."""
     cdef bint lstm = cell.code == CELL_LSTM
     cdef Py_ssize_t sizes[5]  # L, B, D, H, S
     cdef Py_ssize_t macs = 0
@@ -1525,6 +1527,8 @@ cdef object _stack_call(Cell cell, object x, object h, object c, tuple params):
                             NULL if c is None else <const double*>_data(c), params, B, D, H, S,
                             release_gil)
     memcpy(_data(output), <char*>_data(h_new) + (L - 1) * B * S * itemsize, B * S * itemsize)
+    if nested:
+        return output, ((h_new, c_new) if lstm else (h_new,))
     if lstm:
         return output, h_new, c_new
     return output, h_new
@@ -2075,6 +2079,19 @@ def gru_step(x, h, tuple params):
     biases None for none.
     """
     return _stack_call(_gru_cell(), x, h, None, params)
+
+
+def gated_step(x, states, tuple params):
+    """One step of a stack of LSTM (``states`` the tuple (h, c)) or GRU layers (``states``
+    (h,)), as lstm_step and gru_step: (output, the new states as a tuple like ``states``), or
+    None. The layers' step in one C call: the states as they carry them, no repacking."""
+    if type(states) is not tuple:
+        return None
+    if len(<tuple>states) == 2:
+        return _stack_call(_lstm_cell(), x, (<tuple>states)[0], (<tuple>states)[1], params, True)
+    if len(<tuple>states) == 1:
+        return _stack_call(_gru_cell(), x, (<tuple>states)[0], None, params, True)
+    return None
 
 
 # ---- gathered input projection (a first layer fed token ids) ---------------------------------
