@@ -1262,8 +1262,10 @@ def split_panels(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssiz
 # does the thread's part too), only for a part the thread has claimed. A thread that kept it
 # waiting (descheduled: its core is busy) sends the steps alone for 16 times that wait, so such
 # waits cost at most about 1/17 of the time; one that missed many calls in a row (asleep, or
-# its core taken), for a while that doubles each time (1 ms to 1 s). The pointwise part
-# follows on the caller.
+# its core taken), for a while that doubles each time (1 ms to 1 s). And the steps share only
+# while that measures faster: both ways' wall times are kept (a few calls in 1024 probe the
+# way not taken), since on a loaded machine a thread on time can still cost the caller its
+# core. The pointwise part follows on the caller.
 
 cdef enum:
     _SPLIT_ROWS = 16  # the parts' boundary: a multiple of this many rows (an f32 vector block)
@@ -1271,6 +1273,8 @@ cdef enum:
     _SPLIT_LATE_NS = 20000  # a wait longer than this at the end: the thread was descheduled
     _SPLIT_LATE_FACTOR = 16  # ... then the steps run alone this many times as long
     _SPLIT_MISSES = 64  # calls in a row whose thread never began: its core is taken
+    _SPLIT_PROBE_EVERY = 1024  # calls, of which the first _SPLIT_PROBE_CALLS try the other way
+    _SPLIT_PROBE_CALLS = 32
 
 # The weight bytes per product from which a step of one row splits (set_step_split, for tests:
 # 0 splits every step), and the back-off (one caller at a time posts, the others run alone).
@@ -1281,6 +1285,12 @@ cdef Py_ssize_t _split_min_bytes = 256 * 1024
 cdef uint64_t _split_resume_ns = 0, _split_backoff_ns = 0
 cdef Py_ssize_t _split_misses = 0, _split_shared = 0
 cdef Py_ssize_t _split_late = 0, _split_missed = 0  # diagnostics: late waits, missed posts
+# The wall time of a step's products alone [0] and shared [1] (moving averages, 0: none yet),
+# and the way that is faster (1: shared), which the steps take but for probes of the other.
+cdef double _split_wall_ns[2]
+_split_wall_ns[0] = _split_wall_ns[1] = 0
+cdef Py_ssize_t _split_calls = 0
+cdef int _split_mode = 1
 
 
 def set_step_split(Py_ssize_t min_bytes=-1):
@@ -1349,22 +1359,30 @@ cdef void _split_thread_part(void* arg) noexcept nogil:
 cdef void _split_products(SplitStep* s) noexcept nogil:
     """Compute the products of s, sharing their rows with the step's thread if it may help."""
     global _split_resume_ns, _split_backoff_ns, _split_misses, _split_shared, _split_late
-    global _split_missed
-    cdef uint64_t waited
+    global _split_missed, _split_calls, _split_mode
+    cdef uint64_t waited, start
     cdef Py_ssize_t bytes_ = 0, k, job = 0
+    cdef bint shared = False
+    cdef int mode
     for k in range(s.parts):
         bytes_ += s.n * (s.part[k].ka + (0 if s.part[k].c == NULL else s.part[k].kc))
     s.n1 = (s.n * _SPLIT_CALLER_SIXTEENTHS // 16 + _SPLIT_ROWS - 1) // _SPLIT_ROWS * _SPLIT_ROWS
     if bytes_ * s.itemsize < _split_min_bytes * s.parts or s.n1 >= s.n:
         _split_rows(s, 0, s.n)
         return
-    if (rf_call_enter() == 1 and _helper_available()
-            and (_split_resume_ns == 0 or rf_clock_ns() >= _split_resume_ns)):
+    _split_calls += 1
+    mode = _split_mode
+    if _split_calls % _SPLIT_PROBE_EVERY < _SPLIT_PROBE_CALLS:
+        mode = 1 - mode  # a probe of the other way
+    start = rf_clock_ns()
+    if (rf_call_enter() == 1 and mode == 1 and _helper_available()
+            and (_split_resume_ns == 0 or start >= _split_resume_ns)):
         job = rf_step_post(_split_thread_part, s)
     _split_rows(s, 0, s.n1)
     if job == 0:
         _split_rows(s, s.n1, s.n)
     elif rf_step_finish(job, &waited):
+        shared = True
         _split_misses = _split_backoff_ns = 0
         _split_shared += 1
         if waited > _SPLIT_LATE_NS:  # alone for 16 times that wait: at most 1/17 of it lost
@@ -1378,6 +1396,10 @@ cdef void _split_products(SplitStep* s) noexcept nogil:
             _split_backoff_ns = min(max(2 * _split_backoff_ns, 1000000), 1000000000)
             _split_resume_ns, _split_misses = rf_clock_ns() + _split_backoff_ns, 0
     rf_call_leave()
+    if mode == 0 or shared:  # (a call that meant to share and did not says nothing of either)
+        _split_wall_ns[mode] += (<double>(rf_clock_ns() - start) - _split_wall_ns[mode]) / 8
+        if _split_wall_ns[0] > 0 and _split_wall_ns[1] > 0:
+            _split_mode = _split_wall_ns[1] < _split_wall_ns[0]
 
 
 cdef inline void _set_part(StepPart* p, void* out, const void* a, const void* wa, Py_ssize_t ka,

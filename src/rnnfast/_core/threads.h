@@ -490,10 +490,10 @@ static inline void rf_count(ptrdiff_t *counter)
  * thread's part back if the thread has not claimed it (4j -> 4j + 3: the thread skips it, so a
  * caller never waits for a thread that has not begun) or waits for 4j + 2. One job at a time:
  * only a call that rf_call_enter found alone posts one. The thread spins RF_STEP_SPIN_NS after
- * its last job, then sleeps until a post wakes it (that call runs alone). A forked child
- * starts it afresh.
+ * its last job (a stream of steps from Python comes every few microseconds), then sleeps until
+ * a post wakes it (that call runs alone). A forked child starts it afresh.
  */
-#define RF_STEP_SPIN_NS 50000
+#define RF_STEP_SPIN_NS 20000
 #define RF_STEP_POSTED 0
 #define RF_STEP_CLAIMED 1
 #define RF_STEP_DONE 2
