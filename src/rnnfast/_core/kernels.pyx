@@ -1362,7 +1362,6 @@ cdef void _split_products(SplitStep* s) noexcept nogil:
     global _split_missed, _split_calls, _split_mode
     cdef uint64_t waited, start
     cdef Py_ssize_t bytes_ = 0, k, job = 0
-    cdef bint shared = False
     cdef int mode
     for k in range(s.parts):
         bytes_ += s.n * (s.part[k].ka + (0 if s.part[k].c == NULL else s.part[k].kc))
@@ -1382,7 +1381,6 @@ cdef void _split_products(SplitStep* s) noexcept nogil:
     if job == 0:
         _split_rows(s, s.n1, s.n)
     elif rf_step_finish(job, &waited):
-        shared = True
         _split_misses = _split_backoff_ns = 0
         _split_shared += 1
         if waited > _SPLIT_LATE_NS:  # alone for 16 times that wait: at most 1/17 of it lost
@@ -1396,7 +1394,7 @@ cdef void _split_products(SplitStep* s) noexcept nogil:
             _split_backoff_ns = min(max(2 * _split_backoff_ns, 1000000), 1000000000)
             _split_resume_ns, _split_misses = rf_clock_ns() + _split_backoff_ns, 0
     rf_call_leave()
-    if mode == 0 or shared:  # (a call that meant to share and did not says nothing of either)
+    if mode == 0 or job != 0:  # (a call that meant to share and posted nothing: neither way)
         _split_wall_ns[mode] += (<double>(rf_clock_ns() - start) - _split_wall_ns[mode]) / 8
         if _split_wall_ns[0] > 0 and _split_wall_ns[1] > 0:
             _split_mode = _split_wall_ns[1] < _split_wall_ns[0]
