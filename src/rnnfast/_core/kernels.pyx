@@ -1260,8 +1260,8 @@ def split_panels(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssiz
 # A row's sum is the same expression whichever thread computes it (simd_dot.h), so the results
 # do not depend on the split. The caller never waits for a thread that has not begun (it then
 # does the thread's part too), only for a part the thread has claimed. A thread that kept it
-# waiting (descheduled: its core is busy) sends the steps alone for 16 times that wait, so such
-# waits cost at most about 1/17 of the time; one that missed many calls in a row (asleep, or
+# waiting (descheduled: its core is busy) sends the steps alone for 64 times that wait, so such
+# waits cost at most about 1/65 of the time; one that missed many calls in a row (asleep, or
 # its core taken), for a while that doubles each time (1 ms to 1 s). And the steps share only
 # while that measures faster: both ways' wall times are kept (a few calls in 1024 probe the
 # way not taken), since on a loaded machine a thread on time can still cost the caller its
@@ -1271,7 +1271,7 @@ cdef enum:
     _SPLIT_ROWS = 16  # the parts' boundary: a multiple of this many rows (an f32 vector block)
     _SPLIT_CALLER_SIXTEENTHS = 9  # the caller's share of the rows
     _SPLIT_LATE_NS = 20000  # a wait longer than this at the end: the thread was descheduled
-    _SPLIT_LATE_FACTOR = 16  # ... then the steps run alone this many times as long
+    _SPLIT_LATE_FACTOR = 64  # ... then the steps run alone this many times as long
     _SPLIT_MISSES = 64  # calls in a row whose thread never began: its core is taken
     _SPLIT_PROBE_EVERY = 1024  # calls, of which the first _SPLIT_PROBE_CALLS try the other way
     _SPLIT_PROBE_CALLS = 32
@@ -1383,7 +1383,7 @@ cdef void _split_products(SplitStep* s) noexcept nogil:
     elif rf_step_finish(job, &waited):
         _split_misses = _split_backoff_ns = 0
         _split_shared += 1
-        if waited > _SPLIT_LATE_NS:  # alone for 16 times that wait: at most 1/17 of it lost
+        if waited > _SPLIT_LATE_NS:  # alone for 64 times that wait: at most 1/65 of it lost
             _split_late += 1
             _split_resume_ns = rf_clock_ns() + _SPLIT_LATE_FACTOR * waited
     else:  # the thread had not begun: its part here too
