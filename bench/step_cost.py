@@ -7,6 +7,10 @@ part is the call from Python (argument checks, two small output arrays); the slo
 matrix-vector product reading w_ih and w_hh once per call.
 
     python bench/step_cost.py [--cell rnn|lstm|gru] [--input-size 32] [--sizes 32 64 128 ...]
+        [--threads 1 2]
+
+``--threads``: time each size with each of these ``rnnfast.set_num_threads`` settings, in
+turn (one thread: no step shares its rows with the step's helper thread), one column each.
 
 The part per byte is bounded by the L2 cache's read bandwidth when the weights do not fit in L1:
 on the AVX-512 EPYC of docs/design/kernels.md, about 117 GB/s, so 2.8 us for the 328 KB of an
@@ -18,6 +22,7 @@ import timeit
 
 import numpy as np
 
+import rnnfast
 from rnnfast import GRU, LSTM, RNN
 
 CELLS = {"rnn": (RNN, 1), "lstm": (LSTM, 4), "gru": (GRU, 3)}  # class, gate blocks
@@ -40,15 +45,26 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 96, 128, 160, 192, 256])
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--threads", type=int, nargs="+", default=None)
     args = parser.parse_args()
     kib, times = [], []
-    print("hidden  weights KiB  us per call")
+    settings = args.threads or [None]
+    print(
+        "hidden  weights KiB"
+        + "".join("  us per call" if n is None else f"  us, {n} thread(s)" for n in settings)
+    )
     for H in args.sizes:
         kib.append(CELLS[args.cell][1] * (args.input_size + H) * H * 4 / 1024)
-        times.append(step_time_us(args.cell, args.input_size, H, args.calls, args.repeats))
-        print(f"{H:6d}  {kib[-1]:11.1f}  {times[-1]:11.3f}")
-    slope, fixed = np.polyfit(kib, times, 1)
-    print(f"fit: {fixed:.3f} us + {slope * 1e3:.1f} ns per KiB of weights")
+        row = []
+        for n in settings:
+            if n is not None:
+                rnnfast.set_num_threads(n)
+            row.append(step_time_us(args.cell, args.input_size, H, args.calls, args.repeats))
+        times.append(row[0])
+        print(f"{H:6d}  {kib[-1]:11.1f}" + "".join(f"  {t:11.3f}" for t in row))
+    if len(args.sizes) > 1:
+        slope, fixed = np.polyfit(kib, times, 1)
+        print(f"fit ({settings[0] or 'default'}): {fixed:.3f} us + {slope * 1e3:.1f} ns per KiB")
 
 
 if __name__ == "__main__":

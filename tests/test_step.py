@@ -166,3 +166,50 @@ def test_batch_of_one_loops_match_the_reference(cell, H, dtype):
 
     for k, (got, want) in enumerate(zip(run("cython"), run("numpy"), strict=True)):
         assert_close(got, want, RTOL[np.dtype(dtype)], f"result {k}")
+
+
+# ---- the split step: a batch of one shares its products' rows with the helper thread ----------
+
+
+@pytest.fixture
+def split_every_step():
+    """Every step of one row splits (whatever its weights' size); the threshold restored after."""
+    from rnnfast._core import kernels
+
+    previous = kernels.set_step_split(0)[0]
+    yield kernels
+    kernels.set_step_split(previous)
+
+
+@pytest.mark.skipif(reference_only_run(), reason="the compiled step's thread split")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("H", [20, 100, 128])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_split_steps_are_bit_identical_to_steps_alone(cell, H, dtype, split_every_step):
+    # H=20 and 100: parts that end past the last whole block of 16 rows.
+    kernels = split_every_step
+    cls = {"rnn": rnnfast.RNN, "lstm": rnnfast.LSTM, "gru": rnnfast.GRU}[cell]
+    layer = cls(32, H, num_layers=2, dtype=dtype, seed=7)
+    x = np.random.default_rng(H).standard_normal((300, 1, 32)).astype(dtype)
+
+    def run():
+        outputs, state = [], None
+        for t in range(len(x)):
+            y, state = layer.step(x[t], state)
+            outputs.append(y)
+        return np.stack(outputs), state
+
+    shared = kernels.set_step_split()[1]
+    for _ in range(20):  # until the helper took part in some steps (it may be descheduled)
+        split = run()
+        if kernels.set_step_split()[1] > shared:
+            break
+    else:
+        pytest.skip("the helper thread never took part (every core busy)")
+    kernels.set_step_split(1 << 60)  # no step splits
+    alone = run()
+    np.testing.assert_array_equal(split[0], alone[0])
+    for a, b in zip(_arrays(split), _arrays(alone), strict=True):
+        np.testing.assert_array_equal(a, b)
+    ref, _ = layer(x)
+    assert_close(split[0], ref, RTOL[np.dtype(dtype)], "outputs against the forward")

@@ -822,8 +822,8 @@ def gru_step(
     return output, h_new
 
 
-# The compiled gated steps by cell ({} without the extension).
-_STEP_KERNELS = {} if _kernels is None else {"lstm": _kernels.lstm_step, "gru": _kernels.gru_step}
+# The compiled gated step, either cell (None without the extension).
+_GATED_STEP = None if _kernels is None else _kernels.gated_step
 
 
 def gated_step(
@@ -839,25 +839,27 @@ def gated_step(
     ``layer`` as in :func:`step`; returns (output, new states), unbatched like x."""
     # The common case of _backend.compiled inline, and the kernel looked up once (a call,
     # an f-string and two attribute lookups cost the step about 0.3 us).
-    if backend is AUTO and ENV_KEY not in ENVIRON and _STEP_KERNELS:
-        kernel = _STEP_KERNELS[cell]
+    if backend is AUTO and ENV_KEY not in ENVIRON and _GATED_STEP is not None:
+        kernel = _GATED_STEP
     else:
         kernels = compiled(backend)
-        kernel = None if kernels is None else getattr(kernels, f"{cell}_step", None)
+        kernel = None if kernels is None else getattr(kernels, "gated_step", None)
     if layer is not None and layer.refusal is not None:
         raise ValueError(layer.refusal)
     if kernel is not None and (layer is None or layer.lead):
-        # Operands already exactly right: one C call, its checks in C (None: they are not).
-        result = kernel(x, *states, params)
+        # Operands already exactly right: one C call, its checks in C (None: they are not),
+        # taking the states as given and returning (output, new states) as this door does.
+        result = kernel(x, states, params)
         if result is not None:
-            return result[0], result[1:]
+            return result
     x2, s3, layers, batched = _validation.gated_step_args(x, states, params, layer, cell)
     result = None
     if kernel is not None:
-        result = kernel(x2, *s3, layers)  # None: an empty size
+        result = kernel(x2, s3, layers)  # None: an empty size
     if result is None:
-        result = getattr(_reference, f"{cell}_step")(x2, *s3, layers)
-    output, new = result[0], result[1:]
+        flat = getattr(_reference, f"{cell}_step")(x2, *s3, layers)
+        result = flat[0], flat[1:]
+    output, new = result
     if batched:
         return output, new
     return output[0], tuple(s[:, 0] for s in new)

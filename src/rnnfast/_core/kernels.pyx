@@ -1372,13 +1372,172 @@ def split_panels(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssiz
 # product (simd_dot.h) on the weights as stored; larger ones GEMM, which packs the weights
 # again on every call. Measure with `python bench/tune_step_batch.py`.
 
+# The split step. Where a layer's weights are large (an LSTM's or GRU's at D=32 H=128: 246 to
+# 328 KB a step, read from L2 at its read rate), a batch of one shares the rows of its products
+# with the step's helper thread (threads.h): the caller computes the first rows, the thread the
+# rest, so that each core reads its part of the weights from its own L2, the same part at every
+# call. The caller's part is the larger, as the thread starts a few cache-line transfers later.
+# A row's sum is the same expression whichever thread computes it (simd_dot.h), so the results
+# do not depend on the split. The caller never waits for a thread that has not begun (it then
+# does the thread's part too), only for a part the thread has claimed. A thread that kept it
+# waiting (descheduled: its core is busy) sends the steps alone for 64 times that wait, so such
+# waits cost at most about 1/65 of the time; one that missed many calls in a row (asleep, or
+# its core taken), for a while that doubles each time (1 ms to 1 s). And the steps share only
+# while that measures faster: both ways' wall times are kept (a few calls in 1024 probe the
+# way not taken), since on a loaded machine a thread on time can still cost the caller its
+# core. The pointwise part follows on the caller.
+
+cdef enum:
+    _SPLIT_ROWS = 16  # the parts' boundary: a multiple of this many rows (an f32 vector block)
+    _SPLIT_CALLER_SIXTEENTHS = 9  # the caller's share of the rows
+    _SPLIT_LATE_NS = 20000  # a wait longer than this at the end: the thread was descheduled
+    _SPLIT_LATE_FACTOR = 64  # ... then the steps run alone this many times as long
+    _SPLIT_MISSES = 64  # calls in a row whose thread never began: its core is taken
+    _SPLIT_PROBE_EVERY = 1024  # calls, of which the first _SPLIT_PROBE_CALLS try the other way
+    _SPLIT_PROBE_CALLS = 32
+
+# The weight bytes per product from which a step of one row splits (set_step_split, for tests:
+# 0 splits every step), and the back-off (one caller at a time posts, the others run alone).
+# Per product: the GRU's two products (x's and h's) lose at 246 and 442 KB in all and win at
+# 884 KB, the LSTM's and Elman's one product win from about 288 KB, lose at 196 KB (D=32 H=96,
+# 128, 192, 256, 384: `python bench/step_cost.py --cell gru --threads 1 2`).
+cdef Py_ssize_t _split_min_bytes = 256 * 1024
+cdef uint64_t _split_resume_ns = 0, _split_backoff_ns = 0
+cdef Py_ssize_t _split_misses = 0, _split_shared = 0
+cdef Py_ssize_t _split_late = 0, _split_missed = 0  # diagnostics: late waits, missed posts
+# The wall time of a step's products alone [0] and shared [1] (moving averages, 0: none yet),
+# and the way that is faster (1: shared), which the steps take but for probes of the other.
+cdef double _split_wall_ns[2]
+_split_wall_ns[0] = _split_wall_ns[1] = 0
+cdef Py_ssize_t _split_calls = 0
+cdef int _split_mode = 1
+
+
+def set_step_split(Py_ssize_t min_bytes=-1):
+    """Set the weight bytes per product from which a streaming step of one row shares its
+    products with the step's helper thread (-1: keep); return the previous value and the
+    number of steps the thread has shared, waited for (late) and missed (not begun) so far."""
+    global _split_min_bytes
+    previous = (_split_min_bytes, _split_shared, _split_late, _split_missed)
+    if min_bytes >= 0:
+        _split_min_bytes = min_bytes
+    return previous
+
+
+cdef struct StepPart:
+    # out (n,) = a @ wa.T + c @ wc.T + bias (a NULL: bias only; c, bias NULL: none), rows of w
+    # as stored (n, ka) and (n, kc); any float type (SplitStep.itemsize)
+    void* out
+    const void* a
+    const void* wa
+    const void* c
+    const void* wc
+    const void* bias
+    Py_ssize_t ka, kc
+
+
+cdef struct SplitStep:
+    StepPart part[2]
+    int parts, itemsize
+    Py_ssize_t n, n1  # rows of each part; the caller's are 0 .. n1 - 1, the thread's the rest
+
+
+cdef void _part_rows(floating* dummy, StepPart* p, Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
+    """Rows i0 .. i1 - 1 of one product of a batch of one."""
+    cdef floating* out = <floating*>p.out + i0
+    cdef const floating* bias = NULL if p.bias == NULL else <const floating*>p.bias + i0
+    cdef const floating* c = <const floating*>p.c
+    cdef Py_ssize_t i
+    if p.a == NULL:
+        for i in range(i1 - i0):
+            out[i] = 0 if bias == NULL else bias[i]
+    elif floating is float:
+        rnnfast_simd.step_dot_f32(out, <const float*>p.a, <const float*>p.wa + i0 * p.ka, p.ka,
+                                  c, NULL if c == NULL else <const float*>p.wc + i0 * p.kc,
+                                  p.kc, bias, 1, i1 - i0)
+    else:
+        rnnfast_simd.step_dot_f64(out, <const double*>p.a, <const double*>p.wa + i0 * p.ka, p.ka,
+                                  c, NULL if c == NULL else <const double*>p.wc + i0 * p.kc,
+                                  p.kc, bias, 1, i1 - i0)
+
+
+cdef void _split_rows(SplitStep* s, Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
+    """Rows i0 .. i1 - 1 of every product of s."""
+    cdef Py_ssize_t k
+    for k in range(s.parts):
+        if s.itemsize == 4:
+            _part_rows(<float*>NULL, &s.part[k], i0, i1)
+        else:
+            _part_rows(<double*>NULL, &s.part[k], i0, i1)
+
+
+cdef void _split_thread_part(void* arg) noexcept nogil:
+    cdef SplitStep* s = <SplitStep*>arg
+    _split_rows(s, s.n1, s.n)
+
+
+cdef void _split_products(SplitStep* s) noexcept nogil:
+    """Compute the products of s, sharing their rows with the step's thread if it may help."""
+    global _split_resume_ns, _split_backoff_ns, _split_misses, _split_shared, _split_late
+    global _split_missed, _split_calls, _split_mode
+    cdef uint64_t waited, start
+    cdef Py_ssize_t bytes_ = 0, k, job = 0
+    cdef int mode
+    for k in range(s.parts):
+        bytes_ += s.n * (s.part[k].ka + (0 if s.part[k].c == NULL else s.part[k].kc))
+    s.n1 = (s.n * _SPLIT_CALLER_SIXTEENTHS // 16 + _SPLIT_ROWS - 1) // _SPLIT_ROWS * _SPLIT_ROWS
+    if bytes_ * s.itemsize < _split_min_bytes * s.parts or s.n1 >= s.n:
+        _split_rows(s, 0, s.n)
+        return
+    _split_calls += 1
+    mode = _split_mode
+    if _split_calls % _SPLIT_PROBE_EVERY < _SPLIT_PROBE_CALLS:
+        mode = 1 - mode  # a probe of the other way
+    start = rf_clock_ns()
+    if (rf_call_enter() == 1 and mode == 1 and _helper_available()
+            and (_split_resume_ns == 0 or start >= _split_resume_ns)):
+        job = rf_step_post(_split_thread_part, s)
+    _split_rows(s, 0, s.n1)
+    if job == 0:
+        _split_rows(s, s.n1, s.n)
+    elif rf_step_finish(job, &waited):
+        _split_misses = _split_backoff_ns = 0
+        _split_shared += 1
+        if waited > _SPLIT_LATE_NS:  # alone for 64 times that wait: at most 1/65 of it lost
+            _split_late += 1
+            _split_resume_ns = rf_clock_ns() + _SPLIT_LATE_FACTOR * waited
+    else:  # the thread had not begun: its part here too
+        _split_rows(s, s.n1, s.n)
+        _split_misses += 1
+        _split_missed += 1
+        if _split_misses >= _SPLIT_MISSES:  # alone for 1 ms, then twice as long each time
+            _split_backoff_ns = min(max(2 * _split_backoff_ns, 1000000), 1000000000)
+            _split_resume_ns, _split_misses = rf_clock_ns() + _split_backoff_ns, 0
+    rf_call_leave()
+    if mode == 0 or job != 0:  # (a call that meant to share and posted nothing: neither way)
+        _split_wall_ns[mode] += (<double>(rf_clock_ns() - start) - _split_wall_ns[mode]) / 8
+        if _split_wall_ns[0] > 0 and _split_wall_ns[1] > 0:
+            _split_mode = _split_wall_ns[1] < _split_wall_ns[0]
+
+
+cdef inline void _set_part(StepPart* p, void* out, const void* a, const void* wa, Py_ssize_t ka,
+                           const void* c, const void* wc, Py_ssize_t kc,
+                           const void* bias) noexcept nogil:
+    p.out, p.a, p.wa, p.ka, p.c, p.wc, p.kc, p.bias = out, a, wa, ka, c, wc, kc, bias
+
+
 cdef void _step_gates(floating* out, const floating* inp, const floating* h_prev,
                       const floating* w_ih, const floating* w_hh, const floating* b_hh,
                       Py_ssize_t B, Py_ssize_t D, Py_ssize_t S, Py_ssize_t N) noexcept nogil:
     """out (B, N) = inp @ w_ih.T + h_prev @ w_hh.T + b_hh: a step's gate pre-activations
     (N = G * H) from the state h_prev (B, S) (NULL: zeros) and b_hh (NULL: none)."""
     cdef Py_ssize_t r, i
-    if B <= rf_tuning_now.step_dot_max_batch:
+    cdef SplitStep split
+    if B == 1 and B <= rf_tuning_now.step_dot_max_batch:
+        _set_part(&split.part[0], out, inp, w_ih, D, h_prev, w_hh, S, b_hh)
+        split.parts, split.itemsize, split.n = 1, sizeof(floating), N
+        _split_products(&split)
+    elif B <= rf_tuning_now.step_dot_max_batch:
         if floating is float:
             rnnfast_simd.step_dot_f32(out, inp, w_ih, D, h_prev, w_hh, S, b_hh, B, N)
         else:
@@ -1460,9 +1619,11 @@ cdef void _stack_step(const Cell* cell, floating* h_new, floating* c_new, floati
         d_in = S
 
 
-cdef object _stack_call(Cell cell, object x, object h, object c, tuple params):
+cdef object _stack_call(Cell cell, object x, object h, object c, tuple params,
+                        bint nested=False):
     """A stack step of any cell: (output (B, S), h_new (L, B, S)[, c_new (L, B, H)]), or None
-    if an operand is not admitted."""
+    if an operand is not admitted; ``nested``: a gated cell's new states in one tuple,
+    (output, (h_new[, c_new]))."""
     cdef bint lstm = cell.code == CELL_LSTM
     cdef Py_ssize_t sizes[5]  # L, B, D, H, S
     cdef Py_ssize_t macs = 0
@@ -1506,6 +1667,8 @@ cdef object _stack_call(Cell cell, object x, object h, object c, tuple params):
                             NULL if c is None else <const double*>_data(c), params, B, D, H, S,
                             release_gil)
     memcpy(_data(output), <char*>_data(h_new) + (L - 1) * B * S * itemsize, B * S * itemsize)
+    if nested:
+        return output, ((h_new, c_new) if lstm else (h_new,))
     if lstm:
         return output, h_new, c_new
     return output, h_new
@@ -2035,8 +2198,15 @@ cdef void _gru_step_layer(floating* out, floating* scratch, const floating* inp,
     """out (B, H): one GRU layer's step; the biases ride on the two products (the pointwise
     part then takes no bias), scratch (2, B, 3H) holds them."""
     cdef Py_ssize_t N = 3 * H
-    _dot_product(scratch, inp, w_ih, b_ih, B, D, N)
-    _dot_product(scratch + B * N, h_prev, w_hh, b_hh, B, H, N)
+    cdef SplitStep split
+    if B == 1 and B <= rf_tuning_now.step_dot_max_batch:  # the two products' rows shared
+        _set_part(&split.part[0], scratch, inp, w_ih, D, NULL, NULL, 0, b_ih)
+        _set_part(&split.part[1], scratch + N, h_prev, w_hh, H, NULL, NULL, 0, b_hh)
+        split.parts, split.itemsize, split.n = 2, sizeof(floating), N
+        _split_products(&split)
+    else:
+        _dot_product(scratch, inp, w_ih, b_ih, B, D, N)
+        _dot_product(scratch + B * N, h_prev, w_hh, b_hh, B, H, N)
     _gru_pointwise_forward(scratch, scratch + B * N, <const floating*>NULL,
                            <const floating*>NULL, h_prev, out, <floating*>NULL, B, H)
 
@@ -2049,6 +2219,19 @@ def gru_step(x, h, tuple params):
     biases None for none.
     """
     return _stack_call(_gru_cell(), x, h, None, params)
+
+
+def gated_step(x, states, tuple params):
+    """One step of a stack of LSTM (``states`` the tuple (h, c)) or GRU layers (``states``
+    (h,)), as lstm_step and gru_step: (output, the new states as a tuple like ``states``), or
+    None. The layers' step in one C call: the states as they carry them, no repacking."""
+    if type(states) is not tuple:
+        return None
+    if len(<tuple>states) == 2:
+        return _stack_call(_lstm_cell(), x, (<tuple>states)[0], (<tuple>states)[1], params, True)
+    if len(<tuple>states) == 1:
+        return _stack_call(_gru_cell(), x, (<tuple>states)[0], None, params, True)
+    return None
 
 
 # ---- gathered input projection (a first layer fed token ids) ---------------------------------

@@ -112,6 +112,10 @@ cdef extern from "threads.h" nogil:
     void rf_round_open(uint64_t* word, Py_ssize_t round, Py_ssize_t n)
     Py_ssize_t rf_round_claim(uint64_t* word, Py_ssize_t round, bint from_last)
     void rf_count(Py_ssize_t* counter)
+    ctypedef void (*rf_step_fn)(void*) noexcept nogil
+    Py_ssize_t rf_step_post(rf_step_fn fn, void* arg)
+    bint rf_step_finish(Py_ssize_t job, uint64_t* waited_ns)
+    uint64_t rf_clock_ns()
     ctypedef int (*rf_set_threads_fn)(int) noexcept nogil
     ctypedef int (*rf_get_threads_fn)() noexcept nogil
     void rf_use_blas_threads(rf_set_threads_fn set_threads, rf_get_threads_fn get_threads)

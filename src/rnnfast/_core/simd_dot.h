@@ -270,17 +270,18 @@ static inline int RF(dot_shift)(const void *w, ptrdiff_t k, size_t size)
      * within a call and from one call to the next (the last direction is kept in `flip`): the   \
      * lines read last are read first again, from L1 where the weights do not fit in it         \
      * (bench/experiments/step_dot.c). A unit's sum is the same in either direction. `flip` is   \
-     * shared by all threads, and a lost update costs only that reuse. */                        \
+     * each thread's own: the split step runs this on two cores at once, and one shared word    \
+     * would move between them at every call. */                                                \
     static void RF(step_dot_##SFX)(T *restrict out, const T *restrict a, const T *restrict wa,   \
                                    ptrdiff_t ka, const T *restrict c, const T *restrict wc,      \
                                    ptrdiff_t kc, const T *restrict bias, ptrdiff_t rows,         \
                                    ptrdiff_t n)                                                  \
     {                                                                                            \
         enum { VL = RF_VBYTES / sizeof(T), R_MAX = VL < 4 ? VL : 4 };                            \
-        static int flip;                                                                         \
+        static __thread int flip;                                                                \
         const int ma = RF(dot_shift)(wa, ka, sizeof(T));                                         \
         const int mc = c == NULL ? 0 : RF(dot_shift)(wc, kc, sizeof(T));                         \
-        int backward = !__atomic_load_n(&flip, __ATOMIC_RELAXED);                                \
+        int backward = !flip;                                                                    \
         ptrdiff_t r = 0;                                                                         \
         /* Rows of a in groups share each load of w. A sum's order does not depend on its        \
          * group: reduce() and the x86 hsum() pair the lanes alike. */                           \
@@ -298,7 +299,7 @@ static inline int RF(dot_shift)(const void *w, ptrdiff_t k, size_t size)
                                     ma, mc, 1, backward);                                        \
             r += R;                                                                              \
         }                                                                                        \
-        __atomic_store_n(&flip, !backward, __ATOMIC_RELAXED);                                    \
+        flip = !backward;                                                                        \
     }
 
 RF_DOT(float, f32)

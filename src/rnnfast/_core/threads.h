@@ -480,6 +480,147 @@ static inline void rf_count(ptrdiff_t *counter)
     __atomic_add_fetch(counter, 1, __ATOMIC_RELEASE);
 }
 
+/* ---- the streaming step's helper -------------------------------------------------------
+ * A step of one row takes a few microseconds, so handing half of it to another core pays only
+ * if the hand-over costs a few cache-line transfers (about 0.2 us each between these two
+ * cores, bench/experiments/step_split.c), not the pool's post, lock, signal and join. So the
+ * step has a thread of its own, and one word (its own cache line) for each job: the caller
+ * writes fn and arg, then publishes job j as 4j; the thread claims it (4j -> 4j + 1), runs it
+ * and marks it done (4j + 2). The caller does its own part meanwhile, then either takes the
+ * thread's part back if the thread has not claimed it (4j -> 4j + 3: the thread skips it, so a
+ * caller never waits for a thread that has not begun) or waits for 4j + 2. One job at a time:
+ * only a call that rf_call_enter found alone posts one. The thread spins RF_STEP_SPIN_NS after
+ * its last job (a stream of steps from Python comes every few microseconds), then sleeps until
+ * a post wakes it (that call runs alone). A forked child starts it afresh.
+ */
+#define RF_STEP_SPIN_NS 20000
+#define RF_STEP_POSTED 0
+#define RF_STEP_CLAIMED 1
+#define RF_STEP_DONE 2
+#define RF_STEP_TAKEN 3
+
+typedef void (*rf_step_fn)(void *);
+#if RF_HAVE_THREADS
+static struct {
+    ptrdiff_t state __attribute__((aligned(64))); /* 4j + one of RF_STEP_* */
+    rf_step_fn fn;
+    void *arg;
+    int sleeping __attribute__((aligned(64))); /* 1: waits on `wake`, 2: woken (seq_cst) */
+    int started;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+} rf_step = {RF_STEP_TAKEN, NULL, NULL, 0, 0, PTHREAD_MUTEX_INITIALIZER,
+             PTHREAD_COND_INITIALIZER};
+
+static void *rf_step_main(void *unused)
+{
+    (void)unused;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    ptrdiff_t seen = __atomic_load_n(&rf_step.state, __ATOMIC_ACQUIRE) >> 2;
+    for (;;) {
+        uint64_t since = rf_clock_ns();
+        ptrdiff_t s;
+        for (long spins = 0; ((s = __atomic_load_n(&rf_step.state, __ATOMIC_ACQUIRE)) >> 2) == seen;
+             spins++) {
+            if ((spins & 63) == 63 && rf_clock_ns() - since > RF_STEP_SPIN_NS) {
+                pthread_mutex_lock(&rf_step.lock);
+                __atomic_store_n(&rf_step.sleeping, 1, __ATOMIC_SEQ_CST);
+                while ((__atomic_load_n(&rf_step.state, __ATOMIC_SEQ_CST) >> 2) == seen)
+                    pthread_cond_wait(&rf_step.wake, &rf_step.lock);
+                __atomic_store_n(&rf_step.sleeping, 0, __ATOMIC_SEQ_CST);
+                pthread_mutex_unlock(&rf_step.lock);
+                since = rf_clock_ns();
+            }
+            rf_backoff(0);
+        }
+        s = __atomic_load_n(&rf_step.state, __ATOMIC_ACQUIRE);
+        seen = s >> 2;
+        if ((s & 3) == RF_STEP_POSTED
+            && __atomic_compare_exchange_n(&rf_step.state, &s, s + RF_STEP_CLAIMED, 0,
+                                           __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            rf_step.fn(rf_step.arg); /* written before the post (acquired above) */
+            __atomic_store_n(&rf_step.state, (seen << 2) + RF_STEP_DONE, __ATOMIC_RELEASE);
+        }
+    }
+    return NULL;
+}
+
+static void rf_step_after_fork_in_child(void)
+{
+    pthread_mutex_init(&rf_step.lock, NULL);
+    pthread_cond_init(&rf_step.wake, NULL);
+    rf_step.started = rf_step.sleeping = 0;
+    rf_step.state = RF_STEP_TAKEN;
+}
+#endif
+
+/* Post fn(arg) to the step's thread (starting it if need be); the job's number, or 0 if the
+ * thread cannot start (then nothing was posted). The caller must rf_step_finish it. */
+static ptrdiff_t rf_step_post(rf_step_fn fn, void *arg)
+{
+#if RF_HAVE_THREADS
+    if (!__atomic_load_n(&rf_step.started, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_lock(&rf_step.lock);
+        if (!rf_step.started) {
+            static int fork_handler = 0;
+            if (!fork_handler)
+                fork_handler = pthread_atfork(NULL, NULL, rf_step_after_fork_in_child) == 0;
+            pthread_t id;
+            if (fork_handler && pthread_create(&id, NULL, rf_step_main, NULL) == 0) {
+                pthread_detach(id);
+                __atomic_store_n(&rf_step.started, 1, __ATOMIC_RELEASE);
+            }
+        }
+        pthread_mutex_unlock(&rf_step.lock);
+        if (!rf_step.started) return 0;
+    }
+    const ptrdiff_t job = (__atomic_load_n(&rf_step.state, __ATOMIC_RELAXED) >> 2) + 1;
+    rf_step.fn = fn;
+    rf_step.arg = arg;
+    __atomic_store_n(&rf_step.state, job << 2, __ATOMIC_SEQ_CST);
+    int asleep = 1; /* wake it once per sleep: 1 -> 2 (woken) */
+    if (__atomic_load_n(&rf_step.sleeping, __ATOMIC_SEQ_CST) == 1
+        && __atomic_compare_exchange_n(&rf_step.sleeping, &asleep, 2, 0, __ATOMIC_SEQ_CST,
+                                       __ATOMIC_SEQ_CST)) {
+        pthread_mutex_lock(&rf_step.lock);
+        pthread_cond_signal(&rf_step.wake);
+        pthread_mutex_unlock(&rf_step.lock);
+    }
+    return job;
+#else
+    (void)fn;
+    (void)arg;
+    return 0;
+#endif
+}
+
+/* After the caller's own part: 0 if the thread had not claimed job `job` (the caller then does
+ * the thread's part), else 1 once the thread has done it, *waited_ns the wait. */
+static int rf_step_finish(ptrdiff_t job, uint64_t *waited_ns)
+{
+    *waited_ns = 0;
+#if RF_HAVE_THREADS
+    ptrdiff_t s = job << 2;
+    if (__atomic_compare_exchange_n(&rf_step.state, &s, s + RF_STEP_TAKEN, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE))
+        return 0;
+    if (s != (job << 2) + RF_STEP_DONE) {
+        const uint64_t start = rf_clock_ns();
+        for (long spins = 0;
+             __atomic_load_n(&rf_step.state, __ATOMIC_ACQUIRE) != (job << 2) + RF_STEP_DONE;
+             spins++)
+            rf_backoff(spins);
+        *waited_ns = rf_clock_ns() - start;
+    }
+    return 1;
+#else
+    (void)job;
+    return 0;
+#endif
+}
+
 /* ---- one BLAS thread while any call needs it ----------------------------------------------
  * OpenBLAS's pthreads build keeps one thread count for the whole process: its
  * openblas_set_num_threads_local sets that same count (checked with SciPy's OpenBLAS 0.3.30:
