@@ -1416,11 +1416,15 @@ cdef int _split_mode = 1
 def set_step_split(Py_ssize_t min_bytes=-1):
     """Set the weight bytes per product from which a streaming step of one row shares its
     products with the step's helper thread (-1: keep); return the previous value and the
-    number of steps the thread has shared, waited for (late) and missed (not begun) so far."""
-    global _split_min_bytes
+    number of steps the thread has shared, waited for (late) and missed (not begun) so far.
+    Setting a value also starts the choice afresh: no back-off, the shared way first."""
+    global _split_min_bytes, _split_resume_ns, _split_backoff_ns, _split_misses, _split_mode
     previous = (_split_min_bytes, _split_shared, _split_late, _split_missed)
     if min_bytes >= 0:
         _split_min_bytes = min_bytes
+        _split_resume_ns = _split_backoff_ns = _split_misses = 0
+        _split_mode = 1
+        _split_wall_ns[0] = _split_wall_ns[1] = 0
     return previous
 
 
