@@ -6,67 +6,22 @@
  * L1 through the three passes: max, exp and sum, scale).
  */
 
-/* exp(y) for y <= 0 (the logits minus their column's maximum), as in simd_elementwise.h's
- * sigmoid: Cody-Waite reduction, Cephes expf's minimax form (float) or Taylor to degree 14
- * (double), 2^n applied in two halves so that the result reaches the subnormals. y below the
- * cap (-inf included) gives exp(cap), which rounds to 0; NaN propagates. */
+/* exp(y) for y <= 0 (the logits minus their column's maximum): simd_elementwise.h's, with y
+ * below the cap (-inf included) taken as the cap, whose exp rounds to 0; NaN propagates. */
 static inline __attribute__((always_inline)) RF(vec_f32) RF(xent_exp_f32)(RF(vec_f32) y)
 {
-    typedef RF(vec_f32) VF;
     typedef RF(ivec_f32) VI;
-    typedef RF(mask_f32) SI;
     const VI low = (VI)(y < -104.0f);
-    y = (VF)(((VI)y & ~low) | ((VI)((VF){0} - 104.0f) & low));
-    const float shifter = 12582912.0f; /* 1.5 * 2^23 */
-    const VF t = y * 1.44269504f + shifter;
-    const VF n = t - shifter;
-    VF r = y - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
-    VF e = (VF){0} + 1.9875691500e-4f;
-    e = e * r + 1.3981999507e-3f;
-    e = e * r + 8.3334519073e-3f;
-    e = e * r + 4.1665795894e-2f;
-    e = e * r + 1.6666665459e-1f;
-    e = e * r + 5.0000001201e-1f;
-    e = e * (r * r) + r + 1.0f;
-    const SI ni = (SI)t - (SI)((VF){0} + shifter); /* >= -150 */
-    const SI n1 = (SI)((VI)(ni + 256) >> 1) - 128;
-    const SI n2 = ni - n1;
-    e = e * (VF)((VI)(n1 + 127) << 23);
-    return e * (VF)((VI)(n2 + 127) << 23);
+    y = (RF(vec_f32))(((VI)y & ~low) | ((VI)((RF(vec_f32)){0} - 104.0f) & low));
+    return RF(exp_nonpositive_f32)(y);
 }
 
 static inline __attribute__((always_inline)) RF(vec_f64) RF(xent_exp_f64)(RF(vec_f64) y)
 {
-    typedef RF(vec_f64) VF;
     typedef RF(ivec_f64) VI;
-    typedef RF(mask_f64) SI;
     const VI low = (VI)(y < -746.0);
-    y = (VF)(((VI)y & ~low) | ((VI)((VF){0} - 746.0) & low));
-    const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
-    const VF t = y * 1.4426950408889634 + shifter;
-    const VF n = t - shifter;
-    VF r = y - n * 6.93147180369123816490e-01;
-    r = r - n * 1.90821492927058770002e-10;
-    VF e = (VF){0} + 1.0 / 87178291200.0;
-    e = e * r + 1.0 / 6227020800.0;
-    e = e * r + 1.0 / 479001600.0;
-    e = e * r + 1.0 / 39916800.0;
-    e = e * r + 1.0 / 3628800.0;
-    e = e * r + 1.0 / 362880.0;
-    e = e * r + 1.0 / 40320.0;
-    e = e * r + 1.0 / 5040.0;
-    e = e * r + 1.0 / 720.0;
-    e = e * r + 1.0 / 120.0;
-    e = e * r + 1.0 / 24.0;
-    e = e * r + 1.0 / 6.0;
-    e = e * r + 0.5;
-    e = e * (r * r) + r + 1.0;
-    const SI ni = (SI)t - (SI)((VF){0} + shifter); /* >= -1077 */
-    const SI n1 = (SI)((VI)(ni + 2048) >> 1) - 1024;
-    const SI n2 = ni - n1;
-    e = e * (VF)((VI)(n1 + 1023) << 52);
-    return e * (VF)((VI)(n2 + 1023) << 52);
+    y = (RF(vec_f64))(((VI)y & ~low) | ((VI)((RF(vec_f64)){0} - 746.0) & low));
+    return RF(exp_nonpositive_f64)(y);
 }
 
 /* See rf_softmax_xent_* in decoder.h. Whole vectors of columns here; the last n % VL columns

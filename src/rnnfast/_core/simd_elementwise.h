@@ -90,22 +90,14 @@ static inline __attribute__((always_inline)) RF(vec_f32) RF(tanh_f32)(RF(vec_f32
     return RF_TANH_SELECT(VF, VI, ax, small, large, sign);
 }
 
-/* ---- sigmoid, a vector of lanes at a time ---------------------------------------------------
- * sigmoid(x) = num / (1 + e), e = exp(-|x|), num = e for x < 0 and 1 otherwise: one division, no
- * cancellation on either side, the result in (0, 1]. exp as in tanh above (Cody-Waite, Taylor),
- * but 2^n is applied in two halves, so that e reaches the subnormals: |x| is capped at 746
- * (float: 104), beyond which the sigmoid rounds to 0 or 1. NaN propagates (the cap's compare is
- * false for it); +-Inf give 1 and 0. The gated cells share it (LSTM: i, f, o; GRU: r, z).
- * tests/test_simd.py measures it against a long-double oracle on a dense grid (within 2 ulp).
- */
-static inline __attribute__((always_inline)) RF(vec_f64) RF(sigmoid_f64)(RF(vec_f64) x)
+/* exp(y) for -cap <= y <= 0 (cap 746, float 104: the caller caps), the sigmoid's and the
+ * softmax's (decoder_target.h): Cody-Waite reduction, then 2^n applied in two halves so that
+ * the result reaches the subnormals. */
+static inline __attribute__((always_inline)) RF(vec_f64) RF(exp_nonpositive_f64)(RF(vec_f64) y)
 {
     typedef RF(vec_f64) VF;
     typedef RF(ivec_f64) VI;
     typedef RF(mask_f64) SI;
-    RF_TANH_ABS_CAPPED(VF, VI, UINT64_C(1) << 63, x, 746.0);
-    (void)sign;
-    const VF y = -ax;
     const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
     const VF t = y * 1.4426950408889634 + shifter;
     const VF n = t - shifter;
@@ -133,24 +125,14 @@ static inline __attribute__((always_inline)) RF(vec_f64) RF(sigmoid_f64)(RF(vec_
     const SI n1 = (SI)((VI)(ni + 2048) >> 1) - 1024;
     const SI n2 = ni - n1;
     e = e * (VF)((VI)(n1 + 1023) << 52);
-    e = e * (VF)((VI)(n2 + 1023) << 52);
-    const VF num = (VF)(((VI)e & (VI)(x < 0)) | ((VI)((VF){0} + 1.0) & ~(VI)(x < 0)));
-    /* 1 + e = d + d_lo exactly (e <= 1): the quotient's correction for d_lo keeps the
-     * rounding of 1 + e out of the result (a whole ulp of it for x < 0 otherwise) */
-    const VF d = 1.0 + e;
-    const VF d_lo = e - (d - 1.0);
-    const VF q = num / d;
-    return q - q * d_lo / d;
+    return e * (VF)((VI)(n2 + 1023) << 52);
 }
 
-static inline __attribute__((always_inline)) RF(vec_f32) RF(sigmoid_f32)(RF(vec_f32) x)
+static inline __attribute__((always_inline)) RF(vec_f32) RF(exp_nonpositive_f32)(RF(vec_f32) y)
 {
     typedef RF(vec_f32) VF;
     typedef RF(ivec_f32) VI;
     typedef RF(mask_f32) SI;
-    RF_TANH_ABS_CAPPED(VF, VI, UINT32_C(1) << 31, x, 104.0f);
-    (void)sign;
-    const VF y = -ax;
     const float shifter = 12582912.0f; /* 1.5 * 2^23 */
     const VF t = y * 1.44269504f + shifter;
     const VF n = t - shifter;
@@ -169,7 +151,40 @@ static inline __attribute__((always_inline)) RF(vec_f32) RF(sigmoid_f32)(RF(vec_
     const SI n1 = (SI)((VI)(ni + 256) >> 1) - 128;
     const SI n2 = ni - n1;
     e = e * (VF)((VI)(n1 + 127) << 23);
-    e = e * (VF)((VI)(n2 + 127) << 23);
+    return e * (VF)((VI)(n2 + 127) << 23);
+}
+
+/* ---- sigmoid, a vector of lanes at a time ---------------------------------------------------
+ * sigmoid(x) = num / (1 + e), e = exp(-|x|), num = e for x < 0 and 1 otherwise: one division, no
+ * cancellation on either side, the result in (0, 1]. exp as in tanh above (Cody-Waite, Taylor),
+ * but 2^n is applied in two halves, so that e reaches the subnormals: |x| is capped at 746
+ * (float: 104), beyond which the sigmoid rounds to 0 or 1. NaN propagates (the cap's compare is
+ * false for it); +-Inf give 1 and 0. The gated cells share it (LSTM: i, f, o; GRU: r, z).
+ * tests/test_simd.py measures it against a long-double oracle on a dense grid (within 2 ulp).
+ */
+static inline __attribute__((always_inline)) RF(vec_f64) RF(sigmoid_f64)(RF(vec_f64) x)
+{
+    typedef RF(vec_f64) VF;
+    typedef RF(ivec_f64) VI;
+    RF_TANH_ABS_CAPPED(VF, VI, UINT64_C(1) << 63, x, 746.0);
+    (void)sign;
+    VF e = RF(exp_nonpositive_f64)(-ax);
+    const VF num = (VF)(((VI)e & (VI)(x < 0)) | ((VI)((VF){0} + 1.0) & ~(VI)(x < 0)));
+    /* 1 + e = d + d_lo exactly (e <= 1): the quotient's correction for d_lo keeps the
+     * rounding of 1 + e out of the result (a whole ulp of it for x < 0 otherwise) */
+    const VF d = 1.0 + e;
+    const VF d_lo = e - (d - 1.0);
+    const VF q = num / d;
+    return q - q * d_lo / d;
+}
+
+static inline __attribute__((always_inline)) RF(vec_f32) RF(sigmoid_f32)(RF(vec_f32) x)
+{
+    typedef RF(vec_f32) VF;
+    typedef RF(ivec_f32) VI;
+    RF_TANH_ABS_CAPPED(VF, VI, UINT32_C(1) << 31, x, 104.0f);
+    (void)sign;
+    VF e = RF(exp_nonpositive_f32)(-ax);
     const VF num = (VF)(((VI)e & (VI)(x < 0)) | ((VI)((VF){0} + 1.0f) & ~(VI)(x < 0)));
     /* 1 + e = d + d_lo exactly (e <= 1): the quotient's correction for d_lo keeps the
      * rounding of 1 + e out of the result (a whole ulp of it for x < 0 otherwise) */
