@@ -207,6 +207,65 @@ def blas_threads(limit: int):
     return threadpool_limits(limits=limit)
 
 
+def compiled_kernels():
+    """The compiled kernels module (require_compiled's failure or skip without it)."""
+    require_compiled()
+    from rnnfast._core import kernels
+
+    return kernels
+
+
+def runnable_simd_levels() -> list[str]:
+    """The compiled kernels' SIMD levels this CPU can run (none without the extension)."""
+    kernels = rnnfast._backend.kernels
+    if kernels is None:
+        return []
+    levels, original = [], kernels.simd_level()
+    try:
+        for level in kernels.SIMD_LEVELS:
+            try:
+                kernels.set_simd_level(level)
+            except ValueError:
+                continue
+            levels.append(level)
+    finally:
+        kernels.set_simd_level(original)
+    return levels
+
+
+def results_under_contention(run):
+    """``run()`` with BLAS at one thread (the expected result), then three times each with BLAS
+    at 1 and 2 threads, three times beside a busy Python thread, and four times from two threads
+    at once: ``(expected, results)``, for tests that the bits do not depend on which thread ran
+    which chunk (call it inside the tuning the test forces)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    rival = threading.Thread(target=busy)
+    with blas_threads(1):
+        expected = run()
+    results = []
+    try:
+        for threads in (1, 2):
+            with blas_threads(threads):
+                results += [run() for _ in range(3)]
+        rival.start()
+        results += [run() for _ in range(3)]
+    finally:
+        stop.set()
+        if rival.is_alive():
+            rival.join()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results += list(pool.map(lambda _: run(), range(4)))
+    return expected, results
+
+
 def finite_difference_gradient(loss, arr: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """Central differences of ``loss()`` with respect to every element of ``arr``, which is
     perturbed in place and restored (so ``loss`` must read ``arr`` itself, e.g. a parameter)."""

@@ -8,14 +8,18 @@ n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) n + z h.
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
-from conftest import RTOL, assert_close, blas_threads
+from conftest import (
+    RTOL,
+    assert_close,
+    blas_threads,
+    results_under_contention,
+    runnable_simd_levels,
+)
 from test_threads import main_thread_progress
 
 import rnnfast
@@ -27,21 +31,7 @@ PRODUCTS = ("auto", "blas", "small", "panel")
 GRAD_NAMES = ("dx", "dh0", "dw_ih", "dw_hh", "db_ih", "db_hh")
 
 
-def _levels() -> list[str]:
-    levels, original = [], K.simd_level()
-    try:
-        for level in K.SIMD_LEVELS:
-            try:
-                K.set_simd_level(level)
-            except ValueError:
-                continue
-            levels.append(level)
-    finally:
-        K.set_simd_level(original)
-    return levels
-
-
-SIMD_LEVELS = _levels() if K is not None else []
+SIMD_LEVELS = runnable_simd_levels()
 
 
 @contextmanager
@@ -283,30 +273,10 @@ def test_bit_identical_whatever_thread_ran_what(product, dtype):
     rng = np.random.default_rng(2)
     H = 12 if product == "small" else 40  # "small" only where a row fits its registers
     p = make(rng, 24, 8, 16, H, dtype=dtype)
-    stop = threading.Event()
-
-    def busy() -> None:
-        while not stop.is_set():
-            sum(range(1000))
-
-    rival = threading.Thread(target=busy)
     with K.tuned(step_product=product, overlap="on", overlap_chunk_rows=16):
         if product != "blas":
             assert K.gru_overlap_steps(24, 8, 16, H, p["x"].itemsize) == 2
-        with blas_threads(1):
-            expected = run(p)
-        results = []
-        try:
-            for threads in (1, 2):
-                with blas_threads(threads):
-                    results += [run(p) for _ in range(3)]
-            rival.start()
-            results += [run(p) for _ in range(3)]
-        finally:
-            stop.set()
-            rival.join()
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            results += list(pool.map(lambda _: run(p), range(4)))
+        expected, results = results_under_contention(lambda: run(p))
     for h, g in results:
         np.testing.assert_array_equal(h, expected[0])
         for name, a, e in zip(GRAD_NAMES, g, expected[1], strict=True):

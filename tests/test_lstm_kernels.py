@@ -16,7 +16,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import assert_close, finite_difference_gradient, require_compiled
+from conftest import (
+    assert_close,
+    compiled_kernels,
+    finite_difference_gradient,
+    runnable_simd_levels,
+)
 
 pytestmark = pytest.mark.usefixtures("compiled")
 
@@ -25,28 +30,6 @@ pytestmark = pytest.mark.usefixtures("compiled")
 SIZES = [(1, 1, 3, 5), (7, 1, 4, 9), (5, 3, 6, 17), (9, 4, 5, 33), (6, 8, 7, 64), (4, 2, 3, 1)]
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
 PRODUCTS = ("blas", "small", "panel")
-
-
-def kernels():
-    require_compiled()
-    from rnnfast._core import kernels as k
-
-    return k
-
-
-def levels():
-    """The SIMD levels this CPU can run."""
-    k = kernels()
-    previous = k.simd_level()
-    out = []
-    for level in k.SIMD_LEVELS:
-        try:
-            k.set_simd_level(level)
-        except ValueError:
-            continue
-        out.append(level)
-    k.set_simd_level(previous)
-    return out
 
 
 def sig(z):
@@ -113,7 +96,7 @@ def folded(p):
 
 
 def run(p, training=True):
-    k = kernels()
+    k = compiled_kernels()
     h, c, gates = k.lstm_forward(p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], folded(p),
                                  None, training)
     if not training:
@@ -138,11 +121,11 @@ def check_against_oracle(p, got, tol):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: "x".join(map(str, s)))
 def test_values_and_gradients_match_the_oracle_on_every_product_and_simd_level(size, dtype):
-    k = kernels()
+    k = compiled_kernels()
     p = problem(np.random.default_rng(sum(size)), *size, dtype)
     previous = k.simd_level()
     try:
-        for level in levels():
+        for level in runnable_simd_levels():
             k.set_simd_level(level)
             for product in PRODUCTS:
                 with k.tuned(step_product=product):
@@ -164,7 +147,7 @@ def test_optional_operands(variant):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 def test_helper_thread_on_and_off(overlap, product, dtype):
     """Chunks of 8 rows: the helper projects ahead and takes the weight gradients' chunks."""
-    k = kernels()
+    k = compiled_kernels()
     p = problem(np.random.default_rng(7), 23, 4, 9, 13, dtype)
     with k.tuned(step_product=product, overlap=overlap, overlap_chunk_rows=8):
         assert (k.overlap_steps(23, 4, 9, 13, np.dtype(dtype).itemsize) > 0) == (overlap == "on")
@@ -202,7 +185,7 @@ def torch_lstm(p):
 @pytest.mark.parametrize("size", [(1, 1, 3, 5), (8, 3, 6, 17), (10, 16, 12, 40)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_matches_torch(size, dtype):
-    k = kernels()
+    k = compiled_kernels()
     p = problem(np.random.default_rng(11), *size, dtype)
     p["dc"][:-1] = 0  # torch gives c_n only
     want = torch_lstm(p)
@@ -243,7 +226,7 @@ def projected(rng, T, B, D, H, P, dtype, h0=True):
 
 
 def run_projected(p, impl=None):
-    k = kernels() if impl is None else impl
+    k = compiled_kernels() if impl is None else impl
     h, c, gates = k.lstm_forward(p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], folded(p),
                                  p["w_hr"], True)
     grads = k.lstm_backward(p["dh"], p["dc"], p["x"], p["h0"], p["c0"], h, c, gates,
@@ -262,7 +245,7 @@ PROJ_SIZES = [(1, 1, 3, 5, 2), (7, 1, 4, 9, 4), (6, 3, 5, 17, 1), (5, 40, 6, 12,
 def test_projection_matches_the_reference_on_every_product(size, dtype, h0):
     from rnnfast import _reference
 
-    k = kernels()
+    k = compiled_kernels()
     p = projected(np.random.default_rng(sum(size)), *size, dtype, h0=h0)
     q = {n: None if a is None else a.astype(np.float64) for n, a in p.items()}
     want = run_projected(q, _reference)
@@ -279,7 +262,7 @@ def test_projection_matches_the_reference_on_every_product(size, dtype, h0):
 def test_projection_with_the_helper_thread_is_the_same_bits(overlap, product):
     from rnnfast import _reference
 
-    k = kernels()
+    k = compiled_kernels()
     p = projected(np.random.default_rng(8), 23, 4, 9, 13, 5, np.float64)
     with k.tuned(step_product=product, overlap=overlap, overlap_chunk_rows=8):
         first = run_projected(p)
@@ -321,7 +304,7 @@ def test_projection_matches_torch():
 def test_projection_finite_differences():
     """dL/dw_hr and dL/dw_hh of L = sum(h * dh) + sum(c * dc), by central differences."""
     p = projected(np.random.default_rng(13), 4, 2, 3, 5, 3, np.float64)
-    k = kernels()
+    k = compiled_kernels()
     grads = dict(zip(PROJ_NAMES, run_projected(p), strict=True))
 
     def loss():
@@ -334,7 +317,7 @@ def test_projection_finite_differences():
 
 
 def test_backward_needs_the_training_gates():
-    k = kernels()
+    k = compiled_kernels()
     p = problem(np.random.default_rng(2), 2, 1, 3, 4, np.float64)
     h, c = run(p, training=True)[:2]
     with pytest.raises(ValueError):
@@ -345,7 +328,7 @@ def test_backward_needs_the_training_gates():
 @pytest.mark.parametrize("B", [1, 3, 40], ids=lambda b: f"B{b}")  # 40: the GEMM step
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 def test_step_equals_the_forward_per_step(B, dtype):
-    k = kernels()
+    k = compiled_kernels()
     rng = np.random.default_rng(B)
     T, D, H = 5, 6, 13
     layers = [problem(rng, T, B, D, H, dtype), problem(rng, T, B, H, H, dtype)]
@@ -375,7 +358,7 @@ def test_step_equals_the_forward_per_step(B, dtype):
 
 
 def test_step_admission():
-    k = kernels()
+    k = compiled_kernels()
     p = problem(np.random.default_rng(1), 1, 2, 3, 4, np.float64)
     layer = (p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], None)
     x = p["x"][0]
@@ -401,7 +384,7 @@ def test_step_admission():
 @pytest.mark.parametrize("B", [1, 3, 40], ids=lambda b: f"B{b}")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 def test_projected_step_equals_the_forward_per_step(B, dtype):
-    k = kernels()
+    k = compiled_kernels()
     rng = np.random.default_rng(20 + B)
     T, D, H, P = 4, 6, 13, 5
     first, second = projected(rng, T, B, D, H, P, dtype), projected(rng, T, B, P, H, P, dtype)
@@ -451,7 +434,7 @@ def test_gil_released_while_a_large_forward_and_backward_run():
 
 
 def test_bit_identical_from_concurrent_threads():
-    k = kernels()
+    k = compiled_kernels()
     from concurrent.futures import ThreadPoolExecutor
 
     p = problem(np.random.default_rng(9), 30, 16, 24, 48, np.float32)
@@ -469,7 +452,7 @@ def test_forward_and_backward_peak_memory_is_one_workspace():
     the peak one (T, B, 4H) workspace: the backward writes its gate gradients over it."""
     import tracemalloc
 
-    k = kernels()
+    k = compiled_kernels()
     T, B, D, H = 30, 8, 16, 64
     p = problem(np.random.default_rng(9), T, B, D, H, np.float64)
     b = folded(p)
@@ -494,7 +477,7 @@ def test_the_h1024_rows_step_on_the_panel_product():
     by BLAS at every step (2-4x slower under load: bench/experiments/panel_weight_ab.py)."""
     from conftest import step_product
 
-    k = kernels()
+    k = compiled_kernels()
     if not k.overlap_steps(50, 64, 512, 512, 4):  # H = 512 has the helper under either rule
         pytest.skip("no helper thread here (one CPU available)")
     for gates in (4, 3):
@@ -509,7 +492,7 @@ def test_split_forward_shares_blocks_of_units_and_keeps_the_bits(size, dtype):
     columns) between two threads: the oracle's values, and the same bits as whole steps on one
     thread, whichever thread took which block. H = 37: a last partial block; B = 11: a
     partial block of rows."""
-    k = kernels()
+    k = compiled_kernels()
     T, B, D, H = size
     itemsize = np.dtype(dtype).itemsize
     p = problem(np.random.default_rng(5), T, B, D, H, dtype)
@@ -544,7 +527,7 @@ def test_split_forward_shares_blocks_of_units_and_keeps_the_bits(size, dtype):
 def test_split_rule_for_the_lstm_forward():
     """The LSTM forward splits its steps' blocks of units under the Elman rule (from
     split_min_step_macs multiply-adds a step), not with a projection's product."""
-    k = kernels()
+    k = compiled_kernels()
     if not k.overlap_steps(50, 64, 512, 512, 4):
         pytest.skip("no helper thread here (one CPU available)")
     assert k.split_panels(50, 64, 512, 512, 4, gates=4) == 512 // 16 or k.simd_level() != "avx512"

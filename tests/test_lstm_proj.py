@@ -12,12 +12,16 @@ thread ran which chunk and whatever BLAS's thread count.
 
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import pytest
-from conftest import assert_close, blas_threads, finite_difference_gradient, require_compiled
+from conftest import (
+    assert_close,
+    blas_threads,
+    compiled_kernels,
+    finite_difference_gradient,
+    results_under_contention,
+    runnable_simd_levels,
+)
 
 from rnnfast import _reference
 
@@ -41,28 +45,6 @@ SIZES = [
 ]
 
 
-def kernels():
-    require_compiled()
-    from rnnfast._core import kernels as k
-
-    return k
-
-
-def levels():
-    """The SIMD levels this CPU can run."""
-    k = kernels()
-    previous = k.simd_level()
-    out = []
-    for level in k.SIMD_LEVELS:
-        try:
-            k.set_simd_level(level)
-        except ValueError:
-            continue
-        out.append(level)
-    k.set_simd_level(previous)
-    return out
-
-
 def problem(seed, T, B, D, H, P, dtype, h0=True, dc=True):
     """x, h0 (B, P), c0, w_ih (4H, D), w_hh (4H, P), b (4H,), w_hr (P, H), dh (T, B, P), dc."""
     rng = np.random.default_rng(seed)
@@ -83,7 +65,7 @@ def problem(seed, T, B, D, H, P, dtype, h0=True, dc=True):
 
 def run(p, impl=None):
     """Forward (training) and backward: the ten arrays of NAMES."""
-    k = kernels() if impl is None else impl
+    k = compiled_kernels() if impl is None else impl
     h, c, gates = k.lstm_forward(
         p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], p["b"], p["w_hr"], True
     )
@@ -110,12 +92,12 @@ def assert_identical(got, want, what=""):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: "x".join(map(str, s)))
 def test_every_product_and_simd_level_matches_the_reference(size, dtype):
-    k = kernels()
+    k = compiled_kernels()
     p = problem(sum(size), *size, dtype)
     want = reference(p)
     previous = k.simd_level()
     try:
-        for level in levels():
+        for level in runnable_simd_levels():
             k.set_simd_level(level)
             for product in PRODUCTS:
                 with k.tuned(step_product=product):
@@ -139,7 +121,7 @@ def test_optional_operands(variant):
 def test_helper_on_and_off(overlap, product, dtype):
     """Chunks of 2 steps (16 rows at B = 8): with the helper, dw_hr is summed chunk by chunk
     beside the loop, its o * tanh(c) rebuilt a chunk at a time."""
-    k = kernels()
+    k = compiled_kernels()
     p = problem(7, 23, 8, 9, 20, 10, dtype)
     k.reset_thread_stats()
     with k.tuned(step_product=product, overlap=overlap, overlap_chunk_rows=16):
@@ -158,37 +140,17 @@ def test_bit_identical_whatever_thread_ran_what(product, dtype):
     """With the chunks fixed by the tuning, the bits do not depend on which thread ran which
     chunk (dw_hr's included): calls alone, beside a busy thread, and two calls at once in two
     threads (one of them starting its own helper), with BLAS allowed 1 or 2 threads."""
-    k = kernels()
+    k = compiled_kernels()
     p = problem(2, 24, 8, 16, 40, 20, dtype)
-    stop = threading.Event()
-
-    def busy() -> None:
-        while not stop.is_set():
-            sum(range(1000))
-
-    rival = threading.Thread(target=busy)
     with k.tuned(step_product=product, overlap="on", overlap_chunk_rows=16):
-        with blas_threads(1):
-            expected = run(p)
-        results = []
-        try:
-            for threads in (1, 2):
-                with blas_threads(threads):
-                    results += [run(p) for _ in range(3)]
-            rival.start()
-            results += [run(p) for _ in range(3)]
-        finally:
-            stop.set()
-            rival.join()
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            results += list(pool.map(lambda _: run(p), range(4)))
+        expected, results = results_under_contention(lambda: run(p))
     for i, got in enumerate(results):
         assert_identical(got, expected, f"call {i}: ")
 
 
 def test_bit_identical_whatever_blas_threads_without_a_helper():
     """No helper: dw_hr is one GEMM after the loop, on the BLAS threads in force."""
-    k = kernels()
+    k = compiled_kernels()
     p = problem(4, 12, 40, 30, 64, 32, np.float64)
     with k.tuned(overlap="off"):
         with blas_threads(1):
@@ -233,7 +195,7 @@ def test_matches_torch(size, overlap, dtype):
         lstm.weight_hr_l0.grad.numpy(),
     )
     tol = 1e-10 if dtype == np.float64 else 1e-5
-    k = kernels()
+    k = compiled_kernels()
     for product in PRODUCTS:
         with k.tuned(step_product=product, overlap=overlap, overlap_chunk_rows=40):
             h, c, _, dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr = run(p)
@@ -247,7 +209,7 @@ def test_matches_torch(size, overlap, dtype):
 def test_finite_differences_with_the_helper(product):
     """Every gradient of L = sum(h * dh) + sum(c * dc) by central differences, float64, with
     the projection's products forced and dw_hr summed in the helper's chunks (2 steps)."""
-    k = kernels()
+    k = compiled_kernels()
     p = problem(13, 5, 4, 3, 6, 5, np.float64)
     args = ("x", "h0", "c0", "w_ih", "w_hh", "b", "w_hr")
     with k.tuned(step_product=product, overlap="on", overlap_chunk_rows=8):
