@@ -57,12 +57,12 @@ write_blas_int_pxi()
 
 compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
 # Neither flag changes a result: no errno from libm, and no FP-exception side effects, which
-# lets gcc if-convert and so vectorize the branch-free tanh of _simd_impl.h.
+# lets gcc if-convert and so vectorize the branch-free tanh of _core/simd_elementwise.h.
 compile_args += ["-fno-math-errno", "-fno-trapping-math"]
 if NATIVE:
     compile_args.append("-march=native")
 # No OpenMP: the kernels' threads are BLAS's and, beside a time loop, one helper thread of
-# their own (_core/_overlap.h, POSIX threads); OpenMP's spinning workers stalled BLAS's threads
+# their own (_core/threads.h, POSIX threads); OpenMP's spinning workers stalled BLAS's threads
 # (docs/design/kernels.md).
 link_args = [] if sys.platform == "win32" else ["-pthread"]
 

@@ -7,31 +7,9 @@
 
 #include "simd.h"
 
-#ifdef RNNFAST_X86_DISPATCH
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
-#define RF_SUFFIX _avx512
-#define RF_VBYTES 64
-#include "decoder_target.h"
-#undef RF_SUFFIX
-#undef RF_VBYTES
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#define RF_SUFFIX _avx2
-#define RF_VBYTES 32
-#include "decoder_target.h"
-#undef RF_SUFFIX
-#undef RF_VBYTES
-#pragma GCC pop_options
-#endif
-
-#define RF_SUFFIX _base
-#define RF_VBYTES 16
-#include "decoder_target.h"
-#undef RF_SUFFIX
-#undef RF_VBYTES
+#define RF_TARGET_HEADER "decoder_target.h"
+#include "simd_levels.h"
+#undef RF_TARGET_HEADER
 
 typedef struct {
     double (*xent_f32)(float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float *, const int64_t *,

@@ -26,31 +26,11 @@
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define RNNFAST_X86_DISPATCH 1
-
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
-#define RF_SUFFIX _avx512
-#define RF_VBYTES 64
-#include "simd_target.h"
-#undef RF_SUFFIX
-#undef RF_VBYTES
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#define RF_SUFFIX _avx2
-#define RF_VBYTES 32
-#include "simd_target.h"
-#undef RF_SUFFIX
-#undef RF_VBYTES
-#pragma GCC pop_options
 #endif
 
-#define RF_SUFFIX _base
-#define RF_VBYTES 16
-#include "simd_target.h"
-#undef RF_SUFFIX
-#undef RF_VBYTES
+#define RF_TARGET_HEADER "simd_target.h"
+#include "simd_levels.h"
+#undef RF_TARGET_HEADER
 
 typedef struct {
     const char *name;
