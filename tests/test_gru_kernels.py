@@ -8,6 +8,7 @@ n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) n + z h.
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 
 import numpy as np
@@ -409,3 +410,28 @@ def test_backward_writes_its_gradients_over_the_workspace(overlap):
         dr = dn * a * r * (1 - r)
         assert_close(ws[t], np.concatenate([dr, dz, r * dn, dn], axis=1), 1e-12, f"ws[{t}]")
         carry = d * z + np.concatenate([dr, dz, r * dn], axis=1) @ p["w_hh"]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_loop_that_catches_up_projects_the_next_chunk_with_the_same_bits(dtype):
+    """A forward loop that reaches a chunk its helper is still projecting projects the next
+    chunk meanwhile (_await_chunk): the path runs (thread_stats), and the outputs are the bits
+    of calls that wait instead, and the reference's values. D >> H: the helper's chunks cost
+    far more than the loop's steps, so the loop catches up."""
+    p = make(np.random.default_rng(5), 120, 8, 1024, 8, dtype=dtype)
+    with K.tuned(step_product="small", overlap="on", overlap_chunk_rows=8):
+        with K.tuned(overlap_take_next_min_macs=2**62):
+            expected = run(p, training=False)[0]
+        K.reset_thread_stats()
+        with K.tuned(overlap_take_next_min_macs=0):
+            deadline = time.monotonic() + 10
+            while True:  # until the loop has caught up with a running helper at least once
+                results = [run(p, training=False)[0] for _ in range(5)]
+                if K.thread_stats()["chunks_projected_ahead"] > 0:
+                    break
+                assert time.monotonic() < deadline, "the loop never projected a chunk ahead"
+    for got in results:
+        np.testing.assert_array_equal(got, expected)
+    q = f64(p)
+    ref = oracle_forward(q["x"], q["h0"], q["w_ih"], q["w_hh"], q["b_ih"], q["b_hh"])[0]
+    assert_close(expected, ref, RTOL[np.dtype(dtype)], "h")

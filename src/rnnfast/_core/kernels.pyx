@@ -178,17 +178,20 @@ def set_available_cpus(int n):
 def thread_stats():
     """Diagnostics: CPUs available, kernel calls in flight now, and since the process began
     helper threads started, declined (another call was in flight, fewer than two CPUs, the
-    pool busy, or a late helper's back-off) and found late (threads.h, RF_LATE_NS)."""
+    pool busy, or a late helper's back-off), found late (threads.h, RF_LATE_NS) and stepped
+    aside, and projection chunks a forward loop took ahead of its helper (_await_chunk)."""
     return {"available_cpus": rf_available_cpus, "calls_in_flight": rf_calls,
             "helpers_started": rf_helpers_started, "helpers_declined": rf_helpers_declined,
-            "helpers_late": rf_helpers_late, "helpers_stepped_aside": rf_helpers_stepped_aside}
+            "helpers_late": rf_helpers_late, "helpers_stepped_aside": rf_helpers_stepped_aside,
+            "chunks_projected_ahead": rf_chunks_projected_ahead}
 
 
 def reset_thread_stats():
     """Zero thread_stats' counters and forget a late helper's back-off (tests)."""
     global rf_helpers_started, rf_helpers_declined, rf_helpers_late, rf_helper_skip
-    global rf_helper_backoff, rf_helpers_stepped_aside
+    global rf_helper_backoff, rf_helpers_stepped_aside, rf_chunks_projected_ahead
     rf_helpers_started = rf_helpers_declined = rf_helpers_late = rf_helpers_stepped_aside = 0
+    rf_chunks_projected_ahead = 0
     rf_helper_skip = rf_helper_backoff = 0
 
 
@@ -922,15 +925,24 @@ cdef void* _helper_main(void* arg) noexcept nogil:
 cdef Py_ssize_t _await_chunk(floating* dummy, Loop* job, Py_ssize_t t) noexcept nogil:
     """The forward loop is at step t, the first of a chunk whose projection the helper has
     not finished: project the chunk here if the helper has not claimed it yet (its core may be
-    shared, or it may not have started), else wait for the helper to finish it. Returns the
-    step after the chunk."""
-    cdef Py_ssize_t end = min(job.T, t + job.chunk)
+    shared, or it may not have started), else project the next chunk while the helper finishes
+    this one (a helper this loop catches up with is the slower of the two), then wait. Returns
+    the step after the chunks known projected."""
+    cdef Py_ssize_t end = min(job.T, t + job.chunk), after
     if rf_load(&job.progress) >= end:
         return end
     if rf_claim(&job.claimed[0], t // job.chunk):
         _project_steps(dummy, job, t, end)
-    else:
+        return end
+    if (end < job.T and job.chunk * job.B * job.N * job.D
+            >= rf_tuning_now.overlap_take_next_min_macs
+            and rf_claim(&job.claimed[0], t // job.chunk + 1)):
+        after = min(job.T, end + job.chunk)
+        _project_steps(dummy, job, end, after)
+        rf_count(&rf_chunks_projected_ahead)
         rf_wait_for(&job.progress, end)
+        return after
+    rf_wait_for(&job.progress, end)
     return end
 
 

@@ -132,6 +132,7 @@ cdef extern from "threads.h" nogil:
     Py_ssize_t rf_helper_skip
     Py_ssize_t rf_helper_backoff
     Py_ssize_t rf_helpers_stepped_aside
+    Py_ssize_t rf_chunks_projected_ahead
     bint rf_crowded()
     bint rf_wait_uncrowded(Py_ssize_t* counter, Py_ssize_t value)
     Py_ssize_t rf_call_enter()
@@ -163,6 +164,7 @@ cdef extern from "tuning.h" nogil:
         int overlap
         Py_ssize_t overlap_chunk_rows
         Py_ssize_t overlap_min_macs
+        Py_ssize_t overlap_take_next_min_macs
         Py_ssize_t split_min_step_macs
         Py_ssize_t split_small_max_batch
         Py_ssize_t split_small_min_hidden

@@ -110,6 +110,8 @@ static inline ptrdiff_t rf_call_enter(void)
 /* A helper steps aside, at its next chunk boundary, once another call is in flight: from then
  * on both calls run one thread each (its caller takes the chunks it leaves). */
 static ptrdiff_t rf_helpers_stepped_aside = 0;
+/* A forward loop that caught up with its helper projected the next chunk as it waited. */
+static ptrdiff_t rf_chunks_projected_ahead = 0;
 static inline int rf_crowded(void) { return __atomic_load_n(&rf_calls, __ATOMIC_ACQUIRE) > 1; }
 
 /* Wait until *counter >= value, as rf_wait_for; 0 (at once) if another call comes in first. */

@@ -36,6 +36,7 @@ typedef struct {
     int overlap;
     ptrdiff_t overlap_chunk_rows;        /* rows per hand-over */
     ptrdiff_t overlap_min_macs;          /* no helper below T * B * H * (D + H) */
+    ptrdiff_t overlap_take_next_min_macs; /* the loop projects the next chunk from this a chunk */
     ptrdiff_t split_min_step_macs;       /* forward split from B * H * H ... */
     ptrdiff_t split_small_max_batch;     /* ... or an eighth of it at batches up to this */
     ptrdiff_t split_small_min_hidden;    /* ... with H at least this */
@@ -65,6 +66,10 @@ typedef struct {
         .overlap = RF_OVERLAP_AUTO,                                                              \
         .overlap_chunk_rows = 48,                                                                \
         .overlap_min_macs = (ptrdiff_t)1 << 22,                                                  \
+        /* a loop that caught up with the helper projects the next chunk as it waits, where    \
+         * a chunk (chunk * B * G*H * D MACs) is this large: GRU inference 50,64,1024,1024    \
+         * 1.20x, LSTM proj 1.13x faster; below, no gain (bench/experiments/take_next_ab.py) */ \
+        .overlap_take_next_min_macs = (ptrdiff_t)1 << 24,                                        \
         .split_min_step_macs = (ptrdiff_t)1 << 22,                                               \
         .split_small_max_batch = 16,                                                             \
         .split_small_min_hidden = 256,                                                           \
