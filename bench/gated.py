@@ -69,6 +69,54 @@ def step_runners(
     return runners
 
 
+def issue_target(H: int) -> tuple[float, tuple[str, ...]]:
+    """The speed-up issue 19 asks of a float32 forward + backward row of hidden size ``H``, and
+    the peers it is measured against (the best of them)."""
+    if H <= 128:
+        return 3.0, ("torch", "jax")
+    if H <= 256:
+        return 1.5, ("torch", "jax")
+    return 1.1, ("torch",)
+
+
+def targets_table(cell: str, results: Sequence[dict[str, Any]]) -> str:
+    """Per row: the target, the rate it needs (the target times the best peer's GF/s: the same
+    FLOP count for every peer) and that rate as a share of the GEMM timed beside the row. A
+    target that needs more than the GEMM rate cannot be met by any kernel on this machine."""
+    by_case: dict[tuple, dict[str, dict[str, Any]]] = {}
+    for r in results:
+        by_case.setdefault((r["T"], r["B"], r["D"], r["H"]), {})[r["peer"]] = r
+    lines = [
+        "| T,B,D,H | target | best peer | rnnfast x it | needs GF/s | GEMM GF/s | needs % of "
+        "GEMM | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (T, B, D, H), row in by_case.items():
+        target, against = issue_target(H)
+        peers = [row[p] for p in against if p in row]
+        ours = row.get("rnnfast")
+        if ours is None or not peers:
+            continue
+        best = min(peers, key=lambda r: r["median_ms"])
+        ratio = best["median_ms"] / ours["median_ms"]
+        needs = target * best["gflops"]
+        roof = ours.get("roof_gflops")
+        share = "-" if roof is None else f"{100 * needs / roof:.0f}%"
+        lines.append(
+            f"| {T},{B},{D},{H} | {target}x {'/'.join(against)} | {best['peer']} "
+            f"{best['median_ms']:.3f} ms | {ratio:.2f} | {needs:.0f} | "
+            f"{'-' if roof is None else f'{roof:.0f}'} | {share} | "
+            f"{'yes' if ratio >= target else 'no'} |"
+        )
+    return (
+        f"### {cell.upper()}: the speed-up targets against the roof (float32, forward + "
+        "backward)\n\nThe rate a target needs is the target times the best peer's GF/s; above "
+        "100% of the GEMM timed beside the row, no kernel on this machine can meet it.\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
 def tables(cells: Sequence[str], grid: Sequence[Case], rounds: int = 3) -> Iterator[str]:
     """Every table of the gated cells, one markdown section per (cell, mode, dtype) and one
     for the streaming steps, as each is timed."""
@@ -86,6 +134,8 @@ def tables(cells: Sequence[str], grid: Sequence[Case], rounds: int = 3) -> Itera
                 rows, peers=peers, rounds=rounds, gemm_roof=benchmark.ROOF_GEMM_SIZE
             )
             yield f"### {cell.upper()}: {title}\n\n```\n{benchmark.format_table(results)}\n```\n"
+            if mode == "train" and dtype == "float32":
+                yield targets_table(cell, results)
     lines = ["| cell | " + " | ".join(step_runners(cells[0])) + " |"]
     lines.append("|---" * len(lines[0].split("|")[1:-1]) + "|")
     for cell in cells:

@@ -113,3 +113,26 @@ def test_time_blocks_runs_setup_before_each_block():
     assert set(ms) == {"a", "b"} and all(t >= 0 for t in ms.values())
     # warm-up (setup a, a, b), then per round: setup a, a, a, b, b
     assert calls == ["setup a", "a", "b"] + ["setup a", "a", "a", "b", "b"] * 2
+
+
+def test_targets_table_says_what_the_roof_allows():
+    import gated
+
+    def row(H, peer, ms, gflops, roof=None):
+        r = dict(T=10, B=4, D=8, H=H, peer=peer, median_ms=ms, gflops=gflops)
+        return r if roof is None else {**r, "roof_gflops": roof}
+
+    results = [
+        # H = 128: 3x the best of torch and JAX; JAX is the best here and we are 4x it
+        row(128, "rnnfast", 1.0, 80.0, roof=200.0),
+        row(128, "torch", 9.0, 9.0),
+        row(128, "jax", 4.0, 20.0),
+        # H = 512: 1.1x torch, which runs at 190 GF/s: 209 needed, above a 200 GF/s GEMM
+        row(512, "rnnfast", 2.0, 180.0, roof=200.0),
+        row(512, "torch", 2.1, 190.0),
+    ]
+    lines = gated.targets_table("lstm", results).splitlines()
+    small = next(line for line in lines if line.startswith("| 10,4,8,128 "))
+    large = next(line for line in lines if line.startswith("| 10,4,8,512 "))
+    assert "jax 4.000 ms | 4.00 | 60 | 200 | 30% | yes |" in small
+    assert "torch 2.100 ms | 1.05 | 209 | 200 | 105% | no |" in large
