@@ -229,9 +229,10 @@ def run_projected(p, impl=None):
     k = compiled_kernels() if impl is None else impl
     h, c, gates = k.lstm_forward(p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], folded(p),
                                  p["w_hr"], True)
+    activations = gates.copy()  # the backward writes its gradients over them
     grads = k.lstm_backward(p["dh"], p["dc"], p["x"], p["h0"], p["c0"], h, c, gates,
                             p["w_ih"], p["w_hh"], p["w_hr"])
-    return (h, c, gates, *grads)
+    return (h, c, activations, *grads)
 
 
 PROJ_NAMES = ("h", "c", "gates", "dx", "dh0", "dc0", "dw_ih", "dw_hh", "db", "dw_hr")

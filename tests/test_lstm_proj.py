@@ -69,10 +69,11 @@ def run(p, impl=None):
     h, c, gates = k.lstm_forward(
         p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], p["b"], p["w_hr"], True
     )
+    activations = gates.copy()  # the compiled backward writes its gradients over them
     grads = k.lstm_backward(
         p["dh"], p["dc"], p["x"], p["h0"], p["c0"], h, c, gates, p["w_ih"], p["w_hh"], p["w_hr"]
     )
-    return (h, c, gates, *grads)
+    return (h, c, activations, *grads)
 
 
 def reference(p):
@@ -223,3 +224,35 @@ def test_finite_differences_with_the_helper(product):
             numeric = finite_difference_gradient(loss, p[arg], 1e-6)
             assert np.max(np.abs(numeric)) > 1e-2, f"d{arg} is ~0: not a meaningful check"
             assert_close(grads["d" + arg], numeric, 1e-7, "d" + arg)
+
+
+def test_backward_peak_memory_is_less_than_one_workspace():
+    """The backward writes its gate gradients over the forward's activations (T, B, 4H), as
+    without a projection; beyond its results it holds only each step's output gradient and
+    o * tanh(c) for dw_hr, (T, B, P + H), and weight-sized scratch: the forward and backward
+    together at most one (T, B, 4H) workspace plus those."""
+    import tracemalloc
+
+    k = compiled_kernels()
+    T, B, D, H, P = 30, 8, 16, 64, 32
+    p = problem(5, T, B, D, H, P, np.float64)
+    args = ("x", "h0", "c0", "w_ih", "w_hh", "b", "w_hr")
+    scratch = p["w_hh"].nbytes + 2 * p["w_hr"].nbytes + 64 * 1024
+    workspace, for_dw_hr = T * B * 4 * H * 8, T * B * (P + H) * 8
+    for overlap in ("off", "on"):
+        with k.tuned(overlap=overlap, overlap_chunk_rows=16):
+            run(p)  # warm up
+            tracemalloc.start()
+            h, c, gates = k.lstm_forward(*(p[n] for n in args), True)
+            _, forward_peak = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            before, _ = tracemalloc.get_traced_memory()
+            grads = k.lstm_backward(p["dh"], p["dc"], p["x"], p["h0"], p["c0"], h, c, gates,
+                                    p["w_ih"], p["w_hh"], p["w_hr"])  # fmt: skip
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+        results = sum(g.nbytes for g in grads if g is not None)
+        assert peak - before - results <= for_dw_hr + scratch, (peak - before - results, overlap)
+        assert max(forward_peak, peak) - (h.nbytes + c.nbytes) - results <= (
+            workspace + for_dw_hr + scratch
+        ), overlap

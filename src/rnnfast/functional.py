@@ -632,7 +632,7 @@ def lstm_backward(
     if ws.impl is not impl or data is None:  # another backend's, or used up: recompute it
         args = (a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], ws.bias, a["w_hr"], True)
         data = impl.lstm_forward(*args)[2]
-    elif impl is not _reference and a["w_hr"] is None:
+    elif impl is not _reference:
         # The compiled backward writes its gradients over the activations (one workspace for
         # forward and backward): a second backward from this workspace recomputes them.
         object.__setattr__(ws, "data", None)

@@ -653,11 +653,10 @@ cdef struct Loop:
     # w_hr), run as w_hh's: w_hr is then its operand as step_operands returned it
     StepProduct how_r
     # ... backward with a helper: dw_hr (P, Hc) summed in dw_hh's chunks (_projection_steps)
-    # from dhs (T, B, P) the steps' output gradients, act (T, B, 4Hc) and c the forward's
-    # activations and cells; m then holds a chunk's o * tanh(c) (chunk * B, Hc)
+    # from dhs (T, B, P) the steps' output gradients and m then every step's o * tanh(c)
+    # (T, B, Hc)
     void* dw_hr
     const void* dhs
-    const void* act
 
 
 cdef Py_ssize_t _overlap_chunk(int kind, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D,
@@ -1080,7 +1079,7 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                     floating[:, ::1] dh_t=None, const floating[:, ::1] w_hr=None,
                     const floating[:, ::1] w_hr_t=None, floating[:, :, ::1] dhs=None,
                     floating[:, ::1] dw_hr=None, const StepProduct* how_r=NULL,
-                    floating[:, ::1] m_rows=None) noexcept:
+                    floating[:, :, ::1] ms=None) noexcept:
     """``chunk`` > 0: overlap the weight gradients in chunks of that many steps (the caller
     decided, with _overlap_chunk, before placing the packed w_hh in dx's memory only).
 
@@ -1090,9 +1089,10 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     (B, H) holds a step's output gradient. With a projection (H = P the state's width, Hc the
     cell's): ``how_r`` the product dm = d_out @ w_hr and ``w_hr_t`` its operand, as
     step_operands(w_hr.T (Hc, P), B, True) gave them; ``dhs`` (T, B, P) keeps every step's
-    output gradient for dw_hr (P, Hc): with a helper (``chunk`` > 0) summed in dw_hh's chunks,
-    their o * tanh(c) rebuilt in ``m_rows`` (chunk * B, Hc), else one GEMM after the loop;
-    ``dh_t`` (B, Hc) then holds a step's gradient into o * tanh(c). ``x``, ``w_ih``, ``dx`` and ``dw_ih`` None (the
+    output gradient and ``ms`` (T, B, Hc) its o * tanh(c), rebuilt from ``act`` before the step
+    writes its gate gradients over them (``da`` is ``act``, as without a projection), for dw_hr
+    (P, Hc): with a helper (``chunk`` > 0) summed in dw_hh's chunks, else one GEMM after the
+    loop; ``dh_t`` (B, Hc) then holds a step's gradient into o * tanh(c). ``x``, ``w_ih``, ``dx`` and ``dw_ih`` None (the
     forward's gates came filled): neither dx nor dw_ih is computed, ``da`` is left holding the
     gate gradients."""
     cdef Py_ssize_t T = dh.shape[0], B = dh.shape[1], D = 0 if x is None else x.shape[2]
@@ -1112,6 +1112,7 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     cdef const floating* c0_ptr = NULL if c0 is None else &c0[0, 0]
     cdef const floating* w_hr_t_ptr = NULL if w_hr_t is None else &w_hr_t[0, 0]
     cdef floating* dhs_ptr = NULL if dhs is None else &dhs[0, 0, 0]
+    cdef floating* ms_ptr = NULL if ms is None else &ms[0, 0, 0]
     cdef floating* d_out  # LSTM: the step's output gradient
     cdef bint saved, shared
     cdef Loop job
@@ -1130,8 +1131,7 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
     if how_r != NULL:
         job.how_r = how_r[0]
         if chunk > 0:
-            job.dw_hr, job.dhs, job.act = &dw_hr[0, 0], dhs_ptr, act_ptr
-            job.c, job.m = <void*>c_ptr, &m_rows[0, 0]
+            job.dw_hr, job.dhs, job.m = &dw_hr[0, 0], dhs_ptr, ms_ptr
     with nogil:
         shared = _serial_blas_begin(rf_call_enter() > 1)  # as in _forward
         if chunk > 0:
@@ -1152,6 +1152,8 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
                 if dhs_ptr != NULL:  # through the projection: dm (B, Hc) = d_out @ w_hr
                     memset(dh_ptr, 0, cstep * sizeof(floating))
                     _add_matmul(dh_ptr, d_out, w_hr_t_ptr, Trans, &job.how_r, B, H, Hc)
+                    _projection_m(ms_ptr + t * cstep, act_ptr + t * gstep, c_ptr + t * cstep,
+                                  B, Hc)
                 _lstm_backward_step(da_t, dh_ptr, dc_ptr,
                                     NULL if dce_ptr == NULL else dce_ptr + t * cstep,
                                     act_ptr + t * gstep, c_ptr + t * cstep,
@@ -1184,18 +1186,16 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
             if helper.running:  # every chunk is done (_finish_grads); it may not have begun
                 rf_thread_join_or_cancel(&helper)
             _serial_blas_end(saved)
-        if dhs_ptr != NULL and chunk == 0:  # da is free now: it holds m of every step
-            _projection_grad(da_ptr, act_ptr, c_ptr, dhs_ptr, &dw_hr[0, 0], T * B, Hc, H, True)
+        if dhs_ptr != NULL and chunk == 0:
+            _projection_grad(ms_ptr, dhs_ptr, &dw_hr[0, 0], T * B, Hc, H, True)
         _serial_blas_end(shared)
         rf_call_leave()
 
 
-cdef void _projection_grad(floating* m, const floating* act, const floating* c,
-                           const floating* dhs, floating* dw_hr, Py_ssize_t rows,
-                           Py_ssize_t Hc, Py_ssize_t P, bint first) noexcept nogil:
-    """dw_hr (P, Hc) = dhs (rows, P).T @ m (set if ``first``, else added to), m (rows, Hc) =
-    o * tanh(c) rebuilt from the forward's gate activations ``act`` (rows, 4Hc) and cells
-    ``c`` (rows, Hc)."""
+cdef void _projection_m(floating* m, const floating* act, const floating* c, Py_ssize_t rows,
+                        Py_ssize_t Hc) noexcept nogil:
+    """m (rows, Hc) = o * tanh(c) rebuilt from the forward's gate activations ``act``
+    (rows, 4Hc) and cells ``c`` (rows, Hc), row by row (the same bits in any batching)."""
     cdef Py_ssize_t r, j
     cdef const floating* o
     memcpy(m, c, rows * Hc * sizeof(floating))
@@ -1204,6 +1204,12 @@ cdef void _projection_grad(floating* m, const floating* act, const floating* c,
         o = act + r * 4 * Hc + 3 * Hc
         for j in range(Hc):
             m[r * Hc + j] *= o[j]
+
+
+cdef void _projection_grad(const floating* m, const floating* dhs, floating* dw_hr,
+                           Py_ssize_t rows, Py_ssize_t Hc, Py_ssize_t P,
+                           bint first) noexcept nogil:
+    """dw_hr (P, Hc) = dhs (rows, P).T @ m (rows, Hc), set if ``first``, else added to."""
     _bulk_gemm(Trans, NoTrans, P, Hc, rows, <floating>1, dhs, P, m, Hc,
                <floating>(0 if first else 1), dw_hr, Hc)
 
@@ -1216,8 +1222,7 @@ cdef void _projection_steps(floating* dummy, Loop* job, Py_ssize_t t0, Py_ssize_
     cdef Py_ssize_t B = job.B, P = job.H, Hc = job.N // 4, r0 = t0 * B
     if job.cell.code != CELL_LSTM or job.dw_hr == NULL:  # (only _backward sets dw_hr)
         return
-    _projection_grad(<floating*>job.m, <const floating*>job.act + r0 * 4 * Hc,
-                     <const floating*>job.c + r0 * Hc, <const floating*>job.dhs + r0 * P,
+    _projection_grad(<const floating*>job.m + r0 * Hc, <const floating*>job.dhs + r0 * P,
                      <floating*>job.dw_hr, (t1 - t0) * B, Hc, P, first)
 
 
@@ -1306,9 +1311,9 @@ def lstm_backward(dh, dc, x, h0, c0, h, c, gates, w_ih, w_hh, w_hr):
 
     dh (T, B, S) the gradient from outside into every h[t]; dc (T, B, H) or None into every
     c[t]; h, c, gates what the training forward returned. db is the gradient of the folded
-    bias (b_ih and b_hh each receive it). Without a projection ``gates`` is used up: step t's
-    gate gradients overwrite its activations (the peak extra memory stays the one (T, B, 4H)
-    workspace).
+    bias (b_ih and b_hh each receive it). ``gates`` is used up: step t's gate gradients
+    overwrite its activations (the peak extra memory stays the one (T, B, 4H) workspace; with
+    a projection plus (T, B, P + H) for dw_hr: the steps' output gradients and o * tanh(c)).
     """
     if gates is None:
         raise ValueError("lstm_backward needs the gates of a training forward")
@@ -1316,8 +1321,7 @@ def lstm_backward(dh, dc, x, h0, c0, h, c, gates, w_ih, w_hh, w_hr):
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2]
     cdef Py_ssize_t N = w_hh.shape[0], S = w_hh.shape[1], H = N // 4
     dtype = x.dtype
-    # The projection's gradient rebuilds o * tanh(c) from the activations after the loop.
-    da = gates if w_hr is None else np.empty((T, B, N), dtype=dtype)
+    da = gates
     dx = np.empty((T, B, D), dtype=dtype)
     dh0 = np.empty((B, S), dtype=dtype)
     dc0 = np.zeros((B, H), dtype=dtype)  # the carry of dc, from zero at the last step
@@ -1325,7 +1329,7 @@ def lstm_backward(dh, dc, x, h0, c0, h, c, gates, w_ih, w_hh, w_hr):
     dw_ih = np.empty((N, D), dtype=dtype)
     dw_hh = np.empty((N, S), dtype=dtype)
     db = np.empty(N, dtype=dtype)
-    w_hr_op = dhs = dw_hr = m_rows = r_tail = r_packed = r_stage = None
+    w_hr_op = dhs = dw_hr = ms = r_tail = r_packed = r_stage = None
     cdef Py_ssize_t chunk = _overlap_chunk(_step_kind(B, S, N, dtype.itemsize), T, B, D, S, N)
     cdef StepProduct how_r
     cdef StepProduct* how_r_ptr = NULL
@@ -1336,7 +1340,7 @@ def lstm_backward(dh, dc, x, h0, c0, h, c, gates, w_ih, w_hh, w_hr):
         how_r_ptr = &how_r
         dhs = np.empty((T, B, S), dtype=dtype)  # every step's output gradient, for dw_hr
         dw_hr = np.empty((S, H), dtype=dtype)
-        m_rows = np.empty((chunk * B, H), dtype=dtype) if chunk else None
+        ms = np.empty((T, B, H), dtype=dtype)  # every step's o * tanh(c), for dw_hr
     kind, _, tail, packed, stage = step_operands(w_hh, B, False,
                                                  (dx,) if chunk else (dx, dw_ih, dw_hh))
     if dtype == np.float32:
@@ -1344,13 +1348,13 @@ def lstm_backward(dh, dc, x, h0, c0, h, c, gates, w_ih, w_hh, w_hr):
             how_r = _step_product[float](r_kind, r_tail, r_packed, r_stage)
         _backward[float](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db,
                          cell, kind, tail, packed, stage, chunk, dc, c0, c, gates, dc0, dh_t,
-                         w_hr, w_hr_op, dhs, dw_hr, how_r_ptr, m_rows)
+                         w_hr, w_hr_op, dhs, dw_hr, how_r_ptr, ms)
     else:
         if how_r_ptr != NULL:
             how_r = _step_product[double](r_kind, r_tail, r_packed, r_stage)
         _backward[double](dh, x, h0, h, w_ih, w_hh, da, dx, dh0, dw_ih, dw_hh, db,
                           cell, kind, tail, packed, stage, chunk, dc, c0, c, gates, dc0, dh_t,
-                          w_hr, w_hr_op, dhs, dw_hr, how_r_ptr, m_rows)
+                          w_hr, w_hr_op, dhs, dw_hr, how_r_ptr, ms)
     return dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr
 
 
