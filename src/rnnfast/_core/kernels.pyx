@@ -83,7 +83,7 @@ STEP_PRODUCTS = ("auto", "blas", "small", "panel")  # step_product's values: RF_
 OVERLAP_MODES = ("auto", "off", "on")  # overlap's values: RF_OVERLAP_*
 _CHOICES = {"step_product": STEP_PRODUCTS, "overlap": OVERLAP_MODES}
 # Divisors must not be zero; any other field may be 0.
-_MINIMUM = {"overlap_chunk_rows": 1, "split_chunk_rows": 1}
+_MINIMUM = {"overlap_chunk_rows": 1, "split_chunk_rows": 1, "overlap_single_steps": 1}
 
 
 cdef dict _tuning_dict(rf_tuning tuning):
@@ -664,12 +664,30 @@ cdef Py_ssize_t _overlap_chunk(int kind, Py_ssize_t T, Py_ssize_t B, Py_ssize_t 
                                Py_ssize_t H, Py_ssize_t N) noexcept nogil:
     """Steps per hand-over if this call overlaps, else 0."""
     cdef Py_ssize_t chunk = max(1, rf_tuning_now.overlap_chunk_rows // B)
+    cdef Py_ssize_t macs = T * B * N * (D + H)
+    if (B == 1 and kind != STEP_BLAS and rf_tuning_now.overlap == RF_OVERLAP_AUTO
+            and rf_tuning_now.overlap_single_min_macs <= macs < rf_tuning_now.overlap_min_macs
+            and T > rf_tuning_now.overlap_single_steps):
+        # A batch of one: the GEMMs around the loop cost as much as its steps, which stream
+        # the weights from L2 on one core; the helper takes them in short chunks, which also
+        # run in the same order without one: the same bits at any thread count.
+        return rf_tuning_now.overlap_single_steps
     if kind == STEP_BLAS or T <= chunk or not _helper_available():
         return 0
     if (rf_tuning_now.overlap == RF_OVERLAP_AUTO
-            and T * B * N * (D + H) < rf_tuning_now.overlap_min_macs):
+            and macs < rf_tuning_now.overlap_min_macs):
         return 0  # starting a thread costs more than it saves
     return chunk
+
+
+cdef bint _start_helper(rf_thread* helper, Loop* job) noexcept nogil:
+    """Hand the helper's share of a chunked loop to the helper thread, if a helper may run
+    (a batch of one runs in chunks at any thread count, _overlap_chunk); False if none
+    started (the caller then does it, in the same chunks)."""
+    if not _helper_available():
+        helper.running = 0
+        return False
+    return rf_thread_start(helper, _helper_main, job)
 
 
 cdef void _project_steps(floating* dummy, Loop* job, Py_ssize_t t0,
@@ -974,7 +992,7 @@ cdef void _forward_steps(floating* gates, floating* out, Loop* job, const floati
     if job.chunk > 0:
         saved = _serial_blas_begin(True)
         job.claimed[0] = 1  # chunk 0 is this thread's
-        rf_thread_start(&helper, _helper_main, job)  # if none starts, the loop projects
+        _start_helper(&helper, job)  # if none starts, the loop projects
         _project_steps(gates, job, 0, job.chunk)
     else:
         _project_steps(gates, job, 0, T)  # every step at once: (T*B, N) = x @ w_ih.T
@@ -1136,7 +1154,7 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
         shared = _serial_blas_begin(rf_call_enter() > 1)  # as in _forward
         if chunk > 0:
             saved = _serial_blas_begin(True)
-            rf_thread_start(&helper, _helper_main, &job)
+            _start_helper(&helper, &job)
         else:
             saved = _serial_blas_begin(kind == STEP_BLAS
                                        and B * N * H < rf_tuning_now.serial_step_max_macs)
@@ -1983,7 +2001,7 @@ cdef void _gru_forward_steps(floating* gates, floating* gh, floating* out, Loop*
     if job.chunk > 0:
         saved = _serial_blas_begin(True)
         job.claimed[0] = 1
-        rf_thread_start(&helper, _helper_main, job)
+        _start_helper(&helper, job)
         _project_steps(gates, job, 0, job.chunk)
     else:
         _project_steps(gates, job, 0, T)
@@ -2090,7 +2108,7 @@ cdef void _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] 
         shared = _serial_blas_begin(rf_call_enter() > 1)  # as in _forward
         if chunk > 0:
             saved = _serial_blas_begin(True)
-            rf_thread_start(&helper, _helper_main, &job)
+            _start_helper(&helper, &job)
         else:
             saved = _serial_blas_begin(kind == STEP_BLAS
                                        and B * N * H < rf_tuning_now.serial_step_max_macs)

@@ -165,6 +165,8 @@ cdef extern from "tuning.h" nogil:
         Py_ssize_t overlap_chunk_rows
         Py_ssize_t overlap_min_macs
         Py_ssize_t overlap_take_next_min_macs
+        Py_ssize_t overlap_single_steps
+        Py_ssize_t overlap_single_min_macs
         Py_ssize_t split_min_step_macs
         Py_ssize_t split_small_max_batch
         Py_ssize_t split_small_min_hidden
