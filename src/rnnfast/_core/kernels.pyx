@@ -362,6 +362,10 @@ cdef enum:
     # product alone and a split forward (_split_columns) can share the blocks out. The sums
     # run as in STEP_PANEL's.
     STEP_GATE_PANEL = 4
+    # A forward's dot form at a batch of one, while w_hh is at most step_sliced_max_weight_bytes:
+    # op(w_hh) = w_hh.T copied once a call, rows padded to whole vectors, and read by the small
+    # product in column slices (simd_small.h: sliced_addmm).
+    STEP_SLICED = 5
 
 
 cdef struct StepProduct:
@@ -414,7 +418,8 @@ def step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=(), Py_ssiz
     """(kind, w_in_out, tail, packed, stage): what a call's recurrent products need.
 
     kind: 0 BLAS, 1 small, 2 panel, 3 dot form (``packed``: w_hh.T when not ``transposed``;
-    ``stage``: a row of the product). The product is ``a @ op(w_hh)``, op(w_hh) = w_hh.T when
+    ``stage``: a row of the product), 4 gate panels (below), 5 sliced (a batch of one's dot
+    form forward on ``w_in_out`` = w_hh.T, rows padded to whole vectors and 64-byte aligned). The product is ``a @ op(w_hh)``, op(w_hh) = w_hh.T when
     ``transposed`` (forward), else w_hh (backward). The small product reads op(w_hh) laid out
     (in, out), ``w_in_out`` (None when that is w_hh itself), with its last rows zero-padded in
     ``tail``; the panel product reads it ``packed`` into column panels. ``stage``: their
@@ -433,7 +438,21 @@ def step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=(), Py_ssiz
     w_in_out = tail = stage = None
     if kind == STEP_DOT and not transposed and padded_len // vector_len <= rnnfast_simd.max_vectors:
         kind = STEP_SMALL  # on w_hh as it is: no copy
-    if kind == STEP_DOT:
+    if (kind == STEP_DOT and transposed and B == 1
+            and k * n * itemsize <= rf_tuning_now.step_sliced_max_weight_bytes):
+        kind = STEP_SLICED
+    if kind == STEP_SLICED:  # w_hh.T (k, padded_len), 64-byte aligned
+        room = np.empty(k * padded_len + 64 // itemsize, dtype=w_hh.dtype)
+        offset = (64 - <size_t>cnp.PyArray_DATA(room) % 64) % 64 // itemsize
+        w_in_out = room[offset:offset + k * padded_len].reshape(k, padded_len)
+        if itemsize == 4:
+            rnnfast_simd.transpose_pad_f32(<float*>cnp.PyArray_DATA(w_in_out), padded_len,
+                                           <const float*>cnp.PyArray_DATA(w_hh), n, k)
+        else:
+            rnnfast_simd.transpose_pad_f64(<double*>cnp.PyArray_DATA(w_in_out), padded_len,
+                                           <const double*>cnp.PyArray_DATA(w_hh), n, k)
+        stage = np.empty(rnnfast_simd.max_vectors * vector_len, dtype=w_hh.dtype)
+    elif kind == STEP_DOT:
         if not transposed:  # w_hh.T (n, k), in scratch memory as the panels below
             room = next((a.reshape(-1) for a in scratch if a.size >= k * n), None)
             packed = np.empty(k * n, dtype=w_hh.dtype) if room is None else room[:k * n]
@@ -488,6 +507,12 @@ cdef StepProduct _step_product(int kind, const floating[:, ::1] tail,
     return how
 
 
+cdef inline Py_ssize_t _whole_vectors(Py_ssize_t n, Py_ssize_t itemsize) noexcept nogil:
+    """n rounded up to whole vectors of this SIMD level."""
+    cdef Py_ssize_t vector_len = rnnfast_simd.vector_bytes // itemsize
+    return (n + vector_len - 1) // vector_len * vector_len
+
+
 cdef inline void _add_matmul(floating* out, const floating* a, const floating* w,
                              BLAS_Trans trans_w, StepProduct* how, Py_ssize_t rows,
                              Py_ssize_t k, Py_ssize_t n) noexcept nogil:
@@ -499,6 +524,13 @@ cdef inline void _add_matmul(floating* out, const floating* a, const floating* w
              <floating>1, out, n)
     elif how.kind == STEP_PANEL or how.kind == STEP_GATE_PANEL:
         _panel_columns(out, a, how, rows, k, n, 0, n)
+    elif how.kind == STEP_SLICED:  # w: op(w) (k, n), rows padded to whole vectors
+        if floating is float:
+            rnnfast_simd.sliced_addmm_f32(out, a, rows, k, n, w, _whole_vectors(n, 4),
+                                          <float*>how.stage)
+        else:
+            rnnfast_simd.sliced_addmm_f64(out, a, rows, k, n, w, _whole_vectors(n, 8),
+                                          <double*>how.stage)
     elif how.kind == STEP_DOT:
         # the dot form's weight rows are op(w)'s columns: w itself when op transposes it; out
         # rides as the bias (out + the product, as BLAS adds) into the stage, then back

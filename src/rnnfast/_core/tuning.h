@@ -46,6 +46,7 @@ typedef struct {
     ptrdiff_t prefetch_max_step_bytes;   /* prefetch the helper's rows while a step is this */
     /* the streaming step (rnn_step) */
     ptrdiff_t step_dot_max_batch;        /* dot-form product up to this batch, then GEMM */
+    ptrdiff_t step_sliced_max_weight_bytes; /* a time loop's batch of one: w_hh.T in slices */
     ptrdiff_t step_nogil_min_macs;       /* release the GIL from this many MACs a step */
 } rf_tuning;
 
@@ -82,6 +83,9 @@ typedef struct {
         .split_chunk_rows = 512,                                                                 \
         .prefetch_max_step_bytes = 16384,                                                        \
         .step_dot_max_batch = 16,                                                                \
+        /* up to 1 MiB (L2): the forward's steps read w_hh.T in slices instead of the dot form  \
+         * (bench/experiments/single_row_ab.py, simd_small.h) */                                \
+        .step_sliced_max_weight_bytes = (ptrdiff_t)1 << 20,                                      \
         .step_nogil_min_macs = 65536                                                             \
     }
 
