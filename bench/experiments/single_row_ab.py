@@ -1,5 +1,7 @@
 """A batch of one: forward + backward with the helper taking the GEMMs around the loop in
-chunks (``overlap_single_steps``, tuning.h) against the same call without it, in one process.
+chunks (``overlap_single_steps``, tuning.h) against the same call without it, and the forward's
+steps on w_hh.T in slices against the dot form (``step_sliced_max_weight_bytes``), in one
+process.
 
 The two rules take turns in blocks of ``--calls`` calls (a helper keeps spinning a while
 after its job, so call-by-call alternation would time one rule's thread against the other),
@@ -17,7 +19,11 @@ import rnnfast
 from rnnfast import benchmark
 from rnnfast._backend import kernels
 
-RULES = {"chunks": {}, "one pass": {"overlap_single_min_macs": 2**62}}
+RULES = {
+    "chunks": {},
+    "one pass": {"overlap_single_min_macs": 2**62},
+    "chunks, dot form": {"step_sliced_max_weight_bytes": 0},  # forward steps on w_hh as stored
+}
 
 
 def main() -> None:

@@ -118,8 +118,9 @@ RF_SMALL_ADDMM(double, f64)
  * vector straddling two cache lines unless k is a multiple of a line's elements, and sums each
  * output across lanes. Where a call has many steps, w_hh.T copied once (transpose_pad) and read
  * in column slices by the small product (whole output vectors in registers, each slice's rows
- * read in order) streams the weights from L2 faster: 1.4 against 2.2 us a step at n = 400,
- * k = 100 f32 (an LSTM of H = 100; bench/experiments/sliced_step.c).
+ * read in order) streams the weights from L2 faster: about 3/4 of the dot form's time a step at
+ * n = 400, k = 100 f32 (an LSTM of H = 100), the copy costing about two steps
+ * (`./sliced_step 400 100`, bench/experiments/sliced_step.c).
  * transpose_pad: dst (k, ld) = src (n, k).T, columns n .. ld - 1 zero.
  * sliced_addmm: out (rows, n) += a (rows, k) @ m (k, n), m's rows ld apart and whole vectors
  * long (ld >= n rounded up to a vector), in column slices of at most RF_NV_MAX vectors; a

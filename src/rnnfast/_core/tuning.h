@@ -84,7 +84,7 @@ typedef struct {
         .prefetch_max_step_bytes = 16384,                                                        \
         .step_dot_max_batch = 16,                                                                \
         /* up to 1 MiB (L2): the forward's steps read w_hh.T in slices instead of the dot form  \
-         * (bench/experiments/single_row_ab.py, simd_small.h) */                                \
+         * (bench/experiments/sliced_step.c, single_row_ab.py; simd_small.h) */                 \
         .step_sliced_max_weight_bytes = (ptrdiff_t)1 << 20,                                      \
         .step_nogil_min_macs = 65536                                                             \
     }
