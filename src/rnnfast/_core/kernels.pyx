@@ -377,6 +377,9 @@ cdef struct StepProduct:
     Py_ssize_t tail_rows
     const void* packed
     void* stage
+    # The sliced product's w_hh as stored, when the time loop makes its copy of w_hh.T (the
+    # loop's op(w) operand) itself (_forward_prologue); else NULL.
+    const void* source
 
 
 cdef bint _helper_available() noexcept nogil:
@@ -414,7 +417,8 @@ cdef int _step_kind(Py_ssize_t B, Py_ssize_t H, Py_ssize_t N, Py_ssize_t itemsiz
     return STEP_BLAS
 
 
-def step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=(), Py_ssize_t gates=1):
+def step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=(), Py_ssize_t gates=1,
+                  bint fill=True):
     """(kind, w_in_out, tail, packed, stage): what a call's recurrent products need.
 
     kind: 0 BLAS, 1 small, 2 panel, 3 dot form (``packed``: w_hh.T when not ``transposed``;
@@ -426,7 +430,8 @@ def step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=(), Py_ssiz
     staging buffer. ``scratch``: arrays of w_hh's dtype whose memory is free until the time
     loop ends (outputs written after it); the packed panels and their stage go in the first
     large enough, so that they cost no memory. ``gates=4`` (the LSTM forward, ``transposed``):
-    a panel product becomes 4, the gate panels.
+    a panel product becomes 4, the gate panels. ``fill=False``: the sliced product's copy is
+    left for the time loop to make (_forward and _gru_forward do, beside the helper).
     """
     cdef Py_ssize_t N = w_hh.shape[0], H = w_hh.shape[1], itemsize = w_hh.dtype.itemsize
     cdef int kind = _step_kind(B, H, N, itemsize)
@@ -445,7 +450,9 @@ def step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=(), Py_ssiz
         room = np.empty(k * padded_len + 64 // itemsize, dtype=w_hh.dtype)
         offset = (64 - <size_t>cnp.PyArray_DATA(room) % 64) % 64 // itemsize
         w_in_out = room[offset:offset + k * padded_len].reshape(k, padded_len)
-        if itemsize == 4:
+        if not fill:
+            pass
+        elif itemsize == 4:
             rnnfast_simd.transpose_pad_f32(<float*>cnp.PyArray_DATA(w_in_out), padded_len,
                                            <const float*>cnp.PyArray_DATA(w_hh), n, k)
         else:
@@ -504,6 +511,7 @@ cdef StepProduct _step_product(int kind, const floating[:, ::1] tail,
     how.tail = NULL if how.tail_rows == 0 else &tail[0, 0]
     how.packed = NULL if packed is None else &packed[0]
     how.stage = NULL if stage is None else &stage[0]
+    how.source = NULL
     return how
 
 
@@ -996,6 +1004,43 @@ cdef Py_ssize_t _await_chunk(floating* dummy, Loop* job, Py_ssize_t t) noexcept 
     return end
 
 
+cdef Py_ssize_t _forward_prologue(floating* gates, Loop* job, StepProduct* how,
+                                  const floating* w_op, rf_thread* helper,
+                                  bint* saved) noexcept nogil:
+    """Start a forward's time loop (_forward_steps, _gru_forward_steps): the helper and the
+    first chunk's projection if job.chunk > 0, else every step's; and the sliced product's
+    copy of w_hh.T into w_op if how.source is set, which with chunks the caller makes while
+    the helper may take the first chunk. Returns the steps known projected; ``saved``: the
+    BLAS section to end after the loop."""
+    cdef bint copy = how.source != NULL
+    if job.chunk > 0:
+        saved[0] = _serial_blas_begin(True)
+        job.claimed[0] = 0 if copy else 1  # chunk 0 is this thread's unless it copies first
+        if copy:
+            job.progress = 0
+        _start_helper(helper, job)  # if none starts, the loop projects
+        if not copy:
+            _project_steps(gates, job, 0, job.chunk)
+            return job.chunk
+        _transpose_operand(<floating*>w_op, <const floating*>how.source, job.N, job.H)
+        return _await_chunk(gates, job, 0)
+    _project_steps(gates, job, 0, job.T)  # every step at once: (T*B, N) = x @ w_ih.T
+    if copy:
+        _transpose_operand(<floating*>w_op, <const floating*>how.source, job.N, job.H)
+    saved[0] = _serial_blas_begin(how.kind == STEP_BLAS
+                                  and job.B * job.N * job.H < rf_tuning_now.serial_step_max_macs)
+    return job.T
+
+
+cdef inline void _transpose_operand(floating* dst, const floating* w, Py_ssize_t n,
+                                    Py_ssize_t k) noexcept nogil:
+    """The sliced product's operand: dst (k, n rounded up to whole vectors) = w (n, k).T."""
+    if floating is float:
+        rnnfast_simd.transpose_pad_f32(dst, _whole_vectors(n, 4), w, n, k)
+    else:
+        rnnfast_simd.transpose_pad_f64(dst, _whole_vectors(n, 8), w, n, k)
+
+
 cdef void _forward_steps(floating* gates, floating* out, Loop* job, const floating* h0_ptr,
                          const floating* b_ptr, const floating* w_op,
                          StepProduct* how) noexcept nogil:
@@ -1008,7 +1053,7 @@ cdef void _forward_steps(floating* gates, floating* out, Loop* job, const floati
     cdef const floating* w_hr = <const floating*>job.w_hr
     cdef floating* m = <floating*>job.m
     # Steps whose projection is done, as far as this loop knows (all of them without chunks).
-    cdef Py_ssize_t ready = job.chunk if job.chunk > 0 else T
+    cdef Py_ssize_t ready
     # The helper's projected rows reach this core a step early (see rf_prefetch), where a step
     # is a small part of L1, so that its rows do not push the weights out.
     cdef bint prefetch = job.chunk > 0 and (
@@ -1021,15 +1066,7 @@ cdef void _forward_steps(floating* gates, floating* out, Loop* job, const floati
     cdef const floating* c_prev = NULL
     cdef bint saved
     cdef rf_thread helper
-    if job.chunk > 0:
-        saved = _serial_blas_begin(True)
-        job.claimed[0] = 1  # chunk 0 is this thread's
-        _start_helper(&helper, job)  # if none starts, the loop projects
-        _project_steps(gates, job, 0, job.chunk)
-    else:
-        _project_steps(gates, job, 0, T)  # every step at once: (T*B, N) = x @ w_ih.T
-        saved = _serial_blas_begin(how.kind == STEP_BLAS
-                                   and B * N * H < rf_tuning_now.serial_step_max_macs)
+    ready = _forward_prologue(gates, job, how, w_op, &helper, &saved)
     for t in range(T):
         g_t = gates + t * gstep
         h_t = out + t * hstep
@@ -1081,6 +1118,8 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef bint saved, shared
     cdef Loop job
     cdef rf_thread helper
+    if kind == STEP_SLICED:  # the loop copies w_hh.T into w_op (_forward_prologue)
+        how.source = &w_hh[0, 0]
     job.is_double, job.backward = floating is double, False
     job.T, job.B, job.D, job.H, job.N = T, B, D, H, N
     job.gates, job.out = gates, out
@@ -1277,7 +1316,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity):
     """Compiled forward pass; see rnnfast.functional.rnn_forward for the contract."""
     cdef Cell cell = _elman_cell(nonlinearity)
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], H = w_hh.shape[1]
-    kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True)
+    kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True, fill=False)
     h = np.empty((T, B, H), dtype=x.dtype)
     if x.dtype == np.float32:
         _forward[float](x, h0, w_ih, w_hh, b, h, cell, kind, w_hh_t, tail, packed, stage)
@@ -1326,7 +1365,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, w_hr, training):
     cdef Cell cell = _lstm_cell()
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], N = w_ih.shape[0], S = w_hh.shape[1]
     cdef Py_ssize_t H = N // 4
-    kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True, gates=4)
+    kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True, gates=4, fill=False)
     gates = np.empty((T, B, N), dtype=x.dtype)
     h = np.empty((T, B, S), dtype=x.dtype)
     c = np.empty((T, B, H), dtype=x.dtype)
@@ -2022,7 +2061,7 @@ cdef void _gru_forward_steps(floating* gates, floating* gh, floating* out, Loop*
     cdef Py_ssize_t T = job.T, B = job.B, H = job.H, N = job.N, t, b
     cdef Py_ssize_t ld = job.gates_ld, gstep = B * ld, hstep = B * H
     cdef bint keep = ld != N
-    cdef Py_ssize_t ready = job.chunk if job.chunk > 0 else T
+    cdef Py_ssize_t ready
     cdef bint prefetch = job.chunk > 0 and (
         <Py_ssize_t>(gstep * sizeof(floating)) <= rf_tuning_now.prefetch_max_step_bytes)
     cdef floating* g_t
@@ -2030,15 +2069,7 @@ cdef void _gru_forward_steps(floating* gates, floating* gh, floating* out, Loop*
     cdef const floating* h_prev
     cdef bint saved
     cdef rf_thread helper
-    if job.chunk > 0:
-        saved = _serial_blas_begin(True)
-        job.claimed[0] = 1
-        _start_helper(&helper, job)
-        _project_steps(gates, job, 0, job.chunk)
-    else:
-        _project_steps(gates, job, 0, T)
-        saved = _serial_blas_begin(how.kind == STEP_BLAS
-                                   and B * N * H < rf_tuning_now.serial_step_max_macs)
+    ready = _forward_prologue(gates, job, how, w_op, &helper, &saved)
     for t in range(T):
         g_t = gates + t * gstep
         h_t = out + t * hstep
@@ -2080,6 +2111,8 @@ cdef void _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef const floating* bhn_ptr = NULL if bhn is None else &bhn[0]
     cdef bint shared
     cdef Loop job
+    if kind == STEP_SLICED:  # as in _forward
+        how.source = &w_hh[0, 0]
     job.is_double, job.backward, job.split = floating is double, False, False
     job.T, job.B, job.D, job.H, job.N = T, B, D, H, N
     job.gates, job.out = &gates[0, 0, 0], &h[0, 0, 0]
@@ -2191,7 +2224,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training):
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], N = w_hh.shape[0], H = w_hh.shape[1]
     dtype = x.dtype
-    kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True)
+    kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True, fill=False)
     h = np.empty((T, B, H), dtype=dtype)
     # The input projection, in training written into the rows of the workspace (no second
     # (T, B, 3H) buffer)
