@@ -8,9 +8,19 @@ import time
 
 import numpy as np
 import pytest
-from conftest import RTOL, assert_close, compiled_kernels, results_under_contention
+from conftest import (
+    RTOL,
+    assert_close,
+    compiled_kernels,
+    reference_only_run,
+    results_under_contention,
+)
 
 from rnnfast import functional
+
+pytestmark = pytest.mark.skipif(
+    reference_only_run(), reason="the compiled loops' chunks (RNNFAST_BACKEND=numpy: reference)"
+)
 
 T, B, D, H = 25, 1, 65, 100
 

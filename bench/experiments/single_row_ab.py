@@ -9,6 +9,10 @@ after its job, so call-by-call alternation would time one rule's thread against 
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE PYTHONPATH=src \\
         python bench/experiments/single_row_ab.py [--sizes 25,1,65,100] [--cells lstm gru]
+            [--mode train|inference] [--threads 1] [--cpu]
+
+``--mode inference``: the forward alone; ``--threads 1 --cpu``: no helper, and this thread's CPU
+time (the work of each rule, which other processes sharing the cores barely move).
 """
 
 import argparse
@@ -19,10 +23,13 @@ import rnnfast
 from rnnfast import benchmark
 from rnnfast._backend import kernels
 
+ONE_PASS = {"overlap_single_min_macs": 2**62}
+DOT_FORM = {"step_sliced_max_weight_bytes": 0}  # the forward's steps on w_hh as stored
 RULES = {
     "chunks": {},
-    "one pass": {"overlap_single_min_macs": 2**62},
-    "chunks, dot form": {"step_sliced_max_weight_bytes": 0},  # forward steps on w_hh as stored
+    "one pass": ONE_PASS,
+    "chunks, dot form": DOT_FORM,
+    "one pass, dot form": {**ONE_PASS, **DOT_FORM},
 }
 
 
@@ -32,6 +39,7 @@ def main() -> None:
     parser.add_argument("--cells", nargs="+", default=["lstm", "gru"])
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--mode", choices=["train", "inference"], default="train")
     parser.add_argument("--threads", type=int, default=None, help="rnnfast.set_num_threads")
     parser.add_argument("--cpu", action="store_true", help="this thread's CPU time, not wall")
     args = parser.parse_args()
@@ -40,7 +48,7 @@ def main() -> None:
         rnnfast.set_num_threads(args.threads)
     for size in args.sizes:
         for cell in args.cells:
-            case = benchmark.Case(*map(int, size.split(",")), cell=cell, mode="train")
+            case = benchmark.Case(*map(int, size.split(",")), cell=cell, mode=args.mode)
             run = benchmark.make_runner("rnnfast", case)
             blocks: dict[str, list[float]] = {name: [] for name in RULES}
             for _ in range(args.rounds):

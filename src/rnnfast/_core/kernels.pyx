@@ -422,8 +422,9 @@ def step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=(), Py_ssiz
     """(kind, w_in_out, tail, packed, stage): what a call's recurrent products need.
 
     kind: 0 BLAS, 1 small, 2 panel, 3 dot form (``packed``: w_hh.T when not ``transposed``;
-    ``stage``: a row of the product), 4 gate panels (below), 5 sliced (a batch of one's dot
-    form forward on ``w_in_out`` = w_hh.T, rows padded to whole vectors and 64-byte aligned). The product is ``a @ op(w_hh)``, op(w_hh) = w_hh.T when
+    ``stage``: a row of the product), 4 gate panels (below), 5 sliced (a batch of one's
+    forward in place of the dot form, on ``w_in_out`` = w_hh.T with rows padded to whole
+    vectors, 64-byte aligned). The product is ``a @ op(w_hh)``, op(w_hh) = w_hh.T when
     ``transposed`` (forward), else w_hh (backward). The small product reads op(w_hh) laid out
     (in, out), ``w_in_out`` (None when that is w_hh itself), with its last rows zero-padded in
     ``tail``; the panel product reads it ``packed`` into column panels. ``stage``: their
@@ -450,14 +451,12 @@ def step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=(), Py_ssiz
         room = np.empty(k * padded_len + 64 // itemsize, dtype=w_hh.dtype)
         offset = (64 - <size_t>cnp.PyArray_DATA(room) % 64) % 64 // itemsize
         w_in_out = room[offset:offset + k * padded_len].reshape(k, padded_len)
-        if not fill:
-            pass
-        elif itemsize == 4:
-            rnnfast_simd.transpose_pad_f32(<float*>cnp.PyArray_DATA(w_in_out), padded_len,
-                                           <const float*>cnp.PyArray_DATA(w_hh), n, k)
-        else:
-            rnnfast_simd.transpose_pad_f64(<double*>cnp.PyArray_DATA(w_in_out), padded_len,
-                                           <const double*>cnp.PyArray_DATA(w_hh), n, k)
+        if fill and itemsize == 4:
+            _transpose_operand[float](<float*>cnp.PyArray_DATA(w_in_out),
+                                      <const float*>cnp.PyArray_DATA(w_hh), n, k)
+        elif fill:
+            _transpose_operand[double](<double*>cnp.PyArray_DATA(w_in_out),
+                                       <const double*>cnp.PyArray_DATA(w_hh), n, k)
         stage = np.empty(rnnfast_simd.max_vectors * vector_len, dtype=w_hh.dtype)
     elif kind == STEP_DOT:
         if not transposed:  # w_hh.T (n, k), in scratch memory as the panels below
@@ -2361,7 +2360,8 @@ cdef tuple _kept_operands(dict kept, str name, w_hh, Py_ssize_t B, bint transpos
     """step_operands, its packed panels placed in the memory kept under ``name`` (that of
     the first call's)."""
     room = None if kept is None else kept.get(name)
-    operands = step_operands(w_hh, B, transposed, scratch if room is None else (room,))
+    operands = step_operands(w_hh, B, transposed, scratch if room is None else (room,),
+                             fill=False)  # a sliced copy: the forward loop makes it
     packed = operands[3]
     if kept is not None and room is None and packed is not None and packed.base is not None:
         if not any(packed.base is a for a in scratch):
