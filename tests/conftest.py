@@ -120,7 +120,8 @@ def step_product(w_hh: np.ndarray, B: int) -> str:
     current rule and SIMD level: "blas", "small", "panel" or "dot"."""
     from rnnfast._core import kernels
 
-    return ("blas", "small", "panel", "dot")[kernels.step_operands(w_hh, B, True)[0]]
+    kind = kernels.step_operands(w_hh, B, True)[0]
+    return ("blas", "small", "panel", "dot", "gate panels", "dot")[kind]  # 5: the sliced dot form
 
 
 def make_problem(

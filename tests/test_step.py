@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import RTOL, assert_close, reference_only_run
+from conftest import RTOL, assert_close, reference_only_run, runnable_simd_levels
 
 import rnnfast
 from rnnfast import _reference, functional
@@ -123,16 +123,40 @@ def test_the_backend_is_chosen_per_call(cell, monkeypatch):
 
 # ---- the time loop at a batch of one: the dot-form product ------------------------------------
 # Where BLAS would take each step's product at B=1, the loop takes the streaming step's dot form:
-# forward on w_hh as stored; backward the small product on w_hh while a row of H fits in
+# forward on w_hh as stored, or (while w_hh is at most step_sliced_max_weight_bytes) on a copy of
+# w_hh.T in column slices; backward the small product on w_hh while a row of H fits in
 # registers (H=100), else the dot form on a copy of w_hh.T (H=300).
 
 
 @pytest.mark.skipif(reference_only_run(), reason="compares the compiled loop with the reference")
+@pytest.mark.parametrize("sliced", [True, False], ids=["sliced", "dot"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("H", [100, 300])
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_batch_of_one_loops_match_the_reference(cell, H, dtype):
+def test_batch_of_one_loops_match_the_reference(cell, H, dtype, sliced):
     from rnnfast._core import kernels
+
+    with kernels.tuned(step_sliced_max_weight_bytes=2**20 if sliced else 0):
+        _batch_of_one_matches_the_reference(kernels, cell, H, dtype, sliced)
+
+
+@pytest.mark.skipif(reference_only_run(), reason="compares the compiled loop with the reference")
+@pytest.mark.parametrize("level", runnable_simd_levels())
+@pytest.mark.parametrize("H", [37, 100])  # a partial last vector at every level; whole ones
+def test_sliced_forward_at_each_simd_level(level, H):
+    """The sliced forward's transposed copy and column slices at each level's vector width."""
+    from rnnfast._core import kernels
+
+    previous = kernels.simd_level()
+    try:
+        kernels.set_simd_level(level)
+        for dtype in (np.float32, np.float64):
+            _batch_of_one_matches_the_reference(kernels, "lstm", H, dtype, True, kinds=False)
+    finally:
+        kernels.set_simd_level(previous)
+
+
+def _batch_of_one_matches_the_reference(kernels, cell, H, dtype, sliced, kinds=True):
 
     G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
     rng = np.random.default_rng(H)
@@ -144,10 +168,10 @@ def test_batch_of_one_loops_match_the_reference(cell, H, dtype):
     b_ih = (rng.standard_normal(G * H) * 0.1).astype(dtype)
     b_hh = (rng.standard_normal(G * H) * 0.1).astype(dtype)
     dh = rng.standard_normal((T, 1, H)).astype(dtype)
-    kinds = kernels.step_operands(w_hh, 1, True)[0], kernels.step_operands(w_hh, 1, False)[0]
-    if cell != "rnn" or H == 300:  # (an Elman w_hh of H=100 is small: the small product)
-        assert kinds[0] == 3  # the dot form forward
-        assert kinds[1] == (1 if H == 100 else 3)  # backward: small, or dot on w_hh.T
+    ops = kernels.step_operands(w_hh, 1, True)[0], kernels.step_operands(w_hh, 1, False)[0]
+    if kinds and (cell != "rnn" or H == 300):  # (an Elman w_hh of H=100: the small product)
+        assert ops[0] == (5 if sliced and w_hh.nbytes <= 2**20 else 3)  # dot, or sliced
+        assert ops[1] == (1 if H == 100 else 3)  # backward: small, or dot on w_hh.T
 
     def run(backend):
         if cell == "rnn":

@@ -83,7 +83,7 @@ STEP_PRODUCTS = ("auto", "blas", "small", "panel")  # step_product's values: RF_
 OVERLAP_MODES = ("auto", "off", "on")  # overlap's values: RF_OVERLAP_*
 _CHOICES = {"step_product": STEP_PRODUCTS, "overlap": OVERLAP_MODES}
 # Divisors must not be zero; any other field may be 0.
-_MINIMUM = {"overlap_chunk_rows": 1, "split_chunk_rows": 1}
+_MINIMUM = {"overlap_chunk_rows": 1, "split_chunk_rows": 1, "overlap_single_steps": 1}
 
 
 cdef dict _tuning_dict(rf_tuning tuning):
@@ -362,6 +362,10 @@ cdef enum:
     # product alone and a split forward (_split_columns) can share the blocks out. The sums
     # run as in STEP_PANEL's.
     STEP_GATE_PANEL = 4
+    # A forward's dot form at a batch of one, while w_hh is at most step_sliced_max_weight_bytes:
+    # op(w_hh) = w_hh.T copied once a call, rows padded to whole vectors, and read by the small
+    # product in column slices (simd_small.h: sliced_addmm).
+    STEP_SLICED = 5
 
 
 cdef struct StepProduct:
@@ -373,6 +377,9 @@ cdef struct StepProduct:
     Py_ssize_t tail_rows
     const void* packed
     void* stage
+    # The sliced product's w_hh as stored, when the time loop makes its copy of w_hh.T (the
+    # loop's op(w) operand) itself (_forward_prologue); else NULL.
+    const void* source
 
 
 cdef bint _helper_available() noexcept nogil:
@@ -410,18 +417,22 @@ cdef int _step_kind(Py_ssize_t B, Py_ssize_t H, Py_ssize_t N, Py_ssize_t itemsiz
     return STEP_BLAS
 
 
-def step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=(), Py_ssize_t gates=1):
+def step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=(), Py_ssize_t gates=1,
+                  bint fill=True):
     """(kind, w_in_out, tail, packed, stage): what a call's recurrent products need.
 
     kind: 0 BLAS, 1 small, 2 panel, 3 dot form (``packed``: w_hh.T when not ``transposed``;
-    ``stage``: a row of the product). The product is ``a @ op(w_hh)``, op(w_hh) = w_hh.T when
+    ``stage``: a row of the product), 4 gate panels (below), 5 sliced (a batch of one's
+    forward in place of the dot form, on ``w_in_out`` = w_hh.T with rows padded to whole
+    vectors, 64-byte aligned). The product is ``a @ op(w_hh)``, op(w_hh) = w_hh.T when
     ``transposed`` (forward), else w_hh (backward). The small product reads op(w_hh) laid out
     (in, out), ``w_in_out`` (None when that is w_hh itself), with its last rows zero-padded in
     ``tail``; the panel product reads it ``packed`` into column panels. ``stage``: their
     staging buffer. ``scratch``: arrays of w_hh's dtype whose memory is free until the time
     loop ends (outputs written after it); the packed panels and their stage go in the first
     large enough, so that they cost no memory. ``gates=4`` (the LSTM forward, ``transposed``):
-    a panel product becomes 4, the gate panels.
+    a panel product becomes 4, the gate panels. ``fill=False``: the sliced product's copy is
+    left for the time loop to make (_forward and _gru_forward do, beside the helper).
     """
     cdef Py_ssize_t N = w_hh.shape[0], H = w_hh.shape[1], itemsize = w_hh.dtype.itemsize
     cdef int kind = _step_kind(B, H, N, itemsize)
@@ -433,7 +444,21 @@ def step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=(), Py_ssiz
     w_in_out = tail = stage = None
     if kind == STEP_DOT and not transposed and padded_len // vector_len <= rnnfast_simd.max_vectors:
         kind = STEP_SMALL  # on w_hh as it is: no copy
-    if kind == STEP_DOT:
+    if (kind == STEP_DOT and transposed and B == 1
+            and k * n * itemsize <= rf_tuning_now.step_sliced_max_weight_bytes):
+        kind = STEP_SLICED
+    if kind == STEP_SLICED:  # w_hh.T (k, padded_len), 64-byte aligned
+        room = np.empty(k * padded_len + 64 // itemsize, dtype=w_hh.dtype)
+        offset = (64 - <size_t>cnp.PyArray_DATA(room) % 64) % 64 // itemsize
+        w_in_out = room[offset:offset + k * padded_len].reshape(k, padded_len)
+        if fill and itemsize == 4:
+            _transpose_operand[float](<float*>cnp.PyArray_DATA(w_in_out),
+                                      <const float*>cnp.PyArray_DATA(w_hh), n, k)
+        elif fill:
+            _transpose_operand[double](<double*>cnp.PyArray_DATA(w_in_out),
+                                       <const double*>cnp.PyArray_DATA(w_hh), n, k)
+        stage = np.empty(rnnfast_simd.max_vectors * vector_len, dtype=w_hh.dtype)
+    elif kind == STEP_DOT:
         if not transposed:  # w_hh.T (n, k), in scratch memory as the panels below
             room = next((a.reshape(-1) for a in scratch if a.size >= k * n), None)
             packed = np.empty(k * n, dtype=w_hh.dtype) if room is None else room[:k * n]
@@ -485,7 +510,14 @@ cdef StepProduct _step_product(int kind, const floating[:, ::1] tail,
     how.tail = NULL if how.tail_rows == 0 else &tail[0, 0]
     how.packed = NULL if packed is None else &packed[0]
     how.stage = NULL if stage is None else &stage[0]
+    how.source = NULL
     return how
+
+
+cdef inline Py_ssize_t _whole_vectors(Py_ssize_t n, Py_ssize_t itemsize) noexcept nogil:
+    """n rounded up to whole vectors of this SIMD level."""
+    cdef Py_ssize_t vector_len = rnnfast_simd.vector_bytes // itemsize
+    return (n + vector_len - 1) // vector_len * vector_len
 
 
 cdef inline void _add_matmul(floating* out, const floating* a, const floating* w,
@@ -499,6 +531,13 @@ cdef inline void _add_matmul(floating* out, const floating* a, const floating* w
              <floating>1, out, n)
     elif how.kind == STEP_PANEL or how.kind == STEP_GATE_PANEL:
         _panel_columns(out, a, how, rows, k, n, 0, n)
+    elif how.kind == STEP_SLICED:  # w: op(w) (k, n), rows padded to whole vectors
+        if floating is float:
+            rnnfast_simd.sliced_addmm_f32(out, a, rows, k, n, w, _whole_vectors(n, 4),
+                                          <float*>how.stage)
+        else:
+            rnnfast_simd.sliced_addmm_f64(out, a, rows, k, n, w, _whole_vectors(n, 8),
+                                          <double*>how.stage)
     elif how.kind == STEP_DOT:
         # the dot form's weight rows are op(w)'s columns: w itself when op transposes it; out
         # rides as the bias (out + the product, as BLAS adds) into the stage, then back
@@ -663,12 +702,30 @@ cdef Py_ssize_t _overlap_chunk(int kind, Py_ssize_t T, Py_ssize_t B, Py_ssize_t 
                                Py_ssize_t H, Py_ssize_t N) noexcept nogil:
     """Steps per hand-over if this call overlaps, else 0."""
     cdef Py_ssize_t chunk = max(1, rf_tuning_now.overlap_chunk_rows // B)
+    cdef Py_ssize_t macs = T * B * N * (D + H)
+    if (B == 1 and kind != STEP_BLAS and rf_tuning_now.overlap == RF_OVERLAP_AUTO
+            and rf_tuning_now.overlap_single_min_macs <= macs < rf_tuning_now.overlap_min_macs
+            and T > rf_tuning_now.overlap_single_steps):
+        # A batch of one: the GEMMs around the loop cost as much as its steps, which stream
+        # the weights from L2 on one core; the helper takes them in short chunks, which also
+        # run in the same order without one: the same bits at any thread count.
+        return rf_tuning_now.overlap_single_steps
     if kind == STEP_BLAS or T <= chunk or not _helper_available():
         return 0
     if (rf_tuning_now.overlap == RF_OVERLAP_AUTO
-            and T * B * N * (D + H) < rf_tuning_now.overlap_min_macs):
+            and macs < rf_tuning_now.overlap_min_macs):
         return 0  # starting a thread costs more than it saves
     return chunk
+
+
+cdef bint _start_helper(rf_thread* helper, Loop* job) noexcept nogil:
+    """Hand the helper's share of a chunked loop to the helper thread, if a helper may run
+    (a batch of one runs in chunks at any thread count, _overlap_chunk); False if none
+    started (the caller then does it, in the same chunks)."""
+    if not _helper_available():
+        helper.running = 0
+        return False
+    return rf_thread_start(helper, _helper_main, job)
 
 
 cdef void _project_steps(floating* dummy, Loop* job, Py_ssize_t t0,
@@ -945,6 +1002,43 @@ cdef Py_ssize_t _await_chunk(floating* dummy, Loop* job, Py_ssize_t t) noexcept 
     return end
 
 
+cdef Py_ssize_t _forward_prologue(floating* gates, Loop* job, StepProduct* how,
+                                  const floating* w_op, rf_thread* helper,
+                                  bint* saved) noexcept nogil:
+    """Start a forward's time loop (_forward_steps, _gru_forward_steps): the helper and the
+    first chunk's projection if job.chunk > 0, else every step's; and the sliced product's
+    copy of w_hh.T into w_op if how.source is set, which with chunks the caller makes while
+    the helper may take the first chunk. Returns the steps known projected; ``saved``: the
+    BLAS section to end after the loop."""
+    cdef bint copy = how.source != NULL
+    if job.chunk > 0:
+        saved[0] = _serial_blas_begin(True)
+        job.claimed[0] = 0 if copy else 1  # chunk 0 is this thread's unless it copies first
+        if copy:
+            job.progress = 0
+        _start_helper(helper, job)  # if none starts, the loop projects
+        if not copy:
+            _project_steps(gates, job, 0, job.chunk)
+            return job.chunk
+        _transpose_operand(<floating*>w_op, <const floating*>how.source, job.N, job.H)
+        return _await_chunk(gates, job, 0)
+    _project_steps(gates, job, 0, job.T)  # every step at once: (T*B, N) = x @ w_ih.T
+    if copy:
+        _transpose_operand(<floating*>w_op, <const floating*>how.source, job.N, job.H)
+    saved[0] = _serial_blas_begin(how.kind == STEP_BLAS
+                                  and job.B * job.N * job.H < rf_tuning_now.serial_step_max_macs)
+    return job.T
+
+
+cdef inline void _transpose_operand(floating* dst, const floating* w, Py_ssize_t n,
+                                    Py_ssize_t k) noexcept nogil:
+    """The sliced product's operand: dst (k, n rounded up to whole vectors) = w (n, k).T."""
+    if floating is float:
+        rnnfast_simd.transpose_pad_f32(dst, _whole_vectors(n, 4), w, n, k)
+    else:
+        rnnfast_simd.transpose_pad_f64(dst, _whole_vectors(n, 8), w, n, k)
+
+
 cdef void _forward_steps(floating* gates, floating* out, Loop* job, const floating* h0_ptr,
                          const floating* b_ptr, const floating* w_op,
                          StepProduct* how) noexcept nogil:
@@ -957,7 +1051,7 @@ cdef void _forward_steps(floating* gates, floating* out, Loop* job, const floati
     cdef const floating* w_hr = <const floating*>job.w_hr
     cdef floating* m = <floating*>job.m
     # Steps whose projection is done, as far as this loop knows (all of them without chunks).
-    cdef Py_ssize_t ready = job.chunk if job.chunk > 0 else T
+    cdef Py_ssize_t ready
     # The helper's projected rows reach this core a step early (see rf_prefetch), where a step
     # is a small part of L1, so that its rows do not push the weights out.
     cdef bint prefetch = job.chunk > 0 and (
@@ -970,15 +1064,7 @@ cdef void _forward_steps(floating* gates, floating* out, Loop* job, const floati
     cdef const floating* c_prev = NULL
     cdef bint saved
     cdef rf_thread helper
-    if job.chunk > 0:
-        saved = _serial_blas_begin(True)
-        job.claimed[0] = 1  # chunk 0 is this thread's
-        rf_thread_start(&helper, _helper_main, job)  # if none starts, the loop projects
-        _project_steps(gates, job, 0, job.chunk)
-    else:
-        _project_steps(gates, job, 0, T)  # every step at once: (T*B, N) = x @ w_ih.T
-        saved = _serial_blas_begin(how.kind == STEP_BLAS
-                                   and B * N * H < rf_tuning_now.serial_step_max_macs)
+    ready = _forward_prologue(gates, job, how, w_op, &helper, &saved)
     for t in range(T):
         g_t = gates + t * gstep
         h_t = out + t * hstep
@@ -1030,6 +1116,8 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef bint saved, shared
     cdef Loop job
     cdef rf_thread helper
+    if kind == STEP_SLICED:  # the loop copies w_hh.T into w_op (_forward_prologue)
+        how.source = &w_hh[0, 0]
     job.is_double, job.backward = floating is double, False
     job.T, job.B, job.D, job.H, job.N = T, B, D, H, N
     job.gates, job.out = gates, out
@@ -1136,7 +1224,7 @@ cdef void _backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] x,
         shared = _serial_blas_begin(rf_call_enter() > 1)  # as in _forward
         if chunk > 0:
             saved = _serial_blas_begin(True)
-            rf_thread_start(&helper, _helper_main, &job)
+            _start_helper(&helper, &job)
         else:
             saved = _serial_blas_begin(kind == STEP_BLAS
                                        and B * N * H < rf_tuning_now.serial_step_max_macs)
@@ -1232,7 +1320,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity):
     """Compiled forward pass; see rnnfast.functional.rnn_forward for the contract."""
     cdef Cell cell = _elman_cell(nonlinearity)
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], H = w_hh.shape[1]
-    kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True)
+    kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True, fill=False)
     h = np.empty((T, B, H), dtype=x.dtype)
     if x.dtype == np.float32:
         _forward[float](x, h0, w_ih, w_hh, b, h, cell, kind, w_hh_t, tail, packed, stage)
@@ -1281,7 +1369,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b, w_hr, training):
     cdef Cell cell = _lstm_cell()
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], N = w_ih.shape[0], S = w_hh.shape[1]
     cdef Py_ssize_t H = N // 4
-    kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True, gates=4)
+    kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True, gates=4, fill=False)
     gates = np.empty((T, B, N), dtype=x.dtype)
     h = np.empty((T, B, S), dtype=x.dtype)
     c = np.empty((T, B, H), dtype=x.dtype)
@@ -1976,7 +2064,7 @@ cdef void _gru_forward_steps(floating* gates, floating* gh, floating* out, Loop*
     cdef Py_ssize_t T = job.T, B = job.B, H = job.H, N = job.N, t, b
     cdef Py_ssize_t ld = job.gates_ld, gstep = B * ld, hstep = B * H
     cdef bint keep = ld != N
-    cdef Py_ssize_t ready = job.chunk if job.chunk > 0 else T
+    cdef Py_ssize_t ready
     cdef bint prefetch = job.chunk > 0 and (
         <Py_ssize_t>(gstep * sizeof(floating)) <= rf_tuning_now.prefetch_max_step_bytes)
     cdef floating* g_t
@@ -1984,15 +2072,7 @@ cdef void _gru_forward_steps(floating* gates, floating* gh, floating* out, Loop*
     cdef const floating* h_prev
     cdef bint saved
     cdef rf_thread helper
-    if job.chunk > 0:
-        saved = _serial_blas_begin(True)
-        job.claimed[0] = 1
-        rf_thread_start(&helper, _helper_main, job)
-        _project_steps(gates, job, 0, job.chunk)
-    else:
-        _project_steps(gates, job, 0, T)
-        saved = _serial_blas_begin(how.kind == STEP_BLAS
-                                   and B * N * H < rf_tuning_now.serial_step_max_macs)
+    ready = _forward_prologue(gates, job, how, w_op, &helper, &saved)
     for t in range(T):
         g_t = gates + t * gstep
         h_t = out + t * hstep
@@ -2034,6 +2114,8 @@ cdef void _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef const floating* bhn_ptr = NULL if bhn is None else &bhn[0]
     cdef bint shared
     cdef Loop job
+    if kind == STEP_SLICED:  # as in _forward
+        how.source = &w_hh[0, 0]
     job.is_double, job.backward, job.split = floating is double, False, False
     job.T, job.B, job.D, job.H, job.N = T, B, D, H, N
     job.gates, job.out = &gates[0, 0, 0], &h[0, 0, 0]
@@ -2094,7 +2176,7 @@ cdef void _gru_backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] 
         shared = _serial_blas_begin(rf_call_enter() > 1)  # as in _forward
         if chunk > 0:
             saved = _serial_blas_begin(True)
-            rf_thread_start(&helper, _helper_main, &job)
+            _start_helper(&helper, &job)
         else:
             saved = _serial_blas_begin(kind == STEP_BLAS
                                        and B * N * H < rf_tuning_now.serial_step_max_macs)
@@ -2145,7 +2227,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training):
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], N = w_hh.shape[0], H = w_hh.shape[1]
     dtype = x.dtype
-    kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True)
+    kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True, fill=False)
     h = np.empty((T, B, H), dtype=dtype)
     # The input projection, in training written into the rows of the workspace (no second
     # (T, B, 3H) buffer)
@@ -2282,7 +2364,8 @@ cdef tuple _kept_operands(dict kept, str name, w_hh, Py_ssize_t B, bint transpos
     """step_operands, its packed panels placed in the memory kept under ``name`` (that of
     the first call's)."""
     room = None if kept is None else kept.get(name)
-    operands = step_operands(w_hh, B, transposed, scratch if room is None else (room,))
+    operands = step_operands(w_hh, B, transposed, scratch if room is None else (room,),
+                             fill=False)  # a sliced copy: the forward loop makes it
     packed = operands[3]
     if kept is not None and room is None and packed is not None and packed.base is not None:
         if not any(packed.base is a for a in scratch):

@@ -26,6 +26,16 @@ cdef extern from "simd.h" nogil:
         void (*small_addmm_f64)(double*, const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
                                 const double*, Py_ssize_t, const double*, Py_ssize_t,
                                 double*) noexcept nogil
+        # dst (k, ld) = src (n, k).T zero-padded; out (rows, n) += a (rows, k) @ m (k, n), m's
+        # rows ld apart, in column slices (see simd_small.h)
+        void (*transpose_pad_f32)(float*, Py_ssize_t, const float*, Py_ssize_t,
+                                  Py_ssize_t) noexcept nogil
+        void (*transpose_pad_f64)(double*, Py_ssize_t, const double*, Py_ssize_t,
+                                  Py_ssize_t) noexcept nogil
+        void (*sliced_addmm_f32)(float*, const float*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                 const float*, Py_ssize_t, float*) noexcept nogil
+        void (*sliced_addmm_f64)(double*, const double*, Py_ssize_t, Py_ssize_t, Py_ssize_t,
+                                 const double*, Py_ssize_t, double*) noexcept nogil
         # out (rows, n) = a (rows, ka) @ wa.T + c (rows, kc) @ wc.T + bias, w row-major (n, k);
         # c NULL for no second product, bias NULL for none
         void (*step_dot_f32)(float*, const float*, const float*, Py_ssize_t, const float*,
@@ -165,12 +175,15 @@ cdef extern from "tuning.h" nogil:
         Py_ssize_t overlap_chunk_rows
         Py_ssize_t overlap_min_macs
         Py_ssize_t overlap_take_next_min_macs
+        Py_ssize_t overlap_single_steps
+        Py_ssize_t overlap_single_min_macs
         Py_ssize_t split_min_step_macs
         Py_ssize_t split_small_max_batch
         Py_ssize_t split_small_min_hidden
         Py_ssize_t split_chunk_rows
         Py_ssize_t prefetch_max_step_bytes
         Py_ssize_t step_dot_max_batch
+        Py_ssize_t step_sliced_max_weight_bytes
         Py_ssize_t step_nogil_min_macs
     const rf_tuning rf_tuning_defaults
     rf_tuning rf_tuning_now

@@ -48,6 +48,14 @@ typedef struct {
                             const float *, ptrdiff_t, const float *, ptrdiff_t, float *);
     void (*small_addmm_f64)(double *, const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
                             const double *, ptrdiff_t, const double *, ptrdiff_t, double *);
+    /* dst (k, ld) = src (n, k).T zero-padded; out (rows, n) += a (rows, k) @ m (k, n) with m's
+     * rows ld apart, in column slices; see simd_small.h */
+    void (*transpose_pad_f32)(float *, ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t);
+    void (*transpose_pad_f64)(double *, ptrdiff_t, const double *, ptrdiff_t, ptrdiff_t);
+    void (*sliced_addmm_f32)(float *, const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                             const float *, ptrdiff_t, float *);
+    void (*sliced_addmm_f64)(double *, const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t,
+                             const double *, ptrdiff_t, double *);
     void (*step_dot_f32)(float *, const float *, const float *, ptrdiff_t, const float *,
                          const float *, ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t);
     void (*step_dot_f64)(double *, const double *, const double *, ptrdiff_t, const double *,
@@ -98,7 +106,9 @@ typedef struct {
 #define RF_LEVEL(SFX, NAME, VBYTES, NV_MAX, PANEL_ROWS)                                          \
     {NAME, bias_act_f32##SFX, bias_act_f64##SFX, mul_act_grad_f32##SFX, mul_act_grad_f64##SFX, \
      add_col_sums_f32##SFX, add_col_sums_f64##SFX,                                             \
-     small_addmm_f32##SFX, small_addmm_f64##SFX, step_dot_f32##SFX, step_dot_f64##SFX,       \
+     small_addmm_f32##SFX, small_addmm_f64##SFX, transpose_pad_f32##SFX,                      \
+     transpose_pad_f64##SFX, sliced_addmm_f32##SFX, sliced_addmm_f64##SFX,                     \
+     step_dot_f32##SFX, step_dot_f64##SFX,                                                     \
      panel_addmm_f32##SFX, panel_addmm_f64##SFX, pack_panels_f32##SFX, pack_panels_f64##SFX,   \
      pack_gate_panels_f32##SFX, pack_gate_panels_f64##SFX, panel_gates_addmm_f32##SFX,        \
      panel_gates_addmm_f64##SFX,                                                               \

@@ -37,6 +37,8 @@ typedef struct {
     ptrdiff_t overlap_chunk_rows;        /* rows per hand-over */
     ptrdiff_t overlap_min_macs;          /* no helper below T * B * H * (D + H) */
     ptrdiff_t overlap_take_next_min_macs; /* the loop projects the next chunk from this a chunk */
+    ptrdiff_t overlap_single_steps;      /* a batch of one below overlap_min_macs: chunks of */
+    ptrdiff_t overlap_single_min_macs;   /* ... these many steps, from this many MACs, helper or not */
     ptrdiff_t split_min_step_macs;       /* forward split from B * H * H ... */
     ptrdiff_t split_small_max_batch;     /* ... or an eighth of it at batches up to this */
     ptrdiff_t split_small_min_hidden;    /* ... with H at least this */
@@ -44,6 +46,7 @@ typedef struct {
     ptrdiff_t prefetch_max_step_bytes;   /* prefetch the helper's rows while a step is this */
     /* the streaming step (rnn_step) */
     ptrdiff_t step_dot_max_batch;        /* dot-form product up to this batch, then GEMM */
+    ptrdiff_t step_sliced_max_weight_bytes; /* a time loop's batch of one: w_hh.T in slices */
     ptrdiff_t step_nogil_min_macs;       /* release the GIL from this many MACs a step */
 } rf_tuning;
 
@@ -70,12 +73,19 @@ typedef struct {
          * a chunk (chunk * B * G*H * D MACs) is this large: GRU inference 50,64,1024,1024    \
          * 1.20x, LSTM proj 1.13x faster; below, no gain (bench/experiments/take_next_ab.py) */ \
         .overlap_take_next_min_macs = (ptrdiff_t)1 << 24,                                        \
+        /* a batch of one: a helper takes the GEMMs around the loop in chunks of 8 steps from   \
+         * 2^20 MACs (LSTM and GRU 25,1,65,100: bench/experiments/single_row_ab.py) */          \
+        .overlap_single_steps = 8,                                                               \
+        .overlap_single_min_macs = (ptrdiff_t)1 << 20,                                           \
         .split_min_step_macs = (ptrdiff_t)1 << 22,                                               \
         .split_small_max_batch = 16,                                                             \
         .split_small_min_hidden = 256,                                                           \
         .split_chunk_rows = 512,                                                                 \
         .prefetch_max_step_bytes = 16384,                                                        \
         .step_dot_max_batch = 16,                                                                \
+        /* up to 1 MiB (L2): the forward's steps read w_hh.T in slices instead of the dot form  \
+         * (bench/experiments/sliced_step.c, single_row_ab.py; simd_small.h) */                 \
+        .step_sliced_max_weight_bytes = (ptrdiff_t)1 << 20,                                      \
         .step_nogil_min_macs = 65536                                                             \
     }
 
