@@ -243,7 +243,13 @@ RF_PANEL(double, f64)
             const ptrdiff_t j0 = u * VL, j1 = H - j0 < VL ? H : j0 + VL;                         \
             for (ptrdiff_t r = 0; r < rows; r += MR) {                                           \
                 const int mr = rows - r < MR ? (int)(rows - r) : MR;                             \
-                memset(stage, 0, (size_t)mr * W * sizeof(T));                                    \
+                for (int i = 0; i < mr * 3; i++) /* (memset: a slower rep stos) */   \
+                    *(RF(vec_##SFX) *)(stage + i * VL) = (RF(vec_##SFX)){0};                     \
+                /* these rows' projection, often written by the other core: fetched during the  \
+                 * product (a block's columns are 3 lines a row, which no prefetcher follows) */ \
+                for (int i = 0; i < mr; i++)                                                     \
+                    for (int q = 0; q < 3; q++)                                                  \
+                        __builtin_prefetch(g + (r + i) * ldg + q * H + j0, 0, 3);                \
                 if (hp != NULL)                                                                  \
                     RF(panel_block_##SFX)(3, mr, stage, W, VL, hp + r * H, H, panel, W, H);      \
                 RF(gru_forward_cols_##SFX)(g + r * ldg, ldg, stage, W, VL, j0, bx, bhn,          \
