@@ -484,19 +484,20 @@ def test_split_forward_shares_blocks_of_units_and_keeps_the_bits(size, bias, h0,
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-def test_split_forward_keeps_the_workspace_and_the_gathered_input(dtype):
+def test_split_forward_keeps_the_workspace(dtype):
     """The training forward's workspace rows [r, z, n, W_hn h + b_hn] come out of a split
-    forward with the whole steps' bits, and so does a forward fed a gathered projection (no x:
-    its split shares only the steps)."""
-    T, B, H, V = 7, 12, 40, 9
+    forward (the projection's rows becoming them in place, a block of units at a time) with
+    the whole steps' bits and the oracle's values; a forward fed a gathered projection (no x)
+    runs whole steps, with the same bits."""
+    T, B, D, H, V = 7, 12, 6, 40, 9
     rng = np.random.default_rng(8)
-    p = make(rng, T, B, 6, H, dtype=dtype)
+    p = make(rng, T, B, D, H, dtype=dtype)
     ids = rng.integers(0, V, (T, B))
     table = rng.standard_normal((V, 3 * H)).astype(dtype)
     out = {}
     for name, rules in (("whole", WHOLE), ("split", SPLIT)):
         with K.tuned(**rules):
-            if name == "split" and not K.split_panels(T, B, 6, H, table.itemsize, gates=3):
+            if name == "split" and not K.split_panels(T, B, D, H, table.itemsize, gates=3):
                 pytest.skip("no second thread here")
             out[name] = (
                 K.gru_forward(p["x"], p["h0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], True),

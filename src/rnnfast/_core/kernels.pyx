@@ -2093,10 +2093,11 @@ cdef void _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     job.how, job.bias, job.bias_n, job.cell, job.h0 = how, bx_ptr, bhn_ptr, _gru_cell(), h0_ptr
     with nogil:
         shared = _serial_blas_begin(rf_call_enter() > 1)  # as in _forward
-        job.chunk = job.progress = _overlap_chunk(kind, T, B, D, H, N)
+        # (no x: the gates came filled, no projection for a helper to run ahead; nor a split,
+        # which was slower than whole steps at CharRNN.fit's B=32 H=512)
+        job.chunk = job.progress = (0 if job.x == NULL
+                                    else _overlap_chunk(kind, T, B, D, H, N))
         if not _split_forward(&h[0, 0, 0], &job, kind):
-            if job.x == NULL:  # the gates came filled: no projection for a helper to run ahead
-                job.chunk = job.progress = 0
             _gru_forward_steps(&gates[0, 0, 0], &gh[0, 0], &h[0, 0, 0], &job, h0_ptr, bx_ptr,
                                bhn_ptr, w_op, &how)
         _serial_blas_end(shared)
@@ -2217,7 +2218,7 @@ cdef Py_ssize_t _gru_panel_gates(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ss
                                  dtype):
     """step_operands' ``gates`` for a GRU forward: 3 (gate panels) where its steps split, else
     1 (plain panels: on one thread 5-10% faster, as their pointwise step runs over whole rows;
-    the same bits either way). D = 0: a gathered projection."""
+    the same bits either way)."""
     return 3 if split_panels(T, B, D, H, dtype.itemsize, 3) else 1
 
 
@@ -2338,11 +2339,11 @@ cdef object _kept(dict kept, str name, tuple shape, dtype, bint zero=False):
 
 
 cdef tuple _kept_operands(dict kept, str name, w_hh, Py_ssize_t B, bint transposed,
-                          tuple scratch=(), Py_ssize_t gates=1):
+                          tuple scratch=()):
     """step_operands, its packed panels placed in the memory kept under ``name`` (that of
     the first call's)."""
     room = None if kept is None else kept.get(name)
-    operands = step_operands(w_hh, B, transposed, scratch if room is None else (room,), gates)
+    operands = step_operands(w_hh, B, transposed, scratch if room is None else (room,))
     packed = operands[3]
     if kept is not None and room is None and packed is not None and packed.base is not None:
         if not any(packed.base is a for a in scratch):
@@ -2470,8 +2471,7 @@ def gru_forward_gathered(ids, table, h0, w_hh, b_ih, b_hh, training, dict kept=N
     or None), as gru_forward. table (V, 3H)."""
     cdef Py_ssize_t T = ids.shape[0], B = ids.shape[1], N = w_hh.shape[0], H = w_hh.shape[1]
     dtype = table.dtype
-    kind, w_hh_t, tail, packed, stage = _kept_operands(kept, "room_f", w_hh, B, True, (),
-                                                       _gru_panel_gates(T, B, 0, H, dtype))
+    kind, w_hh_t, tail, packed, stage = _kept_operands(kept, "room_f", w_hh, B, True)
     h = _kept(kept, "h", (T, B, H), dtype)
     gates = _kept(kept, "gates" if training else "gates_inference",
                   (T, B, 4 * H if training else N), dtype)
