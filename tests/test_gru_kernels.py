@@ -435,3 +435,90 @@ def test_a_loop_that_catches_up_projects_the_next_chunk_with_the_same_bits(dtype
     q = f64(p)
     ref = oracle_forward(q["x"], q["h0"], q["w_ih"], q["w_hh"], q["b_ih"], q["b_hh"])[0]
     assert_close(expected, ref, RTOL[np.dtype(dtype)], "h")
+
+
+# ---- the split forward: a step's gate panels (blocks of units) shared by two threads ----------
+
+SPLIT = dict(step_product="panel", overlap="on", overlap_chunk_rows=1, split_min_step_macs=1)
+WHOLE = dict(SPLIT, split_min_step_macs=2**40, split_small_max_batch=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize(
+    "size, bias, h0",
+    [((9, 11, 5, 37), True, True), ((6, 8, 7, 64), False, True), ((5, 3, 4, 20), True, False)],
+    ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v),
+)
+def test_split_forward_shares_blocks_of_units_and_keeps_the_bits(size, bias, h0, dtype):
+    """A forward that shares each step's gate panels (a block of units with its r, z, n
+    columns) between two threads: the oracle's values, and the same bits as whole steps on one
+    thread, whichever thread took which block, alone, beside a busy thread, and with three
+    calls at once; training (the projection becoming the workspace in place) and inference.
+    H = 37: a last partial block; B = 11: a partial block of rows; no bias, no h0."""
+    T, B, D, H = size
+    p = make(np.random.default_rng(5), T, B, D, H, dtype=dtype, bias=bias, h0=h0)
+    itemsize = np.dtype(dtype).itemsize
+    with K.tuned(**WHOLE):
+        assert K.split_panels(T, B, D, H, itemsize, gates=3) == 0
+        whole = run(p)
+        whole_inference = run(p, training=False)[0]
+    with K.tuned(**SPLIT):
+        vector = 64 if K.simd_level() == "avx512" else 32 if K.simd_level() == "avx2" else 16
+        if not K.split_panels(T, B, D, H, itemsize, gates=3):
+            pytest.skip("no second thread here")
+        assert K.split_panels(T, B, D, H, itemsize, gates=3) == -(-H // (vector // itemsize))
+        check_oracle(p)
+        expected, results = results_under_contention(lambda: run(p))
+        inference = [run(p, training=False)[0] for _ in range(3)]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            results += list(pool.map(lambda _: run(p), range(6)))
+    for h, grads in [expected, *results]:
+        np.testing.assert_array_equal(h, whole[0])
+        for name, a, e in zip(GRAD_NAMES, grads, whole[1], strict=True):
+            np.testing.assert_array_equal(a, e, err_msg=name)
+    for h in inference:
+        np.testing.assert_array_equal(h, whole_inference)
+    np.testing.assert_array_equal(whole_inference, whole[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_split_forward_keeps_the_workspace(dtype):
+    """The training forward's workspace rows [r, z, n, W_hn h + b_hn] come out of a split
+    forward (the projection's rows becoming them in place, a block of units at a time) with
+    the whole steps' bits and the oracle's values; a forward fed a gathered projection (no x)
+    runs whole steps, with the same bits."""
+    T, B, D, H, V = 7, 12, 6, 40, 9
+    rng = np.random.default_rng(8)
+    p = make(rng, T, B, D, H, dtype=dtype)
+    ids = rng.integers(0, V, (T, B))
+    table = rng.standard_normal((V, 3 * H)).astype(dtype)
+    out = {}
+    for name, rules in (("whole", WHOLE), ("split", SPLIT)):
+        with K.tuned(**rules):
+            if name == "split" and not K.split_panels(T, B, D, H, table.itemsize, gates=3):
+                pytest.skip("no second thread here")
+            out[name] = (
+                K.gru_forward(p["x"], p["h0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], True),
+                K.gru_forward_gathered(ids, table, p["h0"], p["w_hh"], p["b_ih"], p["b_hh"], True),
+            )
+    for name, a, b in zip(("x", "gathered"), out["whole"], out["split"], strict=True):
+        np.testing.assert_array_equal(a[0], b[0], err_msg=f"{name}: h")
+        np.testing.assert_array_equal(a[1], b[1], err_msg=f"{name}: workspace")
+    ws = out["split"][0][1]
+    _, saved = oracle_forward(*(f64(p)[k] for k in ("x", "h0", "w_ih", "w_hh", "b_ih", "b_hh")))
+    for t, (_, r, z, n, a) in enumerate(saved):
+        assert_close(ws[t], np.concatenate([r, z, n, a], axis=1), RTOL[np.dtype(dtype)], f"ws[{t}]")
+
+
+def test_split_rule_for_the_gru_forward():
+    """The GRU forward splits its steps' blocks of units under the LSTM's rule (from
+    split_min_step_macs multiply-adds a step, B * 3H * H)."""
+    if not K.overlap_steps(50, 64, 512, 512, 4):
+        pytest.skip("no helper thread here (one CPU available)")
+    vector = {"avx512": 16, "avx2": 8}.get(K.simd_level(), 4)
+    assert K.split_panels(50, 64, 512, 512, 4, gates=3) == 512 // vector
+    assert K.split_panels(50, 64, 1024, 1024, 4, gates=3) == 1024 // vector
+    assert K.split_panels(100, 32, 128, 256, 4, gates=3) > 0  # 6.3M multiply-adds a step
+    assert K.split_panels(100, 8, 64, 128, 4, gates=3) == 0  # 0.4M

@@ -431,8 +431,10 @@ def step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=(), Py_ssiz
     staging buffer. ``scratch``: arrays of w_hh's dtype whose memory is free until the time
     loop ends (outputs written after it); the packed panels and their stage go in the first
     large enough, so that they cost no memory. ``gates=4`` (the LSTM forward, ``transposed``):
-    a panel product becomes 4, the gate panels. ``fill=False``: the sliced product's copy is
-    left for the time loop to make (_forward and _gru_forward do, beside the helper).
+    a panel product becomes 4, the gate panels; ``gates=3`` (a GRU forward that splits) alike,
+    its panels the r, z, n columns of a block of units (run by gru_panel_forward only).
+    ``fill=False``: the sliced product's copy is left for the time loop to make (_forward and
+    _gru_forward do, beside the helper).
     """
     cdef Py_ssize_t N = w_hh.shape[0], H = w_hh.shape[1], itemsize = w_hh.dtype.itemsize
     cdef int kind = _step_kind(B, H, N, itemsize)
@@ -474,16 +476,25 @@ def step_operands(w_hh, Py_ssize_t B, bint transposed, tuple scratch=(), Py_ssiz
         tail[:, :n] = m[k - tail_rows:]
         stage = np.empty(4 * padded_len, dtype=w_hh.dtype)
     elif kind == STEP_PANEL:
-        if gates == 4 and transposed:
+        if (gates == 4 or gates == 3) and transposed:
             kind = STEP_GATE_PANEL
-            padded_len = 4 * ((N // 4 + vector_len - 1) // vector_len * vector_len)
+            padded_len = gates * ((N // gates + vector_len - 1) // vector_len * vector_len)
         stage_len = rnnfast_simd.panel_rows * max(4, rnnfast_simd.panel_vectors) * vector_len
         room = next((a.reshape(-1) for a in scratch if a.size >= k * padded_len + stage_len),
                     None)
         if room is None:
             room = np.empty(k * padded_len + stage_len, dtype=w_hh.dtype)
         packed, stage = room[:k * padded_len], room[k * padded_len:k * padded_len + stage_len]
-        if kind == STEP_GATE_PANEL:
+        if kind == STEP_GATE_PANEL and gates == 3:
+            if itemsize == 4:
+                rnnfast_simd.pack_unit_panels_f32(<float*>cnp.PyArray_DATA(packed),
+                                                  <const float*>cnp.PyArray_DATA(w_hh), k, N // 3,
+                                                  3)
+            else:
+                rnnfast_simd.pack_unit_panels_f64(<double*>cnp.PyArray_DATA(packed),
+                                                  <const double*>cnp.PyArray_DATA(w_hh), k,
+                                                  N // 3, 3)
+        elif kind == STEP_GATE_PANEL:
             if itemsize == 4:
                 rnnfast_simd.pack_gate_panels_f32(<float*>cnp.PyArray_DATA(packed),
                                                   <const float*>cnp.PyArray_DATA(w_hh), k, N // 4)
@@ -681,6 +692,7 @@ cdef struct Loop:
     char _pad2[64]
     StepProduct how
     const void* bias
+    const void* bias_n  # GRU forward: b_hn (H) (NULL: none); bias the folded bx (3H)
     Cell cell
     void* c         # LSTM forward: the cell states (T, B, Hc)
     const void* c0  # ... and the initial one (NULL: zeros)
@@ -842,7 +854,7 @@ cdef bint _split_columns(Loop* job, int kind, size_t itemsize) noexcept nogil:
     """Should this forward share every step's columns between the two threads? If so, set up
     the rounds of _split_share: the projection in an even number of chunks of about
     split_chunk_rows rows (two threads at the same speed take half each), then the panels
-    (an LSTM's: its gate panels, each a block of units)."""
+    (an LSTM's or a GRU's: its gate panels, each a block of units)."""
     cdef Py_ssize_t width = rnnfast_simd.panel_vectors * (rnnfast_simd.vector_bytes // itemsize)
     cdef Py_ssize_t units = job.N  # the output columns an item's pointwise step covers
     cdef Py_ssize_t macs = job.B * job.N * job.H
@@ -851,6 +863,9 @@ cdef bint _split_columns(Loop* job, int kind, size_t itemsize) noexcept nogil:
     if job.cell.code == CELL_LSTM and kind == STEP_GATE_PANEL and job.w_hr == NULL:
         # a block of units with its four gates' columns: its pointwise step needs no other
         width, units = rnnfast_simd.vector_bytes // itemsize, job.N // 4
+    elif job.cell.code == CELL_GRU and kind == STEP_GATE_PANEL:
+        # as the LSTM's: a block of units with its r, z, n columns
+        width, units = rnnfast_simd.vector_bytes // itemsize, job.H
     elif job.cell.gates != 1 or kind != STEP_PANEL:
         return False  # a gated cell's output columns need all its gates' columns
     panels = (units + width - 1) // width
@@ -887,7 +902,7 @@ cdef void _split_share(floating* dummy, Loop* job, bint from_last,
     cdef const floating* bias = <const floating*>job.bias
     cdef floating* h_t
     cdef const floating* h_prev
-    cdef bint lstm = cell.code == CELL_LSTM
+    cdef bint lstm = cell.code == CELL_LSTM, gru = cell.code == CELL_GRU
     cdef Py_ssize_t hstep = B * H, gstep = B * N, j1
     cdef floating* g_t
     cdef floating* c_t
@@ -913,6 +928,11 @@ cdef void _split_share(floating* dummy, Loop* job, bint from_last,
             c_prev = <const floating*>job.c0 if t == 0 else c_t - hstep
         item = rf_round_claim(&job.claims, t + 1, from_last)
         while item >= 0:
+            if gru:  # a block of units: its product and pointwise step
+                _gru_blocks(dummy, job, t, item, item + 1)
+                rf_count(&job.finished)
+                item = rf_round_claim(&job.claims, t + 1, from_last)
+                continue
             c0 = item * width
             if lstm:  # units c0 .. j1 - 1: their gates' product, then their pointwise step
                 j1 = min(H, c0 + width)
@@ -1089,6 +1109,25 @@ cdef void _forward_steps(floating* gates, floating* out, Loop* job, const floati
     _serial_blas_end(saved)
 
 
+cdef bint _split_forward(floating* dummy, Loop* job, int kind) noexcept nogil:
+    """Run the forward split (_split_share, this thread and a helper) if _split_columns says
+    so and a helper starts; False: not run (job.chunk then 0 if no helper started), the
+    caller runs whole steps."""
+    cdef bint saved
+    cdef rf_thread helper
+    job.split = job.chunk > 0 and _split_columns(job, kind, sizeof(floating))
+    if job.split:
+        saved = _serial_blas_begin(True)
+        if rf_thread_start(&helper, _helper_main, job):
+            _split_share(dummy, job, True)
+            rf_thread_join_or_cancel(&helper)  # a helper not begun claimed nothing
+        else:  # no thread: whole steps, on this one
+            job.split = False
+            job.chunk = job.progress = 0
+        _serial_blas_end(saved)
+    return job.split
+
+
 cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                    const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
                    const floating[::1] b, floating[:, :, ::1] h, Cell cell,
@@ -1113,9 +1152,8 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef floating* out = &h[0, 0, 0]
     # Elman (G = 1): the pre-activations become h in place
     cdef floating* gates = out if gates_ws is None else &gates_ws[0, 0, 0]
-    cdef bint saved, shared
+    cdef bint shared
     cdef Loop job
-    cdef rf_thread helper
     if kind == STEP_SLICED:  # the loop copies w_hh.T into w_op (_forward_prologue)
         how.source = &w_hh[0, 0]
     job.is_double, job.backward = floating is double, False
@@ -1136,17 +1174,7 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
         # (rf_thread_start) and keeps BLAS at one thread, the cores being the callers'.
         shared = _serial_blas_begin(rf_call_enter() > 1)
         job.chunk = job.progress = _overlap_chunk(kind, T, B, D, H, N)
-        job.split = job.chunk > 0 and _split_columns(&job, kind, sizeof(floating))
-        if job.split:
-            saved = _serial_blas_begin(True)
-            if rf_thread_start(&helper, _helper_main, &job):
-                _split_share(out, &job, True)
-                rf_thread_join_or_cancel(&helper)  # a helper not begun claimed nothing
-            else:  # no thread: whole steps below, on this one
-                job.split = False
-                job.chunk = job.progress = 0
-            _serial_blas_end(saved)
-        if not job.split:
+        if not _split_forward(out, &job, kind):
             if job.x == NULL:  # the gates came filled: no projection for a helper to run ahead
                 job.chunk = job.progress = 0
             _forward_steps(gates, out, &job, h0_ptr, b_ptr, w_op, &how)
@@ -1454,16 +1482,16 @@ def overlap_steps(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssi
 
 def split_panels(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssize_t itemsize,
                  Py_ssize_t gates=1):
-    """Column panels of every step an Elman forward (``gates=4``: an LSTM forward, its blocks
-    of units) of these sizes shares between its two threads (0: no split), under the current
-    rules and BLAS thread count."""
+    """Column panels of every step an Elman forward (``gates=4``: an LSTM forward, ``gates=3``
+    a GRU forward, their blocks of units) of these sizes shares between its two threads (0: no
+    split), under the current rules and BLAS thread count."""
     cdef Loop job
     cdef Py_ssize_t N = gates * H
     cdef int kind = _step_kind(B, H, N, itemsize)
     job.T, job.B, job.H, job.N, job.w_hr = T, B, H, N, NULL
     job.cell.gates, job.cell.code = 1, CELL_ELMAN_TANH
-    if gates == 4:
-        job.cell = _lstm_cell()
+    if gates == 4 or gates == 3:
+        job.cell = _lstm_cell() if gates == 4 else _gru_cell()
         kind = STEP_GATE_PANEL if kind == STEP_PANEL else kind
     if _overlap_chunk(kind, T, B, D, H, N) == 0 or not _split_columns(&job, kind, itemsize):
         return 0
@@ -2021,8 +2049,12 @@ def rnn_backward_plain(dh, x, h0, h, w_ih, w_hh, nonlinearity, Py_ssize_t blas_i
 # [dr, dz, r dn, dn]: da_h = its first 3H columns [dr, dz, r dn] (for dw_hh, dh_prev, db_hh)
 # and da_x = [dr, dz, dn] its columns 0..2H and 3H..4H (for dw_ih, dx, db_ih: the products
 # split in two), so that the peak is the one workspace; a step's da_h also goes to a (B, 3H)
-# buffer for the next step's product. The gradient into h[t-1] is z dh + da_h[t] @ w_hh. No
-# split forward (an output column needs all three gates).
+# buffer for the next step's product. The gradient into h[t-1] is z dh + da_h[t] @ w_hh.
+# Where the panel product runs, the forward's panels are gate panels (simd_panel.h): a block of
+# units holds its r, z, n columns, so that its product and pointwise step need no other block
+# (gru_panel_forward), and a split forward (_split_share) shares a step's blocks between the
+# two threads as the LSTM's; each unit's sum and pointwise arithmetic are the same whichever
+# blocks a call covers, so the bits do not depend on the split.
 # ==============================================================================================
 
 cdef Cell _gru_cell() noexcept nogil:
@@ -2055,6 +2087,26 @@ cdef inline void _gru_pointwise_backward(floating* d, floating* ws, const floati
         rnnfast_simd.gru_backward_f64(d, ws, h_prev, da_h, rows, H)
 
 
+cdef inline void _gru_blocks(floating* dummy, Loop* job, Py_ssize_t t, Py_ssize_t u0,
+                             Py_ssize_t u1) noexcept nogil:
+    """Step t's unit blocks u0 .. u1 - 1 on the gate panels (a u1 past the last: to the end):
+    their product and pointwise step; training (job.gates_ld = 4H), the projection's rows
+    become the workspace's in place."""
+    cdef Py_ssize_t B = job.B, H = job.H, ld = job.gates_ld
+    cdef floating* g_t = <floating*>job.gates + t * B * ld
+    cdef floating* h_t = <floating*>job.out + t * B * H
+    cdef const floating* h_prev = <const floating*>job.h0 if t == 0 else h_t - B * H
+    cdef floating* ws = NULL if ld == job.N else g_t
+    if floating is float:
+        rnnfast_simd.gru_panel_forward_f32(g_t, ld, <const float*>job.bias,
+                                           <const float*>job.bias_n, h_prev, h_t, ws, B, H,
+                                           <const float*>job.how.packed, u0, u1)
+    else:
+        rnnfast_simd.gru_panel_forward_f64(g_t, ld, <const double*>job.bias,
+                                           <const double*>job.bias_n, h_prev, h_t, ws, B, H,
+                                           <const double*>job.how.packed, u0, u1)
+
+
 cdef void _gru_forward_steps(floating* gates, floating* gh, floating* out, Loop* job,
                              const floating* h0_ptr, const floating* bx, const floating* bhn,
                              const floating* w_op, StepProduct* how) noexcept nogil:
@@ -2081,6 +2133,9 @@ cdef void _gru_forward_steps(floating* gates, floating* gh, floating* out, Loop*
         h_prev = h0_ptr if t == 0 else h_t - hstep
         if prefetch and (t + 1 < ready or (t + 1 < T and rf_load(&job.progress) > t + 1)):
             rf_prefetch(g_t + gstep, gstep * sizeof(floating))
+        if how.kind == STEP_GATE_PANEL:
+            _gru_blocks(gates, job, t, 0, H)
+            continue
         memset(gh, 0, B * N * sizeof(floating))
         if h_prev != NULL:
             _add_matmul(gh, h_prev, w_op, Trans, how, B, H, N)
@@ -2122,14 +2177,16 @@ cdef void _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     job.x = NULL if x is None else &x[0, 0, 0]
     job.w_ih = NULL if w_ih is None else &w_ih[0, 0]
     job.gates_ld = gates.shape[2]  # 4H: the training workspace, the projection in its rows
-    job.how, job.bias, job.cell, job.h0 = how, NULL, _gru_cell(), h0_ptr
+    job.how, job.bias, job.bias_n, job.cell, job.h0 = how, bx_ptr, bhn_ptr, _gru_cell(), h0_ptr
     with nogil:
         shared = _serial_blas_begin(rf_call_enter() > 1)  # as in _forward
-        # (no x: the gates came filled, no projection for a helper to run ahead)
+        # (no x: the gates came filled, no projection for a helper to run ahead; nor a split,
+        # which was slower than whole steps at CharRNN.fit's B=32 H=512)
         job.chunk = job.progress = (0 if job.x == NULL
                                     else _overlap_chunk(kind, T, B, D, H, N))
-        _gru_forward_steps(&gates[0, 0, 0], &gh[0, 0], &h[0, 0, 0], &job, h0_ptr, bx_ptr,
-                           bhn_ptr, w_op, &how)
+        if not _split_forward(&h[0, 0, 0], &job, kind):
+            _gru_forward_steps(&gates[0, 0, 0], &gh[0, 0], &h[0, 0, 0], &job, h0_ptr, bx_ptr,
+                               bhn_ptr, w_op, &how)
         _serial_blas_end(shared)
         rf_call_leave()
 
@@ -2227,7 +2284,8 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training):
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], N = w_hh.shape[0], H = w_hh.shape[1]
     dtype = x.dtype
-    kind, w_hh_t, tail, packed, stage = step_operands(w_hh, B, True, fill=False)
+    kind, w_hh_t, tail, packed, stage = step_operands(
+        w_hh, B, True, gates=_gru_panel_gates(T, B, x.shape[2], H, dtype), fill=False)
     h = np.empty((T, B, H), dtype=dtype)
     # The input projection, in training written into the rows of the workspace (no second
     # (T, B, 3H) buffer)
@@ -2241,6 +2299,14 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, training):
         _gru_forward[double](x, h0, w_ih, w_hh, bx, bhn, h, gates, gh, kind, w_hh_t, tail,
                              packed, stage)
     return h, (gates if training else None)
+
+
+cdef Py_ssize_t _gru_panel_gates(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
+                                 dtype):
+    """step_operands' ``gates`` for a GRU forward: 3 (gate panels) where its steps split, else
+    1 (plain panels: on one thread 5-10% faster, as their pointwise step runs over whole rows;
+    the same bits either way)."""
+    return 3 if split_panels(T, B, D, H, dtype.itemsize, 3) else 1
 
 
 def _gru_biases(b_ih, b_hh, Py_ssize_t H):

@@ -93,6 +93,19 @@ cdef extern from "simd.h" nogil:
                                  Py_ssize_t) noexcept nogil
         void (*gru_backward_f64)(double*, double*, const double*, double*, Py_ssize_t,
                                  Py_ssize_t) noexcept nogil
+        # the GRU forward's gate panels (simd_panel.h): pack_unit_panels(dst, w_hh, k, units,
+        # gates) and gru_panel_forward(g, ldg, bx, bhn, h_prev, out, ws, rows, H, packed, u0,
+        # u1): unit blocks u0 .. u1 - 1 of a step, product and pointwise
+        void (*pack_unit_panels_f32)(float*, const float*, Py_ssize_t, Py_ssize_t,
+                                     int) noexcept nogil
+        void (*pack_unit_panels_f64)(double*, const double*, Py_ssize_t, Py_ssize_t,
+                                     int) noexcept nogil
+        void (*gru_panel_forward_f32)(const float*, Py_ssize_t, const float*, const float*,
+                                      const float*, float*, float*, Py_ssize_t, Py_ssize_t,
+                                      const float*, Py_ssize_t, Py_ssize_t) noexcept nogil
+        void (*gru_panel_forward_f64)(const double*, Py_ssize_t, const double*, const double*,
+                                      const double*, double*, double*, Py_ssize_t, Py_ssize_t,
+                                      const double*, Py_ssize_t, Py_ssize_t) noexcept nogil
         Py_ssize_t vector_bytes
         Py_ssize_t max_vectors
         Py_ssize_t panel_vectors

@@ -97,6 +97,17 @@ typedef struct {
     void (*gru_backward_f32)(float *, float *, const float *, float *, ptrdiff_t, ptrdiff_t);
     void (*gru_backward_f64)(double *, double *, const double *, double *, ptrdiff_t,
                              ptrdiff_t);
+    /* the GRU forward's gate panels: pack (dst, w_hh, k, units, gates = 3) and a step's unit
+     * blocks u0 .. u1 - 1, product and pointwise (g, ldg, bx, bhn, h_prev, out, ws, rows, H,
+     * packed, u0, u1); see simd_panel.h */
+    void (*pack_unit_panels_f32)(float *, const float *, ptrdiff_t, ptrdiff_t, int);
+    void (*pack_unit_panels_f64)(double *, const double *, ptrdiff_t, ptrdiff_t, int);
+    void (*gru_panel_forward_f32)(const float *, ptrdiff_t, const float *, const float *,
+                                  const float *, float *, float *, ptrdiff_t, ptrdiff_t,
+                                  const float *, ptrdiff_t, ptrdiff_t);
+    void (*gru_panel_forward_f64)(const double *, ptrdiff_t, const double *, const double *,
+                                  const double *, double *, double *, ptrdiff_t, ptrdiff_t,
+                                  const double *, ptrdiff_t, ptrdiff_t);
     ptrdiff_t vector_bytes; /* the small product pads its columns to whole vectors */
     ptrdiff_t max_vectors;  /* ... and holds at most this many per row in registers */
     ptrdiff_t panel_vectors; /* a panel is this many vectors wide */
@@ -116,6 +127,8 @@ typedef struct {
      lstm_forward_f32##SFX, lstm_forward_f64##SFX, lstm_backward_f32##SFX,                     \
      lstm_backward_f64##SFX,                                                                   \
      gru_forward_f32##SFX, gru_forward_f64##SFX, gru_backward_f32##SFX, gru_backward_f64##SFX, \
+     pack_unit_panels_f32##SFX, pack_unit_panels_f64##SFX, gru_panel_forward_f32##SFX,        \
+     gru_panel_forward_f64##SFX,                                                               \
      VBYTES, NV_MAX, RF_PANEL_NR, PANEL_ROWS}
 
 /* Index = level: 0 baseline, 1 AVX2 + FMA, 2 AVX-512. */

@@ -19,6 +19,11 @@
 #define RF_GRU_SIG_f32(v) RF(sigmoid_f32)(v)
 #define RF_GRU_SIG_f64(v) RF(sigmoid_f64)(v)
 
+/* gru_forward_rows with constant flags (biased, has_h, keep), the other arguments as named. */
+#define RF_GRU_ROWS_(SFX, B_, P_, K_)                                                            \
+    RF(gru_forward_rows_##SFX)(g, ldg, gh, ldh, sh, jh, bx, bhn, hp, out, ws, rows, H, j0, j1,   \
+                               B_, P_, K_)
+
 #define RF_GRU(T, SFX)                                                                           \
     /* One vector of units: the gates and the output from the pre-activation parts. */          \
     static inline __attribute__((always_inline)) void RF(gru_lanes_##SFX)(                      \
@@ -31,28 +36,32 @@
         *n = RF(tanh_##SFX)(xn + *r * a);                                                        \
         *out = *n + *z * (hp - *n);                                                              \
     }                                                                                            \
-    /* Rows of the forward: g (rows, 3H) the input projection without bias, gh (rows, 3H) the   \
-     * recurrent product without bias, bx (3H) the folded input-side bias and bhn (H) b_hn      \
-     * (both NULL: none), hp (rows, H) the state before (NULL: zeros); writes out (rows, H)     \
-     * and, unless NULL, ws (rows, 4H), which may be g itself (one row: each element is read    \
-     * before it is written). Per element; the vector loop and the zero-padded tail              \
-     * give every lane the same arithmetic. */                                                   \
+    /* Rows of the forward, units j0 .. j1 - 1: g (rows, ldg) the input projection without     \
+     * bias (gates r, z, n H apart), gh the recurrent product without bias, unit j of gate q    \
+     * of row b at gh[b * ldh + q * sh + j - jh] (the whole (rows, 3H): ldh = 3H, sh = H,       \
+     * jh = 0; a block's stage: its own row length and gate stride, jh = j0), bx (3H) the       \
+     * folded input-side bias and bhn (H) b_hn (both NULL: none), hp (rows, H) the state before \
+     * (NULL: zeros); writes out (rows, H) and, unless NULL, ws (rows, 4H), which may be g      \
+     * itself (ldg = 4H, or one row: each element is read before it is written). Per element;   \
+     * the vector loop and the zero-padded tail give every lane the same arithmetic, so that    \
+     * the bits do not depend on which units a call covers. */                                  \
     static inline __attribute__((always_inline)) void RF(gru_forward_rows_##SFX)(                \
-        const T *g, const T *restrict gh, const T *restrict bx, const T *restrict bhn,           \
-        const T *restrict hp, T *restrict out, T *ws, ptrdiff_t rows, ptrdiff_t H,               \
+        const T *g, ptrdiff_t ldg, const T *restrict gh, ptrdiff_t ldh, ptrdiff_t sh,           \
+        ptrdiff_t jh, const T *restrict bx, const T *restrict bhn, const T *restrict hp,         \
+        T *restrict out, T *ws, ptrdiff_t rows, ptrdiff_t H, ptrdiff_t j0, ptrdiff_t j1,         \
         int biased, int has_h, int keep)                                                         \
     {                                                                                            \
         typedef RF(vec_##SFX) VT;                                                                \
         enum { VL = RF_VBYTES / sizeof(T) };                                                     \
-        const ptrdiff_t N = 3 * H;                                                               \
         for (ptrdiff_t b = 0; b < rows; b++) {                                                   \
-            const T *gb = g + b * N, *hb = gh + b * N, *pb = has_h ? hp + b * H : NULL;          \
+            const T *gb = g + b * ldg, *hb = gh + b * ldh;                                       \
+            const T *pb = has_h ? hp + b * H : NULL;                                             \
             T *ob = out + b * H, *wb = keep ? ws + b * 4 * H : NULL;                             \
-            ptrdiff_t j = 0;                                                                     \
-            for (; j + VL <= H; j += VL) {                                                       \
+            ptrdiff_t j = j0;                                                                    \
+            for (; j + VL <= j1; j += VL) {                                                      \
                 VT xr = *(const VT *)(gb + j), xz = *(const VT *)(gb + H + j);                   \
                 VT xn = *(const VT *)(gb + 2 * H + j);                                           \
-                VT a = *(const VT *)(hb + 2 * H + j);                                            \
+                VT a = *(const VT *)(hb + 2 * sh + j - jh);                                      \
                 if (biased) {                                                                    \
                     xr += *(const VT *)(bx + j);                                                 \
                     xz += *(const VT *)(bx + H + j);                                             \
@@ -61,8 +70,8 @@
                 }                                                                                \
                 VT p = has_h ? *(const VT *)(pb + j) : (VT){0};                                  \
                 VT r, z, n, o;                                                                   \
-                RF(gru_lanes_##SFX)(xr, xz, xn, *(const VT *)(hb + j),                           \
-                                    *(const VT *)(hb + H + j), a, p, &r, &z, &n, &o);            \
+                RF(gru_lanes_##SFX)(xr, xz, xn, *(const VT *)(hb + j - jh),                      \
+                                    *(const VT *)(hb + sh + j - jh), a, p, &r, &z, &n, &o);      \
                 *(VT *)(ob + j) = o;                                                             \
                 if (keep) {                                                                      \
                     *(VT *)(wb + j) = r;                                                         \
@@ -71,16 +80,16 @@
                     *(VT *)(wb + 3 * H + j) = a;                                                 \
                 }                                                                                \
             }                                                                                    \
-            if (j < H) {                                                                         \
+            if (j < j1) {                                                                        \
                 T v[7][VL] __attribute__((aligned(RF_VBYTES))) = {{0}};                          \
-                const ptrdiff_t m = H - j;                                                       \
+                const ptrdiff_t m = j1 - j;                                                      \
                 for (ptrdiff_t i = 0; i < m; i++) {                                              \
                     v[0][i] = gb[j + i] + (biased ? bx[j + i] : (T)0);                           \
                     v[1][i] = gb[H + j + i] + (biased ? bx[H + j + i] : (T)0);                   \
                     v[2][i] = gb[2 * H + j + i] + (biased ? bx[2 * H + j + i] : (T)0);           \
-                    v[3][i] = hb[j + i];                                                         \
-                    v[4][i] = hb[H + j + i];                                                     \
-                    v[5][i] = hb[2 * H + j + i] + (biased ? bhn[j + i] : (T)0);                  \
+                    v[3][i] = hb[j - jh + i];                                                    \
+                    v[4][i] = hb[sh + j - jh + i];                                               \
+                    v[5][i] = hb[2 * sh + j - jh + i] + (biased ? bhn[j + i] : (T)0);            \
                     v[6][i] = has_h ? pb[j + i] : (T)0;                                          \
                 }                                                                                \
                 VT r, z, n, o;                                                                   \
@@ -99,22 +108,31 @@
             }                                                                                    \
         }                                                                                        \
     }                                                                                            \
+    /* One instance per case, so that the flags are constants in each loop; the arguments    \
+     * after ws as gru_forward_rows's. */                                                        \
+    static inline __attribute__((always_inline)) void RF(gru_forward_cols_##SFX)(                \
+        const T *g, ptrdiff_t ldg, const T *gh, ptrdiff_t ldh, ptrdiff_t sh, ptrdiff_t jh,       \
+        const T *bx, const T *bhn, const T *hp, T *out, T *ws, ptrdiff_t rows, ptrdiff_t H,      \
+        ptrdiff_t j0, ptrdiff_t j1)                                                              \
+    {                                                                                            \
+        if (ws != NULL) {                                                                        \
+            if (bx != NULL && hp != NULL) RF_GRU_ROWS_(SFX, 1, 1, 1);                            \
+            else if (bx != NULL) RF_GRU_ROWS_(SFX, 1, 0, 1);                                     \
+            else if (hp != NULL) RF_GRU_ROWS_(SFX, 0, 1, 1);                                     \
+            else RF_GRU_ROWS_(SFX, 0, 0, 1);                                                     \
+        } else {                                                                                 \
+            if (bx != NULL && hp != NULL) RF_GRU_ROWS_(SFX, 1, 1, 0);                            \
+            else if (bx != NULL) RF_GRU_ROWS_(SFX, 1, 0, 0);                                     \
+            else if (hp != NULL) RF_GRU_ROWS_(SFX, 0, 1, 0);                                     \
+            else RF_GRU_ROWS_(SFX, 0, 0, 0);                                                     \
+        }                                                                                        \
+    }                                                                                            \
+    /* Whole rows (g and gh (rows, 3H)). */                                                      \
     static void RF(gru_forward_##SFX)(const T *g, const T *gh, const T *bx, const T *bhn,        \
                                       const T *hp, T *out, T *ws, ptrdiff_t rows, ptrdiff_t H)   \
     {                                                                                            \
-        /* one instance per case, so that the flags are constants in each loop */               \
-        const int biased = bx != NULL, has_h = hp != NULL;                                       \
-        if (ws != NULL) {                                                                        \
-            if (biased && has_h) RF(gru_forward_rows_##SFX)(g, gh, bx, bhn, hp, out, ws, rows, H, 1, 1, 1); \
-            else if (biased) RF(gru_forward_rows_##SFX)(g, gh, bx, bhn, hp, out, ws, rows, H, 1, 0, 1); \
-            else if (has_h) RF(gru_forward_rows_##SFX)(g, gh, bx, bhn, hp, out, ws, rows, H, 0, 1, 1); \
-            else RF(gru_forward_rows_##SFX)(g, gh, bx, bhn, hp, out, ws, rows, H, 0, 0, 1);      \
-        } else {                                                                                 \
-            if (biased && has_h) RF(gru_forward_rows_##SFX)(g, gh, bx, bhn, hp, out, ws, rows, H, 1, 1, 0); \
-            else if (biased) RF(gru_forward_rows_##SFX)(g, gh, bx, bhn, hp, out, ws, rows, H, 1, 0, 0); \
-            else if (has_h) RF(gru_forward_rows_##SFX)(g, gh, bx, bhn, hp, out, ws, rows, H, 0, 1, 0); \
-            else RF(gru_forward_rows_##SFX)(g, gh, bx, bhn, hp, out, ws, rows, H, 0, 0, 0);      \
-        }                                                                                        \
+        RF(gru_forward_cols_##SFX)(g, 3 * H, gh, 3 * H, H, 0, bx, bhn, hp, out, ws, rows, H, 0,  \
+                                   H);                                                           \
     }                                                                                            \
     /* Rows of the backward (see the top): d (rows, H) in, d z out; ws (rows, 4H) [r, z, n, a] \
      * in, [dr, dz, r dn, dn] out (in place: each element is read before it is written);      \
@@ -169,5 +187,6 @@ RF_GRU(float, f32)
 RF_GRU(double, f64)
 
 #undef RF_GRU
+#undef RF_GRU_ROWS_
 #undef RF_GRU_SIG_f32
 #undef RF_GRU_SIG_f64

@@ -152,21 +152,21 @@
             }                                                                                    \
         }                                                                                        \
     }                                                                                            \
-    /* The LSTM forward's gate panels: unit block u (units u VL .. u VL + VL - 1 of `units`) is  \
-     * one panel of 4 vectors, the columns of gates i, f, g, o of those units, at               \
-     * dst + u * k * 4 VL, zero past the last unit; from w_hh (4 units, k) as stored. A block's  \
-     * product then gives all that its units' pointwise step needs, so that a split forward     \
-     * can hand out blocks (kernels.pyx); each output's sum runs as in the plain panels.        \
-     * dst holds k * 4 * (units rounded up to whole vectors). */                                \
-    static void RF(pack_gate_panels_##SFX)(T *restrict dst, const T *restrict src, ptrdiff_t k,  \
-                                           ptrdiff_t units)                                      \
+    /* Gate panels: unit block u (units u VL .. u VL + VL - 1 of `units`) is one panel of      \
+     * `gates` vectors, the columns of each gate of those units (the LSTM's i, f, g, o; the     \
+     * GRU's r, z, n), at dst + u * k * gates VL, zero past the last unit; from w_hh (gates     \
+     * units, k) as stored. A block's product then gives all that its units' pointwise step     \
+     * needs, so that a split forward can hand out blocks (kernels.pyx); each output's sum runs \
+     * as in the plain panels. dst holds k * gates * (units rounded up to whole vectors). */    \
+    static void RF(pack_unit_panels_##SFX)(T *restrict dst, const T *restrict src, ptrdiff_t k,  \
+                                           ptrdiff_t units, int gates)                           \
     {                                                                                            \
-        enum { VL = RF_VBYTES / sizeof(T), W = 4 * VL };                                         \
-        const ptrdiff_t j_tiled = k / VL * VL;                                                   \
+        enum { VL = RF_VBYTES / sizeof(T) };                                                     \
+        const ptrdiff_t W = gates * VL, j_tiled = k / VL * VL;                                   \
         for (ptrdiff_t u0 = 0; u0 < units; u0 += VL) {                                           \
-            T *panel = dst + u0 * 4 * k;                                                         \
+            T *panel = dst + u0 * gates * k;                                                     \
             const ptrdiff_t valid = units - u0 < VL ? units - u0 : VL;                           \
-            for (int q = 0; q < 4; q++) {                                                        \
+            for (int q = 0; q < gates; q++) {                                                    \
                 const T *rows = src + (q * units + u0) * k; /* gate q's rows of the block */     \
                 if (valid == VL)                                                                 \
                     for (ptrdiff_t j = 0; j < j_tiled; j += VL)                                  \
@@ -176,6 +176,12 @@
                         panel[j * W + q * VL + l] = l < valid ? rows[l * k + j] : (T)0;          \
             }                                                                                    \
         }                                                                                        \
+    }                                                                                            \
+    /* The LSTM forward's: four gates. */                                                        \
+    static void RF(pack_gate_panels_##SFX)(T *restrict dst, const T *restrict src, ptrdiff_t k,  \
+                                           ptrdiff_t units)                                      \
+    {                                                                                            \
+        RF(pack_unit_panels_##SFX)(dst, src, k, units, 4);                                      \
     }                                                                                            \
     /* out (rows, 4 units) += a (rows, k) @ w_hh.T, the columns of unit blocks u0 .. u1 - 1      \
      * only (a u1 past the last block: up to the end), w_hh packed by pack_gate_panels; stage    \
@@ -217,9 +223,49 @@
 RF_PANEL(float, f32)
 RF_PANEL(double, f64)
 
+/* The GRU forward's step on its gate panels (pack_unit_panels, 3 gates): for unit blocks
+ * u0 .. u1 - 1 (a u1 past the last block: up to the end), each block of RF_PANEL_MR rows'
+ * product hp @ w_hh.T on the block's r, z, n columns into a stage that stays in L1, then
+ * those rows' and units' pointwise step (simd_gru.h: g (rows, ldg) the projection, bx, bhn,
+ * out, ws as gru_forward_cols takes them). hp (rows, H) NULL: zeros, no product. A unit's
+ * product sums as the plain panels' do, from zero, so that the bits are those of the whole
+ * step (gh zeroed, panel_addmm, gru_forward) whichever blocks a call covers. */
+#define RF_GRU_PANEL(T, SFX)                                                                     \
+    static void RF(gru_panel_forward_##SFX)(const T *g, ptrdiff_t ldg, const T *bx,              \
+                                            const T *bhn, const T *hp, T *out, T *ws,            \
+                                            ptrdiff_t rows, ptrdiff_t H, const T *packed,        \
+                                            ptrdiff_t u0, ptrdiff_t u1)                          \
+    {                                                                                            \
+        enum { VL = RF_VBYTES / sizeof(T), W = 3 * VL, MR = RF_PANEL_MR };                       \
+        T stage[MR * W] __attribute__((aligned(RF_VBYTES)));                                     \
+        for (ptrdiff_t u = u0; u < u1 && u * VL < H; u++) {                                      \
+            const T *panel = packed + u * H * W;                                                 \
+            const ptrdiff_t j0 = u * VL, j1 = H - j0 < VL ? H : j0 + VL;                         \
+            for (ptrdiff_t r = 0; r < rows; r += MR) {                                           \
+                const int mr = rows - r < MR ? (int)(rows - r) : MR;                             \
+                for (int i = 0; i < mr * 3; i++) /* (memset: a slower rep stos) */   \
+                    *(RF(vec_##SFX) *)(stage + i * VL) = (RF(vec_##SFX)){0};                     \
+                /* these rows' projection, often written by the other core: fetched during the  \
+                 * product (a block's columns are 3 lines a row, which no prefetcher follows) */ \
+                for (int i = 0; i < mr; i++)                                                     \
+                    for (int q = 0; q < 3; q++)                                                  \
+                        __builtin_prefetch(g + (r + i) * ldg + q * H + j0, 0, 3);                \
+                if (hp != NULL)                                                                  \
+                    RF(panel_block_##SFX)(3, mr, stage, W, VL, hp + r * H, H, panel, W, H);      \
+                RF(gru_forward_cols_##SFX)(g + r * ldg, ldg, stage, W, VL, j0, bx, bhn,          \
+                                           hp == NULL ? NULL : hp + r * H, out + r * H,          \
+                                           ws == NULL ? NULL : ws + r * 4 * H, mr, H, j0, j1);   \
+            }                                                                                    \
+        }                                                                                        \
+    }
+
+RF_GRU_PANEL(float, f32)
+RF_GRU_PANEL(double, f64)
+
 #undef RF_PANEL_MR
 #undef RF_PANEL_KERNEL
 #undef RF_PANEL_CASE
 #undef RF_PANEL_WIDTH
 #undef RF_PANEL_HEIGHTS
 #undef RF_PANEL
+#undef RF_GRU_PANEL
