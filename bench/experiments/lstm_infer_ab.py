@@ -11,12 +11,9 @@
 """
 
 import argparse
-import contextlib
-import random
 import statistics
-import time
 
-from proj_ab import load_old
+from proj_ab import interleaved, load_old, timing
 
 from rnnfast import benchmark
 from rnnfast._backend import kernels as new
@@ -44,12 +41,7 @@ def main() -> None:
     parser.add_argument("--one", action="store_true", help="one thread, thread CPU time")
     args = parser.parse_args()
     old = load_old(args.old)
-    clock = time.thread_time if args.one else time.perf_counter
-    limit = contextlib.nullcontext()
-    if args.one:
-        from threadpoolctl import threadpool_limits
-
-        limit = threadpool_limits(1)
+    clock, limit = timing(args.one)
     builds = [("old", old, {}), ("new", new, {})]
     builds += [(name, new, tune) for name, tune in map(variant, args.variant)]
     with limit:
@@ -61,15 +53,7 @@ def main() -> None:
             runs = {name: make_run(k, fwd, tune, clock, args.one) for name, k, tune in builds}
             if not args.one:
                 runs["torch"] = timed(benchmark._RUNNERS["torch"](p, case), clock)
-            for run in runs.values():
-                run()
-            samples = {name: [] for name in runs}
-            order = random.Random(1)
-            for _ in range(args.rounds or (41 if row[3] <= 256 else 11)):
-                names = list(runs)
-                order.shuffle(names)
-                for name in names:
-                    samples[name].append(runs[name]())
+            samples = interleaved(runs, args.rounds or (41 if row[3] <= 256 else 11))
             med = {name: statistics.median(v) for name, v in samples.items()}
             parts = [f"{n} {1e3 * m:.3f} (p20 {1e3 * sorted(samples[n])[len(samples[n]) // 5]:.3f})"
                      for n, m in med.items()]  # fmt: skip

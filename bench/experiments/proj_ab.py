@@ -39,6 +39,31 @@ def load_old(path):
     return old
 
 
+def interleaved(runs, rounds):
+    """Each of ``runs`` once to warm up, then ``rounds`` rounds of all in a shuffled order (the
+    same for every build): {name: [its result each round]}."""
+    for run in runs.values():
+        run()
+    samples = {name: [] for name in runs}
+    order = random.Random(1)
+    for _ in range(rounds):
+        names = list(runs)
+        order.shuffle(names)
+        for name in names:
+            samples[name].append(runs[name]())
+    return samples
+
+
+def timing(one_thread: bool):
+    """(clock, context): wall time with the default threads, or with ``one_thread`` each
+    thread's CPU time under a one-thread BLAS limit."""
+    if not one_thread:
+        return time.perf_counter, contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return time.thread_time, threadpool_limits(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--old", required=True, help="an older build's kernels*.so")
@@ -48,12 +73,7 @@ def main() -> None:
     parser.add_argument("--one", action="store_true", help="one thread, thread CPU time")
     args = parser.parse_args()
     old = load_old(args.old)
-    clock = time.thread_time if args.one else time.perf_counter
-    limit = contextlib.nullcontext()
-    if args.one:
-        from threadpoolctl import threadpool_limits
-
-        limit = threadpool_limits(1)
+    clock, limit = timing(args.one)
     with limit:
         for row in (ROWS[i] for i in args.rows):
             runs = {}
@@ -63,15 +83,7 @@ def main() -> None:
                 for name, k in (("old", old), ("new", new)):
                     if mode == "proj" or name == "new":
                         runs[f"{name} {mode}"] = make_run(k, p, clock, args.one)
-            for run in runs.values():
-                run()
-            samples = {name: [] for name in runs}
-            order = random.Random(1)
-            for _ in range(args.rounds or (21 if row[3] <= 256 else 7)):
-                names = list(runs)
-                order.shuffle(names)
-                for name in names:
-                    samples[name].append(runs[name]())
+            samples = interleaved(runs, args.rounds or (21 if row[3] <= 256 else 7))
             parts = []
             for name, v in samples.items():
                 total = sorted(f + b for f, b in v)
