@@ -843,7 +843,7 @@ def gated_step(
         kernel = _GATED_STEP
     else:
         kernels = compiled(backend)
-        kernel = None if kernels is None else getattr(kernels, "gated_step", None)
+        kernel = None if kernels is None else kernels.gated_step
     if layer is not None and layer.refusal is not None:
         raise ValueError(layer.refusal)
     if kernel is not None and (layer is None or layer.lead):
