@@ -2570,8 +2570,11 @@ cdef void _decoder_chunk(floating* dummy, Decoder* job, Py_ssize_t k) noexcept n
 
 cdef void _decoder_work(floating* dummy, Decoder* job, bint helper) noexcept nogil:
     """Claim and run chunks until none is left. The helper steps aside at a chunk boundary once
-    another call is in flight (its caller runs what it leaves)."""
+    another call is in flight (its caller runs what it leaves); behind a forward it claims a
+    chunk only once its rows are written (so that the caller, done with the forward, never
+    waits for a chunk that the helper holds but has not begun)."""
     cdef Py_ssize_t k
+    cdef long spins = 0
     while True:
         k = rf_load(&job.claimed)
         if k >= job.chunks:
@@ -2579,8 +2582,12 @@ cdef void _decoder_work(floating* dummy, Decoder* job, bint helper) noexcept nog
         if helper and rf_crowded():
             rf_count(&rf_helpers_stepped_aside)
             return
+        if rf_load(&job.ready) < min(job.N, (k + 1) * job.chunk_cols):
+            rf_backoff(spins)  # (the helper only: the caller comes with every row written)
+            spins += 1
+            continue
+        spins = 0
         if rf_claim(&job.claimed, k):
-            rf_wait_for(&job.ready, min(job.N, (k + 1) * job.chunk_cols))
             _decoder_chunk(dummy, job, k)
 
 
@@ -2682,7 +2689,7 @@ cdef object _steps_and_decoder(object steps, object h, tuple decoder, Py_ssize_t
     cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], t0, t1, piece
     cdef Decoder job
     cdef rf_thread helper
-    cdef bint saved, behind = False
+    cdef bint saved, behind = False, asked = False
     cdef double loss = 0
     if decoder is None:
         steps(0, T)
@@ -2696,6 +2703,7 @@ cdef object _steps_and_decoder(object steps, object h, tuple decoder, Py_ssize_t
                      and H >= rf_tuning_now.split_small_min_hidden)):
         # (outside a call: the forward's pieces are the call in flight, the helper beside it)
         job.ready = 0
+        asked = True  # (declined: not asked again below, as a plain call asks once)
         behind = _serial_blas_begin(True)  # the chunks run BLAS on one thread each
         if not rf_thread_start(&helper, _decoder_main, &job):
             job.ready = job.N
@@ -2716,7 +2724,7 @@ cdef object _steps_and_decoder(object steps, object h, tuple decoder, Py_ssize_t
         with nogil:
             rf_call_enter()  # a second call in flight: no helper (rf_thread_start)
             saved = _serial_blas_begin(True)
-            if not behind and _decoder_helped(&job):
+            if not asked and _decoder_helped(&job):
                 rf_thread_start(&helper, _decoder_main, &job)
             loss = _decoder_finish(&job, &helper)
             _serial_blas_end(saved)
