@@ -2697,7 +2697,11 @@ cdef object _steps_and_decoder(object steps, object h, tuple decoder, Py_ssize_t
     weight, bias, targets, z, dx, dweight, dbias = decoder
     _decoder_setup(&job, h.reshape(T * B, H), weight, bias, targets, z, dx, dweight, dbias)
     helper.running = False
+    # Only behind a forward at least as long as the decoder (T steps of step_macs against
+    # 3 N V H): behind a shorter one the helper mostly waits for rows (the Elman layer at
+    # H=128, V=65: CharRNN.fit 0.9x as fast, bench/experiments/train_ab.py --wall).
     if (steps is not None and _decoder_helped(&job)
+            and T * step_macs >= 3 * job.N * job.V * H
             and step_macs < rf_tuning_now.split_min_step_macs
             and not (B <= rf_tuning_now.split_small_max_batch
                      and H >= rf_tuning_now.split_small_min_hidden)):
