@@ -1,6 +1,8 @@
 """Where a CharRNN.fit step goes: the recurrent layer's forward and backward, the rest of the
 fused step (encoding, decoder, softmax cross-entropy), the optimizer, and the loop around them
-(zeroing, clipping, windows).
+(zeroing, clipping, windows). On the one-layer path (functional.gathered_forward) the decoder
+runs within the layer's forward call (beside its steps where they run on one thread): "fwd"
+then includes it, and "dec" is what is left of the step (encoding, the call's own cost).
 
     PYTHONPATH=src python bench/train_phases.py [THREADS] [--cpu] [--plain-layer]
         [--embedding DIM] [--layers L] [--hidden H ...] [--cells CELL ...]
