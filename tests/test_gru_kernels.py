@@ -522,3 +522,37 @@ def test_split_rule_for_the_gru_forward():
     assert K.split_panels(50, 64, 1024, 1024, 4, gates=3) == 1024 // vector
     assert K.split_panels(100, 32, 128, 256, 4, gates=3) > 0  # 6.3M multiply-adds a step
     assert K.split_panels(100, 8, 64, 128, 4, gates=3) == 0  # 0.4M
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("size", [(7, 13, 33, 100), (7, 13, 33, 99), (9, 11, 17, 37)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_projection_bits_do_not_depend_on_the_path(size, dtype):
+    """The input projection's GEMMs cut the steps the same way in every path: split or whole
+    steps, with a helper thread or alone. OpenBLAS's last bits of an output depend on the
+    shape of the call that computed it (its edge kernels: 3H not a multiple of its 16 or 8
+    columns; D not a multiple of 8), so a split that projected in other chunks than whole steps
+    (or than the whole steps a declined helper leaves) gave other bits at the last columns."""
+    T, B, D, H = size
+    p = make(np.random.default_rng(3), T, B, D, H, dtype=dtype)
+    itemsize = np.dtype(dtype).itemsize
+
+    def forward():
+        return K.gru_forward(p["x"], p["h0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], True)
+
+    cpus = K.thread_stats()["available_cpus"]
+    K.set_available_cpus(1)  # every helper declined: whole steps on one thread
+    try:
+        with K.tuned(**WHOLE):
+            expected = forward()
+    finally:
+        K.set_available_cpus(cpus)
+    with K.tuned(**WHOLE):
+        results = [forward() for _ in range(5)]
+    with K.tuned(**dict(SPLIT, split_chunk_rows=2 * B)):
+        if not K.split_panels(T, B, D, H, itemsize, gates=3):
+            pytest.skip("no second thread here")
+        results += [forward() for _ in range(20)]
+    for i, got in enumerate(results):
+        for name, a, e in zip(("h", "workspace"), got, expected, strict=True):
+            np.testing.assert_array_equal(a, e, err_msg=f"call {i}: {name}")

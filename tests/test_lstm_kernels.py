@@ -534,3 +534,37 @@ def test_split_rule_for_the_lstm_forward():
     assert k.split_panels(50, 64, 512, 512, 4, gates=4) == 512 // 16 or k.simd_level() != "avx512"
     assert k.split_panels(100, 32, 128, 256, 4, gates=4) > 0  # 8.4M multiply-adds a step
     assert k.split_panels(100, 8, 64, 128, 4, gates=4) == 0  # 0.5M
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("size", [(7, 13, 33, 99), (9, 11, 17, 37), (6, 5, 9, 21)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_projection_bits_do_not_depend_on_the_path(size, dtype):
+    """The input projection's GEMMs cut the steps the same way in every path: split or whole
+    steps, with a helper thread or alone (OpenBLAS's last bits of an output depend on the shape
+    of the call: 4H not a multiple of its 16 or 8 columns, D not of 8). A split that projected
+    in other chunks than whole steps gave other bits at the last columns, run to run as its
+    helper started or was declined."""
+    k = compiled_kernels()
+    T, B, D, H = size
+    p = problem(np.random.default_rng(3), T, B, D, H, dtype)
+    whole = dict(step_product="panel", overlap="on", overlap_chunk_rows=1,
+                 split_min_step_macs=2**40, split_small_max_batch=0)
+    cpus = k.thread_stats()["available_cpus"]
+    k.set_available_cpus(1)  # every helper declined: whole steps on one thread
+    try:
+        with k.tuned(**whole):
+            expected = run(p, training=True)[:3]
+    finally:
+        k.set_available_cpus(cpus)
+    with k.tuned(**whole):
+        results = [run(p, training=False) for _ in range(5)]
+    with k.tuned(**{**whole, "split_min_step_macs": 1, "split_chunk_rows": 2 * B}):
+        if not k.split_panels(T, B, D, H, np.dtype(dtype).itemsize, gates=4):
+            pytest.skip("no second thread here")
+        results += [run(p, training=True)[:3] for _ in range(20)]
+    for i, got in enumerate(results):
+        for name, a, e in zip(NAMES[:2], got, expected, strict=False):
+            np.testing.assert_array_equal(a, e, err_msg=f"call {i}: {name}")
+        if got[2] is not None:
+            np.testing.assert_array_equal(got[2], expected[2], err_msg=f"call {i}: gates")

@@ -647,6 +647,7 @@ cdef struct Loop:
     Py_ssize_t T, B, D, H
     Py_ssize_t N        # G * H: gate rows
     Py_ssize_t chunk    # steps per hand-over to the helper (0: no helper)
+    Py_ssize_t block    # forward: steps per GEMM of the projection (_projection_block)
     # Steps handed over: forward, the end of the last chunk the helper projected; backward,
     # steps finished by the caller, from the end.
     Py_ssize_t progress
@@ -710,23 +711,43 @@ cdef struct Loop:
     const void* dhs
 
 
+cdef bint _single_row_chunks(int kind, Py_ssize_t T, Py_ssize_t B, Py_ssize_t macs) noexcept nogil:
+    """A batch of one: the GEMMs around the loop cost as much as its steps, which stream the
+    weights from L2 on one core; a helper takes them in short chunks (overlap_single_steps)."""
+    return (B == 1 and kind != STEP_BLAS and rf_tuning_now.overlap == RF_OVERLAP_AUTO
+            and rf_tuning_now.overlap_single_min_macs <= macs < rf_tuning_now.overlap_min_macs
+            and T > rf_tuning_now.overlap_single_steps)
+
+
+cdef Py_ssize_t _projection_block(int kind, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D,
+                                  Py_ssize_t H, Py_ssize_t N) noexcept nogil:
+    """Steps per GEMM of a forward's input projection: the overlap's chunk wherever the rules
+    (not the threads) would hand chunks over, and then in every path alike (whole steps or
+    split, a helper or none: declined, late, one CPU), each GEMM on one BLAS thread
+    (_project_steps). OpenBLAS's last bits of an output depend on the shape of the call that
+    computes it (its edge kernels for the last N mod 16 columns, and its threads' shares), so
+    a call cut otherwise, or on two BLAS threads, gives other bits. 0: one GEMM of every step,
+    as BLAS runs it (steps on BLAS, overlap off, a call too small to overlap)."""
+    cdef Py_ssize_t macs = T * B * N * (D + H)
+    if _single_row_chunks(kind, T, B, macs):
+        return rf_tuning_now.overlap_single_steps
+    if (kind == STEP_BLAS or rf_tuning_now.overlap == RF_OVERLAP_OFF
+            or (rf_tuning_now.overlap == RF_OVERLAP_AUTO
+                and macs < rf_tuning_now.overlap_min_macs)):
+        return 0  # (auto: starting a thread costs more than it saves)
+    return max(1, rf_tuning_now.overlap_chunk_rows // B)
+
+
 cdef Py_ssize_t _overlap_chunk(int kind, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D,
                                Py_ssize_t H, Py_ssize_t N) noexcept nogil:
-    """Steps per hand-over if this call overlaps, else 0."""
-    cdef Py_ssize_t chunk = max(1, rf_tuning_now.overlap_chunk_rows // B)
-    cdef Py_ssize_t macs = T * B * N * (D + H)
-    if (B == 1 and kind != STEP_BLAS and rf_tuning_now.overlap == RF_OVERLAP_AUTO
-            and rf_tuning_now.overlap_single_min_macs <= macs < rf_tuning_now.overlap_min_macs
-            and T > rf_tuning_now.overlap_single_steps):
-        # A batch of one: the GEMMs around the loop cost as much as its steps, which stream
-        # the weights from L2 on one core; the helper takes them in short chunks, which also
-        # run in the same order without one: the same bits at any thread count.
-        return rf_tuning_now.overlap_single_steps
-    if kind == STEP_BLAS or T <= chunk or not _helper_available():
+    """Steps per hand-over if this call overlaps, else 0 (its projection's GEMMs are
+    _projection_block's either way)."""
+    cdef Py_ssize_t chunk = _projection_block(kind, T, B, D, H, N)
+    if _single_row_chunks(kind, T, B, T * B * N * (D + H)):
+        # which also run in the same order without a helper: the same bits at any thread count
+        return chunk
+    if chunk == 0 or T <= chunk or not _helper_available():
         return 0
-    if (rf_tuning_now.overlap == RF_OVERLAP_AUTO
-            and macs < rf_tuning_now.overlap_min_macs):
-        return 0  # starting a thread costs more than it saves
     return chunk
 
 
@@ -742,13 +763,26 @@ cdef bint _start_helper(rf_thread* helper, Loop* job) noexcept nogil:
 
 cdef void _project_steps(floating* dummy, Loop* job, Py_ssize_t t0,
                          Py_ssize_t t1) noexcept nogil:
-    """gates[t0:t1] = x[t0:t1] @ w_ih.T (the forward's input projection of those steps)."""
-    cdef Py_ssize_t B = job.B, D = job.D, N = job.N, ld = job.gates_ld
+    """gates[t0:t1] = x[t0:t1] @ w_ih.T (the forward's input projection of those steps), in
+    GEMMs of job.block steps (_projection_block) from t0, a multiple of it (t1 too, or T)."""
+    cdef Py_ssize_t B = job.B, D = job.D, N = job.N, ld = job.gates_ld, t, t_end
+    cdef bint saved
     if job.x == NULL:
         return  # no x: the caller filled the gates with the projection (gathered rows)
-    _bulk_gemm(NoTrans, Trans, (t1 - t0) * B, N, D, <floating>1,
-               <const floating*>job.x + t0 * B * D, D, <const floating*>job.w_ih, D,
-               <floating>0, <floating*>job.gates + t0 * B * ld, ld)
+    if job.block == 0:
+        _bulk_gemm(NoTrans, Trans, (t1 - t0) * B, N, D, <floating>1,
+                   <const floating*>job.x + t0 * B * D, D, <const floating*>job.w_ih, D,
+                   <floating>0, <floating*>job.gates + t0 * B * ld, ld)
+        return
+    saved = _serial_blas_begin(True)
+    t = t0
+    while t < t1:
+        t_end = min(t1, t + job.block)
+        gemm(NoTrans, Trans, (t_end - t) * B, N, D, <floating>1,
+             <const floating*>job.x + t * B * D, D, <const floating*>job.w_ih, D,
+             <floating>0, <floating*>job.gates + t * B * ld, ld)
+        t = t_end
+    _serial_blas_end(saved)
 
 
 cdef void _grad_steps(floating* dummy, Loop* job, int which, Py_ssize_t t0, Py_ssize_t t1,
@@ -877,8 +911,9 @@ cdef bint _split_columns(Loop* job, int kind, size_t itemsize) noexcept nogil:
                                 and job.H >= rf_tuning_now.split_small_min_hidden
                                 and macs >= min_macs // 8):
         return False
-    job.split_chunks = min(job.T, 2 * max(1, job.T * job.B
-                                          // (2 * rf_tuning_now.split_chunk_rows)),
+    # (in whole blocks of the projection: the GEMMs of whole steps, _projection_block)
+    job.split_chunks = min((job.T + job.block - 1) // job.block,
+                           2 * max(1, job.T * job.B // (2 * rf_tuning_now.split_chunk_rows)),
                            RF_MAX_ITEMS - 1)  # (an even number)
     job.split_panels, job.panel_width = panels, width
     job.claims = rf_round_word(0, 0, job.split_chunks)
@@ -907,9 +942,11 @@ cdef void _split_share(floating* dummy, Loop* job, bint from_last,
     cdef floating* g_t
     cdef floating* c_t
     cdef const floating* c_prev
+    cdef Py_ssize_t block = job.block, blocks = (T + job.block - 1) // job.block
     item = rf_round_claim(&job.claims, 0, from_last)
-    while item >= 0:
-        _project_steps(dummy, job, item * T // chunks, (item + 1) * T // chunks)
+    while item >= 0:  # item: whole blocks of the projection
+        _project_steps(dummy, job, item * blocks // chunks * block,
+                       min(T, (item + 1) * blocks // chunks * block))
         rf_count(&job.finished)
         item = rf_round_claim(&job.claims, 0, from_last)
     for t in range(T):
@@ -1174,6 +1211,7 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
         # (rf_thread_start) and keeps BLAS at one thread, the cores being the callers'.
         shared = _serial_blas_begin(rf_call_enter() > 1)
         job.chunk = job.progress = _overlap_chunk(kind, T, B, D, H, N)
+        job.block = _projection_block(kind, T, B, D, H, N)
         if not _split_forward(out, &job, kind):
             if job.x == NULL:  # the gates came filled: no projection for a helper to run ahead
                 job.chunk = job.progress = 0
@@ -1493,6 +1531,7 @@ def split_panels(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssiz
     if gates == 4 or gates == 3:
         job.cell = _lstm_cell() if gates == 4 else _gru_cell()
         kind = STEP_GATE_PANEL if kind == STEP_PANEL else kind
+    job.block = _projection_block(kind, T, B, D, H, N)
     if _overlap_chunk(kind, T, B, D, H, N) == 0 or not _split_columns(&job, kind, itemsize):
         return 0
     return job.split_panels
@@ -2184,6 +2223,7 @@ cdef void _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
         # which was slower than whole steps at CharRNN.fit's B=32 H=512)
         job.chunk = job.progress = (0 if job.x == NULL
                                     else _overlap_chunk(kind, T, B, D, H, N))
+        job.block = _projection_block(kind, T, B, D, H, N)
         if not _split_forward(&h[0, 0, 0], &job, kind):
             _gru_forward_steps(&gates[0, 0, 0], &gh[0, 0], &h[0, 0, 0], &job, h0_ptr, bx_ptr,
                                bhn_ptr, w_op, &how)
