@@ -522,3 +522,43 @@ def test_split_rule_for_the_gru_forward():
     assert K.split_panels(50, 64, 1024, 1024, 4, gates=3) == 1024 // vector
     assert K.split_panels(100, 32, 128, 256, 4, gates=3) > 0  # 6.3M multiply-adds a step
     assert K.split_panels(100, 8, 64, 128, 4, gates=3) == 0  # 0.4M
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("size", [(7, 13, 33, 100), (7, 13, 33, 99), (9, 11, 17, 37)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_projection_bits_do_not_depend_on_the_path(size, dtype):
+    """The input projection's GEMMs cut the steps the same way whatever the threads: a split,
+    and the whole steps its call runs when the helper is declined (one CPU, another call, a
+    late helper); whole steps with a helper and without. OpenBLAS's last bits of an output
+    depend on the shape of the call that computed it (its edge kernels: 3H not a multiple of
+    its 16 or 8 columns), so a split that projected in other chunks than its declined call's
+    whole steps gave other bits at the last columns, from run to run."""
+    T, B, D, H = size
+    p = make(np.random.default_rng(3), T, B, D, H, dtype=dtype)
+    itemsize = np.dtype(dtype).itemsize
+
+    def forward():
+        return K.gru_forward(p["x"], p["h0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], True)
+
+    def alone_and_helped(rules, calls):
+        cpus = K.thread_stats()["available_cpus"]
+        K.set_available_cpus(1)  # every helper declined: whole steps on one thread
+        try:
+            with K.tuned(**rules):
+                alone = forward()
+        finally:
+            K.set_available_cpus(cpus)
+        with K.tuned(**rules):
+            return alone, [forward() for _ in range(calls)]
+
+    auto = dict(overlap="auto", overlap_min_macs=0)  # a helper where two CPUs are
+    whole, split = dict(WHOLE, **auto), dict(SPLIT, split_chunk_rows=2 * B, **auto)
+    with K.tuned(**split):
+        if not K.split_panels(T, B, D, H, itemsize, gates=3):
+            pytest.skip("no second thread here")
+    for rules, calls in ((whole, 5), (split, 20)):
+        expected, results = alone_and_helped(rules, calls)
+        for i, got in enumerate(results):
+            for name, a, e in zip(("h", "workspace"), got, expected, strict=True):
+                np.testing.assert_array_equal(a, e, err_msg=f"call {i}: {name}")

@@ -534,3 +534,38 @@ def test_split_rule_for_the_lstm_forward():
     assert k.split_panels(50, 64, 512, 512, 4, gates=4) == 512 // 16 or k.simd_level() != "avx512"
     assert k.split_panels(100, 32, 128, 256, 4, gates=4) > 0  # 8.4M multiply-adds a step
     assert k.split_panels(100, 8, 64, 128, 4, gates=4) == 0  # 0.5M
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("size", [(7, 13, 33, 99), (9, 11, 17, 37), (6, 5, 9, 21)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_projection_bits_do_not_depend_on_the_path(size, dtype):
+    """The input projection's GEMMs cut the steps the same way whatever the threads: a split,
+    and the whole steps its call runs when the helper is declined (one CPU, another call, a
+    late helper); whole steps with a helper and without (OpenBLAS's last bits of an output
+    depend on the shape of the call: 4H not a multiple of its 16 or 8 columns). A split that
+    projected in other chunks than its declined call's whole steps gave other bits at the last
+    columns, from run to run."""
+    k = compiled_kernels()
+    T, B, D, H = size
+    p = problem(np.random.default_rng(3), T, B, D, H, dtype)
+    whole = dict(step_product="panel", overlap="auto", overlap_min_macs=0,  # a helper where
+                 overlap_chunk_rows=1, split_min_step_macs=2**40,  # two CPUs are
+                 split_small_max_batch=0)
+    split = {**whole, "split_min_step_macs": 1, "split_chunk_rows": 2 * B}
+    with k.tuned(**split):
+        if not k.split_panels(T, B, D, H, np.dtype(dtype).itemsize, gates=4):
+            pytest.skip("no second thread here")
+    for rules, calls in ((whole, 5), (split, 20)):
+        cpus = k.thread_stats()["available_cpus"]
+        k.set_available_cpus(1)  # every helper declined: whole steps on one thread
+        try:
+            with k.tuned(**rules):
+                expected = run(p, training=False)
+        finally:
+            k.set_available_cpus(cpus)
+        with k.tuned(**rules):
+            results = [run(p, training=i % 2 == 0)[:3] for i in range(calls)]
+        for i, got in enumerate(results):
+            for name, a, e in zip(NAMES[:2], got, expected, strict=False):
+                np.testing.assert_array_equal(a, e, err_msg=f"call {i}: {name}")

@@ -647,6 +647,7 @@ cdef struct Loop:
     Py_ssize_t T, B, D, H
     Py_ssize_t N        # G * H: gate rows
     Py_ssize_t chunk    # steps per hand-over to the helper (0: no helper)
+    Py_ssize_t block    # forward: steps per GEMM of the projection (_projection_block)
     # Steps handed over: forward, the end of the last chunk the helper projected; backward,
     # steps finished by the caller, from the end.
     Py_ssize_t progress
@@ -679,7 +680,7 @@ cdef struct Loop:
     void* dw_hh
     void* db
     # Split forward (_split_share): round 0 shares out the input projection in split_chunks
-    # chunks of steps, round t + 1 the split_panels column panels (panel_width columns each)
+    # blocks of steps (job.block), round t + 1 the split_panels column panels (panel_width columns each)
     # of step t, through the word `claims`; `finished` counts the items done in all rounds.
     bint split
     Py_ssize_t split_chunks, split_panels, panel_width
@@ -710,24 +711,38 @@ cdef struct Loop:
     const void* dhs
 
 
+cdef bint _single_row_chunks(int kind, Py_ssize_t T, Py_ssize_t B,
+                             Py_ssize_t macs) noexcept nogil:
+    """A batch of one: the GEMMs around the loop cost as much as its steps, which stream the
+    weights from L2 on one core; a helper takes them in short chunks (overlap_single_steps)."""
+    return (B == 1 and kind != STEP_BLAS and rf_tuning_now.overlap == RF_OVERLAP_AUTO
+            and rf_tuning_now.overlap_single_min_macs <= macs < rf_tuning_now.overlap_min_macs
+            and T > rf_tuning_now.overlap_single_steps)
+
+
+cdef Py_ssize_t _rule_chunk(int kind, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D,
+                            Py_ssize_t H, Py_ssize_t N) noexcept nogil:
+    """The overlap's chunk (steps per hand-over) under the rules alone, whatever the threads;
+    0: the rules hand nothing over."""
+    cdef Py_ssize_t macs = T * B * N * (D + H)
+    cdef Py_ssize_t chunk = max(1, rf_tuning_now.overlap_chunk_rows // B)
+    if _single_row_chunks(kind, T, B, macs):
+        return rf_tuning_now.overlap_single_steps
+    if (kind == STEP_BLAS or T <= chunk or rf_tuning_now.overlap == RF_OVERLAP_OFF
+            or (rf_tuning_now.overlap == RF_OVERLAP_AUTO
+                and macs < rf_tuning_now.overlap_min_macs)):
+        return 0  # (auto: starting a thread costs more than it saves)
+    return chunk
+
+
 cdef Py_ssize_t _overlap_chunk(int kind, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D,
                                Py_ssize_t H, Py_ssize_t N) noexcept nogil:
     """Steps per hand-over if this call overlaps, else 0."""
-    cdef Py_ssize_t chunk = max(1, rf_tuning_now.overlap_chunk_rows // B)
-    cdef Py_ssize_t macs = T * B * N * (D + H)
-    if (B == 1 and kind != STEP_BLAS and rf_tuning_now.overlap == RF_OVERLAP_AUTO
-            and rf_tuning_now.overlap_single_min_macs <= macs < rf_tuning_now.overlap_min_macs
-            and T > rf_tuning_now.overlap_single_steps):
-        # A batch of one: the GEMMs around the loop cost as much as its steps, which stream
-        # the weights from L2 on one core; the helper takes them in short chunks, which also
-        # run in the same order without one: the same bits at any thread count.
-        return rf_tuning_now.overlap_single_steps
-    if kind == STEP_BLAS or T <= chunk or not _helper_available():
-        return 0
-    if (rf_tuning_now.overlap == RF_OVERLAP_AUTO
-            and macs < rf_tuning_now.overlap_min_macs):
-        return 0  # starting a thread costs more than it saves
-    return chunk
+    cdef Py_ssize_t chunk = _rule_chunk(kind, T, B, D, H, N)
+    if _single_row_chunks(kind, T, B, T * B * N * (D + H)):
+        # A batch of one: its chunks also run in the same order without a helper.
+        return chunk
+    return chunk if chunk > 0 and _helper_available() else 0
 
 
 cdef bint _start_helper(rf_thread* helper, Loop* job) noexcept nogil:
@@ -742,13 +757,26 @@ cdef bint _start_helper(rf_thread* helper, Loop* job) noexcept nogil:
 
 cdef void _project_steps(floating* dummy, Loop* job, Py_ssize_t t0,
                          Py_ssize_t t1) noexcept nogil:
-    """gates[t0:t1] = x[t0:t1] @ w_ih.T (the forward's input projection of those steps)."""
-    cdef Py_ssize_t B = job.B, D = job.D, N = job.N, ld = job.gates_ld
+    """gates[t0:t1] = x[t0:t1] @ w_ih.T (the forward's input projection of those steps), in
+    GEMMs of job.block steps (_projection_block) from t0, a multiple of it (t1 too, or T)."""
+    cdef Py_ssize_t B = job.B, D = job.D, N = job.N, ld = job.gates_ld, t, t_end
+    cdef bint saved
     if job.x == NULL:
         return  # no x: the caller filled the gates with the projection (gathered rows)
-    _bulk_gemm(NoTrans, Trans, (t1 - t0) * B, N, D, <floating>1,
-               <const floating*>job.x + t0 * B * D, D, <const floating*>job.w_ih, D,
-               <floating>0, <floating*>job.gates + t0 * B * ld, ld)
+    if job.block == 0:
+        _bulk_gemm(NoTrans, Trans, (t1 - t0) * B, N, D, <floating>1,
+                   <const floating*>job.x + t0 * B * D, D, <const floating*>job.w_ih, D,
+                   <floating>0, <floating*>job.gates + t0 * B * ld, ld)
+        return
+    saved = _serial_blas_begin(True)
+    t = t0
+    while t < t1:
+        t_end = min(t1, t + job.block)
+        gemm(NoTrans, Trans, (t_end - t) * B, N, D, <floating>1,
+             <const floating*>job.x + t * B * D, D, <const floating*>job.w_ih, D,
+             <floating>0, <floating*>job.gates + t * B * ld, ld)
+        t = t_end
+    _serial_blas_end(saved)
 
 
 cdef void _grad_steps(floating* dummy, Loop* job, int which, Py_ssize_t t0, Py_ssize_t t1,
@@ -850,11 +878,12 @@ cdef void _finish_grads(floating* dummy, Loop* job) noexcept nogil:
         rf_wait_for(&job.done[which], chunks)
 
 
-cdef bint _split_columns(Loop* job, int kind, size_t itemsize) noexcept nogil:
-    """Should this forward share every step's columns between the two threads? If so, set up
-    the rounds of _split_share: the projection in an even number of chunks of about
-    split_chunk_rows rows (two threads at the same speed take half each), then the panels
-    (an LSTM's or a GRU's: its gate panels, each a block of units)."""
+cdef Py_ssize_t _split_rule(Loop* job, int kind, size_t itemsize,
+                            Py_ssize_t* width_out) noexcept nogil:
+    """The column panels (their width in width_out) that the rules share out at every step of
+    this forward between two threads, whether or not a helper starts (the overlap's rules
+    aside, _rule_chunk); 0: whole steps. An LSTM's or a GRU's: its gate panels, each a block
+    of units."""
     cdef Py_ssize_t width = rnnfast_simd.panel_vectors * (rnnfast_simd.vector_bytes // itemsize)
     cdef Py_ssize_t units = job.N  # the output columns an item's pointwise step covers
     cdef Py_ssize_t macs = job.B * job.N * job.H
@@ -867,19 +896,49 @@ cdef bint _split_columns(Loop* job, int kind, size_t itemsize) noexcept nogil:
         # as the LSTM's: a block of units with its r, z, n columns
         width, units = rnnfast_simd.vector_bytes // itemsize, job.H
     elif job.cell.gates != 1 or kind != STEP_PANEL:
-        return False  # a gated cell's output columns need all its gates' columns
+        return 0  # a gated cell's output columns need all its gates' columns
     panels = (units + width - 1) // width
     if panels < 2 or panels > RF_MAX_ITEMS or job.T >= RF_MAX_ROUNDS:
-        return False
+        return 0
     # Small batches split from an eighth of the size, where H is wide enough that each
     # thread's panels are worth the other's half of h[t-1] to fetch.
     if macs < min_macs and not (job.B <= rf_tuning_now.split_small_max_batch
                                 and job.H >= rf_tuning_now.split_small_min_hidden
                                 and macs >= min_macs // 8):
+        return 0
+    width_out[0] = width
+    return panels
+
+
+cdef Py_ssize_t _projection_block(Loop* job, int kind, size_t itemsize) noexcept nogil:
+    """Steps per GEMM of a forward's input projection, fixed by the rules alone and kept in
+    every path (whole steps or split, a helper or none: declined, late, one CPU), each GEMM on
+    one BLAS thread (_project_steps): OpenBLAS's last bits of an output depend on the shape of
+    the call that computes it (its edge kernels for the last N mod 16 columns, its threads'
+    shares), so a call cut otherwise, or on two BLAS threads, gives other bits. A split's: an
+    even number of blocks of about split_chunk_rows rows (two threads at the same speed take
+    half each); else the overlap's chunk; 0 (the rules hand nothing over): one GEMM of every
+    step, as BLAS runs it."""
+    cdef Py_ssize_t T = job.T, width, chunks
+    cdef Py_ssize_t chunk = _rule_chunk(kind, T, job.B, job.D, job.H, job.N)
+    if kind == STEP_PANEL and job.cell.gates > 1:
+        kind = STEP_GATE_PANEL  # (a GRU steps on plain panels where no helper may split it)
+    if chunk == 0 or _split_rule(job, kind, itemsize, &width) == 0:
+        return chunk
+    chunks = min(T, 2 * max(1, T * job.B // (2 * rf_tuning_now.split_chunk_rows)),
+                 RF_MAX_ITEMS - 1)
+    return (T + chunks - 1) // chunks
+
+
+cdef bint _split_columns(Loop* job, int kind, size_t itemsize) noexcept nogil:
+    """Should this forward share every step's columns between the two threads (_split_rule)?
+    If so, set up the rounds of _split_share: the projection's blocks (job.block, from
+    _projection_block), then the panels."""
+    cdef Py_ssize_t width = 0
+    cdef Py_ssize_t panels = _split_rule(job, kind, itemsize, &width)
+    if panels == 0:
         return False
-    job.split_chunks = min(job.T, 2 * max(1, job.T * job.B
-                                          // (2 * rf_tuning_now.split_chunk_rows)),
-                           RF_MAX_ITEMS - 1)  # (an even number)
+    job.split_chunks = (job.T + job.block - 1) // job.block
     job.split_panels, job.panel_width = panels, width
     job.claims = rf_round_word(0, 0, job.split_chunks)
     job.finished = 0
@@ -908,8 +967,8 @@ cdef void _split_share(floating* dummy, Loop* job, bint from_last,
     cdef floating* c_t
     cdef const floating* c_prev
     item = rf_round_claim(&job.claims, 0, from_last)
-    while item >= 0:
-        _project_steps(dummy, job, item * T // chunks, (item + 1) * T // chunks)
+    while item >= 0:  # a block of the projection (_projection_block)
+        _project_steps(dummy, job, item * job.block, min(T, (item + 1) * job.block))
         rf_count(&job.finished)
         item = rf_round_claim(&job.claims, 0, from_last)
     for t in range(T):
@@ -1174,6 +1233,7 @@ cdef void _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
         # (rf_thread_start) and keeps BLAS at one thread, the cores being the callers'.
         shared = _serial_blas_begin(rf_call_enter() > 1)
         job.chunk = job.progress = _overlap_chunk(kind, T, B, D, H, N)
+        job.block = _projection_block(&job, kind, sizeof(floating))
         if not _split_forward(out, &job, kind):
             if job.x == NULL:  # the gates came filled: no projection for a helper to run ahead
                 job.chunk = job.progress = 0
@@ -1493,6 +1553,8 @@ def split_panels(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssiz
     if gates == 4 or gates == 3:
         job.cell = _lstm_cell() if gates == 4 else _gru_cell()
         kind = STEP_GATE_PANEL if kind == STEP_PANEL else kind
+    job.D = D
+    job.block = _projection_block(&job, kind, itemsize)
     if _overlap_chunk(kind, T, B, D, H, N) == 0 or not _split_columns(&job, kind, itemsize):
         return 0
     return job.split_panels
@@ -2184,6 +2246,7 @@ cdef void _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
         # which was slower than whole steps at CharRNN.fit's B=32 H=512)
         job.chunk = job.progress = (0 if job.x == NULL
                                     else _overlap_chunk(kind, T, B, D, H, N))
+        job.block = _projection_block(&job, kind, sizeof(floating))
         if not _split_forward(&h[0, 0, 0], &job, kind):
             _gru_forward_steps(&gates[0, 0, 0], &gh[0, 0], &h[0, 0, 0], &job, h0_ptr, bx_ptr,
                                bhn_ptr, w_op, &how)
