@@ -1,8 +1,6 @@
 """Where a CharRNN.fit step goes: the recurrent layer's forward and backward, the rest of the
 fused step (encoding, decoder, softmax cross-entropy), the optimizer, and the loop around them
-(zeroing, clipping, windows). On the one-layer path (functional.gathered_forward) the decoder
-runs within the layer's forward call (beside its steps where they run on one thread): "fwd"
-then includes it, and "dec" is what is left of the step (encoding, the call's own cost).
+(zeroing, clipping, windows).
 
     PYTHONPATH=src python bench/train_phases.py [THREADS] [--cpu] [--plain-layer]
         [--embedding DIM] [--layers L] [--hidden H ...] [--cells CELL ...]

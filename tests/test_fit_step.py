@@ -4,14 +4,10 @@ the same loop in PyTorch."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
-from conftest import compiled_kernels, reference_only_run, results_under_contention
 
 import rnnfast
-from rnnfast import functional as F
 from rnnfast.nn import Linear
 from rnnfast.nn.module import find_store, flat_parameters
 from rnnfast.train import batchify
@@ -182,83 +178,3 @@ def test_a_pickled_model_trains_the_same_without_its_flat_buffers():
     a = model.fit(TEXT, steps=4, bptt=7, batch_size=5)
     b = copy.fit(TEXT, steps=4, bptt=7, batch_size=5)
     np.testing.assert_allclose(a, b, rtol=1e-12)
-
-
-def _decoder_case(cell, dtype, T=13, B=11, V=7, H=20, bias=True):
-    rng = np.random.default_rng(3)
-    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
-    args = (
-        rng.integers(0, V, (T, B)),
-        (rng.standard_normal((V, G * H)) * 0.3).astype(dtype),
-        (rng.standard_normal((B, H)) * 0.3).astype(dtype),
-        (rng.standard_normal((B, H)) * 0.3).astype(dtype) if cell == "lstm" else None,
-        (rng.standard_normal((G * H, H)) / np.sqrt(H)).astype(dtype),
-        (rng.standard_normal(G * H) * 0.1).astype(dtype),
-        (rng.standard_normal(G * H) * 0.1).astype(dtype),
-    )
-    weight = (rng.standard_normal((V, H)) * 0.3).astype(dtype)
-    b = (rng.standard_normal(V) * 0.1).astype(dtype) if bias else None
-    return args, weight, b, rng.integers(0, V, T * B)
-
-
-def _decoder_out(T, B, V, H, dtype, bias=True):
-    N = T * B
-    return (np.empty((V, N), dtype), np.empty((N, H), dtype), np.empty((V, H), dtype),
-            np.empty(V, dtype) if bias else None)  # fmt: skip
-
-
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("overlap", ["on", "off"])
-def test_gathered_forward_with_its_decoder_is_the_two_calls_bit_for_bit(cell, dtype, bias, overlap):
-    """decoder=: the decoder's chunks behind the layer's steps (overlap "on": on the helper
-    thread, the steps in pieces) give the bits of linear_cross_entropy after the forward."""
-    K = compiled_kernels()
-    T, B, V, H = 23, 21, 5, 20  # (V small: the forward longer than the decoder)
-    args, weight, b, targets = _decoder_case(cell, dtype, T, B, V, H, bias)
-    nl = "relu" if cell == "rnn" else "tanh"
-    with K.tuned(overlap="off"):
-        plain = F.gathered_forward(cell, *args, nonlinearity=nl)
-        h = plain.states[0].reshape(T * B, H)
-        expected = F.linear_cross_entropy(h, weight, b, targets)
-
-    def run():
-        out = _decoder_out(T, B, V, H, dtype, bias)
-        got = F.gathered_forward(cell, *args, nonlinearity=nl, decoder=(weight, b, targets, out))
-        assert got.decoded.d_logits_t is out[0] and got.decoded.dx is out[1]
-        return (*got.states, got.decoded.loss, *(a for a in got.decoded[1:] if a is not None))
-
-    # N = 483: 5 chunks of the decoder, the steps in 4 pieces
-    with K.tuned(overlap=overlap, overlap_min_macs=0):
-        before = K.thread_stats()["helpers_started"]
-        first, results = results_under_contention(run)
-        # the helper declines while calls were lately in flight at once: retry for a while
-        helped = overlap == "on" and not reference_only_run()  # (the reference: no kernels)
-        deadline = time.monotonic() + 10
-        while helped and K.thread_stats()["helpers_started"] == before:
-            assert time.monotonic() < deadline, "the helper never took part"
-            time.sleep(0.03)
-            results.append(run())
-        assert (K.thread_stats()["helpers_started"] > before) == helped
-    for result in [first, *results]:
-        assert result[len(plain.states)] == expected.loss
-        for got, want in zip(result, [*plain.states, expected.loss, *expected[1:]], strict=False):
-            if want is not None:
-                np.testing.assert_array_equal(got, want)
-
-
-def test_gathered_forward_checks_its_decoder():
-    args, weight, b, targets = _decoder_case("gru", np.float64)
-    out = _decoder_out(13, 11, 7, 20, np.float64)
-    with pytest.raises(TypeError, match="decoder"):
-        F.gathered_forward("gru", *args, decoder=(weight, b, targets))
-    with pytest.raises(TypeError, match="decoder"):
-        F.gathered_forward("gru", *args, decoder=(weight, b, targets, None))
-    with pytest.raises(ValueError, match="weight"):
-        F.gathered_forward("gru", *args, decoder=(weight[:, :3], b, targets, out))
-    with pytest.raises(TypeError, match="dx"):
-        bad = (out[0], out[1].astype(np.float32), *out[2:])
-        F.gathered_forward("gru", *args, decoder=(weight, b, targets, bad))
-    with pytest.raises(ValueError, match="targets"):
-        F.gathered_forward("gru", *args, decoder=(weight, b, targets + 7, out))

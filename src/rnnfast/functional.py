@@ -876,8 +876,6 @@ class GatheredOutput(NamedTuple):
     """Every step's states, each (T, B, H); (h,), or an LSTM's (h, c)."""
     workspace: Workspace
     """What :func:`gathered_backward` needs."""
-    decoded: DecoderGrads | None = None
-    """With ``decoder=``: :func:`linear_cross_entropy` of the output (its arrays ``out``'s)."""
 
 
 class GatheredGrads(NamedTuple):
@@ -989,21 +987,18 @@ def _gathered_run(
     b: np.ndarray | None,
     nonlinearity: str,
     kept: dict[str, np.ndarray] | None = None,
-    decoder: tuple | None = None,
 ) -> tuple[tuple[np.ndarray, ...], Any]:
-    """The forward's (states, the backward's data) on ``impl``; with ``decoder`` (the kernel
-    arguments of linear_cross_entropy after x), the compiled forward also runs the decoder on
-    the output and appends its loss."""
+    """The forward's (states, the backward's data) on ``impl``."""
     ids, table, w_hh, h0 = a["ids"], a["table"], a["w_hh"], a["h0"]
     if impl is not _reference:
         if cell == "rnn":
-            r = impl.rnn_forward_gathered(ids, table, h0, w_hh, b, nonlinearity, kept, decoder)
-            return ((r,), None) if decoder is None else ((r[0],), None, r[1])
+            h = impl.rnn_forward_gathered(ids, table, h0, w_hh, b, nonlinearity, kept)
+            return (h,), None
         if cell == "lstm":
-            r = impl.lstm_forward_gathered(ids, table, h0, a["c0"], w_hh, b, True, kept, decoder)
-            return ((r[0], r[1]), r[2], *r[3:])
-        r = impl.gru_forward_gathered(ids, table, h0, w_hh, b, a["b_hh"], True, kept, decoder)
-        return ((r[0],), r[1], *r[2:])
+            h, c, data = impl.lstm_forward_gathered(ids, table, h0, a["c0"], w_hh, b, True, kept)
+            return (h, c), data
+        h, data = impl.gru_forward_gathered(ids, table, h0, w_hh, b, a["b_hh"], True, kept)
+        return (h,), data
     x, w_ih = _one_hot_input(ids, table)
     if cell == "rnn":
         return (impl.rnn_forward(x, h0, w_ih, w_hh, b, nonlinearity),), None
@@ -1027,7 +1022,6 @@ def gathered_forward(
     nonlinearity: str = "tanh",
     backend: str = "auto",
     buffers: GatheredBuffers | None = None,
-    decoder: tuple[Any, Any | None, Any, tuple[np.ndarray, ...]] | None = None,
 ) -> GatheredOutput:
     """A layer's training forward over token ids whose input projection is a row of ``table``
     per id: the same as the cell's forward (:func:`rnn_forward`, :func:`lstm_forward`,
@@ -1047,16 +1041,10 @@ def gathered_forward(
         backend: as in :func:`rnn_forward`.
         buffers: a :class:`GatheredBuffers` to compute in (the results are then views into
             it), or None (new arrays).
-        decoder: None, or ``(weight, bias, targets, out)``: then also
-            :func:`linear_cross_entropy` of the output h reshaped (T*B, H), with these
-            arguments (``out`` required), the same numbers as calling it after this function.
-            Where the layer's steps run on one thread, the decoder's work runs beside them on
-            the helper thread, on each part of h once it is written.
 
     Returns:
-        GatheredOutput(states, workspace, decoded): (h,) or an LSTM's (h, c), each (T, B, H),
-        what :func:`gathered_backward` needs, and with ``decoder`` the
-        :func:`linear_cross_entropy` result (else None).
+        GatheredOutput(states, workspace): (h,) or an LSTM's (h, c), each (T, B, H), and what
+        :func:`gathered_backward` needs.
 
     Raises:
         TypeError: a non-float table, ids not integers, dtypes that differ.
@@ -1077,24 +1065,11 @@ def gathered_forward(
     a, sizes, impl = _gathered_call(cell, named, _GATHERED_FORWARD_LAYOUT, nonlinearity, backend)
     # The Elman cell and the LSTM take one bias (b_ih + b_hh), the GRU both.
     b = a["b_ih"] if b_ih is None or cell == "gru" else a["b_ih"] + a["b_hh"]
-    dtype, N, H = a["table"].dtype, sizes["T"] * sizes["B"], sizes["H"]
-    dec = None
-    if decoder is not None:  # checked as linear_cross_entropy checks it, x the output's
-        if not isinstance(decoder, tuple | list) or len(decoder) != 4 or decoder[3] is None:
-            raise TypeError("decoder must be None or a tuple (weight, bias, targets, out)")
-        limit = None if impl is _reference else BLAS_INT_MAX
-        dec = tuple(_validation.decoder_arrays(np.empty((N, H), dtype), *decoder, limit)[0][1:])
-    kept = _kept(buffers, cell, sizes, dtype)
-    use = dec is not None and impl is not _reference
-    states, data, *loss = _gathered_run(cell, impl, a, b, nonlinearity, kept, dec if use else None)
+    kept = _kept(buffers, cell, sizes, a["table"].dtype)
+    states, data = _gathered_run(cell, impl, a, b, nonlinearity, kept)
     key = (sizes["T"], sizes["B"], sizes["V"], sizes["H"], sizes["H"])
     ws = Workspace(f"{cell}-gathered", impl, key, states[0].dtype, b, (data, a["table"]))
-    if dec is None:
-        return GatheredOutput(states, ws)
-    if not use:
-        h = states[0].reshape(-1, states[0].shape[-1])
-        loss = [_reference.linear_cross_entropy(h, *dec)]
-    return GatheredOutput(states, ws, DecoderGrads(loss[0], *dec[3:]))
+    return GatheredOutput(states, ws)
 
 
 def gathered_backward(

@@ -2528,33 +2528,22 @@ cdef void _scatter_rows(floating[:, ::1] out, const floating* da, Py_ssize_t ld,
             o[j] += d[j]
 
 
-def rnn_forward_gathered(ids, table, h0, w_hh, b, nonlinearity, dict kept=None,
-                         tuple decoder=None):
+def rnn_forward_gathered(ids, table, h0, w_hh, b, nonlinearity, dict kept=None):
     """rnn_forward of the input whose projection x[t, b] @ w_ih.T is table[ids[t, b]]: h.
 
-    ids (T, B) int64 in [0, V); table (V, H); the rest as rnn_forward. ``decoder``: the
-    arguments of linear_cross_entropy after x, run on h too (_steps_and_decoder): then (h,
-    its loss).
+    ids (T, B) int64 in [0, V); table (V, H); the rest as rnn_forward.
     """
+    cdef Cell cell = _elman_cell(nonlinearity)
     cdef Py_ssize_t T = ids.shape[0], B = ids.shape[1], H = w_hh.shape[1]
     kind, w_hh_t, tail, packed, stage = _kept_operands(kept, "room_f", w_hh, B, True)
     h = _kept(kept, "h", (T, B, H), table.dtype)  # the gates, then h in place
     if table.dtype == np.float32:
         _gather_rows[float](<float*>cnp.PyArray_DATA(h), H, table, ids.reshape(-1))
+        _forward[float](None, h0, None, w_hh, b, h, cell, kind, w_hh_t, tail, packed, stage)
     else:
         _gather_rows[double](<double*>cnp.PyArray_DATA(h), H, table, ids.reshape(-1))
-
-    def steps(Py_ssize_t t0, Py_ssize_t t1):
-        cell, h_prev = _elman_cell(nonlinearity), h0 if t0 == 0 else h[t0 - 1]
-        if table.dtype == np.float32:
-            _forward[float](None, h_prev, None, w_hh, b, h[t0:t1], cell, kind, w_hh_t, tail,
-                            packed, stage)
-        else:
-            _forward[double](None, h_prev, None, w_hh, b, h[t0:t1], cell, kind, w_hh_t, tail,
-                             packed, stage)
-
-    loss = _steps_and_decoder(steps, h, decoder, B * H * H)
-    return h if decoder is None else (h, loss)
+        _forward[double](None, h0, None, w_hh, b, h, cell, kind, w_hh_t, tail, packed, stage)
+    return h
 
 
 def rnn_backward_gathered(dh, ids, h0, h, w_hh, nonlinearity, Py_ssize_t V, dict kept=None):
@@ -2581,11 +2570,10 @@ def rnn_backward_gathered(dh, ids, h0, h, w_hh, nonlinearity, Py_ssize_t V, dict
     return d_table, dh0, dw_hh, db
 
 
-def lstm_forward_gathered(ids, table, h0, c0, w_hh, b, training, dict kept=None,
-                          tuple decoder=None):
+def lstm_forward_gathered(ids, table, h0, c0, w_hh, b, training, dict kept=None):
     """lstm_forward (no projection) of the input whose projection is table[ids]: (h, c,
-    gates or None), as lstm_forward. table (V, 4H). ``decoder``: as in rnn_forward_gathered
-    (its loss then last)."""
+    gates or None), as lstm_forward. table (V, 4H)."""
+    cdef Cell cell = _lstm_cell()
     cdef Py_ssize_t T = ids.shape[0], B = ids.shape[1], N = w_hh.shape[0], H = w_hh.shape[1]
     kind, w_hh_t, tail, packed, stage = _kept_operands(kept, "room_f", w_hh, B, True)
     gates = _kept(kept, "gates", (T, B, N), table.dtype)
@@ -2593,21 +2581,13 @@ def lstm_forward_gathered(ids, table, h0, c0, w_hh, b, training, dict kept=None,
     c = _kept(kept, "c", (T, B, H), table.dtype)
     if table.dtype == np.float32:
         _gather_rows[float](<float*>cnp.PyArray_DATA(gates), N, table, ids.reshape(-1))
+        _forward[float](None, h0, None, w_hh, b, h, cell, kind, w_hh_t, tail, packed, stage,
+                        gates, c0, c)
     else:
         _gather_rows[double](<double*>cnp.PyArray_DATA(gates), N, table, ids.reshape(-1))
-
-    def steps(Py_ssize_t t0, Py_ssize_t t1):
-        h_prev, c_prev = (h0, c0) if t0 == 0 else (h[t0 - 1], c[t0 - 1])
-        if table.dtype == np.float32:
-            _forward[float](None, h_prev, None, w_hh, b, h[t0:t1], _lstm_cell(), kind, w_hh_t,
-                            tail, packed, stage, gates[t0:t1], c_prev, c[t0:t1])
-        else:
-            _forward[double](None, h_prev, None, w_hh, b, h[t0:t1], _lstm_cell(), kind, w_hh_t,
-                             tail, packed, stage, gates[t0:t1], c_prev, c[t0:t1])
-
-    loss = _steps_and_decoder(steps, h, decoder, B * N * H)
-    out = (h, c, (gates if training else None))
-    return out if decoder is None else (*out, loss)
+        _forward[double](None, h0, None, w_hh, b, h, cell, kind, w_hh_t, tail, packed, stage,
+                         gates, c0, c)
+    return h, c, (gates if training else None)
 
 
 def lstm_backward_gathered(dh, dc, ids, h0, c0, h, c, gates, w_hh, Py_ssize_t V,
@@ -2637,11 +2617,9 @@ def lstm_backward_gathered(dh, dc, ids, h0, c0, h, c, gates, w_hh, Py_ssize_t V,
     return d_table, dh0, dc0, dw_hh, db
 
 
-def gru_forward_gathered(ids, table, h0, w_hh, b_ih, b_hh, training, dict kept=None,
-                         tuple decoder=None):
+def gru_forward_gathered(ids, table, h0, w_hh, b_ih, b_hh, training, dict kept=None):
     """gru_forward of the input whose projection is table[ids] (no bias in it): (h, workspace
-    or None), as gru_forward. table (V, 3H). ``decoder``: as in rnn_forward_gathered (its
-    loss then last)."""
+    or None), as gru_forward. table (V, 3H)."""
     cdef Py_ssize_t T = ids.shape[0], B = ids.shape[1], N = w_hh.shape[0], H = w_hh.shape[1]
     dtype = table.dtype
     kind, w_hh_t, tail, packed, stage = _kept_operands(kept, "room_f", w_hh, B, True)
@@ -2653,22 +2631,14 @@ def gru_forward_gathered(ids, table, h0, w_hh, b_ih, b_hh, training, dict kept=N
     if dtype == np.float32:
         _gather_rows[float](<float*>cnp.PyArray_DATA(gates), gates.shape[2], table,
                             ids.reshape(-1))
+        _gru_forward[float](None, h0, None, w_hh, bx, bhn, h, gates, gh, kind, w_hh_t, tail,
+                            packed, stage)
     else:
         _gather_rows[double](<double*>cnp.PyArray_DATA(gates), gates.shape[2], table,
                              ids.reshape(-1))
-
-    def steps(Py_ssize_t t0, Py_ssize_t t1):
-        h_prev = h0 if t0 == 0 else h[t0 - 1]
-        if dtype == np.float32:
-            _gru_forward[float](None, h_prev, None, w_hh, bx, bhn, h[t0:t1], gates[t0:t1], gh,
-                                kind, w_hh_t, tail, packed, stage)
-        else:
-            _gru_forward[double](None, h_prev, None, w_hh, bx, bhn, h[t0:t1], gates[t0:t1], gh,
-                                 kind, w_hh_t, tail, packed, stage)
-
-    loss = _steps_and_decoder(steps, h, decoder, B * N * H)
-    out = (h, (gates if training else None))
-    return out if decoder is None else (*out, loss)
+        _gru_forward[double](None, h0, None, w_hh, bx, bhn, h, gates, gh, kind, w_hh_t, tail,
+                             packed, stage)
+    return h, (gates if training else None)
 
 
 def gru_backward_gathered(dh, ids, h0, h, workspace, w_hh, b_hh, Py_ssize_t V,
@@ -2749,10 +2719,6 @@ cdef struct Decoder:
     char _pad0[64]
     Py_ssize_t claimed  # the next chunk to claim
     char _pad1[64]
-    # Behind a forward (_steps_and_decoder): the rows of x written so far; a chunk waits for
-    # its rows. N when x is whole.
-    Py_ssize_t ready
-    char _pad2[64]
 
 
 cdef void _decoder_chunk(floating* dummy, Decoder* job, Py_ssize_t k) noexcept nogil:
@@ -2786,11 +2752,8 @@ cdef void _decoder_chunk(floating* dummy, Decoder* job, Py_ssize_t k) noexcept n
 
 cdef void _decoder_work(floating* dummy, Decoder* job, bint helper) noexcept nogil:
     """Claim and run chunks until none is left. The helper steps aside at a chunk boundary once
-    another call is in flight (its caller runs what it leaves); behind a forward it claims a
-    chunk only once its rows are written (so that the caller, done with the forward, never
-    waits for a chunk that the helper holds but has not begun)."""
+    another call is in flight (its caller runs what it leaves)."""
     cdef Py_ssize_t k
-    cdef long spins = 0
     while True:
         k = rf_load(&job.claimed)
         if k >= job.chunks:
@@ -2798,11 +2761,6 @@ cdef void _decoder_work(floating* dummy, Decoder* job, bint helper) noexcept nog
         if helper and rf_crowded():
             rf_count(&rf_helpers_stepped_aside)
             return
-        if rf_load(&job.ready) < min(job.N, (k + 1) * job.chunk_cols):
-            rf_backoff(spins)  # (the helper only: the caller comes with every row written)
-            spins += 1
-            continue
-        spins = 0
         if rf_claim(&job.claimed, k):
             _decoder_chunk(dummy, job, k)
 
@@ -2831,12 +2789,17 @@ cdef void _decoder_sum(floating* dummy, Decoder* job) noexcept nogil:
                 db[i] += part[n + i]
 
 
-cdef int _decoder_setup(Decoder* job, x, weight, bias, targets, z, dx, dweight,
-                        dbias) except -1:
-    """Fill ``job`` for linear_cross_entropy's arguments (x whole: ready = N); its chunks'
-    scratch is malloc'ed (freed by _decoder_finish)."""
-    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], V = weight.shape[0]
+def linear_cross_entropy(x, weight, bias, targets, z, dx, dweight, dbias):
+    """The mean softmax cross-entropy of the logits x @ weight.T + bias (N, V) against
+    ``targets`` (N,) int64, and its gradients, written into z (V, N) (the logits' gradient,
+    transposed), dx (N, H), dweight (V, H) and dbias (V,) (None with no bias). x (N, H),
+    weight (V, H), bias (V,) or None. Returns the loss."""
+    cdef Decoder job
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], V = weight.shape[0], k
     cdef size_t itemsize = x.dtype.itemsize
+    cdef double loss = 0
+    cdef bint saved
+    cdef rf_thread helper
     job.is_double = itemsize == 8
     job.N, job.V, job.H = N, V, H
     job.chunks = min(<Py_ssize_t>DECODER_MAX_CHUNKS, max(1, N // DECODER_CHUNK_COLUMNS))
@@ -2848,109 +2811,34 @@ cdef int _decoder_setup(Decoder* job, x, weight, bias, targets, z, dx, dweight,
     job.z, job.dx, job.dw = cnp.PyArray_DATA(z), cnp.PyArray_DATA(dx), cnp.PyArray_DATA(dweight)
     job.db = NULL if dbias is None else cnp.PyArray_DATA(dbias)
     job.claimed = 0
-    job.ready = N
     # (malloc: after its first free the allocator hands the same memory back, no fresh pages)
     job.partial = NULL
     if job.chunks > 1:
         job.partial = malloc((job.chunks - 1) * (V * H + V) * itemsize)
         if job.partial == NULL:
             raise MemoryError("linear_cross_entropy: no memory for the chunks' terms")
-    return 0
-
-
-cdef bint _decoder_helped(Decoder* job) noexcept nogil:
-    """Is the decoder worth a helper thread?"""
-    return job.chunks > 1 and _helper_available() and (
-        3 * job.N * job.V * job.H >= rf_tuning_now.overlap_min_macs)
-
-
-cdef double _decoder_finish(Decoder* job, rf_thread* helper) noexcept nogil:
-    """The caller's part, x whole (inside rf_call_enter, BLAS held at one thread): the chunks
-    left, the helper joined (if it runs), the chunks' terms summed; frees the scratch.
-    Returns the mean loss."""
-    cdef double loss = 0
-    cdef Py_ssize_t k
-    if job.is_double:
-        _decoder_work[double](NULL, job, False)
-    else:
-        _decoder_work[float](NULL, job, False)
-    rf_thread_join_or_cancel(helper)  # every chunk is done; the helper may not have begun
-    if job.is_double:
-        _decoder_sum[double](NULL, job)
-    else:
-        _decoder_sum[float](NULL, job)
+    with nogil:
+        rf_call_enter()  # a second call in flight: no helper (rf_thread_start)
+        saved = _serial_blas_begin(True)  # the chunks run BLAS on one thread each
+        helper.running = False
+        if job.chunks > 1 and _helper_available() and (
+                3 * N * V * H >= rf_tuning_now.overlap_min_macs):
+            rf_thread_start(&helper, _decoder_main, &job)
+        if job.is_double:
+            _decoder_work[double](NULL, &job, False)
+        else:
+            _decoder_work[float](NULL, &job, False)
+        rf_thread_join_or_cancel(&helper)  # every chunk is done; the helper may not have begun
+        if job.is_double:
+            _decoder_sum[double](NULL, &job)
+        else:
+            _decoder_sum[float](NULL, &job)
+        _serial_blas_end(saved)
+        rf_call_leave()
     free(job.partial)
     for k in range(job.chunks):
         loss += job.losses[k]
-    return loss / job.N
-
-
-def linear_cross_entropy(x, weight, bias, targets, z, dx, dweight, dbias):
-    """The mean softmax cross-entropy of the logits x @ weight.T + bias (N, V) against
-    ``targets`` (N,) int64, and its gradients, written into z (V, N) (the logits' gradient,
-    transposed), dx (N, H), dweight (V, H) and dbias (V,) (None with no bias). x (N, H),
-    weight (V, H), bias (V,) or None. Returns the loss."""
-    return _steps_and_decoder(None, x.reshape(1, x.shape[0], x.shape[1]),
-                              (weight, bias, targets, z, dx, dweight, dbias), 0)
-
-
-cdef object _steps_and_decoder(object steps, object h, tuple decoder, Py_ssize_t step_macs):
-    """Run ``steps(t0, t1)``, a forward's steps t0 .. t1 - 1 into h (T, B, H), over all T
-    (None: h is ready); with ``decoder`` (weight, bias, targets, z, dx, dweight, dbias), then
-    linear_cross_entropy of h (T*B, H) too, and return its loss (else None). Where the
-    forward runs on one thread (its step product, ``step_macs``, below the split's size: no
-    helper of its own), the decoder's chunks run on the helper thread behind it, each once the
-    forward has written its rows, the forward going in pieces of steps; the chunks and their
-    sums are the same either way, so are the bits."""
-    cdef Py_ssize_t T = h.shape[0], B = h.shape[1], H = h.shape[2], t0, t1, piece
-    cdef Decoder job
-    cdef rf_thread helper
-    cdef bint saved, behind = False, asked = False
-    cdef double loss = 0
-    if decoder is None:
-        steps(0, T)
-        return None
-    weight, bias, targets, z, dx, dweight, dbias = decoder
-    _decoder_setup(&job, h.reshape(T * B, H), weight, bias, targets, z, dx, dweight, dbias)
-    helper.running = False
-    # Only behind a forward at least as long as the decoder (T steps of step_macs against
-    # 3 N V H): behind a shorter one the helper mostly waits for rows (the Elman layer at
-    # H=128, V=65: CharRNN.fit 0.9x as fast, bench/experiments/train_ab.py --wall).
-    if (steps is not None and _decoder_helped(&job)
-            and T * step_macs >= 3 * job.N * job.V * H
-            and step_macs < rf_tuning_now.split_min_step_macs
-            and not (B <= rf_tuning_now.split_small_max_batch
-                     and H >= rf_tuning_now.split_small_min_hidden)):
-        # (outside a call: the forward's pieces are the call in flight, the helper beside it)
-        job.ready = 0
-        asked = True  # (declined: not asked again below, as a plain call asks once)
-        behind = _serial_blas_begin(True)  # the chunks run BLAS on one thread each
-        if not rf_thread_start(&helper, _decoder_main, &job):
-            job.ready = job.N
-            behind = False
-            _serial_blas_end(True)
-    try:
-        if behind:
-            # pieces of about a decoder chunk, or of T / 8 steps: each call's own cost small
-            piece = max((job.chunk_cols + B - 1) // B, (T + 7) // 8)
-            for t0 in range(0, T, piece):
-                t1 = min(T, t0 + piece)
-                steps(t0, t1)
-                rf_publish(&job.ready, t1 * B)
-        elif steps is not None:
-            steps(0, T)
-    finally:
-        rf_publish(&job.ready, job.N)  # (and after an error: the helper must finish)
-        with nogil:
-            rf_call_enter()  # a second call in flight: no helper (rf_thread_start)
-            saved = _serial_blas_begin(True)
-            if not asked and _decoder_helped(&job):
-                rf_thread_start(&helper, _decoder_main, &job)
-            loss = _decoder_finish(&job, &helper)
-            _serial_blas_end(saved)
-            _serial_blas_end(behind)
-            rf_call_leave()
-    return loss
+    return loss / N
 
 
 # ---- the optimizers' update over a flat buffer -----------------------------------------------

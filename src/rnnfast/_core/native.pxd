@@ -126,7 +126,6 @@ cdef extern from "threads.h" nogil:
     bint rf_thread_join_or_cancel(rf_thread* thread)
     void rf_publish(Py_ssize_t* counter, Py_ssize_t value)
     void rf_wait_for(Py_ssize_t* counter, Py_ssize_t value)
-    void rf_backoff(long spins)
     bint rf_claim(Py_ssize_t* next, Py_ssize_t index)
     Py_ssize_t rf_load(Py_ssize_t* counter)
     void rf_prefetch(const void* p, size_t bytes)

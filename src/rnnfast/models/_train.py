@@ -100,20 +100,20 @@ class CrossEntropyStep:
         """(loss, the final state) of the window ``ids`` (T, B) with ``targets`` (T, B)."""
         model = self.model
         T, B = ids.shape
-        N = T * B
         buf = self._buffers_for(T, B)
+        if self.gathered:
+            output, state, layer_backward = self._gathered_layer(ids, state)
+        else:
+            output, state = model.rnn(self._encode(ids, buf), state)
+        N, H = T * B, output.shape[-1]
         # The decoder, the softmax and the loss's gradient in one call, into kept arrays; the
         # decoder's gradients were zeroed and it is their only source: written, not added.
         d_out = buf["d_out"]
-        out = (buf["logits"], d_out.reshape(N, -1), self.d_weight, self.d_bias)
-        decoder = (self.weight, self.bias, targets.reshape(N), out)
-        if self.gathered:  # (the layer's call runs the decoder too, beside its steps)
-            loss, state, layer_backward = self._gathered_layer(ids, state, decoder)
-        else:
-            output, state = model.rnn(self._encode(ids, buf), state)
-            loss = functional.linear_cross_entropy(
-                output.reshape(N, -1), *decoder[:3], out=out, backend=model.rnn.backend
-            ).loss
+        out = (buf["logits"], d_out.reshape(N, H), self.d_weight, self.d_bias)
+        loss = functional.linear_cross_entropy(
+            output.reshape(N, H), self.weight, self.bias, targets.reshape(N), out=out,
+            backend=model.rnn.backend,
+        ).loss  # fmt: skip
         if self.gathered:
             layer_backward(d_out)
         else:
@@ -122,12 +122,11 @@ class CrossEntropyStep:
         return loss, state
 
     def _gathered_layer(
-        self, ids: np.ndarray, state: Any, decoder: tuple
-    ) -> tuple[float, Any, Callable[[np.ndarray], None]]:
+        self, ids: np.ndarray, state: Any
+    ) -> tuple[np.ndarray, Any, Callable[[np.ndarray], None]]:
         """The recurrent layer over ``ids`` from ``state``, as ``model.rnn`` on the encoded
-        ids, and the decoder's linear_cross_entropy of its output (``decoder``: its weight,
-        bias, targets and out): (the loss, the final state, the backward from d_output, which
-        writes the layer's and the embedding's gradients)."""
+        ids: (output, the final state, the backward from d_output, which writes the layer's
+        and the embedding's gradients)."""
         rnn, cell = self.model.rnn, self.model.cell
         w_ih, w_hh, b_ih, b_hh = self.layer
         table = self.table
@@ -143,7 +142,7 @@ class CrossEntropyStep:
         nonlinearity = rnn.nonlinearity if cell == "rnn" else "tanh"
         out = functional.gathered_forward(
             cell, ids, table, h0, c0, w_hh, b_ih, b_hh, nonlinearity=nonlinearity,
-            backend=rnn.backend, buffers=self.kept, decoder=decoder,
+            backend=rnn.backend, buffers=self.kept,
         )  # fmt: skip
         states = out.states
         final = tuple(s[-1:].copy() for s in states)
@@ -165,7 +164,7 @@ class CrossEntropyStep:
                 np.copyto(d_bih, g.db_ih)
                 np.copyto(d_bhh, g.db_hh)
 
-        return out.decoded.loss, (final if lstm else final[0]), backward
+        return states[0], (final if lstm else final[0]), backward
 
 
 _LAYER_NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
