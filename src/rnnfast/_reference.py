@@ -11,6 +11,8 @@ NaN that the mathematics does not have, so both backends propagate non-finite va
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -350,6 +352,17 @@ def linear_cross_entropy(
     if dbias is not None:
         np.sum(z, axis=1, out=dbias)
     return loss
+
+
+def adam_constants(
+    dtype: np.dtype, lr: float, beta1: float, beta2: float, eps: float, step: int
+) -> tuple[float, ...]:
+    """adam_update's constants (b1, c1, b2, c2, d, eps, s) after ``step`` steps, each rounded
+    to ``dtype`` as PyTorch's Adam rounds them."""
+    t = np.dtype(dtype).type
+    constants = (t(beta1), t(1 - beta1), t(beta2), t(1 - beta2), t(math.sqrt(1 - beta2**step)),
+                 t(eps), t(lr / (1 - beta1**step)))  # fmt: skip
+    return tuple(float(c) for c in constants)
 
 
 def adam_update(

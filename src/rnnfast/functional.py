@@ -36,7 +36,6 @@ Inf.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -1300,8 +1299,6 @@ def adam_update(
     if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
         raise ValueError(f"betas must be in [0, 1), got {betas}")
     step = _validation.check_int("step", step, 1)
-    t = params.dtype.type
-    constants = (t(beta1), t(1 - beta1), t(beta2), t(1 - beta2),
-                 t(math.sqrt(1 - beta2**step)), t(eps), t(lr / (1 - beta1**step)))  # fmt: skip
-    impl = kernels if kernels is not None and hasattr(kernels, "adam_update") else _reference
-    impl.adam_update(params, grads, exp_avg, exp_avg_sq, *(float(c) for c in constants))
+    constants = _reference.adam_constants(params.dtype, lr, beta1, beta2, eps, step)
+    impl = _reference if kernels is None else kernels
+    impl.adam_update(params, grads, exp_avg, exp_avg_sq, *constants)

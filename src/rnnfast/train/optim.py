@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnfast import functional
+from rnnfast import _reference, functional
 from rnnfast._validation import asarray, check_flag, check_nonnegative
 from rnnfast.nn.module import FlatStore, find_store
 
@@ -279,15 +279,10 @@ class Adam(Optimizer):
         if "exp_avg" not in state:
             state["exp_avg"] = np.zeros_like(p)
             state["exp_avg_sq"] = np.zeros_like(p)
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        t = p.dtype.type
-        m *= t(beta1)
-        m += t(1 - beta1) * g
-        v *= t(beta2)
-        v += t(1 - beta2) * g * g
-        step_size = self.lr / (1 - beta1**self.steps)
-        denom = np.sqrt(v) / t(math.sqrt(1 - beta2**self.steps)) + t(self.eps)
-        p -= t(step_size) * m / denom
+        _reference.adam_update(
+            p, g, state["exp_avg"], state["exp_avg_sq"],
+            *_reference.adam_constants(p.dtype, self.lr, beta1, beta2, self.eps, self.steps),
+        )  # fmt: skip
 
     def _update_flat(self, p: np.ndarray, g: np.ndarray, state: dict[str, np.ndarray]) -> None:
         """``_update`` over the flat buffer in place, in one pass of the kernels (the
