@@ -267,6 +267,22 @@ def results_under_contention(run):
     return expected, results
 
 
+def one_cpu_then_repeated(kernels, rules: dict, alone, call, calls: int):
+    """``alone()`` under the tuning ``rules`` with every helper declined (one CPU available:
+    whole steps on the calling thread), then ``call(i)`` for i < ``calls`` under the same rules
+    with the CPUs restored: ``(expected, results)``, for tests that the bits do not depend on
+    whether a helper ran."""
+    cpus = kernels.thread_stats()["available_cpus"]
+    kernels.set_available_cpus(1)
+    try:
+        with kernels.tuned(**rules):
+            expected = alone()
+    finally:
+        kernels.set_available_cpus(cpus)
+    with kernels.tuned(**rules):
+        return expected, [call(i) for i in range(calls)]
+
+
 def finite_difference_gradient(loss, arr: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     """Central differences of ``loss()`` with respect to every element of ``arr``, which is
     perturbed in place and restored (so ``loss`` must read ``arr`` itself, e.g. a parameter)."""

@@ -18,6 +18,7 @@ from conftest import (
     RTOL,
     assert_close,
     blas_threads,
+    one_cpu_then_repeated,
     results_under_contention,
     runnable_simd_levels,
 )
@@ -541,24 +542,13 @@ def test_projection_bits_do_not_depend_on_the_path(size, dtype):
     def forward():
         return K.gru_forward(p["x"], p["h0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], True)
 
-    def alone_and_helped(rules, calls):
-        cpus = K.thread_stats()["available_cpus"]
-        K.set_available_cpus(1)  # every helper declined: whole steps on one thread
-        try:
-            with K.tuned(**rules):
-                alone = forward()
-        finally:
-            K.set_available_cpus(cpus)
-        with K.tuned(**rules):
-            return alone, [forward() for _ in range(calls)]
-
     auto = dict(overlap="auto", overlap_min_macs=0)  # a helper where two CPUs are
     whole, split = dict(WHOLE, **auto), dict(SPLIT, split_chunk_rows=2 * B, **auto)
     with K.tuned(**split):
         if not K.split_panels(T, B, D, H, itemsize, gates=3):
             pytest.skip("no second thread here")
     for rules, calls in ((whole, 5), (split, 20)):
-        expected, results = alone_and_helped(rules, calls)
+        expected, results = one_cpu_then_repeated(K, rules, forward, lambda _: forward(), calls)
         for i, got in enumerate(results):
             for name, a, e in zip(("h", "workspace"), got, expected, strict=True):
                 np.testing.assert_array_equal(a, e, err_msg=f"call {i}: {name}")

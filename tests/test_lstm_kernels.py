@@ -20,6 +20,7 @@ from conftest import (
     assert_close,
     compiled_kernels,
     finite_difference_gradient,
+    one_cpu_then_repeated,
     runnable_simd_levels,
 )
 
@@ -557,15 +558,10 @@ def test_projection_bits_do_not_depend_on_the_path(size, dtype):
         if not k.split_panels(T, B, D, H, np.dtype(dtype).itemsize, gates=4):
             pytest.skip("no second thread here")
     for rules, calls in ((whole, 5), (split, 20)):
-        cpus = k.thread_stats()["available_cpus"]
-        k.set_available_cpus(1)  # every helper declined: whole steps on one thread
-        try:
-            with k.tuned(**rules):
-                expected = run(p, training=False)
-        finally:
-            k.set_available_cpus(cpus)
-        with k.tuned(**rules):
-            results = [run(p, training=i % 2 == 0)[:3] for i in range(calls)]
+        expected, results = one_cpu_then_repeated(
+            k, rules, lambda: run(p, training=False),
+            lambda i: run(p, training=i % 2 == 0)[:3], calls,
+        )  # fmt: skip
         for i, got in enumerate(results):
             for name, a, e in zip(NAMES[:2], got, expected, strict=False):
                 np.testing.assert_array_equal(a, e, err_msg=f"call {i}: {name}")
